@@ -1,0 +1,53 @@
+# Two commands for a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUN_DIR ?= .run
+EDGE_PORT ?= 8082
+
+.PHONY: install system-deps run test bench clean
+
+# System packages the tests start for real (apt on Debian/Ubuntu; skipped when present).
+system-deps:
+	@missing=""; \
+	command -v gpg >/dev/null 2>&1 || missing="$$missing gnupg"; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	@mkdir -p $(RUN_DIR)
+	@[ -f $(RUN_DIR)/admin-token ] || $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(24))" > $(RUN_DIR)/admin-token
+	@token=$$(cat $(RUN_DIR)/admin-token); \
+	echo ""; \
+	echo "  Edge node:    http://127.0.0.1:$(EDGE_PORT)/artifactory/"; \
+	echo "  Admin token:  $$token   (kept in $(RUN_DIR)/admin-token)"; \
+	echo ""; \
+	echo "  Try:"; \
+	echo "    curl -H 'Authorization: Bearer $$token' -T README.md http://127.0.0.1:$(EDGE_PORT)/artifactory/artifactory-edge-uploads/docs/README.md"; \
+	echo "    curl http://127.0.0.1:$(EDGE_PORT)/artifactory/api/storage/artifactory-edge-uploads/docs/README.md"; \
+	echo ""; \
+	echo "  Ctrl-C stops it."; \
+	echo ""; \
+	EDGE_ADMIN_TOKEN=$$token exec $(BIN)/edge serve --data-dir $(RUN_DIR)/edge --host 127.0.0.1 --port $(EDGE_PORT)
+
+test: install system-deps
+	$(BIN)/python -m pytest -q
+
+bench: install system-deps
+	$(BIN)/python bench/download.py
+
+clean:
+	rm -rf $(VENV) $(RUN_DIR) .pytest_cache

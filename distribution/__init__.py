@@ -1,0 +1,1 @@
+"""The Distribution service: source repos, signed Release Bundles, pushes to edges."""

@@ -1,0 +1,1 @@
+"""The artifact repository core both services share: catalog, paths, HTTP API, wire contract."""

@@ -1,0 +1,155 @@
+"""Artifact operations both services share: look up, deploy, deploy by checksum, delete.
+
+The ordering rule that keeps storage and catalog consistent: a blob is committed
+(whole) before any index entry points at it, and a blob is collected only after
+the last entry pointing at it is gone. One lock orders "index a blob" against
+"collect a blob" in this process, so a delete never removes bytes that a
+concurrent deploy of the same content is about to reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+from collections.abc import AsyncIterator, Mapping
+
+from storage_backends import DigestMismatch, Digests, StorageBackend, StorageError
+
+from .catalog import Artifact, Catalog, Folder, Repo, now_ms
+from .errors import BadRequest, ChecksumMismatch, NotFound, PayloadTooLarge, ServiceUnavailable
+from .policy import ArtifactPolicy
+
+log = logging.getLogger(__name__)
+
+UPLOAD_OWNER = "upload"
+
+
+def guess_mime_type(path: str) -> str:
+    return mimetypes.guess_type(path, strict=False)[0] or "application/octet-stream"
+
+
+class ArtifactService:
+    def __init__(self, catalog: Catalog, storage: StorageBackend, policy: ArtifactPolicy) -> None:
+        self.catalog = catalog
+        self.storage = storage
+        self.policy = policy
+        self._index_lock = asyncio.Lock()
+
+    async def repo(self, key: str) -> Repo:
+        repo = await self.catalog.get_repo(key)
+        if repo is None:
+            raise NotFound()
+        return repo
+
+    async def file(self, repo: str, path: str) -> Artifact:
+        artifact = await self.catalog.get_artifact(repo, path) if path else None
+        if artifact is None:
+            raise NotFound()
+        return artifact
+
+    async def item(self, repo: str, path: str) -> Artifact | Folder:
+        """A file or a folder at ``path``; NotFound when the repo or the path is unknown."""
+        await self.repo(repo)
+        artifact = await self.catalog.get_artifact(repo, path) if path else None
+        if artifact is not None:
+            return artifact
+        folder = await self.catalog.get_folder(repo, path)
+        if folder is None:
+            raise NotFound()
+        return folder
+
+    async def _writable_repo(self, repo: str) -> None:
+        self.policy.check_writable(repo)
+        if await self.catalog.get_repo(repo) is None:
+            raise NotFound(f"Repository '{repo}' does not exist")
+
+    async def deploy(
+        self,
+        repo: str,
+        path: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        expected: Mapping[str, str],
+        declared_size: int | None,
+        user: str,
+    ) -> Artifact:
+        """Stream a body into a blob, verify it against the client's checksums, index it."""
+        await self._writable_repo(repo)
+        limit = self.policy.max_upload_bytes
+        if declared_size is not None and declared_size > limit:
+            raise PayloadTooLarge(f"Request body of {declared_size} bytes exceeds the limit of {limit} bytes")
+        async with await self.storage.writer() as writer:
+            async for chunk in chunks:
+                if writer.size + len(chunk) > limit:
+                    raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes")
+                await writer.write(chunk)
+            if declared_size is not None and writer.size != declared_size:
+                raise BadRequest("Request body is shorter than its Content-Length")
+            try:
+                digests = await writer.commit(expected=expected)
+            except DigestMismatch as exc:
+                raise ChecksumMismatch(
+                    f"Checksum mismatch: client sent {exc.field} {exc.expected}, received content has {exc.actual}"
+                ) from None
+        return await self._index(repo, path, digests, user)
+
+    async def deploy_by_checksum(
+        self, repo: str, path: str, *, expected: Mapping[str, str], user: str
+    ) -> Artifact:
+        """Index bytes the node already holds, found by sha256 or sha1, without a body."""
+        await self._writable_repo(repo)
+        known = None
+        for algorithm in ("sha256", "sha1"):
+            if algorithm in expected:
+                known = await self.catalog.find_by_checksum(algorithm, expected[algorithm])
+                break
+        if known is None or any(getattr(known, k) != v.lower() for k, v in expected.items()):
+            raise NotFound("Checksum deploy failed: no artifact with that checksum exists; send the content")
+        digests = Digests(size=known.size, sha256=known.sha256, sha1=known.sha1, md5=known.md5)
+        return await self._index(repo, path, digests, user)
+
+    async def _index(self, repo: str, path: str, digests: Digests, user: str) -> Artifact:
+        assert digests.sha1 is not None and digests.md5 is not None
+        now = now_ms()
+        artifact = Artifact(
+            repo=repo,
+            path=path,
+            sha256=digests.sha256,
+            sha1=digests.sha1,
+            md5=digests.md5,
+            size=digests.size,
+            mime_type=guess_mime_type(path),
+            created=now,
+            created_by=user,
+            modified=now,
+            modified_by=user,
+            owner=UPLOAD_OWNER,
+        )
+        async with self._index_lock:
+            if not await self.storage.exists(digests.sha256):
+                # Collected between commit and here by a delete of the same bytes.
+                raise ServiceUnavailable("The stored content vanished during the deploy; retry it")
+            try:
+                return await self.catalog.put_artifact(artifact)
+            except BaseException:
+                await self._collect(digests.sha256)
+                raise
+
+    async def delete(self, repo: str, path: str) -> list[Artifact]:
+        """Remove a file or a folder tree from the index, then collect unreferenced blobs."""
+        await self._writable_repo(repo)
+        async with self._index_lock:
+            removed = await self.catalog.delete(repo, path)
+            for sha256 in {a.sha256 for a in removed}:
+                await self._collect(sha256)
+        return removed
+
+    async def _collect(self, sha256: str) -> None:
+        """Delete a blob no index entry points at. Called with the index lock held."""
+        if await self.catalog.is_referenced(sha256):
+            return
+        try:
+            await self.storage.delete(sha256)
+        except StorageError as exc:  # left for a later sweep; the index is already right
+            log.warning("could not collect blob %s: %s", sha256, exc)

@@ -1,0 +1,296 @@
+"""Repos and the index of artifacts: (repo, path) -> blob, with folders for fast listings.
+
+Every query of repos, folders and artifacts lives here. Each public coroutine
+runs one synchronous function on the database thread; multi-step changes run
+inside ``db.atomic()`` so they are all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import sqlite_utils
+
+from .db import Database
+from .errors import Conflict, NotFound
+from .paths import ancestors, name_of, parent_of
+
+DEEP_LIST_PAGE = 1000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Repo:
+    key: str
+    type: str = "LOCAL"
+    package_type: str = "generic"
+    description: str = ""
+    anonymous_read: bool = True
+    created: int = 0
+
+
+@dataclass(frozen=True)
+class Artifact:
+    repo: str
+    path: str
+    sha256: str
+    sha1: str
+    md5: str
+    size: int
+    mime_type: str
+    created: int
+    created_by: str
+    modified: int
+    modified_by: str
+    owner: str
+    properties: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return name_of(self.path)
+
+    def row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["folder"] = parent_of(self.path)
+        row["name"] = self.name
+        row["properties"] = json.dumps(self.properties, sort_keys=True)
+        return row
+
+
+@dataclass(frozen=True)
+class Folder:
+    repo: str
+    path: str
+    created: int
+    created_by: str
+
+
+@dataclass(frozen=True)
+class Listing:
+    folders: list[Folder]
+    files: list[Artifact]
+
+
+_ARTIFACT_COLUMNS = (
+    "repo, path, sha256, sha1, md5, size, mime_type, created, created_by, "
+    "modified, modified_by, owner, properties"
+)
+
+
+def _artifact(row: tuple[Any, ...]) -> Artifact:
+    values = list(row)
+    values[-1] = json.loads(values[-1])
+    return Artifact(*values)
+
+
+def _repo(row: dict[str, Any]) -> Repo:
+    return Repo(
+        key=row["key"],
+        type=row["type"],
+        package_type=row["package_type"],
+        description=row["description"],
+        anonymous_read=bool(row["anonymous_read"]),
+        created=row["created"],
+    )
+
+
+def _subtree(path: str) -> tuple[str, str]:
+    """The half-open key range of every path strictly below folder ``path`` ('' is the root)."""
+    if path == "":
+        return "", "\U0010ffff"
+    return path + "/", path + "0"  # '0' sorts right after '/'
+
+
+class Catalog:
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    @property
+    def _db(self) -> sqlite_utils.Database:
+        return self._database.db
+
+    # -- repos --------------------------------------------------------------
+
+    async def ensure_repo(self, repo: Repo) -> Repo:
+        """Create a repo if it is missing; an existing one is answered unchanged."""
+        return await self._database.run(self._ensure_repo, repo)
+
+    def _ensure_repo(self, repo: Repo) -> Repo:
+        row = asdict(repo) | {"created": repo.created or now_ms()}
+        row["anonymous_read"] = int(repo.anonymous_read)
+        self._db.execute(
+            "INSERT OR IGNORE INTO repos (key, type, package_type, description, anonymous_read, created)"
+            " VALUES (:key, :type, :package_type, :description, :anonymous_read, :created)",
+            row,
+        )
+        found = self._get_repo(repo.key)
+        assert found is not None
+        return found
+
+    async def get_repo(self, key: str) -> Repo | None:
+        return await self._database.run(self._get_repo, key)
+
+    def _get_repo(self, key: str) -> Repo | None:
+        rows = list(self._db.query("SELECT * FROM repos WHERE key = ?", [key]))
+        return _repo(rows[0]) if rows else None
+
+    async def list_repos(self) -> list[Repo]:
+        return await self._database.run(
+            lambda: [_repo(r) for r in self._db.query("SELECT * FROM repos ORDER BY key")]
+        )
+
+    # -- artifacts ----------------------------------------------------------
+
+    async def get_artifact(self, repo: str, path: str) -> Artifact | None:
+        return await self._database.run(self._get_artifact, repo, path)
+
+    def _get_artifact(self, repo: str, path: str) -> Artifact | None:
+        row = self._db.execute(
+            f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE repo = ? AND path = ?", [repo, path]
+        ).fetchone()
+        return _artifact(row) if row else None
+
+    async def get_folder(self, repo: str, path: str) -> Folder | None:
+        """The folder at ``path``; the repo root ('') always exists."""
+        return await self._database.run(self._get_folder, repo, path)
+
+    def _get_folder(self, repo: str, path: str) -> Folder | None:
+        if path == "":
+            r = self._get_repo(repo)
+            return Folder(repo, "", r.created, "system") if r else None
+        row = self._db.execute(
+            "SELECT repo, path, created, created_by FROM folders WHERE repo = ? AND path = ?", [repo, path]
+        ).fetchone()
+        return Folder(*row) if row else None
+
+    async def find_by_checksum(self, algorithm: str, value: str) -> Artifact | None:
+        """Any artifact with these bytes, for deploy-by-checksum."""
+        if algorithm not in ("sha256", "sha1"):
+            raise ValueError(algorithm)
+        return await self._database.run(self._find_by_checksum, algorithm, value.lower())
+
+    def _find_by_checksum(self, algorithm: str, value: str) -> Artifact | None:
+        row = self._db.execute(
+            f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE {algorithm} = ? LIMIT 1", [value]
+        ).fetchone()
+        return _artifact(row) if row else None
+
+    async def is_referenced(self, sha256: str) -> bool:
+        return await self._database.run(
+            lambda: self._db.execute("SELECT 1 FROM artifacts WHERE sha256 = ? LIMIT 1", [sha256]).fetchone()
+            is not None
+        )
+
+    async def put_artifact(self, artifact: Artifact) -> Artifact:
+        """Index a file, creating its folders; overwriting a file keeps its created time.
+
+        Refused with 409 where the path is a folder or an ancestor is a file.
+        """
+        return await self._database.run(self._put_artifact, artifact)
+
+    def _put_artifact(self, artifact: Artifact) -> Artifact:
+        with self._db.atomic():
+            self._check_no_clash(artifact.repo, artifact.path)
+            for folder in ancestors(artifact.path):
+                self._db.execute(
+                    "INSERT OR IGNORE INTO folders (repo, path, parent, name, created, created_by)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [artifact.repo, folder, parent_of(folder), name_of(folder), artifact.modified, artifact.modified_by],
+                )
+            previous = self._get_artifact(artifact.repo, artifact.path)
+            if previous is not None:
+                artifact = replace(artifact, created=previous.created, created_by=previous.created_by)
+            row = artifact.row()
+            columns = ", ".join(row)
+            self._db.execute(
+                f"INSERT OR REPLACE INTO artifacts ({columns}) VALUES ({', '.join('?' * len(row))})",
+                list(row.values()),
+            )
+        return artifact
+
+    def _check_no_clash(self, repo: str, path: str) -> None:
+        if self._db.execute("SELECT 1 FROM folders WHERE repo = ? AND path = ?", [repo, path]).fetchone():
+            raise Conflict(f"Cannot deploy file '{path}': a folder with that name exists")
+        for folder in ancestors(path):
+            if self._get_artifact(repo, folder) is not None:
+                raise Conflict(f"Cannot deploy file '{path}': '{folder}' is a file")
+
+    async def delete(self, repo: str, path: str) -> list[Artifact]:
+        """Remove a file, or a folder with everything below it; answers what was removed."""
+        return await self._database.run(self._delete, repo, path)
+
+    def _delete(self, repo: str, path: str) -> list[Artifact]:
+        with self._db.atomic():
+            single = self._get_artifact(repo, path)
+            if single is not None:
+                self._db.execute("DELETE FROM artifacts WHERE repo = ? AND path = ?", [repo, path])
+                return [single]
+            if self._get_folder(repo, path) is None:
+                raise NotFound()
+            lo, hi = _subtree(path)
+            removed = [
+                _artifact(r)
+                for r in self._db.execute(
+                    f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE repo = ? AND path >= ? AND path < ?",
+                    [repo, lo, hi],
+                )
+            ]
+            self._db.execute("DELETE FROM artifacts WHERE repo = ? AND path >= ? AND path < ?", [repo, lo, hi])
+            self._db.execute("DELETE FROM folders WHERE repo = ? AND path >= ? AND path < ?", [repo, lo, hi])
+            if path:
+                self._db.execute("DELETE FROM folders WHERE repo = ? AND path = ?", [repo, path])
+            return removed
+
+    # -- listings -----------------------------------------------------------
+
+    async def children(self, repo: str, path: str) -> Listing:
+        return await self._database.run(self._children, repo, path)
+
+    def _children(self, repo: str, path: str) -> Listing:
+        folders = [
+            Folder(*r)
+            for r in self._db.execute(
+                "SELECT repo, path, created, created_by FROM folders WHERE repo = ? AND parent = ? ORDER BY name",
+                [repo, path],
+            )
+        ]
+        files = [
+            _artifact(r)
+            for r in self._db.execute(
+                f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE repo = ? AND folder = ? ORDER BY name",
+                [repo, path],
+            )
+        ]
+        return Listing(folders, files)
+
+    async def walk_files(self, repo: str, path: str) -> AsyncIterator[Artifact]:
+        """Every file below a folder in path order, a page at a time: memory stays flat."""
+        lo, hi = _subtree(path)
+        after = ""
+        while True:
+            page = await self._database.run(self._files_page, repo, lo, hi, after)
+            for artifact in page:
+                yield artifact
+            if len(page) < DEEP_LIST_PAGE:
+                return
+            after = page[-1].path
+
+    def _files_page(self, repo: str, lo: str, hi: str, after: str) -> list[Artifact]:
+        start = max(lo, after)
+        op = ">" if after and after >= lo else ">="
+        return [
+            _artifact(r)
+            for r in self._db.execute(
+                f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE repo = ? AND path {op} ? AND path < ?"
+                " ORDER BY path LIMIT ?",
+                [repo, start, hi, DEEP_LIST_PAGE],
+            )
+        ]
+

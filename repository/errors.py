@@ -1,0 +1,78 @@
+"""Domain errors that carry their HTTP status; one middleware turns them into responses."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+# dohq-artifactory's exists() answers False only for these exact messages.
+NOT_FOUND_MESSAGE = "Unable to find item"
+EDGE_READ_ONLY_MESSAGE = "Deployment to an Edge Artifactory node is not supported."
+
+
+class RepositoryError(Exception):
+    status: int = 500
+    default_message = "Internal error"
+
+    def __init__(self, message: str | None = None, *, headers: Mapping[str, str] | None = None) -> None:
+        self.message = message or self.default_message
+        self.headers = dict(headers or {})
+        super().__init__(self.message)
+
+
+class BadRequest(RepositoryError):
+    status = 400
+    default_message = "Bad request"
+
+
+class InvalidPath(BadRequest):
+    default_message = "Invalid path"
+
+
+class Unauthorized(RepositoryError):
+    status = 401
+    default_message = "Authentication is required"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Basic realm="Artifactory Realm"'})
+
+
+class Forbidden(RepositoryError):
+    status = 403
+    default_message = "Forbidden"
+
+
+class NotFound(RepositoryError):
+    status = 404
+    default_message = NOT_FOUND_MESSAGE
+
+
+class MethodNotAllowed(RepositoryError):
+    status = 405
+    default_message = "Method not allowed"
+
+
+class Conflict(RepositoryError):
+    status = 409
+    default_message = "Conflict"
+
+
+class ChecksumMismatch(Conflict):
+    """Artifactory answers a deploy whose bytes do not match its checksum headers with 409."""
+
+
+class PayloadTooLarge(RepositoryError):
+    status = 413
+    default_message = "Request body too large"
+
+
+class RangeNotSatisfiable(RepositoryError):
+    status = 416
+    default_message = "Requested range not satisfiable"
+
+    def __init__(self, size: int) -> None:
+        super().__init__(headers={"Content-Range": f"bytes */{size}"})
+
+
+class ServiceUnavailable(RepositoryError):
+    status = 503
+    default_message = "Storage is unavailable"

@@ -1,0 +1,1 @@
+"""The Artifactory-compatible artifact HTTP API, mounted under ``/artifactory/`` by each service."""

@@ -1,0 +1,79 @@
+"""``/access/api/v1/tokens``: issue and revoke API tokens (JFrog Access's paths)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from repository.errors import BadRequest, NotFound
+from repository.tokens import Role, TokenInfo
+
+from . import keys
+from .auth import require_role
+
+MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """A JSON object body, or a 400 that says what is wrong with it."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest("Request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("Request body must be a JSON object")
+    return body
+
+
+def token_json(info: TokenInfo) -> dict[str, Any]:
+    return {
+        "token_id": info.id,
+        "role": info.role.value,
+        "subject": info.subject,
+        "description": info.description,
+        "created": info.created,
+        "expires": info.expires,
+        "revoked": info.revoked is not None,
+    }
+
+
+async def create_token(request: web.Request) -> web.Response:
+    require_role(request, Role.admin)
+    body = await read_json_object(request)
+    role = body.get("role", body.get("scope", "reader"))
+    if role not in Role.__members__:
+        raise BadRequest(f"Unknown role {role!r}; expected one of {', '.join(Role.__members__)}")
+    subject = body.get("username", body.get("subject", role))
+    description = body.get("description", "")
+    expires_in = body.get("expires_in")
+    if not isinstance(subject, str) or not subject or len(subject) > 128:
+        raise BadRequest("'username' must be a non-empty string of at most 128 characters")
+    if not isinstance(description, str) or len(description) > 1024:
+        raise BadRequest("'description' must be a string of at most 1024 characters")
+    if expires_in is not None and (
+        type(expires_in) is not int or not 0 <= expires_in <= MAX_EXPIRES_IN
+    ):
+        raise BadRequest(f"'expires_in' must be an integer number of seconds up to {MAX_EXPIRES_IN} (0: never)")
+    info, secret = await request.app[keys.tokens].create(Role(role), subject, description, expires_in or None)
+    answer = token_json(info) | {
+        "access_token": secret,
+        "token_type": "Bearer",
+        "scope": info.role.value,
+        "expires_in": expires_in or 0,
+    }
+    return web.json_response(answer, status=201)
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    require_role(request, Role.admin)
+    tokens = await request.app[keys.tokens].list()
+    return web.json_response({"tokens": [token_json(t) for t in tokens]})
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    require_role(request, Role.admin)
+    if not await request.app[keys.tokens].revoke(request.match_info["token_id"]):
+        raise NotFound("Token not found")
+    return web.Response(status=204)

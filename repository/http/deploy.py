@@ -1,0 +1,79 @@
+"""PUT and DELETE of artifacts, with Artifactory's checksum headers.
+
+The node's policy is asked before the body is read, so a refused write answers
+403 at once and never touches storage.
+"""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from repository.errors import BadRequest, Forbidden, InvalidPath
+from repository.tokens import Role
+
+from . import keys
+from .auth import require_role
+from .download import artifact_location
+from .storage_api import file_info
+
+BODY_CHUNK = 256 * 1024
+_HEX_LENGTHS = {"sha256": 64, "sha1": 40, "md5": 32}
+# JFrog CLI sends a bare X-Checksum carrying the sha256.
+_CHECKSUM_HEADERS = {
+    "X-Checksum-Sha256": "sha256",
+    "X-Checksum": "sha256",
+    "X-Checksum-Sha1": "sha1",
+    "X-Checksum-Md5": "md5",
+}
+
+
+def expected_checksums(request: web.Request) -> dict[str, str]:
+    """The digests a client promised, validated as hex of the right length."""
+    expected: dict[str, str] = {}
+    for header, algorithm in _CHECKSUM_HEADERS.items():
+        value = request.headers.get(header)
+        if value is None:
+            continue
+        value = value.strip().lower()
+        if not re.fullmatch(rf"[0-9a-f]{{{_HEX_LENGTHS[algorithm]}}}", value):
+            raise BadRequest(f"Invalid {header} header: expected {_HEX_LENGTHS[algorithm]} hex digits")
+        if expected.get(algorithm, value) != value:
+            raise BadRequest("X-Checksum and X-Checksum-Sha256 disagree")
+        expected[algorithm] = value
+    return expected
+
+
+async def deploy(request: web.Request) -> web.Response:
+    repo, path = artifact_location(request)
+    request.app[keys.policy].check_writable(repo)
+    principal = require_role(request, Role.deployer, Role.admin)
+    if not path:
+        raise InvalidPath("Invalid path: a file path is required")
+    service = request.app[keys.artifacts]
+    expected = expected_checksums(request)
+    if request.headers.get("X-Checksum-Deploy", "").lower() == "true":
+        if "sha256" not in expected and "sha1" not in expected:
+            raise BadRequest("X-Checksum-Deploy needs X-Checksum-Sha256 or X-Checksum-Sha1")
+        artifact = await service.deploy_by_checksum(repo, path, expected=expected, user=principal.subject)
+    else:
+        artifact = await service.deploy(
+            repo,
+            path,
+            request.content.iter_chunked(BODY_CHUNK),
+            expected=expected,
+            declared_size=request.content_length,
+            user=principal.subject,
+        )
+    return web.json_response(file_info(request, artifact), status=201)
+
+
+async def delete(request: web.Request) -> web.Response:
+    repo, path = artifact_location(request)
+    request.app[keys.policy].check_writable(repo)
+    require_role(request, Role.admin)
+    if not path:
+        raise Forbidden("Deleting a whole repository is not supported here")
+    await request.app[keys.artifacts].delete(repo, path)
+    return web.Response(status=204)

@@ -1,0 +1,170 @@
+"""GET/HEAD of an artifact: headers clients rely on, then the fastest path for the bytes.
+
+Everything that can fail (lookup, stat, range, preconditions) is decided before
+``prepare()``, so errors are still clean JSON 404/412/416s. The bytes then go by
+a presigned redirect, by sendfile from a local file, or streamed from the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO
+from urllib.parse import quote
+
+from aiohttp import web
+
+from repository.catalog import Artifact
+from repository.errors import NotFound, RepositoryError
+from repository.paths import split_repo_path
+from storage_backends import BlobNotFound
+
+from . import keys
+from .auth import require_read
+from .ranges import ByteRange, not_modified, parse_range, precondition_failed, range_applies
+
+log = logging.getLogger(__name__)
+
+ARTIFACTORY_PREFIX = "/artifactory/"
+
+
+class PreconditionFailed(RepositoryError):
+    status = 412
+    default_message = "Precondition failed"
+
+
+def raw_tail(request: web.Request, prefix: str) -> str:
+    """The still-percent-encoded part of the request path after ``prefix``."""
+    raw = request.raw_path.split("?", 1)[0]
+    if not raw.startswith(prefix):
+        raise NotFound()
+    return raw[len(prefix) :]
+
+
+def artifact_location(request: web.Request, prefix: str = ARTIFACTORY_PREFIX) -> tuple[str, str]:
+    repo, path = split_repo_path(raw_tail(request, prefix))
+    return repo, path
+
+
+def modified_at(artifact: Artifact) -> datetime:
+    return datetime.fromtimestamp(artifact.modified / 1000, tz=timezone.utc)
+
+
+def _ascii_filename(name: str) -> str:
+    return "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in name)
+
+
+def artifact_headers(artifact: Artifact, node_id: str) -> dict[str, str]:
+    name = artifact.name
+    return {
+        "Content-Type": artifact.mime_type,
+        "ETag": f'"{artifact.sha256}"',
+        "Accept-Ranges": "bytes",
+        "X-Checksum-Sha1": artifact.sha1,
+        "X-Checksum-Sha256": artifact.sha256,
+        "X-Checksum-Md5": artifact.md5,
+        "X-Artifactory-Filename": quote(name),
+        "X-Artifactory-Id": node_id,
+        "Content-Disposition": (
+            f"attachment; filename=\"{_ascii_filename(name)}\"; filename*=UTF-8''{quote(name, safe='')}"
+        ),
+    }
+
+
+class SendfileResponse(web.StreamResponse):
+    """A window of an open file sent with ``loop.sendfile``: the kernel copies, not Python."""
+
+    def __init__(self, fobj: IO[bytes], window: ByteRange, *, status: int, headers: dict[str, str]) -> None:
+        super().__init__(status=status, headers=headers)
+        self._fobj = fobj
+        self._window = window
+        self.content_length = window.length
+
+    async def prepare(self, request: web.BaseRequest) -> web.AbstractStreamWriter | None:
+        try:
+            writer = await super().prepare(request)
+            if request.method == "HEAD" or self._window.length == 0:
+                return writer
+            transport = request.transport
+            if transport is None:
+                raise ConnectionResetError("client went away")
+            await asyncio.get_running_loop().sendfile(
+                transport, self._fobj, self._window.start, self._window.length
+            )
+            await super().write_eof()
+            return writer
+        finally:
+            await asyncio.to_thread(self._fobj.close)
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    repo, path = artifact_location(request)
+    await require_read(request, repo)
+    service = request.app[keys.artifacts]
+    policy = request.app[keys.policy]
+    await service.repo(repo)
+    artifact = await service.file(repo, path)
+    modified = modified_at(artifact)
+    headers = artifact_headers(artifact, policy.node_id)
+    headers["Last-Modified"] = _http_date(modified)
+
+    if precondition_failed(request, artifact.sha256, modified):
+        raise PreconditionFailed()
+    if not_modified(request, artifact.sha256, modified):
+        return web.Response(status=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
+
+    status, window = 200, ByteRange(0, artifact.size)
+    if range_applies(request, artifact.sha256, modified):
+        window = parse_range(request.headers["Range"], artifact.size)
+        status = 206
+        headers["Content-Range"] = window.content_range(artifact.size)
+
+    if request.method == "HEAD":
+        response = web.Response(status=status, headers=headers)
+        response.content_length = window.length
+        return response
+    return await _body(request, artifact, window, status, headers)
+
+
+async def _body(
+    request: web.Request, artifact: Artifact, window: ByteRange, status: int, headers: dict[str, str]
+) -> web.StreamResponse:
+    storage = request.app[keys.storage]
+    policy = request.app[keys.policy]
+    if policy.redirect_downloads:
+        url = await storage.presigned_url(
+            artifact.sha256,
+            expires_in=policy.presign_expiry,
+            filename=artifact.name,
+            content_type=artifact.mime_type,
+        )
+        if url is not None:
+            redirect = {k: v for k, v in headers.items() if k.startswith("X-")}
+            raise web.HTTPFound(url, headers=redirect)
+    path = await storage.local_path(artifact.sha256)
+    if path is not None:
+        fobj = await _open(path, artifact.sha256)
+        return SendfileResponse(fobj, window, status=status, headers=headers)
+    chunks = await storage.read(artifact.sha256, window.start, window.length)
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = window.length
+    await response.prepare(request)
+    async for chunk in chunks:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def _open(path: Path, sha256: str) -> IO[bytes]:
+    try:
+        return await asyncio.to_thread(open, path, "rb")
+    except FileNotFoundError:
+        log.error("index points at blob %s, which is not in storage", sha256)
+        raise BlobNotFound(sha256) from None
+
+
+def _http_date(ts: datetime) -> str:
+    return ts.strftime("%a, %d %b %Y %H:%M:%S GMT")
+

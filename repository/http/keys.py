@@ -1,0 +1,22 @@
+"""Typed app and request keys for the artifact API, one place for all of them."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from repository.artifacts import ArtifactService
+from repository.catalog import Catalog
+from repository.identity import Authenticator
+from repository.policy import ArtifactPolicy
+from repository.tokens import Principal, TokenStore
+from storage_backends import StorageBackend
+
+storage = web.AppKey("storage", StorageBackend)
+catalog = web.AppKey("catalog", Catalog)
+tokens = web.AppKey("tokens", TokenStore)
+policy = web.AppKey("policy", ArtifactPolicy)
+artifacts = web.AppKey("artifacts", ArtifactService)
+authenticator = web.AppKey("authenticator", Authenticator)
+
+# Request-scoped: set by the access pipeline before any handler runs.
+principal = web.RequestKey("principal", Principal)

@@ -1,0 +1,59 @@
+"""The request pipeline shared by both services: errors mapped once, then identity.
+
+Later access rules (client address, IP and geo rules, audit) join this pipeline
+in the order DESIGN.md gives, each as its own middleware.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from repository.errors import RepositoryError
+from storage_backends import InvalidDigest, StorageError
+
+from . import keys
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_body(status: int, message: str) -> dict[str, list[dict[str, object]]]:
+    return {"errors": [{"status": status, "message": message}]}
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(error_body(status, message), status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as ``{"errors":[{"status","message"}]}`` with its real status."""
+    try:
+        return await handler(request)
+    except RepositoryError as exc:
+        return error_response(exc.status, exc.message, exc.headers)
+    except InvalidDigest:
+        return error_response(400, "Invalid checksum")
+    except StorageError as exc:
+        log.error("storage failure on %s %s: %s", request.method, request.path, exc)
+        return error_response(503, "Storage is unavailable, retry later")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k not in ("Content-Type", "Content-Length")}
+        return error_response(exc.status, exc.reason, headers)
+    except (ConnectionResetError, TimeoutError):
+        raise
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(500, "Internal server error")
+
+
+@web.middleware
+async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request[keys.principal] = await request.app[keys.authenticator].identify(request.headers)
+    return await handler(request)

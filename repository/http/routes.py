@@ -1,0 +1,43 @@
+"""The artifact API's routes, added to each service's own route table.
+
+Order matters: the fixed ``api/`` routes come before the catch-all item routes,
+and an unknown ``api/`` call is a 404, never mistaken for a repo named "api".
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from repository.errors import MethodNotAllowed, NotFound
+
+from . import access_api, deploy, download, keys, storage_api, system
+from .download import artifact_location
+
+
+async def api_not_found(request: web.Request) -> web.Response:
+    raise NotFound("Unknown API call")
+
+
+async def other_method(request: web.Request) -> web.Response:
+    """MOVE, POST, PATCH... on an item: read-only repos refuse with 403, others with 405."""
+    repo, _ = artifact_location(request)
+    request.app[keys.policy].check_writable(repo)
+    raise MethodNotAllowed(f"Method {request.method} is not supported on artifacts")
+
+
+def artifact_routes() -> list[web.AbstractRouteDef]:
+    return [
+        web.get("/artifactory/api/system/ping", system.ping, name="ping"),
+        web.get("/artifactory/api/system/version", system.version, name="version"),
+        web.get("/artifactory/api/repositories", system.repositories, name="repositories"),
+        web.get("/artifactory/api/repositories/{key}", system.repository, name="repository"),
+        web.get("/artifactory/api/storage/{tail:.+}", storage_api.storage_info, name="storage_info"),
+        web.route("*", "/artifactory/api/{tail:.*}", api_not_found, name="api_not_found"),
+        web.post("/access/api/v1/tokens", access_api.create_token, name="token_create"),
+        web.get("/access/api/v1/tokens", access_api.list_tokens, name="token_list"),
+        web.delete("/access/api/v1/tokens/{token_id}", access_api.revoke_token, name="token_revoke"),
+        web.get("/artifactory/{tail:.+}", download.download, name="download"),
+        web.put("/artifactory/{tail:.+}", deploy.deploy, name="deploy"),
+        web.delete("/artifactory/{tail:.+}", deploy.delete, name="delete"),
+        web.route("*", "/artifactory/{tail:.+}", other_method, name="other_method"),
+    ]

@@ -1,0 +1,60 @@
+"""Wiring of the artifact core into a service's app: one cleanup context per resource."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from repository.artifacts import ArtifactService
+from repository.catalog import Catalog, Repo
+from repository.db import Database
+from repository.identity import Authenticator
+from repository.policy import ArtifactPolicy
+from repository.schema import catalog_migrations
+from repository.tokens import TokenStore
+from storage_backends import create_backend
+
+from . import keys
+
+database = web.AppKey("database", Database)
+
+
+def setup_artifact_core(
+    app: web.Application,
+    *,
+    database_path: Path,
+    backend: str,
+    backend_params: Mapping[str, Any],
+    policy: ArtifactPolicy,
+    admin_token: str | None,
+) -> None:
+    """Open the catalog and the blob store at start-up, close them on shutdown."""
+    app[keys.policy] = policy
+
+    async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+        db = Database(database_path)
+        await db.open(catalog_migrations)
+        app[database] = db
+        app[keys.catalog] = Catalog(db)
+        app[keys.tokens] = TokenStore(db)
+        for key in policy.builtin_repos:
+            await app[keys.catalog].ensure_repo(Repo(key))
+        yield
+        await db.close()
+
+    async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+        store = create_backend(backend, backend_params)
+        await store.open()
+        app[keys.storage] = store
+        yield
+        await store.close()
+
+    async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[keys.artifacts] = ArtifactService(app[keys.catalog], app[keys.storage], policy)
+        app[keys.authenticator] = Authenticator(app[keys.tokens], admin_token)
+        yield
+
+    app.cleanup_ctx.extend([database_ctx, storage_ctx, services_ctx])

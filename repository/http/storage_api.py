@@ -1,0 +1,147 @@
+"""``/artifactory/api/storage/{repo}/{path}``: file info, folder info and deep listings.
+
+Field names and types follow what JFrog CLI and dohq-artifactory parse: ``size``
+is a string in file info, folders have no ``size``, ``folder`` is a boolean.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from aiohttp import web
+
+from repository.catalog import Artifact, Folder
+from repository.errors import NotFound
+from repository.paths import url_quote
+
+from . import keys
+from .auth import require_read
+from .download import artifact_location
+
+STORAGE_PREFIX = "/artifactory/api/storage/"
+
+
+def iso(ms: int) -> str:
+    """Artifactory's timestamp shape: ``2026-11-22T10:00:00.000Z``."""
+    ts = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def base_url(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}/artifactory"
+
+
+def _slash(path: str) -> str:
+    return "/" + path
+
+
+def file_info(request: web.Request, a: Artifact) -> dict[str, Any]:
+    base = base_url(request)
+    checksums = {"sha1": a.sha1, "md5": a.md5, "sha256": a.sha256}
+    return {
+        "repo": a.repo,
+        "path": _slash(a.path),
+        "created": iso(a.created),
+        "createdBy": a.created_by,
+        "lastModified": iso(a.modified),
+        "modifiedBy": a.modified_by,
+        "lastUpdated": iso(a.modified),
+        "downloadUri": f"{base}/{a.repo}/{url_quote(a.path)}",
+        "mimeType": a.mime_type,
+        "size": str(a.size),
+        "checksums": checksums,
+        "originalChecksums": dict(checksums),
+        "uri": f"{base}/api/storage/{a.repo}/{url_quote(a.path)}",
+    }
+
+
+async def folder_info(request: web.Request, f: Folder) -> dict[str, Any]:
+    listing = await request.app[keys.catalog].children(f.repo, f.path)
+    children = [{"uri": "/" + url_quote(c.path.rpartition("/")[2]), "folder": True} for c in listing.folders]
+    children += [{"uri": "/" + url_quote(a.name), "folder": False} for a in listing.files]
+    uri_path = f"/{url_quote(f.path)}" if f.path else ""
+    return {
+        "repo": f.repo,
+        "path": _slash(f.path),
+        "created": iso(f.created),
+        "createdBy": f.created_by,
+        "lastModified": iso(f.created),
+        "modifiedBy": f.created_by,
+        "lastUpdated": iso(f.created),
+        "children": children,
+        "uri": f"{base_url(request)}/api/storage/{f.repo}{uri_path}",
+    }
+
+
+async def storage_info(request: web.Request) -> web.StreamResponse:
+    repo, path = artifact_location(request, STORAGE_PREFIX)
+    await require_read(request, repo)
+    service = request.app[keys.artifacts]
+    item = await service.item(repo, path)
+    if "list" in request.query:
+        if not isinstance(item, Folder):
+            raise NotFound("Not a folder")
+        return await _file_list(request, item)
+    if "properties" in request.query:
+        return _properties(request, item)
+    if isinstance(item, Artifact):
+        return web.json_response(file_info(request, item))
+    return web.json_response(await folder_info(request, item))
+
+
+def _properties(request: web.Request, item: Artifact | Folder) -> web.Response:
+    props = item.properties if isinstance(item, Artifact) else {}
+    wanted = [p for p in request.query.get("properties", "").split(",") if p]
+    if wanted:
+        props = {k: v for k, v in props.items() if k in wanted}
+    if not props:
+        raise NotFound("No properties could be found.")
+    uri = f"{base_url(request)}/api/storage/{item.repo}/{url_quote(item.path)}"
+    return web.json_response({"properties": props, "uri": uri})
+
+
+async def _file_list(request: web.Request, folder: Folder) -> web.StreamResponse:
+    """``?list[&deep=1][&listFolders=1]``, streamed so a huge tree never sits in memory."""
+    deep = request.query.get("deep", "0") == "1"
+    with_folders = request.query.get("listFolders", "0") == "1"
+    catalog = request.app[keys.catalog]
+    uri_path = f"/{url_quote(folder.path)}" if folder.path else ""
+    head = {"uri": f"{base_url(request)}/api/storage/{folder.repo}{uri_path}", "created": iso(folder.created)}
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    await response.write(json.dumps(head)[:-1].encode() + b', "files": [')
+    prefix = len(folder.path) + 1 if folder.path else 0
+    first = True
+
+    async def emit(entry: dict[str, Any]) -> None:
+        nonlocal first
+        await response.write((b"" if first else b",") + json.dumps(entry).encode())
+        first = False
+
+    if deep:
+        async for a in catalog.walk_files(folder.repo, folder.path):
+            await emit(_list_entry(a, prefix))
+    else:
+        listing = await catalog.children(folder.repo, folder.path)
+        if with_folders:
+            for f in listing.folders:
+                await emit({"uri": "/" + url_quote(f.path[prefix:]), "size": -1,
+                            "lastModified": iso(f.created), "folder": True})
+        for a in listing.files:
+            await emit(_list_entry(a, prefix))
+    await response.write(b"]}")
+    await response.write_eof()
+    return response
+
+
+def _list_entry(a: Artifact, prefix: int) -> dict[str, Any]:
+    return {
+        "uri": "/" + url_quote(a.path[prefix:]),
+        "size": a.size,
+        "lastModified": iso(a.modified),
+        "folder": False,
+        "sha1": a.sha1,
+        "sha2": a.sha256,
+    }

@@ -1,0 +1,125 @@
+"""Settings declared once as frozen dataclasses, loaded and validated in one place.
+
+Sources, later ones winning: the dataclass defaults, a TOML file, environment
+variables (``PREFIX_KEY``, ``PREFIX_SECTION_KEY`` for nested sections), then
+command-line flags. Unknown keys and wrong types are refused with a message
+naming the key, so a typo in a config file stops the service instead of being
+silently ignored. Nothing else in the code base reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+S = TypeVar("S")
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _is_section(tp: Any) -> bool:
+    return dataclasses.is_dataclass(tp) and isinstance(tp, type)
+
+
+def _coerce(key: str, tp: Any, value: Any, from_text: bool) -> Any:
+    """Check (or, for environment text, convert) one value against its declared type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [t for t in typing.get_args(tp) if t is not type(None)]
+        if value is None or (from_text and value == ""):
+            if len(options) < len(typing.get_args(tp)):
+                return None
+            raise SettingsError(f"setting '{key}' may not be empty")
+        return _coerce(key, options[0], value, from_text)
+    if origin is tuple:
+        (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
+        items = [v.strip() for v in value.split(",") if v.strip()] if from_text and isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            raise SettingsError(f"setting '{key}' must be a list")
+        return tuple(_coerce(key, item, v, from_text) for v in items)
+    if tp is bool:
+        if from_text and isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+        if isinstance(value, bool):
+            return value
+        raise SettingsError(f"setting '{key}' must be true or false, not {value!r}")
+    if tp in (int, float):
+        if from_text and isinstance(value, str):
+            try:
+                return tp(value.strip())
+            except ValueError:
+                raise SettingsError(f"setting '{key}' must be a number, not {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float) or (tp is int and not isinstance(value, int)):
+            raise SettingsError(f"setting '{key}' must be {'an integer' if tp is int else 'a number'}, not {value!r}")
+        return tp(value)
+    if tp is Path:
+        if not isinstance(value, str | Path):
+            raise SettingsError(f"setting '{key}' must be a path")
+        return Path(value).expanduser()
+    if tp is str:
+        if not isinstance(value, str):
+            raise SettingsError(f"setting '{key}' must be a string, not {value!r}")
+        return value
+    raise TypeError(f"unsupported settings type for {key}: {tp!r}")
+
+
+def _build(cls: type[S], values: Mapping[str, Any], prefix: str, env: Mapping[str, str], env_prefix: str) -> S:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise SettingsError(f"unknown setting '{prefix}{unknown[0]}'")
+    kwargs: dict[str, Any] = {}
+    for name in known:
+        tp, key = hints[name], f"{prefix}{name}"
+        env_name = f"{env_prefix}{key.replace('.', '_')}".upper()
+        if _is_section(tp):
+            section = values.get(name, {})
+            if not isinstance(section, Mapping):
+                raise SettingsError(f"setting '{key}' must be a table")
+            kwargs[name] = _build(tp, section, f"{key}.", env, env_prefix)
+        elif env_name in env:
+            kwargs[name] = _coerce(env_name, tp, env[env_name], from_text=True)
+        elif name in values:
+            kwargs[name] = _coerce(key, tp, values[name], from_text=False)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def load_settings(
+    cls: type[S],
+    *,
+    config_file: Path | None,
+    env: Mapping[str, str],
+    env_prefix: str,
+    overrides: Mapping[str, Any],
+) -> S:
+    """Defaults < TOML file < environment < flags (``overrides``, None meaning "not given")."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            values = tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise SettingsError(f"cannot read settings file {config_file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"settings file {config_file} is not valid TOML: {exc}") from None
+    settings = _build(cls, values, "", env, env_prefix)
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    if flags:
+        hints = typing.get_type_hints(cls)
+        checked = {k: _coerce(k, hints[k], v, from_text=False) for k, v in flags.items()}
+        settings = dataclasses.replace(settings, **checked)  # type: ignore[type-var]
+    return settings

@@ -1,0 +1,45 @@
+"""Blob stores by name: the rest of the system never imports a backend module directly."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .base import BlobInfo, BlobWriter, Digests, StorageBackend, check_sha256
+from .errors import (
+    BlobNotFound,
+    DigestMismatch,
+    InvalidDigest,
+    InvalidOffset,
+    StorageError,
+)
+
+BACKEND_NAMES = ("local", "s3")
+
+__all__ = [
+    "BACKEND_NAMES",
+    "BlobInfo",
+    "BlobNotFound",
+    "BlobWriter",
+    "DigestMismatch",
+    "Digests",
+    "InvalidDigest",
+    "InvalidOffset",
+    "StorageBackend",
+    "StorageError",
+    "check_sha256",
+    "create_backend",
+]
+
+
+def create_backend(name: str, params: Mapping[str, Any]) -> StorageBackend:
+    """Build a backend from its settings section; unknown names and keys are errors."""
+    if name == "local":
+        from .local import LocalBackend
+
+        return LocalBackend(**params)
+    if name == "s3":
+        from .s3 import S3Backend
+
+        return S3Backend(**params)
+    raise ValueError(f"unknown storage backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")

@@ -1,0 +1,198 @@
+"""The blob store contract that every backend implements.
+
+Blobs are content-addressed: a blob's name is the SHA-256 of its bytes. A writer
+hashes while it writes and publishes atomically on commit, so a blob is either
+whole or absent; nothing outside this package knows how a backend does that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+
+from .errors import BlobNotFound, DigestMismatch, InvalidDigest, InvalidOffset
+
+READ_CHUNK = 256 * 1024
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def check_sha256(value: str) -> str:
+    """Refuse anything that is not a lowercase hex SHA-256 before it becomes a path or key."""
+    if not isinstance(value, str) or not _SHA256_RE.fullmatch(value):
+        raise InvalidDigest(value)
+    return value
+
+
+@dataclass(frozen=True)
+class Digests:
+    """What a writer measured. sha1 and md5 are None when the writer was asked for sha256 only."""
+
+    size: int
+    sha256: str
+    sha1: str | None = None
+    md5: str | None = None
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    sha256: str
+    size: int
+    modified: datetime
+
+
+class MultiHasher:
+    """SHA-256 always, SHA-1 and MD5 on request: the hashing floor of every ingest.
+
+    hashlib releases the GIL on large buffers, so backends feed it from a worker
+    thread in chunks of a megabyte or so.
+    """
+
+    def __init__(self, all_digests: bool = True) -> None:
+        self._sha256 = hashlib.sha256()
+        self._extra = {"sha1": hashlib.sha1(), "md5": hashlib.md5()} if all_digests else {}
+        self.size = 0
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        self._sha256.update(data)
+        for h in self._extra.values():
+            h.update(data)
+        self.size += len(data)
+
+    def digests(self) -> Digests:
+        extra = {name: h.hexdigest() for name, h in self._extra.items()}
+        return Digests(size=self.size, sha256=self._sha256.hexdigest(), **extra)
+
+
+def verify_digests(
+    got: Digests, expected: Mapping[str, str] | None, expected_size: int | None
+) -> None:
+    """Raise DigestMismatch for the first expectation the measured digests break.
+
+    Expected names are sha256, sha1 and md5; comparison ignores case because
+    clients send upper-case hex.
+    """
+    if expected_size is not None and got.size != expected_size:
+        raise DigestMismatch("size", expected_size, got.size)
+    for name, want in (expected or {}).items():
+        have = getattr(got, name)
+        if have is None:
+            raise ValueError(f"writer did not compute {name}")
+        if have != want.lower():
+            raise DigestMismatch(name, want, have)
+
+
+def check_range(sha256: str, size: int, offset: int, length: int | None) -> int:
+    """Validate a read window against a blob's size and answer how many bytes it spans."""
+    if offset < 0 or offset > size or (length is not None and length < 0):
+        raise InvalidOffset(sha256, offset, size)
+    remaining = size - offset
+    return remaining if length is None else min(length, remaining)
+
+
+class BlobWriter(ABC):
+    """A blob being written. Readers never see it before ``commit`` returns.
+
+    Use as an async context manager: leaving the block without a commit cancels,
+    so a client that disconnects mid-upload leaves nothing behind.
+    """
+
+    @property
+    @abstractmethod
+    def size(self) -> int:
+        """Bytes accepted so far."""
+
+    @abstractmethod
+    async def write(self, data: bytes) -> None:
+        """Append bytes. May buffer; the caller must not reuse ``data`` afterwards."""
+
+    @abstractmethod
+    async def commit(
+        self, *, expected: Mapping[str, str] | None = None, expected_size: int | None = None
+    ) -> Digests:
+        """Publish the blob under its SHA-256 and answer its digests.
+
+        If any expected digest or the size differs, raises DigestMismatch and the
+        blob is not published (the writer is cancelled). Committing bytes that are
+        already stored is a success that stores nothing new.
+        """
+
+    @abstractmethod
+    async def cancel(self) -> None:
+        """Discard everything written. Safe to call twice or after commit (no-op)."""
+
+    async def __aenter__(self) -> BlobWriter:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.cancel()
+
+
+class StorageBackend(ABC):
+    """Async blob store. Every method that takes a sha256 validates it first."""
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Prepare the store (create directories, check the bucket). Called once at start."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections and worker threads."""
+
+    @abstractmethod
+    async def writer(self, *, all_digests: bool = True) -> BlobWriter:
+        """Start a new blob. ``all_digests=False`` computes SHA-256 only (bundle blobs)."""
+
+    @abstractmethod
+    async def stat(self, sha256: str) -> BlobInfo:
+        """Size and modification time; BlobNotFound if absent."""
+
+    async def exists(self, sha256: str) -> bool:
+        try:
+            await self.stat(sha256)
+        except BlobNotFound:
+            return False
+        return True
+
+    @abstractmethod
+    async def read(
+        self, sha256: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Open a byte window for streaming.
+
+        Raises BlobNotFound or InvalidOffset *here*, before any byte is produced,
+        so an HTTP handler can still answer 404/416 cleanly.
+        """
+
+    @abstractmethod
+    async def delete(self, sha256: str) -> None:
+        """Remove a blob; BlobNotFound if it is not there."""
+
+    @abstractmethod
+    def list(self) -> AsyncIterator[str]:
+        """Every committed blob's sha256, in no particular order."""
+
+    async def local_path(self, sha256: str) -> Path | None:
+        """A file path the server may sendfile from, or None where the backend has none."""
+        return None
+
+    async def presigned_url(
+        self,
+        sha256: str,
+        *,
+        expires_in: int,
+        filename: str | None = None,
+        content_type: str | None = None,
+    ) -> str | None:
+        """A time-limited URL a client may fetch the blob from directly, or None."""
+        return None

@@ -1,0 +1,223 @@
+"""Blobs on a local filesystem, in sharded directories: ``blobs/ab/cd/abcd...``.
+
+Durability follows POSIX rules: bytes go to a temp file on the same filesystem,
+which is fsynced, renamed into place with ``os.replace`` and followed by an
+fsync of both directories, so after a crash a blob is whole or absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+
+import aiofiles
+
+from .base import (
+    READ_CHUNK,
+    BlobInfo,
+    BlobWriter,
+    Digests,
+    MultiHasher,
+    StorageBackend,
+    check_range,
+    check_sha256,
+    verify_digests,
+)
+from .errors import BlobNotFound, StorageError
+
+log = logging.getLogger(__name__)
+
+FLUSH_AT = 1024 * 1024  # hash and write in a worker thread a megabyte at a time
+STALE_TEMP_SECONDS = 3600
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalWriter(BlobWriter):
+    def __init__(self, backend: LocalBackend, all_digests: bool) -> None:
+        self._backend = backend
+        self._hasher = MultiHasher(all_digests)
+        self._buffer = bytearray()
+        self._temp = backend.temp_dir / uuid.uuid4().hex
+        self._fd: int | None = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._done = False
+
+    @property
+    def size(self) -> int:
+        return self._hasher.size + len(self._buffer)
+
+    async def write(self, data: bytes) -> None:
+        if self._done:
+            raise StorageError("write after commit or cancel")
+        self._buffer += data
+        if len(self._buffer) >= FLUSH_AT:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        chunk, self._buffer = self._buffer, bytearray()
+        if chunk:
+            await asyncio.to_thread(self._write_chunk, chunk)
+
+    def _write_chunk(self, chunk: bytearray) -> None:
+        assert self._fd is not None
+        self._hasher.update(chunk)
+        view = memoryview(chunk)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            raise StorageError(f"write failed: {exc}") from exc
+
+    async def commit(
+        self, *, expected: Mapping[str, str] | None = None, expected_size: int | None = None
+    ) -> Digests:
+        if self._done:
+            raise StorageError("commit after commit or cancel")
+        try:
+            await self._flush()
+            digests = self._hasher.digests()
+            verify_digests(digests, expected, expected_size)
+            await asyncio.to_thread(self._publish, digests.sha256)
+        except BaseException:
+            await self.cancel()
+            raise
+        self._done = True
+        return digests
+
+    def _publish(self, sha256: str) -> None:
+        assert self._fd is not None
+        final = self._backend.blob_path(sha256)
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            if final.exists():
+                os.unlink(self._temp)  # same bytes already stored: nothing to publish
+                return
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._temp, final)
+            _fsync_dir(final.parent)
+            _fsync_dir(self._temp.parent)
+        except OSError as exc:
+            raise StorageError(f"publishing blob {sha256} failed: {exc}") from exc
+
+    async def cancel(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._buffer = bytearray()
+        await asyncio.to_thread(self._discard)
+
+    def _discard(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        try:
+            os.unlink(self._temp)
+        except FileNotFoundError:
+            pass
+
+
+class LocalBackend(StorageBackend):
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        self.blob_dir = self.root / "blobs"
+        self.temp_dir = self.root / "tmp"
+
+    def blob_path(self, sha256: str) -> Path:
+        check_sha256(sha256)
+        return self.blob_dir / sha256[:2] / sha256[2:4] / sha256
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._prepare)
+
+    def _prepare(self) -> None:
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        # Temp files of writers that died with their process. Another process may
+        # share this root, so only old ones are removed.
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        for entry in os.scandir(self.temp_dir):
+            if entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                log.info("removed stale temp file %s", entry.path)
+
+    async def close(self) -> None:
+        return None
+
+    async def writer(self, *, all_digests: bool = True) -> BlobWriter:
+        try:
+            return await asyncio.to_thread(LocalWriter, self, all_digests)
+        except OSError as exc:
+            raise StorageError(f"cannot start a blob: {exc}") from exc
+
+    async def stat(self, sha256: str) -> BlobInfo:
+        path = self.blob_path(sha256)
+        try:
+            st = await asyncio.to_thread(os.stat, path)
+        except FileNotFoundError:
+            raise BlobNotFound(sha256) from None
+        modified = datetime.fromtimestamp(st.st_mtime, tz=timezone.utc)
+        return BlobInfo(sha256=sha256, size=st.st_size, modified=modified)
+
+    async def read(
+        self, sha256: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        path = self.blob_path(sha256)
+        try:
+            f = await aiofiles.open(path, "rb")
+        except FileNotFoundError:
+            raise BlobNotFound(sha256) from None
+        try:
+            size = os.fstat(f.fileno()).st_size
+            remaining = check_range(sha256, size, offset, length)
+            await f.seek(offset)
+        except BaseException:
+            await f.close()
+            raise
+        return self._stream(f, remaining)
+
+    @staticmethod
+    async def _stream(f: aiofiles.threadpool.binary.AsyncBufferedReader, remaining: int) -> AsyncIterator[bytes]:
+        try:
+            while remaining > 0:
+                chunk = await f.read(min(READ_CHUNK, remaining))
+                if not chunk:
+                    raise StorageError("blob shorter than its recorded size")
+                remaining -= len(chunk)
+                yield chunk
+        finally:
+            await f.close()
+
+    async def delete(self, sha256: str) -> None:
+        path = self.blob_path(sha256)
+        try:
+            await asyncio.to_thread(os.unlink, path)
+        except FileNotFoundError:
+            raise BlobNotFound(sha256) from None
+
+    async def list(self) -> AsyncIterator[str]:  # type: ignore[override]
+        for first in await asyncio.to_thread(_sorted_dirs, self.blob_dir):
+            for second in await asyncio.to_thread(_sorted_dirs, first):
+                for name in await asyncio.to_thread(os.listdir, second):
+                    yield name
+
+    async def local_path(self, sha256: str) -> Path | None:
+        return self.blob_path(sha256)
+
+
+def _sorted_dirs(path: Path) -> list[Path]:
+    return sorted(Path(e.path) for e in os.scandir(path) if e.is_dir())
