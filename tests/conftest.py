@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from edge.app import create_app
+from edge.settings import EdgeSettings, StorageSettings
 from storage_backends import StorageBackend, create_backend
 from tests.seaweed import s3_server  # noqa: F401  (session fixture: a real S3 server on loopback)
 
@@ -48,3 +50,64 @@ async def backend(
             await store.delete(sha)
     finally:
         await store.close()
+
+
+ADMIN_TOKEN = "test-admin-token"
+UPLOADS = "artifactory-edge-uploads"
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> EdgeSettings:
+    """Edge settings on a temp data dir; ``storage`` may be a dict of storage settings."""
+    storage = overrides.pop("storage", {})
+    return EdgeSettings(
+        data_dir=tmp_path / "edge",
+        port=0,
+        admin_token=ADMIN_TOKEN,
+        storage=StorageSettings(**storage),
+        **overrides,
+    )
+
+
+def storage_settings(mode: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """``local``, ``s3`` (presigned redirects) or ``s3-stream`` (bytes through the edge)."""
+    if mode == "local":
+        return {}
+    params = backend_params("s3", tmp_path, request)
+    return {"backend": "s3", "redirect_downloads": mode == "s3", **params}
+
+
+@pytest.fixture
+def edge_settings(tmp_path: Path) -> EdgeSettings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+async def edge(aiohttp_client: Any, edge_settings: EdgeSettings) -> Any:
+    """A test client on the real edge app, local storage."""
+    return await aiohttp_client(create_app(edge_settings))
+
+
+@pytest.fixture(params=["local", "s3", "s3-stream"])
+async def any_edge(request: pytest.FixtureRequest, aiohttp_client: Any, tmp_path: Path) -> Any:
+    """The real edge app on every storage backend and download path."""
+    settings = make_settings(tmp_path, storage=storage_settings(request.param, tmp_path, request))
+    return await aiohttp_client(create_app(settings))
+
+
+def admin() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+async def upload(client: Any, path: str, data: bytes, headers: dict[str, str] | None = None) -> Any:
+    resp = await client.put(f"/artifactory/{UPLOADS}/{path}", data=data, headers={**admin(), **(headers or {})})
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+async def error_of(resp: Any) -> tuple[int, str]:
+    """The status and message of an Artifactory-style error body, checking its shape."""
+    body = await resp.json()
+    assert list(body) == ["errors"] and len(body["errors"]) == 1
+    (err,) = body["errors"]
+    assert err["status"] == resp.status
+    return err["status"], err["message"]
