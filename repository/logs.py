@@ -11,6 +11,8 @@ from typing import Any
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
+from repository.http import keys
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -38,7 +40,7 @@ class JsonAccessLogger(AbstractAccessLogger):
     """One line per request: method, path, status, bytes, time, client, user."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        principal = request.get("principal")
+        principal = request.get(keys.principal)
         fields = {
             "method": request.method,
             "path": request.path,

@@ -13,6 +13,8 @@ server must never reach, or be reachable from, anything but this machine.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import secrets
 import shutil
@@ -22,7 +24,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import boto3
@@ -61,7 +62,7 @@ def _port_is_free(port: int) -> bool:
 
 def free_ports(count: int) -> list[int]:
     """Distinct ports the kernel reports free right now (all sockets held until every one is picked)."""
-    with ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
         ports = []
         for _ in range(count):
             s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
@@ -81,8 +82,8 @@ def admin_ports(taken: set[int]) -> tuple[int, int]:
     raise RuntimeError("no free admin port pair found for weed mini")
 
 
-def weed_command(weed: str, root: Path) -> tuple[list[str], int]:
-    """The full ``weed mini`` command line and its S3 port."""
+def weed_command(weed: str, root: Path) -> tuple[list[str], int, list[int]]:
+    """The full ``weed mini`` command line, its S3 port and its gRPC ports."""
     (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, debug, s3_debug, webdav) = (
         free_ports(11)
     )
@@ -110,7 +111,16 @@ def weed_command(weed: str, root: Path) -> tuple[list[str], int]:
         "-master.volumeSizeLimitMB=256",
         f"-bucket={BUCKET}",
     ]
-    return args, s3
+    return args, s3, [master_grpc, volume_grpc, filer_grpc, s3_grpc, admin_grpc]
+
+
+def _remove_grpc_sockets(ports: list[int]) -> None:
+    """weed puts one unix socket per gRPC port in /tmp, whatever -dir says, and leaves
+    them behind when it dies early; only the ones for this server's ports are removed."""
+    for port in ports:
+        for path in glob.glob(f"/tmp/seaweedfs-*-grpc-{port}.sock"):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def _log_tail(log: Path, lines: int = 40) -> str:
@@ -170,29 +180,34 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[dict[str, str]]:
     """A running SeaweedFS S3 endpoint with one bucket and one access key, for the whole session."""
+    weed = find_weed()
     root = Path(tempfile.mkdtemp(prefix="weed-"))
-    access_key, secret_key = "edge" + secrets.token_hex(8), secrets.token_hex(20)
-    args, s3_port = weed_command(find_weed(), root)
-    # weed mini grants the identity in these variables full S3 rights. Nothing else
-    # from the caller's AWS configuration leaks in, and HOME points at the temp dir
-    # so no ~/.seaweedfs/*.toml changes the server under test.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
-    env.update(AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key, HOME=str(root))
-    info = {
-        "endpoint_url": f"http://127.0.0.1:{s3_port}",
-        "bucket": BUCKET,
-        "access_key_id": access_key,
-        "secret_access_key": secret_key,
-        "region": REGION,
-    }
-    log = root / "weed.log"
-    with open(log, "wb") as log_file:
-        proc = subprocess.Popen(
-            args, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
-        )
+    proc: subprocess.Popen[bytes] | None = None
+    grpc_ports: list[int] = []
     try:
+        args, s3_port, grpc_ports = weed_command(weed, root)
+        access_key, secret_key = "edge" + secrets.token_hex(8), secrets.token_hex(20)
+        # weed mini grants the identity in these variables full S3 rights. Nothing else
+        # from the caller's AWS configuration leaks in, and HOME points at the temp dir
+        # so no ~/.seaweedfs/*.toml changes the server under test.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
+        env.update(AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key, HOME=str(root))
+        info = {
+            "endpoint_url": f"http://127.0.0.1:{s3_port}",
+            "bucket": BUCKET,
+            "access_key_id": access_key,
+            "secret_access_key": secret_key,
+            "region": REGION,
+        }
+        log = root / "weed.log"
+        with open(log, "wb") as log_file:
+            proc = subprocess.Popen(
+                args, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
+            )
         _wait_for_bucket(proc, info, log)
         yield info
     finally:
-        _stop(proc)
+        if proc is not None:
+            _stop(proc)
+        _remove_grpc_sockets(grpc_ports)
         shutil.rmtree(root, ignore_errors=True)

@@ -93,6 +93,7 @@ class SendfileResponse(web.StreamResponse):
             await asyncio.get_running_loop().sendfile(
                 transport, self._fobj, self._window.start, self._window.length
             )
+            writer.output_size += self._window.length  # the kernel sent it; count it for logs
             await super().write_eof()
             return writer
         finally:
