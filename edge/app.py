@@ -34,6 +34,7 @@ def create_app(settings: EdgeSettings) -> web.Application:
             max_upload_bytes=settings.max_upload_bytes,
             redirect_downloads=settings.storage.redirect_downloads,
             presign_expiry=settings.storage.presign_expiry,
+            uploads_anonymous_read=settings.uploads_anonymous_read,
         ),
         admin_token=settings.admin_token,
     )

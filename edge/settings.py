@@ -62,6 +62,8 @@ class EdgeSettings:
     port: int = 8082
     node_id: str = "edge"
     admin_token: str | None = None
+    # whether anyone may download from artifactory-edge-uploads without a token
+    uploads_anonymous_read: bool = True
     max_upload_bytes: int = 10 * GiB
     shutdown_timeout: float = 60.0
     log_level: str = "INFO"

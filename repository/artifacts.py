@@ -94,6 +94,10 @@ class ArtifactService:
                 ) from None
         return await self._index(repo, path, digests, user)
 
+    async def make_folder(self, repo: str, path: str, user: str) -> Folder:
+        await self._writable_repo(repo)
+        return await self.catalog.make_folder(repo, path, user)
+
     async def deploy_by_checksum(
         self, repo: str, path: str, *, expected: Mapping[str, str], user: str
     ) -> Artifact:

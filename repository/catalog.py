@@ -118,16 +118,22 @@ class Catalog:
 
     # -- repos --------------------------------------------------------------
 
-    async def ensure_repo(self, repo: Repo) -> Repo:
-        """Create a repo if it is missing; an existing one is answered unchanged."""
-        return await self._database.run(self._ensure_repo, repo)
+    async def ensure_repo(self, repo: Repo, *, update: bool = False) -> Repo:
+        """Create a repo if it is missing. An existing one keeps its settings unless ``update``."""
+        return await self._database.run(self._ensure_repo, repo, update)
 
-    def _ensure_repo(self, repo: Repo) -> Repo:
+    def _ensure_repo(self, repo: Repo, update: bool) -> Repo:
         row = asdict(repo) | {"created": repo.created or now_ms()}
         row["anonymous_read"] = int(repo.anonymous_read)
+        conflict = (
+            "DO UPDATE SET type = excluded.type, package_type = excluded.package_type,"
+            " description = excluded.description, anonymous_read = excluded.anonymous_read"
+            if update
+            else "DO NOTHING"
+        )
         self._db.execute(
-            "INSERT OR IGNORE INTO repos (key, type, package_type, description, anonymous_read, created)"
-            " VALUES (:key, :type, :package_type, :description, :anonymous_read, :created)",
+            "INSERT INTO repos (key, type, package_type, description, anonymous_read, created)"
+            f" VALUES (:key, :type, :package_type, :description, :anonymous_read, :created) ON CONFLICT (key) {conflict}",
             row,
         )
         found = self._get_repo(repo.key)
@@ -198,12 +204,7 @@ class Catalog:
     def _put_artifact(self, artifact: Artifact) -> Artifact:
         with self._db.atomic():
             self._check_no_clash(artifact.repo, artifact.path)
-            for folder in ancestors(artifact.path):
-                self._db.execute(
-                    "INSERT OR IGNORE INTO folders (repo, path, parent, name, created, created_by)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    [artifact.repo, folder, parent_of(folder), name_of(folder), artifact.modified, artifact.modified_by],
-                )
+            self._insert_folders(artifact.repo, ancestors(artifact.path), artifact.modified, artifact.modified_by)
             previous = self._get_artifact(artifact.repo, artifact.path)
             if previous is not None:
                 artifact = replace(artifact, created=previous.created, created_by=previous.created_by)
@@ -215,12 +216,37 @@ class Catalog:
             )
         return artifact
 
+    async def make_folder(self, repo: str, path: str, user: str) -> Folder:
+        """Create a folder and its parents (Artifactory's ``PUT repo/path/``); existing is fine."""
+        return await self._database.run(self._make_folder, repo, path, user)
+
+    def _make_folder(self, repo: str, path: str, user: str) -> Folder:
+        with self._db.atomic():
+            if self._get_artifact(repo, path) is not None:
+                raise Conflict(f"Cannot create folder '{path}': a file with that name exists")
+            self._check_ancestors_are_folders(repo, path)
+            self._insert_folders(repo, [*ancestors(path), path], now_ms(), user)
+            folder = self._get_folder(repo, path)
+        assert folder is not None
+        return folder
+
+    def _insert_folders(self, repo: str, paths: list[str], created: int, user: str) -> None:
+        for folder in paths:
+            self._db.execute(
+                "INSERT OR IGNORE INTO folders (repo, path, parent, name, created, created_by)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [repo, folder, parent_of(folder), name_of(folder), created, user],
+            )
+
     def _check_no_clash(self, repo: str, path: str) -> None:
         if self._db.execute("SELECT 1 FROM folders WHERE repo = ? AND path = ?", [repo, path]).fetchone():
             raise Conflict(f"Cannot deploy file '{path}': a folder with that name exists")
+        self._check_ancestors_are_folders(repo, path)
+
+    def _check_ancestors_are_folders(self, repo: str, path: str) -> None:
         for folder in ancestors(path):
             if self._get_artifact(repo, folder) is not None:
-                raise Conflict(f"Cannot deploy file '{path}': '{folder}' is a file")
+                raise Conflict(f"Cannot store '{path}': '{folder}' is a file")
 
     async def delete(self, repo: str, path: str) -> list[Artifact]:
         """Remove a file, or a folder with everything below it; answers what was removed."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .catalog import Repo
 from .errors import EDGE_READ_ONLY_MESSAGE, Forbidden
 
 EDGE_UPLOADS_REPO = "artifactory-edge-uploads"
@@ -24,8 +25,8 @@ class ArtifactPolicy:
     # Send clients to a presigned URL where the backend offers one (else stream).
     redirect_downloads: bool = True
     presign_expiry: int = 300
-    # Repos that exist on this node from the start, created on first start-up.
-    builtin_repos: tuple[str, ...] = field(default=())
+    # Repos that exist on this node from the start; their settings are applied at every start.
+    builtin_repos: tuple[Repo, ...] = field(default=())
 
     def check_writable(self, repo: str) -> None:
         """Refuse a write before anything is read or stored: a refusal is a real 403."""
@@ -34,7 +35,13 @@ class ArtifactPolicy:
 
 
 def edge_policy(
-    *, node_id: str, version: str, max_upload_bytes: int, redirect_downloads: bool, presign_expiry: int
+    *,
+    node_id: str,
+    version: str,
+    max_upload_bytes: int,
+    redirect_downloads: bool,
+    presign_expiry: int,
+    uploads_anonymous_read: bool,
 ) -> ArtifactPolicy:
     return ArtifactPolicy(
         node_id=node_id,
@@ -43,5 +50,5 @@ def edge_policy(
         writable_repos=frozenset({EDGE_UPLOADS_REPO}),
         redirect_downloads=redirect_downloads,
         presign_expiry=presign_expiry,
-        builtin_repos=(EDGE_UPLOADS_REPO,),
+        builtin_repos=(Repo(EDGE_UPLOADS_REPO, anonymous_read=uploads_anonymous_read),),
     )

@@ -92,6 +92,8 @@ def weed_command(weed: str, root: Path) -> tuple[list[str], int, list[int]]:
     )
     data = root / "data"
     data.mkdir()
+    # One line per server keeps the port wiring reviewable.
+    # fmt: off
     args = [
         weed, "mini",
         f"-dir={data}",
@@ -111,6 +113,7 @@ def weed_command(weed: str, root: Path) -> tuple[list[str], int, list[int]]:
         "-master.volumeSizeLimitMB=256",
         f"-bucket={BUCKET}",
     ]
+    # fmt: on
     return args, s3, [master_grpc, volume_grpc, filer_grpc, s3_grpc, admin_grpc]
 
 

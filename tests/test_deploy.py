@@ -185,3 +185,17 @@ async def test_only_an_admin_may_delete(edge: Any) -> None:
     assert (await edge.delete(f"/artifactory/{UPLOADS}/d.bin")).status == 401
     assert (await edge.delete(f"/artifactory/{UPLOADS}/d.bin", headers=deployer)).status == 403
     assert (await edge.get(f"/artifactory/{UPLOADS}/d.bin")).status == 200
+
+
+async def test_a_put_with_a_trailing_slash_creates_a_folder(edge: Any) -> None:
+    resp = await edge.put(f"/artifactory/{UPLOADS}/new/empty/", headers=admin())
+    assert resp.status == 201
+    assert (await resp.json())["path"] == "/new/empty"
+    info = await (await edge.get(f"/artifactory/api/storage/{UPLOADS}/new")).json()
+    assert info["children"] == [{"uri": "/empty", "folder": True}]
+    assert (await edge.put(f"/artifactory/{UPLOADS}/new/empty/", headers=admin())).status == 201
+    await upload(edge, "f.txt", b"f")
+    clash = await edge.put(f"/artifactory/{UPLOADS}/f.txt/", headers=admin())
+    assert (await error_of(clash))[0] == 409
+    under = await edge.put(f"/artifactory/{UPLOADS}/f.txt/sub/", headers=admin())
+    assert (await error_of(under))[0] == 409

@@ -12,7 +12,8 @@ import aiohttp
 
 from repository.http import keys
 from repository.tokens import Role
-from tests.conftest import UPLOADS, admin, error_of, upload
+from edge.app import create_app
+from tests.conftest import UPLOADS, admin, error_of, make_settings, upload
 
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -162,3 +163,11 @@ async def test_an_expired_token_is_refused(edge: Any) -> None:
 async def test_malformed_credentials_are_a_401(edge: Any) -> None:
     for header in ({"Authorization": "Basic !!!"}, {"Authorization": "Negotiate abc"}, {"Authorization": "Bearer "}):
         assert (await error_of(await edge.get(f"/artifactory/api/storage/{UPLOADS}", headers=header)))[0] == 401
+
+
+async def test_anonymous_reads_can_be_switched_off_for_the_uploads_repo(aiohttp_client: Any, tmp_path: Any) -> None:
+    client = await aiohttp_client(create_app(make_settings(tmp_path, uploads_anonymous_read=False)))
+    await upload(client, "private.bin", b"p")
+    for url in (f"/artifactory/{UPLOADS}/private.bin", f"/artifactory/api/storage/{UPLOADS}/private.bin"):
+        assert (await error_of(await client.get(url)))[0] == 401
+        assert (await client.get(url, headers=admin())).status == 200

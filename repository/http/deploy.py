@@ -15,8 +15,8 @@ from repository.tokens import Role
 
 from . import keys
 from .auth import require_role
-from .download import artifact_location
-from .storage_api import file_info
+from .download import ARTIFACTORY_PREFIX, artifact_location, raw_tail
+from .storage_api import file_info, folder_info
 
 BODY_CHUNK = 256 * 1024
 _HEX_LENGTHS = {"sha256": 64, "sha1": 40, "md5": 32}
@@ -52,6 +52,9 @@ async def deploy(request: web.Request) -> web.Response:
     if not path:
         raise InvalidPath("Invalid path: a file path is required")
     service = request.app[keys.artifacts]
+    if raw_tail(request, ARTIFACTORY_PREFIX).endswith("/"):
+        folder = await service.make_folder(repo, path, principal.subject)
+        return web.json_response(await folder_info(request, folder), status=201)
     expected = expected_checksums(request)
     if request.headers.get("X-Checksum-Deploy", "").lower() == "true":
         if "sha256" not in expected and "sha1" not in expected:

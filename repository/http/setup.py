@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from repository.artifacts import ArtifactService
-from repository.catalog import Catalog, Repo
+from repository.catalog import Catalog
 from repository.db import Database
 from repository.identity import Authenticator
 from repository.policy import ArtifactPolicy
@@ -40,8 +40,8 @@ def setup_artifact_core(
         app[database] = db
         app[keys.catalog] = Catalog(db)
         app[keys.tokens] = TokenStore(db)
-        for key in policy.builtin_repos:
-            await app[keys.catalog].ensure_repo(Repo(key))
+        for repo in policy.builtin_repos:
+            await app[keys.catalog].ensure_repo(repo, update=True)
         yield
         await db.close()
 
