@@ -43,8 +43,23 @@ def build(db_path: Path, count: int) -> None:
         "INSERT INTO folders VALUES ('r', ?, ?, ?, ?, 'bench')", [(p, parent, n, now) for p, parent, n in folders]
     )
     rows = (
-        ("r", path_of(i), path_of(i).rpartition("/")[0], path_of(i).rpartition("/")[2], f"{i:064x}", f"{i:040x}",
-         f"{i:032x}", i, "application/octet-stream", now, "bench", now, "bench", "upload", "{}")
+        (
+            "r",
+            path_of(i),
+            path_of(i).rpartition("/")[0],
+            path_of(i).rpartition("/")[2],
+            f"{i:064x}",
+            f"{i:040x}",
+            f"{i:032x}",
+            i,
+            "application/octet-stream",
+            now,
+            "bench",
+            now,
+            "bench",
+            "upload",
+            "{}",
+        )
         for i in range(count)
     )
     conn.executemany("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
@@ -75,12 +90,33 @@ async def measure(db_path: Path, count: int, n: int) -> list[tuple[str, float, f
             pass
 
     results = [
-        ("lookup by path", await per_call(lambda: catalog.get_artifact("r", next(it)), n),
-         await per_call(lambda: bare.execute("SELECT * FROM artifacts WHERE repo='r' AND path=?", (next(it),)).fetchone(), n)),
-        ("list a folder of 1000", await per_call(lambda: catalog.children("r", folder), n // 10),
-         await per_call(lambda: bare.execute("SELECT * FROM artifacts WHERE repo='r' AND folder=? ORDER BY name", (folder,)).fetchall(), n // 10)),
-        ("deep walk of 1000", await per_call(walk, n // 10),
-         await per_call(lambda: bare.execute("SELECT * FROM artifacts WHERE repo='r' AND path >= ? AND path < ?", (folder + "/", folder + "0")).fetchall(), n // 10)),
+        (
+            "lookup by path",
+            await per_call(lambda: catalog.get_artifact("r", next(it)), n),
+            await per_call(
+                lambda: bare.execute("SELECT * FROM artifacts WHERE repo='r' AND path=?", (next(it),)).fetchone(), n
+            ),
+        ),
+        (
+            "list a folder of 1000",
+            await per_call(lambda: catalog.children("r", folder), n // 10),
+            await per_call(
+                lambda: bare.execute(
+                    "SELECT * FROM artifacts WHERE repo='r' AND folder=? ORDER BY name", (folder,)
+                ).fetchall(),
+                n // 10,
+            ),
+        ),
+        (
+            "deep walk of 1000",
+            await per_call(walk, n // 10),
+            await per_call(
+                lambda: bare.execute(
+                    "SELECT * FROM artifacts WHERE repo='r' AND path >= ? AND path < ?", (folder + "/", folder + "0")
+                ).fetchall(),
+                n // 10,
+            ),
+        ),
     ]
     bare.close()
     await db.close()
@@ -100,8 +136,10 @@ async def main() -> None:
         await db.close()
         started = time.perf_counter()
         build(db_path, args.artifacts)
-        print(f"built {args.artifacts:,} artifacts in {time.perf_counter() - started:.1f}s "
-              f"({db_path.stat().st_size / 1e6:.0f} MB)")
+        print(
+            f"built {args.artifacts:,} artifacts in {time.perf_counter() - started:.1f}s "
+            f"({db_path.stat().st_size / 1e6:.0f} MB)"
+        )
         print(f"{'operation':<24}{'catalog':>12}{'bare sqlite':>14}{'ratio':>8}")
         for name, ours, floor in await measure(db_path, args.artifacts, args.calls):
             print(f"{name:<24}{ours * 1e6:>10.0f}us{floor * 1e6:>12.0f}us{ours / floor:>8.2f}")

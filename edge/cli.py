@@ -39,14 +39,23 @@ def serve(config: Path | None, data_dir: Path | None, host: str | None, port: in
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     setup_logging(settings.log_level)
-    run(create_app(settings), host=settings.host, port=settings.port,
-        shutdown_timeout=settings.shutdown_timeout, name="edge")
+    run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=settings.shutdown_timeout,
+        name="edge",
+    )
 
 
 def remote_options(fn):  # type: ignore[no-untyped-def]
     fn = click.option("--token", envvar="EDGE_TOKEN", help="Admin token [$EDGE_TOKEN].")(fn)
     return click.option(
-        "--url", envvar="EDGE_URL", default="http://127.0.0.1:8082", show_default=True, help="Edge base URL [$EDGE_URL]."
+        "--url",
+        envvar="EDGE_URL",
+        default="http://127.0.0.1:8082",
+        show_default=True,
+        help="Edge base URL [$EDGE_URL].",
     )(fn)
 
 
@@ -61,7 +70,9 @@ def token() -> None:
 @click.option("--subject", help="Who the token is for (defaults to the role).")
 @click.option("--description", default="")
 @click.option("--expires-in", type=click.IntRange(min=0), default=0, help="Lifetime in seconds (0: never).")
-def token_create(url: str, token: str | None, role: str, subject: str | None, description: str, expires_in: int) -> None:
+def token_create(
+    url: str, token: str | None, role: str, subject: str | None, description: str, expires_in: int
+) -> None:
     """Issue a token; prints its secret once."""
     body = {"role": role, "username": subject or role, "description": description, "expires_in": expires_in}
     answer = call(url, token, "POST", "/access/api/v1/tokens", body)

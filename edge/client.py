@@ -19,9 +19,10 @@ async def _call(base_url: str, token: str | None, method: str, path: str, body: 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     timeout = aiohttp.ClientTimeout(total=60)
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as session, session.request(
-            method, base_url + path, json=body, headers=headers
-        ) as resp:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.request(method, base_url + path, json=body, headers=headers) as resp,
+        ):
             text = await resp.text()
             if resp.status >= 400:
                 raise click.ClickException(f"{resp.status}: {_message(text)}")

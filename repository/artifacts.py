@@ -98,9 +98,7 @@ class ArtifactService:
         await self._writable_repo(repo)
         return await self.catalog.make_folder(repo, path, user)
 
-    async def deploy_by_checksum(
-        self, repo: str, path: str, *, expected: Mapping[str, str], user: str
-    ) -> Artifact:
+    async def deploy_by_checksum(self, repo: str, path: str, *, expected: Mapping[str, str], user: str) -> Artifact:
         """Index bytes the node already holds, found by sha256 or sha1, without a body."""
         await self._writable_repo(repo)
         known = None

@@ -79,8 +79,7 @@ class Listing:
 
 
 _ARTIFACT_COLUMNS = (
-    "repo, path, sha256, sha1, md5, size, mime_type, created, created_by, "
-    "modified, modified_by, owner, properties"
+    "repo, path, sha256, sha1, md5, size, mime_type, created, created_by, modified, modified_by, owner, properties"
 )
 
 
@@ -133,7 +132,8 @@ class Catalog:
         )
         self._db.execute(
             "INSERT INTO repos (key, type, package_type, description, anonymous_read, created)"
-            f" VALUES (:key, :type, :package_type, :description, :anonymous_read, :created) ON CONFLICT (key) {conflict}",
+            " VALUES (:key, :type, :package_type, :description, :anonymous_read, :created)"
+            f" ON CONFLICT (key) {conflict}",
             row,
         )
         found = self._get_repo(repo.key)
@@ -148,9 +148,7 @@ class Catalog:
         return _repo(rows[0]) if rows else None
 
     async def list_repos(self) -> list[Repo]:
-        return await self._database.run(
-            lambda: [_repo(r) for r in self._db.query("SELECT * FROM repos ORDER BY key")]
-        )
+        return await self._database.run(lambda: [_repo(r) for r in self._db.query("SELECT * FROM repos ORDER BY key")])
 
     # -- artifacts ----------------------------------------------------------
 
@@ -190,8 +188,9 @@ class Catalog:
 
     async def is_referenced(self, sha256: str) -> bool:
         return await self._database.run(
-            lambda: self._db.execute("SELECT 1 FROM artifacts WHERE sha256 = ? LIMIT 1", [sha256]).fetchone()
-            is not None
+            lambda: (
+                self._db.execute("SELECT 1 FROM artifacts WHERE sha256 = ? LIMIT 1", [sha256]).fetchone() is not None
+            )
         )
 
     async def put_artifact(self, artifact: Artifact) -> Artifact:
@@ -319,4 +318,3 @@ class Catalog:
                 [repo, start, hi, DEEP_LIST_PAGE],
             )
         ]
-

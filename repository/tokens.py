@@ -11,7 +11,7 @@ import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from .catalog import now_ms
 from .db import Database
@@ -19,7 +19,7 @@ from .db import Database
 TOKEN_PREFIX = "edt_"
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     reader = "reader"
     deployer = "deployer"
     distributor = "distributor"

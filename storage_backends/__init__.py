@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .base import BlobInfo, BlobWriter, Digests, StorageBackend, check_sha256
+from .base import BlobInfo, BlobWriter, Digests, StorageBackend, check_sha256, content_disposition
 from .errors import (
     BlobNotFound,
     DigestMismatch,
@@ -28,6 +28,7 @@ __all__ = [
     "StorageBackend",
     "StorageError",
     "check_sha256",
+    "content_disposition",
     "create_backend",
 ]
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 from .errors import BlobNotFound, DigestMismatch, InvalidDigest, InvalidOffset
 
@@ -26,6 +27,16 @@ def check_sha256(value: str) -> str:
     """Refuse anything that is not a lowercase hex SHA-256 before it becomes a path or key."""
     if not isinstance(value, str) or not _SHA256_RE.fullmatch(value):
         raise InvalidDigest(value)
+    return value
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with an RFC 6266 quoted ASCII name, plus ``filename*`` when that loses anything."""
+    name = "".join(ch for ch in filename if ch >= " " and ch != "\x7f")  # nothing that could split a header
+    quoted = "".join(ch if ch.isascii() else "_" for ch in name).replace("\\", "\\\\").replace('"', '\\"')
+    value = f'attachment; filename="{quoted}"'
+    if quoted != name:  # user agents that read filename* get the exact name
+        value += "; filename*=UTF-8''" + quote(name, safe="")
     return value
 
 
@@ -69,9 +80,7 @@ class MultiHasher:
         return Digests(size=self.size, sha256=self._sha256.hexdigest(), **extra)
 
 
-def verify_digests(
-    got: Digests, expected: Mapping[str, str] | None, expected_size: int | None
-) -> None:
+def verify_digests(got: Digests, expected: Mapping[str, str] | None, expected_size: int | None) -> None:
     """Raise DigestMismatch for the first expectation the measured digests break.
 
     Expected names are sha256, sha1 and md5; comparison ignores case because
@@ -112,9 +121,7 @@ class BlobWriter(ABC):
         """Append bytes. May buffer; the caller must not reuse ``data`` afterwards."""
 
     @abstractmethod
-    async def commit(
-        self, *, expected: Mapping[str, str] | None = None, expected_size: int | None = None
-    ) -> Digests:
+    async def commit(self, *, expected: Mapping[str, str] | None = None, expected_size: int | None = None) -> Digests:
         """Publish the blob under its SHA-256 and answer its digests.
 
         If any expected digest or the size differs, raises DigestMismatch and the
@@ -165,9 +172,7 @@ class StorageBackend(ABC):
         return True
 
     @abstractmethod
-    async def read(
-        self, sha256: str, offset: int = 0, length: int | None = None
-    ) -> AsyncIterator[bytes]:
+    async def read(self, sha256: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         """Open a byte window for streaming.
 
         Raises BlobNotFound or InvalidOffset *here*, before any byte is produced,

@@ -8,12 +8,13 @@ fsync of both directories, so after a crash a blob is whole or absent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiofiles
@@ -81,9 +82,7 @@ class LocalWriter(BlobWriter):
         except OSError as exc:
             raise StorageError(f"write failed: {exc}") from exc
 
-    async def commit(
-        self, *, expected: Mapping[str, str] | None = None, expected_size: int | None = None
-    ) -> Digests:
+    async def commit(self, *, expected: Mapping[str, str] | None = None, expected_size: int | None = None) -> Digests:
         if self._done:
             raise StorageError("commit after commit or cancel")
         try:
@@ -125,10 +124,8 @@ class LocalWriter(BlobWriter):
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self._temp)
-        except FileNotFoundError:
-            pass
 
 
 class LocalBackend(StorageBackend):
@@ -170,12 +167,10 @@ class LocalBackend(StorageBackend):
             st = await asyncio.to_thread(os.stat, path)
         except FileNotFoundError:
             raise BlobNotFound(sha256) from None
-        modified = datetime.fromtimestamp(st.st_mtime, tz=timezone.utc)
+        modified = datetime.fromtimestamp(st.st_mtime, tz=UTC)
         return BlobInfo(sha256=sha256, size=st.st_size, modified=modified)
 
-    async def read(
-        self, sha256: str, offset: int = 0, length: int | None = None
-    ) -> AsyncIterator[bytes]:
+    async def read(self, sha256: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         path = self.blob_path(sha256)
         try:
             f = await aiofiles.open(path, "rb")

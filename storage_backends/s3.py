@@ -13,223 +13,26 @@ hop) runs in one thread pool owned by the backend, never on the event loop.
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
 import logging
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeVar
-from urllib.parse import quote
+from typing import Any, Literal
 
 import boto3
-from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .base import (
-    READ_CHUNK,
-    BlobInfo,
-    BlobWriter,
-    Digests,
-    MultiHasher,
-    StorageBackend,
-    check_range,
-    check_sha256,
-    verify_digests,
-)
-from .errors import BlobNotFound, StorageError
+from .base import READ_CHUNK, BlobInfo, BlobWriter, StorageBackend, check_range, check_sha256, content_disposition
+from .errors import StorageError
+from .s3_common import MAX_PART_SIZE, MIN_PART_SIZE, NOT_FOUND_CODES, MiB, T, error_code, guarded, s3_errors
+from .s3_writer import S3Writer
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-MiB = 1024 * 1024
-GiB = 1024 * MiB
-MIN_PART_SIZE = 5 * MiB  # S3's floor for every part but the last
-MAX_PART_SIZE = 5 * GiB
-MAX_PARTS = 10_000
-COPY_MULTIPART_THRESHOLD = 5 * GiB  # CopyObject's limit; above it the managed copy goes part by part
-COPY_PART_SIZE = 512 * MiB
 STALE_UPLOAD_SECONDS = 3600
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4's limit
-OCTETS = "application/octet-stream"
-_NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 _NO_BUCKET = frozenset({"404", "NoSuchBucket", "NotFound"})
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-@contextmanager
-def _s3_errors(what: str, sha256: str | None = None) -> Iterator[None]:
-    """Translate boto3 failures (HTTP errors, refused connections, time-outs, broken
-    streams) so callers only ever see the errors in errors.py."""
-    try:
-        yield
-    except ClientError as exc:
-        if sha256 is not None and _code(exc) in _NOT_FOUND:
-            raise BlobNotFound(sha256) from None
-        raise StorageError(f"S3 {what} failed: {exc}") from exc
-    except BotoCoreError as exc:
-        raise StorageError(f"S3 {what} failed: {exc}") from exc
-
-
-def _guarded(what: str, fn: Callable[..., T], *args: Any) -> T:
-    """One boto3 call, made in a worker thread, with its errors translated."""
-    with _s3_errors(what):
-        return fn(*args)
-
-
-def content_disposition(filename: str) -> str:
-    """``attachment`` with an RFC 6266 quoted ASCII name, plus ``filename*`` when that loses anything."""
-    name = "".join(ch for ch in filename if ch >= " " and ch != "\x7f")  # nothing that could split a header
-    quoted = "".join(ch if ch.isascii() else "_" for ch in name).replace("\\", "\\\\").replace('"', '\\"')
-    value = f'attachment; filename="{quoted}"'
-    if quoted != name:  # user agents that read filename* get the exact name
-        value += "; filename*=UTF-8''" + quote(name, safe="")
-    return value
-
-
-class S3Writer(BlobWriter):
-    """Buffers one part; a full part goes out only once more bytes arrive, so the last part is never empty."""
-
-    def __init__(self, backend: S3Backend, all_digests: bool) -> None:
-        self._backend = backend
-        self._hasher = MultiHasher(all_digests)
-        self._buffer = bytearray()
-        self._size = 0
-        self._temp_key = f"{backend.prefix}tmp/{uuid.uuid4().hex}"
-        self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
-        self._temp_completed = False
-        self._pending: concurrent.futures.Future[Any] | None = None
-        self._done = False
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        # Remember the job: if this task is cancelled mid-part, cancel() waits for the
-        # part to land before aborting, or S3 could keep a part of an aborted upload.
-        self._pending = self._backend.submit(fn, *args)
-        return await asyncio.wrap_future(self._pending)
-
-    def _take(self) -> bytearray:
-        chunk, self._buffer = self._buffer, bytearray()
-        return chunk
-
-    async def write(self, data: bytes) -> None:
-        if self._done:
-            raise StorageError("write after commit or cancel")
-        part_size = self._backend.part_size
-        view = memoryview(data)
-        while view:
-            if len(self._buffer) == part_size:
-                try:
-                    await self._run(self._send_part, self._take())
-                except BaseException:
-                    await self.cancel()  # the part is lost: this writer can never commit correctly
-                    raise
-            piece = view[: part_size - len(self._buffer)]
-            self._buffer += piece
-            self._size += len(piece)
-            view = view[len(piece) :]
-
-    def _send_part(self, chunk: bytearray) -> None:
-        if len(self._parts) >= MAX_PARTS:
-            raise StorageError(f"blob exceeds {MAX_PARTS} parts of {len(chunk)} bytes; raise part_size")
-        self._hasher.update(chunk)
-        client, bucket, key = self._backend.client, self._backend.bucket, self._temp_key
-        with _s3_errors("multipart upload"):
-            if self._upload_id is None:
-                created = client.create_multipart_upload(Bucket=bucket, Key=key, ContentType=OCTETS)
-                self._upload_id = created["UploadId"]
-            number = len(self._parts) + 1
-            part = client.upload_part(
-                Bucket=bucket, Key=key, UploadId=self._upload_id, PartNumber=number, Body=chunk
-            )
-        self._parts.append({"PartNumber": number, "ETag": part["ETag"]})
-
-    async def commit(
-        self, *, expected: Mapping[str, str] | None = None, expected_size: int | None = None
-    ) -> Digests:
-        if self._done:
-            raise StorageError("commit after commit or cancel")
-        finish = self._put_whole if self._upload_id is None else self._finish_multipart
-        try:
-            digests = await self._run(finish, expected, expected_size)
-        except BaseException:
-            await self.cancel()
-            raise
-        self._done = True
-        return digests
-
-    def _put_whole(self, expected: Mapping[str, str] | None, expected_size: int | None) -> Digests:
-        chunk = self._take()
-        self._hasher.update(chunk)
-        digests = self._hasher.digests()
-        verify_digests(digests, expected, expected_size)
-        backend, key = self._backend, self._backend.blob_key(digests.sha256)
-        if not backend.key_exists(key):
-            # The server checks the SHA-256 itself, so bytes damaged in transit are refused.
-            checksum = base64.b64encode(bytes.fromhex(digests.sha256)).decode()
-            with _s3_errors(f"put of blob {digests.sha256}"):
-                backend.client.put_object(
-                    Bucket=backend.bucket, Key=key, Body=chunk, ContentType=OCTETS, ChecksumSHA256=checksum
-                )
-        return digests
-
-    def _finish_multipart(self, expected: Mapping[str, str] | None, expected_size: int | None) -> Digests:
-        self._send_part(self._take())
-        digests = self._hasher.digests()
-        verify_digests(digests, expected, expected_size)  # raising here lets commit() abort the upload
-        backend, temp = self._backend, {"Bucket": self._backend.bucket, "Key": self._temp_key}
-        with _s3_errors("completing multipart upload"):
-            parts = {"Parts": self._parts}
-            backend.client.complete_multipart_upload(**temp, UploadId=self._upload_id, MultipartUpload=parts)
-        self._upload_id, self._temp_completed = None, True
-        key = backend.blob_key(digests.sha256)
-        if not backend.key_exists(key):
-            config = TransferConfig(
-                multipart_threshold=COPY_MULTIPART_THRESHOLD, multipart_chunksize=COPY_PART_SIZE
-            )
-            with _s3_errors(f"copy of blob {digests.sha256} to its final key"):
-                backend.client.copy(temp, backend.bucket, key, Config=config)
-        try:
-            self._discard(None)
-        except StorageError as exc:  # the blob is published; open() removes the leftover later
-            log.warning("could not delete %s: %s", self._temp_key, exc)
-        return digests
-
-    async def cancel(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        self._buffer = bytearray()
-        if self._pending is None:
-            return  # nothing ever reached S3
-        try:
-            await asyncio.wrap_future(self._backend.submit(self._discard, self._pending))
-        except (StorageError, RuntimeError) as exc:
-            # Never mask the error that made the caller cancel; open() of any process
-            # sharing the bucket removes what is left after an hour.
-            log.warning("could not discard temporary upload %s: %s", self._temp_key, exc)
-
-    def _discard(self, pending: concurrent.futures.Future[Any] | None) -> None:
-        if pending is not None:
-            concurrent.futures.wait([pending])
-        client, bucket = self._backend.client, self._backend.bucket
-        if self._upload_id is not None:
-            with _s3_errors("abort of multipart upload"):
-                client.abort_multipart_upload(Bucket=bucket, Key=self._temp_key, UploadId=self._upload_id)
-            self._upload_id = None
-        if self._temp_completed:
-            with _s3_errors("delete of temporary object"):
-                client.delete_object(Bucket=bucket, Key=self._temp_key)
-            self._temp_completed = False
 
 
 class S3Backend(StorageBackend):
@@ -307,9 +110,9 @@ class S3Backend(StorageBackend):
         try:
             self._client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
-            if _code(exc) in _NO_BUCKET:
+            if error_code(exc) in _NO_BUCKET:
                 raise StorageError(f"{where} does not exist; create it first") from None
-            if _code(exc) in ("403", "AccessDenied"):
+            if error_code(exc) in ("403", "AccessDenied"):
                 raise StorageError(f"{where}: access denied; check the credentials") from None
             raise StorageError(f"{where} cannot be opened: {exc}") from exc
         except BotoCoreError as exc:
@@ -351,17 +154,17 @@ class S3Backend(StorageBackend):
         return S3Writer(self, all_digests)
 
     def key_exists(self, key: str) -> bool:
-        with _s3_errors(f"head of {key}"):
+        with s3_errors(f"head of {key}"):
             try:
                 self.client.head_object(Bucket=self.bucket, Key=key)
             except ClientError as exc:
-                if _code(exc) in _NOT_FOUND:
+                if error_code(exc) in NOT_FOUND_CODES:
                     return False
                 raise
         return True
 
     def _head(self, sha256: str) -> BlobInfo:
-        with _s3_errors(f"head of blob {sha256}", sha256):
+        with s3_errors(f"head of blob {sha256}", sha256):
             head = self.client.head_object(Bucket=self.bucket, Key=self.blob_key(sha256))
         modified = head["LastModified"].astimezone(UTC)
         return BlobInfo(sha256=sha256, size=head["ContentLength"], modified=modified)
@@ -382,11 +185,11 @@ class S3Backend(StorageBackend):
             return None, 0  # no Range header can ask for nothing
         last = "" if length is None else str(offset + length - 1)
         key = self.blob_key(sha256)
-        with _s3_errors(f"read of blob {sha256}", sha256):
+        with s3_errors(f"read of blob {sha256}", sha256):
             try:
                 response = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={offset}-{last}")
             except ClientError as exc:
-                if _code(exc) not in ("InvalidRange", "416"):
+                if error_code(exc) not in ("InvalidRange", "416"):
                     raise
                 response = None
         if response is None:  # offset at or past the end: empty at the end, InvalidOffset beyond it
@@ -409,7 +212,7 @@ class S3Backend(StorageBackend):
     async def _stream(self, body: Any, remaining: int) -> AsyncIterator[bytes]:
         try:
             while remaining > 0:
-                chunk: bytes = await self._call(_guarded, "read", body.read, min(READ_CHUNK, remaining))
+                chunk: bytes = await self._call(guarded, "read", body.read, min(READ_CHUNK, remaining))
                 if not chunk:
                     raise StorageError("blob shorter than its recorded size")
                 remaining -= len(chunk)
@@ -424,13 +227,13 @@ class S3Backend(StorageBackend):
 
     def _delete(self, sha256: str) -> None:
         self._head(sha256)  # S3 deletes are silent about missing keys; the contract is not
-        with _s3_errors(f"delete of blob {sha256}"):
+        with s3_errors(f"delete of blob {sha256}"):
             self.client.delete_object(Bucket=self.bucket, Key=self.blob_key(sha256))
 
     async def list(self) -> AsyncIterator[str]:  # type: ignore[override]
         paginator = await self._call(self.client.get_paginator, "list_objects_v2")
         pages = iter(paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}blobs/"))  # lazy: no I/O
-        while (page := await self._call(_guarded, "list", next, pages, None)) is not None:
+        while (page := await self._call(guarded, "list", next, pages, None)) is not None:
             for obj in page.get("Contents", []):
                 sha256 = obj["Key"].rsplit("/", 1)[-1]
                 try:
@@ -453,5 +256,5 @@ class S3Backend(StorageBackend):
             params["ResponseContentType"] = content_type
         # Presigning is local but may refresh credentials over the network: off the loop too.
         sign = self.client.generate_presigned_url
-        url: str = await self._call(_guarded, "presigning", sign, "get_object", params, expires_in)
+        url: str = await self._call(guarded, "presigning", sign, "get_object", params, expires_in)
         return url

@@ -12,6 +12,7 @@ import pytest
 from edge.app import create_app
 from edge.settings import EdgeSettings, StorageSettings
 from storage_backends import StorageBackend, create_backend
+from tests.edge_process import edge_server  # noqa: F401  (fixture: a real `edge serve` process)
 from tests.seaweed import s3_server  # noqa: F401  (session fixture: a real S3 server on loopback)
 
 BACKENDS = ["local", "s3"]
@@ -38,9 +39,7 @@ def backend_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def backend(
-    backend_name: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[StorageBackend]:
+async def backend(backend_name: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[StorageBackend]:
     store = create_backend(backend_name, backend_params(backend_name, tmp_path, request))
     await store.open()
     try:

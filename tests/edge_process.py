@@ -110,8 +110,7 @@ class EdgeProcess:
         return None if self._proc is None else self._proc.poll()
 
     def command(self, port: int) -> list[str]:
-        cmd = [str(find_edge()), "serve", "--data-dir", str(self.data_dir),
-               "--host", "127.0.0.1", "--port", str(port)]
+        cmd = [str(find_edge()), "serve", "--data-dir", str(self.data_dir), "--host", "127.0.0.1", "--port", str(port)]
         if self.config is not None:
             cmd += ["--config", str(self.config)]
         return cmd
@@ -170,8 +169,10 @@ class EdgeProcess:
 
     def _lost_port_race(self) -> bool:
         """Whether the failed start was another process taking the port between our check and the edge's bind."""
-        return self._proc is not None and self._proc.returncode not in (None, -signal.SIGKILL) and (
-            "address already in use" in self.log_tail().lower()
+        return (
+            self._proc is not None
+            and self._proc.returncode not in (None, -signal.SIGKILL)
+            and ("address already in use" in self.log_tail().lower())
         )
 
     def _failure(self, what: str, port: int) -> str:

@@ -84,9 +84,7 @@ def admin_ports(taken: set[int]) -> tuple[int, int]:
 
 def weed_command(weed: str, root: Path) -> tuple[list[str], int, list[int]]:
     """The full ``weed mini`` command line, its S3 port and its gRPC ports."""
-    (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, debug, s3_debug, webdav) = (
-        free_ports(11)
-    )
+    (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, debug, s3_debug, webdav) = free_ports(11)
     admin, admin_grpc = admin_ports(
         {master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, debug, s3_debug, webdav}
     )
@@ -110,7 +108,7 @@ def weed_command(weed: str, root: Path) -> tuple[list[str], int, list[int]]:
         f"-debug.port={debug}", f"-s3.debug.port={s3_debug}",
         "-metricsPort=0", "-s3.metricsPort=0",
         f"-filer.localSocket={root / 'filer.sock'}", f"-s3.localSocket={root / 's3.sock'}",
-        "-master.volumeSizeLimitMB=256",
+        "-master.volumeSizeLimitMB=256", "-volume.preStopSeconds=0",
         f"-bucket={BUCKET}",
     ]
     # fmt: on

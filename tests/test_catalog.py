@@ -33,11 +33,15 @@ async def catalog(tmp_path: Path) -> AsyncIterator[Catalog]:
     await db.close()
 
 
+def _applied(db: Database) -> list[str]:
+    return [m.name for m in catalog_migrations.applied(db.db)]
+
+
 async def test_migrations_apply_once_and_reopen_cleanly(tmp_path: Path) -> None:
     for _ in range(2):
         db = Database(tmp_path / "c.db")
         await db.open(catalog_migrations)
-        applied = await db.run(lambda: [m.name for m in catalog_migrations.applied(db.db)])
+        applied = await db.run(_applied, db)
         assert applied == ["m001_repos_artifacts_folders", "m002_tokens"]
         await db.close()
 
@@ -109,9 +113,7 @@ async def test_lookups_and_listings_do_not_grow_with_the_catalog(catalog: Catalo
             _vm_steps(catalog, lambda: catalog._find_by_checksum("sha256", "f" * 64)),
         ]
 
-    await catalog._database.run(
-        _bulk_insert, catalog, [artifact(f"big/folder/{i:05d}.bin") for i in range(100)]
-    )
+    await catalog._database.run(_bulk_insert, catalog, [artifact(f"big/folder/{i:05d}.bin") for i in range(100)])
     small = await catalog._database.run(work)
     # 200,000 more artifacts in other folders, a thousand per folder.
     await catalog._database.run(

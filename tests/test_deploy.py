@@ -23,7 +23,9 @@ async def snapshot(client: Any) -> tuple[list[str], list[str]]:
     listing = await client.get(f"/artifactory/api/storage/{UPLOADS}?list&deep=1")
     files = sorted(f["uri"] + ":" + f["sha2"] for f in (await listing.json())["files"])
     settings = client.app[settings_key]
-    blobs = sorted(str(p.relative_to(settings.data_dir)) for p in Path(settings.data_dir, "blobs").rglob("*") if p.is_file())
+    blobs = sorted(
+        str(p.relative_to(settings.data_dir)) for p in Path(settings.data_dir, "blobs").rglob("*") if p.is_file()
+    )
     return files, blobs
 
 
@@ -60,12 +62,22 @@ async def test_a_checksum_mismatch_is_rejected_and_stores_nothing(edge: Any, hea
 
 
 async def test_every_matching_checksum_header_is_accepted(edge: Any) -> None:
-    headers = {"X-Checksum-Sha256": SHA256.upper(), "X-Checksum-Sha1": SHA1, "X-Checksum-Md5": MD5, "X-Checksum": SHA256}
+    headers = {
+        "X-Checksum-Sha256": SHA256.upper(),
+        "X-Checksum-Sha1": SHA1,
+        "X-Checksum-Md5": MD5,
+        "X-Checksum": SHA256,
+    }
     await upload(edge, "ok.bin", DATA, headers)
 
 
 @pytest.mark.parametrize(
-    "headers", [{"X-Checksum-Sha256": "xyz"}, {"X-Checksum-Sha1": "0" * 64}, {"X-Checksum": "0" * 64, "X-Checksum-Sha256": SHA256}]
+    "headers",
+    [
+        {"X-Checksum-Sha256": "xyz"},
+        {"X-Checksum-Sha1": "0" * 64},
+        {"X-Checksum": "0" * 64, "X-Checksum-Sha256": SHA256},
+    ],
 )
 async def test_malformed_checksum_headers_are_a_400(edge: Any, headers: dict[str, str]) -> None:
     resp = await edge.put(f"/artifactory/{UPLOADS}/x.bin", data=DATA, headers={**admin(), **headers})
@@ -135,7 +147,8 @@ async def test_a_client_that_disconnects_mid_upload_leaves_no_trace(edge: Any) -
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(
         f"PUT /artifactory/{UPLOADS}/cut.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-admin-token\r\n"
-        f"Content-Length: 10000000\r\n\r\n".encode() + b"a" * 3_000_000
+        f"Content-Length: 10000000\r\n\r\n".encode()
+        + b"a" * 3_000_000
     )
     await writer.drain()
     writer.close()

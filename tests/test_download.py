@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
@@ -73,8 +73,20 @@ async def test_range_requests_answer_206_with_exact_content_range(
 
 @pytest.mark.parametrize(
     "header",
-    ["bytes=10000-", "bytes=20000-30000", "bytes=-0", "bytes=5-2", "bytes=abc", "bytes=", "bytes=-",
-     "items=0-5", "bytes=0-5,10-20", "bytes=1e3-", "bytes=+1-5", "bytes= 0-5x"],
+    [
+        "bytes=10000-",
+        "bytes=20000-30000",
+        "bytes=-0",
+        "bytes=5-2",
+        "bytes=abc",
+        "bytes=",
+        "bytes=-",
+        "items=0-5",
+        "bytes=0-5,10-20",
+        "bytes=1e3-",
+        "bytes=+1-5",
+        "bytes= 0-5x",
+    ],
 )
 async def test_unsatisfiable_or_malformed_ranges_answer_416(stored: Any, header: str) -> None:
     resp = await stored.get(URL, headers={"Range": header})
@@ -97,10 +109,10 @@ async def test_conditional_requests_answer_304_when_the_copy_is_current(edge: An
     first = await edge.get(URL)
     etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
     assert (await edge.get(URL, headers={"If-None-Match": etag})).status == 304
-    assert (await edge.get(URL, headers={"If-None-Match": f'W/{etag}'})).status == 304
+    assert (await edge.get(URL, headers={"If-None-Match": f"W/{etag}"})).status == 304
     assert (await edge.get(URL, headers={"If-None-Match": '"other"'})).status == 200
     assert (await edge.get(URL, headers={"If-Modified-Since": modified})).status == 304
-    earlier = format_datetime(datetime.now(timezone.utc) - timedelta(days=1), usegmt=True)
+    earlier = format_datetime(datetime.now(UTC) - timedelta(days=1), usegmt=True)
     assert (await edge.get(URL, headers={"If-Modified-Since": earlier})).status == 200
     not_modified = await edge.get(URL, headers={"If-None-Match": etag})
     assert await not_modified.read() == b""
@@ -122,7 +134,7 @@ async def test_if_range_honours_the_range_only_for_the_same_version(edge: Any) -
     assert same.status == 206 and await same.read() == DATA[:10]
     changed = await edge.get(URL, headers={"Range": "bytes=0-9", "If-Range": '"older-version"'})
     assert changed.status == 200 and await changed.read() == DATA
-    old_date = format_datetime(datetime(2000, 1, 1, tzinfo=timezone.utc), usegmt=True)
+    old_date = format_datetime(datetime(2000, 1, 1, tzinfo=UTC), usegmt=True)
     by_date = await edge.get(URL, headers={"Range": "bytes=0-9", "If-Range": old_date})
     assert by_date.status == 200
 
@@ -150,7 +162,9 @@ async def test_a_folder_requested_as_a_file_is_not_found(edge: Any) -> None:
 async def test_s3_downloads_redirect_to_a_presigned_url_by_default(
     tmp_path: Any, request: Any, aiohttp_client: Any
 ) -> None:
-    client = await aiohttp_client(create_app(make_settings(tmp_path, storage=storage_settings("s3", tmp_path, request))))
+    client = await aiohttp_client(
+        create_app(make_settings(tmp_path, storage=storage_settings("s3", tmp_path, request)))
+    )
     await upload(client, "r.bin", DATA)
     resp = await client.get(f"/artifactory/{UPLOADS}/r.bin", allow_redirects=False)
     assert resp.status == 302

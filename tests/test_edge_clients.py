@@ -26,7 +26,7 @@ import requests
 from artifactory import ArtifactoryPath
 from dohq_artifactory.exception import ArtifactoryException
 
-from tests.edge_process import EdgeProcess, edge_server  # noqa: F401  (fixture)
+from tests.edge_process import EdgeProcess
 
 UPLOADS = "artifactory-edge-uploads"
 MiB = 1024 * 1024
@@ -111,7 +111,9 @@ def dohq_auth(style: str, token: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("style", AUTH_STYLES)
 def test_dohq_artifactory_deploys_files_and_reads_them_back_unchanged(
-    edge_server: EdgeProcess, tmp_path: Path, style: str  # noqa: F811
+    edge_server: EdgeProcess,
+    tmp_path: Path,
+    style: str,
 ) -> None:
     app = tmp_path / "app.bin"
     app.write_bytes(os.urandom(300 * 1024 + 7))
@@ -154,7 +156,8 @@ def test_dohq_artifactory_deploys_files_and_reads_them_back_unchanged(
 
 
 def test_dohq_artifactory_deploy_outside_the_uploads_repo_is_refused_with_403_and_stores_nothing(
-    edge_server: EdgeProcess, tmp_path: Path  # noqa: F811
+    edge_server: EdgeProcess,
+    tmp_path: Path,
 ) -> None:
     app = tmp_path / "app.bin"
     app.write_bytes(os.urandom(64 * 1024))
@@ -217,7 +220,8 @@ class CuttingProxy:
 
 
 def test_curl_resumes_a_cut_off_download_and_the_edge_sends_only_the_rest_with_206(
-    edge_server: EdgeProcess, tmp_path: Path  # noqa: F811
+    edge_server: EdgeProcess,
+    tmp_path: Path,
 ) -> None:
     original = tmp_path / "original.bin"
     size = 5 * MiB + 123
@@ -231,8 +235,16 @@ def test_curl_resumes_a_cut_off_download_and_the_edge_sends_only_the_rest_with_2
     have = out.stat().st_size
     assert 0 < have < size
 
-    resumed = curl("-f", "-C", "-", "-o", str(out), "-w", "%{http_code} %{size_download}",
-                   f"{edge_server.artifactory_url}/{UPLOADS}/big/original.bin")
+    resumed = curl(
+        "-f",
+        "-C",
+        "-",
+        "-o",
+        str(out),
+        "-w",
+        "%{http_code} %{size_download}",
+        f"{edge_server.artifactory_url}/{UPLOADS}/big/original.bin",
+    )
     assert resumed.returncode == 0, resumed.stderr.decode()
     assert resumed.stdout.decode().split() == ["206", str(size - have)]
     assert out.stat().st_size == size
@@ -240,7 +252,8 @@ def test_curl_resumes_a_cut_off_download_and_the_edge_sends_only_the_rest_with_2
 
 
 def test_the_issue_flow_curl_upload_with_a_bearer_token_then_curl_download_gives_the_same_file(
-    edge_server: EdgeProcess, tmp_path: Path  # noqa: F811
+    edge_server: EdgeProcess,
+    tmp_path: Path,
 ) -> None:
     source = tmp_path / "src"
     source.mkdir()
@@ -248,8 +261,7 @@ def test_the_issue_flow_curl_upload_with_a_bearer_token_then_curl_download_gives
     expected = write_random(app, 256 * 1024 + 1)
     url = f"{edge_server.artifactory_url}/{UPLOADS}/tools/app.tar.gz"
 
-    put = curl("-H", f"Authorization: Bearer {edge_server.admin_token}", "-T", str(app), url,
-               "-w", "\n%{http_code}")
+    put = curl("-H", f"Authorization: Bearer {edge_server.admin_token}", "-T", str(app), url, "-w", "\n%{http_code}")
     assert put.returncode == 0, put.stderr.decode()
     body, _, status = put.stdout.decode().rpartition("\n")
     assert status == "201"
@@ -266,15 +278,15 @@ def test_the_issue_flow_curl_upload_with_a_bearer_token_then_curl_download_gives
 
 
 def test_a_deployer_token_from_edge_token_create_can_upload_and_a_reader_token_gets_403(
-    edge_server: EdgeProcess, tmp_path: Path  # noqa: F811
+    edge_server: EdgeProcess,
+    tmp_path: Path,
 ) -> None:
     app = tmp_path / "app.tar.gz"
     expected = write_random(app, 64 * 1024)
 
     tokens = {}
     for role in ("deployer", "reader"):
-        made = edge_cli("token", "create", "--role", role,
-                        "--url", edge_server.url, "--token", edge_server.admin_token)
+        made = edge_cli("token", "create", "--role", role, "--url", edge_server.url, "--token", edge_server.admin_token)
         assert made.returncode == 0, made.stderr
         tokens[role] = made.stdout.strip()
         assert tokens[role] and "\n" not in tokens[role]
@@ -285,8 +297,9 @@ def test_a_deployer_token_from_edge_token_create_can_upload_and_a_reader_token_g
     assert info["createdBy"] == "deployer"
 
     refused_url = f"{edge_server.artifactory_url}/{UPLOADS}/tools/by-reader.tar.gz"
-    refused = curl("-H", f"Authorization: Bearer {tokens['reader']}", "-T", str(app), refused_url,
-                   "-w", "\n%{http_code}")
+    refused = curl(
+        "-H", f"Authorization: Bearer {tokens['reader']}", "-T", str(app), refused_url, "-w", "\n%{http_code}"
+    )
     assert refused.returncode == 0, refused.stderr.decode()
     body, _, status = refused.stdout.decode().rpartition("\n")
     assert status == "403"
@@ -294,8 +307,14 @@ def test_a_deployer_token_from_edge_token_create_can_upload_and_a_reader_token_g
 
     # The reader can still read what the deployer uploaded, and its own upload is not there.
     got = tmp_path / "got.tar.gz"
-    read = curl("-f", "-H", f"Authorization: Bearer {tokens['reader']}", "-o", str(got),
-                f"{edge_server.artifactory_url}/{UPLOADS}/tools/app.tar.gz")
+    read = curl(
+        "-f",
+        "-H",
+        f"Authorization: Bearer {tokens['reader']}",
+        "-o",
+        str(got),
+        f"{edge_server.artifactory_url}/{UPLOADS}/tools/app.tar.gz",
+    )
     assert read.returncode == 0, read.stderr.decode()
     assert sha256_of(got) == expected
     missing = curl("-o", os.devnull, "-w", "%{http_code}", refused_url)
@@ -306,7 +325,8 @@ def test_a_deployer_token_from_edge_token_create_can_upload_and_a_reader_token_g
 
 
 def test_a_download_running_when_the_edge_gets_sigterm_still_completes_with_every_byte(
-    edge_server: EdgeProcess, tmp_path: Path  # noqa: F811
+    edge_server: EdgeProcess,
+    tmp_path: Path,
 ) -> None:
     big = tmp_path / "big.bin"
     size = 200 * MiB
@@ -317,8 +337,16 @@ def test_a_download_running_when_the_edge_gets_sigterm_still_completes_with_ever
 
     # 200 MiB at 64 MiB/s: the download lasts about three seconds, far longer than the SIGTERM takes.
     download = subprocess.Popen(
-        [curl_path(), "-sS", "-f", "--limit-rate", "64M", "-o", str(out),
-         f"{edge_server.artifactory_url}/{UPLOADS}/big/big.bin"],
+        [
+            curl_path(),
+            "-sS",
+            "-f",
+            "--limit-rate",
+            "64M",
+            "-o",
+            str(out),
+            f"{edge_server.artifactory_url}/{UPLOADS}/big/big.bin",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

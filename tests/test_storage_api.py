@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import hashlib
+import io
 import re
 from typing import Any
 
 import aiohttp
 
+from edge.app import create_app
 from repository.http import keys
 from repository.tokens import Role
-from edge.app import create_app
 from tests.conftest import UPLOADS, admin, error_of, make_settings, upload
 
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -112,13 +112,19 @@ async def test_tokens_are_issued_listed_and_revoked_by_an_admin(edge: Any) -> No
         resp = await edge.put(f"/artifactory/{UPLOADS}/ci.bin", data=b"ci", headers=header)
         assert resp.status == 201
         assert (await resp.json())["createdBy"] == "ci"
-    basic = await edge.put(f"/artifactory/{UPLOADS}/ci2.bin", data=b"ci", headers={"Authorization": aiohttp.encode_basic_auth("ci", token["access_token"])})
+    basic = await edge.put(
+        f"/artifactory/{UPLOADS}/ci2.bin",
+        data=b"ci",
+        headers={"Authorization": aiohttp.encode_basic_auth("ci", token["access_token"])},
+    )
     assert basic.status == 201
     listed = await (await edge.get("/access/api/v1/tokens", headers=admin())).json()
     assert [t["token_id"] for t in listed["tokens"]] == [token["token_id"]]
     assert "access_token" not in listed["tokens"][0]
     assert (await edge.delete(f"/access/api/v1/tokens/{token['token_id']}", headers=admin())).status == 204
-    after = await edge.put(f"/artifactory/{UPLOADS}/ci3.bin", data=b"ci", headers={"Authorization": f"Bearer {token['access_token']}"})
+    after = await edge.put(
+        f"/artifactory/{UPLOADS}/ci3.bin", data=b"ci", headers={"Authorization": f"Bearer {token['access_token']}"}
+    )
     assert after.status == 401
     assert (await edge.delete(f"/access/api/v1/tokens/{token['token_id']}", headers=admin())).status == 404
 
@@ -142,14 +148,18 @@ async def test_bad_token_requests_get_a_clear_400(edge: Any) -> None:
         b'{"role": "reader", "username": ""}',
     ]
     for body in cases:
-        resp = await edge.post("/access/api/v1/tokens", data=body, headers={**admin(), "Content-Type": "application/json"})
+        resp = await edge.post(
+            "/access/api/v1/tokens", data=body, headers={**admin(), "Content-Type": "application/json"}
+        )
         assert (await error_of(resp))[0] == 400, body
     listed = await (await edge.get("/access/api/v1/tokens", headers=admin())).json()
     assert listed["tokens"] == []
 
 
 async def test_an_oversized_json_body_is_a_413(edge: Any) -> None:
-    resp = await edge.post("/access/api/v1/tokens", data=io.BytesIO(b"{" + b" " * (2 * 1024 * 1024) + b"}"), headers=admin())
+    resp = await edge.post(
+        "/access/api/v1/tokens", data=io.BytesIO(b"{" + b" " * (2 * 1024 * 1024) + b"}"), headers=admin()
+    )
     assert (await error_of(resp))[0] == 413
 
 

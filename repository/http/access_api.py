@@ -52,9 +52,7 @@ async def create_token(request: web.Request) -> web.Response:
         raise BadRequest("'username' must be a non-empty string of at most 128 characters")
     if not isinstance(description, str) or len(description) > 1024:
         raise BadRequest("'description' must be a string of at most 1024 characters")
-    if expires_in is not None and (
-        type(expires_in) is not int or not 0 <= expires_in <= MAX_EXPIRES_IN
-    ):
+    if expires_in is not None and (type(expires_in) is not int or not 0 <= expires_in <= MAX_EXPIRES_IN):
         raise BadRequest(f"'expires_in' must be an integer number of seconds up to {MAX_EXPIRES_IN} (0: never)")
     info, secret = await request.app[keys.tokens].create(Role(role), subject, description, expires_in or None)
     answer = token_json(info) | {

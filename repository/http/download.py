@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 from urllib.parse import quote
@@ -19,7 +19,7 @@ from aiohttp import web
 from repository.catalog import Artifact
 from repository.errors import NotFound, RepositoryError
 from repository.paths import split_repo_path
-from storage_backends import BlobNotFound
+from storage_backends import BlobNotFound, content_disposition
 
 from . import keys
 from .auth import require_read
@@ -49,11 +49,7 @@ def artifact_location(request: web.Request, prefix: str = ARTIFACTORY_PREFIX) ->
 
 
 def modified_at(artifact: Artifact) -> datetime:
-    return datetime.fromtimestamp(artifact.modified / 1000, tz=timezone.utc)
-
-
-def _ascii_filename(name: str) -> str:
-    return "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in name)
+    return datetime.fromtimestamp(artifact.modified / 1000, tz=UTC)
 
 
 def artifact_headers(artifact: Artifact, node_id: str) -> dict[str, str]:
@@ -67,9 +63,7 @@ def artifact_headers(artifact: Artifact, node_id: str) -> dict[str, str]:
         "X-Checksum-Md5": artifact.md5,
         "X-Artifactory-Filename": quote(name),
         "X-Artifactory-Id": node_id,
-        "Content-Disposition": (
-            f"attachment; filename=\"{_ascii_filename(name)}\"; filename*=UTF-8''{quote(name, safe='')}"
-        ),
+        "Content-Disposition": content_disposition(name),
     }
 
 
@@ -90,9 +84,7 @@ class SendfileResponse(web.StreamResponse):
             transport = request.transport
             if transport is None:
                 raise ConnectionResetError("client went away")
-            await asyncio.get_running_loop().sendfile(
-                transport, self._fobj, self._window.start, self._window.length
-            )
+            await asyncio.get_running_loop().sendfile(transport, self._fobj, self._window.start, self._window.length)
             writer.output_size += self._window.length  # the kernel sent it; count it for logs
             await super().write_eof()
             return writer
@@ -168,4 +160,3 @@ async def _open(path: Path, sha256: str) -> IO[bytes]:
 
 def _http_date(ts: datetime) -> str:
     return ts.strftime("%a, %d %b %Y %H:%M:%S GMT")
-

@@ -7,7 +7,7 @@ is a string in file info, folders have no ``size``, ``folder`` is a boolean.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -25,7 +25,7 @@ STORAGE_PREFIX = "/artifactory/api/storage/"
 
 def iso(ms: int) -> str:
     """Artifactory's timestamp shape: ``2026-11-22T10:00:00.000Z``."""
-    ts = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    ts = datetime.fromtimestamp(ms / 1000, tz=UTC)
     return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
@@ -127,8 +127,14 @@ async def _file_list(request: web.Request, folder: Folder) -> web.StreamResponse
         listing = await catalog.children(folder.repo, folder.path)
         if with_folders:
             for f in listing.folders:
-                await emit({"uri": "/" + url_quote(f.path[prefix:]), "size": -1,
-                            "lastModified": iso(f.created), "folder": True})
+                await emit(
+                    {
+                        "uri": "/" + url_quote(f.path[prefix:]),
+                        "size": -1,
+                        "lastModified": iso(f.created),
+                        "folder": True,
+                    }
+                )
         for a in listing.files:
             await emit(_list_entry(a, prefix))
     await response.write(b"]}")
