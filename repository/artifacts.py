@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Mapping
 
 from storage_backends import DigestMismatch, Digests, StorageBackend, StorageError
 
-from .catalog import Artifact, Catalog, Folder, Repo, now_ms
+from .catalog import Artifact, Catalog, Folder, now_ms
 from .errors import BadRequest, ChecksumMismatch, NotFound, PayloadTooLarge, ServiceUnavailable
 from .policy import ArtifactPolicy
 
@@ -36,12 +36,6 @@ class ArtifactService:
         self.policy = policy
         self._index_lock = asyncio.Lock()
 
-    async def repo(self, key: str) -> Repo:
-        repo = await self.catalog.get_repo(key)
-        if repo is None:
-            raise NotFound()
-        return repo
-
     async def file(self, repo: str, path: str) -> Artifact:
         artifact = await self.catalog.get_artifact(repo, path) if path else None
         if artifact is None:
@@ -50,7 +44,6 @@ class ArtifactService:
 
     async def item(self, repo: str, path: str) -> Artifact | Folder:
         """A file or a folder at ``path``; NotFound when the repo or the path is unknown."""
-        await self.repo(repo)
         artifact = await self.catalog.get_artifact(repo, path) if path else None
         if artifact is not None:
             return artifact

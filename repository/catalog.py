@@ -110,6 +110,7 @@ def _subtree(path: str) -> tuple[str, str]:
 class Catalog:
     def __init__(self, database: Database) -> None:
         self._database = database
+        self._repos: dict[str, Repo] | None = None
 
     @property
     def _db(self) -> sqlite_utils.Database:
@@ -119,6 +120,7 @@ class Catalog:
 
     async def ensure_repo(self, repo: Repo, *, update: bool = False) -> Repo:
         """Create a repo if it is missing. An existing one keeps its settings unless ``update``."""
+        self._repos = None
         return await self._database.run(self._ensure_repo, repo, update)
 
     def _ensure_repo(self, repo: Repo, update: bool) -> Repo:
@@ -141,7 +143,14 @@ class Catalog:
         return found
 
     async def get_repo(self, key: str) -> Repo | None:
-        return await self._database.run(self._get_repo, key)
+        """Repos are few and read on every request: answered from memory after the first call.
+
+        Every repo change goes through this catalog, so the copy is refreshed on write.
+        """
+        if self._repos is None:
+            repos = await self.list_repos()
+            self._repos = {r.key: r for r in repos}
+        return self._repos.get(key)
 
     def _get_repo(self, key: str) -> Repo | None:
         rows = list(self._db.query("SELECT * FROM repos WHERE key = ?", [key]))

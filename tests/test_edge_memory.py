@@ -43,12 +43,16 @@ def test_a_400_mib_upload_and_download_keep_the_edge_small(edge_server: EdgeProc
     auth = f"Authorization: Bearer {edge_server.admin_token}"
     subprocess.run(
         ["curl", "-sS", "-f", "-H", auth, "-H", f"X-Checksum-Sha256: {sha256}", "-T", str(source), url],
-        check=True, capture_output=True, timeout=300,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     # chunked too: no Content-Length, so nothing can be sized up front
     subprocess.run(
         ["curl", "-sS", "-f", "-H", auth, "-H", "Transfer-Encoding: chunked", "-T", str(source), url + ".2"],
-        check=True, capture_output=True, timeout=300,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     subprocess.run(["curl", "-sS", "-f", "-o", str(target), url], check=True, timeout=300)
     assert hashlib.sha256(target.read_bytes()).hexdigest() == sha256

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from repository.errors import Forbidden, Unauthorized
+from repository.catalog import Repo
+from repository.errors import Forbidden, NotFound, Unauthorized
 from repository.tokens import Principal, Role
 
 from . import keys
@@ -20,12 +21,15 @@ def require_role(request: web.Request, *roles: Role) -> Principal:
     return principal
 
 
-async def require_read(request: web.Request, repo: str) -> Principal:
-    """Any token may read; anonymous only where the repo allows anonymous reads."""
+async def require_read(request: web.Request, repo: str) -> Repo:
+    """The repo, if the caller may read it: any token may; anonymous only where the repo allows.
+
+    An unknown repo is a 404 for everyone, with the message clients expect.
+    """
     principal = request[keys.principal]
-    if principal.authenticated:
-        return principal
     found = await request.app[keys.catalog].get_repo(repo)
-    if found is not None and not found.anonymous_read:
+    if found is None:
+        raise NotFound()
+    if not principal.authenticated and not found.anonymous_read:
         raise Unauthorized()
-    return principal
+    return found

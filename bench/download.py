@@ -1,0 +1,560 @@
+"""Download benchmark: a real edge process against a real nginx, measured in the same run.
+
+Run by hand (``python bench/download.py`` or ``make bench``); it is not part of the
+test suite. Absolute numbers depend on the machine, so the script prints ratios
+against peers measured moments before on the same box:
+
+- nginx serving the same bytes from disk with sendfile (the practical ceiling for
+  a static file server; one worker, as the edge is one process);
+- for small files, a bare aiohttp app answering a fixed in-memory body (the
+  ceiling for anything built on aiohttp: what the edge's own code costs per request).
+
+Everything listens on 127.0.0.1 only, every load is bounded in time, and every
+process and temp file is removed on exit, Ctrl-C or error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+KiB, MiB, GiB = 1024, 1024**2, 1024**3
+UPLOADS_REPO = "artifactory-edge-uploads"
+TOKEN = "bench-admin-token-" + os.urandom(6).hex()
+SIZES = {"4 KiB": 4 * KiB, "1 GiB": 1 * GiB}
+SMALL_CONNECTIONS, SMALL_SECONDS = 32, 10
+LARGE_SECONDS = 10
+READ_BUFFER = 4 * MiB
+WARMUP_SECONDS = 2
+READY_TIMEOUT = 30.0
+SERVER_CPU = "0"  # every server gets this core; load generators get the others
+BIN_DIR = Path(sys.executable).parent
+
+
+class BenchError(RuntimeError):
+    """A failure worth a one-line message rather than a traceback."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one bounded load run achieved against one URL."""
+
+    requests: int
+    nbytes: int
+    seconds: float
+    errors: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def mbps(self) -> float:
+        return self.nbytes / self.seconds / 1e6
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One file as the benchmark knows it: where it lives locally and its digest."""
+
+    name: str
+    path: Path
+    size: int
+    sha256: str
+
+
+# ---------------------------------------------------------------- files
+
+
+def write_random_file(path: Path, size: int) -> str:
+    """Write ``size`` random-looking bytes, streamed, and return their sha256.
+
+    One random 1 MiB block is reused with a counter stamped into each copy: fast
+    (no 1 GiB of urandom), never in memory, and no two blocks are equal, so no
+    layer can dedupe or compress its way to a better number.
+    """
+    block = bytearray(os.urandom(min(size, MiB)))
+    digest = hashlib.sha256()
+    with path.open("wb") as out:
+        for index, offset in enumerate(range(0, size, len(block))):
+            block[:8] = index.to_bytes(8, "little")
+            chunk = memoryview(block)[: size - offset]
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
+
+
+def make_samples(www: Path) -> list[Sample]:
+    """The files nginx serves from ``www`` and the edge gets uploaded."""
+    samples = []
+    for label, size in SIZES.items():
+        path = www / f"sample-{size}.bin"
+        samples.append(Sample(label, path, size, write_random_file(path, size)))
+    return samples
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    """A port free right now on loopback (the OS picks it, so parallel runs don't clash)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def can_pin() -> bool:
+    """Pinning needs a second core and ``taskset``; without them, everything shares."""
+    return (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+
+
+def client_cpus() -> str:
+    return f"1-{(os.cpu_count() or 2) - 1}"
+
+
+def pin_prefix(cpus: str) -> list[str]:
+    """``taskset`` in front of a command, so server and load generator don't fight for a core."""
+    return ["taskset", "-c", cpus] if can_pin() else []
+
+
+def pin_self_to_client_cpus() -> None:
+    """The in-process Python clients run here: keep them off the servers' core too."""
+    if can_pin():
+        os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
+
+
+def stop_process(proc: subprocess.Popen[bytes], name: str) -> None:
+    """SIGTERM, then SIGKILL if it has not gone within 10 s: cleanup must never hang."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        print(f"  {name} ignored SIGTERM; killing it", file=sys.stderr)
+        proc.kill()
+        proc.wait()
+
+
+def start_process(
+    stack: contextlib.ExitStack, name: str, cmd: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a child whose output goes to a log file (a full pipe would stall it)."""
+    out = stack.enter_context(log.open("wb"))
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    stack.callback(stop_process, proc, name)
+    return proc
+
+
+def connect(port: int, timeout: float, blocksize: int = 8192) -> contextlib.closing[http.client.HTTPConnection]:
+    """A loopback connection closed on exit: a socket left open by Ctrl-C would keep a
+    server's graceful shutdown waiting for a request that never ends."""
+    return contextlib.closing(http.client.HTTPConnection("127.0.0.1", port, timeout=timeout, blocksize=blocksize))
+
+
+def wait_ready(proc: subprocess.Popen[bytes], name: str, port: int, path: str, log: Path) -> None:
+    """Poll ``path`` until it answers 200; fail with the log's tail if the process dies or stalls."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            with connect(port, timeout=2) as conn:
+                conn.request("GET", path)
+                if conn.getresponse().status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    tail = log.read_text(errors="replace")[-2000:]
+    raise BenchError(f"{name} did not become ready on port {port} (exit code {proc.poll()}); log tail:\n{tail}")
+
+
+# ---------------------------------------------------------------- the three servers
+
+
+def start_edge(stack: contextlib.ExitStack, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A real ``edge serve`` from this interpreter's bin dir, with its own data dir and token."""
+    edge = BIN_DIR / "edge"
+    if not edge.exists():
+        raise BenchError(f"{edge} not found: install the project first (make install)")
+    port = free_port()
+    env = {**os.environ, "EDGE_ADMIN_TOKEN": TOKEN}
+    cmd = [
+        *pin_prefix(SERVER_CPU),
+        str(edge),
+        "serve",
+        "--data-dir",
+        str(tmp / "edge-data"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    log = tmp / "edge.log"
+    proc = start_process(stack, "edge", cmd, log, env)
+    wait_ready(proc, "edge", port, "/artifactory/api/system/ping", log)
+    return proc, port
+
+
+def upload(port: int, sample: Sample) -> None:
+    """PUT the file into the uploads repo, streamed from disk; the edge checks our sha256."""
+    headers = {
+        "Authorization": f"Bearer {TOKEN}",
+        "Content-Length": str(sample.size),
+        "X-Checksum-Sha256": sample.sha256,
+    }
+    with sample.path.open("rb") as body, connect(port, timeout=600, blocksize=MiB) as conn:
+        conn.request("PUT", f"/artifactory/{UPLOADS_REPO}/bench/{sample.path.name}", body=body, headers=headers)
+        response = conn.getresponse()
+        answer = response.read()
+    if response.status != 201:
+        raise BenchError(f"upload of {sample.name} answered {response.status}: {answer[:500]!r}")
+
+
+def which_nginx() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+    if found is None:
+        raise BenchError("nginx is not installed: run `make bench` (its system-deps target installs it)")
+    return found
+
+
+def nginx_conf(root: Path, www: Path, port: int) -> str:
+    """A self-contained config: every path in the temp dir, one worker, sendfile on."""
+    # Workers of a root master switch to www-data, which cannot read our 0700 temp dir.
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    temps = "".join(
+        f"    {kind}_temp_path {root}/{kind}_temp;\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return f"""{user}worker_processes 1;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {root}/access.log;
+{temps}    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port};
+        root {www};
+        location / {{ }}
+    }}
+}}
+"""
+
+
+def start_nginx(stack: contextlib.ExitStack, tmp: Path, www: Path, probe: str) -> int:
+    """A real nginx as a child (``daemon off``), prefix, pid and logs all in the temp dir."""
+    root = tmp / "nginx"
+    root.mkdir()
+    port = free_port()
+    conf = root / "nginx.conf"
+    conf.write_text(nginx_conf(root, www, port))
+    cmd = [*pin_prefix(SERVER_CPU), which_nginx(), "-p", str(root), "-c", str(conf), "-e", str(root / "error.log")]
+    log = root / "stdout.log"
+    proc = start_process(stack, "nginx", cmd, log)
+    wait_ready(proc, "nginx", port, probe, root / "error.log")
+    return port
+
+
+def bare_app(port: int) -> None:
+    """The reference subprocess: aiohttp answering a fixed in-memory 4 KiB body, nothing else."""
+    from aiohttp import web
+
+    body = os.urandom(4 * KiB)
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/octet-stream")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+def start_bare(stack: contextlib.ExitStack, tmp: Path) -> int:
+    port = free_port()
+    cmd = [*pin_prefix(SERVER_CPU), sys.executable, str(Path(__file__).resolve()), "--bare-app", str(port)]
+    log = tmp / "bare.log"
+    proc = start_process(stack, "bare aiohttp", cmd, log)
+    wait_ready(proc, "bare aiohttp", port, "/ping", log)
+    return port
+
+
+# ---------------------------------------------------------------- checks and load
+
+
+def verify(port: int, path: str, sample: Sample, who: str) -> None:
+    """Download once and compare the sha256: equal bytes, and the page cache is warm for both."""
+    digest, size = hashlib.sha256(), 0
+    with connect(port, timeout=120) as conn:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        while chunk := response.read(MiB):
+            digest.update(chunk)
+            size += len(chunk)
+    if response.status != 200 or size != sample.size or digest.hexdigest() != sample.sha256:
+        raise BenchError(f"{who} served {path} wrong: status {response.status}, {size} bytes")
+
+
+WRK_REPORT = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("BENCH %d %d %d %d\\n", summary.duration, summary.requests, summary.bytes,
+                         e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+def run_wrk(url: str, connections: int, seconds: int, script: Path) -> Result:
+    """wrk, one thread on the cores the servers don't use; bytes count partial bodies too."""
+    cmd = [
+        *pin_prefix(client_cpus()),
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "60s",
+        "-s",
+        str(script),
+        url,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 90)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH ")), None)
+    if done.returncode != 0 or line is None:
+        raise BenchError(f"wrk failed ({done.returncode}): {done.stdout}{done.stderr}")
+    micros, requests, nbytes, errors = (int(x) for x in line.split()[1:])
+    return Result(requests, nbytes, micros / 1e6, errors)
+
+
+async def python_load(url: str, connections: int, seconds: float) -> Result:
+    """Fallback without wrk: ``connections`` keep-alive loops until a deadline, bodies discarded."""
+    import aiohttp
+
+    deadline = time.monotonic() + seconds
+    counts = {"requests": 0, "bytes": 0, "errors": 0}
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while time.monotonic() < deadline:
+            async with session.get(url) as response:
+                async for chunk in response.content.iter_chunked(MiB):
+                    counts["bytes"] += len(chunk)
+                    if time.monotonic() >= deadline:
+                        return
+                counts["requests" if response.status == 200 else "errors"] += 1
+
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
+        started = time.monotonic()
+        await asyncio.wait_for(asyncio.gather(*(worker(session) for _ in range(connections))), seconds + 30)
+        elapsed = time.monotonic() - started
+    return Result(counts["requests"], counts["bytes"], elapsed, counts["errors"])
+
+
+def sequential_downloads(url: str, seconds: float) -> Result:
+    """Full downloads one after another on one keep-alive connection, until a deadline.
+
+    Not wrk: wrk reads 8 KiB at a time and tops out near 0.8 GB/s on loopback, well
+    below what sendfile delivers, so it would measure itself. ``readinto`` a 4 MiB
+    buffer costs little more than the kernel's copy.
+    """
+    port, path = url.removeprefix("http://127.0.0.1:").split("/", 1)
+    buffer = memoryview(bytearray(READ_BUFFER))
+    requests = nbytes = errors = 0
+    started = time.monotonic()
+    deadline = started + seconds
+    with connect(int(port), timeout=60) as conn:
+        while time.monotonic() < deadline:
+            conn.request("GET", "/" + path)
+            response = conn.getresponse()
+            while (n := response.readinto(buffer)) and time.monotonic() < deadline:
+                nbytes += n
+            if not response.isclosed():  # cut off at the deadline: this connection is done
+                break
+            requests, errors = (requests + 1, errors) if response.status == 200 else (requests, errors + 1)
+    return Result(requests, nbytes, time.monotonic() - started, errors)
+
+
+class Load:
+    """Bounded loads: small files with wrk (else a Python client), large files by full downloads."""
+
+    def __init__(self, tmp: Path, allow_wrk: bool) -> None:
+        self.wrk = allow_wrk and shutil.which("wrk") is not None
+        self.script = tmp / "report.lua"
+        self.script.write_text(WRK_REPORT)
+
+    def describe(self) -> str:
+        small = (
+            "wrk, 1 thread"
+            if self.wrk
+            else "Python aiohttp client (wrk not installed: apt-get install wrk; this client may be the bottleneck)"
+        )
+        return (
+            f"4 KiB: {small}, {SMALL_CONNECTIONS} connections, {SMALL_SECONDS} s; "
+            f"1 GiB: sequential full downloads on 1 connection, {LARGE_SECONDS} s"
+        )
+
+    def run(self, url: str, small: bool, seconds: int) -> Result:
+        if not small:
+            return sequential_downloads(url, seconds)
+        if self.wrk:
+            return run_wrk(url, SMALL_CONNECTIONS, seconds, self.script)
+        return asyncio.run(python_load(url, SMALL_CONNECTIONS, seconds))
+
+
+def peak_rss_mib(pid: int) -> float:
+    """VmHWM: the most resident memory the process ever had, in MiB (Linux only)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class Servers:
+    """Where everything listens once started and loaded with the samples."""
+
+    edge_pid: int
+    edge_port: int
+    nginx_port: int
+    bare_port: int
+
+
+def edge_path(sample: Sample) -> str:
+    return f"/artifactory/{UPLOADS_REPO}/bench/{sample.path.name}"
+
+
+def setup_servers(stack: contextlib.ExitStack, tmp: Path, samples: list[Sample], rss: dict[str, float]) -> Servers:
+    """Start the edge, upload the samples, start nginx and the bare app, and check every byte."""
+    www = tmp / "www"
+    edge, edge_port = start_edge(stack, tmp)
+    rss["after start"] = peak_rss_mib(edge.pid)
+    for sample in samples:
+        upload(edge_port, sample)
+    rss["after uploads"] = peak_rss_mib(edge.pid)
+    nginx_port = start_nginx(stack, tmp, www, "/" + samples[0].path.name)
+    bare_port = start_bare(stack, tmp)
+    for sample in samples:
+        verify(edge_port, edge_path(sample), sample, "edge")
+        verify(nginx_port, "/" + sample.path.name, sample, "nginx")
+    return Servers(edge.pid, edge_port, nginx_port, bare_port)
+
+
+def measure(load: Load, servers: Servers, samples: list[Sample], rss: dict[str, float]) -> dict[str, dict[str, Result]]:
+    """Each size against each server, warm-up first; the edge's peak RSS after each size."""
+    results: dict[str, dict[str, Result]] = {}
+    for sample in samples:
+        small = sample.size <= MiB
+        secs = SMALL_SECONDS if small else LARGE_SECONDS
+        urls = {
+            "edge": f"http://127.0.0.1:{servers.edge_port}{edge_path(sample)}",
+            "nginx": f"http://127.0.0.1:{servers.nginx_port}/{sample.path.name}",
+        }
+        if small:
+            urls["bare aiohttp"] = f"http://127.0.0.1:{servers.bare_port}/bare"
+        print(f"{sample.name}: {secs} s per server, after {WARMUP_SECONDS} s of warm-up ...", flush=True)
+        results[sample.name] = {}
+        for name, url in urls.items():
+            load.run(url, small, WARMUP_SECONDS)
+            results[sample.name][name] = load.run(url, small, secs)
+        rss[f"after {sample.name} load"] = peak_rss_mib(servers.edge_pid)
+    return results
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "-"
+
+
+METRICS: dict[str, Callable[[Result], float]] = {"req/s": lambda r: r.rps, "MB/s": lambda r: r.mbps}
+
+
+def print_table(results: dict[str, dict[str, Result]], rss: dict[str, float]) -> None:
+    """Edge vs nginx (and vs bare aiohttp for small files): rates and ratios, then memory."""
+    head = f"{'file':<7} {'metric':<7} {'edge':>10} {'nginx':>10} {'edge/nginx':>11} {'bare aiohttp':>13} {'edge/bare':>10}"
+    print("\n" + head + "\n" + "-" * len(head))
+    for size, by_server in results.items():
+        for metric, value in METRICS.items():
+            edge, nginx = value(by_server["edge"]), value(by_server["nginx"])
+            row = f"{size:<7} {metric:<7} {edge:10.1f} {nginx:10.1f} {ratio(edge, nginx):>11}"
+            if "bare aiohttp" in by_server:
+                bare = value(by_server["bare aiohttp"])
+                row += f" {bare:13.1f} {ratio(edge, bare):>10}"
+            print(row)
+    errors = {f"{size}/{name}": r.errors for size, rs in results.items() for name, r in rs.items() if r.errors}
+    print(f"\nerrors (non-2xx, socket, timeouts): {errors or 'none'}")
+    print("edge peak RSS (VmHWM): " + ", ".join(f"{k} {v:.1f} MiB" for k, v in rss.items()))
+    print("MB = 10^6 bytes received: wrk counts headers too (the edge sends ~600 B of them), partial bodies count.")
+
+
+def run(allow_wrk: bool) -> None:
+    """Set up in a temp dir, measure, print; the ExitStack undoes everything in reverse."""
+    started = time.monotonic()
+    load_cpu = f"pinned: servers on CPU {SERVER_CPU}, load on CPUs {client_cpus()}" if can_pin() else "not pinned"
+    with contextlib.ExitStack() as stack:
+        tmp = Path(tempfile.mkdtemp(prefix="edge-bench-"))
+        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+        (tmp / "www").mkdir()
+        print(f"writing sample files to {tmp} ...", flush=True)
+        samples = make_samples(tmp / "www")
+        rss: dict[str, float] = {}
+        servers = setup_servers(stack, tmp, samples, rss)
+        load = Load(tmp, allow_wrk)
+        pin_self_to_client_cpus()
+        print(f"load: {load.describe()}\n{os.cpu_count()} CPUs, {load_cpu}")
+        print("nginx: worker_processes 1, sendfile on (the edge is a single process too)")
+        results = measure(load, servers, samples, rss)
+        print_table(results, rss)
+    print(f"\ntotal wall time: {time.monotonic() - started:.1f} s")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--python-client", action="store_true", help="use the Python load generator even if wrk is installed"
+    )
+    parser.add_argument("--bare-app", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_app is not None:
+        bare_app(args.bare_app)
+        return 0
+    # SIGTERM unwinds like Ctrl-C, so the ExitStack still stops children and removes files;
+    # SIGINT is set explicitly because a shell's background job starts with it ignored.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        run(allow_wrk=not args.python_client)
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; cleaned up", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
