@@ -14,12 +14,14 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import sqlite_utils
+from cachetools import LRUCache
 
 from .db import Database
 from .errors import Conflict, NotFound
 from .paths import ancestors, name_of, parent_of
 
 DEEP_LIST_PAGE = 1000
+ARTIFACT_CACHE_ENTRIES = 50_000
 
 
 def now_ms() -> int:
@@ -111,6 +113,10 @@ class Catalog:
     def __init__(self, database: Database) -> None:
         self._database = database
         self._repos: dict[str, Repo] | None = None
+        # Hot paths are looked up on every download. Every write of this catalog
+        # goes through this object, which drops what it changes from the cache.
+        self._artifacts: LRUCache[tuple[str, str], Artifact] = LRUCache(ARTIFACT_CACHE_ENTRIES)
+        self._writes = 0
 
     @property
     def _db(self) -> sqlite_utils.Database:
@@ -162,7 +168,14 @@ class Catalog:
     # -- artifacts ----------------------------------------------------------
 
     async def get_artifact(self, repo: str, path: str) -> Artifact | None:
-        return await self._database.run(self._get_artifact, repo, path)
+        cached = self._artifacts.get((repo, path))
+        if cached is not None:
+            return cached
+        generation = self._writes
+        found = await self._database.run(self._get_artifact, repo, path)
+        if found is not None and generation == self._writes:  # no write raced the read
+            self._artifacts[(repo, path)] = found
+        return found
 
     def _get_artifact(self, repo: str, path: str) -> Artifact | None:
         row = self._db.execute(
@@ -207,6 +220,8 @@ class Catalog:
 
         Refused with 409 where the path is a folder or an ancestor is a file.
         """
+        self._writes += 1
+        self._artifacts.pop((artifact.repo, artifact.path), None)
         return await self._database.run(self._put_artifact, artifact)
 
     def _put_artifact(self, artifact: Artifact) -> Artifact:
@@ -258,6 +273,8 @@ class Catalog:
 
     async def delete(self, repo: str, path: str) -> list[Artifact]:
         """Remove a file, or a folder with everything below it; answers what was removed."""
+        self._writes += 1
+        self._artifacts.clear()  # a folder delete can touch any number of cached paths
         return await self._database.run(self._delete, repo, path)
 
     def _delete(self, repo: str, path: str) -> list[Artifact]:

@@ -28,7 +28,7 @@ from .ranges import ByteRange, not_modified, parse_range, precondition_failed, r
 log = logging.getLogger(__name__)
 
 ARTIFACTORY_PREFIX = "/artifactory/"
-SMALL_BODY = 64 * 1024  # below this, one read beats sendfile's per-response setup
+SMALL_BODY = 64 * 1024  # up to this, blobs are served from memory rather than by sendfile
 
 
 class PreconditionFailed(RepositoryError):
@@ -136,9 +136,12 @@ async def _body(
             redirect = {k: v for k, v in headers.items() if k.startswith("X-")}
             raise web.HTTPFound(url, headers=redirect)
     path = await storage.local_path(artifact.sha256)
-    if path is not None and window.length <= SMALL_BODY:
-        body = await asyncio.to_thread(_read_window, path, window, artifact.sha256)
-        return web.Response(body=body, status=status, headers=headers)
+    if path is not None and artifact.size <= SMALL_BODY:
+        small = request.app[keys.small_blobs]
+        if (body := small.get(artifact.sha256)) is None:
+            body = await asyncio.to_thread(_read_whole, path, artifact.sha256)
+            small[artifact.sha256] = body  # content-addressed: never stale
+        return web.Response(body=body[window.start : window.start + window.length], status=status, headers=headers)
     if path is not None:
         fobj = await asyncio.to_thread(_open, path, artifact.sha256)
         return SendfileResponse(fobj, window, status=status, headers=headers)
@@ -160,11 +163,10 @@ def _open(path: Path, sha256: str) -> IO[bytes]:
         raise BlobNotFound(sha256) from None
 
 
-def _read_window(path: Path, window: ByteRange, sha256: str) -> bytes:
+def _read_whole(path: Path, sha256: str) -> bytes:
     """Open, read and close in one thread hop: for small bodies that beats sendfile's setup."""
     with _open(path, sha256) as f:
-        f.seek(window.start)
-        return f.read(window.length)
+        return f.read()
 
 
 def _http_date(ts: datetime) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from cachetools import LRUCache
 
 from repository.artifacts import ArtifactService
 from repository.catalog import Catalog
@@ -20,6 +21,7 @@ from storage_backends import create_backend
 from . import keys
 
 database = web.AppKey("database", Database)
+SMALL_BLOB_CACHE_BYTES = 32 * 1024 * 1024
 
 
 def setup_artifact_core(
@@ -55,6 +57,7 @@ def setup_artifact_core(
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.artifacts] = ArtifactService(app[keys.catalog], app[keys.storage], policy)
         app[keys.authenticator] = Authenticator(app[keys.tokens], admin_token)
+        app[keys.small_blobs] = LRUCache(maxsize=SMALL_BLOB_CACHE_BYTES, getsizeof=len)
         yield
 
     app.cleanup_ctx.extend([database_ctx, storage_ctx, services_ctx])
