@@ -162,9 +162,12 @@ async def test_a_client_that_disconnects_mid_upload_leaves_no_trace(edge: Any) -
 
 async def test_overwriting_a_file_serves_the_new_bytes_and_keeps_created(edge: Any) -> None:
     first = await upload(edge, "v.txt", b"one")
+    assert await (await edge.get(f"/artifactory/{UPLOADS}/v.txt")).read() == b"one"  # now hot in caches
     second = await upload(edge, "v.txt", b"two")
     assert second["created"] == first["created"]
     assert await (await edge.get(f"/artifactory/{UPLOADS}/v.txt")).read() == b"two"
+    assert (await edge.delete(f"/artifactory/{UPLOADS}/v.txt", headers=admin())).status == 204
+    assert (await edge.get(f"/artifactory/{UPLOADS}/v.txt")).status == 404
 
 
 async def test_a_file_cannot_replace_a_folder_or_live_under_a_file(edge: Any) -> None:
