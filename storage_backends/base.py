@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -172,8 +172,8 @@ class StorageBackend(ABC):
         return True
 
     @abstractmethod
-    async def read(self, sha256: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-        """Open a byte window for streaming.
+    async def read(self, sha256: str, offset: int = 0, length: int | None = None) -> AsyncGenerator[bytes, None]:
+        """Open a byte window for streaming (an async generator: ``aclose()`` it when stopping early).
 
         Raises BlobNotFound or InvalidOffset *here*, before any byte is produced,
         so an HTTP handler can still answer 404/416 cleanly.

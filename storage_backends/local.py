@@ -13,7 +13,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -170,7 +170,7 @@ class LocalBackend(StorageBackend):
         modified = datetime.fromtimestamp(st.st_mtime, tz=UTC)
         return BlobInfo(sha256=sha256, size=st.st_size, modified=modified)
 
-    async def read(self, sha256: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+    async def read(self, sha256: str, offset: int = 0, length: int | None = None) -> AsyncGenerator[bytes, None]:
         path = self.blob_path(sha256)
         try:
             f = await aiofiles.open(path, "rb")
@@ -186,7 +186,7 @@ class LocalBackend(StorageBackend):
         return self._stream(f, remaining)
 
     @staticmethod
-    async def _stream(f: aiofiles.threadpool.binary.AsyncBufferedReader, remaining: int) -> AsyncIterator[bytes]:
+    async def _stream(f: aiofiles.threadpool.binary.AsyncBufferedReader, remaining: int) -> AsyncGenerator[bytes, None]:
         try:
             while remaining > 0:
                 chunk = await f.read(min(READ_CHUNK, remaining))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -173,7 +173,7 @@ class S3Backend(StorageBackend):
         check_sha256(sha256)
         return await self._call(self._head, sha256)
 
-    async def read(self, sha256: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+    async def read(self, sha256: str, offset: int = 0, length: int | None = None) -> AsyncGenerator[bytes, None]:
         check_sha256(sha256)
         body, remaining = await self._call(self._open_window, sha256, offset, length)
         return self._stream(body, remaining)
@@ -209,7 +209,7 @@ class S3Backend(StorageBackend):
             body.close()
             raise
 
-    async def _stream(self, body: Any, remaining: int) -> AsyncIterator[bytes]:
+    async def _stream(self, body: Any, remaining: int) -> AsyncGenerator[bytes, None]:
         try:
             while remaining > 0:
                 chunk: bytes = await self._call(guarded, "read", body.read, min(READ_CHUNK, remaining))

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import aclosing
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from pathlib import Path
 from typing import IO
 from urllib.parse import quote
@@ -146,12 +148,13 @@ async def _body(
         fobj = await asyncio.to_thread(_open, path, artifact.sha256)
         return SendfileResponse(fobj, window, status=status, headers=headers)
     chunks = await storage.read(artifact.sha256, window.start, window.length)
-    response = web.StreamResponse(status=status, headers=headers)
-    response.content_length = window.length
-    await response.prepare(request)
-    async for chunk in chunks:
-        await response.write(chunk)
-    await response.write_eof()
+    async with aclosing(chunks):  # a client that goes away frees the backend's connection at once
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = window.length
+        await response.prepare(request)
+        async for chunk in chunks:
+            await response.write(chunk)
+        await response.write_eof()
     return response
 
 
@@ -170,4 +173,4 @@ def _read_whole(path: Path, sha256: str) -> bytes:
 
 
 def _http_date(ts: datetime) -> str:
-    return ts.strftime("%a, %d %b %Y %H:%M:%S GMT")
+    return format_datetime(ts, usegmt=True)
