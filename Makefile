@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 RUN_DIR ?= .run
 EDGE_PORT ?= 8082
 
-.PHONY: install system-deps run test bench clean
+.PHONY: install system-deps run test bench lint clean
 
 # System packages the tests start for real (apt on Debian/Ubuntu; skipped when present).
 system-deps:
@@ -51,6 +51,12 @@ bench: install system-deps
 	@command -v wrk >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python bench/download.py
+
+lint: install
+	$(BIN)/pip install -q -e '.[test,dev]'
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --ignore-missing-imports storage_backends repository edge distribution
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR) .pytest_cache

@@ -490,7 +490,9 @@ METRICS: dict[str, Callable[[Result], float]] = {"req/s": lambda r: r.rps, "MB/s
 
 def print_table(results: dict[str, dict[str, Result]], rss: dict[str, float]) -> None:
     """Edge vs nginx (and vs bare aiohttp for small files): rates and ratios, then memory."""
-    head = f"{'file':<7} {'metric':<7} {'edge':>10} {'nginx':>10} {'edge/nginx':>11} {'bare aiohttp':>13} {'edge/bare':>10}"
+    columns = [("file", "<7"), ("metric", "<7"), ("edge", ">10"), ("nginx", ">10"), ("edge/nginx", ">11")]
+    columns += [("bare aiohttp", ">13"), ("edge/bare", ">10")]
+    head = " ".join(f"{name:{spec}}" for name, spec in columns)
     print("\n" + head + "\n" + "-" * len(head))
     for size, by_server in results.items():
         for metric, value in METRICS.items():

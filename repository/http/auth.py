@@ -14,7 +14,7 @@ from . import keys
 def require_role(request: web.Request, *roles: Role) -> Principal:
     """The caller, if it holds one of ``roles``: 401 for anonymous, 403 for the wrong role."""
     principal = request[keys.principal]
-    if not principal.authenticated:
+    if principal.role is None:
         raise Unauthorized()
     if principal.role not in roles:
         raise Forbidden(f"Role '{principal.role.value}' may not do this")

@@ -17,6 +17,7 @@ from typing import IO
 from urllib.parse import quote
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from repository.catalog import Artifact
 from repository.errors import NotFound, RepositoryError
@@ -79,10 +80,10 @@ class SendfileResponse(web.StreamResponse):
         self._window = window
         self.content_length = window.length
 
-    async def prepare(self, request: web.BaseRequest) -> web.AbstractStreamWriter | None:
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         try:
             writer = await super().prepare(request)
-            if request.method == "HEAD" or self._window.length == 0:
+            if writer is None or request.method == "HEAD" or self._window.length == 0:
                 return writer
             transport = request.transport
             if transport is None:
@@ -140,7 +141,8 @@ async def _body(
     path = await storage.local_path(artifact.sha256)
     if path is not None and artifact.size <= SMALL_BODY:
         small = request.app[keys.small_blobs]
-        if (body := small.get(artifact.sha256)) is None:
+        body: bytes | None = small.get(artifact.sha256)
+        if body is None:
             body = await asyncio.to_thread(_read_whole, path, artifact.sha256)
             small[artifact.sha256] = body  # content-addressed: never stale
         return web.Response(body=body[window.start : window.start + window.length], status=status, headers=headers)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from aiohttp import web
+from aiohttp.helpers import ETag
 
 from repository.errors import RangeNotSatisfiable
 
@@ -50,7 +51,7 @@ def parse_range(header: str, size: int) -> ByteRange:
     return ByteRange(start, end - start + 1)
 
 
-def _etag_listed(etag: str, header_etags: tuple[web.ETag, ...] | None, *, weak: bool) -> bool:
+def _etag_listed(etag: str, header_etags: tuple[ETag, ...] | None, *, weak: bool) -> bool:
     if not header_etags:
         return False
     return any(t.value == "*" or (t.value == etag and (weak or not t.is_weak)) for t in header_etags)
