@@ -1,8 +1,5 @@
 """The edge node: read-only repos, verified storage, fast downloads."""
 
-from importlib.metadata import PackageNotFoundError, version
+from repository import __version__
 
-try:
-    __version__ = version("edge-distribution")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
+__all__ = ["__version__"]

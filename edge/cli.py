@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 
-from repository.logs import setup_logging
-from repository.settings import SettingsError
+from repository import cli_support
+from repository.cli_support import serve_command
+from repository.client import call
 from repository.tokens import Role
 
 from . import __version__
-from .client import call
+from .app import create_app
+from .settings import load_edge_settings
 
 
 @click.group()
@@ -22,41 +23,16 @@ def main() -> None:
     """Edge node of the artifact distribution system."""
 
 
-@main.command()
-@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help="TOML settings file.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Catalog and blobs [edge-data].")
-@click.option("--host", help="Address to listen on [127.0.0.1].")
-@click.option("--port", type=int, help="Port to listen on [8082].")
-def serve(config: Path | None, data_dir: Path | None, host: str | None, port: int | None) -> None:
-    """Run an edge node until Ctrl-C or SIGTERM."""
-    from repository.serve import serve as run
-
-    from .app import create_app
-    from .settings import load_edge_settings
-
-    try:
-        settings = load_edge_settings(config, data_dir=data_dir, host=host, port=port)
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from None
-    setup_logging(settings.log_level)
-    run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_timeout,
-        name="edge",
+main.add_command(
+    serve_command(
+        "edge node",
+        default_data_dir="edge-data",
+        default_port=8082,
+        load=load_edge_settings,
+        create_app=create_app,
     )
-
-
-def remote_options(fn):  # type: ignore[no-untyped-def]
-    fn = click.option("--token", envvar="EDGE_TOKEN", help="Admin token [$EDGE_TOKEN].")(fn)
-    return click.option(
-        "--url",
-        envvar="EDGE_URL",
-        default="http://127.0.0.1:8082",
-        show_default=True,
-        help="Edge base URL [$EDGE_URL].",
-    )(fn)
+)
+remote_options = cli_support.remote_options("EDGE", "http://127.0.0.1:8082")
 
 
 @main.group()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 from aiohttp import web
@@ -17,23 +18,47 @@ from .logs import JsonAccessLogger
 log = logging.getLogger(__name__)
 
 
+class ListenError(Exception):
+    pass
+
+
 async def _serve(app: web.Application, host: str, port: int, shutdown_timeout: float, name: str) -> None:
     runner = web.AppRunner(app, access_log_class=JsonAccessLogger, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():  # a second Ctrl-C: the operator does not want to wait
+            log.warning("%s: second stop signal, exiting now", name)
+            os._exit(1)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     try:
         site = web.TCPSite(runner, host, port, backlog=1024)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         bound = runner.addresses[0][1] if runner.addresses else port
         log.info("%s ready", name, extra={"fields": {"url": f"http://{host}:{bound}", "port": bound}})
         await stop.wait()
-        log.info("%s stopping: letting running requests finish", name)
+        log.info(
+            "%s stopping: letting running requests finish (up to %ss; Ctrl-C again to quit now)",
+            name,
+            shutdown_timeout,
+        )
     finally:
         await runner.cleanup()
+    log.info("%s stopped", name)
 
 
 def serve(app: web.Application, *, host: str, port: int, shutdown_timeout: float, name: str) -> None:
-    asyncio.run(_serve(app, host, port, shutdown_timeout, name))
+    """Run until a stop signal; a port that cannot be bound is a one-line error, not a traceback."""
+    try:
+        asyncio.run(_serve(app, host, port, shutdown_timeout, name))
+    except ListenError as exc:
+        log.error("%s", exc)
+        raise SystemExit(f"error: {exc} (choose another with --port)") from None

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web_app
 
 from edge.app import create_app
-from edge.settings import EdgeSettings, StorageSettings
+from edge.settings import EdgeSettings
+from repository.settings import StorageSettings
 from storage_backends import StorageBackend, create_backend
 from tests.edge_process import edge_server  # noqa: F401  (fixture: a real `edge serve` process)
 from tests.seaweed import s3_server  # noqa: F401  (session fixture: a real S3 server on loopback)
@@ -110,3 +112,13 @@ async def error_of(resp: Any) -> tuple[int, str]:
     (err,) = body["errors"]
     assert err["status"] == resp.status
     return err["status"], err["message"]
+
+
+@pytest.fixture(autouse=True)
+def _forget_finished_apps() -> Any:
+    """aiohttp memoises middleware chains per app, keeping every test's app (and its boto3
+    clients) alive until exit; clearing it after each test keeps memory and exit time flat."""
+    yield
+    clear = getattr(web_app, "_cached_build_middleware", None)
+    if clear is not None:
+        clear.cache_clear()

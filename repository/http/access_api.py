@@ -12,6 +12,8 @@ from repository.tokens import Role, TokenInfo
 
 from . import keys
 from .auth import require_role
+from .responses import json_response
+from .storage_api import iso
 
 MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
 
@@ -33,8 +35,8 @@ def token_json(info: TokenInfo) -> dict[str, Any]:
         "role": info.role.value,
         "subject": info.subject,
         "description": info.description,
-        "created": info.created,
-        "expires": info.expires,
+        "created": iso(info.created),
+        "expires": iso(info.expires) if info.expires else None,
         "revoked": info.revoked is not None,
     }
 
@@ -61,13 +63,13 @@ async def create_token(request: web.Request) -> web.Response:
         "scope": info.role.value,
         "expires_in": expires_in or 0,
     }
-    return web.json_response(answer, status=201)
+    return json_response(answer, status=201)
 
 
 async def list_tokens(request: web.Request) -> web.Response:
     require_role(request, Role.admin)
     tokens = await request.app[keys.tokens].list()
-    return web.json_response({"tokens": [token_json(t) for t in tokens]})
+    return json_response({"tokens": [token_json(t) for t in tokens]})
 
 
 async def revoke_token(request: web.Request) -> web.Response:

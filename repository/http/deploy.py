@@ -16,6 +16,7 @@ from repository.tokens import Role
 from . import keys
 from .auth import require_role
 from .download import ARTIFACTORY_PREFIX, artifact_location, raw_tail
+from .responses import json_response
 from .storage_api import file_info, folder_info
 
 BODY_CHUNK = 256 * 1024
@@ -54,7 +55,7 @@ async def deploy(request: web.Request) -> web.Response:
     service = request.app[keys.artifacts]
     if raw_tail(request, ARTIFACTORY_PREFIX).endswith("/"):
         folder = await service.make_folder(repo, path, principal.subject)
-        return web.json_response(await folder_info(request, folder), status=201)
+        return json_response(await folder_info(request, folder), status=201)
     expected = expected_checksums(request)
     if request.headers.get("X-Checksum-Deploy", "").lower() == "true":
         if "sha256" not in expected and "sha1" not in expected:
@@ -69,7 +70,7 @@ async def deploy(request: web.Request) -> web.Response:
             declared_size=request.content_length,
             user=principal.subject,
         )
-    return web.json_response(file_info(request, artifact), status=201)
+    return json_response(file_info(request, artifact), status=201)
 
 
 async def delete(request: web.Request) -> web.Response:

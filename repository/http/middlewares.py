@@ -15,23 +15,30 @@ from repository.errors import RepositoryError
 from storage_backends import InvalidDigest, StorageError
 
 from . import keys
+from .responses import json_response
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_body(status: int, message: str) -> dict[str, list[dict[str, object]]]:
+DISTRIBUTION_PREFIX = "/distribution/"
+
+
+def error_body(path: str, status: int, message: str) -> dict[str, object]:
+    """Artifactory's ``{"errors":[...]}`` everywhere, except Distribution's flat shape under its prefix."""
+    if path.startswith(DISTRIBUTION_PREFIX):
+        return {"status_code": status, "message": message}
     return {"errors": [{"status": status, "message": message}]}
-
-
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(error_body(status, message), status=status, headers=headers)
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure leaves as ``{"errors":[{"status","message"}]}`` with its real status."""
+    """Every failure leaves as a JSON error body (see ``error_body``) with its real status."""
+
+    def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+        return json_response(error_body(request.path, status, message), status=status, headers=headers)
+
     try:
         return await handler(request)
     except RepositoryError as exc:

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 from cachetools import LRUCache
+from sqlite_utils import Migrations
 
 from repository.artifacts import ArtifactService
 from repository.catalog import Catalog
@@ -32,13 +33,14 @@ def setup_artifact_core(
     backend_params: Mapping[str, Any],
     policy: ArtifactPolicy,
     admin_token: str | None,
+    extra_migrations: tuple[Migrations, ...] = (),
 ) -> None:
     """Open the catalog and the blob store at start-up, close them on shutdown."""
     app[keys.policy] = policy
 
     async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         db = Database(database_path)
-        await db.open(catalog_migrations)
+        await db.open(catalog_migrations, *extra_migrations)
         app[database] = db
         app[keys.catalog] = Catalog(db)
         app[keys.tokens] = TokenStore(db)

@@ -19,6 +19,7 @@ from repository.paths import url_quote
 from . import keys
 from .auth import require_read
 from .download import artifact_location
+from .responses import json_response
 
 STORAGE_PREFIX = "/artifactory/api/storage/"
 
@@ -87,8 +88,8 @@ async def storage_info(request: web.Request) -> web.StreamResponse:
     if "properties" in request.query:
         return _properties(request, item)
     if isinstance(item, Artifact):
-        return web.json_response(file_info(request, item))
-    return web.json_response(await folder_info(request, item))
+        return json_response(file_info(request, item))
+    return json_response(await folder_info(request, item))
 
 
 def _properties(request: web.Request, item: Artifact | Folder) -> web.Response:
@@ -99,7 +100,7 @@ def _properties(request: web.Request, item: Artifact | Folder) -> web.Response:
     if not props:
         raise NotFound("No properties could be found.")
     uri = f"{base_url(request)}/api/storage/{item.repo}/{url_quote(item.path)}"
-    return web.json_response({"properties": props, "uri": uri})
+    return json_response({"properties": props, "uri": uri})
 
 
 async def _file_list(request: web.Request, folder: Folder) -> web.StreamResponse:
@@ -137,7 +138,7 @@ async def _file_list(request: web.Request, folder: Folder) -> web.StreamResponse
                 )
         for a in listing.files:
             await emit(_list_entry(a, prefix))
-    await response.write(b"]}")
+    await response.write(b"]}\n")
     await response.write_eof()
     return response
 

@@ -8,6 +8,7 @@ from repository.catalog import Repo
 from repository.errors import NotFound
 
 from . import keys
+from .responses import json_response
 from .storage_api import base_url
 
 
@@ -17,7 +18,7 @@ async def ping(request: web.Request) -> web.Response:
 
 async def version(request: web.Request) -> web.Response:
     policy = request.app[keys.policy]
-    return web.json_response({"version": policy.version, "revision": policy.version, "addons": []})
+    return json_response({"version": policy.version, "revision": policy.version, "addons": []})
 
 
 def _summary(request: web.Request, repo: Repo) -> dict[str, str]:
@@ -32,14 +33,14 @@ def _summary(request: web.Request, repo: Repo) -> dict[str, str]:
 
 async def repositories(request: web.Request) -> web.Response:
     repos = await request.app[keys.catalog].list_repos()
-    return web.json_response([_summary(request, r) for r in repos])
+    return json_response([_summary(request, r) for r in repos])
 
 
 async def repository(request: web.Request) -> web.Response:
     repo = await request.app[keys.catalog].get_repo(request.match_info["key"])
     if repo is None:
         raise NotFound(f"Repository '{request.match_info['key']}' not found")
-    return web.json_response(
+    return json_response(
         {
             "key": repo.key,
             "rclass": repo.type.lower(),

@@ -1,0 +1,207 @@
+"""Handlers of ``/distribution/api/v1/``: release bundles and signing keys, JFrog Distribution's shapes.
+
+Writes need an admin token; any valid token may read; the public key is public.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+from aiohttp import web
+
+from repository.errors import BadRequest
+from repository.http.access_api import read_json_object
+from repository.http.auth import require_role
+from repository.http.responses import json_response
+from repository.http.storage_api import iso
+from repository.tokens import Role
+
+from .bundle_store import PAGE_SIZE, Bundle, BundleArtifact
+from .bundles import BundleService, check_name_version, parse_bundle_request
+from .keys import bundles_key, signer_key
+from .signing import KeyInfo
+
+READERS = (Role.reader, Role.deployer, Role.distributor, Role.admin)
+
+
+def bundle_json(b: Bundle, artifacts: list[BundleArtifact] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": b.name,
+        "version": b.version,
+        "state": b.state,
+        "description": b.description,
+        "release_notes": b.release_notes,
+        "created": iso(b.created),
+        "created_by": b.created_by,
+        "artifacts_count": b.artifacts_count,
+        "artifacts_size": b.artifacts_size,
+    }
+    if b.signed_by:
+        body["signed_by"] = b.signed_by
+        body["manifest_sha256"] = b.manifest_sha256
+    if artifacts is not None:
+        body["artifacts"] = [
+            {
+                "checksum": a.sha256,
+                "props": [{"key": k, "values": v} for k, v in sorted(a.properties.items())],
+                "sourceRepoPath": a.source,
+                "targetRepoPath": a.target,
+                "size": a.size,
+            }
+            for a in artifacts
+        ]
+    return body
+
+
+def _signed_headers(bundle: Bundle) -> dict[str, str]:
+    return {"X-Checksum-Sha256": bundle.manifest_sha256} if bundle.manifest_sha256 else {}
+
+
+def _service(request: web.Request) -> BundleService:
+    return request.app[bundles_key]
+
+
+def _name_version(request: web.Request) -> tuple[str, str]:
+    name, version = request.match_info["name"], request.match_info["version"]
+    check_name_version(name, version)
+    return name, version
+
+
+async def create_bundle(request: web.Request) -> web.Response:
+    user = require_role(request, Role.admin).subject
+    bundle_request = parse_bundle_request(await read_json_object(request))
+    service = _service(request)
+    bundle, artifacts, _new = await service.create(bundle_request, user)
+    if bundle_request.dry_run:
+        return json_response(bundle_json(bundle, artifacts), status=200)
+    if bundle_request.sign_immediately:
+        bundle = await service.sign(bundle.name, bundle.version, bundle_request.signing_key_alias)
+    return json_response(bundle_json(bundle, artifacts), status=201, headers=_signed_headers(bundle))
+
+
+async def update_bundle(request: web.Request) -> web.Response:
+    user = require_role(request, Role.admin).subject
+    name, version = _name_version(request)
+    bundle_request = parse_bundle_request(await read_json_object(request), name=name, version=version)
+    service = _service(request)
+    bundle, artifacts = await service.update(bundle_request, user)
+    if bundle_request.sign_immediately and not bundle_request.dry_run:
+        bundle = await service.sign(name, version, bundle_request.signing_key_alias)
+    return json_response(bundle_json(bundle, artifacts), headers=_signed_headers(bundle))
+
+
+async def sign_bundle(request: web.Request) -> web.Response:
+    require_role(request, Role.admin)
+    name, version = _name_version(request)
+    body = await read_json_object(request) if request.can_read_body else {}
+    alias = body.get("signing_key_alias")
+    if set(body) - {"signing_key_alias", "storing_repository"} or (alias is not None and not isinstance(alias, str)):
+        raise BadRequest("The sign request takes only 'signing_key_alias' (a string)")
+    bundle = await _service(request).sign(name, version, alias)
+    return json_response(bundle_json(bundle), headers=_signed_headers(bundle))
+
+
+async def get_bundle(request: web.Request) -> web.Response:
+    require_role(request, *READERS)
+    name, version = _name_version(request)
+    service = _service(request)
+    bundle = await service.get(name, version)
+    artifacts = await service.store.artifacts(name, version)
+    return json_response(bundle_json(bundle, artifacts), headers=_signed_headers(bundle))
+
+
+async def list_bundles(request: web.Request) -> web.Response:
+    require_role(request, *READERS)
+    name = request.match_info.get("name")
+    if name is not None:
+        check_name_version(name, "0")
+    raw = request.query.get("start_pos", "0")
+    if not raw.isdigit() or len(raw) > 9:
+        raise BadRequest("'start_pos' must be a non-negative integer")
+    start = int(raw)
+    bundles, total = await _service(request).store.page(name, start)
+    headers = {
+        "X-RangeLimit-StartPos": str(start),
+        "X-RangeLimit-EndPos": str(start + len(bundles)),
+        "X-RangeLimit-Total": str(total),
+        "X-RangeLimit-PageSize": str(PAGE_SIZE),
+    }
+    return json_response([bundle_json(b) for b in bundles], headers=headers)
+
+
+async def delete_bundle(request: web.Request) -> web.Response:
+    require_role(request, Role.admin)
+    await _service(request).delete(*_name_version(request))
+    return web.Response(status=204)
+
+
+async def bundle_manifest(request: web.Request) -> web.Response:
+    """Exactly the signed canonical bytes, so anyone can ``gpg --verify`` them."""
+    require_role(request, *READERS)
+    manifest, _ = await _service(request).signed_parts(*_name_version(request))
+    sha256 = hashlib.sha256(manifest).hexdigest()
+    return web.Response(body=manifest, content_type="application/json", headers={"X-Checksum-Sha256": sha256})
+
+
+async def bundle_signature(request: web.Request) -> web.Response:
+    require_role(request, *READERS)
+    _, signature = await _service(request).signed_parts(*_name_version(request))
+    return web.Response(text=signature, content_type="application/pgp-signature")
+
+
+def key_json(key: KeyInfo, public_key: str | None = None) -> dict[str, Any]:
+    body = {
+        "alias": key.alias,
+        "fingerprint": key.fingerprint,
+        "default": key.default,
+        "created": key.created,
+        "algorithm": key.algorithm,
+    }
+    return body | ({"public_key": public_key} if public_key is not None else {})
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    require_role(request, *READERS)
+    signer = request.app[signer_key]
+    keys = await asyncio.to_thread(signer.keys)
+    exported = [await asyncio.to_thread(signer.export_public, k.alias) for k in keys]
+    return json_response({"keys": [key_json(k, p) for k, p in zip(keys, exported, strict=True)]})
+
+
+async def export_public_key(request: web.Request) -> web.Response:
+    """The armored public key (default, or ``?alias=``): what edges import to trust this service.
+
+    Public by nature, so no token is needed.
+    """
+    alias = request.query.get("alias")
+    armored = await asyncio.to_thread(request.app[signer_key].export_public, alias)
+    return web.Response(text=armored, content_type="application/pgp-keys")
+
+
+async def upload_key(request: web.Request) -> web.Response:
+    require_role(request, Role.admin)
+    body = await read_json_object(request)
+    key, alias = body.get("key"), body.get("alias", body.get("key_alias"))
+    passphrase, make_default = body.get("passphrase"), body.get("default", False)
+    if not isinstance(key, dict) or not isinstance(key.get("private_key"), str):
+        raise BadRequest("'key.private_key' (an ASCII-armored private key) is required")
+    if not isinstance(alias, str) or not alias:
+        raise BadRequest("'alias' (a name for the key) is required")
+    if (passphrase is not None and not isinstance(passphrase, str)) or not isinstance(make_default, bool):
+        raise BadRequest("'passphrase' must be a string and 'default' true or false")
+    signer = request.app[signer_key]
+    info = await asyncio.to_thread(signer.import_key_pair, alias, key["private_key"], passphrase)
+    if make_default:
+        await asyncio.to_thread(signer.set_default, alias)
+        info = next(k for k in await asyncio.to_thread(signer.keys) if k.alias == alias)
+    return json_response({"status": "SUCCESS", "key": key_json(info), "details": []}, status=201)
+
+
+async def set_default_key(request: web.Request) -> web.Response:
+    require_role(request, Role.admin)
+    signer = request.app[signer_key]
+    await asyncio.to_thread(signer.set_default, request.match_info["alias"])
+    keys = await asyncio.to_thread(signer.keys)
+    return json_response({"keys": [key_json(k) for k in keys]})

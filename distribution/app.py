@@ -1,0 +1,66 @@
+"""The Distribution service's app factory: nothing is built or read at import time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from repository.catalog import Repo
+from repository.http import keys as core
+from repository.http.middlewares import error_middleware, identity_middleware
+from repository.http.setup import database, setup_artifact_core
+from repository.policy import ArtifactPolicy
+
+from . import __version__
+from .bundle_store import BundleStore
+from .bundles import BundleService
+from .keys import bundles_key, settings_key, signer_key
+from .routes import setup_routes
+from .schema import distribution_migrations
+from .settings import DistributionSettings
+from .signing import Signer
+
+# Bundle specs and release notes are JSON; artifact bodies stream and are not bound by this.
+MAX_JSON_BODY = 4 * 1024 * 1024
+
+
+def create_app(settings: DistributionSettings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware, identity_middleware], client_max_size=MAX_JSON_BODY)
+    app[settings_key] = settings
+    setup_artifact_core(
+        app,
+        database_path=settings.database_path,
+        backend=settings.storage.backend,
+        backend_params=settings.storage.backend_params(settings.data_dir),
+        policy=ArtifactPolicy(
+            node_id=settings.node_id,
+            version=__version__,
+            max_upload_bytes=settings.max_upload_bytes,
+            redirect_downloads=settings.storage.redirect_downloads,
+            presign_expiry=settings.storage.presign_expiry,
+            builtin_repos=tuple(Repo(key, anonymous_read=False) for key in settings.repos),
+        ),
+        admin_token=settings.admin_token,
+        extra_migrations=(distribution_migrations,),
+    )
+    app.cleanup_ctx.extend([signer_ctx, bundles_ctx])
+    setup_routes(app)
+    return app
+
+
+async def signer_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The GnuPG home with the signing keys; a key is made on first start. gpg-agents stop on shutdown."""
+    settings = app[settings_key]
+    signer = Signer(settings.gnupg_dir, settings.data_dir / "signing-keys.json")
+    await asyncio.to_thread(signer.ensure_default_key, settings.signing_key_uid)
+    app[signer_key] = signer
+    yield
+    await asyncio.to_thread(signer.close)
+
+
+async def bundles_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = BundleStore(app[database])
+    app[bundles_key] = BundleService(store, app[core.catalog], app[signer_key], app[settings_key].max_bundle_artifacts)
+    yield

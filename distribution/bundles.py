@@ -1,0 +1,269 @@
+"""Release Bundles: resolve a spec into artifacts, store, sign, and answer them.
+
+A bundle version is immutable once signed. Every call is idempotent where a
+client may retry after a time-out: creating the same name and version with the
+same body answers the bundle that exists; only different content is a 409.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from repository.catalog import Catalog, now_ms
+from repository.errors import BadRequest, Conflict, NotFound
+from repository.http.storage_api import iso
+from repository.manifest import Manifest, ManifestArtifact, check_bundle_name, check_bundle_version, encode
+
+from .bundle_store import Bundle, BundleArtifact, BundleStore, total_size
+from .signing import KeyInfo, Signer
+from .specs import Query, SpecError, check_distinct_targets, parse_spec
+
+NOTES_SYNTAXES = ("plain_text", "markdown", "asciidoc")
+MAX_DESCRIPTION = 4096
+MAX_NOTES = 1024 * 1024
+_REQUEST_KEYS = {
+    "name",
+    "version",
+    "dry_run",
+    "sign_immediately",
+    "signing_key_alias",
+    "description",
+    "release_notes",
+    "spec",
+    "storing_repository",
+}
+
+
+@dataclass(frozen=True)
+class BundleRequest:
+    name: str
+    version: str
+    description: str
+    release_notes: dict[str, str]
+    queries: tuple[Query, ...]
+    request_sha256: str
+    sign_immediately: bool
+    signing_key_alias: str | None
+    dry_run: bool
+
+
+def check_name_version(name: object, version: object) -> None:
+    """The manifest's own rules, so every bundle that can be created can be signed."""
+    check_bundle_name(name, "bundle name")
+    check_bundle_version(version, "bundle version")
+
+
+def _flag(body: dict[str, Any], key: str, default: bool) -> bool:
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise BadRequest(f"'{key}' must be true or false")
+    return value
+
+
+def _release_notes(value: Any) -> dict[str, str]:
+    if value is None:
+        return {"syntax": "plain_text", "content": ""}
+    if not isinstance(value, dict) or set(value) - {"syntax", "content"}:
+        raise BadRequest("'release_notes' must be an object with 'syntax' and 'content'")
+    syntax, content = value.get("syntax", "plain_text"), value.get("content", "")
+    if syntax not in NOTES_SYNTAXES:
+        raise BadRequest(f"'release_notes.syntax' must be one of {', '.join(NOTES_SYNTAXES)}")
+    if not isinstance(content, str) or len(content) > MAX_NOTES:
+        raise BadRequest(f"'release_notes.content' must be a string of at most {MAX_NOTES} characters")
+    return {"syntax": syntax, "content": content}
+
+
+def parse_bundle_request(body: dict[str, Any], *, name: str | None = None, version: str | None = None) -> BundleRequest:
+    """Validate a create/update body; ``name``/``version`` come from the URL on update."""
+    unknown = sorted(set(body) - _REQUEST_KEYS)
+    if unknown:
+        raise BadRequest(f"Unknown field '{unknown[0]}' in the request")
+    name = name if name is not None else body.get("name")
+    version = version if version is not None else body.get("version")
+    check_name_version(name, version)  # type: ignore[arg-type]
+    description = body.get("description", "")
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
+        raise BadRequest(f"'description' must be a string of at most {MAX_DESCRIPTION} characters")
+    alias = body.get("signing_key_alias")
+    if alias is not None and not isinstance(alias, str):
+        raise BadRequest("'signing_key_alias' must be a string")
+    if "spec" not in body:
+        raise SpecError("spec is missing")
+    notes = _release_notes(body.get("release_notes"))
+    queries = parse_spec(body["spec"])
+    asked = {"name": name, "version": version, "description": description, "release_notes": notes, "spec": body["spec"]}
+    digest = hashlib.sha256(json.dumps(asked, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return BundleRequest(
+        name=name,  # type: ignore[arg-type]
+        version=version,  # type: ignore[arg-type]
+        description=description,
+        release_notes=notes,
+        queries=queries,
+        request_sha256=digest,
+        sign_immediately=_flag(body, "sign_immediately", False),
+        signing_key_alias=alias,
+        dry_run=_flag(body, "dry_run", False),
+    )
+
+
+class BundleService:
+    def __init__(self, store: BundleStore, catalog: Catalog, signer: Signer, max_artifacts: int) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.signer = signer
+        self.max_artifacts = max_artifacts
+        self._lock = asyncio.Lock()  # orders create/update/sign of bundles in this process
+
+    async def resolve(self, queries: tuple[Query, ...]) -> list[BundleArtifact]:
+        """Every artifact the queries select, with its target path; refused when empty, too many or colliding."""
+        found: dict[str, BundleArtifact] = {}
+        for query in queries:
+            for scope in query.scopes:
+                repos = [scope.repo] if scope.repo is not None else [r.key for r in await self.catalog.list_repos()]
+                for repo in repos:
+                    async for a in self.catalog.walk_files(repo, scope.folder):
+                        if not query.matches(repo, a.path):
+                            continue
+                        self._add(found, query, repo, a)
+        if not found:
+            raise SpecError("spec matches no artifacts")
+        check_distinct_targets((a.source, a.target) for a in found.values())  # no file where a folder must be
+        return [found[t] for t in sorted(found)]
+
+    def _add(self, found: dict[str, BundleArtifact], query: Query, repo: str, a: Any) -> None:
+        source = f"{repo}/{a.path}"
+        target = query.target(repo, a.path)
+        props = {k: list(v) for k, v in a.properties.items()}
+        for key, values in query.added_props.items():
+            props[key] = list(dict.fromkeys([*props.get(key, []), *values]))
+        existing = found.get(target)
+        if existing is not None:
+            if existing.source != source:
+                raise SpecError(f"target path '{target}' would hold both '{existing.source}' and '{source}'")
+            return
+        if len(found) >= self.max_artifacts:
+            raise BadRequest(f"spec selects more than the limit of {self.max_artifacts} artifacts")
+        found[target] = BundleArtifact(target, source, a.sha256, a.sha1, a.md5, a.size, props)
+
+    async def create(self, request: BundleRequest, user: str) -> tuple[Bundle, list[BundleArtifact], bool]:
+        """Create (or, for an identical retry, find) a bundle; answers whether it was new."""
+        async with self._lock:
+            existing = await self.store.get(request.name, request.version)
+            if existing is not None:
+                if existing.request_sha256 != request.request_sha256:
+                    raise Conflict(f"Release bundle {request.name}/{request.version} already exists with other content")
+                return existing, await self.store.artifacts(request.name, request.version), False
+            artifacts = await self.resolve(request.queries)
+            bundle = self._new_bundle(request, artifacts, user, created=now_ms())
+            if not request.dry_run:
+                try:
+                    await self.store.save(bundle, artifacts, replace=False)
+                except sqlite3.IntegrityError:
+                    raise Conflict(f"Release bundle {request.name}/{request.version} already exists") from None
+            return bundle, artifacts, True
+
+    async def update(self, request: BundleRequest, user: str) -> tuple[Bundle, list[BundleArtifact]]:
+        async with self._lock:
+            existing = await self.get(request.name, request.version)
+            if existing.state != "OPEN":
+                raise Conflict(f"Release bundle {request.name}/{request.version} is signed and cannot change")
+            artifacts = await self.resolve(request.queries)
+            bundle = self._new_bundle(request, artifacts, user, created=existing.created)
+            if not request.dry_run:
+                await self.store.save(bundle, artifacts, replace=True)
+            return bundle, artifacts
+
+    @staticmethod
+    def _new_bundle(request: BundleRequest, artifacts: list[BundleArtifact], user: str, *, created: int) -> Bundle:
+        return Bundle(
+            name=request.name,
+            version=request.version,
+            state="OPEN",
+            description=request.description,
+            release_notes=request.release_notes,
+            request_sha256=request.request_sha256,
+            created=created,
+            created_by=user,
+            modified=now_ms(),
+            artifacts_count=len(artifacts),
+            artifacts_size=total_size(artifacts),
+        )
+
+    async def get(self, name: str, version: str) -> Bundle:
+        check_name_version(name, version)
+        bundle = await self.store.get(name, version)
+        if bundle is None:
+            raise NotFound(f"Release bundle {name}/{version} not found")
+        return bundle
+
+    async def sign(self, name: str, version: str, alias: str | None) -> Bundle:
+        """Sign an OPEN bundle; signing a signed one again with the same key answers it unchanged."""
+        async with self._lock:
+            bundle = await self.get(name, version)
+            key = await self._signing_key(alias)
+            if bundle.state == "SIGNED":
+                if bundle.signed_by != key.fingerprint:
+                    raise Conflict(f"Release bundle {name}/{version} is already signed with another key")
+                return bundle
+            manifest = encode(await self._manifest(bundle))
+            signature = await asyncio.to_thread(self.signer.sign, manifest, key.alias)
+            sha256 = hashlib.sha256(manifest).hexdigest()
+            signed = await self.store.mark_signed(
+                name,
+                version,
+                manifest=manifest,
+                manifest_sha256=sha256,
+                signature=signature,
+                signed_by=key.fingerprint,
+                at=now_ms(),
+            )
+            if not signed:
+                raise Conflict(f"Release bundle {name}/{version} changed while signing; retry")
+            return await self.get(name, version)
+
+    async def _signing_key(self, alias: str | None) -> KeyInfo:
+        keys = await asyncio.to_thread(self.signer.keys)
+        for key in keys:
+            if (alias is None and key.default) or key.alias == alias:
+                return key
+        raise BadRequest(f"No signing key with alias '{alias}'" if alias else "No default signing key")
+
+    async def _manifest(self, bundle: Bundle) -> Manifest:
+        artifacts = await self.store.artifacts(bundle.name, bundle.version)
+        return Manifest(
+            name=bundle.name,
+            version=bundle.version,
+            created=iso(bundle.created),
+            created_by=bundle.created_by,
+            description=bundle.description,
+            release_notes=bundle.release_notes,
+            artifacts=tuple(
+                ManifestArtifact(
+                    target=a.target,
+                    source=a.source,
+                    size=a.size,
+                    sha256=a.sha256,
+                    sha1=a.sha1,
+                    md5=a.md5,
+                    properties=a.properties,
+                )
+                for a in artifacts
+            ),
+        )
+
+    async def signed_parts(self, name: str, version: str) -> tuple[bytes, str]:
+        bundle = await self.get(name, version)
+        parts = await self.store.signed_parts(name, version)
+        if parts is None:
+            raise NotFound(f"Release bundle {bundle.name}/{bundle.version} is not signed yet")
+        return parts
+
+    async def delete(self, name: str, version: str) -> None:
+        check_name_version(name, version)
+        if not await self.store.delete(name, version):
+            raise NotFound(f"Release bundle {name}/{version} not found")

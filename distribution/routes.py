@@ -1,0 +1,35 @@
+"""The Distribution service's route table: its own API plus the shared artifact API for source repos."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from repository.http.repos_api import create_repository
+from repository.http.routes import artifact_routes
+
+from . import api
+
+V1 = "/distribution/api/v1"
+BUNDLE = V1 + "/release_bundle/{name}/{version}"
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_routes(
+        [
+            web.post(V1 + "/release_bundle", api.create_bundle, name="bundle_create"),
+            web.get(V1 + "/release_bundle", api.list_bundles, name="bundle_list"),
+            web.get(V1 + "/release_bundle/{name}", api.list_bundles, name="bundle_versions"),
+            web.get(BUNDLE, api.get_bundle, name="bundle_get"),
+            web.put(BUNDLE, api.update_bundle, name="bundle_update"),
+            web.delete(BUNDLE, api.delete_bundle, name="bundle_delete"),
+            web.post(BUNDLE + "/sign", api.sign_bundle, name="bundle_sign"),
+            web.get(BUNDLE + "/manifest", api.bundle_manifest, name="bundle_manifest"),
+            web.get(BUNDLE + "/signature", api.bundle_signature, name="bundle_signature"),
+            web.get(V1 + "/keys/gpg", api.list_keys, name="keys_list"),
+            web.post(V1 + "/keys/gpg", api.upload_key, name="keys_upload"),
+            web.get(V1 + "/keys/gpg/public", api.export_public_key, name="keys_public"),
+            web.put(V1 + "/keys/gpg/{alias}/default", api.set_default_key, name="keys_default"),
+            web.put("/artifactory/api/repositories/{key}", create_repository, name="repository_create"),
+            *artifact_routes(),
+        ]
+    )

@@ -1,0 +1,59 @@
+"""Every setting of the Distribution service, its default, and its checks.
+
+Environment variables are ``DISTRIBUTION_<NAME>`` and ``DISTRIBUTION_STORAGE_<NAME>``,
+e.g. ``DISTRIBUTION_ADMIN_TOKEN``, ``DISTRIBUTION_REPOS=releases-local,libs-local``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from repository.errors import InvalidPath
+from repository.paths import check_repo_key
+from repository.settings import ServiceSettings, load_settings
+
+
+@dataclass(frozen=True)
+class DistributionSettings(ServiceSettings):
+    data_dir: Path = Path("dist-data")
+    port: int = 8080
+    node_id: str = "distribution"
+    # source repos created at start (more with PUT /artifactory/api/repositories/{key})
+    repos: tuple[str, ...] = ()
+    max_bundle_artifacts: int = 50_000
+    # the user id of the signing key made on first start, when no key exists yet
+    signing_key_uid: str = "Distribution Service <distribution@localhost>"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in self.repos:
+            try:
+                check_repo_key(key)
+            except InvalidPath:
+                raise ValueError(f"setting 'repos' holds an invalid repository key {key!r}") from None
+        if not 1 <= self.max_bundle_artifacts <= 1_000_000:
+            raise ValueError("setting 'max_bundle_artifacts' must be 1 to 1000000")
+        if "<" not in self.signing_key_uid or not self.signing_key_uid.endswith(">"):
+            raise ValueError("setting 'signing_key_uid' must look like 'Name <email>'")
+
+    @property
+    def gnupg_dir(self) -> Path:
+        return self.data_dir / "gnupg"
+
+
+def load_distribution_settings(
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    **flags: Any,
+) -> DistributionSettings:
+    return load_settings(
+        DistributionSettings,
+        config_file=config_file,
+        env=os.environ if env is None else env,
+        env_prefix="DISTRIBUTION_",
+        overrides=flags,
+    )

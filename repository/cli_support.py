@@ -1,0 +1,66 @@
+"""What both CLIs share: the ``serve`` command and the options that find a running service."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from aiohttp import web
+
+from .logs import setup_logging
+from .serve import serve
+from .settings import ServiceSettings, SettingsError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def serve_command(
+    name: str,
+    *,
+    default_data_dir: str,
+    default_port: int,
+    load: Callable[..., ServiceSettings],
+    create_app: Callable[[Any], web.Application],
+) -> click.Command:
+    """``NAME serve``: settings from file, environment and flags, then run until Ctrl-C or SIGTERM."""
+
+    @click.command("serve")
+    @click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help="TOML settings file.")
+    @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help=f"State [{default_data_dir}].")
+    @click.option("--host", help="Address to listen on [127.0.0.1].")
+    @click.option("--port", type=int, help=f"Port to listen on [{default_port}].")
+    def command(config: Path | None, data_dir: Path | None, host: str | None, port: int | None) -> None:
+        try:
+            settings = load(config, data_dir=data_dir, host=host, port=port)
+        except SettingsError as exc:
+            raise click.UsageError(str(exc)) from None
+        setup_logging(settings.log_level)
+        app = create_app(settings)
+        serve(app, host=settings.host, port=settings.port, shutdown_timeout=settings.shutdown_timeout, name=name)
+
+    command.help = f"Run the {name} until Ctrl-C or SIGTERM."
+    return command
+
+
+def remote_options(env_prefix: str, default_url: str) -> Callable[[F], F]:
+    """``--url`` and ``--token`` (``{PREFIX}_URL``, ``{PREFIX}_TOKEN``): every command but serve uses REST."""
+
+    def decorate(fn: F) -> F:
+        fn = click.option("--token", envvar=f"{env_prefix}_TOKEN", help=f"API token [${env_prefix}_TOKEN].")(fn)
+        return click.option(
+            "--url",
+            envvar=f"{env_prefix}_URL",
+            default=default_url,
+            show_default=True,
+            help=f"Base URL [${env_prefix}_URL].",
+        )(fn)
+
+    return decorate
+
+
+def emit(data: Any, as_json: bool, human: Callable[[Any], str]) -> None:
+    """``--json`` prints the API's answer for scripts; otherwise a short human summary."""
+    click.echo(json.dumps(data, indent=2) if as_json else human(data))

@@ -1,0 +1,51 @@
+"""``PUT /artifactory/api/repositories/{key}``: create a local repo, Artifactory's way (admin only)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from repository.catalog import Repo
+from repository.errors import BadRequest, Conflict
+from repository.paths import check_repo_key
+from repository.tokens import Role
+
+from . import keys
+from .access_api import read_json_object
+from .auth import require_role
+from .responses import json_response
+
+PACKAGE_TYPES = ("generic",)
+_KEYS = {"key", "rclass", "packageType", "description", "anonymousRead"}
+
+
+async def create_repository(request: web.Request) -> web.Response:
+    require_role(request, Role.admin)
+    key = check_repo_key(request.match_info["key"])
+    body = await read_json_object(request)
+    unknown = sorted(set(body) - _KEYS)
+    if unknown:
+        raise BadRequest(f"Unknown field '{unknown[0]}' in the repository configuration")
+    if body.get("key", key) != key:
+        raise BadRequest("'key' in the body differs from the key in the URL")
+    if body.get("rclass", "local") != "local":
+        raise BadRequest('Only local repositories ("rclass": "local") can be created here')
+    package_type = body.get("packageType", "generic")
+    if package_type not in PACKAGE_TYPES:
+        raise BadRequest(f"packageType must be one of {', '.join(PACKAGE_TYPES)}")
+    description = body.get("description", "")
+    anonymous = body.get("anonymousRead", False)
+    if not isinstance(description, str) or len(description) > 1024 or not isinstance(anonymous, bool):
+        raise BadRequest("'description' must be a string and 'anonymousRead' true or false")
+    wanted = Repo(key, package_type=package_type, description=description, anonymous_read=anonymous)
+    repo = await request.app[keys.catalog].ensure_repo(wanted)
+    if (repo.package_type, repo.description, repo.anonymous_read) != (package_type, description, anonymous):
+        raise Conflict(f"Repository '{key}' already exists with another configuration")
+    return json_response(
+        {
+            "key": repo.key,
+            "rclass": "local",
+            "packageType": repo.package_type,
+            "description": repo.description,
+            "anonymousRead": repo.anonymous_read,
+        }
+    )

@@ -1,0 +1,383 @@
+"""The release bundle manifest: the wire contract between the Distribution service and edges.
+
+A manifest is signed as bytes, so there must be exactly one byte sequence for
+each manifest: UTF-8 JSON with sorted keys, no insignificant whitespace and
+integers only. ``encode`` produces it; ``decode`` accepts only it, so a
+manifest that verifies is also one that every node reads the same way (no
+duplicate keys that one parser takes first and another last, no floats that
+round differently, no NaN that some parsers refuse).
+
+A top-level ``"format"`` field versions the contract; a node refuses formats it
+does not know instead of guessing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+from .errors import BadRequest, InvalidPath
+from .paths import check_artifact_path, check_repo_key
+
+FORMAT_VERSION = 1
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+MAX_ARTIFACTS = 100_000
+MAX_SIZE = 2**63 - 1  # what sqlite and every S3 server can store as a length
+MAX_PROPERTY_KEY_BYTES = 255
+
+# Close to JFrog's rules for release bundle names and versions (a letter, digit or
+# underscore first, then letters, digits, underscores, periods and hyphens), with '+'
+# allowed in versions for semver build metadata and 128 characters for both. The
+# contract must accept every bundle the Distribution service creates.
+BUNDLE_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+BUNDLE_VERSION_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
+CREATED_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+RELEASE_NOTES_SYNTAXES = ("plain_text", "markdown", "asciidoc")
+DIGEST_LENGTHS = {"sha256": 64, "sha1": 40, "md5": 32}
+HEX_RE = re.compile(r"[0-9a-f]+")
+
+MANIFEST_FIELDS = frozenset(
+    {"format", "name", "version", "created", "created_by", "description", "release_notes", "artifacts"}
+)
+ARTIFACT_FIELDS = frozenset({"target", "source", "size", "sha256", "sha1", "md5", "properties"})
+RELEASE_NOTES_FIELDS = frozenset({"syntax", "content"})
+
+
+class ManifestError(BadRequest):
+    """A manifest that is not exactly one the contract allows; the message says where and why."""
+
+    default_message = "Invalid release bundle manifest"
+
+
+class ManifestTooLarge(ManifestError):
+    status = 413
+    default_message = f"Release bundle manifest is larger than {MAX_MANIFEST_BYTES} bytes"
+
+
+def _fail(where: str, problem: str) -> NoReturn:
+    raise ManifestError(f"Invalid manifest: {where}: {problem}")
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """``2026-11-22T10:00:00.000Z``: the one spelling of a time in a manifest."""
+    moment = (moment or datetime.now(UTC)).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def check_bundle_name(name: object, where: str = "name") -> str:
+    if type(name) is not str or not BUNDLE_NAME_RE.fullmatch(name):
+        _fail(where, "1 to 128 letters, digits, '_', '.' or '-', starting with a letter, digit or '_'")
+    return name
+
+
+def check_bundle_version(version: object, where: str = "version") -> str:
+    if type(version) is not str or not BUNDLE_VERSION_RE.fullmatch(version):
+        _fail(where, "1 to 128 letters, digits, '_', '.', '+' or '-', starting with a letter, digit or '_'")
+    return version
+
+
+def _check_text(value: object, where: str, *, single_line: bool = False) -> str:
+    if type(value) is not str:
+        _fail(where, "must be a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        _fail(where, "contains a lone surrogate (not encodable as UTF-8)")
+    if single_line and any(unicodedata.category(ch) == "Cc" for ch in value):
+        _fail(where, "control characters are not allowed")
+    return value
+
+
+def _check_repo_path(value: object, where: str) -> str:
+    """``repo/path/inside``, judged by the same rules as a download URL."""
+    text = _check_text(value, where)
+    repo, slash, path = text.partition("/")
+    if not slash:
+        _fail(where, "must be 'repo/path'")
+    try:
+        check_repo_key(repo)
+        check_artifact_path(path)
+    except InvalidPath as exc:
+        _fail(where, exc.message)
+    return text
+
+
+def _check_properties(value: object, where: str) -> dict[str, list[str]]:
+    """Keys sorted, each value list sorted and without duplicates: one canonical form."""
+    if not isinstance(value, Mapping):
+        _fail(where, "must be an object of string lists")
+    for key in value:
+        _check_text(key, f"{where} key", single_line=True)
+    normal: dict[str, list[str]] = {}
+    for key in sorted(value):
+        item_where = f"{where}[{key!r}]"
+        if not key or len(key.encode("utf-8")) > MAX_PROPERTY_KEY_BYTES:
+            _fail(item_where, f"a property key must be 1 to {MAX_PROPERTY_KEY_BYTES} bytes")
+        values = value[key]
+        if isinstance(values, str | bytes) or not isinstance(values, list | tuple):
+            _fail(item_where, "must be a list of strings")
+        normal[key] = sorted({_check_text(v, item_where) for v in values})
+    return normal
+
+
+@dataclass(frozen=True)
+class ManifestArtifact:
+    """One file of a bundle: where it lands on an edge, where it came from, and its digests.
+
+    Properties are normalised on construction (keys sorted, values sorted and unique),
+    and copied, so a caller's later change to its dict does not reach the manifest.
+    """
+
+    target: str
+    source: str
+    size: int
+    sha256: str
+    sha1: str
+    md5: str
+    properties: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._check("artifact")
+
+    def _check(self, where: str) -> None:
+        _check_repo_path(self.target, f"{where}.target")
+        _check_repo_path(self.source, f"{where}.source")
+        if type(self.size) is not int or not 0 <= self.size <= MAX_SIZE:
+            _fail(f"{where}.size", f"must be an integer from 0 to {MAX_SIZE}")
+        for name, length in DIGEST_LENGTHS.items():
+            digest = getattr(self, name)
+            if type(digest) is not str or len(digest) != length or not HEX_RE.fullmatch(digest):
+                _fail(f"{where}.{name}", f"must be {length} lowercase hex characters")
+        object.__setattr__(self, "properties", _check_properties(self.properties, f"{where}.properties"))
+
+
+DEFAULT_RELEASE_NOTES: Mapping[str, str] = {"syntax": "plain_text", "content": ""}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A release bundle version. Artifacts must come sorted by target, each target once;
+    ``Manifest.create`` sorts them for callers that build a manifest from a query.
+    """
+
+    name: str
+    version: str
+    created: str
+    created_by: str
+    description: str
+    release_notes: dict[str, str]
+    artifacts: tuple[ManifestArtifact, ...]
+
+    def __post_init__(self) -> None:
+        check_bundle_name(self.name)
+        check_bundle_version(self.version)
+        if type(self.created) is not str or not CREATED_RE.fullmatch(self.created):
+            _fail("created", "must be a UTC time like 2026-11-22T10:00:00.000Z")
+        try:
+            datetime.strptime(self.created, "%Y-%m-%dT%H:%M:%S.%fZ")
+        except ValueError:
+            _fail("created", "not a real date and time")
+        _check_text(self.created_by, "created_by", single_line=True)
+        _check_text(self.description, "description")
+        object.__setattr__(self, "release_notes", _check_release_notes(self.release_notes))
+        artifacts = tuple(self.artifacts)
+        object.__setattr__(self, "artifacts", artifacts)
+        _check_artifact_list(artifacts)
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        version: str,
+        artifacts: Iterable[ManifestArtifact],
+        *,
+        created: str | None = None,
+        created_by: str = "",
+        description: str = "",
+        release_notes: Mapping[str, str] | None = None,
+    ) -> Manifest:
+        """Build a manifest from artifacts in any order; duplicate targets are still refused."""
+        return cls(
+            name=name,
+            version=version,
+            created=created or utc_timestamp(),
+            created_by=created_by,
+            description=description,
+            release_notes=dict(release_notes or DEFAULT_RELEASE_NOTES),
+            artifacts=tuple(sorted(artifacts, key=lambda a: a.target)),
+        )
+
+    @property
+    def total_size(self) -> int:
+        return sum(a.size for a in self.artifacts)
+
+
+def _check_release_notes(value: object) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        _fail("release_notes", "must be an object with 'syntax' and 'content'")
+    if set(value) != RELEASE_NOTES_FIELDS:
+        _fail("release_notes", "must have exactly the fields 'syntax' and 'content'")
+    syntax = value["syntax"]
+    if syntax not in RELEASE_NOTES_SYNTAXES:
+        _fail("release_notes.syntax", f"must be one of {', '.join(RELEASE_NOTES_SYNTAXES)}")
+    return {"content": _check_text(value["content"], "release_notes.content"), "syntax": syntax}
+
+
+def _check_artifact_list(artifacts: tuple[ManifestArtifact, ...]) -> None:
+    if len(artifacts) > MAX_ARTIFACTS:
+        _fail("artifacts", f"more than {MAX_ARTIFACTS} artifacts")
+    for index, artifact in enumerate(artifacts):
+        if not isinstance(artifact, ManifestArtifact):
+            _fail(f"artifacts[{index}]", "must be a ManifestArtifact")
+        if index and artifact.target <= artifacts[index - 1].target:
+            problem = "duplicate target" if artifact.target == artifacts[index - 1].target else "not sorted by target"
+            _fail(f"artifacts[{index}].target", f"{problem} ({artifact.target!r})")
+    # A path cannot be a file and a folder at once; an edge could publish neither.
+    targets = {a.target for a in artifacts}
+    for index, artifact in enumerate(artifacts):
+        parts = artifact.target.split("/")
+        for depth in range(2, len(parts)):
+            folder = "/".join(parts[:depth])
+            if folder in targets:
+                _fail(f"artifacts[{index}].target", f"{artifact.target!r} is inside file {folder!r}")
+
+
+def _to_json(manifest: Manifest) -> dict[str, Any]:
+    return {
+        "format": FORMAT_VERSION,
+        "name": manifest.name,
+        "version": manifest.version,
+        "created": manifest.created,
+        "created_by": manifest.created_by,
+        "description": manifest.description,
+        "release_notes": manifest.release_notes,
+        "artifacts": [
+            {
+                "target": a.target,
+                "source": a.source,
+                "size": a.size,
+                "sha256": a.sha256,
+                "sha1": a.sha1,
+                "md5": a.md5,
+                "properties": a.properties,
+            }
+            for a in manifest.artifacts
+        ],
+    }
+
+
+def encode(manifest: Manifest) -> bytes:
+    """The canonical bytes: what is signed, served and compared."""
+    text = json.dumps(_to_json(manifest), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.encode("utf-8")
+
+
+def sha256_of(manifest: Manifest) -> str:
+    """The ``X-Checksum-Sha256`` of a bundle: the digest of its canonical bytes."""
+    return hashlib.sha256(encode(manifest)).hexdigest()
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            _fail("JSON", f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _refuse_float(text: str) -> NoReturn:
+    _fail("JSON", f"floats are not allowed ({text[:40]!r})")
+
+
+def _refuse_constant(text: str) -> NoReturn:
+    _fail("JSON", f"{text} is not allowed")
+
+
+def _fields(obj: object, allowed: frozenset[str], where: str) -> Mapping[str, Any]:
+    if not isinstance(obj, dict):
+        _fail(where, "must be a JSON object")
+    missing = sorted(allowed - obj.keys())
+    unknown = sorted(obj.keys() - allowed)
+    if missing:
+        _fail(where, f"missing field(s) {', '.join(missing)}")
+    if unknown:
+        _fail(where, f"unknown field(s) {', '.join(map(repr, unknown))}")
+    return obj
+
+
+def _artifact_from_json(obj: object, where: str) -> ManifestArtifact:
+    fields = _fields(obj, ARTIFACT_FIELDS, where)
+    try:
+        return ManifestArtifact(**fields)
+    except ManifestError as exc:  # name the artifact by its index, as a reader of the JSON sees it
+        raise ManifestError(exc.message.replace(": artifact.", f": {where}.", 1)) from None
+
+
+def _first_difference(a: bytes, b: bytes) -> int:
+    """Offset of the first differing byte, by bisection over memoryviews (compared in C)."""
+    va, vb = memoryview(a), memoryview(b)
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if va[:mid] == vb[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def decode(data: bytes) -> Manifest:
+    """Parse canonical manifest bytes; anything else raises ``ManifestError`` (a 400).
+
+    Strictness is the point: the bytes must be exactly what ``encode`` gives for
+    the manifest they describe, so the checks end with a byte comparison.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError("decode() takes bytes")
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ManifestTooLarge()
+    data = bytes(data)
+    try:
+        text = data.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        _fail("bytes", f"not valid UTF-8 at byte {exc.start}")
+    try:
+        obj = json.loads(
+            text,
+            object_pairs_hook=_refuse_duplicates,
+            parse_float=_refuse_float,
+            parse_constant=_refuse_constant,
+        )
+    except json.JSONDecodeError as exc:
+        _fail("JSON", f"{exc.msg} at line {exc.lineno} column {exc.colno}")
+    except (RecursionError, ValueError) as exc:  # absurd nesting; integers past Python's digit limit
+        _fail("JSON", f"cannot be parsed ({type(exc).__name__})")
+    fields = _fields(obj, MANIFEST_FIELDS, "manifest")
+    if type(fields["format"]) is not int or fields["format"] != FORMAT_VERSION:
+        _fail("format", f"unsupported manifest format {fields['format']!r} (this node reads {FORMAT_VERSION})")
+    raw_artifacts = fields["artifacts"]
+    if not isinstance(raw_artifacts, list):
+        _fail("artifacts", "must be a list")
+    if len(raw_artifacts) > MAX_ARTIFACTS:
+        _fail("artifacts", f"more than {MAX_ARTIFACTS} artifacts")
+    manifest = Manifest(
+        name=fields["name"],
+        version=fields["version"],
+        created=fields["created"],
+        created_by=fields["created_by"],
+        description=fields["description"],
+        release_notes=fields["release_notes"],
+        artifacts=tuple(_artifact_from_json(a, f"artifacts[{i}]") for i, a in enumerate(raw_artifacts)),
+    )
+    canonical = encode(manifest)
+    if canonical != data:
+        offset = _first_difference(canonical, data)
+        _fail("bytes", f"not in canonical form (sorted keys, no whitespace); first difference at byte {offset}")
+    return manifest
