@@ -14,7 +14,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from repository.catalog import Catalog, now_ms
+from repository.catalog import Artifact, Catalog, now_ms
 from repository.errors import BadRequest, Conflict, NotFound
 from repository.http.storage_api import iso
 from repository.manifest import Manifest, ManifestArtifact, check_bundle_name, check_bundle_version, encode
@@ -126,16 +126,20 @@ class BundleService:
             for scope in query.scopes:
                 repos = [scope.repo] if scope.repo is not None else [r.key for r in await self.catalog.list_repos()]
                 for repo in repos:
-                    async for a in self.catalog.walk_files(repo, scope.folder):
-                        if not query.matches(repo, a.path):
-                            continue
-                        self._add(found, query, repo, a)
+                    async for page in self.catalog.walk_pages(repo, scope.folder):
+                        # matching and mapping regexes cost per artifact: keep them off the loop
+                        await asyncio.to_thread(self._select, found, query, repo, page)
         if not found:
             raise SpecError("spec matches no artifacts")
         check_distinct_targets((a.source, a.target) for a in found.values())  # no file where a folder must be
         return [found[t] for t in sorted(found)]
 
-    def _add(self, found: dict[str, BundleArtifact], query: Query, repo: str, a: Any) -> None:
+    def _select(self, found: dict[str, BundleArtifact], query: Query, repo: str, page: list[Artifact]) -> None:
+        for artifact in page:
+            if query.matches(repo, artifact.path):
+                self._add(found, query, repo, artifact)
+
+    def _add(self, found: dict[str, BundleArtifact], query: Query, repo: str, a: Artifact) -> None:
         source = f"{repo}/{a.path}"
         target = query.target(repo, a.path)
         props = {k: list(v) for k, v in a.properties.items()}

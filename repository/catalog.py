@@ -321,17 +321,22 @@ class Catalog:
         ]
         return Listing(folders, files)
 
-    async def walk_files(self, repo: str, path: str) -> AsyncIterator[Artifact]:
+    async def walk_pages(self, repo: str, path: str) -> AsyncIterator[list[Artifact]]:
         """Every file below a folder in path order, a page at a time: memory stays flat."""
         lo, hi = _subtree(path)
         after = ""
         while True:
             page = await self._database.run(self._files_page, repo, lo, hi, after)
-            for artifact in page:
-                yield artifact
+            if page:
+                yield page
             if len(page) < DEEP_LIST_PAGE:
                 return
             after = page[-1].path
+
+    async def walk_files(self, repo: str, path: str) -> AsyncIterator[Artifact]:
+        async for page in self.walk_pages(repo, path):
+            for artifact in page:
+                yield artifact
 
     def _files_page(self, repo: str, lo: str, hi: str, after: str) -> list[Artifact]:
         start = max(lo, after)

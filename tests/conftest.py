@@ -15,6 +15,7 @@ from edge.settings import EdgeSettings
 from repository.settings import StorageSettings
 from storage_backends import StorageBackend, create_backend
 from tests.edge_process import edge_server  # noqa: F401  (fixture: a real `edge serve` process)
+from tests.gpg_keys import key_factory_fixture, keys_fixture  # noqa: F401  (session fixtures: real GnuPG keys)
 from tests.seaweed import s3_server  # noqa: F401  (session fixture: a real S3 server on loopback)
 
 BACKENDS = ["local", "s3"]

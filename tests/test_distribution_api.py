@@ -231,3 +231,46 @@ async def test_dry_run_answers_the_bundle_without_storing_it(dist: Any) -> None:
     assert resp.status == 200
     assert (await resp.json())["artifacts_count"] == 3
     assert (await dist.get(f"{V1}/release_bundle/app/1.4.0", headers=admin())).status == 404
+
+
+async def test_a_second_key_signs_by_alias_and_a_signed_bundle_refuses_another_key(dist: Any, keys: Any) -> None:
+    await with_files(dist)
+    upload = {"alias": "release-2026", "key": {"private_key": keys.alice.private}}
+    resp = await dist.post(f"{V1}/keys/gpg", json=upload, headers=admin())
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["key"]["fingerprint"] == keys.alice.fingerprint
+    body = create_body(sign_immediately=True, signing_key_alias="release-2026")
+    signed = await (await dist.post(f"{V1}/release_bundle", json=body, headers=admin())).json()
+    assert signed["signed_by"] == keys.alice.fingerprint
+    other = await dist.post(
+        f"{V1}/release_bundle/app/1.4.0/sign", json={"signing_key_alias": "default"}, headers=admin()
+    )
+    status, message = await flat_error(other)
+    assert status == 409 and "another key" in message
+    listed = await (await dist.get(f"{V1}/keys/gpg", headers=admin())).json()
+    assert sorted(k["alias"] for k in listed["keys"]) == ["default", "release-2026"]
+    assert [k["alias"] for k in listed["keys"] if k["default"]] == ["default"]
+    assert all("PRIVATE" not in k["public_key"] for k in listed["keys"])
+
+
+@pytest.mark.parametrize(
+    ("key_text", "status"), [("not a key", 400), ("public", 400), ("-----BEGIN PGP PRIVATE KEY BLOCK-----\n", 400)]
+)
+async def test_malformed_or_public_only_signing_keys_are_refused(
+    dist: Any, keys: Any, key_text: str, status: int
+) -> None:
+    text = keys.bob.public if key_text == "public" else key_text
+    resp = await dist.post(f"{V1}/keys/gpg", json={"alias": "x", "key": {"private_key": text}}, headers=admin())
+    assert (await flat_error(resp))[0] == status
+    listed = await (await dist.get(f"{V1}/keys/gpg", headers=admin())).json()
+    assert [k["alias"] for k in listed["keys"]] == ["default"]
+
+
+async def test_signing_with_an_unknown_key_alias_is_a_clear_error(dist: Any) -> None:
+    await with_files(dist)
+    await dist.post(f"{V1}/release_bundle", json=create_body(), headers=admin())
+    resp = await dist.post(f"{V1}/release_bundle/app/1.4.0/sign", json={"signing_key_alias": "nope"}, headers=admin())
+    status, message = await flat_error(resp)
+    assert status == 400 and "nope" in message
+    bundle = await (await dist.get(f"{V1}/release_bundle/app/1.4.0", headers=admin())).json()
+    assert bundle["state"] == "OPEN"

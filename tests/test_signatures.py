@@ -18,8 +18,6 @@ from tests.gpg_keys import (
     KeyFactory,
     KeySet,
     gpg,
-    key_factory_fixture,  # noqa: F401  (session fixture: makes real keys)
-    keys_fixture,  # noqa: F401  (session fixture: the keys below)
 )
 
 DATA = b'{"artifacts":[],"name":"app","version":"1.4.0"}'

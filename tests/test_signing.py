@@ -23,8 +23,6 @@ from tests.gpg_keys import (
     KeySet,
     TestKey,
     gpg,
-    key_factory_fixture,  # noqa: F401  (session fixture: makes real keys)
-    keys_fixture,  # noqa: F401  (session fixture: ready-made keys)
     verify_with_plain_gpg,
 )
 
