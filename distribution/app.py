@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 
 from repository.catalog import Repo
@@ -16,8 +17,11 @@ from repository.policy import ArtifactPolicy
 from . import __version__
 from .bundle_store import BundleStore
 from .bundles import BundleService
-from .keys import bundles_key, settings_key, signer_key
+from .edges import EdgeStore
+from .jobs import JobStore
+from .keys import bundles_key, http_key, runner_key, settings_key, signer_key
 from .routes import setup_routes
+from .runner import JobRunner
 from .schema import distribution_migrations
 from .settings import DistributionSettings
 from .signing import Signer
@@ -45,7 +49,7 @@ def create_app(settings: DistributionSettings) -> web.Application:
         admin_token=settings.admin_token,
         extra_migrations=(distribution_migrations,),
     )
-    app.cleanup_ctx.extend([signer_ctx, bundles_ctx])
+    app.cleanup_ctx.extend([signer_ctx, bundles_ctx, edge_client_ctx, runner_ctx])
     setup_routes(app)
     return app
 
@@ -64,3 +68,36 @@ async def bundles_ctx(app: web.Application) -> AsyncIterator[None]:
     store = BundleStore(app[database])
     app[bundles_key] = BundleService(store, app[core.catalog], app[signer_key], app[settings_key].max_bundle_artifacts)
     yield
+
+
+async def edge_client_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One HTTP client session for every call to edges, closed on shutdown."""
+    settings = app[settings_key]
+    connector = aiohttp.TCPConnector(
+        limit=settings.max_parallel_edges * (settings.max_parallel_blobs + 2) + 16,
+        limit_per_host=settings.max_parallel_blobs + 4,
+    )
+    # each call sets its own read time-out; connecting never waits more than 5 s
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=settings.edge_read_timeout)
+    session = aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False)
+    app[http_key] = session
+    yield
+    await session.close()
+
+
+async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The job runner: started with the service (unfinished jobs resume), cancelled and awaited on shutdown."""
+    runner = JobRunner(
+        JobStore(app[database]),
+        EdgeStore(app[database]),
+        app[bundles_key],
+        app[core.storage],
+        app[http_key],
+        app[settings_key],
+    )
+    app[runner_key] = runner
+    task = asyncio.create_task(runner.run(), name="distribution job runner")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await runner.close()

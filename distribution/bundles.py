@@ -156,6 +156,8 @@ class BundleService:
 
     async def create(self, request: BundleRequest, user: str) -> tuple[Bundle, list[BundleArtifact], bool]:
         """Create (or, for an identical retry, find) a bundle; answers whether it was new."""
+        if request.sign_immediately:
+            await self._signing_key(request.signing_key_alias)  # an unknown key refuses before anything is stored
         async with self._lock:
             existing = await self.store.get(request.name, request.version)
             if existing is not None:
@@ -172,6 +174,8 @@ class BundleService:
             return bundle, artifacts, True
 
     async def update(self, request: BundleRequest, user: str) -> tuple[Bundle, list[BundleArtifact]]:
+        if request.sign_immediately:
+            await self._signing_key(request.signing_key_alias)
         async with self._lock:
             existing = await self.get(request.name, request.version)
             if existing.state != "OPEN":

@@ -13,6 +13,7 @@ from repository.cli_support import emit, remote_options, serve_command
 from repository.client import call
 
 from . import __version__
+from . import cli_edges as edges_cli
 from .app import create_app
 from .bundle_store import PAGE_SIZE
 from .settings import load_distribution_settings
@@ -272,6 +273,10 @@ def repo_list(url: str, token: str | None, as_json: bool) -> None:
         lambda repos: "\n".join(f"{r['key']}  {r['type']}  {r['packageType']}" for r in repos),
     )
 
+
+for command in (edges_cli.edge, edges_cli.distribute, edges_cli.status, edges_cli.undistribute, edges_cli.abort):
+    main.add_command(command)
+keys.add_command(edges_cli.keys_propagate)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import aiohttp
 from aiohttp import web
 
 from .bundles import BundleService
+from .runner import JobRunner
 from .settings import DistributionSettings
 from .signing import Signer
 
 settings_key = web.AppKey("settings", DistributionSettings)
 signer_key = web.AppKey("signer", Signer)
 bundles_key = web.AppKey("bundles", BundleService)
+# one client session for every call to edges (pushes, health checks, key propagation)
+http_key = web.AppKey("http", aiohttp.ClientSession)
+runner_key = web.AppKey("runner", JobRunner)

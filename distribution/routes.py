@@ -7,10 +7,11 @@ from aiohttp import web
 from repository.http.repos_api import create_repository
 from repository.http.routes import artifact_routes
 
-from . import api
+from . import api, distributions_api
 
 V1 = "/distribution/api/v1"
 BUNDLE = V1 + "/release_bundle/{name}/{version}"
+DISTRIBUTION = V1 + "/distribution/{name}/{version}"
 
 
 def setup_routes(app: web.Application) -> None:
@@ -29,6 +30,15 @@ def setup_routes(app: web.Application) -> None:
             web.post(V1 + "/keys/gpg", api.upload_key, name="keys_upload"),
             web.get(V1 + "/keys/gpg/public", api.export_public_key, name="keys_public"),
             web.put(V1 + "/keys/gpg/{alias}/default", api.set_default_key, name="keys_default"),
+            web.post(V1 + "/keys/gpg/propagate", distributions_api.propagate_keys, name="keys_propagate"),
+            web.post(V1 + "/edges", distributions_api.add_edge, name="edge_add"),
+            web.get(V1 + "/edges", distributions_api.list_edges, name="edge_list"),
+            web.delete(V1 + "/edges/{edge}", distributions_api.remove_edge, name="edge_remove"),
+            web.post(DISTRIBUTION, distributions_api.distribute, name="distribute"),
+            web.post(DISTRIBUTION + "/delete", distributions_api.undistribute, name="undistribute"),
+            web.put(DISTRIBUTION + "/abort", distributions_api.abort, name="distribution_abort"),
+            web.get(BUNDLE + "/distribution", distributions_api.distribution_status, name="distribution_list"),
+            web.get(BUNDLE + "/distribution/{id}", distributions_api.distribution_status, name="distribution_get"),
             web.put("/artifactory/api/repositories/{key}", create_repository, name="repository_create"),
             *artifact_routes(),
         ]

@@ -46,3 +46,57 @@ def m001_bundles(db: Database) -> None:
         ) WITHOUT ROWID;
         """
     )
+
+
+@distribution_migrations()
+def m002_edges_and_distributions(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE edges (
+            name TEXT PRIMARY KEY,
+            url TEXT NOT NULL,
+            site_name TEXT NOT NULL,
+            city_name TEXT NOT NULL,
+            country_code TEXT NOT NULL,
+            token TEXT NOT NULL,              -- the edge's distributor token; never answered by any API
+            service_id TEXT NOT NULL,
+            created INTEGER NOT NULL,
+            last_seen INTEGER,                -- last answer from the edge
+            healthy INTEGER,                  -- NULL: never checked
+            last_error TEXT
+        ) WITHOUT ROWID;
+        CREATE TABLE distributions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            friendly_id INTEGER NOT NULL,     -- 1, 2, ... per bundle version
+            type TEXT NOT NULL,               -- distribute, delete_release_bundle_version
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            rules TEXT NOT NULL,              -- JSON, as asked
+            on_success TEXT NOT NULL,         -- keep, delete (delete jobs only)
+            created INTEGER NOT NULL,
+            finished INTEGER,
+            FOREIGN KEY (name, version) REFERENCES bundles (name, version) ON DELETE CASCADE
+        );
+        CREATE INDEX distributions_by_bundle ON distributions (name, version, id);
+        CREATE TABLE distribution_jobs (
+            distribution_id INTEGER NOT NULL REFERENCES distributions (id) ON DELETE CASCADE,
+            edge TEXT NOT NULL,               -- the edge's name when the job was made
+            service_id TEXT NOT NULL,
+            state TEXT NOT NULL,              -- In queue, In progress, Completed, Failed
+            general_error TEXT NOT NULL DEFAULT '',
+            transaction_id TEXT,
+            total_files INTEGER NOT NULL,
+            total_bytes INTEGER NOT NULL,
+            distributed_files INTEGER NOT NULL DEFAULT 0,
+            distributed_bytes INTEGER NOT NULL DEFAULT 0,
+            sent_files INTEGER NOT NULL DEFAULT 0,  -- what crossed the wire (blobs the edge lacked)
+            sent_bytes INTEGER NOT NULL DEFAULT 0,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt INTEGER NOT NULL DEFAULT 0,
+            started INTEGER,
+            finished INTEGER,
+            PRIMARY KEY (distribution_id, edge)
+        ) WITHOUT ROWID;
+        CREATE INDEX jobs_by_state ON distribution_jobs (state, next_attempt);
+        """
+    )

@@ -27,6 +27,15 @@ class DistributionSettings(ServiceSettings):
     max_bundle_artifacts: int = 50_000
     # the user id of the signing key made on first start, when no key exists yet
     signing_key_uid: str = "Distribution Service <distribution@localhost>"
+    # pushing to edges: jobs running at once (one per edge), blob uploads at once per job
+    max_parallel_edges: int = 4
+    max_parallel_blobs: int = 4
+    # retries: the wait doubles up to this cap (s); an unreachable edge is retried until it
+    # answers, an edge answering 5xx this many times in a row fails the job
+    retry_backoff_cap: float = 30.0
+    max_server_errors: int = 10
+    # seconds to wait for an edge's next bytes before the call counts as a network error
+    edge_read_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -39,6 +48,13 @@ class DistributionSettings(ServiceSettings):
             raise ValueError("setting 'max_bundle_artifacts' must be 1 to 1000000")
         if "<" not in self.signing_key_uid or not self.signing_key_uid.endswith(">"):
             raise ValueError("setting 'signing_key_uid' must look like 'Name <email>'")
+        for key in ("max_parallel_edges", "max_parallel_blobs", "max_server_errors"):
+            if not 1 <= getattr(self, key) <= 256:
+                raise ValueError(f"setting '{key}' must be 1 to 256")
+        if not 0.1 <= self.retry_backoff_cap <= 3600:
+            raise ValueError("setting 'retry_backoff_cap' must be 0.1 to 3600 seconds")
+        if not 0.1 <= self.edge_read_timeout <= 3600:
+            raise ValueError("setting 'edge_read_timeout' must be 0.1 to 3600 seconds")
 
     @property
     def gnupg_dir(self) -> Path:

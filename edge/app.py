@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
+from repository.http import keys as core
 from repository.http.middlewares import error_middleware, identity_middleware
-from repository.http.setup import setup_artifact_core
+from repository.http.setup import database, setup_artifact_core
 from repository.policy import edge_policy
 
 from . import __version__
-from .keys import settings_key
+from .keys import settings_key, transactions_key, trusted_keys_key
 from .routes import setup_routes
+from .schema import edge_migrations
 from .settings import EdgeSettings
+from .staging import Staging
+from .store import EdgeStore
+from .transactions import Transactions
+from .trust import TrustedKeys
 
-# JSON bodies on an edge are small (tokens, later rules); artifact bodies stream.
+# JSON bodies on an edge are small (tokens, keys); artifact bodies and transaction
+# starts (manifests of many MiB) are read with their own bounds.
 MAX_JSON_BODY = 1024 * 1024
+# How often abandoned transactions are looked for, at most.
+EXPIRY_INTERVAL = 60.0
 
 
 def create_app(settings: EdgeSettings) -> web.Application:
@@ -37,6 +50,37 @@ def create_app(settings: EdgeSettings) -> web.Application:
             uploads_anonymous_read=settings.uploads_anonymous_read,
         ),
         admin_token=settings.admin_token,
+        extra_migrations=(edge_migrations,),
     )
+    app.cleanup_ctx.extend([trust_ctx, transactions_ctx])
     setup_routes(app)
     return app
+
+
+async def trust_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The GnuPG home of trusted keys; closed (its gpg daemons stopped) on shutdown."""
+    trusted = await TrustedKeys.open(app[settings_key].trusted_keys_dir, EdgeStore(app[database]))
+    app[trusted_keys_key] = trusted
+    yield
+    await trusted.close()
+
+
+async def transactions_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Distribution transactions: staging left by transactions no longer open is removed at
+    start; a background task expires abandoned ones, and is cancelled and awaited on shutdown."""
+    settings = app[settings_key]
+    transactions = Transactions(
+        EdgeStore(app[database]),
+        app[trusted_keys_key],
+        app[core.artifacts],
+        Staging(settings.staging_dir),
+        settings.transaction_ttl,
+    )
+    await transactions.recover()
+    app[transactions_key] = transactions
+    interval = min(EXPIRY_INTERVAL, max(settings.transaction_ttl / 4, 1.0))
+    task = asyncio.create_task(transactions.expire_forever(interval), name="expire-transactions")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TextIO
+from urllib.parse import quote
 
 import click
 
@@ -71,6 +73,52 @@ def token_revoke(url: str, token: str | None, token_id: str) -> None:
     """Revoke a token by its id."""
     call(url, token, "DELETE", f"/access/api/v1/tokens/{token_id}")
     click.echo(f"revoked {token_id}", err=True)
+
+
+@main.group()
+def keys() -> None:
+    """Trust, list and remove the public keys release bundles must be signed with."""
+
+
+@keys.command("trust")
+@remote_options
+@click.argument("public_key", type=click.File("r"))
+@click.option("--alias", required=True, help="A name for the key on this edge, e.g. dist-main.")
+def keys_trust(url: str, token: str | None, public_key: TextIO, alias: str) -> None:
+    """Trust an ASCII-armored public key (FILE, or - for stdin)."""
+    body = {"alias": alias, "public_key": public_key.read()}
+    answer = call(url, token, "POST", "/artifactory/api/security/keys/trusted", body)
+    click.echo(f"trusting {answer['fingerprint']} as {answer['alias']}", err=True)
+
+
+@keys.command("list")
+@remote_options
+def keys_list(url: str, token: str | None) -> None:
+    """List trusted keys as JSON lines."""
+    for entry in call(url, token, "GET", "/artifactory/api/security/keys/trusted")["keys"]:
+        click.echo(json.dumps(entry))
+
+
+@keys.command("remove")
+@remote_options
+@click.argument("alias")
+def keys_remove(url: str, token: str | None, alias: str) -> None:
+    """Stop trusting a key; bundles signed by it are refused from then on."""
+    call(url, token, "DELETE", f"/artifactory/api/security/keys/trusted/{quote(alias, safe='')}")
+    click.echo(f"removed {alias}", err=True)
+
+
+@main.group()
+def bundles() -> None:
+    """Release bundles distributed to this edge."""
+
+
+@bundles.command("list")
+@remote_options
+def bundles_list(url: str, token: str | None) -> None:
+    """List the bundles committed on this edge as JSON lines."""
+    for entry in call(url, token, "GET", "/artifactory/api/distribution/bundles"):
+        click.echo(json.dumps(entry))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from typing import Any
 
 from repository.settings import ServiceSettings, load_settings
 
+MiB = 1024 * 1024
+
 
 @dataclass(frozen=True)
 class EdgeSettings(ServiceSettings):
@@ -22,6 +24,25 @@ class EdgeSettings(ServiceSettings):
     node_id: str = "edge"
     # whether anyone may download from artifactory-edge-uploads without a token
     uploads_anonymous_read: bool = True
+    # seconds a distribution transaction may stay uncommitted before it expires and its staging goes
+    transaction_ttl: int = 24 * 3600
+    # largest body of a transaction start (the manifest as a JSON string, plus its signature)
+    max_manifest_bytes: int = 96 * MiB
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.transaction_ttl < 1:
+            raise ValueError("setting 'transaction_ttl' must be at least 1 second")
+        if self.max_manifest_bytes < 1024:
+            raise ValueError("setting 'max_manifest_bytes' must be at least 1024")
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.data_dir / "staging"
+
+    @property
+    def trusted_keys_dir(self) -> Path:
+        return self.data_dir / "trusted-keys"
 
 
 def load_edge_settings(

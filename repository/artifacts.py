@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
-from storage_backends import DigestMismatch, Digests, StorageBackend, StorageError
+from storage_backends import BlobNotFound, DigestMismatch, Digests, StorageBackend, StorageError
 
-from .catalog import Artifact, Catalog, Folder, now_ms
+from .catalog import Artifact, Catalog, Folder, Repo, now_ms
 from .errors import BadRequest, ChecksumMismatch, NotFound, PayloadTooLarge, ServiceUnavailable
 from .policy import ArtifactPolicy
 
@@ -140,11 +140,54 @@ class ArtifactService:
                 await self._collect(sha256)
         return removed
 
+    async def publish(
+        self,
+        artifacts: list[Artifact],
+        repos: list[Repo],
+        *,
+        check: Callable[[], Awaitable[None]] | None = None,
+        extra: Callable[[], None] | None = None,
+    ) -> None:
+        """Index many blobs in one database transaction (a bundle commit; see ``Catalog.publish``).
+
+        ``check`` runs first under the index lock (say, "every blob is in storage"), so no
+        collect can remove a blob between that check and the index entries that keep it.
+        """
+        async with self._index_lock:
+            if check is not None:
+                await check()
+            await self.catalog.publish(artifacts, repos, extra=extra)
+
+    async def unpublish(
+        self,
+        owner: str,
+        paths: list[tuple[str, str]],
+        reassign: Mapping[tuple[str, str], str],
+        *,
+        extra: Callable[[], None] | None = None,
+    ) -> list[Artifact]:
+        """Remove an owner's entries in one database transaction (``Catalog.unpublish``), then
+        collect the blobs nothing references any more."""
+        async with self._index_lock:
+            removed = await self.catalog.unpublish(owner, paths, reassign, extra=extra)
+            for sha256 in {a.sha256 for a in removed}:
+                await self._collect(sha256)
+        return removed
+
+    async def collect(self, sha256s: Iterable[str]) -> None:
+        """Delete those of these blobs that no index entry references (staged bundle blobs
+        of an aborted transaction, say)."""
+        async with self._index_lock:
+            for sha256 in set(sha256s):
+                await self._collect(sha256)
+
     async def _collect(self, sha256: str) -> None:
         """Delete a blob no index entry points at. Called with the index lock held."""
         if await self.catalog.is_referenced(sha256):
             return
         try:
             await self.storage.delete(sha256)
+        except BlobNotFound:  # never stored, or already collected: nothing to do
+            return
         except StorageError as exc:  # left for a later sweep; the index is already right
             log.warning("could not collect blob %s: %s", sha256, exc)

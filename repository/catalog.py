@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -349,3 +349,127 @@ class Catalog:
                 [repo, start, hi, DEEP_LIST_PAGE],
             )
         ]
+
+    # -- bulk publish (bundles) ---------------------------------------------
+
+    def _invalidate(self) -> None:
+        """Forget cached entries and repos; called before *and* after a bulk write, so a read
+        queued on the database thread before the write cannot cache what the write replaces."""
+        self._writes += 1
+        self._artifacts.clear()
+        self._repos = None
+
+    async def conflicts(self, targets: list[tuple[str, str, str]]) -> list[str]:
+        """``repo/path`` of each ``(repo, path, sha256)`` that could not be published as it is:
+        the path holds other bytes, is a folder, or lies below a file."""
+        return await self._database.run(self._conflicts, targets)
+
+    def _conflicts(self, targets: list[tuple[str, str, str]]) -> list[str]:
+        found = []
+        for repo, path, sha256 in targets:
+            existing = self._get_artifact(repo, path)
+            if existing is not None:
+                if existing.sha256 != sha256:
+                    found.append(f"{repo}/{path}")
+                continue
+            try:
+                self._check_no_clash(repo, path)
+            except Conflict:
+                found.append(f"{repo}/{path}")
+        return found
+
+    async def blob_sizes(self, sha256s: list[str]) -> dict[str, int]:
+        """The size of each of these blobs that some index entry references (so storage holds it)."""
+        return await self._database.run(self._blob_sizes, sha256s)
+
+    def _blob_sizes(self, sha256s: list[str]) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        for start in range(0, len(sha256s), 500):
+            page = sha256s[start : start + 500]
+            rows = self._db.execute(
+                f"SELECT DISTINCT sha256, size FROM artifacts WHERE sha256 IN ({', '.join('?' * len(page))})", page
+            )
+            sizes.update(dict(rows.fetchall()))
+        return sizes
+
+    async def publish(
+        self, artifacts: list[Artifact], repos: list[Repo], *, extra: Callable[[], None] | None = None
+    ) -> None:
+        """Index many files in ONE database transaction: all of them are visible, or none.
+
+        Missing repos are created (existing ones keep their settings). A path that holds
+        other bytes, is a folder or lies below a file is refused with 409 and nothing
+        changes. A path already holding the same bytes keeps its created time and takes
+        the new owner. ``extra`` runs on the database thread inside the same transaction,
+        for the caller's own rows that must commit or roll back with the index.
+        """
+        self._invalidate()
+        try:
+            await self._database.run(self._publish, artifacts, repos, extra)
+        finally:
+            self._invalidate()
+
+    def _publish(self, artifacts: list[Artifact], repos: list[Repo], extra: Callable[[], None] | None) -> None:
+        with self._db.atomic():
+            for repo in repos:
+                self._ensure_repo(repo, False)
+            folders: set[tuple[str, str]] = set()
+            for artifact in artifacts:
+                previous = self._get_artifact(artifact.repo, artifact.path)
+                if previous is not None and previous.sha256 != artifact.sha256:
+                    raise Conflict(f"Cannot publish '{artifact.repo}/{artifact.path}': it holds other content")
+                if previous is not None:
+                    artifact = replace(artifact, created=previous.created, created_by=previous.created_by)
+                else:
+                    self._check_no_clash(artifact.repo, artifact.path)
+                new = [f for f in ancestors(artifact.path) if (artifact.repo, f) not in folders]
+                self._insert_folders(artifact.repo, new, artifact.modified, artifact.modified_by)
+                folders.update((artifact.repo, f) for f in new)
+                row = artifact.row()
+                self._db.execute(
+                    f"INSERT OR REPLACE INTO artifacts ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                    list(row.values()),
+                )
+            if extra is not None:
+                extra()
+
+    async def unpublish(
+        self,
+        owner: str,
+        paths: list[tuple[str, str]],
+        reassign: Mapping[tuple[str, str], str],
+        *,
+        extra: Callable[[], None] | None = None,
+    ) -> list[Artifact]:
+        """Remove, in ONE database transaction, the entries at ``paths`` that ``owner`` owns;
+        those in ``reassign`` are kept and handed to their new owner instead. Entries now
+        owned by someone else are left alone. Answers the removed entries."""
+        self._invalidate()
+        try:
+            return await self._database.run(self._unpublish, owner, paths, reassign, extra)
+        finally:
+            self._invalidate()
+
+    def _unpublish(
+        self,
+        owner: str,
+        paths: list[tuple[str, str]],
+        reassign: Mapping[tuple[str, str], str],
+        extra: Callable[[], None] | None,
+    ) -> list[Artifact]:
+        removed = []
+        with self._db.atomic():
+            for repo, path in paths:
+                found = self._get_artifact(repo, path)
+                if found is None or found.owner != owner:
+                    continue
+                if (repo, path) in reassign:
+                    self._db.execute(
+                        "UPDATE artifacts SET owner = ? WHERE repo = ? AND path = ?", [reassign[repo, path], repo, path]
+                    )
+                else:
+                    self._db.execute("DELETE FROM artifacts WHERE repo = ? AND path = ?", [repo, path])
+                    removed.append(found)
+            if extra is not None:
+                extra()
+        return removed

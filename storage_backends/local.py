@@ -173,21 +173,23 @@ class LocalBackend(StorageBackend):
     async def read(self, sha256: str, offset: int = 0, length: int | None = None) -> AsyncGenerator[bytes, None]:
         path = self.blob_path(sha256)
         try:
+            size = (await asyncio.to_thread(os.stat, path)).st_size
+        except FileNotFoundError:
+            raise BlobNotFound(sha256) from None
+        remaining = check_range(sha256, size, offset, length)
+        # The file is opened by the stream itself, so a stream that is never iterated holds nothing open.
+        return self._stream(path, sha256, offset, remaining)
+
+    @staticmethod
+    async def _stream(path: Path, sha256: str, offset: int, remaining: int) -> AsyncGenerator[bytes, None]:
+        if remaining == 0:
+            return
+        try:
             f = await aiofiles.open(path, "rb")
         except FileNotFoundError:
             raise BlobNotFound(sha256) from None
         try:
-            size = os.fstat(f.fileno()).st_size
-            remaining = check_range(sha256, size, offset, length)
             await f.seek(offset)
-        except BaseException:
-            await f.close()
-            raise
-        return self._stream(f, remaining)
-
-    @staticmethod
-    async def _stream(f: aiofiles.threadpool.binary.AsyncBufferedReader, remaining: int) -> AsyncGenerator[bytes, None]:
-        try:
             while remaining > 0:
                 chunk = await f.read(min(READ_CHUNK, remaining))
                 if not chunk:

@@ -1,0 +1,300 @@
+"""Distributions and their jobs, one per (distribution, edge), kept in sqlite.
+
+A job's state is one of JFrog's status strings, never another: ``In queue`` until the
+edge first answers, ``In progress`` while it runs or waits to retry, then ``Completed``
+(committed and verified) or ``Failed`` (with a ``general_error``). Every change to a
+job is conditional on it still running, so an abort that lands first always wins.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from repository.catalog import now_ms
+from repository.db import Database
+from repository.http.storage_api import iso
+
+from .edges import Edge
+from .rules import Rule
+
+NOT_DISTRIBUTED = "Not distributed"
+IN_QUEUE = "In queue"
+IN_PROGRESS = "In progress"
+COMPLETED = "Completed"
+FAILED = "Failed"
+STATUSES = (NOT_DISTRIBUTED, IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED)
+RUNNING = (IN_QUEUE, IN_PROGRESS)
+DISTRIBUTE = "distribute"
+DELETE = "delete_release_bundle_version"
+ABORTED = "aborted"
+
+
+@dataclass(frozen=True)
+class Job:
+    distribution_id: int
+    edge: str
+    service_id: str
+    state: str
+    general_error: str
+    transaction_id: str | None
+    total_files: int
+    total_bytes: int
+    distributed_files: int
+    distributed_bytes: int
+    sent_files: int
+    sent_bytes: int
+    attempts: int
+    next_attempt: int
+    started: int | None
+    finished: int | None
+    type: str = DISTRIBUTE
+    name: str = ""
+    version: str = ""
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (self.distribution_id, self.edge)
+
+    def site_json(self, in_progress: list[str] | None = None) -> dict[str, Any]:
+        return {
+            "status": self.state,
+            "general_error": self.general_error,
+            "target_artifactory": {"service_id": self.service_id, "name": self.edge, "type": "edge"},
+            "total_files": self.total_files,
+            "total_bytes": self.total_bytes,
+            "distributed_files": self.distributed_files,
+            "distributed_bytes": self.distributed_bytes,
+            "file_errors": [],
+            "files_in_progress": in_progress or [],
+            # beyond JFrog's fields: what crossed the wire (blobs the edge already held are not sent)
+            "sent_files": self.sent_files,
+            "sent_bytes": self.sent_bytes,
+        }
+
+
+@dataclass(frozen=True)
+class Distribution:
+    id: int
+    friendly_id: int
+    type: str
+    name: str
+    version: str
+    rules: list[dict[str, Any]]
+    on_success: str
+    created: int
+    finished: int | None
+    jobs: tuple[Job, ...] = ()
+
+    @property
+    def status(self) -> str:
+        return overall_status([j.state for j in self.jobs])
+
+    def as_json(self, in_progress: dict[tuple[int, str], list[str]] | None = None) -> dict[str, Any]:
+        files = in_progress or {}
+        return {
+            "distribution_id": self.id,
+            "distribution_friendly_id": self.friendly_id,
+            "type": self.type,
+            "release_bundle_name": self.name,
+            "release_bundle_version": self.version,
+            "status": self.status,
+            "start_time": iso(self.created),
+            "finish_time": iso(self.finished) if self.finished else None,
+            "distribution_rules": self.rules,
+            "sites": [j.site_json(files.get(j.key)) for j in self.jobs],
+        }
+
+
+def overall_status(states: list[str]) -> str:
+    """Failed when any edge failed; Completed only when every edge completed; else queued or running."""
+    if not states:
+        return NOT_DISTRIBUTED
+    if FAILED in states:
+        return FAILED
+    if all(s == COMPLETED for s in states):
+        return COMPLETED
+    if all(s == IN_QUEUE for s in states):
+        return IN_QUEUE
+    return IN_PROGRESS
+
+
+_JOB_COLUMNS = (
+    "j.distribution_id, j.edge, j.service_id, j.state, j.general_error, j.transaction_id, j.total_files,"
+    " j.total_bytes, j.distributed_files, j.distributed_bytes, j.sent_files, j.sent_bytes, j.attempts,"
+    " j.next_attempt, j.started, j.finished, d.type, d.name, d.version"
+)
+_JOINED = "distribution_jobs j JOIN distributions d ON d.id = j.distribution_id"
+_DIST_COLUMNS = "id, friendly_id, type, name, version, rules, on_success, created, finished"
+_STILL_RUNNING = f"state IN ('{IN_QUEUE}', '{IN_PROGRESS}')"
+
+
+class JobStore:
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    @property
+    def _db(self) -> sqlite_utils.Database:
+        return self._database.db
+
+    async def create(
+        self, kind: str, name: str, version: str, rules: tuple[Rule, ...], edges: list[Edge], totals: tuple[int, int]
+    ) -> tuple[int, bool]:
+        """A new distribution with one queued job per edge; an identical one still running is answered instead."""
+        return await self._database.run(self._create, kind, name, version, rules, edges, totals, "keep")
+
+    async def create_delete(
+        self, name: str, version: str, rules: tuple[Rule, ...], edges: list[Edge], on_success: str
+    ) -> tuple[int, bool]:
+        return await self._database.run(self._create, DELETE, name, version, rules, edges, (0, 0), on_success)
+
+    def _create(
+        self,
+        kind: str,
+        name: str,
+        version: str,
+        rules: tuple[Rule, ...],
+        edges: list[Edge],
+        totals: tuple[int, int],
+        on_success: str,
+    ) -> tuple[int, bool]:
+        rules_json = json.dumps([r.as_json() for r in rules], sort_keys=True)
+        names = sorted(e.name for e in edges)
+        with self._db.atomic():
+            for (existing_id,) in self._db.execute(
+                "SELECT id FROM distributions WHERE name = ? AND version = ? AND type = ? AND rules = ?"
+                " AND on_success = ? AND finished IS NULL",
+                [name, version, kind, rules_json, on_success],
+            ).fetchall():
+                jobs = self._db.execute(
+                    "SELECT edge FROM distribution_jobs WHERE distribution_id = ? ORDER BY edge", [existing_id]
+                )
+                if [r[0] for r in jobs] == names:
+                    return existing_id, False  # a retry of a request whose answer was lost
+            (count,) = self._db.execute(
+                "SELECT count(*) FROM distributions WHERE name = ? AND version = ?", [name, version]
+            ).fetchone()
+            cursor = self._db.execute(
+                "INSERT INTO distributions (friendly_id, type, name, version, rules, on_success, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [count + 1, kind, name, version, rules_json, on_success, now_ms()],
+            )
+            dist_id = int(cursor.lastrowid or 0)
+            self._db.conn.executemany(
+                "INSERT INTO distribution_jobs (distribution_id, edge, service_id, state, total_files, total_bytes)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(dist_id, e.name, e.service_id, IN_QUEUE, totals[0], totals[1]) for e in edges],
+            )
+        return dist_id, True
+
+    async def get(self, name: str, version: str, dist_id: int) -> Distribution | None:
+        found = await self._database.run(self._distributions, name, version, dist_id)
+        return found[0] if found else None
+
+    async def history(self, name: str, version: str) -> list[Distribution]:
+        """Every distribution and delete of a bundle version, newest first."""
+        return await self._database.run(self._distributions, name, version, None)
+
+    def _distributions(self, name: str, version: str, dist_id: int | None) -> list[Distribution]:
+        where, args = "name = ? AND version = ?", [name, version, *([] if dist_id is None else [dist_id])]
+        if dist_id is not None:
+            where += " AND id = ?"
+        rows = self._db.execute(f"SELECT {_DIST_COLUMNS} FROM distributions WHERE {where} ORDER BY id DESC", args)
+        found = []
+        for row in rows.fetchall():
+            jobs = self._jobs("j.distribution_id = ?", [row[0]])
+            found.append(
+                Distribution(
+                    id=row[0],
+                    friendly_id=row[1],
+                    type=row[2],
+                    name=row[3],
+                    version=row[4],
+                    rules=json.loads(row[5]),
+                    on_success=row[6],
+                    created=row[7],
+                    finished=row[8],
+                    jobs=tuple(jobs),
+                )
+            )
+        return found
+
+    def _jobs(self, where: str, args: list[Any], tail: str = "ORDER BY j.edge") -> list[Job]:
+        rows = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM {_JOINED} WHERE {where} {tail}", args)
+        return [Job(*r) for r in rows.fetchall()]
+
+    async def job(self, key: tuple[int, str]) -> Job | None:
+        found = await self._database.run(self._jobs, "j.distribution_id = ? AND j.edge = ?", list(key))
+        return found[0] if found else None
+
+    async def runnable(self, busy_edges: set[str], limit: int) -> list[Job]:
+        """Jobs due to run (oldest distribution first) on edges not busy with another job."""
+        jobs = await self._database.run(
+            self._jobs,
+            f"j.{_STILL_RUNNING} AND j.next_attempt <= ?",
+            [now_ms()],
+            "ORDER BY j.distribution_id, j.edge LIMIT 1000",
+        )
+        chosen: list[Job] = []
+        for job in jobs:
+            if job.edge not in busy_edges and len(chosen) < limit:
+                busy_edges = busy_edges | {job.edge}
+                chosen.append(job)
+        return chosen
+
+    async def update(self, key: tuple[int, str], **fields: Any) -> bool:
+        """Set fields of a job that is still running; False when it is not (aborted, finished, deleted)."""
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        cursor = await self._database.run(
+            self._db.execute,
+            f"UPDATE distribution_jobs SET {sets} WHERE distribution_id = ? AND edge = ? AND {_STILL_RUNNING}",
+            [*fields.values(), *key],
+        )
+        return bool(cursor.rowcount)
+
+    async def finish(self, key: tuple[int, str], state: str, error: str = "") -> Distribution | None:
+        """End a running job; answers its distribution when that is now finished as a whole."""
+        return await self._database.run(self._finish, key, state, error)
+
+    def _finish(self, key: tuple[int, str], state: str, error: str) -> Distribution | None:
+        at = now_ms()
+        with self._db.atomic():
+            cursor = self._db.execute(
+                "UPDATE distribution_jobs SET state = ?, general_error = ?, finished = ?"
+                f" WHERE distribution_id = ? AND edge = ? AND {_STILL_RUNNING}",
+                [state, error, at, *key],
+            )
+            if not cursor.rowcount:
+                return None
+            return self._close_if_done(key[0], at)
+
+    def _close_if_done(self, dist_id: int, at: int) -> Distribution | None:
+        (running,) = self._db.execute(
+            f"SELECT count(*) FROM distribution_jobs WHERE distribution_id = ? AND {_STILL_RUNNING}", [dist_id]
+        ).fetchone()
+        if running:
+            return None
+        self._db.execute("UPDATE distributions SET finished = ? WHERE id = ? AND finished IS NULL", [at, dist_id])
+        row = self._db.execute("SELECT name, version FROM distributions WHERE id = ?", [dist_id]).fetchone()
+        return self._distributions(row[0], row[1], dist_id)[0]
+
+    async def abort(self, name: str, version: str) -> list[Job]:
+        """Mark every running job of a bundle version Failed ("aborted"); answers them as they were."""
+        return await self._database.run(self._abort, name, version)
+
+    def _abort(self, name: str, version: str) -> list[Job]:
+        at = now_ms()
+        with self._db.atomic():
+            jobs = self._jobs(f"d.name = ? AND d.version = ? AND j.{_STILL_RUNNING}", [name, version])
+            for job in jobs:
+                self._db.execute(
+                    "UPDATE distribution_jobs SET state = ?, general_error = ?, finished = ?"
+                    " WHERE distribution_id = ? AND edge = ?",
+                    [FAILED, ABORTED, at, *job.key],
+                )
+            for dist_id in sorted({j.distribution_id for j in jobs}):
+                self._close_if_done(dist_id, at)
+        return jobs

@@ -1,0 +1,224 @@
+"""One attempt of one job: push a signed bundle to an edge (start, upload, commit, verify), or delete it there.
+
+Only the blobs the edge says it is missing cross the wire, streamed from the storage
+backend. A large blob interrupted mid-way resumes from the last byte the edge holds.
+Progress is counted per file as blobs land; blobs the edge already held count as
+distributed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from storage_backends import BlobNotFound, StorageBackend
+
+from .bundle_store import BundleArtifact
+from .jobs import Job
+from .transfer import (
+    EdgeCallError,
+    EdgeClient,
+    EdgeGarbage,
+    EdgeRefused,
+    EdgeServerError,
+    EdgeUnreachable,
+    RangeMismatch,
+)
+
+# Blobs this large ask the edge how much it holds before sending (a resume after a restart).
+RESUME_FROM = 4 * 1024 * 1024
+BLOB_TRIES = 4
+
+
+class SourceMissing(EdgeCallError):
+    """A blob of the bundle is gone from this service's own storage."""
+
+
+@dataclass
+class Progress:
+    """A running job's counters; the runner writes them to sqlite now and then."""
+
+    artifacts: list[BundleArtifact]
+    distributed_files: int = 0
+    distributed_bytes: int = 0
+    sent_files: int = 0
+    sent_bytes: int = 0
+    transaction_id: str | None = None
+    uploading: dict[str, str] = field(default_factory=dict)  # sha256 -> a target path, while it goes out
+    changes: int = 0
+    by_sha: dict[str, list[BundleArtifact]] = field(default_factory=lambda: defaultdict(list))
+
+    def __post_init__(self) -> None:
+        for a in self.artifacts:
+            self.by_sha[a.sha256].append(a)
+
+    @classmethod
+    def of(cls, job: Job, artifacts: list[BundleArtifact]) -> Progress:
+        return cls(artifacts, sent_files=job.sent_files, sent_bytes=job.sent_bytes)
+
+    def held(self, missing: set[str]) -> None:
+        present = [a for a in self.artifacts if a.sha256 not in missing]
+        self.distributed_files, self.distributed_bytes = len(present), sum(a.size for a in present)
+        self.changes += 1
+
+    def landed(self, sha256: str, *, sent: bool) -> None:
+        for a in self.by_sha[sha256]:
+            self.distributed_files += 1
+            self.distributed_bytes += a.size
+        self.sent_files += sent
+        self.changes += 1
+
+    def on_bytes(self, n: int) -> None:
+        self.sent_bytes += n
+        self.changes += 1
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "distributed_files": self.distributed_files,
+            "distributed_bytes": self.distributed_bytes,
+            "sent_files": self.sent_files,
+            "sent_bytes": self.sent_bytes,
+        }
+
+    def in_flight(self) -> list[str]:
+        return sorted(self.uploading.values())
+
+
+@dataclass
+class Push:
+    client: EdgeClient
+    storage: StorageBackend
+    manifest: bytes
+    signature: str
+    progress: Progress
+    blob_concurrency: int
+    on_started: Callable[[str], Awaitable[Any]]
+
+    @property
+    def artifacts(self) -> list[BundleArtifact]:
+        return self.progress.artifacts
+
+    async def run(self) -> None:
+        started = await self.client.start(self.manifest, self.signature)
+        tx = started["transaction_id"]
+        self.progress.transaction_id = tx
+        await self.on_started(tx)
+        sizes = {a.sha256: a.size for a in self.artifacts}
+        missing = [] if started["state"] == "COMMITTED" else started["missing"]
+        strangers = [m for m in missing if m not in sizes]
+        if strangers:
+            raise EdgeGarbage(f"edge {self.client.edge.name} asks for blobs not in the bundle: {strangers[:3]}")
+        self.progress.held(set(missing))
+        await self.upload_all(tx, sorted(set(missing), key=lambda s: (-sizes[s], s)), sizes)
+        try:
+            committed = await self.client.commit(tx)
+        except EdgeRefused as exc:
+            if exc.status != 409:
+                raise
+            # blobs went missing on the edge between upload and commit: start again (bounded by the runner)
+            raise EdgeServerError(f"{exc.message}; starting the transaction again", 409) from None
+        if committed["state"] != "COMMITTED":
+            raise EdgeGarbage(f"edge {self.client.edge.name} answered commit with state {committed['state']!r}")
+        await self.verify(tx)
+
+    async def upload_all(self, tx: str, missing: list[str], sizes: dict[str, int]) -> None:
+        queue = list(reversed(missing))
+
+        async def worker() -> None:
+            while queue:
+                sha = queue.pop()
+                await self.send_blob(tx, sha, sizes[sha])
+
+        tasks = [asyncio.create_task(worker()) for _ in range(min(self.blob_concurrency, len(missing)))]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def send_blob(self, tx: str, sha: str, size: int) -> None:
+        try:
+            offset = await self.client.received(tx, sha) if size >= RESUME_FROM else 0
+            self.progress.uploading[sha] = self.progress.by_sha[sha][0].target
+            try:
+                if offset < size or size == 0:
+                    await self._send(tx, sha, size, offset)
+            finally:
+                self.progress.uploading.pop(sha, None)
+        except EdgeRefused as exc:
+            if exc.status != 409:
+                raise
+            # the transaction is no longer open there (expired, aborted): start it again, bounded by the runner
+            raise EdgeServerError(f"{exc.message}; starting the transaction again", 409) from None
+        self.progress.landed(sha, sent=offset < size or size == 0)
+
+    async def _send(self, tx: str, sha: str, size: int, offset: int) -> None:
+        for attempt in range(1, BLOB_TRIES + 1):
+            try:
+                await self._put(tx, sha, size, offset)
+                return
+            except RangeMismatch as exc:
+                if attempt == BLOB_TRIES:
+                    raise
+                offset = exc.received if exc.received < size else 0
+            except (EdgeUnreachable, EdgeServerError):
+                if attempt == BLOB_TRIES:
+                    raise
+                await asyncio.sleep(0.2 * 2**attempt)
+                offset = await self.client.received(tx, sha)  # resume from what the edge holds
+                if offset >= size:
+                    return
+
+    async def _put(self, tx: str, sha: str, size: int, offset: int) -> None:
+        try:
+            stream = await self.storage.read(sha, offset)
+        except BlobNotFound:
+            raise SourceMissing(f"blob {sha} of the bundle is missing from the service's storage") from None
+        try:
+            try:
+                # started now, so aclose() below runs the stream's own clean-up even if nothing is sent
+                first = await anext(stream)
+            except StopAsyncIteration:
+                first = b""
+            await self.client.put_blob(tx, sha, size, offset, _counted(first, stream, self.progress.on_bytes))
+        finally:
+            await stream.aclose()
+
+    async def verify(self, tx: str) -> None:
+        """Completed means verified: the edge says committed with nothing missing, and sample files check out."""
+        status = await self.client.status(tx)
+        if status["state"] != "COMMITTED" or status.get("missing"):
+            raise EdgeGarbage(
+                f"edge {self.client.edge.name} reports transaction {tx} as {status['state']} after commit"
+                f" (missing {len(status.get('missing') or [])} blobs)"
+            )
+        samples = {a.target: a for a in (self.artifacts[0], self.artifacts[-1])}.values()
+        for a in samples:
+            info = await self.client.file_info(a.target)
+            sha = (info.get("checksums") or {}).get("sha256")
+            if sha != a.sha256 or str(info.get("size")) != str(a.size):
+                raise EdgeGarbage(
+                    f"verification failed on edge {self.client.edge.name}: {a.target} has sha256 {sha!r}"
+                    f" and size {info.get('size')!r}, expected {a.sha256} and {a.size}"
+                )
+
+
+async def _counted(first: bytes, rest: AsyncIterator[bytes], on_bytes: Callable[[int], None]) -> AsyncIterator[bytes]:
+    if first:
+        on_bytes(len(first))
+        yield first
+    async for chunk in rest:
+        on_bytes(len(chunk))
+        yield chunk
+
+
+async def delete_from_edge(client: EdgeClient, name: str, version: str) -> None:
+    """Remove a bundle version from an edge and check it is gone (already gone is success)."""
+    await client.delete_bundle(name, version)
+    for b in await client.bundles():
+        if isinstance(b, dict) and b.get("name") == name and b.get("version") == version:
+            raise EdgeGarbage(f"edge {client.edge.name} still lists {name}/{version} after deleting it")

@@ -1,0 +1,211 @@
+"""The job runner: a background task that pushes queued jobs to their edges, retrying until they end.
+
+It picks due jobs from sqlite (so jobs left unfinished by a crash or a stop resume when
+the service starts again), runs at most ``max_parallel_edges`` at once and one per edge,
+and after a failure either ends the job (``Failed`` with the edge's own words) or, when
+a retry can help, schedules the next attempt with exponential backoff. An unreachable
+edge is retried until it answers, so an edge that was offline catches up by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+
+import aiohttp
+
+from repository.catalog import now_ms
+from repository.errors import NotFound
+from storage_backends import StorageBackend
+
+from .bundles import BundleService
+from .edges import EdgeStore
+from .jobs import COMPLETED, DELETE, DISTRIBUTE, FAILED, IN_PROGRESS, Distribution, Job, JobStore
+from .push import Progress, Push, SourceMissing, delete_from_edge
+from .settings import DistributionSettings
+from .transfer import EdgeCallError, EdgeClient, EdgeServerError, EdgeUnreachable
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+FLUSH_SECONDS = 0.5
+EDGE_ABORT_TIMEOUT = 30.0
+
+
+class JobRunner:
+    def __init__(
+        self,
+        jobs: JobStore,
+        edges: EdgeStore,
+        bundles: BundleService,
+        storage: StorageBackend,
+        session: aiohttp.ClientSession,
+        settings: DistributionSettings,
+    ) -> None:
+        self.jobs, self.edges, self.bundles, self.storage = jobs, edges, bundles, storage
+        self.session = session
+        self.settings = settings
+        self._tasks: dict[tuple[int, str], asyncio.Task[None]] = {}
+        self._progress: dict[tuple[int, str], Progress] = {}
+        self._server_errors: dict[tuple[int, str], int] = {}
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for due jobs now (a distribution was just made, a job ended)."""
+        self._wake.set()
+
+    def files_in_progress(self) -> dict[tuple[int, str], list[str]]:
+        return {key: p.in_flight() for key, p in self._progress.items()}
+
+    async def run(self) -> None:
+        """The loop; cancelled on shutdown."""
+        while True:
+            try:
+                await self._schedule()
+            except Exception:
+                log.exception("job runner: cannot schedule jobs")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+            self._wake.clear()
+
+    async def _schedule(self) -> None:
+        free = self.settings.max_parallel_edges - len(self._tasks)
+        if free <= 0:
+            return
+        for job in await self.jobs.runnable({edge for _, edge in self._tasks}, free):
+            task = asyncio.create_task(self._run_job(job), name=f"job {job.distribution_id} {job.edge}")
+            self._tasks[job.key] = task
+            task.add_done_callback(functools.partial(self._job_done, job.key))
+
+    def _job_done(self, key: tuple[int, str], _task: asyncio.Task[None]) -> None:
+        self._tasks.pop(key, None)
+        self.wake()
+
+    async def close(self) -> None:
+        """Stop every job where it is (they resume at the next start) and every side task."""
+        tasks = [*self._tasks.values(), *self._side_tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run_job(self, job: Job) -> None:
+        try:
+            await self._attempt(job)
+        except EdgeCallError as exc:
+            await self._after_error(job, exc)
+        except Exception as exc:
+            log.exception("job %s to %s: unexpected error", job.distribution_id, job.edge)
+            await self._end(job, FAILED, f"internal error: {type(exc).__name__}: {exc}")
+
+    async def _attempt(self, job: Job) -> None:
+        edge = await self.edges.get(job.edge)
+        if edge is None or edge.service_id != job.service_id:
+            await self._end(job, FAILED, f"edge {job.edge} is no longer registered")
+            return
+        client = EdgeClient(self.session, edge, read_timeout=self.settings.edge_read_timeout)
+        if job.type == DELETE:
+            await delete_from_edge(client, job.name, job.version)
+        else:
+            await self._push(job, client)
+        self._server_errors.pop(job.key, None)
+        await self.edges.record_health(edge.name, True)
+        await self._end(job, COMPLETED)
+
+    async def _push(self, job: Job, client: EdgeClient) -> None:
+        try:
+            manifest, signature = await self.bundles.signed_parts(job.name, job.version)
+        except NotFound:
+            raise SourceMissing(f"release bundle {job.name}/{job.version} no longer exists or is not signed") from None
+        progress = Progress.of(job, await self.bundles.store.artifacts(job.name, job.version))
+        self._progress[job.key] = progress
+
+        async def on_started(tx: str) -> None:
+            fields = {"state": IN_PROGRESS, "transaction_id": tx, "general_error": "", "attempts": 0}
+            await self.jobs.update(job.key, **fields, **({"started": now_ms()} if job.started is None else {}))
+
+        flusher = asyncio.create_task(self._flush(job.key, progress))
+        push = Push(client, self.storage, manifest, signature, progress, self.settings.max_parallel_blobs, on_started)
+        try:
+            await push.run()
+        finally:
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
+            self._progress.pop(job.key, None)
+            await asyncio.shield(self.jobs.update(job.key, **progress.fields()))
+
+    async def _flush(self, key: tuple[int, str], progress: Progress) -> None:
+        """Write a running job's counters to sqlite at most every FLUSH_SECONDS, only when they moved."""
+        seen = -1
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            if progress.changes != seen:
+                seen = progress.changes
+                await self.jobs.update(key, **progress.fields())
+
+    async def _after_error(self, job: Job, exc: EdgeCallError) -> None:
+        unreachable = isinstance(exc, EdgeUnreachable)
+        await self.edges.record_health(job.edge, not unreachable, exc.message if unreachable else None)
+        if isinstance(exc, EdgeServerError):
+            errors = self._server_errors[job.key] = self._server_errors.get(job.key, 0) + 1
+            if errors >= self.settings.max_server_errors:
+                await self._end(job, FAILED, f"{exc.message} (gave up after {errors} attempts)")
+                return
+        if not exc.retryable:
+            await self._end(job, FAILED, exc.message)
+            return
+        current = await self.jobs.job(job.key)
+        attempts = (current.attempts if current else job.attempts) + 1
+        delay = min(self.settings.retry_backoff_cap, 0.5 * 2 ** min(attempts, 20)) * random.uniform(0.8, 1.0)
+        log.info("job %s to %s: retry %s in %.1fs: %s", job.distribution_id, job.edge, attempts, delay, exc.message)
+        await self.jobs.update(
+            job.key,
+            attempts=attempts,
+            next_attempt=now_ms() + int(delay * 1000),
+            general_error=f"retrying (attempt {attempts}): {exc.message}",
+        )
+
+    async def _end(self, job: Job, state: str, error: str = "") -> None:
+        self._server_errors.pop(job.key, None)
+        if state == FAILED:
+            log.warning("job %s to %s failed: %s", job.distribution_id, job.edge, error)
+        done = await self.jobs.finish(job.key, state, error)
+        if done is not None:
+            await self._distribution_done(done)
+
+    async def _distribution_done(self, done: Distribution) -> None:
+        log.info("distribution %s of %s/%s: %s", done.id, done.name, done.version, done.status)
+        if done.type == DELETE and done.on_success == "delete" and done.status == COMPLETED:
+            with contextlib.suppress(NotFound):
+                await self.bundles.delete(done.name, done.version)
+            log.info("release bundle %s/%s deleted from the service after removal from edges", done.name, done.version)
+
+    async def abort(self, name: str, version: str) -> list[Job]:
+        """Fail every running job of a bundle version as "aborted", stop them, and abort their edge transactions."""
+        jobs = await self.jobs.abort(name, version)
+        for job in jobs:
+            task = self._tasks.get(job.key)
+            progress = self._progress.get(job.key)
+            tx = (progress.transaction_id if progress else None) or job.transaction_id
+            if task is not None:
+                task.cancel()
+            if job.type == DISTRIBUTE and tx:
+                side = asyncio.create_task(self._abort_on_edge(job.edge, tx))
+                self._side_tasks.add(side)
+                side.add_done_callback(self._side_tasks.discard)
+        return jobs
+
+    async def _abort_on_edge(self, name: str, tx: str) -> None:
+        """Best effort: an edge that cannot be reached frees the staging when the transaction expires."""
+        edge = await self.edges.get(name)
+        if edge is None:
+            return
+        client = EdgeClient(self.session, edge, read_timeout=self.settings.edge_read_timeout)
+        try:
+            await asyncio.wait_for(client.abort(tx), EDGE_ABORT_TIMEOUT)
+            log.info("aborted transaction %s on edge %s", tx, name)
+        except (EdgeCallError, TimeoutError) as exc:
+            log.warning("could not abort transaction %s on edge %s: %s", tx, name, exc)

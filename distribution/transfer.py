@@ -1,0 +1,206 @@
+"""The client side of docs/transactions.md: one edge, one call at a time, every answer checked.
+
+Errors say whether a retry can help: the edge unreachable, timing out or answering 5xx
+(``retryable``), or refusing with a 4xx or answering something that is not the protocol
+(permanent, quoting the edge). Every call has a time-out; nothing waits forever.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from .edges import Edge
+
+API = "/artifactory/api/distribution"
+TRUSTED_KEYS = "/artifactory/api/security/keys/trusted"
+MAX_ERROR_TEXT = 300
+
+
+class EdgeCallError(Exception):
+    """A call to an edge that did not succeed; ``retryable`` says whether trying again can help."""
+
+    retryable = False
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class EdgeUnreachable(EdgeCallError):
+    retryable = True
+
+
+class EdgeServerError(EdgeCallError):
+    retryable = True
+
+
+class EdgeRefused(EdgeCallError):
+    """A 4xx: the edge will not do it, and asking again will not change that."""
+
+
+class EdgeGarbage(EdgeCallError):
+    """An answer that is not the protocol's (not JSON, wrong fields)."""
+
+
+class RangeMismatch(EdgeCallError):
+    """416 on a resumed upload: the edge holds ``received`` bytes, so resume from there."""
+
+    retryable = True
+
+    def __init__(self, received: int) -> None:
+        super().__init__(f"the edge holds {received} bytes of the blob", 416)
+        self.received = received
+
+
+def _quote(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT] + "..."
+
+
+def edge_message(text: str) -> str:
+    """The message of an Artifactory-style error body, or the body itself."""
+    try:
+        body = json.loads(text)
+        if isinstance(body, dict) and isinstance(body.get("errors"), list):
+            return "; ".join(str(e.get("message", e)) for e in body["errors"] if isinstance(e, dict)) or text
+        if isinstance(body, dict) and "message" in body:
+            return str(body["message"])
+    except ValueError:
+        pass
+    return text.strip() or "no details"
+
+
+class EdgeClient:
+    """Calls to one edge with its token, through a shared session."""
+
+    def __init__(self, session: aiohttp.ClientSession, edge: Edge, *, read_timeout: float) -> None:
+        self.session = session
+        self.edge = edge
+        self.headers = {"Authorization": f"Bearer {edge.token}"}
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=read_timeout)
+
+    def _what(self, method: str, path: str) -> str:
+        return f"edge {self.edge.name} ({method} {path})"
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        expect_json: bool = True,
+    ) -> tuple[int, Any, dict[str, str]]:
+        """One request; 2xx answers (status, JSON body, headers), anything else raises an EdgeCallError."""
+        what = self._what(method, path)
+        try:
+            async with self.session.request(
+                method,
+                self.edge.url + path,
+                json=json_body,
+                data=data,
+                headers={**self.headers, **(headers or {})},
+                timeout=self.timeout,
+            ) as resp:
+                text = await resp.text(errors="replace") if method != "HEAD" else ""
+                answer_headers = dict(resp.headers)
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise EdgeUnreachable(f"{what}: cannot reach the edge: {type(exc).__name__} {exc}".rstrip()) from None
+        if status >= 500 or status == 429:
+            raise EdgeServerError(f"{what} answered {status}: {_quote(edge_message(text))}", status)
+        if status == 416 and "X-Received-Bytes" in answer_headers:
+            raise RangeMismatch(_received(answer_headers, what))
+        if status >= 400:
+            raise EdgeRefused(f"{what} refused with {status}: {_quote(edge_message(text))}", status)
+        if not expect_json or status == 204:
+            return status, None, answer_headers
+        try:
+            return status, json.loads(text), answer_headers
+        except ValueError:
+            raise EdgeGarbage(f"{what} answered {status} with a body that is not JSON: {_quote(text)!r}") from None
+
+    async def start(self, manifest: bytes, signature: str) -> dict[str, Any]:
+        _, body, _ = await self.call(
+            "POST", f"{API}/transactions", json_body={"manifest": manifest.decode("utf-8"), "signature": signature}
+        )
+        _require(body, {"transaction_id": str, "state": str, "missing": list}, self._what("POST", "start"))
+        return body  # type: ignore[no-any-return]
+
+    async def received(self, tx: str, sha256: str) -> int:
+        """Bytes of a blob the edge holds in staging (HEAD ``X-Received-Bytes``); 0 when it holds none."""
+        path = f"{API}/transactions/{tx}/blobs/{sha256}"
+        try:
+            _, _, headers = await self.call("HEAD", path, expect_json=False)
+        except EdgeRefused as exc:
+            if exc.status == 404:
+                return 0
+            raise
+        return _received(headers, self._what("HEAD", path)) if "X-Received-Bytes" in headers else 0
+
+    async def put_blob(self, tx: str, sha256: str, size: int, offset: int, body: AsyncIterator[bytes]) -> None:
+        headers = {"Content-Length": str(size - offset), "Content-Type": "application/octet-stream"}
+        if offset:
+            headers["Content-Range"] = f"bytes {offset}-{size - 1}/{size}"
+        await self.call("PUT", f"{API}/transactions/{tx}/blobs/{sha256}", data=body, headers=headers)
+
+    async def commit(self, tx: str) -> dict[str, Any]:
+        _, body, _ = await self.call("POST", f"{API}/transactions/{tx}/commit")
+        _require(body, {"state": str}, self._what("POST", "commit"))
+        return body  # type: ignore[no-any-return]
+
+    async def status(self, tx: str) -> dict[str, Any]:
+        _, body, _ = await self.call("GET", f"{API}/transactions/{tx}")
+        _require(body, {"state": str}, self._what("GET", "transaction status"))
+        return body  # type: ignore[no-any-return]
+
+    async def abort(self, tx: str) -> None:
+        await self.call("POST", f"{API}/transactions/{tx}/abort")
+
+    async def delete_bundle(self, name: str, version: str) -> bool:
+        """Remove a bundle from the edge; False when the edge did not hold it (already gone is done)."""
+        try:
+            await self.call("DELETE", f"{API}/bundles/{quote(name)}/{quote(version)}", expect_json=False)
+        except EdgeRefused as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def bundles(self) -> list[dict[str, Any]]:
+        _, body, _ = await self.call("GET", f"{API}/bundles")
+        if not isinstance(body, list):
+            raise EdgeGarbage(f"{self._what('GET', 'bundles')} answered something other than a list")
+        return body
+
+    async def file_info(self, target: str) -> dict[str, Any]:
+        _, body, _ = await self.call("GET", "/artifactory/api/storage/" + quote(target))
+        if not isinstance(body, dict):
+            raise EdgeGarbage(f"{self._what('GET', 'storage')} answered something other than an object")
+        return body
+
+    async def trust_key(self, alias: str, public_key: str) -> dict[str, Any]:
+        _, body, _ = await self.call("POST", TRUSTED_KEYS, json_body={"alias": alias, "public_key": public_key})
+        return body if isinstance(body, dict) else {}
+
+
+def _received(headers: dict[str, str], what: str) -> int:
+    raw = headers.get("X-Received-Bytes", "")
+    if not raw.isdigit():
+        raise EdgeGarbage(f"{what}: X-Received-Bytes is not a number: {raw[:40]!r}")
+    return int(raw)
+
+
+def _require(body: Any, fields: dict[str, type], what: str) -> None:
+    if not isinstance(body, dict):
+        raise EdgeGarbage(f"{what} answered {type(body).__name__}, not a JSON object")
+    for name, kind in fields.items():
+        if not isinstance(body.get(name), kind):
+            raise EdgeGarbage(f"{what} answered without '{name}' ({kind.__name__}): {_quote(json.dumps(body))}")

@@ -1,0 +1,183 @@
+"""Thin handlers for the edge's distribution API (docs/transactions.md) and its trusted keys.
+
+Each parses the request, checks the caller's role, calls ``Transactions`` or
+``TrustedKeys`` and shapes the answer; errors are mapped by the error middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+from repository.errors import BadRequest, PayloadTooLarge
+from repository.http import keys as core
+from repository.http.auth import require_role
+from repository.http.responses import json_response
+from repository.http.storage_api import iso
+from repository.tokens import Role
+
+from .keys import settings_key, transactions_key, trusted_keys_key
+from .store import ReceivedBundle, Transaction
+from .transactions import Transactions
+
+BODY_CHUNK = 256 * 1024
+START_FIELDS = frozenset({"manifest", "signature"})
+CONTENT_RANGE_RE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19})")
+DISTRIBUTORS = (Role.distributor, Role.admin)
+
+
+def _transactions(request: web.Request) -> Transactions:
+    require_role(request, *DISTRIBUTORS)
+    return request.app[transactions_key]
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len({key for key, _ in pairs}) != len(pairs):
+        raise ValueError("duplicate key")
+    return dict(pairs)
+
+
+def _json_object(body: bytes, fields: frozenset[str]) -> dict[str, str]:
+    """A JSON object with exactly ``fields``, each a string; anything else is a 400."""
+    try:
+        obj = json.loads(body, object_pairs_hook=_refuse_duplicates)
+    except (ValueError, RecursionError):
+        raise BadRequest("The body must be a JSON object without duplicate keys") from None
+    if not isinstance(obj, dict) or set(obj) != fields or not all(isinstance(v, str) for v in obj.values()):
+        raise BadRequest(f"The body must be a JSON object with exactly the string fields {', '.join(sorted(fields))}")
+    return obj
+
+
+async def _read_bounded(request: web.Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it passes ``limit`` bytes."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"Request body of {request.content_length} bytes exceeds the limit of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(BODY_CHUNK):
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes")
+    return bytes(body)
+
+
+def _transaction_json(tx: Transaction, **extra: Any) -> dict[str, Any]:
+    return {
+        "transaction_id": tx.id,
+        "state": tx.state.value,
+        "bundle": {"name": tx.name, "version": tx.version},
+        **extra,
+    }
+
+
+# -- transactions ------------------------------------------------------------------
+
+
+async def start_transaction(request: web.Request) -> web.Response:
+    transactions = _transactions(request)
+    body = await _read_bounded(request, request.app[settings_key].max_manifest_bytes)
+    fields = await asyncio.to_thread(_json_object, body, START_FIELDS)
+    started = await transactions.start(fields["manifest"], fields["signature"])
+    tx = started.transaction
+    answer = _transaction_json(tx, missing=started.missing, expires=iso(tx.expires))
+    return json_response(answer, status=201 if started.created else 200)
+
+
+async def transaction_status(request: web.Request) -> web.Response:
+    transactions = _transactions(request)
+    tx = await transactions.get(request.match_info["tx_id"])
+    missing = await transactions.missing(tx.id) if tx.state == "OPEN" else []
+    return json_response(_transaction_json(tx, missing=missing))
+
+
+async def blob_received(request: web.Request) -> web.Response:
+    """HEAD of a blob: ``X-Received-Bytes`` says where a resumed upload starts."""
+    received = await _transactions(request).received(request.match_info["tx_id"], request.match_info["sha256"])
+    return web.Response(status=200, headers={"X-Received-Bytes": str(received)})
+
+
+def _content_range(request: web.Request) -> tuple[int, int, int] | None:
+    header = request.headers.get("Content-Range")
+    if header is None:
+        return None
+    match = CONTENT_RANGE_RE.fullmatch(header.strip())
+    if match is None:
+        raise BadRequest("Content-Range must be 'bytes first-last/size'")
+    first, last, total = (int(g) for g in match.groups())
+    return first, last, total
+
+
+async def upload_blob(request: web.Request) -> web.Response:
+    transactions = _transactions(request)
+    received = await transactions.upload(
+        request.match_info["tx_id"],
+        request.match_info["sha256"],
+        request.content.iter_chunked(BODY_CHUNK),
+        content_range=_content_range(request),
+        declared=request.content_length,
+    )
+    answer = {"sha256": received.sha256, "size": received.size, "received": received.size}
+    return json_response(answer, status=201 if received.created else 200)
+
+
+async def commit_transaction(request: web.Request) -> web.Response:
+    transactions = _transactions(request)
+    tx = await transactions.commit(request.match_info["tx_id"], request[core.principal].subject)
+    return json_response({"transaction_id": tx.id, "state": tx.state.value, "files": tx.files, "bytes": tx.bytes})
+
+
+async def abort_transaction(request: web.Request) -> web.Response:
+    tx_id = request.match_info["tx_id"]
+    await _transactions(request).abort(tx_id)
+    return json_response({"transaction_id": tx_id, "state": "ABORTED"})
+
+
+# -- bundles -----------------------------------------------------------------------
+
+
+def _bundle_json(bundle: ReceivedBundle) -> dict[str, Any]:
+    return {
+        "name": bundle.name,
+        "version": bundle.version,
+        "manifest_sha256": bundle.manifest_sha256,
+        "committed": iso(bundle.committed),
+        "files": bundle.files,
+        "bytes": bundle.bytes,
+    }
+
+
+async def list_bundles(request: web.Request) -> web.Response:
+    return json_response([_bundle_json(b) for b in await _transactions(request).bundles()])
+
+
+async def delete_bundle(request: web.Request) -> web.Response:
+    await _transactions(request).delete_bundle(request.match_info["name"], request.match_info["version"])
+    return web.Response(status=204)
+
+
+# -- trusted keys ------------------------------------------------------------------
+
+
+async def trust_key(request: web.Request) -> web.Response:
+    require_role(request, Role.admin)
+    fields = _json_object(await request.read(), frozenset({"alias", "public_key"}))
+    trusted = await request.app[trusted_keys_key].trust(fields["alias"], fields["public_key"])
+    answer = {"alias": trusted.key.alias, "fingerprint": trusted.key.fingerprint}
+    return json_response(answer, status=201 if trusted.created else 200)
+
+
+async def list_trusted_keys(request: web.Request) -> web.Response:
+    require_role(request, *DISTRIBUTORS)
+    keys = await request.app[trusted_keys_key].list()
+    return json_response(
+        {"keys": [{"alias": k.alias, "fingerprint": k.fingerprint, "created": iso(k.created)} for k in keys]}
+    )
+
+
+async def remove_trusted_key(request: web.Request) -> web.Response:
+    require_role(request, Role.admin)
+    await request.app[trusted_keys_key].remove(request.match_info["alias"])
+    return web.Response(status=204)

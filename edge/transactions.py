@@ -1,0 +1,393 @@
+"""The edge side of two-phase distribution (docs/transactions.md): start, upload, commit, abort.
+
+Nothing of a bundle is visible before its commit, which publishes every index entry
+and the edge's record of the bundle in one sqlite transaction; blobs reach the blob
+store earlier, but content-addressed blobs are invisible until an entry names them.
+So a crash at any moment leaves either no trace of the bundle or all of it, and every
+step can be retried: a transaction is named by its manifest's sha256, and each step
+answers the state it finds.
+
+Steps on one transaction are serialised by a per-transaction lock in this process;
+uploads of different blobs run in parallel, each under its own per-blob lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import partial
+
+from repository.artifacts import ArtifactService, guess_mime_type
+from repository.catalog import Artifact, Repo, now_ms
+from repository.errors import BadRequest, Conflict, NotFound, RepositoryError
+from repository.manifest import Manifest, ManifestError, decode
+from storage_backends import BlobNotFound, DigestMismatch
+
+from .staging import IO_CHUNK, StagedFile, Staging
+from .store import EdgeStore, ReceivedBundle, State, Transaction, bundle_owner
+from .trust import TrustedKeys
+
+log = logging.getLogger(__name__)
+
+STAT_CONCURRENCY = 32
+LISTED_IN_ERRORS = 10
+
+
+class BlobRefused(RepositoryError):
+    """The bytes sent are not the blob the manifest lists; nothing of them is kept."""
+
+    status = 422
+    default_message = "Blob refused"
+
+
+class ResumeMismatch(RepositoryError):
+    """A resumed upload that does not start where the staged bytes end."""
+
+    status = 416
+    default_message = "Content-Range does not start at the bytes received so far"
+
+    def __init__(self, received: int) -> None:
+        super().__init__(
+            f"Content-Range must start at byte {received}, the bytes received so far",
+            headers={"X-Received-Bytes": str(received)},
+        )
+
+
+def _listed(items: list[str]) -> str:
+    more = f" and {len(items) - LISTED_IN_ERRORS} more" if len(items) > LISTED_IN_ERRORS else ""
+    return ", ".join(items[:LISTED_IN_ERRORS]) + more
+
+
+@dataclass(frozen=True)
+class Started:
+    transaction: Transaction
+    created: bool  # opened (or reopened) by this start
+    missing: list[str]
+
+
+@dataclass(frozen=True)
+class Received:
+    sha256: str
+    size: int
+    created: bool  # False: the edge already held it
+
+
+def _distinct_blobs(manifest: Manifest) -> dict[str, int]:
+    blobs: dict[str, int] = {}
+    for artifact in manifest.artifacts:
+        if blobs.setdefault(artifact.sha256, artifact.size) != artifact.size:
+            raise ManifestError(f"Invalid manifest: sha256 {artifact.sha256} is listed with two sizes")
+    return blobs
+
+
+def _resume_offset(content_range: tuple[int, int, int] | None, size: int, declared: int | None) -> int | None:
+    """Where a PUT's bytes start: ``bytes first-last/total`` must run to the end of the blob."""
+    if content_range is None:
+        return None
+    first, last, total = content_range
+    if total != size:
+        raise BlobRefused(f"Content-Range says {total} bytes; the manifest says {size}")
+    if last != size - 1 or first > last:
+        raise BadRequest(f"Content-Range must run from the resume offset to byte {size - 1}")
+    if declared is not None and declared != last - first + 1:
+        raise BadRequest("Content-Length does not match Content-Range")
+    return first
+
+
+def _split(target: str) -> tuple[str, str]:
+    repo, _, path = target.partition("/")
+    return repo, path
+
+
+def _entries(manifest: Manifest, owner: str, user: str, now: int) -> list[Artifact]:
+    entries = []
+    for a in manifest.artifacts:
+        repo, path = _split(a.target)
+        entries.append(
+            Artifact(repo=repo, path=path, sha256=a.sha256, sha1=a.sha1, md5=a.md5, size=a.size,
+                     mime_type=guess_mime_type(path), created=now, created_by=user, modified=now,
+                     modified_by=user, owner=owner, properties=a.properties)
+        )  # fmt: skip
+    return entries
+
+
+class Transactions:
+    def __init__(
+        self, store: EdgeStore, trust: TrustedKeys, artifacts: ArtifactService, staging: Staging, ttl: int
+    ) -> None:
+        self.store = store
+        self.trust = trust
+        self.artifacts = artifacts
+        self.staging = staging
+        self.ttl = ttl
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    # -- start ------------------------------------------------------------------
+
+    async def start(self, manifest_text: str, signature: str) -> Started:
+        """Verify a signed manifest, check it can be published, and open (or find) its transaction."""
+        try:
+            data = manifest_text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ManifestError("Invalid manifest: not encodable as UTF-8") from None
+        manifest = await asyncio.to_thread(decode, data)
+        blobs = _distinct_blobs(manifest)
+        tx_id = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+        signer = await self.trust.verify(data, signature)
+        async with self._lock(tx_id):
+            existing = await self.store.get(tx_id)
+            if existing is not None and existing.state is State.COMMITTED:
+                return Started(existing, False, [])
+            await self._check_publishable(tx_id, manifest)
+            now = now_ms()
+            tx = Transaction(tx_id, manifest.name, manifest.version, State.OPEN, signer, now,
+                             now + self.ttl * 1000, None, len(manifest.artifacts),
+                             sum(a.size for a in manifest.artifacts))  # fmt: skip
+            tx, created = await self.store.open(tx, data, signature, blobs)
+        if created:
+            log.info("transaction %s open: %s/%s signed by %s", tx_id, tx.name, tx.version, signer)
+        return Started(tx, created, await self.missing(tx_id))
+
+    async def _check_publishable(self, tx_id: str, manifest: Manifest) -> None:
+        """409 where the bundle could not be committed as it is: its name and version hold another
+        manifest, or a target path holds other bytes (a folder, a file of an upload or a bundle)."""
+        other = await self.store.bundle(manifest.name, manifest.version)
+        if other is not None and other.manifest_sha256 != tx_id:
+            raise Conflict(
+                f"Release bundle {manifest.name}/{manifest.version} is already on this edge with another manifest"
+            )
+        targets = [(*_split(a.target), a.sha256) for a in manifest.artifacts]
+        clashes = await self.artifacts.catalog.conflicts(targets)
+        if clashes:
+            raise Conflict(f"Target paths already hold other content: {_listed(clashes)}")
+
+    async def missing(self, tx_id: str) -> list[str]:
+        """The transaction's distinct blobs this edge does not hold yet, from any bundle or upload."""
+        blobs = await self.store.blobs(tx_id)
+        indexed = await self.artifacts.catalog.blob_sizes(list(blobs))
+        unknown = [sha256 for sha256, size in blobs.items() if indexed.get(sha256) != size]
+        limit = asyncio.Semaphore(STAT_CONCURRENCY)
+
+        async def absent(sha256: str) -> bool:
+            async with limit:
+                return not await self._held(sha256, blobs[sha256])
+
+        found = await asyncio.gather(*(absent(s) for s in unknown))
+        return sorted(s for s, gone in zip(unknown, found, strict=True) if gone)
+
+    async def _held(self, sha256: str, size: int) -> bool:
+        try:
+            return (await self.artifacts.storage.stat(sha256)).size == size
+        except BlobNotFound:
+            return False
+
+    async def get(self, tx_id: str) -> Transaction:
+        tx = await self.store.get(tx_id)
+        if tx is None:
+            raise NotFound(f"No transaction {tx_id}")
+        return tx
+
+    async def _open_blob(self, tx_id: str, sha256: str) -> int:
+        """The blob's size in an OPEN transaction's manifest; 404/409 otherwise."""
+        tx = await self.get(tx_id)
+        if tx.state is not State.OPEN:
+            raise Conflict(f"Transaction {tx_id} is {tx.state}")
+        size = await self.store.blob_size(tx_id, sha256)
+        if size is None:
+            raise NotFound(f"Blob {sha256} is not part of transaction {tx_id}")
+        return size
+
+    # -- upload -----------------------------------------------------------------
+
+    async def received(self, tx_id: str, sha256: str) -> int:
+        """Bytes of a blob the edge has: its size once stored, else what is staged."""
+        size = await self._open_blob(tx_id, sha256)
+        if await self._held(sha256, size):
+            return size
+        async with self._lock(f"{tx_id}/{sha256}"):
+            staged = await self.staging.received(tx_id, sha256)
+            if staged == size:  # complete, but the edge stopped before moving it into storage
+                staged = size if await self._finish_staged(tx_id, sha256, size) else 0
+        return staged
+
+    async def _finish_staged(self, tx_id: str, sha256: str, size: int) -> bool:
+        """Move a completely staged blob into storage if its bytes are right; else drop it."""
+        staged = await self.staging.open(tx_id, sha256, size)  # reads it back, hashing
+        await asyncio.to_thread(staged.close)
+        if staged.sha256() == sha256:
+            with contextlib.suppress(DigestMismatch):
+                await self.staging.move_into(self.artifacts.storage, tx_id, sha256, size)
+                return True
+        await self.staging.drop(tx_id, sha256)
+        return False
+
+    async def upload(
+        self,
+        tx_id: str,
+        sha256: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_range: tuple[int, int, int] | None,
+        declared: int | None,
+    ) -> Received:
+        """Stage a blob's bytes from the start of ``content_range`` (None: the whole blob, starting
+        over), verify the whole blob against the manifest, and move it into the blob store."""
+        size = await self._open_blob(tx_id, sha256)
+        if await self._held(sha256, size):
+            await self.staging.drop(tx_id, sha256)
+            return Received(sha256, size, created=False)
+        start = _resume_offset(content_range, size, declared)
+        async with self._lock(f"{tx_id}/{sha256}"):
+            staged = await self.staging.received(tx_id, sha256)
+            if start is not None and start != staged:
+                raise ResumeMismatch(staged)
+            if declared is not None and (start or 0) + declared > size:
+                await self.staging.drop(tx_id, sha256)
+                raise BlobRefused(f"Blob {sha256}: {(start or 0) + declared} bytes sent, the manifest says {size}")
+            await self._stage(tx_id, sha256, size, start or 0, chunks)
+            try:
+                await self.staging.move_into(self.artifacts.storage, tx_id, sha256, size)
+            except DigestMismatch as exc:  # the staged file changed under us: start the blob over
+                await self.staging.drop(tx_id, sha256)
+                raise BlobRefused(f"Blob {sha256}: {exc}") from None
+        tx = await self.get(tx_id)
+        if tx.state is not State.OPEN:  # aborted or expired while the bytes arrived
+            await self.artifacts.collect([sha256])
+            raise Conflict(f"Transaction {tx_id} is {tx.state}")
+        return Received(sha256, size, created=True)
+
+    async def _stage(self, tx_id: str, sha256: str, size: int, start: int, chunks: AsyncIterator[bytes]) -> None:
+        """Append the body to the staged file; a wrong blob is dropped and refused (422), a dropped
+        connection keeps what arrived, for a resume."""
+        staged = await self.staging.open(tx_id, sha256, start)
+        try:
+            await _append_all(staged, chunks, size)
+        except BlobRefused:
+            await asyncio.to_thread(staged.close)
+            await self.staging.drop(tx_id, sha256)
+            raise
+        except BaseException:
+            await asyncio.to_thread(staged.close)
+            raise
+        await asyncio.to_thread(staged.close)
+        if staged.size != size or staged.sha256() != sha256:
+            await self.staging.drop(tx_id, sha256)
+            what = f"{staged.size} bytes" if staged.size != size else f"sha256 {staged.sha256()}"
+            raise BlobRefused(f"Blob {sha256} of {size} bytes refused: received {what}")
+
+    # -- commit, abort, expiry ----------------------------------------------------
+
+    async def commit(self, tx_id: str, user: str) -> Transaction:
+        """Publish every entry of the manifest in one database transaction; again: the same answer."""
+        async with self._lock(tx_id):
+            tx = await self.get(tx_id)
+            if tx.state is State.COMMITTED:
+                return tx
+            if tx.state is not State.OPEN:
+                raise Conflict(f"Transaction {tx_id} is {tx.state}; it cannot be committed")
+            data, signature = await self.store.manifest(tx_id)
+            await self.trust.verify(data, signature)  # its key may have been removed since start
+            manifest = await asyncio.to_thread(decode, data)
+            now = now_ms()
+            entries = _entries(manifest, tx.owner, user, now)
+            repos = [Repo(key, anonymous_read=True) for key in sorted({e.repo for e in entries})]
+
+            async def all_blobs_held() -> None:
+                missing = await self.missing(tx_id)
+                if missing:
+                    raise Conflict(f"Cannot commit: {len(missing)} blob(s) missing: {_listed(missing)}")
+
+            paths = [(e.repo, e.path) for e in entries]
+            extra = partial(self.store.commit_rows, tx, paths, now)
+            await self.artifacts.publish(entries, repos, check=all_blobs_held, extra=extra)
+            log.info("transaction %s committed: %s/%s, %d files", tx_id, tx.name, tx.version, tx.files)
+        await self.staging.free(tx_id)
+        return await self.get(tx_id)
+
+    async def abort(self, tx_id: str) -> None:
+        """Discard an uncommitted transaction and its staging; a committed one is refused (409)."""
+        async with self._lock(tx_id):
+            tx = await self.get(tx_id)
+            if tx.state is State.COMMITTED:
+                raise Conflict(f"Transaction {tx_id} is committed; delete the bundle instead")
+            await self.store.end(tx_id, State.ABORTED)
+            await self._free(tx_id)
+
+    async def expire(self, now: int | None = None) -> list[str]:
+        """End every OPEN transaction past its expiry and free what it staged."""
+        expired = []
+        for tx_id in await self.store.expired(now_ms() if now is None else now):
+            async with self._lock(tx_id):
+                if await self.store.end(tx_id, State.EXPIRED):
+                    await self._free(tx_id)
+                    expired.append(tx_id)
+                    log.info("transaction %s expired", tx_id)
+        return expired
+
+    async def _free(self, tx_id: str) -> None:
+        """Staged files go, and blobs moved into storage for this transaction alone."""
+        await self.staging.free(tx_id)
+        blobs = set(await self.store.blobs(tx_id))
+        await self.artifacts.collect(blobs - await self.store.needed_elsewhere(tx_id, blobs))
+
+    # -- bundles ------------------------------------------------------------------
+
+    async def bundles(self) -> list[ReceivedBundle]:
+        return await self.store.bundles()
+
+    async def delete_bundle(self, name: str, version: str) -> None:
+        """Remove a committed bundle's index entries in one database transaction, then collect
+        the blobs nothing references any more. Paths another bundle claims too are kept for it."""
+        bundle = await self.store.bundle(name, version)
+        if bundle is None:
+            raise NotFound(f"No release bundle {name}/{version} on this edge")
+        async with self._lock(bundle.manifest_sha256):
+            paths, others = await self.store.bundle_claims(name, version)
+            extra = partial(self.store.forget_bundle_rows, bundle)
+            removed = await self.artifacts.unpublish(bundle_owner(name, version), paths, others, extra=extra)
+        log.info("bundle %s/%s deleted: %d index entries removed", name, version, len(removed))
+
+    async def recover(self) -> None:
+        """At start-up: staging of transactions no longer OPEN is removed; OPEN ones resume."""
+        await self.staging.sweep(await self.store.open_ids())
+
+    async def expire_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.expire()
+            except Exception:  # the next round tries again
+                log.exception("expiring transactions failed")
+
+
+async def _append_all(staged: StagedFile, chunks: AsyncIterator[bytes], size: int) -> None:
+    """Write the body into ``staged`` a megabyte at a time from a thread; more than ``size``
+    bytes in all is refused. What arrived before a dropped connection is still written."""
+    buffer = bytearray()
+    try:
+        async for chunk in chunks:
+            if staged.size + len(buffer) + len(chunk) > size:
+                raise BlobRefused(f"Blob is longer than its {size} bytes in the manifest")
+            buffer += chunk
+            if len(buffer) >= IO_CHUNK:
+                full, buffer = buffer, bytearray()
+                await asyncio.to_thread(staged.append, full)
+    except BlobRefused:
+        raise
+    except BaseException:
+        if buffer:
+            await asyncio.to_thread(staged.append, buffer)
+        raise
+    if buffer:
+        await asyncio.to_thread(staged.append, buffer)

@@ -1,0 +1,92 @@
+"""The signing keys an edge trusts (the circle of trust), by alias.
+
+Key material lives in a GnuPG home (``repository.signatures.TrustStore``); which
+keys count is decided by the alias table: a signature is accepted only from a
+fingerprint some alias names. So a key is trusted only once its alias is recorded,
+and stops being trusted the moment its last alias is removed, even if removing it
+from the GnuPG home failed. gpg calls block, so they run in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from repository.catalog import now_ms
+from repository.errors import BadRequest, Conflict, NotFound
+from repository.signatures import TrustStore
+
+from .store import EdgeStore, KeyAlias
+
+log = logging.getLogger(__name__)
+
+ALIAS_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
+@dataclass(frozen=True)
+class Trusted:
+    key: KeyAlias
+    created: bool  # False: this alias already named this key (an idempotent repeat)
+
+
+def check_alias(alias: object) -> str:
+    if not isinstance(alias, str) or not ALIAS_RE.fullmatch(alias):
+        raise BadRequest("'alias' must be 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    return alias
+
+
+class TrustedKeys:
+    def __init__(self, store: TrustStore, edge_store: EdgeStore) -> None:
+        self._store = store
+        self._edge_store = edge_store
+        self._lock = asyncio.Lock()  # one change of the key set at a time
+
+    @classmethod
+    async def open(cls, homedir: Path, edge_store: EdgeStore) -> TrustedKeys:
+        return cls(await asyncio.to_thread(TrustStore, homedir), edge_store)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._store.close)
+
+    async def list(self) -> list[KeyAlias]:
+        return await self._edge_store.key_aliases()
+
+    async def trust(self, alias: str, armored: str) -> Trusted:
+        """Trust one public key under ``alias``. The same key under the same alias again is a
+        success (its import merges, which is how a revocation or a new expiry arrives); the
+        alias naming another key is a 409."""
+        alias = check_alias(alias)
+        async with self._lock:
+            fingerprint = await asyncio.to_thread(self._store.import_public_key, armored)
+            existing = {k.alias: k for k in await self._edge_store.key_aliases()}.get(alias)
+            if existing is not None:
+                if existing.fingerprint != fingerprint:
+                    raise Conflict(f"Alias '{alias}' already names key {existing.fingerprint}; remove it first")
+                return Trusted(existing, created=False)
+            key = KeyAlias(alias, fingerprint, now_ms())
+            await self._edge_store.add_key_alias(key)
+        log.info("trusting key %s as %s", fingerprint, alias)
+        return Trusted(key, created=True)
+
+    async def remove(self, alias: str) -> None:
+        """Stop trusting the key ``alias`` names; it leaves the GnuPG home once no alias names it."""
+        async with self._lock:
+            keys = await self._edge_store.key_aliases()
+            found = next((k for k in keys if k.alias == alias), None)
+            if found is None:
+                raise NotFound(f"No trusted key with alias '{alias}'")
+            await self._edge_store.remove_key_alias(alias)
+            if not any(k.fingerprint == found.fingerprint and k.alias != alias for k in keys):
+                # Already gone from the home is fine: the alias table is what counts.
+                with contextlib.suppress(NotFound):
+                    await asyncio.to_thread(self._store.remove, found.fingerprint)
+        log.info("no longer trusting key %s (%s)", found.fingerprint, alias)
+
+    async def verify(self, data: bytes, signature: str) -> str:
+        """The fingerprint of the one trusted key that signed exactly ``data``, or SignatureRefused."""
+        trusted = {k.fingerprint for k in await self._edge_store.key_aliases()}
+        return await asyncio.to_thread(self._store.verify, data, signature, trusted=trusted)

@@ -1,0 +1,322 @@
+"""Edges, distributions and the job runner, over the service's REST API.
+
+The service runs in-process; the edges it pushes to are real: an ``edge serve`` process,
+and real HTTP servers on loopback that misbehave on cue (tests/fault_servers.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distribution.app import create_app
+from distribution.edges import Edge
+from distribution.jobs import COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, NOT_DISTRIBUTED, overall_status
+from distribution.rules import parse_rules, select_edges
+from distribution.settings import DistributionSettings
+from repository.errors import BadRequest
+from tests.conftest import ADMIN_TOKEN, admin
+from tests.edge_process import EdgeProcess
+from tests.edge_setup import distributor_token, download, http, trust
+from tests.fault_servers import Faults, ThreadedServer, garbage_app, proxy_app
+
+V1 = "/distribution/api/v1"
+REPO = "releases-local"
+EVERYWHERE = [{"site_name": "*", "city_name": "*", "country_codes": ["*"]}]
+
+
+@pytest.fixture
+async def dist(aiohttp_client: Any, tmp_path: Path) -> Any:
+    settings = DistributionSettings(
+        data_dir=tmp_path / "dist",
+        port=0,
+        admin_token=ADMIN_TOKEN,
+        repos=(REPO,),
+        retry_backoff_cap=0.5,
+        edge_read_timeout=2.0,
+        max_server_errors=5,
+    )
+    return await aiohttp_client(create_app(settings))
+
+
+async def flat_error(resp: Any) -> tuple[int, str]:
+    body = await resp.json()
+    assert set(body) == {"status_code", "message"} and body["status_code"] == resp.status
+    return resp.status, body["message"]
+
+
+def edge_body(name: str = "us-east-1", url: str = "http://127.0.0.1:1", **extra: Any) -> dict[str, Any]:
+    body = {"name": name, "url": url, "site_name": "us-east", "city_name": "nyc", "country_code": "US", "token": "t0k"}
+    return body | extra
+
+
+async def register(dist: Any, **fields: Any) -> dict[str, Any]:
+    resp = await dist.post(f"{V1}/edges", json=edge_body(**fields), headers=admin())
+    assert resp.status in (200, 201), await resp.text()
+    return await resp.json()  # type: ignore[no-any-return]
+
+
+async def signed_bundle(dist: Any, version: str, files: dict[str, bytes]) -> None:
+    for path, data in files.items():
+        resp = await dist.put(f"/artifactory/{REPO}/app/{version}/{path}", data=data, headers=admin())
+        assert resp.status == 201, await resp.text()
+    body = {"name": "app", "version": version, "sign_immediately": True}
+    body["spec"] = {"queries": [{"pattern": f"{REPO}/app/{version}/*"}]}
+    resp = await dist.post(f"{V1}/release_bundle", json=body, headers=admin())
+    assert resp.status == 201, await resp.text()
+
+
+async def distribute(dist: Any, version: str, rules: list[dict[str, Any]] = EVERYWHERE) -> int:
+    resp = await dist.post(f"{V1}/distribution/app/{version}", json={"distribution_rules": rules}, headers=admin())
+    assert resp.status == 202, await resp.text()
+    return int((await resp.json())["id"])
+
+
+async def status_of(dist: Any, version: str, dist_id: int) -> dict[str, Any]:
+    resp = await dist.get(f"{V1}/release_bundle/app/{version}/distribution/{dist_id}", headers=admin())
+    assert resp.status == 200, await resp.text()
+    return await resp.json()  # type: ignore[no-any-return]
+
+
+async def wait_for(dist: Any, version: str, dist_id: int, until: Any, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await status_of(dist, version, dist_id)
+        if until(status):
+            return status
+        assert time.monotonic() < deadline, f"gave up waiting; last status {status}"
+        await asyncio.sleep(0.2)
+
+
+def finished(status: dict[str, Any]) -> bool:
+    return status["status"] in (COMPLETED, FAILED)
+
+
+async def trusted_edge(dist: Any, edge: EdgeProcess, name: str = "us-east-1", url: str | None = None) -> None:
+    """Trust the service's key on ``edge`` and register it (or ``url``, a proxy in front of it)."""
+    public = await (await dist.get(f"{V1}/keys/gpg/public")).text()
+    trust(edge, public)
+    await register(dist, name=name, url=url or edge.url, token=distributor_token(edge))
+
+
+FILES = {"app.tar.gz": b"\x1f\x8b" + b"a" * 300_000, "README.md": b"# app\n", "notes.txt": b"notes\n"}
+
+
+# ---------------------------------------------------------------- the registry and the rules
+
+
+async def test_edges_are_registered_once_validated_and_never_show_their_token(dist: Any) -> None:
+    bad = [
+        edge_body(name="has space"),
+        edge_body(url="ftp://edge"),
+        edge_body(url="http://"),
+        edge_body(country_code="USA"),
+        edge_body(token=""),
+        edge_body(site_name=""),
+        {**edge_body(), "colour": "red"},
+        {k: v for k, v in edge_body().items() if k != "token"},
+    ]
+    for body in bad:
+        resp = await dist.post(f"{V1}/edges", json=body, headers=admin())
+        assert (await flat_error(resp))[0] == 400, body
+    assert await (await dist.get(f"{V1}/edges", headers=admin())).json() == []
+    assert (await dist.post(f"{V1}/edges", json=edge_body())).status == 401
+    first = await dist.post(f"{V1}/edges", json=edge_body(), headers=admin())
+    again = await dist.post(f"{V1}/edges", json=edge_body(), headers=admin())
+    assert (first.status, again.status) == (201, 200)
+    other = await dist.post(f"{V1}/edges", json=edge_body(city_name="boston"), headers=admin())
+    status, message = await flat_error(other)
+    assert status == 409 and "us-east-1" in message
+    (listed,) = await (await dist.get(f"{V1}/edges", headers=admin())).json()
+    assert "token" not in listed and "t0k" not in str(listed)
+    assert listed["healthy"] is False and listed["country_code"] == "US"
+    assert (await dist.delete(f"{V1}/edges/us-east-1", headers=admin())).status == 204
+    assert (await dist.delete(f"{V1}/edges/us-east-1", headers=admin())).status == 404
+
+
+def test_rules_pick_edges_by_site_city_and_country_wildcards() -> None:
+    def edge(name: str, site: str, city: str, country: str) -> Edge:
+        return Edge(name, "http://e", site, city, country, "t", "jfrt@" + name, 0)
+
+    edges = [edge("a", "us-east", "nyc", "US"), edge("b", "eu-central", "fra", "DE"), edge("c", "eu-west", "dub", "IE")]
+
+    def names(rules: list[dict[str, Any]]) -> list[str]:
+        return [e.name for e in select_edges(parse_rules(rules), edges)]
+
+    assert names(EVERYWHERE) == ["a", "b", "c"]
+    assert names([{"site_name": "eu-*"}]) == ["b", "c"]
+    assert names([{"country_codes": ["us", "DE"]}]) == ["a", "b"]
+    assert names([{"site_name": "eu-*", "city_name": "f?a"}]) == ["b"]
+    assert names([{"city_name": "nyc"}, {"country_codes": ["IE"]}]) == ["a", "c"]
+    with pytest.raises(BadRequest, match="site mars"):
+        names([{"site_name": "mars"}])
+    for bad in (None, [], [{"country_codes": []}], [{"site_name": 3}], [{"planet": "x"}], ["*"]):
+        with pytest.raises(BadRequest):
+            parse_rules(bad)
+
+
+def test_the_status_vocabulary_is_jfrogs_and_any_failure_fails_the_whole() -> None:
+    assert overall_status([]) == NOT_DISTRIBUTED
+    assert overall_status([IN_QUEUE, IN_QUEUE]) == IN_QUEUE
+    assert overall_status([COMPLETED, IN_QUEUE]) == IN_PROGRESS
+    assert overall_status([COMPLETED, IN_PROGRESS, FAILED]) == FAILED
+    assert overall_status([COMPLETED, COMPLETED]) == COMPLETED
+
+
+async def test_only_a_signed_bundle_goes_to_matching_edges_and_bad_requests_store_nothing(dist: Any) -> None:
+    await register(dist)
+    url = f"{V1}/distribution/app/1.0"
+    assert (await flat_error(await dist.post(url, json={"distribution_rules": EVERYWHERE}, headers=admin())))[0] == 404
+    await dist.put(f"/artifactory/{REPO}/app/1.0/a.bin", data=b"a", headers=admin())
+    spec = {"queries": [{"pattern": f"{REPO}/app/1.0/*"}]}
+    await dist.post(f"{V1}/release_bundle", json={"name": "app", "version": "1.0", "spec": spec}, headers=admin())
+    status, message = await flat_error(await dist.post(url, json={"distribution_rules": EVERYWHERE}, headers=admin()))
+    assert status == 409 and "not signed" in message
+    await dist.post(f"{V1}/release_bundle/app/1.0/sign", json={}, headers=admin())
+    for body in ({}, {"distribution_rules": []}, {"distribution_rules": EVERYWHERE, "dry_run": "yes"}, {"x": 1}):
+        assert (await flat_error(await dist.post(url, json=body, headers=admin())))[0] == 400, body
+    status, message = await flat_error(
+        await dist.post(url, json={"distribution_rules": [{"country_codes": ["JP"]}]}, headers=admin())
+    )
+    assert status == 400 and "JP" in message and "us-east-1" in message
+    dry = await dist.post(url, json={"distribution_rules": EVERYWHERE, "dry_run": True}, headers=admin())
+    assert dry.status == 200
+    assert [s["name"] for s in (await dry.json())["sites"]] == ["us-east-1"]
+    history = await dist.get(f"{V1}/release_bundle/app/1.0/distribution", headers=admin())
+    assert await history.json() == []
+    assert (await dist.put(f"{V1}/distribution/app/1.0/abort", headers=admin())).status == 204
+
+
+# ---------------------------------------------------------------- the runner against real peers
+
+
+async def test_a_bundle_reaches_a_real_edge_verified_and_a_new_version_sends_only_what_changed(
+    dist: Any, edge_server: EdgeProcess
+) -> None:
+    await trusted_edge(dist, edge_server)
+    await signed_bundle(dist, "1.0", FILES)
+    done = await wait_for(dist, "1.0", await distribute(dist, "1.0"), finished)
+    assert done["status"] == COMPLETED, done
+    (site,) = done["sites"]
+    assert site["target_artifactory"]["name"] == "us-east-1" and site["general_error"] == ""
+    total = sum(len(v) for v in FILES.values())
+    assert (site["total_files"], site["distributed_files"], site["distributed_bytes"]) == (3, 3, total)
+    assert site["sent_bytes"] == total
+    for path, data in FILES.items():
+        assert download(edge_server.url, f"{REPO}/app/1.0/{path}") == (200, data)
+    changed = {**FILES, "notes.txt": b"new notes for 1.1\n"}
+    await signed_bundle(dist, "1.1", changed)
+    done = await wait_for(dist, "1.1", await distribute(dist, "1.1"), finished)
+    (site,) = done["sites"]
+    assert done["status"] == COMPLETED and site["distributed_bytes"] == sum(len(v) for v in changed.values())
+    assert (site["sent_files"], site["sent_bytes"]) == (1, len(changed["notes.txt"]))
+    history = await (await dist.get(f"{V1}/release_bundle/app/1.1/distribution", headers=admin())).json()
+    assert [d["distribution_id"] for d in history] == [done["distribution_id"]]
+    assert set(done) == {
+        "distribution_id", "distribution_friendly_id", "type", "release_bundle_name", "release_bundle_version",
+        "status", "start_time", "finish_time", "distribution_rules", "sites",
+    }  # fmt: skip
+
+
+async def test_an_edge_answering_500_is_retried_until_it_succeeds(dist: Any, edge_server: EdgeProcess) -> None:
+    faults = Faults(server_errors=3, only="/transactions")
+    proxy = ThreadedServer(proxy_app(edge_server.url, faults)).start()
+    try:
+        await trusted_edge(dist, edge_server, url=proxy.url)
+        await signed_bundle(dist, "1.0", FILES)
+        done = await wait_for(dist, "1.0", await distribute(dist, "1.0"), finished)
+    finally:
+        proxy.stop()
+    assert done["status"] == COMPLETED, done
+    assert [s for _, _, s in faults.seen[:3]] == [500, 500, 500]
+
+
+async def test_an_edge_answering_garbage_fails_quoting_it_while_a_real_edge_completes(
+    dist: Any, edge_server: EdgeProcess
+) -> None:
+    garbage = ThreadedServer(garbage_app).start()
+    try:
+        await trusted_edge(dist, edge_server)
+        await register(dist, name="junk", url=garbage.url)
+        await signed_bundle(dist, "1.0", FILES)
+        done = await wait_for(
+            dist,
+            "1.0",
+            await distribute(dist, "1.0"),
+            lambda s: all(x["status"] in (COMPLETED, FAILED) for x in s["sites"]),
+        )
+    finally:
+        garbage.stop()
+    assert done["status"] == FAILED
+    sites = {s["target_artifactory"]["name"]: s for s in done["sites"]}
+    assert sites["us-east-1"]["status"] == COMPLETED
+    assert sites["junk"]["status"] == FAILED and "not JSON" in sites["junk"]["general_error"]
+    assert "junk" in sites["junk"]["general_error"]
+
+
+async def test_an_untrusted_signature_fails_with_the_edges_own_words(dist: Any, edge_server: EdgeProcess) -> None:
+    await register(dist, url=edge_server.url, token=distributor_token(edge_server))
+    await signed_bundle(dist, "1.0", FILES)
+    done = await wait_for(dist, "1.0", await distribute(dist, "1.0"), finished)
+    (site,) = done["sites"]
+    assert done["status"] == FAILED and "422" in site["general_error"], site
+
+
+async def test_a_hanging_edge_stays_in_progress_until_aborted(dist: Any, edge_server: EdgeProcess) -> None:
+    faults = Faults(hang=True, only="/blobs/")
+    proxy = ThreadedServer(proxy_app(edge_server.url, faults)).start()
+    try:
+        await trusted_edge(dist, edge_server, url=proxy.url)
+        await signed_bundle(dist, "1.0", FILES)
+        dist_id = await distribute(dist, "1.0")
+        waiting = await wait_for(dist, "1.0", dist_id, lambda s: "retrying" in s["sites"][0]["general_error"])
+        assert waiting["status"] == IN_PROGRESS
+        abort = await dist.put(f"{V1}/distribution/app/1.0/abort", headers=admin())
+        assert abort.status == 202 and [s["name"] for s in (await abort.json())["sites"]] == ["us-east-1"]
+        done = await status_of(dist, "1.0", dist_id)
+        assert done["status"] == FAILED and done["sites"][0]["general_error"] == "aborted"
+        assert (await dist.put(f"{V1}/distribution/app/1.0/abort", headers=admin())).status == 204
+        await asyncio.sleep(1)
+        assert (await status_of(dist, "1.0", dist_id))["sites"][0]["general_error"] == "aborted"
+    finally:
+        proxy.stop()
+
+
+async def test_a_bundle_removed_from_edges_with_on_success_delete_is_gone_everywhere(
+    dist: Any, edge_server: EdgeProcess
+) -> None:
+    await trusted_edge(dist, edge_server)
+    await signed_bundle(dist, "1.0", FILES)
+    assert (await wait_for(dist, "1.0", await distribute(dist, "1.0"), finished))["status"] == COMPLETED
+    body = {"distribution_rules": EVERYWHERE, "on_success": "delete"}
+    resp = await dist.post(f"{V1}/distribution/app/1.0/delete", json=body, headers=admin())
+    assert resp.status == 202
+    deadline = time.monotonic() + 30
+    while (await dist.get(f"{V1}/release_bundle/app/1.0/distribution", headers=admin())).status != 404:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+    assert download(edge_server.url, f"{REPO}/app/1.0/README.md")[0] == 404
+    assert (await dist.get(f"{V1}/release_bundle/app/1.0", headers=admin())).status == 404
+
+
+async def test_keys_propagate_to_every_edge_and_a_failing_edge_is_partial(dist: Any, edge_server: EdgeProcess) -> None:
+    garbage = ThreadedServer(garbage_app).start()
+    try:
+        resp = await dist.post(f"{V1}/keys/gpg/propagate", headers=admin())
+        assert (await flat_error(resp))[0] == 400
+        await register(dist, url=edge_server.url, token=edge_server.admin_token)
+        answer = await (await dist.post(f"{V1}/keys/gpg/propagate", headers=admin())).json()
+        assert answer["status"] == "SUCCESS", answer
+        (detail,) = answer["details"]
+        assert detail["name"] == "us-east-1" and detail["key_alias"].startswith("distribution-")
+        _, keys = http("GET", edge_server.url + "/artifactory/api/security/keys/trusted", edge_server.admin_token)
+        assert [k["alias"] for k in keys["keys"]] == [detail["key_alias"]]
+        await register(dist, name="junk", url=garbage.url)
+        again = await (await dist.post(f"{V1}/keys/gpg/propagate", headers=admin())).json()
+        assert again["status"] == "PARTIAL_SUCCESS"
+    finally:
+        garbage.stop()
