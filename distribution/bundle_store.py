@@ -127,20 +127,32 @@ class BundleStore:
         self, name: str, version: str, *, manifest: bytes, manifest_sha256: str, signature: str, signed_by: str, at: int
     ) -> bool:
         """Record a signature; False if the bundle is no longer OPEN (someone signed it first)."""
-        cursor = await self._database.run(
-            self._db.execute,
-            "UPDATE bundles SET state = 'SIGNED', manifest = ?, manifest_sha256 = ?, signature = ?, signed_by = ?,"
-            " signed_at = ?, modified = ? WHERE name = ? AND version = ? AND state = 'OPEN'",
-            [manifest, manifest_sha256, signature, signed_by, at, at, name, version],
+        return await self._database.run(
+            self._mark_signed, name, version, manifest, manifest_sha256, signature, signed_by, at
         )
-        return bool(cursor.rowcount)
+
+    def _mark_signed(
+        self, name: str, version: str, manifest: bytes, manifest_sha256: str, signature: str, signed_by: str, at: int
+    ) -> bool:
+        with self._db.atomic():
+            cursor = self._db.execute(
+                "UPDATE bundles SET state = 'SIGNED', manifest_sha256 = ?, signed_by = ?, signed_at = ?, modified = ?"
+                " WHERE name = ? AND version = ? AND state = 'OPEN'",
+                [manifest_sha256, signed_by, at, at, name, version],
+            )
+            if not cursor.rowcount:
+                return False
+            self._db.execute(
+                "INSERT INTO bundle_manifests (name, version, manifest, signature) VALUES (?, ?, ?, ?)",
+                [name, version, manifest, signature],
+            )
+        return True
 
     async def signed_parts(self, name: str, version: str) -> tuple[bytes, str] | None:
         """The canonical manifest bytes and armored signature of a signed bundle."""
         row = await self._database.run(
             lambda: self._db.execute(
-                "SELECT manifest, signature FROM bundles WHERE name = ? AND version = ? AND state = 'SIGNED'",
-                [name, version],
+                "SELECT manifest, signature FROM bundle_manifests WHERE name = ? AND version = ?", [name, version]
             ).fetchone()
         )
         return (bytes(row[0]), row[1]) if row else None

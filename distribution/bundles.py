@@ -54,8 +54,8 @@ class BundleRequest:
 
 def check_name_version(name: object, version: object) -> None:
     """The manifest's own rules, so every bundle that can be created can be signed."""
-    check_bundle_name(name, "bundle name")
-    check_bundle_version(version, "bundle version")
+    check_bundle_name(name)
+    check_bundle_version(version)
 
 
 def _flag(body: dict[str, Any], key: str, default: bool) -> bool:

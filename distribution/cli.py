@@ -16,6 +16,7 @@ from . import __version__
 from . import cli_edges as edges_cli
 from .app import create_app
 from .bundle_store import PAGE_SIZE
+from .cli_args import bundle_name, bundle_version, optional_bundle_name, repo_key
 from .settings import load_distribution_settings
 
 V1 = "/distribution/api/v1"
@@ -97,8 +98,8 @@ def _bundle_options(fn: Any) -> Any:
 @remote
 @as_json
 @_bundle_options
-@click.argument("name")
-@click.argument("version")
+@bundle_name
+@bundle_version
 def bundle_create(
     url: str,
     token: str | None,
@@ -129,8 +130,8 @@ def bundle_create(
 @remote
 @as_json
 @_bundle_options
-@click.argument("name")
-@click.argument("version")
+@bundle_name
+@bundle_version
 def bundle_update(
     url: str,
     token: str | None,
@@ -155,8 +156,8 @@ def bundle_update(
 @remote
 @as_json
 @click.option("--signing-key", "alias", help="Alias of the signing key (default key otherwise).")
-@click.argument("name")
-@click.argument("version")
+@bundle_name
+@bundle_version
 def bundle_sign(url: str, token: str | None, as_json: bool, alias: str | None, name: str, version: str) -> None:
     """Sign a bundle: from then on it never changes."""
     body = {"signing_key_alias": alias} if alias else {}
@@ -166,8 +167,8 @@ def bundle_sign(url: str, token: str | None, as_json: bool, alias: str | None, n
 @bundle.command("show")
 @remote
 @as_json
-@click.argument("name")
-@click.argument("version")
+@bundle_name
+@bundle_version
 def bundle_show(url: str, token: str | None, as_json: bool, name: str, version: str) -> None:
     """Show a bundle and its files."""
     emit(call(url, token, "GET", f"{V1}/release_bundle/{name}/{version}"), as_json, _bundle_text)
@@ -176,13 +177,15 @@ def bundle_show(url: str, token: str | None, as_json: bool, name: str, version: 
 @bundle.command("list")
 @remote
 @as_json
-@click.argument("name", required=False)
+@optional_bundle_name
 def bundle_list(url: str, token: str | None, as_json: bool, name: str | None) -> None:
     """List bundles (or the versions of NAME), newest first, every page."""
     path = f"{V1}/release_bundle" + (f"/{name}" if name else "")
     bundles: list[dict[str, Any]] = []
     while True:
         page = call(url, token, "GET", path, start_pos=str(len(bundles)))
+        if not isinstance(page, list):
+            raise click.ClickException(f"unexpected answer from {path}: not a list of bundles")
         bundles += page
         if len(page) < PAGE_SIZE:
             break
@@ -191,8 +194,8 @@ def bundle_list(url: str, token: str | None, as_json: bool, name: str | None) ->
 
 @bundle.command("delete")
 @remote
-@click.argument("name")
-@click.argument("version")
+@bundle_name
+@bundle_version
 def bundle_delete(url: str, token: str | None, name: str, version: str) -> None:
     """Delete a bundle version from the service."""
     call(url, token, "DELETE", f"{V1}/release_bundle/{name}/{version}")
@@ -255,7 +258,7 @@ def repo() -> None:
 @remote
 @as_json
 @click.option("--description", default="")
-@click.argument("key")
+@repo_key
 def repo_create(url: str, token: str | None, as_json: bool, description: str, key: str) -> None:
     """Create a local generic source repo."""
     body = {"rclass": "local", "packageType": "generic", "description": description}

@@ -9,6 +9,7 @@ import click
 from repository.cli_support import emit, remote_options
 from repository.client import call
 
+from .cli_args import bundle_name, bundle_version, edge_name
 from .progress import follow, status_text
 
 V1 = "/distribution/api/v1"
@@ -32,7 +33,7 @@ def edge() -> None:
 @click.option("--country", required=True, help="Two-letter country code.")
 @click.option("--token", "edge_token", envvar="DISTRIBUTION_EDGE_TOKEN", required=True,
               help="The edge's distributor token [$DISTRIBUTION_EDGE_TOKEN]; admin to propagate keys.")  # fmt: skip
-@click.argument("name")
+@edge_name
 def edge_add(url: str, token: str | None, as_json: bool, edge_url: str, site: str, city: str, country: str,
              edge_token: str, name: str) -> None:  # fmt: skip
     """Register edge NAME (adding it again with the same settings is fine)."""
@@ -58,7 +59,7 @@ def edge_list(url: str, token: str | None, as_json: bool) -> None:
 
 @edge.command("remove")
 @remote
-@click.argument("name")
+@edge_name
 def edge_remove(url: str, token: str | None, name: str) -> None:
     """Forget edge NAME (what it holds stays there)."""
     call(url, token, "DELETE", f"{V1}/edges/{name}")
@@ -90,8 +91,8 @@ def _sites_text(answer: dict[str, Any]) -> str:
 @as_json
 @_rule_options
 @click.option("--wait", is_flag=True, help="Follow progress until done; exit 1 if it failed.")
-@click.argument("name")
-@click.argument("version")
+@bundle_name
+@bundle_version
 def distribute(url: str, token: str | None, as_json: bool, site: str, city: str, countries: tuple[str, ...],
                dry_run: bool, wait: bool, name: str, version: str) -> None:  # fmt: skip
     """Push signed bundle NAME VERSION to the edges the rules match."""
@@ -111,8 +112,8 @@ def distribute(url: str, token: str | None, as_json: bool, site: str, city: str,
 @click.command("status")
 @remote
 @as_json
-@click.argument("name")
-@click.argument("version")
+@bundle_name
+@bundle_version
 def status(url: str, token: str | None, as_json: bool, name: str, version: str) -> None:
     """Distributions of NAME VERSION, newest first, per edge."""
     answer = call(url, token, "GET", f"{V1}/release_bundle/{name}/{version}/distribution")
@@ -124,8 +125,8 @@ def status(url: str, token: str | None, as_json: bool, name: str, version: str) 
 @as_json
 @_rule_options
 @click.option("--delete", "delete_after", is_flag=True, help="Also delete the bundle here once removed from edges.")
-@click.argument("name")
-@click.argument("version")
+@bundle_name
+@bundle_version
 def undistribute(url: str, token: str | None, as_json: bool, site: str, city: str, countries: tuple[str, ...],
                  dry_run: bool, delete_after: bool, name: str, version: str) -> None:  # fmt: skip
     """Remove NAME VERSION from the edges the rules match."""
@@ -141,8 +142,8 @@ def undistribute(url: str, token: str | None, as_json: bool, site: str, city: st
 @click.command("abort")
 @remote
 @as_json
-@click.argument("name")
-@click.argument("version")
+@bundle_name
+@bundle_version
 def abort(url: str, token: str | None, as_json: bool, name: str, version: str) -> None:
     """Stop every running distribution of NAME VERSION (its edge transactions are aborted)."""
     answer = call(url, token, "PUT", f"{V1}/distribution/{name}/{version}/abort")
@@ -156,7 +157,13 @@ def abort(url: str, token: str | None, as_json: bool, name: str, version: str) -
 @remote
 @as_json
 def keys_propagate(url: str, token: str | None, as_json: bool) -> None:
-    """Make every registered edge trust the public signing keys (needs admin tokens on the edges)."""
+    """Make every registered edge trust the public signing keys.
+
+    An edge changes its trusted keys only for an admin token, so that a distributor token
+    cannot widen the circle of trust: an edge registered with a distributor token answers
+    FAILURE (403) here. On such an edge, an operator runs `edge keys trust` with an admin
+    token, or the edge is registered with an admin token instead.
+    """
     answer = call(url, token, "POST", f"{V1}/keys/gpg/propagate")
 
     def human(a: dict[str, Any]) -> str:

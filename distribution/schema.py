@@ -100,3 +100,25 @@ def m002_edges_and_distributions(db: Database) -> None:
         CREATE INDEX jobs_by_state ON distribution_jobs (state, next_attempt);
         """
     )
+
+
+@distribution_migrations()
+def m003_signed_manifests_apart(db: Database) -> None:
+    """Manifests are megabytes; kept inside the WITHOUT ROWID bundles table they made every
+    foreign-key check of a new bundle's artifacts read through them. They live apart now."""
+    db.executescript(
+        """
+        CREATE TABLE bundle_manifests (
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            manifest BLOB NOT NULL,
+            signature TEXT NOT NULL,
+            PRIMARY KEY (name, version),
+            FOREIGN KEY (name, version) REFERENCES bundles (name, version) ON DELETE CASCADE
+        );
+        INSERT INTO bundle_manifests (name, version, manifest, signature)
+            SELECT name, version, manifest, signature FROM bundles WHERE manifest IS NOT NULL;
+        ALTER TABLE bundles DROP COLUMN manifest;
+        ALTER TABLE bundles DROP COLUMN signature;
+        """
+    )

@@ -70,15 +70,24 @@ def utc_timestamp(moment: datetime | None = None) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def check_bundle_name(name: object, where: str = "name") -> str:
+NAME_RULE = "1 to 128 letters, digits, '_', '.' or '-', starting with a letter, digit or '_'"
+VERSION_RULE = "1 to 128 letters, digits, '_', '.', '+' or '-', starting with a letter, digit or '_'"
+
+
+def check_bundle_name(name: object, where: str | None = None) -> str:
+    """Without ``where`` the refusal speaks of a request (a 400 naming the rule), not of a manifest."""
     if type(name) is not str or not BUNDLE_NAME_RE.fullmatch(name):
-        _fail(where, "1 to 128 letters, digits, '_', '.' or '-', starting with a letter, digit or '_'")
+        if where is None:
+            raise BadRequest(f"Invalid bundle name: {NAME_RULE}")
+        _fail(where, NAME_RULE)
     return name
 
 
-def check_bundle_version(version: object, where: str = "version") -> str:
+def check_bundle_version(version: object, where: str | None = None) -> str:
     if type(version) is not str or not BUNDLE_VERSION_RE.fullmatch(version):
-        _fail(where, "1 to 128 letters, digits, '_', '.', '+' or '-', starting with a letter, digit or '_'")
+        if where is None:
+            raise BadRequest(f"Invalid bundle version: {VERSION_RULE}")
+        _fail(where, VERSION_RULE)
     return version
 
 
@@ -175,8 +184,8 @@ class Manifest:
     artifacts: tuple[ManifestArtifact, ...]
 
     def __post_init__(self) -> None:
-        check_bundle_name(self.name)
-        check_bundle_version(self.version)
+        check_bundle_name(self.name, "name")
+        check_bundle_version(self.version, "version")
         if type(self.created) is not str or not CREATED_RE.fullmatch(self.created):
             _fail("created", "must be a UTC time like 2026-11-22T10:00:00.000Z")
         try:
