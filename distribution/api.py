@@ -20,7 +20,8 @@ from repository.tokens import Role
 
 from .bundle_store import PAGE_SIZE, Bundle, BundleArtifact
 from .bundles import BundleService, check_name_version, parse_bundle_request
-from .keys import bundles_key, signer_key
+from .keys import bundles_key, runner_key, signer_key
+from .orders import push_keys
 from .signing import KeyInfo
 
 READERS = (Role.reader, Role.deployer, Role.distributor, Role.admin)
@@ -185,18 +186,25 @@ async def upload_key(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     key, alias = body.get("key"), body.get("alias", body.get("key_alias"))
     passphrase, make_default = body.get("passphrase"), body.get("default", False)
+    propagate = body.get("propagate_to_edge_nodes", False)
     if not isinstance(key, dict) or not isinstance(key.get("private_key"), str):
         raise BadRequest("'key.private_key' (an ASCII-armored private key) is required")
     if not isinstance(alias, str) or not alias:
         raise BadRequest("'alias' (a name for the key) is required")
     if (passphrase is not None and not isinstance(passphrase, str)) or not isinstance(make_default, bool):
         raise BadRequest("'passphrase' must be a string and 'default' true or false")
+    if not isinstance(propagate, bool):
+        raise BadRequest("'propagate_to_edge_nodes' must be true or false")
     signer = request.app[signer_key]
     info = await asyncio.to_thread(signer.import_key_pair, alias, key["private_key"], passphrase)
     if make_default:
         await asyncio.to_thread(signer.set_default, alias)
         info = next(k for k in await asyncio.to_thread(signer.keys) if k.alias == alias)
-    return json_response({"status": "SUCCESS", "key": key_json(info), "details": []}, status=201)
+    answer: dict[str, Any] = {"status": "SUCCESS", "details": []}
+    if propagate:  # the new public key to every registered edge, as keys/gpg/propagate does
+        runner = request.app[runner_key]
+        answer = await push_keys(runner, signer, await runner.edges.list(), alias)
+    return json_response({"status": answer["status"], "key": key_json(info), "details": answer["details"]}, status=201)
 
 
 async def set_default_key(request: web.Request) -> web.Response:

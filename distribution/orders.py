@@ -94,7 +94,18 @@ async def propagate_keys(runner: JobRunner, signer: Signer) -> dict[str, Any]:
     edges = await runner.edges.list()
     if not edges:
         raise BadRequest("No edges are registered: add one with POST /distribution/api/v1/edges first")
-    keys = await asyncio.to_thread(signer.keys)
+    return await push_keys(runner, signer, edges)
+
+
+async def push_keys(runner: JobRunner, signer: Signer, edges: list[Edge], alias: str | None = None) -> dict[str, Any]:
+    """Push the public key ``alias`` (None: every signing key) to ``edges``, all at once:
+    ``{"status": "SUCCESS"|"PARTIAL_SUCCESS"|"FAILURE", "details": [{"name","key_alias","status"}]}``,
+    a failed detail with the edge's ``message``. No edges: SUCCESS with no details.
+
+    Edges change their trusted keys only for an admin token: an edge registered with a
+    distributor token refuses (403), so a distributor cannot widen the circle of trust.
+    """
+    keys = [k for k in await asyncio.to_thread(signer.keys) if alias is None or k.alias == alias]
     public = [(key_alias(k.fingerprint), await asyncio.to_thread(signer.export_public, k.alias)) for k in keys]
     timeout = runner.settings.edge_read_timeout
     results = await asyncio.gather(
@@ -113,6 +124,9 @@ async def _trust(client: EdgeClient, public: list[tuple[str, str]]) -> list[dict
         try:
             await client.trust_key(alias, armored)
         except EdgeCallError as exc:
-            detail |= {"status": "FAILURE", "message": exc.message}
+            message = exc.message
+            if exc.status in (401, 403):
+                message += "; trusting a key needs the edge registered with an admin token, not a distributor's"
+            detail |= {"status": "FAILURE", "message": message}
         details.append(detail)
     return details

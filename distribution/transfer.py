@@ -1,8 +1,8 @@
 """The client side of docs/transactions.md: one edge, one call at a time, every answer checked.
 
-Errors say whether a retry can help: the edge unreachable, timing out or answering 5xx
-(``retryable``), or refusing with a 4xx or answering something that is not the protocol
-(permanent, quoting the edge). Every call has a time-out; nothing waits forever.
+Errors say whether a retry can help: the edge unreachable, timing out or answering 5xx,
+408 or 429 (``retryable``), or refusing with another 4xx or answering something that is
+not the protocol (permanent, quoting the edge). Every call has a time-out; nothing waits forever.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class EdgeClient:
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise EdgeUnreachable(f"{what}: cannot reach the edge: {type(exc).__name__} {exc}".rstrip()) from None
-        if status >= 500 or status == 429:
+        if status >= 500 or status in (408, 429):  # 408: an upload the edge found too slow; try again
             raise EdgeServerError(f"{what} answered {status}: {_quote(edge_message(text))}", status)
         if status == 416 and "X-Received-Bytes" in answer_headers:
             raise RangeMismatch(_received(answer_headers, what))

@@ -16,11 +16,13 @@ from aiohttp import web
 from repository.errors import BadRequest, PayloadTooLarge
 from repository.http import keys as core
 from repository.http.auth import require_role
+from repository.http.middlewares import error_body
 from repository.http.responses import json_response
 from repository.http.storage_api import iso
 from repository.tokens import Role
 
 from .keys import settings_key, transactions_key, trusted_keys_key
+from .pace import UploadTooSlow
 from .store import ReceivedBundle, Transaction
 from .transactions import Transactions
 
@@ -110,17 +112,31 @@ def _content_range(request: web.Request) -> tuple[int, int, int] | None:
     return first, last, total
 
 
-async def upload_blob(request: web.Request) -> web.Response:
+async def upload_blob(request: web.Request) -> web.StreamResponse:
     transactions = _transactions(request)
-    received = await transactions.upload(
-        request.match_info["tx_id"],
-        request.match_info["sha256"],
-        request.content.iter_chunked(BODY_CHUNK),
-        content_range=_content_range(request),
-        declared=request.content_length,
-    )
+    try:
+        received = await transactions.upload(
+            request.match_info["tx_id"],
+            request.match_info["sha256"],
+            request.content.iter_chunked(BODY_CHUNK),
+            content_range=_content_range(request),
+            declared=request.content_length,
+        )
+    except UploadTooSlow as exc:
+        return await _answer_and_close(request, exc)
     answer = {"sha256": received.sha256, "size": received.size, "received": received.size}
     return json_response(answer, status=201 if received.created else 200)
+
+
+async def _answer_and_close(request: web.Request, exc: UploadTooSlow) -> web.StreamResponse:
+    """Send the error, then close the connection: the rest of a body that came too slowly is not
+    read (aiohttp would otherwise linger, reading it, before closing)."""
+    resp = json_response(error_body(request.path, exc.status, exc.message), status=exc.status)
+    resp.force_close()
+    await resp.prepare(request)
+    await resp.write_eof()
+    request.protocol.force_close()  # the transport flushes the answer, then closes
+    return resp
 
 
 async def commit_transaction(request: web.Request) -> web.Response:

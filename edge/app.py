@@ -15,6 +15,7 @@ from repository.policy import edge_policy
 
 from . import __version__
 from .keys import settings_key, transactions_key, trusted_keys_key
+from .pace import UploadPace
 from .routes import setup_routes
 from .schema import edge_migrations
 from .settings import EdgeSettings
@@ -75,6 +76,7 @@ async def transactions_ctx(app: web.Application) -> AsyncIterator[None]:
         app[core.artifacts],
         Staging(settings.staging_dir),
         settings.transaction_ttl,
+        UploadPace(settings.upload_min_rate, settings.upload_rate_window, settings.upload_deadline),
     )
     await transactions.recover()
     app[transactions_key] = transactions

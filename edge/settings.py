@@ -28,6 +28,13 @@ class EdgeSettings(ServiceSettings):
     transaction_ttl: int = 24 * 3600
     # largest body of a transaction start (the manifest as a JSON string, plus its signature)
     max_manifest_bytes: int = 96 * MiB
+    # a blob upload receiving fewer than upload_min_rate bytes/s in one of the consecutive
+    # upload_rate_window-second windows from the start of its body, or still running
+    # upload_deadline seconds after its body began, is cut off (408) and its staged bytes are
+    # freed; 0 turns either rule off
+    upload_min_rate: int = 10 * 1024
+    upload_rate_window: float = 30.0
+    upload_deadline: float = 3600.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -35,6 +42,10 @@ class EdgeSettings(ServiceSettings):
             raise ValueError("setting 'transaction_ttl' must be at least 1 second")
         if self.max_manifest_bytes < 1024:
             raise ValueError("setting 'max_manifest_bytes' must be at least 1024")
+        if self.upload_min_rate < 0 or self.upload_deadline < 0:
+            raise ValueError("settings 'upload_min_rate' and 'upload_deadline' must be 0 (off) or more")
+        if not 0 < self.upload_rate_window <= 3600:
+            raise ValueError("setting 'upload_rate_window' must be more than 0 and at most 3600 seconds")
 
     @property
     def staging_dir(self) -> Path:

@@ -28,6 +28,7 @@ from repository.errors import BadRequest, Conflict, NotFound, RepositoryError
 from repository.manifest import Manifest, ManifestError, decode
 from storage_backends import BlobNotFound, DigestMismatch
 
+from .pace import PaceGuard, UploadPace, UploadTooSlow
 from .staging import IO_CHUNK, StagedFile, Staging
 from .store import EdgeStore, ReceivedBundle, State, Transaction, bundle_owner
 from .trust import TrustedKeys
@@ -118,13 +119,20 @@ def _entries(manifest: Manifest, owner: str, user: str, now: int) -> list[Artifa
 
 class Transactions:
     def __init__(
-        self, store: EdgeStore, trust: TrustedKeys, artifacts: ArtifactService, staging: Staging, ttl: int
+        self,
+        store: EdgeStore,
+        trust: TrustedKeys,
+        artifacts: ArtifactService,
+        staging: Staging,
+        ttl: int,
+        pace: UploadPace = UploadPace(),
     ) -> None:
         self.store = store
         self.trust = trust
         self.artifacts = artifacts
         self.staging = staging
         self.ttl = ttl
+        self.pace = pace
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _lock(self, key: str) -> asyncio.Lock:
@@ -268,12 +276,12 @@ class Transactions:
         return Received(sha256, size, created=True)
 
     async def _stage(self, tx_id: str, sha256: str, size: int, start: int, chunks: AsyncIterator[bytes]) -> None:
-        """Append the body to the staged file; a wrong blob is dropped and refused (422), a dropped
-        connection keeps what arrived, for a resume."""
+        """Append the body to the staged file; a wrong blob is dropped and refused (422), and so is
+        one sent too slowly (408); a dropped connection keeps what arrived, for a resume."""
         staged = await self.staging.open(tx_id, sha256, start)
         try:
-            await _append_all(staged, chunks, size)
-        except BlobRefused:
+            await _append_all(staged, chunks, size, PaceGuard(self.pace, f"Blob {sha256}"))
+        except (BlobRefused, UploadTooSlow):
             await asyncio.to_thread(staged.close)
             await self.staging.drop(tx_id, sha256)
             raise
@@ -371,19 +379,21 @@ class Transactions:
                 log.exception("expiring transactions failed")
 
 
-async def _append_all(staged: StagedFile, chunks: AsyncIterator[bytes], size: int) -> None:
+async def _append_all(staged: StagedFile, chunks: AsyncIterator[bytes], size: int, guard: PaceGuard) -> None:
     """Write the body into ``staged`` a megabyte at a time from a thread; more than ``size``
-    bytes in all is refused. What arrived before a dropped connection is still written."""
+    bytes in all is refused, and so is a body slower than ``guard`` allows (only the reads
+    are timed out, never a write in progress). What arrived before a dropped connection is
+    still written."""
     buffer = bytearray()
     try:
-        async for chunk in chunks:
+        while (chunk := await guard.read(chunks)) is not None:
             if staged.size + len(buffer) + len(chunk) > size:
-                raise BlobRefused(f"Blob is longer than its {size} bytes in the manifest")
+                raise BlobRefused(f"{guard.what} is longer than its {size} bytes in the manifest")
             buffer += chunk
             if len(buffer) >= IO_CHUNK:
                 full, buffer = buffer, bytearray()
                 await asyncio.to_thread(staged.append, full)
-    except BlobRefused:
+    except (BlobRefused, UploadTooSlow):
         raise
     except BaseException:
         if buffer:

@@ -249,7 +249,7 @@ def test_the_cli_registers_edges_distributes_with_wait_and_exits_non_zero_on_fai
     listed = cli("edge", "list")
     assert "us-east-1" in listed.stdout and "healthy" in listed.stdout
     bad = cli(
-        "edge", "add", "x y", "--url", "ftp://no", "--site", "s", "--city", "c", "--country", "US", "--token", "t"
+        "edge", "add", "x-y", "--url", "ftp://no", "--site", "s", "--city", "c", "--country", "US", "--token", "t"
     )
     assert bad.returncode != 0 and "400" in bad.stderr
     service.signed_bundle("1.4.0", FILES)

@@ -320,3 +320,41 @@ async def test_keys_propagate_to_every_edge_and_a_failing_edge_is_partial(dist: 
         assert again["status"] == "PARTIAL_SUCCESS"
     finally:
         garbage.stop()
+
+
+async def test_an_uploaded_key_with_propagate_to_edge_nodes_reaches_edges_and_a_distributor_token_fails_by_name(
+    dist: Any, edge_server: EdgeProcess, keys: Any
+) -> None:
+    trusted_keys = edge_server.url + "/artifactory/api/security/keys/trusted"
+    await register(dist, url=edge_server.url, token=edge_server.admin_token)
+    await register(dist, name="dist-only", url=edge_server.url, token=distributor_token(edge_server))
+    upload = {"alias": "release-2026", "key": {"private_key": keys.alice.private}, "propagate_to_edge_nodes": True}
+    resp = await dist.post(f"{V1}/keys/gpg", json=upload, headers=admin())
+    assert resp.status == 201, await resp.text()
+    answer = await resp.json()
+    assert answer["status"] == "PARTIAL_SUCCESS" and answer["key"]["fingerprint"] == keys.alice.fingerprint
+    alias = "distribution-" + keys.alice.fingerprint[:16].lower()
+    by_edge = {d["name"]: d for d in answer["details"]}
+    assert {n: (d["key_alias"], d["status"]) for n, d in by_edge.items()} == {
+        "us-east-1": (alias, "SUCCESS"),
+        "dist-only": (alias, "FAILURE"),
+    }
+    # an edge changes its circle of trust only for an admin token, and the answer says so
+    assert "403" in by_edge["dist-only"]["message"] and "admin token" in by_edge["dist-only"]["message"]
+    _, listed = http("GET", trusted_keys, edge_server.admin_token)
+    assert [(k["alias"], k["fingerprint"]) for k in listed["keys"]] == [(alias, keys.alice.fingerprint)]
+    # keys/gpg/propagate answers the same way for every key; only distributor tokens: FAILURE
+    remove = await dist.delete(f"{V1}/edges/us-east-1", headers=admin())
+    assert remove.status == 204
+    failed = await (await dist.post(f"{V1}/keys/gpg/propagate", headers=admin())).json()
+    assert failed["status"] == "FAILURE" and {d["name"] for d in failed["details"]} == {"dist-only"}
+    assert all("admin token" in d["message"] for d in failed["details"])
+    # without the flag, or with no edges registered, nothing is pushed
+    quiet = {"alias": "other", "key": {"private_key": keys.bob.private}}
+    answer = await (await dist.post(f"{V1}/keys/gpg", json=quiet, headers=admin())).json()
+    assert (answer["status"], answer["details"]) == ("SUCCESS", [])
+    assert len(http("GET", trusted_keys, edge_server.admin_token)[1]["keys"]) == 1
+    bad = await dist.post(
+        f"{V1}/keys/gpg", json={**quiet, "alias": "x", "propagate_to_edge_nodes": "yes"}, headers=admin()
+    )
+    assert (await flat_error(bad))[0] == 400

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
@@ -562,3 +563,63 @@ async def test_a_blob_staged_whole_but_not_yet_stored_when_the_edge_stopped_is_f
     assert (await status_of(edge, tid, dist))["missing"] == [sha256(b"damaged")]
     assert (await put_blob(edge, tid, b"damaged", dist)).status == 201
     assert (await commit(edge, tid, dist))["state"] == "COMMITTED"
+
+
+# -- a sender too slow, or too long ---------------------------------------------------
+
+
+async def _raw_put(port: int, path: str, headers: dict[str, str], length: int, pace: tuple[int, float]) -> bytes:
+    """A PUT from a raw socket that declares ``length`` bytes and sends ``pace[0]`` of them every
+    ``pace[1]`` s, until the edge answers; answers everything the edge sent until it closed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = [f"PUT {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {length}"]
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+
+    async def trickle() -> None:
+        sent = 0
+        with contextlib.suppress(ConnectionError):
+            while sent < length:
+                n = min(pace[0], length - sent)
+                writer.write(b"x" * n)
+                await writer.drain()
+                sent += n
+                await asyncio.sleep(pace[1])
+
+    sender = asyncio.create_task(trickle())
+    try:
+        return await asyncio.wait_for(reader.read(), timeout=15)  # to EOF: the edge closes the connection
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("settings", "pace", "why"),
+    [
+        pytest.param({"upload_min_rate": 1000, "upload_rate_window": 1.0}, (100, 0.25), "minimum rate", id="trickle"),
+        pytest.param({"upload_min_rate": 1000, "upload_rate_window": 1.0}, (0, 0.25), "minimum rate", id="stalled"),
+        pytest.param({"upload_min_rate": 0, "upload_deadline": 1.0}, (4000, 0.1), "deadline", id="past-deadline"),
+    ],
+)
+async def test_an_upload_below_the_minimum_rate_or_past_its_deadline_is_cut_off_and_its_staging_freed(
+    aiohttp_client: Any, tmp_path: Path, keys: KeySet, key_factory: KeyFactory,
+    settings: dict[str, Any], pace: tuple[int, float], why: str,
+) -> None:  # fmt: skip
+    client = await aiohttp_client(create_app(make_settings(tmp_path, **settings)))
+    await trust(client, keys.alice)
+    headers = await token(client, "distributor")
+    data = os.urandom(200_000)
+    body = signed(key_factory, keys.alice, manifest_of({"big.bin": data}))
+    tid = (await start(client, body, headers))["transaction_id"]
+    url = f"{TX}/{tid}/blobs/{sha256(data)}"
+    answer = await _raw_put(client.server.port, url, headers, len(data), pace)
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 408 Request Timeout", answer[:300]
+    assert why.encode() in rest and b"send the blob again from byte 0" in rest
+    assert await received_bytes(client, url, headers) == 0
+    assert not list(staging_of(client, tid).glob("*.part"))
+    assert (await put_blob(client, tid, data, headers)).status == 201  # a sender at speed starts over and succeeds
+    assert (await commit(client, tid, headers))["state"] == "COMMITTED"

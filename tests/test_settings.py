@@ -54,6 +54,9 @@ def test_s3_settings_come_from_the_environment() -> None:
         ("", {"EDGE_STORAGE_BACKEND": "ftp"}, "storage.backend"),
         ("", {"EDGE_STORAGE_BACKEND": "s3"}, "storage.bucket"),
         ("admin_token = 'abc'\n", {}, "admin_token"),
+        ("upload_min_rate = -1\n", {}, "upload_min_rate"),
+        ("upload_rate_window = 0\n", {}, "upload_rate_window"),
+        ("", {"EDGE_UPLOAD_DEADLINE": "soon"}, "EDGE_UPLOAD_DEADLINE"),
         ("this is not toml", {}, "not valid TOML"),
     ],
 )
