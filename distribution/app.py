@@ -12,9 +12,8 @@ from repository.catalog import Repo
 from repository.http import keys as core
 from repository.http.middlewares import error_middleware, identity_middleware
 from repository.http.setup import database, setup_artifact_core
-from repository.policy import ArtifactPolicy
+from repository.policy import policy_for
 
-from . import __version__
 from .bundle_store import BundleStore
 from .bundles import BundleService
 from .edges import EdgeStore
@@ -35,18 +34,10 @@ def create_app(settings: DistributionSettings) -> web.Application:
     app[settings_key] = settings
     setup_artifact_core(
         app,
-        database_path=settings.database_path,
-        backend=settings.storage.backend,
-        backend_params=settings.storage.backend_params(settings.data_dir),
-        policy=ArtifactPolicy(
-            node_id=settings.node_id,
-            version=__version__,
-            max_upload_bytes=settings.max_upload_bytes,
-            redirect_downloads=settings.storage.redirect_downloads,
-            presign_expiry=settings.storage.presign_expiry,
-            builtin_repos=tuple(Repo(key, anonymous_read=False) for key in settings.repos),
+        settings,
+        policy_for(
+            settings, writable_repos=None, builtin_repos=tuple(Repo(k, anonymous_read=False) for k in settings.repos)
         ),
-        admin_token=settings.admin_token,
         extra_migrations=(distribution_migrations,),
     )
     app.cleanup_ctx.extend([signer_ctx, bundles_ctx, edge_client_ctx, runner_ctx])

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from repository.catalog import Repo
 from repository.http import keys as core
 from repository.http.middlewares import error_middleware, identity_middleware
 from repository.http.setup import database, setup_artifact_core
-from repository.policy import edge_policy
+from repository.policy import EDGE_UPLOADS_REPO, policy_for
 
-from . import __version__
 from .keys import settings_key, transactions_key, trusted_keys_key
 from .pace import UploadPace
 from .routes import setup_routes
@@ -37,20 +37,11 @@ def create_app(settings: EdgeSettings) -> web.Application:
         client_max_size=MAX_JSON_BODY,
     )
     app[settings_key] = settings
+    uploads = Repo(EDGE_UPLOADS_REPO, anonymous_read=settings.uploads_anonymous_read)
     setup_artifact_core(
         app,
-        database_path=settings.database_path,
-        backend=settings.storage.backend,
-        backend_params=settings.storage.backend_params(settings.data_dir),
-        policy=edge_policy(
-            node_id=settings.node_id,
-            version=__version__,
-            max_upload_bytes=settings.max_upload_bytes,
-            redirect_downloads=settings.storage.redirect_downloads,
-            presign_expiry=settings.storage.presign_expiry,
-            uploads_anonymous_read=settings.uploads_anonymous_read,
-        ),
-        admin_token=settings.admin_token,
+        settings,
+        policy_for(settings, writable_repos=frozenset({EDGE_UPLOADS_REPO}), builtin_repos=(uploads,)),
         extra_migrations=(edge_migrations,),
     )
     app.cleanup_ctx.extend([trust_ctx, transactions_ctx])

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import __version__
 from .catalog import Repo
 from .errors import EDGE_READ_ONLY_MESSAGE, Forbidden
+from .settings import ServiceSettings
 
 EDGE_UPLOADS_REPO = "artifactory-edge-uploads"
 
@@ -34,21 +36,19 @@ class ArtifactPolicy:
             raise Forbidden(self.read_only_message)
 
 
-def edge_policy(
+def policy_for(
+    settings: ServiceSettings,
     *,
-    node_id: str,
-    version: str,
-    max_upload_bytes: int,
-    redirect_downloads: bool,
-    presign_expiry: int,
-    uploads_anonymous_read: bool,
+    writable_repos: frozenset[str] | None,
+    builtin_repos: tuple[Repo, ...],
 ) -> ArtifactPolicy:
+    """A node's policy from its settings: the storage and upload rules every node shares."""
     return ArtifactPolicy(
-        node_id=node_id,
-        version=version,
-        max_upload_bytes=max_upload_bytes,
-        writable_repos=frozenset({EDGE_UPLOADS_REPO}),
-        redirect_downloads=redirect_downloads,
-        presign_expiry=presign_expiry,
-        builtin_repos=(Repo(EDGE_UPLOADS_REPO, anonymous_read=uploads_anonymous_read),),
+        node_id=settings.node_id,
+        version=__version__,
+        max_upload_bytes=settings.max_upload_bytes,
+        writable_repos=writable_repos,
+        redirect_downloads=settings.storage.redirect_downloads,
+        presign_expiry=settings.storage.presign_expiry,
+        builtin_repos=builtin_repos,
     )

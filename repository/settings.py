@@ -174,6 +174,7 @@ class ServiceSettings:
     data_dir: Path = Path("data")
     host: str = "127.0.0.1"
     port: int = 0
+    node_id: str = "node"  # answered as X-Artifactory-Id
     admin_token: str | None = None
     max_upload_bytes: int = 10 * GiB
     shutdown_timeout: float = 60.0

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from cachetools import LRUCache
@@ -16,6 +14,7 @@ from repository.db import Database
 from repository.identity import Authenticator
 from repository.policy import ArtifactPolicy
 from repository.schema import catalog_migrations
+from repository.settings import ServiceSettings
 from repository.tokens import TokenStore
 from storage_backends import create_backend
 
@@ -27,15 +26,15 @@ SMALL_BLOB_CACHE_BYTES = 32 * 1024 * 1024
 
 def setup_artifact_core(
     app: web.Application,
-    *,
-    database_path: Path,
-    backend: str,
-    backend_params: Mapping[str, Any],
+    settings: ServiceSettings,
     policy: ArtifactPolicy,
-    admin_token: str | None,
+    *,
     extra_migrations: tuple[Migrations, ...] = (),
 ) -> None:
     """Open the catalog and the blob store at start-up, close them on shutdown."""
+    database_path = settings.database_path
+    backend, backend_params = settings.storage.backend, settings.storage.backend_params(settings.data_dir)
+    admin_token = settings.admin_token
     app[keys.policy] = policy
 
     async def database_ctx(app: web.Application) -> AsyncIterator[None]:
