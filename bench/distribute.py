@@ -56,6 +56,7 @@ sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(BENCH_DIR.parent))
 from download import BenchError, connect, free_port, peak_rss_mib, start_process  # noqa: E402  (bench/ is no package)
 
+from distribution.settings import DistributionSettings  # noqa: E402
 from tests.distribution_process import SOURCE_REPO, DistributionProcess  # noqa: E402
 from tests.edge_process import EdgeProcess, EdgeStartError  # noqa: E402
 from tests.edge_setup import distributor_token, http, trust  # noqa: E402
@@ -618,7 +619,9 @@ def run(args: argparse.Namespace) -> None:
             f"bundle: {len(v10)} files, {total:,} bytes ({SMALL_COUNT} small of 4-64 KiB, {LARGE_COUNT} large); "
             f"3 targets on loopback; {os.cpu_count()} CPUs shared by everything"
         )
-        print(f"service: max_parallel_blobs {args.parallel_blobs or 'default (4)'}, max_parallel_edges default (4)")
+        defaults = DistributionSettings()
+        blobs = args.parallel_blobs or f"default ({defaults.max_parallel_blobs})"
+        print(f"service: max_parallel_blobs {blobs}, max_parallel_edges default ({defaults.max_parallel_edges})")
         print("-" * 100)
         for phase in (d10, r10, r10f):
             print("\n".join(describe(phase)))

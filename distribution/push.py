@@ -9,7 +9,7 @@ distributed at once.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,7 +112,7 @@ class Push:
         if strangers:
             raise EdgeGarbage(f"edge {self.client.edge.name} asks for blobs not in the bundle: {strangers[:3]}")
         self.progress.held(set(missing))
-        await self.upload_all(tx, sorted(set(missing), key=lambda s: (-sizes[s], s)), sizes)
+        await self.upload_all(tx, list(set(missing)), sizes)
         try:
             committed = await self.client.commit(tx)
         except EdgeRefused as exc:
@@ -125,14 +125,19 @@ class Push:
         await self.verify(tx)
 
     async def upload_all(self, tx: str, missing: list[str], sizes: dict[str, int]) -> None:
-        queue = list(reversed(missing))
+        """Send ``missing`` over ``blob_concurrency`` slots, smallest first. One slot takes the
+        largest blobs first and the others the smallest, so large blobs, bound by bytes per
+        second, never fill every slot while small ones, bound by round trips, wait behind them;
+        a slot whose end runs dry takes from the other."""
+        queue = deque(sorted(missing, key=lambda s: (sizes[s], s)))
 
-        async def worker() -> None:
+        async def worker(largest_first: bool) -> None:
             while queue:
-                sha = queue.pop()
+                sha = queue.pop() if largest_first else queue.popleft()
                 await self.send_blob(tx, sha, sizes[sha])
 
-        tasks = [asyncio.create_task(worker()) for _ in range(min(self.blob_concurrency, len(missing)))]
+        slots = min(self.blob_concurrency, len(missing))
+        tasks = [asyncio.create_task(worker(i == 0 and slots > 1)) for i in range(slots)]
         try:
             await asyncio.gather(*tasks)
         finally:

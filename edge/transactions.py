@@ -29,7 +29,7 @@ from repository.manifest import Manifest, ManifestError, decode
 from storage_backends import BlobNotFound, DigestMismatch
 
 from .pace import PaceGuard, UploadPace, UploadTooSlow
-from .staging import IO_CHUNK, StagedFile, Staging
+from .staging import IO_CHUNK, IO_PIECES, StagedFile, Staging
 from .store import EdgeStore, ReceivedBundle, State, Transaction, bundle_owner
 from .trust import TrustedKeys
 
@@ -232,7 +232,7 @@ class Transactions:
     async def _finish_staged(self, tx_id: str, sha256: str, size: int) -> bool:
         """Move a completely staged blob into storage if its bytes are right; else drop it."""
         staged = await self.staging.open(tx_id, sha256, size)  # reads it back, hashing
-        await asyncio.to_thread(staged.close)
+        await asyncio.to_thread(partial(staged.close, fsync=False))
         if staged.sha256() == sha256:
             with contextlib.suppress(DigestMismatch):
                 await self.staging.move_into(self.artifacts.storage, tx_id, sha256, size)
@@ -288,7 +288,7 @@ class Transactions:
         except BaseException:
             await asyncio.to_thread(staged.close)
             raise
-        await asyncio.to_thread(staged.close)
+        await asyncio.to_thread(partial(staged.close, fsync=False))  # move_into fsyncs what it keeps
         if staged.size != size or staged.sha256() != sha256:
             await self.staging.drop(tx_id, sha256)
             what = f"{staged.size} bytes" if staged.size != size else f"sha256 {staged.sha256()}"
@@ -384,20 +384,22 @@ async def _append_all(staged: StagedFile, chunks: AsyncIterator[bytes], size: in
     bytes in all is refused, and so is a body slower than ``guard`` allows (only the reads
     are timed out, never a write in progress). What arrived before a dropped connection is
     still written."""
-    buffer = bytearray()
+    pending: list[bytes] = []
+    buffered = 0
     try:
         while (chunk := await guard.read(chunks)) is not None:
-            if staged.size + len(buffer) + len(chunk) > size:
+            if staged.size + buffered + len(chunk) > size:
                 raise BlobRefused(f"{guard.what} is longer than its {size} bytes in the manifest")
-            buffer += chunk
-            if len(buffer) >= IO_CHUNK:
-                full, buffer = buffer, bytearray()
+            pending.append(chunk)
+            buffered += len(chunk)
+            if buffered >= IO_CHUNK or len(pending) >= IO_PIECES:
+                full, pending, buffered = pending, [], 0
                 await asyncio.to_thread(staged.append, full)
     except (BlobRefused, UploadTooSlow):
         raise
     except BaseException:
-        if buffer:
-            await asyncio.to_thread(staged.append, buffer)
+        if pending:
+            await asyncio.to_thread(staged.append, pending)
         raise
-    if buffer:
-        await asyncio.to_thread(staged.append, buffer)
+    if pending:
+        await asyncio.to_thread(staged.append, pending)

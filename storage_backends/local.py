@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -30,7 +31,7 @@ from .base import (
     check_sha256,
     verify_digests,
 )
-from .errors import BlobNotFound, StorageError
+from .errors import BlobNotFound, DigestMismatch, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +107,10 @@ class LocalWriter(BlobWriter):
             if final.exists():
                 os.unlink(self._temp)  # same bytes already stored: nothing to publish
                 return
-            final.parent.mkdir(parents=True, exist_ok=True)
+            created = _make_dirs(final.parent)
             os.replace(self._temp, final)
-            _fsync_dir(final.parent)
-            _fsync_dir(self._temp.parent)
+            for directory in (final.parent, *reversed(created), self._temp.parent):
+                _fsync_dir(directory)
         except OSError as exc:
             raise StorageError(f"publishing blob {sha256} failed: {exc}") from exc
 
@@ -212,8 +213,56 @@ class LocalBackend(StorageBackend):
                 for name in await asyncio.to_thread(os.listdir, second):
                     yield name
 
+    async def adopt(self, path: Path, sha256: str, size: int) -> bool:
+        return await asyncio.to_thread(self._adopt, Path(path), sha256, size)
+
+    def _adopt(self, path: Path, sha256: str, size: int) -> bool:
+        """fsync the file (its bytes must be on disk before its new name is), rename it into
+        place, fsync the blob's directory. The source directory is not fsynced: after a crash
+        the old name can only come back as a leftover the caller already knows how to clean."""
+        final = self.blob_path(sha256)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                found = os.fstat(fd).st_size
+                if found != size:
+                    raise DigestMismatch("size", size, found)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if final.exists():
+                os.unlink(path)  # same bytes already stored: keep them
+                _fsync_dir(final.parent)  # durable even if a concurrent adopt has not fsynced it yet
+                return True
+            created = _make_dirs(final.parent)
+            try:
+                os.replace(path, final)
+            except OSError as exc:
+                if exc.errno == errno.EXDEV:  # another filesystem: the caller streams instead
+                    return False
+                raise
+            for directory in (final.parent, *reversed(created)):
+                _fsync_dir(directory)
+        except OSError as exc:
+            raise StorageError(f"adopting blob {sha256} failed: {exc}") from exc
+        return True
+
     async def local_path(self, sha256: str) -> Path | None:
         return self.blob_path(sha256)
+
+
+def _make_dirs(path: Path) -> list[Path]:
+    """mkdir -p, answering the parents of the directories it created: the caller fsyncs them
+    after its rename (with the blob's own directory first, so on a journalling filesystem they
+    cost next to nothing), so a published blob's whole path survives a crash, not only its last link."""
+    if path.is_dir():
+        return []
+    created = _make_dirs(path.parent)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return created
+    return [*created, path.parent]
 
 
 def _sorted_dirs(path: Path) -> list[Path]:

@@ -16,6 +16,7 @@ import pytest
 from distribution.app import create_app
 from distribution.edges import Edge
 from distribution.jobs import COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, NOT_DISTRIBUTED, overall_status
+from distribution.push import Progress, Push
 from distribution.rules import parse_rules, select_edges
 from distribution.settings import DistributionSettings
 from repository.errors import BadRequest
@@ -157,6 +158,33 @@ def test_rules_pick_edges_by_site_city_and_country_wildcards() -> None:
     for bad in (None, [], [{"country_codes": []}], [{"site_name": 3}], [{"planet": "x"}], ["*"]):
         with pytest.raises(BadRequest):
             parse_rules(bad)
+
+
+async def test_large_blobs_never_take_every_upload_slot_while_small_ones_wait() -> None:
+    """One slot sends the largest blobs first, the others the smallest; nothing is sent twice."""
+    sizes = {f"{i:064x}": size for i, size in enumerate([10**9] * 4 + [1000] * 20)}
+    small = {s for s, size in sizes.items() if size == 1000}
+    running: set[str] = set()
+    started_before_all_large: set[str] = set()
+    sent: list[str] = []
+
+    class Recording(Push):
+        async def send_blob(self, tx: str, sha: str, size: int) -> None:
+            running.add(sha)
+            if sum(sizes[s] > 1000 for s in running) < 4:
+                started_before_all_large.add(sha)
+            await asyncio.sleep(0.05 if size > 1000 else 0.001)
+            running.discard(sha)
+            sent.append(sha)
+
+    async def started(tx: str) -> None:
+        return None
+
+    push = Recording(None, None, b"", "", Progress([]), 4, started)  # type: ignore[arg-type]
+    await push.upload_all("tx", sorted(sizes, key=lambda s: (-sizes[s], s)), sizes)  # largest first
+    assert sorted(sent) == sorted(sizes)
+    assert sizes[sent[0]] == 1000
+    assert small <= started_before_all_large, "every small blob starts before large ones fill every slot"
 
 
 def test_the_status_vocabulary_is_jfrogs_and_any_failure_fails_the_whole() -> None:

@@ -202,3 +202,46 @@ async def test_direct_access_is_a_real_path_or_url_to_the_same_bytes(backend: St
             assert await resp.read() == data
             assert resp.headers["Content-Type"] == "application/x-test"
             assert "a b.bin" in resp.headers["Content-Disposition"]
+
+
+async def test_adopting_a_verified_file_publishes_it_or_leaves_it_for_streaming(
+    backend: StorageBackend, tmp_path: Path
+) -> None:
+    data = os.urandom(200_000)
+    sha = hashlib.sha256(data).hexdigest()
+    staged = tmp_path / "staged.part"
+    staged.write_bytes(data)
+    if await backend.adopt(staged, sha, len(data)):
+        assert not staged.exists(), "an adopted file leaves its old place"
+        assert await read_all(backend, sha) == data
+        assert (await backend.stat(sha)).size == len(data)
+    else:  # the backend cannot take files: nothing published, the file untouched for the caller to stream
+        assert staged.read_bytes() == data
+        assert not await backend.exists(sha)
+
+
+async def test_adopting_bytes_already_stored_keeps_them_and_removes_the_file(
+    backend: StorageBackend, tmp_path: Path
+) -> None:
+    data = os.urandom(5000)
+    sha = await put(backend, data)
+    staged = tmp_path / "again.part"
+    staged.write_bytes(data)
+    adopted = await backend.adopt(staged, sha, len(data))
+    assert staged.exists() is not adopted
+    assert await read_all(backend, sha) == data
+    assert await listed(backend) == {sha}
+
+
+async def test_adopting_a_file_of_the_wrong_size_publishes_nothing(backend: StorageBackend, tmp_path: Path) -> None:
+    data = os.urandom(5000)
+    sha = hashlib.sha256(data).hexdigest()
+    staged = tmp_path / "short.part"
+    staged.write_bytes(data[:-1])
+    try:
+        adopted = await backend.adopt(staged, sha, len(data))
+    except DigestMismatch:  # refused, or (below) left for the caller to stream, which will refuse it
+        adopted = False
+    assert not adopted
+    assert not await backend.exists(sha)
+    assert staged.read_bytes() == data[:-1]
