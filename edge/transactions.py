@@ -26,7 +26,8 @@ from repository.artifacts import ArtifactService, guess_mime_type
 from repository.catalog import Artifact, Repo, now_ms
 from repository.errors import BadRequest, Conflict, NotFound, RepositoryError
 from repository.manifest import Manifest, ManifestError, decode
-from storage_backends import BlobNotFound, DigestMismatch
+from storage_backends import BlobNotFound, DigestMismatch, StorageFull, os_storage_error
+from storage_backends.errors import DISK_FULL_ERRNOS
 
 from .pace import PaceGuard, UploadPace, UploadTooSlow
 from .staging import IO_CHUNK, IO_PIECES, StagedFile, Staging
@@ -263,12 +264,16 @@ class Transactions:
             if declared is not None and (start or 0) + declared > size:
                 await self.staging.drop(tx_id, sha256)
                 raise BlobRefused(f"Blob {sha256}: {(start or 0) + declared} bytes sent, the manifest says {size}")
-            await self._stage(tx_id, sha256, size, start or 0, chunks)
             try:
+                await self._stage(tx_id, sha256, size, start or 0, chunks)
                 await self.staging.move_into(self.artifacts.storage, tx_id, sha256, size)
             except DigestMismatch as exc:  # the staged file changed under us: start the blob over
                 await self.staging.drop(tx_id, sha256)
                 raise BlobRefused(f"Blob {sha256}: {exc}") from None
+            except StorageFull:  # THREATS: a full disk aborts the transaction and frees its staging
+                log.error("disk full while receiving blob %s: aborting transaction %s", sha256, tx_id)
+                await self.abort(tx_id)
+                raise
         tx = await self.get(tx_id)
         if tx.state is not State.OPEN:  # aborted or expired while the bytes arrived
             await self.artifacts.collect([sha256])
@@ -285,6 +290,12 @@ class Transactions:
             await asyncio.to_thread(staged.close)
             await self.staging.drop(tx_id, sha256)
             raise
+        except OSError as exc:
+            await asyncio.to_thread(staged.close)
+            if exc.errno not in DISK_FULL_ERRNOS:
+                raise  # a dropped connection keeps what arrived, for a resume
+            await self.staging.drop(tx_id, sha256)  # a full disk frees this blob's bytes at once
+            raise os_storage_error(exc, f"staging blob {sha256} failed") from None
         except BaseException:
             await asyncio.to_thread(staged.close)
             raise

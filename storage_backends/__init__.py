@@ -12,6 +12,8 @@ from .errors import (
     InvalidDigest,
     InvalidOffset,
     StorageError,
+    StorageFull,
+    os_storage_error,
 )
 
 BACKEND_NAMES = ("local", "s3")
@@ -27,6 +29,8 @@ __all__ = [
     "InvalidOffset",
     "StorageBackend",
     "StorageError",
+    "StorageFull",
+    "os_storage_error",
     "check_sha256",
     "content_disposition",
     "create_backend",

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class StorageError(Exception):
     """The backend could not do what was asked (I/O failure, S3 error, full disk)."""
+
+
+class StorageFull(StorageError):
+    """No space left (or quota or file size limit reached): an answer for the client, not a fault."""
+
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def os_storage_error(exc: OSError, what: str) -> StorageError:
+    """The StorageError for a failed file operation; a full disk gets its own class."""
+    cls = StorageFull if exc.errno in DISK_FULL_ERRNOS else StorageError
+    return cls(f"{what}: {exc.strerror or exc}")
 
 
 class BlobNotFound(StorageError):

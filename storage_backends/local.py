@@ -31,7 +31,7 @@ from .base import (
     check_sha256,
     verify_digests,
 )
-from .errors import BlobNotFound, DigestMismatch, StorageError
+from .errors import BlobNotFound, DigestMismatch, StorageError, os_storage_error
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class LocalWriter(BlobWriter):
                 written = os.write(self._fd, view)
                 view = view[written:]
         except OSError as exc:
-            raise StorageError(f"write failed: {exc}") from exc
+            raise os_storage_error(exc, "write failed") from exc
 
     async def commit(self, *, expected: Mapping[str, str] | None = None, expected_size: int | None = None) -> Digests:
         if self._done:
@@ -112,7 +112,7 @@ class LocalWriter(BlobWriter):
             for directory in (final.parent, *reversed(created), self._temp.parent):
                 _fsync_dir(directory)
         except OSError as exc:
-            raise StorageError(f"publishing blob {sha256} failed: {exc}") from exc
+            raise os_storage_error(exc, f"publishing blob {sha256} failed") from exc
 
     async def cancel(self) -> None:
         if self._done:
@@ -160,7 +160,7 @@ class LocalBackend(StorageBackend):
         try:
             return await asyncio.to_thread(LocalWriter, self, all_digests)
         except OSError as exc:
-            raise StorageError(f"cannot start a blob: {exc}") from exc
+            raise os_storage_error(exc, "cannot start a blob") from exc
 
     async def stat(self, sha256: str) -> BlobInfo:
         path = self.blob_path(sha256)
@@ -244,7 +244,7 @@ class LocalBackend(StorageBackend):
             for directory in (final.parent, *reversed(created)):
                 _fsync_dir(directory)
         except OSError as exc:
-            raise StorageError(f"adopting blob {sha256} failed: {exc}") from exc
+            raise os_storage_error(exc, f"adopting blob {sha256} failed") from exc
         return True
 
     async def local_path(self, sha256: str) -> Path | None:

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from repository.errors import RepositoryError
-from storage_backends import InvalidDigest, StorageError
+from storage_backends import InvalidDigest, StorageError, StorageFull
 
 from . import keys
 from .responses import json_response
@@ -45,6 +45,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc.status, exc.message, exc.headers)
     except InvalidDigest:
         return error_response(400, "Invalid checksum")
+    except StorageFull as exc:
+        log.error("storage full on %s %s: %s", request.method, request.path, exc)
+        return error_response(507, "Insufficient storage: the node is out of disk space")
     except StorageError as exc:
         log.error("storage failure on %s %s: %s", request.method, request.path, exc)
         return error_response(503, "Storage is unavailable, retry later")
