@@ -13,7 +13,6 @@ port, readiness by ping, SIGTERM stop that must exit 0, log tail on failure) is
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -61,39 +60,14 @@ class DistributionProcess(EdgeProcess):
         self.log_path = self.base_dir / "distribution.log"
         self.repos = repos
 
-    def command(self, port: int) -> list[str]:
-        cmd = [
-            str(find_distribution()),
-            "serve",
-            "--data-dir",
-            str(self.data_dir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ]
-        if self.config is not None:
-            cmd += ["--config", str(self.config)]
-        return cmd
+    program = "distribution"
+
+    def executable(self) -> Path:
+        return find_distribution()
 
     def environment(self) -> dict[str, str]:
         return distribution_environment(
             {"DISTRIBUTION_ADMIN_TOKEN": self.admin_token, "DISTRIBUTION_REPOS": self.repos, **self.extra_env}
-        )
-
-    def _spawn(self, port: int) -> None:
-        # EdgeProcess._spawn with the service's own command, log header and environment.
-        self._close_log()
-        self._log = open(self.log_path, "ab")  # noqa: SIM115  (closed in stop())
-        self._log.write(f"--- distribution serve on port {port}\n".encode())
-        self._log.flush()
-        self._proc = subprocess.Popen(
-            self.command(port),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=self.environment(),
-            cwd=self.base_dir,
         )
 
     def __enter__(self) -> DistributionProcess:

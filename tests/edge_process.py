@@ -109,11 +109,20 @@ class EdgeProcess:
     def returncode(self) -> int | None:
         return None if self._proc is None else self._proc.poll()
 
+    program = "edge"
+
+    def executable(self) -> Path:
+        return find_edge()
+
     def command(self, port: int) -> list[str]:
-        cmd = [str(find_edge()), "serve", "--data-dir", str(self.data_dir), "--host", "127.0.0.1", "--port", str(port)]
+        cmd = [str(self.executable()), "serve", "--data-dir", str(self.data_dir), "--host", "127.0.0.1"]
+        cmd += ["--port", str(port)]
         if self.config is not None:
             cmd += ["--config", str(self.config)]
         return cmd
+
+    def environment(self) -> dict[str, str]:
+        return clean_environment({"EDGE_ADMIN_TOKEN": self.admin_token, **self.extra_env})
 
     def start(self, timeout: float = START_TIMEOUT) -> EdgeProcess:
         if self._proc is not None and self._proc.poll() is None:
@@ -136,14 +145,14 @@ class EdgeProcess:
     def _spawn(self, port: int) -> None:
         self._close_log()
         self._log = open(self.log_path, "ab")  # noqa: SIM115  (closed in stop())
-        self._log.write(f"--- edge serve on port {port}\n".encode())
+        self._log.write(f"--- {self.program} serve on port {port}\n".encode())
         self._log.flush()
         self._proc = subprocess.Popen(
             self.command(port),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=clean_environment({"EDGE_ADMIN_TOKEN": self.admin_token, **self.extra_env}),
+            env=self.environment(),
             cwd=self.base_dir,
         )
 

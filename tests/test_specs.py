@@ -5,7 +5,6 @@ is refused with a message that names the part that is wrong."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
@@ -125,15 +124,16 @@ def test_a_pattern_scope_is_its_literal_folder_before_the_first_wildcard(pattern
     assert query(pattern=pattern).scopes == (scope,)
 
 
-def test_many_wildcards_never_make_matching_slow() -> None:
-    started = time.perf_counter()
+# A backtracking matcher would need on the order of 250**40 steps for these: it would never
+# finish, and the timeout (a hang guard, not a speed check) would fail the test.
+@pytest.mark.timeout(30)
+def test_many_wildcards_never_make_matching_hang() -> None:
     glob = query(pattern="r/" + "*a" * 40 + "*b/**/" + "*a" * 40 + "*b")
     aql_q = aql({"repo": "r", "name": {"$match": "*a" * 40 + "*b"}, "path": {"$match": "*a?" * 40 + "*b"}})
     name = "a" * 250
     assert not glob.matches("r", f"{name}/{name}/{name}/{name}")
     assert not aql_q.matches("r", f"{name}/{name}/{name}")
     assert glob.matches("r", "a" * 41 + "b/" + "a" * 41 + "b")
-    assert time.perf_counter() - started < 0.5
 
 
 # -- AQL -------------------------------------------------------------------------------

@@ -299,7 +299,8 @@ async def test_an_edge_killed_mid_push_restarts_and_the_distribution_completes_w
         dist_id = await distribute(dist, "2.0")
         deadline = time.monotonic() + 30
         while faults.upload_bytes < 3 * MiB:
-            assert time.monotonic() < deadline, faults
+            if time.monotonic() >= deadline:  # a hang guard, not a speed check
+                pytest.fail(faults)
             await asyncio.sleep(0.05)
         os.kill(edge_server.pid, signal.SIGKILL)
         assert edge_server.wait(20) == -signal.SIGKILL
