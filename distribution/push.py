@@ -9,11 +9,13 @@ distributed at once.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge.batch import BATCH_BLOB_MAX, BATCH_MAX_BLOBS
 from storage_backends import BlobNotFound, StorageBackend
 
 from .bundle_store import BundleArtifact
@@ -31,6 +33,9 @@ from .transfer import (
 # Blobs this large ask the edge how much it holds before sending (a resume after a restart).
 RESUME_FROM = 4 * 1024 * 1024
 BLOB_TRIES = 4
+# Bytes of small blobs sent in one batch: few requests, yet several batches to share among the
+# upload slots, and a failed batch costs little to send again.
+BATCH_BYTES = 2 * 1024 * 1024
 
 
 class SourceMissing(EdgeCallError):
@@ -125,18 +130,24 @@ class Push:
         await self.verify(tx)
 
     async def upload_all(self, tx: str, missing: list[str], sizes: dict[str, int]) -> None:
-        """Send ``missing`` over ``blob_concurrency`` slots, smallest first. One slot takes the
-        largest blobs first and the others the smallest, so large blobs, bound by bytes per
-        second, never fill every slot while small ones, bound by round trips, wait behind them;
-        a slot whose end runs dry takes from the other."""
-        queue = deque(sorted(missing, key=lambda s: (sizes[s], s)))
+        """Send ``missing`` over ``blob_concurrency`` slots: blobs of at most ``BATCH_BLOB_MAX``
+        bytes in batches (one request for many), larger ones alone. One slot takes the largest
+        first and the others the smallest, so large blobs, bound by bytes per second, never
+        fill every slot while small ones, bound by round trips, wait behind them; a slot whose
+        end runs dry takes from the other."""
+        units = _batches(sorted(s for s in missing if sizes[s] <= BATCH_BLOB_MAX), sizes)
+        units += [(s,) for s in missing if sizes[s] > BATCH_BLOB_MAX]
+        queue = deque(sorted(units, key=lambda u: (sum(sizes[s] for s in u), u)))
 
         async def worker(largest_first: bool) -> None:
             while queue:
-                sha = queue.pop() if largest_first else queue.popleft()
-                await self.send_blob(tx, sha, sizes[sha])
+                unit = queue.pop() if largest_first else queue.popleft()
+                if sizes[unit[0]] > BATCH_BLOB_MAX:
+                    await self.send_blob(tx, unit[0], sizes[unit[0]])
+                else:
+                    await self.send_batch(tx, unit, sizes)
 
-        slots = min(self.blob_concurrency, len(missing))
+        slots = min(self.blob_concurrency, len(units))
         tasks = [asyncio.create_task(worker(i == 0 and slots > 1)) for i in range(slots)]
         try:
             await asyncio.gather(*tasks)
@@ -160,6 +171,49 @@ class Push:
             # the transaction is no longer open there (expired, aborted): start it again, bounded by the runner
             raise EdgeServerError(f"{exc.message}; starting the transaction again", 409) from None
         self.progress.landed(sha, sent=offset < size or size == 0)
+
+    async def send_batch(self, tx: str, shas: tuple[str, ...], sizes: dict[str, int]) -> None:
+        """One request for many small blobs (docs/transactions.md); a failed one is sent again whole."""
+        head = (json.dumps(shas) + "\n").encode()
+        length = len(head) + sum(sizes[s] for s in shas)
+        for sha in shas:
+            self.progress.uploading[sha] = self.progress.by_sha[sha][0].target
+        try:
+            for attempt in range(1, BLOB_TRIES + 1):
+                vanished: list[str] = []
+                try:
+                    await self.client.put_batch(tx, length, self._batch_body(head, shas, vanished))
+                    break
+                except EdgeCallError as exc:
+                    if vanished:
+                        missing = f"blob {vanished[0]} of the bundle is missing from the service's storage"
+                        raise SourceMissing(missing) from None
+                    if isinstance(exc, EdgeRefused) and exc.status == 409:
+                        # the transaction is no longer open there: start it again, bounded by the runner
+                        raise EdgeServerError(f"{exc.message}; starting the transaction again", 409) from None
+                    if not exc.retryable or attempt == BLOB_TRIES:
+                        raise
+                    await asyncio.sleep(0.2 * 2**attempt)
+        finally:
+            for sha in shas:
+                self.progress.uploading.pop(sha, None)
+        for sha in shas:
+            self.progress.landed(sha, sent=True)
+
+    async def _batch_body(self, head: bytes, shas: tuple[str, ...], vanished: list[str]) -> AsyncIterator[bytes]:
+        yield head  # framing, not blob bytes: not counted as sent
+        for sha in shas:
+            try:
+                stream = await self.storage.read(sha)
+            except BlobNotFound:
+                vanished.append(sha)  # the send fails as a connection error; the caller says why
+                raise
+            try:
+                async for chunk in stream:
+                    self.progress.on_bytes(len(chunk))
+                    yield chunk
+            finally:
+                await stream.aclose()
 
     async def _send(self, tx: str, sha: str, size: int, offset: int) -> None:
         for attempt in range(1, BLOB_TRIES + 1):
@@ -210,6 +264,22 @@ class Push:
                     f"verification failed on edge {self.client.edge.name}: {a.target} has sha256 {sha!r}"
                     f" and size {info.get('size')!r}, expected {a.sha256} and {a.size}"
                 )
+
+
+def _batches(shas: list[str], sizes: dict[str, int]) -> list[tuple[str, ...]]:
+    """Small blobs in groups of at most ``BATCH_BYTES`` bytes and ``BATCH_MAX_BLOBS`` blobs."""
+    batches: list[tuple[str, ...]] = []
+    current: list[str] = []
+    size = 0
+    for sha in shas:
+        if current and (size + sizes[sha] > BATCH_BYTES or len(current) == BATCH_MAX_BLOBS):
+            batches.append(tuple(current))
+            current, size = [], 0
+        current.append(sha)
+        size += sizes[sha]
+    if current:
+        batches.append(tuple(current))
+    return batches
 
 
 async def _counted(first: bytes, rest: AsyncIterator[bytes], on_bytes: Callable[[int], None]) -> AsyncIterator[bytes]:

@@ -151,6 +151,10 @@ class EdgeClient:
             headers["Content-Range"] = f"bytes {offset}-{size - 1}/{size}"
         await self.call("PUT", f"{API}/transactions/{tx}/blobs/{sha256}", data=body, headers=headers)
 
+    async def put_batch(self, tx: str, length: int, body: AsyncIterator[bytes]) -> None:
+        headers = {"Content-Length": str(length), "Content-Type": "application/octet-stream"}
+        await self.call("POST", f"{API}/transactions/{tx}/blobs", data=body, headers=headers)
+
     async def commit(self, tx: str) -> dict[str, Any]:
         _, body, _ = await self.call("POST", f"{API}/transactions/{tx}/commit")
         _require(body, {"state": str}, self._what("POST", "commit"))

@@ -128,6 +128,17 @@ async def upload_blob(request: web.Request) -> web.StreamResponse:
     return json_response(answer, status=201 if received.created else 200)
 
 
+async def upload_blob_batch(request: web.Request) -> web.StreamResponse:
+    """Small blobs back to back in one body (edge/batch.py)."""
+    try:
+        batch = await _transactions(request).upload_batch(
+            request.match_info["tx_id"], request.content.iter_any(), declared=request.content_length
+        )
+    except UploadTooSlow as exc:
+        return await _answer_and_close(request, exc)
+    return json_response({"blobs": batch.blobs, "size": batch.size})
+
+
 async def _answer_and_close(request: web.Request, exc: UploadTooSlow) -> web.StreamResponse:
     """Send the error, then close the connection: the rest of a body that came too slowly is not
     read (aiohttp would otherwise linger, reading it, before closing)."""

@@ -23,6 +23,7 @@ def edge_routes() -> list[web.AbstractRouteDef]:
         web.post(TX + "/abort", api.abort_transaction, name="tx_abort"),
         web.head(BLOB, api.blob_received, name="tx_blob_received"),
         web.put(BLOB, api.upload_blob, name="tx_blob_upload"),
+        web.post(TX + "/blobs", api.upload_blob_batch, name="tx_blob_batch"),
         web.get(BUNDLES, api.list_bundles, name="bundles_list", allow_head=False),
         web.delete(BUNDLES + "/{name}/{version}", api.delete_bundle, name="bundle_delete"),
         web.post(KEYS, api.trust_key, name="trusted_key_add"),

@@ -141,6 +141,18 @@ class EdgeStore:
             )
         )
 
+    async def blob_sizes(self, tx_id: str, sha256s: list[str]) -> dict[str, int]:
+        """sha256 -> size of those of ``sha256s`` that the transaction's manifest lists."""
+        marks = ",".join("?" * len(sha256s))
+        return await self._database.run(
+            lambda: dict(
+                self._db.execute(
+                    f"SELECT sha256, size FROM transaction_blobs WHERE transaction_id = ? AND sha256 IN ({marks})",
+                    [tx_id, *sha256s],
+                ).fetchall()
+            )
+        )
+
     async def blob_size(self, tx_id: str, sha256: str) -> int | None:
         row = await self._database.run(
             lambda: self._db.execute(

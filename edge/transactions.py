@@ -29,6 +29,7 @@ from repository.manifest import Manifest, ManifestError, decode
 from storage_backends import BlobNotFound, DigestMismatch, StorageFull, os_storage_error
 from storage_backends.errors import DISK_FULL_ERRNOS
 
+from .batch import BATCH_BLOB_MAX, BatchReader
 from .pace import PaceGuard, UploadPace, UploadTooSlow
 from .staging import IO_CHUNK, IO_PIECES, StagedFile, Staging
 from .store import EdgeStore, ReceivedBundle, State, Transaction, bundle_owner
@@ -70,6 +71,12 @@ class Started:
     transaction: Transaction
     created: bool  # opened (or reopened) by this start
     missing: list[str]
+
+
+@dataclass(frozen=True)
+class Batch:
+    blobs: int
+    size: int
 
 
 @dataclass(frozen=True)
@@ -304,6 +311,53 @@ class Transactions:
             await self.staging.drop(tx_id, sha256)
             what = f"{staged.size} bytes" if staged.size != size else f"sha256 {staged.sha256()}"
             raise BlobRefused(f"Blob {sha256} of {size} bytes refused: received {what}")
+
+    async def upload_batch(self, tx_id: str, chunks: AsyncIterator[bytes], *, declared: int | None) -> Batch:
+        """Store the small blobs of a batch body (edge/batch.py), each checked against its sha256.
+
+        A blob that is wrong or cut short refuses the rest of the batch (422); the ones before
+        it stay stored, being right, so retrying the whole batch is harmless. Blobs already
+        held are checked and not stored twice.
+        """
+        tx = await self.get(tx_id)
+        if tx.state is not State.OPEN:
+            raise Conflict(f"Transaction {tx_id} is {tx.state}")
+        body = BatchReader(chunks, PaceGuard(self.pace, f"Blob batch for transaction {tx_id}"))
+        shas = await body.head()
+        sizes = await self.store.blob_sizes(tx_id, shas)
+        if strangers := [s for s in shas if s not in sizes]:
+            raise NotFound(f"Blobs not part of transaction {tx_id}: {_listed(strangers)}")
+        if large := [s for s in shas if sizes[s] > BATCH_BLOB_MAX]:
+            raise BadRequest(f"Blobs over {BATCH_BLOB_MAX} bytes go alone, not in a batch: {_listed(large)}")
+        total = sum(sizes[s] for s in shas)
+        if declared is not None and declared != body.consumed + total:
+            raise BadRequest(f"Content-Length must be {body.consumed + total}: the head line and the listed blobs")
+        group: list[tuple[str, list[bytes]]] = []
+        grouped = 0
+        try:
+            for sha in shas:
+                pieces = await body.take(sizes[sha])
+                if pieces is None:  # the complete blobs before it are kept, as a dropped upload's bytes are
+                    await self.artifacts.storage.write_many(group)
+                    raise BlobRefused(f"Blob batch ends inside blob {sha}, before all {len(shas)} listed blobs")
+                group.append((sha, pieces))
+                grouped += sizes[sha]
+                if grouped >= IO_CHUNK or sha == shas[-1]:
+                    await self.artifacts.storage.write_many(group)
+                    group, grouped = [], 0
+            if not await body.at_end():
+                raise BlobRefused(f"Blob batch is longer than its {len(shas)} listed blobs")
+        except DigestMismatch as exc:
+            raise BlobRefused(f"Blob refused, its bytes do not match the manifest: {exc}") from None
+        except StorageFull:
+            log.error("disk full while receiving a blob batch: aborting transaction %s", tx_id)
+            await self.abort(tx_id)
+            raise
+        tx = await self.get(tx_id)
+        if tx.state is not State.OPEN:  # aborted or expired while the bytes arrived
+            await self.artifacts.collect(shas)
+            raise Conflict(f"Transaction {tx_id} is {tx.state}")
+        return Batch(len(shas), total)
 
     # -- commit, abort, expiry ----------------------------------------------------
 

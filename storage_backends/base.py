@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -199,6 +199,20 @@ class StorageBackend(ABC):
         ``size`` raises DigestMismatch and publishes nothing.
         """
         return False
+
+    async def write_many(self, blobs: Sequence[tuple[str, Sequence[bytes]]]) -> None:
+        """Store small blobs held in memory, each under its sha256, which is checked here.
+
+        A blob whose bytes hash to something else raises DigestMismatch; the blobs before
+        it stay stored (they are right, and unreferenced until an index entry names them).
+        One call for many blobs lets a backend batch its work (one worker thread, one fsync
+        per directory); this default stores them one by one through ``writer()``.
+        """
+        for sha256, chunks in blobs:
+            async with await self.writer(all_digests=False) as writer:
+                for chunk in chunks:
+                    await writer.write(chunk)
+                await writer.commit(expected={"sha256": sha256})
 
     async def local_path(self, sha256: str) -> Path | None:
         """A file path the server may sendfile from, or None where the backend has none."""

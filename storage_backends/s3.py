@@ -30,7 +30,7 @@ from .s3_writer import S3Writer
 
 log = logging.getLogger(__name__)
 
-STALE_UPLOAD_SECONDS = 3600
+STALE_UPLOAD_SECONDS = 3600.0
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4's limit
 _NO_BUCKET = frozenset({"404", "NoSuchBucket", "NotFound"})
 
@@ -53,6 +53,7 @@ class S3Backend(StorageBackend):
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         max_attempts: int = 5,
+        stale_upload_seconds: float = STALE_UPLOAD_SECONDS,
     ) -> None:
         if not bucket:
             raise ValueError("bucket must not be empty")
@@ -62,6 +63,13 @@ class S3Backend(StorageBackend):
             raise ValueError("addressing_style must be path, virtual or auto")
         if (access_key_id is None) != (secret_access_key is None):
             raise ValueError("give both access_key_id and secret_access_key, or neither")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1 (the first try)")
+        if stale_upload_seconds < 0:
+            raise ValueError("stale_upload_seconds must not be negative")
+        # How old an incomplete upload or temp object must be before open() removes it: long
+        # enough that no writer of another process sharing the bucket is still at work on it.
+        self.stale_upload_seconds = stale_upload_seconds
         prefix = prefix.lstrip("/")
         self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         self.bucket, self.part_size, self.endpoint_url = bucket, part_size, endpoint_url
@@ -73,8 +81,9 @@ class S3Backend(StorageBackend):
             "config": Config(
                 signature_version="s3v4",
                 s3={"addressing_style": addressing_style},
-                # standard mode retries 500/503, throttling and dropped connections with backoff
-                retries={"mode": "standard", "max_attempts": max_attempts},
+                # standard mode retries 500/503, throttling, time-outs and dropped connections with
+                # backoff; botocore's own "max_attempts" counts retries only, one call too many
+                retries={"mode": "standard", "total_max_attempts": max_attempts},
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
                 max_pool_connections=max_workers + 10,  # managed copies add their own threads
@@ -122,9 +131,9 @@ class S3Backend(StorageBackend):
         """Abort uploads and delete temp objects that crashed writers left behind.
 
         Other processes may share the bucket and be writing right now, so only
-        what is older than an hour goes.
+        what is older than ``stale_upload_seconds`` (an hour by default) goes.
         """
-        cutoff = datetime.now(UTC) - timedelta(seconds=STALE_UPLOAD_SECONDS)
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.stale_upload_seconds)
         client, bucket, temp = self._client, self.bucket, f"{self.prefix}tmp/"
         try:
             for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=temp):

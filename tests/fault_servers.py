@@ -1,21 +1,25 @@
-"""Misbehaving peers on loopback, for the Distribution service to push to: real HTTP servers, not mocks.
+"""Misbehaving peers on loopback: real servers, not mocks.
 
-``FaultyProxy`` stands in front of a real edge and forwards every call, unless told to
+``proxy_app`` stands in front of a real edge and forwards every call, unless told to
 misbehave: answer 5xx a number of times, hang, answer garbage, or pass uploads slowly.
-``garbage_server`` answers every request with 200 and a body that is not JSON. Each runs
+``garbage_app`` answers every request with 200 and a body that is not JSON.
+``SilentServer`` accepts connections and never answers. ``s3_proxy_app`` stands in front
+of a real S3 server and answers chosen S3 calls with 500/503, or stalls them. Each runs
 in its own thread with its own event loop, so tests that block (starting processes,
-``time.sleep``) do not stall it.
+``time.sleep``, boto3) do not stall it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
 FORWARDED_ANSWER_HEADERS = ("Content-Type", "X-Received-Bytes", "Content-Range", "WWW-Authenticate")
@@ -147,6 +151,75 @@ def proxy_app(target: str, faults: Faults) -> Callable[[], web.Application]:
     return make
 
 
+class SilentServer:
+    """Accepts TCP connections on 127.0.0.1 and reads what arrives, but never sends a byte:
+    a peer that hangs. ``connections`` counts the connections it accepted."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.connections = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._writers.add(writer)
+        try:
+            while await reader.read(64 * 1024):
+                pass
+        except ConnectionError:
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    def start(self) -> SilentServer:
+        ready = threading.Event()
+        loop = self._loop = asyncio.new_event_loop()
+
+        async def serve() -> None:
+            self._server = await asyncio.start_server(self._hold, "127.0.0.1", 0)
+            self.port = self._server.sockets[0].getsockname()[1]
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(serve())
+            ready.set()
+            loop.run_forever()
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="silent-server", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("silent server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None or self._server is None or self._thread is None:
+            return
+        server, loop = self._server, self._loop
+
+        async def close() -> None:
+            server.close()
+            for writer in list(self._writers):
+                writer.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(close(), loop).result(15)
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(15)
+        self._loop = None
+
+
 def garbage_app() -> web.Application:
     async def garbage(request: web.Request) -> web.Response:
         await request.read()
@@ -155,3 +228,167 @@ def garbage_app() -> web.Application:
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", garbage)
     return app
+
+
+# ---------------------------------------------------------------- S3 faults
+#
+# ``s3_proxy_app`` stands in front of a real S3 server (SeaweedFS in the suite) and forwards
+# every request byte for byte, keeping the Host header and the raw query so that SigV4
+# signatures made for the proxy's address still verify, unless an ``S3Fault`` names the
+# call: then it answers 500/503 the way S3 does, or holds the call without an answer (a
+# time-out for the client), or forwards the headers and the first bytes of an object and
+# then stops sending.
+
+S3_ERRORS = {
+    500: ("InternalError", "We encountered an internal error. Please try again."),
+    503: ("SlowDown", "Please reduce your request rate."),
+}
+STALL_SECONDS = 3600.0
+_S3_HOP_HEADERS = HOP_HEADERS | {"expect"}
+_S3_HOP_ANSWER_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+
+
+def s3_operation(method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str]) -> str:
+    """The S3 API call a path-style request makes, named as in the S3 API reference."""
+    on_bucket = "/" not in path.strip("/")
+    if method == "PUT":
+        if "x-amz-copy-source" in headers:
+            return "UploadPartCopy" if "partNumber" in query else "CopyObject"
+        if "partNumber" in query:
+            return "UploadPart"
+        return "CreateBucket" if on_bucket else "PutObject"
+    if method == "POST":
+        if "uploads" in query:
+            return "CreateMultipartUpload"
+        if "uploadId" in query:
+            return "CompleteMultipartUpload"
+        return "DeleteObjects" if "delete" in query else "POST"
+    if method == "DELETE":
+        if "uploadId" in query:
+            return "AbortMultipartUpload"
+        return "DeleteBucket" if on_bucket else "DeleteObject"
+    if method == "GET":
+        if on_bucket:
+            return "ListMultipartUploads" if "uploads" in query else "ListObjectsV2"
+        return "ListParts" if "uploadId" in query else "GetObject"
+    if method == "HEAD":
+        return "HeadBucket" if on_bucket else "HeadObject"
+    return method
+
+
+@dataclass
+class S3Fault:
+    """One misbehaviour for one kind of S3 call."""
+
+    operation: str  # as named by s3_operation: "PutObject", "CompleteMultipartUpload", "GetObject", ...
+    status: int | None = 500  # 500 or 503 as S3 answers them; None: hold the call without answering
+    times: int = 1  # matching calls that misbehave; 0: every one
+    after: int = 0  # matching calls let through first (the third PUT: after=2)
+    # instead of ``status``: forward the answer's headers and this many body bytes, then stop sending
+    stall_after_bytes: int | None = None
+    matched: int = 0
+    hits: int = 0  # calls this fault misbehaved on
+
+    def take(self) -> bool:
+        self.matched += 1
+        if self.matched <= self.after or (self.times and self.hits >= self.times):
+            return False
+        self.hits += 1
+        return True
+
+
+@dataclass
+class S3Faults:
+    """The faults the proxy applies; tests change them while it runs."""
+
+    faults: list[S3Fault] = field(default_factory=list)
+    seen: list[tuple[str, int | None]] = field(default_factory=list)  # (operation, status or None: stalled)
+
+    def add(self, *faults: S3Fault) -> None:
+        self.faults.extend(faults)
+
+    def clear(self) -> None:
+        self.faults.clear()
+        self.seen.clear()
+
+    def fault_for(self, operation: str) -> S3Fault | None:
+        for fault in list(self.faults):
+            if fault.operation == operation and fault.take():
+                return fault
+        return None
+
+    def calls(self, operation: str) -> list[int | None]:
+        """The answers every call of ``operation`` got, in order."""
+        return [status for op, status in self.seen if op == operation]
+
+
+s3_faults_key = web.AppKey("s3_faults", S3Faults)
+
+
+def _s3_error(request: web.Request, status: int) -> web.Response:
+    code, message = S3_ERRORS[status]
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{message}</Message>"
+        f"<Resource>{request.path}</Resource><RequestId>fault-proxy</RequestId></Error>"
+    )
+    payload = None if request.method == "HEAD" else body.encode()
+    return web.Response(status=status, body=payload, content_type="application/xml")
+
+
+async def _s3_forward(request: web.Request) -> web.StreamResponse:
+    faults = request.app[s3_faults_key]
+    operation = s3_operation(request.method, request.path, request.query, request.headers)
+    fault = faults.fault_for(operation)
+    body = await request.read()  # a server that stalls has still taken the request
+    if fault is not None and fault.stall_after_bytes is None:
+        faults.seen.append((operation, fault.status))
+        if fault.status is None:
+            await asyncio.sleep(STALL_SECONDS)
+        return _s3_error(request, fault.status or 500)
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _S3_HOP_HEADERS}
+    headers["Host"] = request.host  # signed by the client: it must reach the server unchanged
+    url = URL(request.app[target_key] + request.raw_path, encoded=True)
+    session = request.app[session_key]
+    async with session.request(
+        request.method, url, headers=headers, data=io.BytesIO(body) if body else None, allow_redirects=False
+    ) as upstream:
+        faults.seen.append((operation, upstream.status))
+        answer = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for name, value in upstream.headers.items():
+            if name.lower() not in _S3_HOP_ANSWER_HEADERS:
+                answer.headers.add(name, value)
+        if upstream.content_length is not None:
+            answer.content_length = upstream.content_length
+        await answer.prepare(request)
+        limit = None if fault is None else fault.stall_after_bytes
+        sent = 0
+        async for chunk in upstream.content.iter_chunked(64 * 1024):
+            if limit is not None:
+                chunk = chunk[: limit - sent]
+            await answer.write(chunk)
+            sent += len(chunk)
+            if limit is not None and sent >= limit:
+                await asyncio.sleep(STALL_SECONDS)  # the client sees the bytes stop coming
+        await answer.write_eof()
+        return answer
+
+
+def s3_proxy_app(target: str, faults: S3Faults) -> Callable[[], web.Application]:
+    def make() -> web.Application:
+        app = web.Application(client_max_size=64 * 1024**2)
+        app[s3_faults_key] = faults
+        app[target_key] = target.rstrip("/")
+
+        async def session_ctx(app: web.Application) -> AsyncIterator[None]:
+            app[session_key] = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=120), auto_decompress=False, trust_env=False
+            )
+            yield
+            await app[session_key].close()
+
+        app.cleanup_ctx.append(session_ctx)
+        app.router.add_route("*", "/{tail:.*}", _s3_forward)
+        return app
+
+    return make

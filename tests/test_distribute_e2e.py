@@ -202,7 +202,7 @@ def test_an_edge_answering_garbage_fails_by_name_while_the_others_complete(
 
 def test_a_service_killed_mid_push_resumes_after_a_restart(service: Service, edges: list[EdgeProcess]) -> None:
     big = os.urandom(12 * 1024 * 1024)
-    faults = Faults(upload_rate=3 * 1024 * 1024, only="/blobs/")
+    faults = Faults(upload_rate=3 * 1024 * 1024, only="/blobs")
     proxy = ThreadedServer(proxy_app(edges[0].url, faults)).start()
     try:
         trust(edges[0], public_key(service))

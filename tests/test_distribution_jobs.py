@@ -162,29 +162,34 @@ def test_rules_pick_edges_by_site_city_and_country_wildcards() -> None:
 
 
 async def test_large_blobs_never_take_every_upload_slot_while_small_ones_wait() -> None:
-    """One slot sends the largest blobs first, the others the smallest; nothing is sent twice."""
-    sizes = {f"{i:064x}": size for i, size in enumerate([10**9] * 4 + [1000] * 20)}
-    small = {s for s, size in sizes.items() if size == 1000}
+    """One slot sends the largest blobs first, the others the smallest, in batches; nothing is sent twice."""
+    small_size = 700_000  # three of them overflow a batch
+    sizes = {f"{i:064x}": size for i, size in enumerate([10**9] * 4 + [small_size] * 20)}
+    small = {s for s, size in sizes.items() if size == small_size}
     running: set[str] = set()
     started_before_all_large: set[str] = set()
-    sent: list[str] = []
+    sent: list[tuple[str, ...]] = []
 
     class Recording(Push):
         async def send_blob(self, tx: str, sha: str, size: int) -> None:
-            running.add(sha)
-            if sum(sizes[s] > 1000 for s in running) < 4:
-                started_before_all_large.add(sha)
-            await asyncio.sleep(0.05 if size > 1000 else 0.001)
-            running.discard(sha)
-            sent.append(sha)
+            await self.send_batch(tx, (sha,), sizes)
+
+        async def send_batch(self, tx: str, shas: tuple[str, ...], sizes: dict[str, int]) -> None:
+            running.update(shas)
+            if sum(sizes[s] > small_size for s in running) < 4:
+                started_before_all_large.update(shas)
+            await asyncio.sleep(0.05 if sizes[shas[0]] > small_size else 0.001)
+            running.difference_update(shas)
+            sent.append(shas)
 
     async def started(tx: str) -> None:
         return None
 
     push = Recording(None, None, b"", "", Progress([]), 4, started)  # type: ignore[arg-type]
     await push.upload_all("tx", sorted(sizes, key=lambda s: (-sizes[s], s)), sizes)  # largest first
-    assert sorted(sent) == sorted(sizes)
-    assert sizes[sent[0]] == 1000
+    assert sorted(s for unit in sent for s in unit) == sorted(sizes)
+    assert [len(unit) for unit in sent].count(2) == 10, "small blobs go two to a batch, large ones alone"
+    assert sizes[sent[0][0]] == small_size
     assert small <= started_before_all_large, "every small blob starts before large ones fill every slot"
 
 
@@ -296,7 +301,7 @@ async def test_an_untrusted_signature_fails_with_the_edges_own_words(dist: Any, 
 
 
 async def test_a_hanging_edge_stays_in_progress_until_aborted(dist: Any, edge_server: EdgeProcess) -> None:
-    faults = Faults(hang=True, only="/blobs/")
+    faults = Faults(hang=True, only="/blobs")
     proxy = ThreadedServer(proxy_app(edge_server.url, faults)).start()
     try:
         await trusted_edge(dist, edge_server, url=proxy.url)

@@ -119,7 +119,7 @@ async def test_two_distributions_of_one_bundle_to_one_edge_at_once_commit_once_a
 ) -> None:
     """The service runs one job per registered edge at a time, so the edge registered under two
     names (two sites) gets two distributions of the bundle at once, as from two operators."""
-    faults = Faults(upload_rate=4 * MiB, only="/blobs/")  # keeps both pushes in flight together
+    faults = Faults(upload_rate=4 * MiB, only="/blobs")  # keeps both pushes in flight together
     proxy = ThreadedServer(proxy_app(edge_server.url, faults)).start()
     try:
         await register_trusted(dist, edge_server, "us-east-1", proxy.url, site="east-a")
@@ -291,7 +291,7 @@ async def test_an_edge_killed_mid_push_restarts_and_the_distribution_completes_w
     dist: Any, edge_server: EdgeProcess
 ) -> None:
     big = os.urandom(8 * MiB)
-    faults = Faults(upload_rate=2 * MiB, only="/blobs/")
+    faults = Faults(upload_rate=2 * MiB, only="/blobs")
     proxy = ThreadedServer(proxy_app(edge_server.url, faults)).start()
     try:
         await register_trusted(dist, edge_server, url=proxy.url)
