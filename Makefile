@@ -9,7 +9,7 @@ EDGE_PORT ?= 8082
 .PHONY: install system-deps run test bench lint clean
 
 # System packages the tests start for real (apt on Debian/Ubuntu; only what is missing).
-SYSTEM_PACKAGES ?= gpg:gnupg curl:curl
+SYSTEM_PACKAGES ?= gpg:gnupg curl:curl strace:strace
 define apt_install
 	@missing=""; \
 	for pair in $(1); do command -v $${pair%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${pair%%:*} ] \
