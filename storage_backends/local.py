@@ -186,6 +186,12 @@ class LocalBackend(StorageBackend):
     async def _stream(path: Path, sha256: str, offset: int, remaining: int) -> AsyncGenerator[bytes, None]:
         if remaining == 0:
             return
+        if remaining <= READ_CHUNK:  # a small blob: open, read and close in one worker-thread trip
+            try:
+                yield await asyncio.to_thread(_read_window, path, offset, remaining)
+            except FileNotFoundError:
+                raise BlobNotFound(sha256) from None
+            return
         try:
             f = await aiofiles.open(path, "rb")
         except FileNotFoundError:
@@ -297,6 +303,14 @@ class LocalBackend(StorageBackend):
 
     async def local_path(self, sha256: str) -> Path | None:
         return self.blob_path(sha256)
+
+
+def _read_window(path: Path, offset: int, length: int) -> bytes:
+    with open(path, "rb") as f:
+        data = os.pread(f.fileno(), length, offset)
+    if len(data) < length:
+        raise StorageError("blob shorter than its recorded size")
+    return data
 
 
 def _make_dirs(path: Path) -> list[Path]:
