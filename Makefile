@@ -4,9 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR ?= .run
+DISTRIBUTION_PORT ?= 8080
 EDGE_PORT ?= 8082
+EDGE2_PORT ?= 8083
 
-.PHONY: install system-deps run test bench lint clean
+.PHONY: install system-deps run demo test bench lint clean
 
 # System packages the tests start for real (apt on Debian/Ubuntu; only what is missing).
 SYSTEM_PACKAGES ?= gpg:gnupg curl:curl strace:strace
@@ -32,24 +34,15 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
-run: install
-	@mkdir -p $(RUN_DIR)
-	@[ -f $(RUN_DIR)/admin-token ] || $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(24))" > $(RUN_DIR)/admin-token
-	@token=$$(cat $(RUN_DIR)/admin-token); url=http://127.0.0.1:$(EDGE_PORT)/artifactory; \
-	echo ""; \
-	echo "  Edge node:    $$url/api/repositories"; \
-	echo "  Admin token:  $$token   (kept in $(RUN_DIR)/admin-token)"; \
-	echo "  Another port: make run EDGE_PORT=18082"; \
-	echo ""; \
-	echo "  Try:"; \
-	echo "    curl -H 'Authorization: Bearer $$token' -T $(CURDIR)/README.md $$url/artifactory-edge-uploads/docs/README.md"; \
-	echo "    curl $$url/api/storage/artifactory-edge-uploads/docs/README.md"; \
-	echo "    curl -O -C - $$url/artifactory-edge-uploads/docs/README.md"; \
-	echo "    $(BIN)/edge token create --role deployer --url http://127.0.0.1:$(EDGE_PORT) --token $$token"; \
-	echo ""; \
-	echo "  Ctrl-C stops it (running downloads finish first; Ctrl-C again quits at once)."; \
-	echo ""; \
-	EDGE_ADMIN_TOKEN=$$token exec $(BIN)/edge serve --data-dir $(RUN_DIR)/edge --host 127.0.0.1 --port $(EDGE_PORT)
+# The Distribution service and two edges on 127.0.0.1, trusted and wired, with a signed demo
+# bundle (devstack/run.py); state in $(RUN_DIR)/ is kept between runs. Ctrl-C stops everything.
+run: install system-deps
+	@$(BIN)/python -m devstack.run --run-dir $(RUN_DIR) --distribution-port $(DISTRIBUTION_PORT) \
+	  --edge-port $(EDGE_PORT) --edge-port $(EDGE2_PORT)
+
+# The whole story end to end (devstack/demo.py): a fresh temporary directory, free ports, exit 0 when every step worked.
+demo: install system-deps
+	@$(BIN)/python -m devstack.demo
 
 test: install system-deps
 	$(BIN)/python -m pytest -q
@@ -62,7 +55,7 @@ lint: install
 	$(BIN)/pip install -q -e '.[test,dev]'
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --ignore-missing-imports storage_backends repository edge distribution
+	$(BIN)/mypy --ignore-missing-imports storage_backends repository edge distribution devstack
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR) .pytest_cache

@@ -14,6 +14,9 @@ from repository.http.middlewares import error_middleware, identity_middleware
 from repository.http.setup import database, setup_artifact_core
 from repository.policy import EDGE_UPLOADS_REPO, policy_for
 
+from .access.audit_middleware import audit_middleware
+from .access.middleware import access_ctx, access_middleware
+from .access.setup import setup_security
 from .keys import settings_key, transactions_key, trusted_keys_key
 from .pace import UploadPace
 from .routes import setup_routes
@@ -33,7 +36,7 @@ EXPIRY_INTERVAL = 60.0
 
 def create_app(settings: EdgeSettings) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, identity_middleware],
+        middlewares=[audit_middleware, error_middleware, access_middleware, identity_middleware],
         client_max_size=MAX_JSON_BODY,
     )
     app[settings_key] = settings
@@ -45,6 +48,8 @@ def create_app(settings: EdgeSettings) -> web.Application:
         extra_migrations=(edge_migrations,),
     )
     app.cleanup_ctx.extend([trust_ctx, transactions_ctx])
+    app.cleanup_ctx.append(access_ctx)
+    setup_security(app)
     setup_routes(app)
     return app
 

@@ -8,6 +8,8 @@ from aiohttp import web
 from repository.http.routes import artifact_routes
 
 from . import api
+from .access.api import access_routes
+from .access.security_api import security_routes
 
 TX = "/artifactory/api/distribution/transactions/{tx_id:[0-9a-f]{64}}"
 BLOB = TX + "/blobs/{sha256:[0-9a-f]{64}}"
@@ -34,4 +36,6 @@ def edge_routes() -> list[web.AbstractRouteDef]:
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_routes(edge_routes())
+    app.router.add_routes(access_routes())
+    app.router.add_routes(security_routes())
     app.router.add_routes(artifact_routes())

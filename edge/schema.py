@@ -69,3 +69,101 @@ def m001_transactions_bundles_keys(db: Database) -> None:
         CREATE INDEX trusted_keys_by_fingerprint ON trusted_keys (fingerprint);
         """
     )
+
+
+@edge_migrations()
+def m002_users_permissions_audit(db: Database) -> None:
+    db.executescript(
+        """
+        -- Users log in with basic auth; the password is kept only as an scrypt hash.
+        CREATE TABLE users (
+            name TEXT PRIMARY KEY,
+            email TEXT NOT NULL DEFAULT '',
+            password_hash TEXT NOT NULL,
+            role TEXT NOT NULL,
+            groups TEXT NOT NULL DEFAULT '[]',   -- JSON list of group names
+            created INTEGER NOT NULL,
+            modified INTEGER NOT NULL
+        );
+        -- Permission targets, each as its validated JSON (Artifactory's v2 shape).
+        CREATE TABLE permission_targets (
+            name TEXT PRIMARY KEY,
+            body TEXT NOT NULL,
+            created INTEGER NOT NULL,
+            modified INTEGER NOT NULL
+        );
+        -- The audit trail: one row per decision or download, never updated. AUTOINCREMENT
+        -- so that ids (the paging cursor) are never reused after old rows are pruned.
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            time INTEGER NOT NULL,               -- epoch ms when the response was finished
+            subject TEXT NOT NULL,
+            token_id TEXT,
+            signed_kid TEXT,
+            signed_iat INTEGER,
+            client_ip TEXT,
+            country TEXT,
+            method TEXT NOT NULL,
+            action TEXT NOT NULL,
+            repo TEXT,
+            path TEXT,
+            status INTEGER NOT NULL,
+            bytes INTEGER NOT NULL,
+            denied_by TEXT,
+            aborted INTEGER NOT NULL DEFAULT 0,
+            duration_ms INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX audit_by_time ON audit (time);
+        CREATE INDEX audit_by_repo ON audit (repo, path);
+        CREATE INDEX audit_by_subject ON audit (subject);
+        CREATE INDEX audit_by_ip ON audit (client_ip);
+        CREATE TRIGGER audit_append_only BEFORE UPDATE ON audit
+        BEGIN
+            SELECT RAISE(ABORT, 'audit records are append-only');
+        END;
+        -- Only retention removes rows, and never one younger than a day.
+        CREATE TRIGGER audit_keep_recent BEFORE DELETE ON audit
+        WHEN OLD.time > (CAST(strftime('%s', 'now') AS INTEGER) - 86400) * 1000
+        BEGIN
+            SELECT RAISE(ABORT, 'audit records younger than a day are kept');
+        END;
+        -- Download statistics per file, maintained from the audit trail as it is written.
+        CREATE TABLE download_stats (
+            repo TEXT NOT NULL,
+            path TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            last_downloaded INTEGER NOT NULL,
+            last_downloaded_by TEXT NOT NULL,
+            PRIMARY KEY (repo, path)
+        ) WITHOUT ROWID;
+        """
+    )
+
+
+@edge_migrations()
+def m003_access_rules_url_signing_keys(db: Database) -> None:
+    # The IP and geo rules an admin stored through the API (one row: the whole set, as JSON);
+    # without it the settings file's rules apply.
+    db.execute(
+        """
+        CREATE TABLE access_rules (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            rules TEXT NOT NULL,
+            updated INTEGER NOT NULL,
+            updated_by TEXT NOT NULL
+        )
+        """
+    )
+    # Keys that sign or verify signed URLs; an own key's private half is a 0600 file
+    # in the data dir (url-signing/<kid>.pem), never a row.
+    db.execute(
+        """
+        CREATE TABLE url_signing_keys (
+            kid TEXT PRIMARY KEY,
+            algorithm TEXT NOT NULL,
+            public_key TEXT NOT NULL,
+            own INTEGER NOT NULL,
+            created INTEGER NOT NULL
+        )
+        """
+    )

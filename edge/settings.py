@@ -8,13 +8,99 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repository.settings import ServiceSettings, load_settings
+from repository.settings import InvalidSetting, ServiceSettings, load_settings
+
+from .access.address import FORWARDED_HEADERS, parse_network
+from .access.rules import GEO_UNKNOWN, RuleSpec
+from .access.signed_urls import ALGORITHMS, UrlKeySpec
 
 MiB = 1024 * 1024
+DAY = 24 * 3600
+
+
+@dataclass(frozen=True)
+class SignedUrlSettings:
+    """``[access.signed_urls]``: how this edge issues and checks signed URLs."""
+
+    # EdDSA: this edge's own Ed25519 key signs; HS256: the first key with a `secret` signs
+    algorithm: str = "EdDSA"
+    # the longest lifetime a URL may be issued with (and is accepted with), in seconds
+    max_lifetime: int = 7 * DAY
+    # seconds of clock difference forgiven on `exp` and `iat`
+    leeway: int = 60
+    # the `iss` of URLs issued here (default: node_id)
+    issuer: str | None = None
+    # how clients reach this edge, e.g. https://edge.example.com (default: the request's own scheme and host)
+    base_url: str | None = None
+    # other issuers' public keys and HS256 secrets, by kid
+    keys: tuple[UrlKeySpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise InvalidSetting("algorithm", f"must be one of {', '.join(ALGORITHMS)}")
+        if not 1 <= self.max_lifetime <= 365 * DAY:
+            raise InvalidSetting("max_lifetime", f"must be 1 to {365 * DAY} seconds")
+        if not 0 <= self.leeway <= 3600:
+            raise InvalidSetting("leeway", "must be 0 to 3600 seconds")
+        if self.base_url is not None and (
+            not self.base_url.startswith(("http://", "https://")) or any(c in self.base_url for c in "?#")
+        ):
+            raise InvalidSetting("base_url", "must be an http:// or https:// URL without query or fragment")
+        if self.algorithm == "HS256" and not any(k.secret for k in self.keys):
+            raise InvalidSetting("algorithm", "HS256 needs a key with a 'secret' in [[access.signed_urls.keys]]")
+        kids = [k.kid for k in self.keys]
+        if len(set(kids)) != len(kids):
+            raise InvalidSetting("keys", "names one kid twice")
+
+
+@dataclass(frozen=True)
+class AccessSettings:
+    """``[access]``: client address, IP and geo rules, signed URLs."""
+
+    # proxies whose forwarding header is believed (CIDRs); nobody's by default
+    trusted_proxies: tuple[str, ...] = ()
+    # the header those proxies write: X-Forwarded-For or Forwarded (RFC 7239)
+    forwarded_header: str = "X-Forwarded-For"
+    # a MaxMind-format country database, reloaded when the file changes
+    geoip_database: Path | None = None
+    # the answer where a geo rule applies and the country is unknown: deny or allow
+    geo_unknown: str = "deny"
+    # the initial rule set; the admin API replaces it at run time
+    rules: tuple[RuleSpec, ...] = ()
+    signed_urls: SignedUrlSettings = field(default_factory=SignedUrlSettings)
+
+    def __post_init__(self) -> None:
+        for cidr in self.trusted_proxies:
+            try:
+                parse_network(cidr)
+            except ValueError as exc:
+                raise InvalidSetting("trusted_proxies", f"has a bad entry: {exc}") from None
+        if self.forwarded_header not in FORWARDED_HEADERS:
+            raise InvalidSetting("forwarded_header", f"must be one of {', '.join(FORWARDED_HEADERS)}")
+        if self.geo_unknown not in GEO_UNKNOWN:
+            raise InvalidSetting("geo_unknown", f"must be one of {', '.join(GEO_UNKNOWN)}")
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """``[audit]``: the record of every decision and download."""
+
+    # off: nothing is recorded (records already kept can still be read, and are still pruned)
+    enabled: bool = True
+    # seconds between writes of queued records (and a write at shutdown); at most 1
+    flush_interval: float = 0.5
+    # records older than this many days are removed, checked hourly; 0 keeps them forever
+    retention_days: int = 365
+
+    def __post_init__(self) -> None:
+        if not 0.01 <= self.flush_interval <= 1.0:
+            raise InvalidSetting("flush_interval", "must be 0.01 to 1 second")
+        if not 0 <= self.retention_days <= 100 * 365:
+            raise InvalidSetting("retention_days", "must be 0 (keep forever) to 36500 days")
 
 
 @dataclass(frozen=True)
@@ -35,6 +121,8 @@ class EdgeSettings(ServiceSettings):
     upload_min_rate: int = 10 * 1024
     upload_rate_window: float = 30.0
     upload_deadline: float = 3600.0
+    access: AccessSettings = field(default_factory=AccessSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -54,6 +142,10 @@ class EdgeSettings(ServiceSettings):
     @property
     def trusted_keys_dir(self) -> Path:
         return self.data_dir / "trusted-keys"
+
+    @property
+    def url_signing_dir(self) -> Path:
+        return self.data_dir / "url-signing"
 
 
 def load_edge_settings(

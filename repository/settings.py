@@ -10,6 +10,7 @@ silently ignored. Nothing else in the code base reads ``os.environ``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 import types
 import typing
@@ -26,6 +27,19 @@ class SettingsError(ValueError):
     pass
 
 
+class InvalidSetting(ValueError):
+    """Raised by a settings dataclass's own checks about one of its fields.
+
+    The loader knows where the dataclass sits (``access.rules[2].``) and names the
+    setting in full; outside the loader the message names the field alone.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"setting '{field}' {problem}")
+
+
 def _is_section(tp: Any) -> bool:
     return dataclasses.is_dataclass(tp) and isinstance(tp, type)
 
@@ -33,6 +47,10 @@ def _is_section(tp: Any) -> bool:
 def _coerce(key: str, tp: Any, value: Any, from_text: bool) -> Any:
     """Check (or, for environment text, convert) one value against its declared type."""
     origin = typing.get_origin(tp)
+    if _is_section(tp):  # one table of a list of tables
+        if not isinstance(value, Mapping):
+            raise SettingsError(f"setting '{key}' must be a table")
+        return _build(tp, value, f"{key}.", {}, "")
     if origin in (typing.Union, types.UnionType):
         options = [t for t in typing.get_args(tp) if t is not type(None)]
         if value is None or (from_text and value == ""):
@@ -42,6 +60,11 @@ def _coerce(key: str, tp: Any, value: Any, from_text: bool) -> Any:
         return _coerce(key, options[0], value, from_text)
     if origin is tuple:
         (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
+        if _is_section(item):  # a list of tables; in the environment, as JSON
+            items = _json_list(key, value) if from_text and isinstance(value, str) else value
+            if not isinstance(items, list | tuple):
+                raise SettingsError(f"setting '{key}' must be a list of tables")
+            return tuple(_coerce(f"{key}[{i}]", item, v, from_text=False) for i, v in enumerate(items))
         items = [v.strip() for v in value.split(",") if v.strip()] if from_text and isinstance(value, str) else value
         if not isinstance(items, list | tuple):
             raise SettingsError(f"setting '{key}' must be a list")
@@ -76,6 +99,13 @@ def _coerce(key: str, tp: Any, value: Any, from_text: bool) -> Any:
     raise TypeError(f"unsupported settings type for {key}: {tp!r}")
 
 
+def _json_list(key: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise SettingsError(f"setting '{key}' must be a JSON list of objects") from None
+
+
 def _build(cls: type[S], values: Mapping[str, Any], prefix: str, env: Mapping[str, str], env_prefix: str) -> S:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -97,6 +127,8 @@ def _build(cls: type[S], values: Mapping[str, Any], prefix: str, env: Mapping[st
             kwargs[name] = _coerce(key, tp, values[name], from_text=False)
     try:
         return cls(**kwargs)
+    except InvalidSetting as exc:
+        raise SettingsError(f"setting '{prefix}{exc.field}' {exc.problem}") from None
     except (TypeError, ValueError) as exc:
         raise SettingsError(str(exc)) from None
 

@@ -2,6 +2,9 @@
 
 Secrets are 256 random bits, so a fast hash is enough to make a stolen database
 useless for logging in; a slow password hash would only slow every request.
+Resolved tokens are kept in memory so a download does not ask sqlite who is
+calling; every change of a token goes through this store, which drops the copies.
+As with the catalog's caches, one process owns a node's database.
 """
 
 from __future__ import annotations
@@ -10,13 +13,16 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+
+from cachetools import LRUCache
 
 from .catalog import now_ms
 from .db import Database
 
 TOKEN_PREFIX = "edt_"
+RESOLVED_CACHE_ENTRIES = 10_000
 
 
 class Role(StrEnum):
@@ -30,6 +36,10 @@ class Role(StrEnum):
 class Principal:
     subject: str
     role: Role | None  # None: anonymous
+    # the groups of the user behind the identity, for permission targets
+    groups: frozenset[str] = field(default_factory=frozenset)
+    # the API token the caller presented, if it presented one
+    token_id: str | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -58,9 +68,20 @@ def secrets_equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
+@dataclass(frozen=True)
+class _Resolved:
+    id: str
+    subject: str
+    role: Role
+    expires: int | None
+
+
 class TokenStore:
     def __init__(self, database: Database) -> None:
         self._database = database
+        # token hash -> the live token it stands for; unknown secrets are not remembered
+        self._resolved: LRUCache[str, _Resolved] = LRUCache(RESOLVED_CACHE_ENTRIES)
+        self._changes = 0
 
     async def create(
         self, role: Role, subject: str, description: str = "", expires_in: int | None = None
@@ -91,26 +112,48 @@ class TokenStore:
         """The principal a presented secret stands for, or None if unknown, expired or revoked."""
         if not secret.startswith(TOKEN_PREFIX):
             return None
-        row = await self._database.run(
-            lambda: self._database.db.execute(
-                "SELECT subject, role, expires, revoked FROM tokens WHERE token_hash = ?", [_hash(secret)]
-            ).fetchone()
-        )
-        if row is None:
+        token_hash = _hash(secret)
+        found = self._resolved.get(token_hash)
+        if found is None:
+            changes = self._changes
+            row = await self._database.run(
+                lambda: self._database.db.execute(
+                    "SELECT id, subject, role, expires FROM tokens WHERE token_hash = ? AND revoked IS NULL",
+                    [token_hash],
+                ).fetchone()
+            )
+            if row is None:
+                return None
+            found = _Resolved(row[0], row[1], Role(row[2]), row[3])
+            if changes == self._changes:  # no revocation raced the read
+                self._resolved[token_hash] = found
+        if found.expires is not None and found.expires <= now_ms():
             return None
-        subject, role, expires, revoked = row
-        if revoked is not None or (expires is not None and expires <= now_ms()):
-            return None
-        return Principal(subject, Role(role))
+        return Principal(found.subject, found.role, token_id=found.id)
 
     async def revoke(self, token_id: str) -> bool:
         """Revoke by id; answers False when no live token has that id."""
+        self._forget()
         cursor = await self._database.run(
             self._database.db.execute,
             "UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL",
             [now_ms(), token_id],
         )
         return cursor.rowcount > 0
+
+    async def revoke_subject(self, subject: str) -> int:
+        """Revoke every live token issued for ``subject``; answers how many."""
+        self._forget()
+        cursor = await self._database.run(
+            self._database.db.execute,
+            "UPDATE tokens SET revoked = ? WHERE subject = ? AND revoked IS NULL",
+            [now_ms(), subject],
+        )
+        return int(cursor.rowcount)
+
+    def _forget(self) -> None:
+        self._changes += 1
+        self._resolved.clear()
 
     async def list(self) -> list[TokenInfo]:
         rows = await self._database.run(

@@ -67,7 +67,7 @@ def parse(text: str) -> Trace:
     trace = Trace()
     started = False
     for line in text.splitlines():
-        if 'write(1<' in line and "BEGIN" in line:
+        if "write(1<" in line and "BEGIN" in line:
             started = True
             continue
         match = CALL.match(line)
@@ -144,6 +144,6 @@ def test_every_directory_made_for_a_blob_is_fsynced_in_its_parent(traced: tuple[
     for directory in made:
         mkdir = trace.index("mkdir", directory)
         parent = str(Path(directory).parent)
-        assert any(
-            i > mkdir for i, (c, p, _) in enumerate(trace.events) if c == "fsync" and p == parent
-        ), f"{parent} is fsynced after {directory} was made in it"
+        assert any(i > mkdir for i, (c, p, _) in enumerate(trace.events) if c == "fsync" and p == parent), (
+            f"{parent} is fsynced after {directory} was made in it"
+        )

@@ -51,7 +51,9 @@ async def test_one_request_carries_every_small_blob_and_the_bundle_commits(opene
     assert await missing(client, tid, headers) == {sha256(FILES["big.bin"])}
     again = await client.post(f"{TX}/{tid}/blobs", data=body_of(blobs[:3]), headers=headers)
     assert again.status == 200, "a batch retried after a lost answer gets the same success"
-    put = await client.put(f"{TX}/{tid}/blobs/{sha256(FILES['big.bin'])}", data=io.BytesIO(FILES["big.bin"]), headers=headers)
+    put = await client.put(
+        f"{TX}/{tid}/blobs/{sha256(FILES['big.bin'])}", data=io.BytesIO(FILES["big.bin"]), headers=headers
+    )
     assert put.status == 201
     await commit(client, tid, headers)
     for path in ("lib/part-7.bin", "empty.txt", "big.bin"):

@@ -32,6 +32,10 @@ class AccessContext:
     path: str | None = None
     # the rule that refused the request, e.g. "ip-deny 203.0.113.0/24 [releases-*]"
     denied_by: str | None = None
+    # filled by the audit step: the status of the response once prepared, and the body
+    # bytes handed to the kernel so far (sendfile included)
+    status: int | None = None
+    bytes_sent: int = 0
 
 
 access_context = web.RequestKey("access_context", AccessContext)

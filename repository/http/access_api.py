@@ -1,4 +1,4 @@
-"""``/access/api/v1/tokens``: issue and revoke API tokens (JFrog Access's paths)."""
+"""``/access/api/v1/tokens``: issue and revoke API tokens (JFrog Access's paths and fields)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from repository.errors import BadRequest, NotFound
-from repository.tokens import Role, TokenInfo
+from repository.errors import BadRequest, Forbidden, NotFound
+from repository.tokens import Principal, Role, TokenInfo
 
 from . import keys
 from .auth import require_role
@@ -42,16 +42,30 @@ def token_json(info: TokenInfo) -> dict[str, Any]:
 
 
 async def create_token(request: web.Request) -> web.Response:
-    require_role(request, Role.admin)
+    """Admins issue tokens for anyone; a user may issue tokens for itself.
+
+    A token for a known user acts with that user's role, so its role may only be left
+    out or be the user's; a token for any other name has the role it asks for.
+    """
+    issuer = _token_issuer(request)
     body = await read_json_object(request)
-    role = body.get("role", body.get("scope", "reader"))
-    if role not in Role.__members__:
-        raise BadRequest(f"Unknown role {role!r}; expected one of {', '.join(Role.__members__)}")
-    subject = body.get("username", body.get("subject", role))
+    users = request.app[keys.authenticator].users
+    own = issuer.role is not Role.admin
+    default_subject = issuer.subject if own else body.get("role", body.get("scope", "reader"))
+    subject = body.get("username", body.get("subject", default_subject))
     description = body.get("description", "")
     expires_in = body.get("expires_in")
     if not isinstance(subject, str) or not subject or len(subject) > 128:
         raise BadRequest("'username' must be a non-empty string of at most 128 characters")
+    if own and subject != issuer.subject:
+        request[keys.denied_by] = f"'{issuer.subject}' may issue tokens for itself only"
+        raise Forbidden("A user may issue tokens for itself only")
+    user = users.principal(subject) if users is not None else None
+    role = body.get("role", body.get("scope", user.role.value if user and user.role else "reader"))
+    if role not in Role.__members__:
+        raise BadRequest(f"Unknown role {role!r}; expected one of {', '.join(Role.__members__)}")
+    if user is not None and user.role is not None and role != user.role.value:
+        raise BadRequest(f"User '{subject}' has the role {user.role.value}; its tokens act with that role")
     if not isinstance(description, str) or len(description) > 1024:
         raise BadRequest("'description' must be a string of at most 1024 characters")
     if expires_in is not None and (type(expires_in) is not int or not 0 <= expires_in <= MAX_EXPIRES_IN):
@@ -64,6 +78,15 @@ async def create_token(request: web.Request) -> web.Response:
         "expires_in": expires_in or 0,
     }
     return json_response(answer, status=201)
+
+
+def _token_issuer(request: web.Request) -> Principal:
+    """The caller, if it may issue tokens: an admin, or a known user (for itself)."""
+    principal = request[keys.principal]
+    users = request.app[keys.authenticator].users
+    if principal.authenticated and users is not None and users.principal(principal.subject) is not None:
+        return principal
+    return require_role(request, Role.admin)
 
 
 async def list_tokens(request: web.Request) -> web.Response:

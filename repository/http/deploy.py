@@ -11,10 +11,10 @@ import re
 from aiohttp import web
 
 from repository.errors import BadRequest, Forbidden, InvalidPath
-from repository.tokens import Role
+from repository.permissions import Action
 
 from . import keys
-from .auth import require_role
+from .auth import require_permission
 from .download import ARTIFACTORY_PREFIX, artifact_location, raw_tail
 from .responses import json_response
 from .storage_api import file_info, folder_info
@@ -49,7 +49,7 @@ def expected_checksums(request: web.Request) -> dict[str, str]:
 async def deploy(request: web.Request) -> web.Response:
     repo, path = artifact_location(request)
     request.app[keys.policy].check_writable(repo)
-    principal = require_role(request, Role.deployer, Role.admin)
+    principal = await require_permission(request, Action.write, repo, path)
     if not path:
         raise InvalidPath("Invalid path: a file path is required")
     service = request.app[keys.artifacts]
@@ -76,7 +76,7 @@ async def deploy(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     repo, path = artifact_location(request)
     request.app[keys.policy].check_writable(repo)
-    require_role(request, Role.admin)
+    await require_permission(request, Action.delete, repo, path)
     if not path:
         raise Forbidden("Deleting a whole repository is not supported here")
     await request.app[keys.artifacts].delete(repo, path)

@@ -72,7 +72,12 @@ def artifact_headers(artifact: Artifact, node_id: str) -> dict[str, str]:
 
 
 class SendfileResponse(web.StreamResponse):
-    """A window of an open file sent with ``loop.sendfile``: the kernel copies, not Python."""
+    """A window of an open file sent with ``loop.sendfile``: the kernel copies, not Python.
+
+    The bytes the kernel took are reported to the writer's ``on_body_write`` like any
+    other body bytes, also when the client goes away part way (the file position
+    says how far sendfile got).
+    """
 
     def __init__(self, fobj: IO[bytes], window: ByteRange, *, status: int, headers: dict[str, str]) -> None:
         super().__init__(status=status, headers=headers)
@@ -81,6 +86,8 @@ class SendfileResponse(web.StreamResponse):
         self.content_length = window.length
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared:  # already sent (or failed): never send twice
+            return await super().prepare(request)
         try:
             writer = await super().prepare(request)
             if writer is None or request.method == "HEAD" or self._window.length == 0:
@@ -88,17 +95,27 @@ class SendfileResponse(web.StreamResponse):
             transport = request.transport
             if transport is None:
                 raise ConnectionResetError("client went away")
-            await asyncio.get_running_loop().sendfile(transport, self._fobj, self._window.start, self._window.length)
-            writer.output_size += self._window.length  # the kernel sent it; count it for logs
+            try:
+                await asyncio.get_running_loop().sendfile(
+                    transport, self._fobj, self._window.start, self._window.length
+                )
+            finally:
+                _report_sent(writer, max(0, self._fobj.tell() - self._window.start))
             await super().write_eof()
             return writer
         finally:
             self._fobj.close()  # a read-only close does no I/O worth a thread hop
 
 
+def _report_sent(writer: AbstractStreamWriter, sent: int) -> None:
+    writer.output_size += sent  # the kernel sent it; count it for logs
+    if sent > 0 and (notify := writer.on_body_write) is not None:
+        notify(sent, writer.output_size)
+
+
 async def download(request: web.Request) -> web.StreamResponse:
     repo, path = artifact_location(request)
-    await require_read(request, repo)
+    await require_read(request, repo, path)
     policy = request.app[keys.policy]
     artifact = await request.app[keys.artifacts].file(repo, path)
     modified = modified_at(artifact)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 from cachetools import LRUCache
 
 from repository.artifacts import ArtifactService
 from repository.catalog import Catalog
 from repository.identity import Authenticator
+from repository.permissions import Permissions
 from repository.policy import ArtifactPolicy
+from repository.stats import StatsSource
 from repository.tokens import Principal, TokenStore
 from storage_backends import StorageBackend
 
@@ -18,8 +22,16 @@ tokens = web.AppKey("tokens", TokenStore)
 policy = web.AppKey("policy", ArtifactPolicy)
 artifacts = web.AppKey("artifacts", ArtifactService)
 authenticator = web.AppKey("authenticator", Authenticator)
+permissions = web.AppKey("permissions", Permissions)
+# Download statistics, where the node keeps them (an edge does, from its audit trail).
+download_stats = web.AppKey("download_stats", StatsSource)
+# Whether a request carries a signed URL verified for its own path (a node with signed URLs
+# says): such a URL is an admin's grant to read that one file, whatever roles and targets say.
+signed_read: web.AppKey[Callable[[web.Request], bool]] = web.AppKey("signed_read")
 # Small blobs by sha256, bounded in bytes: immutable content needs no invalidation.
 small_blobs = web.AppKey("small_blobs", LRUCache)
 
 # Request-scoped: set by the access pipeline before any handler runs.
 principal = web.RequestKey("principal", Principal)
+# The rule that refused the request, when a permission check did; for the audit trail.
+denied_by = web.RequestKey("denied_by", str)

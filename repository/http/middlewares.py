@@ -65,5 +65,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request[keys.principal] = await request.app[keys.authenticator].identify(request.headers)
+    if keys.principal not in request:  # a step before (a valid signed URL) may have identified the caller
+        request[keys.principal] = await request.app[keys.authenticator].identify(request.headers)
     return await handler(request)

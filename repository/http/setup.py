@@ -12,6 +12,7 @@ from repository.artifacts import ArtifactService
 from repository.catalog import Catalog
 from repository.db import Database
 from repository.identity import Authenticator
+from repository.permissions import Permissions
 from repository.policy import ArtifactPolicy
 from repository.schema import catalog_migrations
 from repository.settings import ServiceSettings
@@ -36,6 +37,8 @@ def setup_artifact_core(
     backend, backend_params = settings.storage.backend, settings.storage.backend_params(settings.data_dir)
     admin_token = settings.admin_token
     app[keys.policy] = policy
+    # No permission targets until a node loads some: roles alone decide.
+    app[keys.permissions] = Permissions()
 
     async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         db = Database(database_path)

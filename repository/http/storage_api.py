@@ -1,23 +1,28 @@
-"""``/artifactory/api/storage/{repo}/{path}``: file info, folder info and deep listings.
+"""``/artifactory/api/storage/{repo}/{path}``: file info, folder info, deep listings, statistics.
 
 Field names and types follow what JFrog CLI and dohq-artifactory parse: ``size``
 is a string in file info, folders have no ``size``, ``folder`` is a boolean.
+Where permission targets cover parts of a repo, listings leave out what the
+caller may not read.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from repository.catalog import Artifact, Folder
-from repository.errors import NotFound
+from repository.catalog import Artifact, Folder, Repo
+from repository.errors import BadRequest, NotFound
 from repository.paths import url_quote
+from repository.permissions import Action
+from repository.stats import DownloadStats
 
 from . import keys
-from .auth import require_read
+from .auth import may, require_read
 from .download import artifact_location
 from .responses import json_response
 
@@ -60,8 +65,11 @@ def file_info(request: web.Request, a: Artifact) -> dict[str, Any]:
 
 async def folder_info(request: web.Request, f: Folder) -> dict[str, Any]:
     listing = await request.app[keys.catalog].children(f.repo, f.path)
-    children = [{"uri": "/" + url_quote(c.path.rpartition("/")[2]), "folder": True} for c in listing.folders]
-    children += [{"uri": "/" + url_quote(a.name), "folder": False} for a in listing.files]
+    visible = await _visibility(request, f.repo)
+    children = [
+        {"uri": "/" + url_quote(c.path.rpartition("/")[2]), "folder": True} for c in listing.folders if visible(c.path)
+    ]
+    children += [{"uri": "/" + url_quote(a.name), "folder": False} for a in listing.files if visible(a.path)]
     uri_path = f"/{url_quote(f.path)}" if f.path else ""
     return {
         "repo": f.repo,
@@ -76,11 +84,22 @@ async def folder_info(request: web.Request, f: Folder) -> dict[str, Any]:
     }
 
 
+async def _visibility(request: web.Request, repo_key: str) -> Callable[[str], bool]:
+    """Which paths of a listing the caller may see: all of them unless targets cover the repo."""
+    repo = await request.app[keys.catalog].get_repo(repo_key)
+    if repo is None or not request.app[keys.permissions].for_repo(repo_key):
+        return lambda _path: True
+    found: Repo = repo
+    return lambda path: may(request, Action.read, found, path)
+
+
 async def storage_info(request: web.Request) -> web.StreamResponse:
     repo, path = artifact_location(request, STORAGE_PREFIX)
-    await require_read(request, repo)
+    await require_read(request, repo, path)
     service = request.app[keys.artifacts]
     item = await service.item(repo, path)
+    if "stats" in request.query:
+        return await _stats(request, item)
     if "list" in request.query:
         if not isinstance(item, Folder):
             raise NotFound("Not a folder")
@@ -90,6 +109,24 @@ async def storage_info(request: web.Request) -> web.StreamResponse:
     if isinstance(item, Artifact):
         return json_response(file_info(request, item))
     return json_response(await folder_info(request, item))
+
+
+async def _stats(request: web.Request, item: Artifact | Folder) -> web.Response:
+    """Artifactory's ``?stats``: downloads of one file (timestamps in epoch ms, 0 for never)."""
+    if not isinstance(item, Artifact):
+        raise BadRequest("Statistics are kept for files, not folders")
+    source = request.app.get(keys.download_stats)
+    stats = await source.download_stats(item.repo, item.path) if source is not None else DownloadStats()
+    return json_response(
+        {
+            "uri": f"{base_url(request)}/api/storage/{item.repo}/{url_quote(item.path)}",
+            "downloadCount": stats.count,
+            "lastDownloaded": stats.last_downloaded,
+            "lastDownloadedBy": stats.last_downloaded_by,
+            "remoteDownloadCount": 0,
+            "remoteLastDownloaded": 0,
+        }
+    )
 
 
 def _properties(request: web.Request, item: Artifact | Folder) -> web.Response:
@@ -110,6 +147,7 @@ async def _file_list(request: web.Request, folder: Folder) -> web.StreamResponse
     catalog = request.app[keys.catalog]
     uri_path = f"/{url_quote(folder.path)}" if folder.path else ""
     head = {"uri": f"{base_url(request)}/api/storage/{folder.repo}{uri_path}", "created": iso(folder.created)}
+    visible = await _visibility(request, folder.repo)
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     await response.prepare(request)
     await response.write(json.dumps(head)[:-1].encode() + b', "files": [')
@@ -123,11 +161,14 @@ async def _file_list(request: web.Request, folder: Folder) -> web.StreamResponse
 
     if deep:
         async for a in catalog.walk_files(folder.repo, folder.path):
-            await emit(_list_entry(a, prefix))
+            if visible(a.path):
+                await emit(_list_entry(a, prefix))
     else:
         listing = await catalog.children(folder.repo, folder.path)
         if with_folders:
             for f in listing.folders:
+                if not visible(f.path):
+                    continue
                 await emit(
                     {
                         "uri": "/" + url_quote(f.path[prefix:]),
@@ -137,7 +178,8 @@ async def _file_list(request: web.Request, folder: Folder) -> web.StreamResponse
                     }
                 )
         for a in listing.files:
-            await emit(_list_entry(a, prefix))
+            if visible(a.path):
+                await emit(_list_entry(a, prefix))
     await response.write(b"]}\n")
     await response.write_eof()
     return response

@@ -1,0 +1,197 @@
+"""The audit step: outermost in the pipeline, so every request is recorded, refused ones too.
+
+It creates the request's ``AccessContext``, lets the rest of the pipeline and the
+handler run, then sends the response itself (``prepare`` and ``write_eof``, which
+aiohttp would otherwise call after the middlewares return) so that it knows how
+the response ended: complete or cut off, and how many body bytes went out. Bytes
+are counted by the response writer's ``on_body_write`` hook (in-memory and streamed
+bodies) and by ``SendfileResponse`` for what the kernel sent, also part way.
+
+Actions: ``download`` (GET/HEAD of an artifact), ``deploy``, ``delete``, ``read``
+(storage API, repository list, other metadata), ``distribute`` (the transaction and
+bundle API), ``admin`` (tokens, users, permissions, keys, rules, the audit trail),
+``other`` (no route). Health checks (``api/system/ping``) are not recorded. A handler cut
+off before it said its status is recorded as 499 (nginx's "client closed request").
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+import time
+
+from aiohttp import web
+
+from repository.catalog import now_ms
+from repository.http import keys as core
+from repository.http.middlewares import Handler
+
+from ..keys import audit_trail_key
+from .audit import AuditRecord, AuditTrail
+from .context import AccessContext, IPAddress, access_context
+from .middleware import request_target
+
+UNRECORDED_ROUTES = frozenset({"ping"})
+ROUTE_ACTIONS = {
+    "download": "download",
+    "deploy": "deploy",
+    "delete": "delete",
+    "other_method": "other",
+    "storage_info": "read",
+    "repositories": "read",
+    "repository": "read",
+    "version": "read",
+    "api_not_found": "other",
+    "bundles_list": "distribute",
+    "bundle_delete": "distribute",
+    "audit_query": "admin",
+}
+ADMIN_PREFIXES = ("/access/", "/artifactory/api/security/", "/artifactory/api/v2/security/")
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+@web.middleware
+async def audit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    ctx = AccessContext(client_ip=_peer(request))
+    request[access_context] = ctx
+    trail = request.app[audit_trail_key]
+    if not trail.enabled or request.match_info.route.name in UNRECORDED_ROUTES:
+        return await handler(request)
+
+    def count(sent: int, *_: object) -> None:
+        ctx.bytes_sent += sent
+
+    request.writer.on_body_write = count
+    started = time.monotonic()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # redirects (presigned S3 downloads), sent by aiohttp as they are
+        _record(trail, request, ctx, exc, exc.status, started, aborted=False)
+        raise
+    except BaseException:  # the client went away while the handler streamed, or the task was cancelled
+        _record(trail, request, ctx, None, ctx.status or 499, started, aborted=True)
+        raise
+    aborted = False
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionError:
+        aborted = True  # aiohttp's own finish of this response sees the same and stays quiet
+    except BaseException:
+        _record(trail, request, ctx, response, response.status, started, aborted=True)
+        raise
+    _record(trail, request, ctx, response, response.status, started, aborted=aborted)
+    return response
+
+
+async def remember_status(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: the status of a response a handler streams itself, for when it
+    is cut off and the handler raises instead of returning the response."""
+    ctx = request.get(access_context)
+    if ctx is not None:
+        ctx.status = response.status
+
+
+def _peer(request: web.Request) -> IPAddress | None:
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return _address(peer[0]) if isinstance(peer, tuple) else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(host: str) -> IPAddress | None:
+    """Parsing an address costs microseconds; the same clients come back again and again."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _text(address: IPAddress) -> str:
+    return str(address)
+
+
+def _record(
+    trail: AuditTrail,
+    request: web.Request,
+    ctx: AccessContext,
+    response: web.StreamResponse | None,
+    status: int,
+    started: float,
+    *,
+    aborted: bool,
+) -> None:
+    principal = request.get(core.principal)
+    subject = principal.subject if principal is not None else ctx.subject
+    token_id = principal.token_id if principal is not None and principal.token_id else ctx.token_id
+    action = _action(request)
+    repo, path = ctx.repo, ctx.path
+    if repo is None:
+        repo, path = request_target(request.raw_path)
+    denied_by = ctx.denied_by or request.get(core.denied_by)
+    if denied_by is None and status in (401, 403):
+        denied_by = _error_message(response)
+    trail.record(
+        AuditRecord(
+            time=now_ms(),
+            subject=subject,
+            token_id=token_id,
+            signed_kid=ctx.signed_kid,
+            signed_iat=ctx.signed_iat,
+            client_ip=_text(ctx.client_ip) if ctx.client_ip is not None else None,
+            country=ctx.country,
+            method=request.method,
+            action=action,
+            repo=repo,
+            path=path,
+            status=status,
+            bytes=ctx.bytes_sent,
+            denied_by=denied_by,
+            aborted=aborted,
+            duration_ms=round((time.monotonic() - started) * 1000),
+            counts_as_download=action == "download" and not aborted and _delivers_file(request, response, status),
+        )
+    )
+
+
+def _action(request: web.Request) -> str:
+    name = request.match_info.route.name
+    if name in ROUTE_ACTIONS:
+        return ROUTE_ACTIONS[name]
+    if name is None:
+        return "other"
+    if name.startswith("tx_"):
+        return "distribute"
+    if request.path.startswith(ADMIN_PREFIXES) or request.method not in ("GET", "HEAD"):
+        return "admin"
+    return "read"
+
+
+def _delivers_file(request: web.Request, response: web.StreamResponse | None, status: int) -> bool:
+    """Whether a GET handed out the whole file or its end: what Artifactory counts as a download.
+
+    A parallel or resumed download (several ranges) counts once, for the range that ends
+    the file; a redirect to the storage counts unless it was for a range.
+    """
+    if request.method != "GET":
+        return False
+    if status == 200:
+        return True
+    if status == 206 and response is not None:
+        first_last, _, size = response.headers.get("Content-Range", "").removeprefix("bytes ").partition("/")
+        last = first_last.partition("-")[2]
+        return last.isdigit() and size.isdigit() and int(last) + 1 == int(size)
+    return status in REDIRECTS and "Range" not in request.headers
+
+
+def _error_message(response: web.StreamResponse | None) -> str | None:
+    """The message of an error body, where no rule was named (e.g. bad credentials)."""
+    body = response.body if isinstance(response, web.Response) else None
+    if not isinstance(body, bytes):
+        return None
+    try:
+        return str(json.loads(body)["errors"][0]["message"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None

@@ -1,0 +1,157 @@
+"""The first steps of the access pipeline: client address, IP rules, geo rules, signed URLs.
+
+Runs after the audit step (which creates the ``AccessContext``) and the error mapping,
+before identity. It fills the context (client address, country, repo, path) for every
+request, refuses with 403 what the rules refuse (``denied_by`` says which rule), and
+turns a valid ``sig`` into a reader identity for that one request; an invalid ``sig``
+is a 403, never a fall back to anonymous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from repository.errors import Forbidden, InvalidPath
+from repository.http import keys as core
+from repository.http.middlewares import Handler
+from repository.http.setup import database
+from repository.paths import check_artifact_path, check_repo_key, decode_raw, split_repo_path
+from repository.tokens import Principal, Role
+
+from ..keys import settings_key
+from .address import ClientAddress, parse_network
+from .context import AccessContext, IPAddress, access_context
+from .geo import GeoDatabase
+from .rules import RuleBook
+from .signed_urls import SignedUrls, UrlRefused
+from .url_keys import UrlKeyring
+
+log = logging.getLogger(__name__)
+
+ARTIFACTORY = "/artifactory/"
+API = "/artifactory/api/"
+STORAGE_API = "/artifactory/api/storage/"
+SIGNED_METHODS = ("GET", "HEAD")
+
+
+@dataclass
+class AccessControl:
+    address: ClientAddress
+    rules: RuleBook
+    geo: GeoDatabase | None
+    keyring: UrlKeyring
+    urls: SignedUrls
+    base_url: str | None
+
+
+access_control = web.AppKey("access_control", AccessControl)
+
+
+async def access_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Rules (stored ones over the settings file's), URL-signing keys (the first made on first
+    start), and the geo database with a task that reloads it when its file changes."""
+    settings = app[settings_key]
+    access = settings.access
+    db = app[database]
+    rules = RuleBook(db, access.rules, access.geo_unknown)
+    await rules.load()
+    signed = access.signed_urls
+    keyring = UrlKeyring(db, settings.url_signing_dir, signed.keys, signed.algorithm)
+    await keyring.open()
+    urls = SignedUrls(
+        keyring, issuer=signed.issuer or settings.node_id, max_lifetime=signed.max_lifetime, leeway=signed.leeway
+    )
+    geo, watcher = None, None
+    if access.geoip_database is not None:
+        geo = GeoDatabase(access.geoip_database, settings.data_dir / "geoip")
+        await asyncio.to_thread(geo.clear_snapshots)
+        await geo.refresh()
+        if not geo.loaded:
+            log.warning("geo database %s is not usable: geo rules answer '%s'", geo.path, access.geo_unknown)
+        watcher = asyncio.create_task(geo.watch(), name="geo-database-watch")
+    address = ClientAddress([parse_network(c) for c in access.trusted_proxies], access.forwarded_header)
+    app[access_control] = AccessControl(address, rules, geo, keyring, urls, signed.base_url)
+    yield
+    if watcher is not None:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    if geo is not None:
+        await geo.close()
+
+
+def request_target(raw_path: str) -> tuple[str | None, str | None]:
+    """The repo and path a request is about (artifact and storage API paths), decoded as the
+    handlers decode them; None where it is about none, or they are not valid names."""
+    raw = raw_path.split("?", 1)[0]
+    if raw.startswith(STORAGE_API):
+        tail = raw[len(STORAGE_API) :]
+    elif raw.startswith(ARTIFACTORY) and not raw.startswith(API):
+        tail = raw[len(ARTIFACTORY) :]
+    else:
+        return None, None
+    try:
+        repo, _, path = decode_raw(tail).partition("/")
+        check_repo_key(repo)
+    except InvalidPath:
+        return None, None
+    path = path.removesuffix("/")
+    try:
+        return repo, check_artifact_path(path) if path else None
+    except InvalidPath:
+        return repo, None
+
+
+def _refuse(ctx: AccessContext, rule: str, message: str) -> Forbidden:
+    ctx.denied_by = rule
+    return Forbidden(message)
+
+
+@web.middleware
+async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    ctx = request.get(access_context)
+    if ctx is None:
+        ctx = request[access_context] = AccessContext()
+    control = request.app[access_control]
+    address = control.address
+    client = address.resolve(request.remote, request.headers.getall(address.header, ()))
+    ctx.client_ip = client
+    ctx.repo, ctx.path = request_target(request.raw_path)
+    if control.geo is not None:
+        ctx.country = control.geo.country(client)
+    rules = control.rules.current
+    if rules:
+        denial = rules.check(ctx.repo, client, ctx.country)
+        if denial is not None:
+            raise _refuse(ctx, denial.rule, denial.message)
+    if "sig" in request.query:
+        _open_signed_url(request, control.urls, ctx, client)
+    return await handler(request)
+
+
+def _open_signed_url(request: web.Request, urls: SignedUrls, ctx: AccessContext, client: IPAddress | None) -> None:
+    """A valid ``sig`` makes this one request a reader's; anything else about it is a 403."""
+    signatures = request.query.getall("sig")
+    raw = request.raw_path.split("?", 1)[0]
+    if len(signatures) != 1:
+        raise _refuse(ctx, "signed-url: sig given more than once", "Invalid signed URL")
+    if not raw.startswith(ARTIFACTORY) or raw.startswith(API):
+        raise _refuse(ctx, "signed-url: not an artifact path", "Signed URLs are good for artifact downloads only")
+    if request.method not in SIGNED_METHODS:
+        raise _refuse(ctx, f"signed-url: method {request.method}", "Signed URLs are good for GET and HEAD only")
+    try:
+        repo, path = split_repo_path(raw[len(ARTIFACTORY) :], allow_root=False)
+    except InvalidPath:
+        raise _refuse(ctx, "signed-url: invalid path", "Invalid signed URL") from None
+    try:
+        claims, key = urls.verify(signatures[0], f"{repo}/{path}", client)
+    except UrlRefused as exc:
+        raise _refuse(ctx, f"signed-url: {exc.reason}", exc.message) from None
+    request[core.principal] = Principal(claims.iss, Role.reader)
+    ctx.subject, ctx.signed_kid, ctx.signed_iat = claims.iss, key.kid, claims.iat
