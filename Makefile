@@ -11,7 +11,7 @@ EDGE2_PORT ?= 8083
 .PHONY: install system-deps run demo test bench lint clean
 
 # System packages the tests start for real (apt on Debian/Ubuntu; only what is missing).
-SYSTEM_PACKAGES ?= gpg:gnupg curl:curl strace:strace
+SYSTEM_PACKAGES ?= gpg:gnupg curl:curl strace:strace nginx:nginx
 define apt_install
 	@missing=""; \
 	for pair in $(1); do command -v $${pair%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${pair%%:*} ] \

@@ -2,7 +2,13 @@
 
 Run by hand (``python bench/download.py`` or ``make bench``); it is not part of the
 test suite. Absolute numbers depend on the machine, so the script prints ratios
-against peers measured moments before on the same box:
+against peers measured moments before on the same box. The edge is measured twice:
+
+- directly (it sends the bytes itself, by sendfile or from memory);
+- through nginx running the shipped ``nginx/edge.conf`` (one worker, on the edge's
+  core): the edge decides and answers ``X-Accel-Redirect``, nginx sends the file;
+
+and the peers are:
 
 - nginx serving the same bytes from disk with sendfile (the practical ceiling for
   a static file server; one worker, as the edge is one process);
@@ -32,6 +38,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # bench/ is no package; tests.nginx_process runs the shipped nginx/edge.conf
+    sys.path.insert(0, str(ROOT))
+
+from tests.nginx_process import NginxError, NginxProcess  # noqa: E402
+
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 UPLOADS_REPO = "artifactory-edge-uploads"
 TOKEN = "bench-admin-token-" + os.urandom(6).hex()
@@ -42,6 +54,7 @@ READ_BUFFER = 4 * MiB
 WARMUP_SECONDS = 2
 READY_TIMEOUT = 30.0
 SERVER_CPU = "0"  # every server gets this core; load generators get the others
+ACCEL_PREFIX = "/_blobs/"  # the edge's accel_redirect, the internal location of nginx/edge.conf
 BIN_DIR = Path(sys.executable).parent
 
 
@@ -193,7 +206,13 @@ def start_edge(stack: contextlib.ExitStack, tmp: Path) -> tuple[subprocess.Popen
     if not edge.exists():
         raise BenchError(f"{edge} not found: install the project first (make install)")
     port = free_port()
-    env = {**os.environ, "EDGE_ADMIN_TOKEN": TOKEN}
+    # X-Accel-Redirect only for requests the nginx in front marks: direct ones still get sendfile
+    env = {
+        **os.environ,
+        "EDGE_ADMIN_TOKEN": TOKEN,
+        "EDGE_ACCEL_REDIRECT": ACCEL_PREFIX,
+        "EDGE_ACCESS_TRUSTED_PROXIES": "127.0.0.1/32",
+    }
     cmd = [
         *pin_prefix(SERVER_CPU),
         str(edge),
@@ -272,6 +291,29 @@ def start_nginx(stack: contextlib.ExitStack, tmp: Path, www: Path, probe: str) -
     proc = start_process(stack, "nginx", cmd, log)
     wait_ready(proc, "nginx", port, probe, root / "error.log")
     return port
+
+
+def start_front(stack: contextlib.ExitStack, tmp: Path, edge_port: int) -> int:
+    """nginx with the shipped nginx/edge.conf in front of the edge, on the edge's core."""
+    blob_dir = tmp / "edge-data" / "blobs" / "blobs"  # <storage.root>/blobs/, storage.root = <data_dir>/blobs
+    front = NginxProcess(tmp / "front", [edge_port], blob_dir, cpus=pin_prefix(SERVER_CPU))
+    stack.callback(front.stop)
+    try:
+        front.start()
+    except NginxError as exc:
+        raise BenchError(str(exc)) from None
+    return front.port or 0
+
+
+def check_accel(edge_port: int, path: str, sample: Sample) -> None:
+    """The edge answers nginx's request with X-Accel-Redirect and no body: nginx sends the bytes."""
+    with connect(edge_port, timeout=30) as conn:
+        conn.request("GET", path, headers={"X-Sendfile-Type": "X-Accel-Redirect"})
+        response = conn.getresponse()
+        body = response.read()
+    target = response.getheader("X-Accel-Redirect") or ""
+    if response.status != 200 or body or not target.startswith(ACCEL_PREFIX) or not target.endswith(sample.sha256):
+        raise BenchError(f"the edge did not answer X-Accel-Redirect for {path}: {response.status}, {target!r}")
 
 
 def bare_app(port: int) -> None:
@@ -436,6 +478,7 @@ class Servers:
 
     edge_pid: int
     edge_port: int
+    front_port: int
     nginx_port: int
     bare_port: int
 
@@ -452,12 +495,15 @@ def setup_servers(stack: contextlib.ExitStack, tmp: Path, samples: list[Sample],
     for sample in samples:
         upload(edge_port, sample)
     rss["after uploads"] = peak_rss_mib(edge.pid)
+    front_port = start_front(stack, tmp, edge_port)
     nginx_port = start_nginx(stack, tmp, www, "/" + samples[0].path.name)
     bare_port = start_bare(stack, tmp)
     for sample in samples:
         verify(edge_port, edge_path(sample), sample, "edge")
+        check_accel(edge_port, edge_path(sample), sample)
+        verify(front_port, edge_path(sample), sample, "edge through nginx")
         verify(nginx_port, "/" + sample.path.name, sample, "nginx")
-    return Servers(edge.pid, edge_port, nginx_port, bare_port)
+    return Servers(edge.pid, edge_port, front_port, nginx_port, bare_port)
 
 
 def measure(load: Load, servers: Servers, samples: list[Sample], rss: dict[str, float]) -> dict[str, dict[str, Result]]:
@@ -468,6 +514,7 @@ def measure(load: Load, servers: Servers, samples: list[Sample], rss: dict[str, 
         secs = SMALL_SECONDS if small else LARGE_SECONDS
         urls = {
             "edge": f"http://127.0.0.1:{servers.edge_port}{edge_path(sample)}",
+            "edge+nginx": f"http://127.0.0.1:{servers.front_port}{edge_path(sample)}",
             "nginx": f"http://127.0.0.1:{servers.nginx_port}/{sample.path.name}",
         }
         if small:
@@ -489,15 +536,16 @@ METRICS: dict[str, Callable[[Result], float]] = {"req/s": lambda r: r.rps, "MB/s
 
 
 def print_table(results: dict[str, dict[str, Result]], rss: dict[str, float]) -> None:
-    """Edge vs nginx (and vs bare aiohttp for small files): rates and ratios, then memory."""
-    columns = [("file", "<7"), ("metric", "<7"), ("edge", ">10"), ("nginx", ">10"), ("edge/nginx", ">11")]
-    columns += [("bare aiohttp", ">13"), ("edge/bare", ">10")]
+    """Edge, edge through nginx, nginx (and bare aiohttp for small files): rates and ratios, then memory."""
+    columns = [("file", "<7"), ("metric", "<7"), ("edge", ">10"), ("edge+nginx", ">11"), ("nginx", ">10")]
+    columns += [("edge/nginx", ">11"), ("edge+nginx/nginx", ">17"), ("bare aiohttp", ">13"), ("edge/bare", ">10")]
     head = " ".join(f"{name:{spec}}" for name, spec in columns)
     print("\n" + head + "\n" + "-" * len(head))
     for size, by_server in results.items():
         for metric, value in METRICS.items():
-            edge, nginx = value(by_server["edge"]), value(by_server["nginx"])
-            row = f"{size:<7} {metric:<7} {edge:10.1f} {nginx:10.1f} {ratio(edge, nginx):>11}"
+            edge, front, nginx = (value(by_server[name]) for name in ("edge", "edge+nginx", "nginx"))
+            row = f"{size:<7} {metric:<7} {edge:10.1f} {front:11.1f} {nginx:10.1f}"
+            row += f" {ratio(edge, nginx):>11} {ratio(front, nginx):>17}"
             if "bare aiohttp" in by_server:
                 bare = value(by_server["bare aiohttp"])
                 row += f" {bare:13.1f} {ratio(edge, bare):>10}"
@@ -524,6 +572,7 @@ def run(allow_wrk: bool) -> None:
         pin_self_to_client_cpus()
         print(f"load: {load.describe()}\n{os.cpu_count()} CPUs, {load_cpu}")
         print("nginx: worker_processes 1, sendfile on (the edge is a single process too)")
+        print("edge+nginx: nginx/edge.conf in front of the same edge, X-Accel-Redirect; both on the servers' core")
         results = measure(load, servers, samples, rss)
         print_table(results, rss)
     print(f"\ntotal wall time: {time.monotonic() - started:.1f} s")

@@ -10,7 +10,9 @@ from aiohttp import web
 
 from repository.catalog import Repo
 from repository.http import keys as core
+from repository.http.metrics import metrics_middleware
 from repository.http.middlewares import error_middleware, identity_middleware
+from repository.http.request_ids import request_id_middleware, setup_request_ids
 from repository.http.setup import database, setup_artifact_core
 from repository.policy import policy_for
 
@@ -19,6 +21,7 @@ from .bundles import BundleService
 from .edges import EdgeStore
 from .jobs import JobStore
 from .keys import bundles_key, http_key, runner_key, settings_key, signer_key
+from .metrics import edge_traffic_key, setup_distribution_metrics
 from .routes import setup_routes
 from .runner import JobRunner
 from .schema import distribution_migrations
@@ -30,8 +33,13 @@ MAX_JSON_BODY = 4 * 1024 * 1024
 
 
 def create_app(settings: DistributionSettings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, identity_middleware], client_max_size=MAX_JSON_BODY)
+    app = web.Application(
+        middlewares=[request_id_middleware, metrics_middleware, error_middleware, identity_middleware],
+        client_max_size=MAX_JSON_BODY,
+    )
     app[settings_key] = settings
+    setup_request_ids(app)
+    setup_distribution_metrics(app, settings)
     setup_artifact_core(
         app,
         settings,
@@ -85,6 +93,7 @@ async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
         app[core.storage],
         app[http_key],
         app[settings_key],
+        on_sent=app[edge_traffic_key].sent,
     )
     app[runner_key] = runner
     task = asyncio.create_task(runner.run(), name="distribution job runner")

@@ -28,6 +28,7 @@ COMPLETED = "Completed"
 FAILED = "Failed"
 STATUSES = (NOT_DISTRIBUTED, IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED)
 RUNNING = (IN_QUEUE, IN_PROGRESS)
+JOB_STATES = (IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED)
 DISTRIBUTE = "distribute"
 DELETE = "delete_release_bundle_version"
 ABORTED = "aborted"
@@ -244,6 +245,22 @@ class JobStore:
                 busy_edges = busy_edges | {job.edge}
                 chosen.append(job)
         return chosen
+
+    async def count_by_state(self) -> dict[str, int]:
+        """How many jobs are in each state, every job state named (for the metrics)."""
+        rows = await self._database.run(
+            lambda: self._db.execute("SELECT state, count(*) FROM distribution_jobs GROUP BY state").fetchall()
+        )
+        return {state: 0 for state in JOB_STATES} | dict(rows)
+
+    async def pending_by_edge(self) -> dict[str, tuple[int, int]]:
+        """Edge -> (jobs queued or running, when the oldest of their distributions was made, epoch ms)."""
+        rows = await self._database.run(
+            lambda: self._db.execute(
+                f"SELECT j.edge, count(*), min(d.created) FROM {_JOINED} WHERE j.{_STILL_RUNNING} GROUP BY j.edge"
+            ).fetchall()
+        )
+        return {edge: (count, oldest) for edge, count, oldest in rows}
 
     async def update(self, key: tuple[int, str], **fields: Any) -> bool:
         """Set fields of a job that is still running; False when it is not (aborted, finished, deleted)."""

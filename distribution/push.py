@@ -55,6 +55,8 @@ class Progress:
     uploading: dict[str, str] = field(default_factory=dict)  # sha256 -> a target path, while it goes out
     changes: int = 0
     by_sha: dict[str, list[BundleArtifact]] = field(default_factory=lambda: defaultdict(list))
+    # told of every blob byte that goes out (the service's per-edge traffic counter)
+    on_sent: Callable[[int], None] | None = None
 
     def __post_init__(self) -> None:
         for a in self.artifacts:
@@ -79,6 +81,8 @@ class Progress:
     def on_bytes(self, n: int) -> None:
         self.sent_bytes += n
         self.changes += 1
+        if self.on_sent is not None:
+            self.on_sent(n)
 
     def fields(self) -> dict[str, Any]:
         return {

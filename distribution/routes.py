@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from repository.http.openapi import openapi_handler
 from repository.http.repos_api import create_repository
 from repository.http.routes import artifact_routes
 
@@ -39,6 +40,7 @@ def setup_routes(app: web.Application) -> None:
             web.put(DISTRIBUTION + "/abort", distributions_api.abort, name="distribution_abort"),
             web.get(BUNDLE + "/distribution", distributions_api.distribution_status, name="distribution_list"),
             web.get(BUNDLE + "/distribution/{id}", distributions_api.distribution_status, name="distribution_get"),
+            web.get("/distribution/api/openapi.json", openapi_handler("distribution"), name="openapi"),
             web.put("/artifactory/api/repositories/{key}", create_repository, name="repository_create"),
             *artifact_routes(),
         ]

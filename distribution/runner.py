@@ -14,6 +14,7 @@ import contextlib
 import functools
 import logging
 import random
+from collections.abc import Callable
 
 import aiohttp
 
@@ -44,8 +45,10 @@ class JobRunner:
         storage: StorageBackend,
         session: aiohttp.ClientSession,
         settings: DistributionSettings,
+        on_sent: Callable[[str, int], None] | None = None,
     ) -> None:
         self.jobs, self.edges, self.bundles, self.storage = jobs, edges, bundles, storage
+        self.on_sent = on_sent  # (edge, bytes) for every blob byte sent to an edge
         self.session = session
         self.settings = settings
         self._tasks: dict[tuple[int, str], asyncio.Task[None]] = {}
@@ -121,6 +124,8 @@ class JobRunner:
         except NotFound:
             raise SourceMissing(f"release bundle {job.name}/{job.version} no longer exists or is not signed") from None
         progress = Progress.of(job, await self.bundles.store.artifacts(job.name, job.version))
+        if self.on_sent is not None:
+            progress.on_sent = functools.partial(self.on_sent, job.edge)
         self._progress[job.key] = progress
 
         async def on_started(tx: str) -> None:

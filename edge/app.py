@@ -10,7 +10,9 @@ from aiohttp import web
 
 from repository.catalog import Repo
 from repository.http import keys as core
+from repository.http.metrics import metrics_middleware
 from repository.http.middlewares import error_middleware, identity_middleware
+from repository.http.request_ids import request_id_middleware, setup_request_ids
 from repository.http.setup import database, setup_artifact_core
 from repository.policy import EDGE_UPLOADS_REPO, policy_for
 
@@ -18,6 +20,7 @@ from .access.audit_middleware import audit_middleware
 from .access.middleware import access_ctx, access_middleware
 from .access.setup import setup_security
 from .keys import settings_key, transactions_key, trusted_keys_key
+from .metrics import setup_edge_metrics
 from .pace import UploadPace
 from .routes import setup_routes
 from .schema import edge_migrations
@@ -36,15 +39,29 @@ EXPIRY_INTERVAL = 60.0
 
 def create_app(settings: EdgeSettings) -> web.Application:
     app = web.Application(
-        middlewares=[audit_middleware, error_middleware, access_middleware, identity_middleware],
+        middlewares=[
+            request_id_middleware,
+            metrics_middleware,
+            audit_middleware,
+            error_middleware,
+            access_middleware,
+            identity_middleware,
+        ],
         client_max_size=MAX_JSON_BODY,
     )
     app[settings_key] = settings
+    setup_request_ids(app)
+    setup_edge_metrics(app, settings)
     uploads = Repo(EDGE_UPLOADS_REPO, anonymous_read=settings.uploads_anonymous_read)
     setup_artifact_core(
         app,
         settings,
-        policy_for(settings, writable_repos=frozenset({EDGE_UPLOADS_REPO}), builtin_repos=(uploads,)),
+        policy_for(
+            settings,
+            writable_repos=frozenset({EDGE_UPLOADS_REPO}),
+            builtin_repos=(uploads,),
+            accel_redirect=settings.accel_redirect,
+        ),
         extra_migrations=(edge_migrations,),
     )
     app.cleanup_ctx.extend([trust_ctx, transactions_ctx])

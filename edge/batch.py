@@ -63,7 +63,7 @@ class BatchReader:
         self.consumed += len(line) + 1
         try:
             shas = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             shas = None
         if (
             not isinstance(shas, list)

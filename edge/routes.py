@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from repository.http.openapi import openapi_handler
 from repository.http.routes import artifact_routes
 
 from . import api
@@ -31,6 +32,7 @@ def edge_routes() -> list[web.AbstractRouteDef]:
         web.post(KEYS, api.trust_key, name="trusted_key_add"),
         web.get(KEYS, api.list_trusted_keys, name="trusted_key_list", allow_head=False),
         web.delete(KEYS + "/{alias}", api.remove_trusted_key, name="trusted_key_remove"),
+        web.get("/artifactory/api/openapi.json", openapi_handler("edge"), name="openapi", allow_head=False),
     ]
 
 

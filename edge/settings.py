@@ -7,6 +7,7 @@ storage section, e.g. ``EDGE_ADMIN_TOKEN``, ``EDGE_STORAGE_BACKEND=s3``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from .access.signed_urls import ALGORITHMS, UrlKeySpec
 
 MiB = 1024 * 1024
 DAY = 24 * 3600
+# An nginx location prefix: '/', segments of URL-safe characters, a closing '/'; no dot segments.
+ACCEL_PREFIX = re.compile(r"/(?:(?!\.{1,2}/)[A-Za-z0-9._~-]+/)+")
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,10 @@ class EdgeSettings(ServiceSettings):
     upload_min_rate: int = 10 * 1024
     upload_rate_window: float = 30.0
     upload_deadline: float = 3600.0
+    # nginx's internal location that serves the blob directory (e.g. "/_blobs/"): downloads of
+    # local blobs asked for by that nginx (X-Sendfile-Type: X-Accel-Redirect) are then sent by
+    # nginx, the edge answering only the headers and X-Accel-Redirect; "" (the default) is off
+    accel_redirect: str = ""
     access: AccessSettings = field(default_factory=AccessSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
 
@@ -134,6 +141,8 @@ class EdgeSettings(ServiceSettings):
             raise ValueError("settings 'upload_min_rate' and 'upload_deadline' must be 0 (off) or more")
         if not 0 < self.upload_rate_window <= 3600:
             raise ValueError("setting 'upload_rate_window' must be more than 0 and at most 3600 seconds")
+        if self.accel_redirect and not ACCEL_PREFIX.fullmatch(self.accel_redirect):
+            raise ValueError("setting 'accel_redirect' must be empty (off) or a path like '/_blobs/'")
 
     @property
     def staging_dir(self) -> Path:

@@ -178,6 +178,13 @@ class EdgeStore:
             ]
         )
 
+    async def count_by_state(self) -> dict[State, int]:
+        """How many transactions are in each state, every state named (for the metrics)."""
+        rows = await self._database.run(
+            lambda: self._db.execute("SELECT state, count(*) FROM transactions GROUP BY state").fetchall()
+        )
+        return {state: 0 for state in State} | {State(s): n for s, n in rows}
+
     async def open_ids(self) -> set[str]:
         return await self._database.run(
             lambda: {r[0] for r in self._db.execute("SELECT id FROM transactions WHERE state = 'OPEN'")}

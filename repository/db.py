@@ -46,6 +46,13 @@ class Database:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
 
+    async def check(self) -> None:
+        """Raise unless the database thread answers a read of the file (a readiness check)."""
+        await self.run(self._check)
+
+    def _check(self) -> None:
+        self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
     @property
     def db(self) -> sqlite_utils.Database:
         if self._db is None:

@@ -27,6 +27,8 @@ class ArtifactPolicy:
     # Send clients to a presigned URL where the backend offers one (else stream).
     redirect_downloads: bool = True
     presign_expiry: int = 300
+    # nginx's internal location for local blobs (X-Accel-Redirect); "" sends them from here.
+    accel_redirect: str = ""
     # Repos that exist on this node from the start; their settings are applied at every start.
     builtin_repos: tuple[Repo, ...] = field(default=())
 
@@ -41,6 +43,7 @@ def policy_for(
     *,
     writable_repos: frozenset[str] | None,
     builtin_repos: tuple[Repo, ...],
+    accel_redirect: str = "",
 ) -> ArtifactPolicy:
     """A node's policy from its settings: the storage and upload rules every node shares."""
     return ArtifactPolicy(
@@ -51,4 +54,5 @@ def policy_for(
         redirect_downloads=settings.storage.redirect_downloads,
         presign_expiry=settings.storage.presign_expiry,
         builtin_repos=builtin_repos,
+        accel_redirect=accel_redirect,
     )

@@ -211,6 +211,8 @@ class ServiceSettings:
     max_upload_bytes: int = 10 * GiB
     shutdown_timeout: float = 60.0
     log_level: str = "INFO"
+    # GET /metrics for anyone (scrapers on an internal network), or only with an admin credential
+    metrics_public: bool = True
     storage: StorageSettings = dataclasses.field(default_factory=StorageSettings)
 
     def __post_init__(self) -> None:

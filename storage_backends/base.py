@@ -157,6 +157,11 @@ class StorageBackend(ABC):
     async def close(self) -> None:
         """Release connections and worker threads."""
 
+    async def check(self) -> None:
+        """Raise StorageError unless the store answers right now (a readiness check): cheap,
+        writes nothing. This default asks for a blob that is never there."""
+        await self.exists("0" * 64)
+
     @abstractmethod
     async def writer(self, *, all_digests: bool = True) -> BlobWriter:
         """Start a new blob. ``all_digests=False`` computes SHA-256 only (bundle blobs)."""

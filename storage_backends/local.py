@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from stat import S_ISDIR
 
 import aiofiles
 
@@ -156,6 +157,18 @@ class LocalBackend(StorageBackend):
 
     async def close(self) -> None:
         return None
+
+    async def check(self) -> None:
+        await asyncio.to_thread(self._check)
+
+    def _check(self) -> None:
+        for folder in (self.blob_dir, self.temp_dir):
+            try:
+                st = os.stat(folder)
+            except OSError as exc:
+                raise os_storage_error(exc, f"storage folder {folder}") from None
+            if not S_ISDIR(st.st_mode) or not os.access(folder, os.W_OK | os.X_OK):
+                raise StorageError(f"storage folder {folder} is not a writable directory")
 
     async def writer(self, *, all_digests: bool = True) -> BlobWriter:
         try:

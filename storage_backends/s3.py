@@ -150,6 +150,13 @@ class S3Backend(StorageBackend):
         except (ClientError, BotoCoreError) as exc:  # not fatal: serving still works
             log.warning("could not clean stale uploads under %s: %s", temp, exc)
 
+    async def check(self) -> None:
+        await self._call(self._head_bucket)
+
+    def _head_bucket(self) -> None:
+        with s3_errors(f"head of bucket {self.bucket}"):
+            self.client.head_bucket(Bucket=self.bucket)
+
     async def close(self) -> None:
         await asyncio.to_thread(self._shutdown)
 

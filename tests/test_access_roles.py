@@ -329,6 +329,8 @@ BAD_USERS = [
     ("dave", {"password": "edt_looks-like-a-token"}, "password"),
     ("dave", {"email": "d@example.com"}, "password"),  # a new user needs a password
     ("dave", {"password": "long-enough-1", "role": "root"}, "role"),
+    ("dave", {"password": "long-enough-1", "role": {"name": "admin"}}, "role"),
+    ("dave", {"password": "long-enough-1", "role": ["admin"]}, "role"),
     ("dave", {"password": "long-enough-1", "admin": True, "role": "reader"}, "disagree"),
     ("dave", {"password": "long-enough-1", "groups": "team"}, "groups"),
     ("dave", {"password": "long-enough-1", "shoeSize": 44}, "shoeSize"),
@@ -372,6 +374,16 @@ async def test_a_bad_permission_target_is_a_400_that_says_why_and_changes_nothin
     assert status == 400 and mentions in message
     assert await state(secured) == before
     assert (await secured.get(f"/artifactory/{UPLOADS}/team/b.bin", headers=basic("alice"))).status == 200
+
+
+@pytest.mark.parametrize("field", ["role", "scope"])
+@pytest.mark.parametrize("role", [{"name": "admin"}, ["admin"]])
+async def test_a_token_request_whose_role_is_not_a_role_name_is_a_400(secured: Any, field: str, role: Any) -> None:
+    before = await state(secured)
+    resp = await secured.post(TOKENS, json={"username": "svc", field: role}, headers=admin())
+    status, message = await error_of(resp)
+    assert status == 400 and "role" in message
+    assert await state(secured) == before
 
 
 @pytest.mark.parametrize("caller", [None, "carol", "bob"])

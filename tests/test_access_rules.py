@@ -543,6 +543,24 @@ def test_a_bad_rule_set_is_a_400_and_changes_nothing(issue_rules: Site, body: An
     assert issue_rules.get(RELEASE, CN).status == 403
 
 
+@pytest.mark.parametrize(
+    "rules",
+    [
+        [{"deny_cidrs": ["127.0.0.0/8"]}],  # the admin's own network, everywhere
+        [{"allow_cidrs": ["198.51.100.0/24"]}],  # only another network, everywhere
+        [{"repos": ["releases-*"], "allow_countries": ["US"]}, {"deny_cidrs": ["0.0.0.0/0", "::/0"]}],
+    ],
+)
+def test_rules_that_would_lock_the_admin_out_are_a_409_and_change_nothing(issue_rules: Site, rules: Any) -> None:
+    before = issue_rules.rules().json()
+    got = issue_rules.rules("PUT", {"rules": rules})
+    assert got.status == 409 and "lock you out" in got.error
+    assert issue_rules.rules().json() == before
+    assert issue_rules.get(RELEASE, US).status == 200
+    scoped = issue_rules.rules("PUT", {"rules": [{"repos": ["releases-*"], **rules[-1]}]})
+    assert scoped.status == 200, "the same rule for some repos only leaves the API reachable"
+
+
 def test_only_an_admin_sees_or_changes_the_rules(issue_rules: Site) -> None:
     edge = issue_rules.edge
     made = call(edge.url + "/access/api/v1/tokens", "POST", body={"role": "deployer"}, token=edge.admin_token)

@@ -79,6 +79,7 @@ async def test_a_wrong_blob_is_refused_and_only_the_right_ones_before_it_are_kep
     [
         "no head line",
         "head not a list",
+        "head nested too deeply",
         "head with a bad sha",
         "duplicate shas",
         "empty list",
@@ -98,6 +99,7 @@ async def test_a_bad_batch_is_refused_with_a_clear_error_and_nothing_is_stored(o
     data = {
         "no head line": b"".join(blobs)[:500],
         "head not a list": b'{"blobs": 1}\n' + b"".join(blobs),
+        "head nested too deeply": b"[" * 60_000 + b"\n" + b"".join(blobs),
         "head with a bad sha": body_of(blobs, [shas[0], "X" * 64]),
         "duplicate shas": body_of([blobs[0], blobs[0]], [shas[0], shas[0]]),
         "empty list": b"[]\n",

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from repository.errors import BadRequest, InvalidPath
+from repository.errors import BadRequest, Conflict, InvalidPath
 from repository.http import keys as core
 from repository.http.auth import require_role
 from repository.http.responses import json_response
@@ -21,8 +21,9 @@ from repository.paths import check_artifact_path, check_repo_key, url_quote
 from repository.tokens import Role
 
 from .address import parse_network
+from .context import access_context
 from .middleware import access_control
-from .rules import rules_from_json
+from .rules import RuleSet, rules_from_json
 from .signed_urls import VerifyKey
 
 SIGNED_URL = "/artifactory/api/signed/url"
@@ -198,7 +199,17 @@ async def put_rules(request: web.Request) -> web.Response:
         specs = rules_from_json(body["rules"])
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-    await request.app[access_control].rules.replace(specs, principal.subject)
+    control = request.app[access_control]
+    ctx = request[access_context]
+    # A rule without repos applies to the admin API too: a set that would refuse this very
+    # request would lock every admin at this address out of the node, rules API included.
+    denial = RuleSet(specs, control.rules.geo_unknown).check(None, ctx.client_ip, ctx.country)
+    if denial is not None:
+        raise Conflict(
+            f"These rules would refuse this request ({denial.rule}) and lock you out of the node's API;"
+            " nothing was changed. Narrow them with 'repos', or send them from an address they allow."
+        )
+    await control.rules.replace(specs, principal.subject)
     return json_response(_rules_json(request))
 
 

@@ -10,8 +10,10 @@ bodies) and by ``SendfileResponse`` for what the kernel sent, also part way.
 Actions: ``download`` (GET/HEAD of an artifact), ``deploy``, ``delete``, ``read``
 (storage API, repository list, other metadata), ``distribute`` (the transaction and
 bundle API), ``admin`` (tokens, users, permissions, keys, rules, the audit trail),
-``other`` (no route). Health checks (``api/system/ping``) are not recorded. A handler cut
-off before it said its status is recorded as 499 (nginx's "client closed request").
+``other`` (no route). Health checks (``api/system/ping``, ``api/system/readiness``) and
+metrics scrapes (``/metrics``) are not recorded, but their bytes are counted all the same (the
+metrics read them from the ``AccessContext``). A handler cut off before it said its status is
+recorded as 499 (nginx's "client closed request").
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from .audit import AuditRecord, AuditTrail
 from .context import AccessContext, IPAddress, access_context
 from .middleware import request_target
 
-UNRECORDED_ROUTES = frozenset({"ping"})
+UNRECORDED_ROUTES = frozenset({"ping", "readiness", "metrics"})
 ROUTE_ACTIONS = {
     "download": "download",
     "deploy": "deploy",
@@ -55,14 +57,14 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 async def audit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     ctx = AccessContext(client_ip=_peer(request))
     request[access_context] = ctx
-    trail = request.app[audit_trail_key]
-    if not trail.enabled or request.match_info.route.name in UNRECORDED_ROUTES:
-        return await handler(request)
 
     def count(sent: int, *_: object) -> None:
         ctx.bytes_sent += sent
 
     request.writer.on_body_write = count
+    trail = request.app[audit_trail_key]
+    if not trail.enabled or request.match_info.route.name in UNRECORDED_ROUTES:
+        return await handler(request)
     started = time.monotonic()
     try:
         response = await handler(request)

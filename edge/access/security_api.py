@@ -65,7 +65,7 @@ def _user_fields(body: dict[str, Any], name: str, previous: User | None) -> dict
         role_name = Role.admin.value
     elif admin is False and role_name == Role.admin.value and "role" not in body:
         role_name = Role.reader.value
-    if role_name not in Role.__members__:
+    if not isinstance(role_name, str) or role_name not in Role.__members__:
         raise BadRequest(f"Unknown role {role_name!r}; expected one of {', '.join(Role.__members__)}")
     if admin is not None and admin != (role_name == Role.admin.value):
         raise BadRequest("'admin' and 'role' disagree")

@@ -21,8 +21,14 @@ MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
 async def read_json_object(request: web.Request) -> dict[str, Any]:
     """A JSON object body, or a 400 that says what is wrong with it."""
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        text = await request.text()
+    except LookupError:
+        raise BadRequest(f"Unknown charset {request.charset!r} in Content-Type") from None
+    except UnicodeDecodeError:
+        raise BadRequest("Request body is not valid JSON") from None
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise BadRequest("Request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise BadRequest("Request body must be a JSON object")
@@ -62,7 +68,7 @@ async def create_token(request: web.Request) -> web.Response:
         raise Forbidden("A user may issue tokens for itself only")
     user = users.principal(subject) if users is not None else None
     role = body.get("role", body.get("scope", user.role.value if user and user.role else "reader"))
-    if role not in Role.__members__:
+    if not isinstance(role, str) or role not in Role.__members__:
         raise BadRequest(f"Unknown role {role!r}; expected one of {', '.join(Role.__members__)}")
     if user is not None and user.role is not None and role != user.role.value:
         raise BadRequest(f"User '{subject}' has the role {user.role.value}; its tokens act with that role")

@@ -35,3 +35,5 @@ small_blobs = web.AppKey("small_blobs", LRUCache)
 principal = web.RequestKey("principal", Principal)
 # The rule that refused the request, when a permission check did; for the audit trail.
 denied_by = web.RequestKey("denied_by", str)
+# The request's id, answered as X-Request-ID and written on its log lines (request_ids.py).
+request_id = web.RequestKey("request_id", str)

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from repository.errors import MethodNotAllowed, NotFound
 
-from . import access_api, deploy, download, keys, storage_api, system
+from . import access_api, deploy, download, keys, metrics, storage_api, system
 from .download import artifact_location
 
 
@@ -28,6 +28,8 @@ async def other_method(request: web.Request) -> web.Response:
 def artifact_routes() -> list[web.AbstractRouteDef]:
     return [
         web.get("/artifactory/api/system/ping", system.ping, name="ping"),
+        web.get("/artifactory/api/system/readiness", system.readiness, name="readiness"),
+        web.get("/metrics", metrics.scrape, name="metrics"),
         web.get("/artifactory/api/system/version", system.version, name="version"),
         web.get("/artifactory/api/repositories", system.repositories, name="repositories"),
         web.get("/artifactory/api/repositories/{key}", system.repository, name="repository"),

@@ -1,6 +1,10 @@
-"""Ping, version and the repositories list: what clients call to discover a node."""
+"""Ping, readiness, version and the repositories list: what clients and probes call to discover a node."""
 
 from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -9,11 +13,44 @@ from repository.errors import NotFound
 
 from . import keys
 from .responses import json_response
+from .setup import database
 from .storage_api import base_url
+
+log = logging.getLogger(__name__)
+
+# Seconds each readiness check may take; a probe's own time-out is usually a few seconds.
+READINESS_TIMEOUT = 2.0
 
 
 async def ping(request: web.Request) -> web.Response:
+    """Liveness: the process answers. Nothing else is asked."""
     return web.Response(text="OK", content_type="text/plain")
+
+
+async def readiness(request: web.Request) -> web.Response:
+    """Whether the node can serve: its database and its blob store both answer, each within
+    READINESS_TIMEOUT. 200 ``{"status":"READY"}`` or 503 ``{"status":"NOT_READY"}``, with each
+    check's result (``OK``, ``FAILED`` or ``TIMEOUT``); why a check failed goes to the log only."""
+    checks = {
+        "database": request.app[database].check,
+        "storage": request.app[keys.storage].check,
+    }
+    results = await asyncio.gather(*(_check(name, check) for name, check in checks.items()))
+    answers = dict(zip(checks, results, strict=True))
+    ready = all(r == "OK" for r in results)
+    return json_response({"status": "READY" if ready else "NOT_READY", "checks": answers}, status=200 if ready else 503)
+
+
+async def _check(name: str, check: Callable[[], Awaitable[None]]) -> str:
+    try:
+        await asyncio.wait_for(check(), READINESS_TIMEOUT)
+    except TimeoutError:
+        log.warning("readiness: %s gave no answer within %ss", name, READINESS_TIMEOUT)
+        return "TIMEOUT"
+    except Exception as exc:
+        log.warning("readiness: %s failed: %s", name, exc or type(exc).__name__)
+        return "FAILED"
+    return "OK"
 
 
 async def version(request: web.Request) -> web.Response:

@@ -1,0 +1,32 @@
+"""What the benchmarks share beyond download.py's process and load helpers.
+
+``bench/`` is no package: a benchmark puts its own folder on ``sys.path`` and imports
+``common`` and ``download`` as top-level modules.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+
+from download import BenchError
+
+
+def run_bench(run: Callable[[], None]) -> None:
+    """Run a benchmark as a command: exit 0 when done, 1 with a one-line message on a
+    ``BenchError``, 130 on Ctrl-C.
+
+    SIGTERM unwinds like Ctrl-C (``default_int_handler`` raises ``KeyboardInterrupt``), so
+    the benchmark's ExitStack still stops its children and removes its files; SIGINT is set
+    too because a shell's background job starts with it ignored.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.default_int_handler)
+    try:
+        run()
+    except BenchError as exc:
+        sys.exit(f"bench failed: {exc}")
+    except KeyboardInterrupt:
+        print("\ninterrupted; cleaned up", file=sys.stderr)
+        sys.exit(130)
