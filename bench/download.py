@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # bench/ is no package; tests.nginx_process runs the shipped nginx/edge.conf
     sys.path.insert(0, str(ROOT))
 
-from tests.nginx_process import NginxError, NginxProcess  # noqa: E402
+from tests.nginx_process import NginxError, NginxProcess, main_config  # noqa: E402
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 UPLOADS_REPO = "artifactory-edge-uploads"
@@ -252,29 +252,14 @@ def which_nginx() -> str:
     return found
 
 
-def nginx_conf(root: Path, www: Path, port: int) -> str:
-    """A self-contained config: every path in the temp dir, one worker, sendfile on."""
-    # Workers of a root master switch to www-data, which cannot read our 0700 temp dir.
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    temps = "".join(
-        f"    {kind}_temp_path {root}/{kind}_temp;\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    return f"""{user}worker_processes 1;
-daemon off;
-pid {root}/nginx.pid;
-error_log {root}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log {root}/access.log;
-{temps}    default_type application/octet-stream;
+def nginx_site(www: Path, port: int) -> str:
+    """The static peer: one server, sendfile on, inside the same main config the tests use."""
+    return f"""server {{
+    listen 127.0.0.1:{port};
+    root {www};
     sendfile on;
     tcp_nopush on;
-    keepalive_requests 1000000;
-    server {{
-        listen 127.0.0.1:{port};
-        root {www};
-        location / {{ }}
-    }}
+    location / {{ }}
 }}
 """
 
@@ -284,8 +269,10 @@ def start_nginx(stack: contextlib.ExitStack, tmp: Path, www: Path, probe: str) -
     root = tmp / "nginx"
     root.mkdir()
     port = free_port()
+    site = root / "static.conf"
+    site.write_text(nginx_site(www, port))
     conf = root / "nginx.conf"
-    conf.write_text(nginx_conf(root, www, port))
+    conf.write_text(main_config(root, site))
     cmd = [*pin_prefix(SERVER_CPU), which_nginx(), "-p", str(root), "-c", str(conf), "-e", str(root / "error.log")]
     log = root / "stdout.log"
     proc = start_process(stack, "nginx", cmd, log)

@@ -7,6 +7,7 @@ Plain blocking HTTP (urllib), usable from sync and async tests alike.
 from __future__ import annotations
 
 import json
+import socket
 import urllib.error
 import urllib.request
 from typing import Any
@@ -57,3 +58,13 @@ def download(base_url: str, target: str) -> tuple[int, bytes]:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def cut_off_download(edge: EdgeProcess, target: str) -> None:
+    """Start a download of a file larger than loopback's socket buffers hold, read the status
+    line, then reset the connection: what a client that goes away part way does."""
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(f"GET /artifactory/{target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST

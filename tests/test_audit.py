@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from repository.db import Database
 from repository.schema import catalog_migrations
 from tests.conftest import UPLOADS, admin, error_of, make_settings, upload
 from tests.edge_process import EdgeProcess
-from tests.edge_setup import http
+from tests.edge_setup import cut_off_download, http
 
 AUDIT = "/artifactory/api/audit"
 DAY_MS = 24 * 3600 * 1000
@@ -142,11 +141,7 @@ def test_an_aborted_download_is_recorded_with_the_bytes_that_went_out_and_not_co
     size = 48 * 1024 * 1024  # more than loopback socket buffers hold
     with EdgeProcess(tmp_path / "edge") as edge:
         put(edge, "big.bin", os.urandom(size))
-        with socket.create_connection(("127.0.0.1", edge.port), timeout=30) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.sendall(f"GET /artifactory/{UPLOADS}/big.bin HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            assert sock.recv(1024).startswith(b"HTTP/1.1 200")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+        cut_off_download(edge, f"{UPLOADS}/big.bin")
         (record,) = wait_for("the aborted download", lambda: records(edge, action="download"))
         assert record["aborted"] is True and record["status"] == 200
         assert 0 < record["bytes"] < size

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import threading
 import time
 import urllib.error
@@ -40,6 +39,7 @@ from storage_backends import StorageBackend, StorageError, create_backend
 from tests.conftest import ADMIN_TOKEN, UPLOADS, admin, backend_params, make_settings, upload
 from tests.distribution_process import DistributionProcess
 from tests.edge_process import EdgeProcess
+from tests.edge_setup import cut_off_download
 from tests.test_audit import put, records, wait_for
 from tests.test_distribution_jobs import REPO, distribute, register, signed_bundle, status_of, trusted_edge
 
@@ -396,11 +396,7 @@ def test_a_download_cut_off_part_way_counts_the_bytes_the_audit_trail_records(tm
     size = 48 * 1024 * 1024  # more than loopback socket buffers hold
     with EdgeProcess(tmp_path / "edge") as edge:
         put(edge, "big.bin", os.urandom(size))
-        with socket.create_connection(("127.0.0.1", edge.port), timeout=30) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.sendall(f"GET /artifactory/{UPLOADS}/big.bin HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            assert sock.recv(1024).startswith(b"HTTP/1.1 200")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+        cut_off_download(edge, f"{UPLOADS}/big.bin")
         (record,) = wait_for("the cut-off download", lambda: records(edge, action="download"))
         assert record["aborted"] is True and 0 < record["bytes"] < size
         samples = parse(get(edge.url + "/metrics")[2])
