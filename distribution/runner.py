@@ -20,6 +20,7 @@ import aiohttp
 
 from repository.catalog import now_ms
 from repository.errors import NotFound
+from repository.logs import current_request_id
 from storage_backends import StorageBackend
 
 from .bundles import BundleService
@@ -96,6 +97,8 @@ class JobRunner:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run_job(self, job: Job) -> None:
+        # One id per attempt, on this service's log lines and, as X-Request-ID, on the edge's.
+        current_request_id.set(f"dist-{job.distribution_id}-{job.edge}-{job.attempts}")
         try:
             await self._attempt(job)
         except EdgeCallError as exc:

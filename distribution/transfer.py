@@ -14,6 +14,8 @@ from urllib.parse import quote
 
 import aiohttp
 
+from repository.logs import current_request_id
+
 from .edges import Edge
 
 API = "/artifactory/api/distribution"
@@ -100,13 +102,14 @@ class EdgeClient:
     ) -> tuple[int, Any, dict[str, str]]:
         """One request; 2xx answers (status, JSON body, headers), anything else raises an EdgeCallError."""
         what = self._what(method, path)
+        traced = {"X-Request-ID": request_id} if (request_id := current_request_id.get()) else {}
         try:
             async with self.session.request(
                 method,
                 self.edge.url + path,
                 json=json_body,
                 data=data,
-                headers={**self.headers, **(headers or {})},
+                headers={**self.headers, **traced, **(headers or {})},
                 timeout=self.timeout,
             ) as resp:
                 text = await resp.text(errors="replace") if method != "HEAD" else ""

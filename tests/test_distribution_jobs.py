@@ -7,6 +7,7 @@ and real HTTP servers on loopback that misbehave on cue (tests/fault_servers.py)
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -226,6 +227,20 @@ async def test_only_a_signed_bundle_goes_to_matching_edges_and_bad_requests_stor
 
 
 # ---------------------------------------------------------------- the runner against real peers
+
+
+async def test_an_attempt_has_one_request_id_on_every_call_the_edge_logs(dist: Any, edge_server: EdgeProcess) -> None:
+    await trusted_edge(dist, edge_server)
+    await signed_bundle(dist, "1.0", FILES)
+    dist_id = await distribute(dist, "1.0")
+    assert (await wait_for(dist, "1.0", dist_id, finished))["status"] == COMPLETED
+    calls = [
+        json.loads(line)
+        for line in edge_server.log_tail(400).splitlines()
+        if line.startswith("{") and "/artifactory/api/distribution/transactions" in line and '"aiohttp.access"' in line
+    ]
+    assert {c["path"].rsplit("/", 1)[-1] for c in calls} >= {"transactions", "blobs", "commit"}
+    assert {c["request_id"] for c in calls} == {f"dist-{dist_id}-us-east-1-0"}, "one attempt, one id, on every call"
 
 
 async def test_a_bundle_reaches_a_real_edge_verified_and_a_new_version_sends_only_what_changed(
