@@ -132,6 +132,17 @@ def bundles_list(url: str, token: str | None) -> None:
         click.echo(json.dumps(entry))
 
 
+@bundles.command("delete")
+@remote_options
+@click.argument("name")
+@click.argument("version")
+def bundles_delete(url: str, token: str | None, name: str, version: str) -> None:
+    """Remove bundle NAME VERSION from this edge; blobs nothing else references are collected."""
+    path = f"/artifactory/api/distribution/bundles/{quote(name, safe='')}/{quote(version, safe='')}"
+    call(url, token, "DELETE", path)
+    click.echo(f"deleted {name} {version}", err=True)
+
+
 AUDIT_PAGE = 1000
 AUDIT_ACTIONS = ("download", "deploy", "delete", "read", "admin", "distribute", "other", "denied")
 

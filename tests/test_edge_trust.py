@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from tests.access_http import push_bundle
 from tests.conftest import admin, error_of
 from tests.edge_process import EdgeProcess
+from tests.edge_setup import download
 from tests.gpg_keys import KeyFactory, KeySet
 from tests.test_edge_transactions import FILES, TX, commit, manifest_of, put_blob, signed, start, token
 
@@ -131,3 +133,18 @@ def test_the_edge_cli_trusts_lists_and_removes_keys_and_lists_bundles(
     assert edge_cli(edge_server, "keys", "remove", "dist-main").returncode == 0
     missing = edge_cli(edge_server, "keys", "remove", "dist-main")
     assert missing.returncode != 0 and "404" in missing.stderr
+
+
+def test_the_edge_cli_deletes_a_bundle_and_says_so_when_there_is_none(
+    edge_server: EdgeProcess, keys: KeySet, key_factory: KeyFactory
+) -> None:
+    target = "releases-local/app/1.4.0/app.tar.gz"
+    push_bundle(edge_server, key_factory, keys.alice, "app", "1.4.0", {target: b"the app " * 100})
+    listed = edge_cli(edge_server, "bundles", "list")
+    assert [(b["name"], b["version"]) for b in map(json.loads, listed.stdout.splitlines())] == [("app", "1.4.0")]
+    deleted = edge_cli(edge_server, "bundles", "delete", "app", "1.4.0")
+    assert deleted.returncode == 0 and "deleted app 1.4.0" in deleted.stderr, deleted.stderr
+    assert edge_cli(edge_server, "bundles", "list").stdout == ""
+    assert download(edge_server.url, target)[0] == 404
+    again = edge_cli(edge_server, "bundles", "delete", "app", "1.4.0")
+    assert again.returncode != 0 and "No release bundle app/1.4.0" in again.stderr, again.stderr
