@@ -50,12 +50,11 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR.parent)]
 
-from common import run_bench  # noqa: E402  (bench/ is no package)
+from common import BenchError, run_bench  # noqa: E402  (bench/ is no package)
 from distribute import cpu_seconds  # noqa: E402
 from download import (  # noqa: E402
     SERVER_CPU,
     WRK_REPORT,
-    BenchError,
     Result,
     can_pin,
     client_cpus,

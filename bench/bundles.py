@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,8 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from download import BenchError, connect, free_port, start_process, wait_ready  # noqa: E402  (bench/ is no package)
+from common import BenchError, run_bench  # noqa: E402  (bench/ is no package)
+from download import connect, free_port, start_process, wait_ready  # noqa: E402
 
 BIN_DIR = Path(sys.executable).parent
 TOKEN = "bench-admin-token-" + os.urandom(6).hex()
@@ -302,10 +302,6 @@ def run(count: int, concurrency: int, runs: int) -> None:
     print(f"\ntotal wall time: {time.monotonic() - started:.1f} s")
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=10_000, help="artifacts in the bundle [10000]")
@@ -317,17 +313,7 @@ def main() -> int:
     if shutil.which("gpg") is None:
         print("bench failed: gpg is not installed", file=sys.stderr)
         return 1
-    # SIGTERM unwinds like Ctrl-C, so the ExitStack still stops children and removes files.
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
-    try:
-        run(args.count, args.concurrency, args.runs)
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; cleaned up", file=sys.stderr)
-        return 130
+    run_bench(lambda: run(args.count, args.concurrency, args.runs))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""What the benchmarks share beyond download.py's process and load helpers.
+"""What every benchmark shares: its failure type and how it runs as a command (download.py
+holds the process and load helpers).
 
 ``bench/`` is no package: a benchmark puts its own folder on ``sys.path`` and imports
 ``common`` and ``download`` as top-level modules.
@@ -10,12 +11,14 @@ import signal
 import sys
 from collections.abc import Callable
 
-from download import BenchError
+
+class BenchError(RuntimeError):
+    """A failure worth a one-line message rather than a traceback."""
 
 
-def run_bench(run: Callable[[], None]) -> None:
+def run_bench(run: Callable[[], None], failures: tuple[type[Exception], ...] = ()) -> None:
     """Run a benchmark as a command: exit 0 when done, 1 with a one-line message on a
-    ``BenchError``, 130 on Ctrl-C.
+    ``BenchError`` (or one of ``failures``), 130 on Ctrl-C.
 
     SIGTERM unwinds like Ctrl-C (``default_int_handler`` raises ``KeyboardInterrupt``), so
     the benchmark's ExitStack still stops its children and removes its files; SIGINT is set
@@ -23,9 +26,10 @@ def run_bench(run: Callable[[], None]) -> None:
     """
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.default_int_handler)
+    expected: tuple[type[Exception], ...] = (BenchError, *failures)
     try:
         run()
-    except BenchError as exc:
+    except expected as exc:
         sys.exit(f"bench failed: {exc}")
     except KeyboardInterrupt:
         print("\ninterrupted; cleaned up", file=sys.stderr)

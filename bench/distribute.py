@@ -54,7 +54,8 @@ import aiohttp
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(BENCH_DIR.parent))
-from download import BenchError, connect, free_port, peak_rss_mib, start_process  # noqa: E402  (bench/ is no package)
+from common import BenchError, run_bench  # noqa: E402  (bench/ is no package)
+from download import connect, free_port, peak_rss_mib, start_process  # noqa: E402
 
 from distribution.settings import DistributionSettings  # noqa: E402
 from tests.distribution_process import SOURCE_REPO, DistributionProcess  # noqa: E402
@@ -662,10 +663,6 @@ def run(args: argparse.Namespace) -> None:
     print(f"\ntotal wall time: {time.monotonic() - started:.1f} s")
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def _alarm(signum: int, frame: object) -> None:
     raise OverallTimeout(f"the whole run took more than {OVERALL_TIMEOUT // 60} minutes; stopped")
 
@@ -685,20 +682,10 @@ def main() -> int:
     args = parser.parse_args()
     if not 0.1 <= args.gib <= 8 or not 0 <= args.parallel_blobs <= 256:
         parser.error("--gib 0.1..8, --parallel-blobs 0..256")
-    # SIGTERM unwinds like Ctrl-C, so the ExitStack still stops children and removes files;
-    # SIGINT is set explicitly because a shell's background job starts with it ignored.
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(OVERALL_TIMEOUT)
     try:
-        run(args)
-    except (BenchError, EdgeStartError) as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; cleaned up", file=sys.stderr)
-        return 130
+        run_bench(lambda: run(args), failures=(EdgeStartError,))
     finally:
         signal.alarm(0)
     return 0

@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # bench/ is no package; tests.nginx_process runs the shipped nginx/edge.conf
     sys.path.insert(0, str(ROOT))
 
+from common import BenchError, run_bench  # noqa: E402  (bench/ is no package)
+
 from tests.nginx_process import NginxError, NginxProcess, main_config  # noqa: E402
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
@@ -56,10 +58,6 @@ READY_TIMEOUT = 30.0
 SERVER_CPU = "0"  # every server gets this core; load generators get the others
 ACCEL_PREFIX = "/_blobs/"  # the edge's accel_redirect, the internal location of nginx/edge.conf
 BIN_DIR = Path(sys.executable).parent
-
-
-class BenchError(RuntimeError):
-    """A failure worth a one-line message rather than a traceback."""
 
 
 @dataclass(frozen=True)
@@ -565,10 +563,6 @@ def run(allow_wrk: bool) -> None:
     print(f"\ntotal wall time: {time.monotonic() - started:.1f} s")
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -579,18 +573,7 @@ def main() -> int:
     if args.bare_app is not None:
         bare_app(args.bare_app)
         return 0
-    # SIGTERM unwinds like Ctrl-C, so the ExitStack still stops children and removes files;
-    # SIGINT is set explicitly because a shell's background job starts with it ignored.
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
-    try:
-        run(allow_wrk=not args.python_client)
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; cleaned up", file=sys.stderr)
-        return 130
+    run_bench(lambda: run(allow_wrk=not args.python_client))
     return 0
 
 

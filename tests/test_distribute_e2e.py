@@ -93,16 +93,21 @@ def sites_of(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s["target_artifactory"]["name"]: s for s in status["sites"]}
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    process = DistributionProcess(tmp_path / "distribution", env=FAST_RETRIES)
+def running_service(base: Path, env: dict[str, str]) -> Iterator[Service]:
+    """A fixture body: the service as a process, which must stop cleanly (exit 0) at the end."""
+    process = DistributionProcess(base, env=env)
     process.start()
     try:
         yield Service(process)
     finally:
         code = process.stop()
         print(f"distribution log, last lines:\n{process.log_tail()}")
-    assert code == 0, process.log_tail()
+    assert code == 0, f"the service did not stop cleanly\n{process.log_tail()}"
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    yield from running_service(tmp_path / "distribution", FAST_RETRIES)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ and real HTTP servers on loopback that misbehave on cue (tests/fault_servers.py)
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from pathlib import Path
@@ -64,7 +65,7 @@ async def register(dist: Any, **fields: Any) -> dict[str, Any]:
 
 async def signed_bundle(dist: Any, version: str, files: dict[str, bytes]) -> None:
     for path, data in files.items():
-        resp = await dist.put(f"/artifactory/{REPO}/app/{version}/{path}", data=data, headers=admin())
+        resp = await dist.put(f"/artifactory/{REPO}/app/{version}/{path}", data=io.BytesIO(data), headers=admin())
         assert resp.status == 201, await resp.text()
     body = {"name": "app", "version": version, "sign_immediately": True}
     body["spec"] = {"queries": [{"pattern": f"{REPO}/app/{version}/*"}]}

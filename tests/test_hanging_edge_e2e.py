@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from tests.distribution_process import SOURCE_REPO, DistributionProcess
+from tests.distribution_process import SOURCE_REPO
 from tests.edge_process import EdgeProcess
 from tests.edge_setup import distributor_token, download, trust
 from tests.fault_servers import Faults, SilentServer, ThreadedServer, proxy_app
-from tests.test_distribute_e2e import FILES, SITES, V1, Service, public_key, sites_of
+from tests.test_distribute_e2e import FILES, SITES, V1, Service, public_key, running_service, sites_of
 
 READ_TIMEOUT = 2
 MAX_SERVER_ERRORS = 3
@@ -35,14 +35,8 @@ RUNNING = ("In queue", "In progress")
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
-    process = DistributionProcess(tmp_path / "distribution", env=LIMITS)
-    process.start()
-    try:
-        yield Service(process)
-    finally:
-        code = process.stop()
-        print(f"distribution log, last lines:\n{process.log_tail()}")
-    assert code == 0, f"the service did not stop cleanly with a call to a silent edge open\n{process.log_tail()}"
+    """Must stop cleanly even with a call to the silent edge still open."""
+    yield from running_service(tmp_path / "distribution", LIMITS)
 
 
 @pytest.fixture

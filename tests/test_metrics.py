@@ -114,6 +114,7 @@ async def test_an_edge_counts_requests_by_route_and_status_the_bytes_it_served_a
     assert requests_of(samples, "GET", "download", 401) == 1
     served = value(samples, "http_response_body_bytes_total", route="download")
     assert served is not None and len(data) + 1000 <= served < len(data) + 1000 + 1000  # the 401's error body too
+    # the histogram's _count is how many downloads it observed (three), not a time
     assert value(samples, "http_request_duration_seconds_count", route="download") == 3
     kinds = ("authentication", "credentials", "policy", "ip-deny")
     denials = {rule: value(samples, "edge_access_denials_total", rule=rule) for rule in kinds}
@@ -317,6 +318,7 @@ async def test_jobs_by_state_bytes_and_lag_per_edge_follow_a_real_distribution(
     assert value(samples, "distribution_sent_bytes_total", edge="eu-west-1") is None
     assert value(samples, "distribution_edge_pending_jobs", edge="us-east-1") == 0
     assert value(samples, "distribution_edge_pending_jobs", edge="eu-west-1") == 1
+    # lag is 0 by definition for an edge with nothing unfinished, not a measured time
     assert value(samples, "distribution_edge_lag_seconds", edge="us-east-1") == 0
     lag = value(samples, "distribution_edge_lag_seconds", edge="eu-west-1")
     assert lag is not None and lag >= 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import io
 import os
 import signal
 import socket
@@ -31,7 +30,7 @@ from tests.edge_process import EdgeProcess
 from tests.edge_setup import distributor_token, download, http, trust
 from tests.fault_servers import Faults, ThreadedServer, proxy_app
 from tests.gpg_keys import KeyFactory, KeySet
-from tests.test_distribution_jobs import EVERYWHERE, V1, finished, status_of, wait_for
+from tests.test_distribution_jobs import V1, distribute, finished, signed_bundle, status_of, wait_for
 from tests.test_edge_transactions import (
     BUNDLES,
     KEYS,
@@ -76,22 +75,6 @@ async def register_trusted(
     body = {"name": name, "url": url or edge.url, "site_name": site, "city_name": "c", "country_code": "US"}
     resp = await dist.post(f"{V1}/edges", json=body | {"token": distributor_token(edge)}, headers=admin())
     assert resp.status == 201, await resp.text()
-
-
-async def signed_bundle(dist: Any, version: str, files: dict[str, bytes]) -> None:
-    for path, data in files.items():
-        resp = await dist.put(f"/artifactory/{REPO}/app/{version}/{path}", data=io.BytesIO(data), headers=admin())
-        assert resp.status == 201, await resp.text()
-    body = {"name": "app", "version": version, "sign_immediately": True}
-    body["spec"] = {"queries": [{"pattern": f"{REPO}/app/{version}/*"}]}
-    resp = await dist.post(f"{V1}/release_bundle", json=body, headers=admin())
-    assert resp.status == 201, await resp.text()
-
-
-async def distribute(dist: Any, version: str, rules: list[dict[str, Any]] = EVERYWHERE) -> int:
-    resp = await dist.post(f"{V1}/distribution/app/{version}", json={"distribution_rules": rules}, headers=admin())
-    assert resp.status == 202, await resp.text()
-    return int((await resp.json())["id"])
 
 
 def edge_bundles(edge: EdgeProcess) -> list[tuple[str, str]]:
