@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from edge.batch import BATCH_BLOB_MAX, BATCH_MAX_BLOBS
-from storage_backends import BlobNotFound, StorageBackend
+from storage_backends import BlobNotFound, StorageBackend, StorageError
 
 from .bundle_store import BundleArtifact
 from .jobs import Job
+from .sendfile import FileWindow
 from .transfer import (
     EdgeCallError,
     EdgeClient,
@@ -39,7 +41,7 @@ BATCH_BYTES = 2 * 1024 * 1024
 
 
 class SourceMissing(EdgeCallError):
-    """A blob of the bundle is gone from this service's own storage."""
+    """A blob of the bundle is gone from this service's own storage, or damaged there."""
 
 
 @dataclass
@@ -186,12 +188,11 @@ class Push:
             for attempt in range(1, BLOB_TRIES + 1):
                 vanished: list[str] = []
                 try:
-                    await self.client.put_batch(tx, length, self._batch_body(head, shas, vanished))
+                    await self.client.put_batch(tx, length, self._batch_body(head, shas, sizes, vanished))
                     break
                 except EdgeCallError as exc:
                     if vanished:
-                        missing = f"blob {vanished[0]} of the bundle is missing from the service's storage"
-                        raise SourceMissing(missing) from None
+                        raise SourceMissing(vanished[0]) from None
                     if isinstance(exc, EdgeRefused) and exc.status == 409:
                         # the transaction is no longer open there: start it again, bounded by the runner
                         raise EdgeServerError(f"{exc.message}; starting the transaction again", 409) from None
@@ -204,20 +205,29 @@ class Push:
         for sha in shas:
             self.progress.landed(sha, sent=True)
 
-    async def _batch_body(self, head: bytes, shas: tuple[str, ...], vanished: list[str]) -> AsyncIterator[bytes]:
+    async def _batch_body(
+        self, head: bytes, shas: tuple[str, ...], sizes: dict[str, int], vanished: list[str]
+    ) -> AsyncIterator[bytes]:
+        """The batch's bytes; a blob gone from storage, or of another size there, is put in
+        ``vanished`` and fails the send as a connection error, and the caller says why."""
         yield head  # framing, not blob bytes: not counted as sent
         for sha in shas:
             try:
                 stream = await self.storage.read(sha)
             except BlobNotFound:
-                vanished.append(sha)  # the send fails as a connection error; the caller says why
+                vanished.append(f"blob {sha} of the bundle is missing from the service's storage")
                 raise
+            held = 0
             try:
                 async for chunk in stream:
+                    held += len(chunk)
                     self.progress.on_bytes(len(chunk))
                     yield chunk
             finally:
                 await stream.aclose()
+            if held != sizes[sha]:
+                vanished.append(f"blob {sha} in the service's storage holds {held} bytes, not {sizes[sha]}: damaged")
+                raise StorageError(vanished[-1])
 
     async def _send(self, tx: str, sha: str, size: int, offset: int) -> None:
         for attempt in range(1, BLOB_TRIES + 1):
@@ -237,6 +247,22 @@ class Push:
                     return
 
     async def _put(self, tx: str, sha: str, size: int, offset: int) -> None:
+        """Send the blob from ``offset``: with sendfile where the blob is a local file, else streamed."""
+        path = await self.storage.local_path(sha)
+        if path is not None:
+            try:
+                file = await asyncio.to_thread(open, path, "rb")
+            except FileNotFoundError:
+                raise SourceMissing(f"blob {sha} of the bundle is missing from the service's storage") from None
+            try:
+                held = os.fstat(file.fileno()).st_size
+                if held != size:
+                    raise SourceMissing(f"blob {sha} in the service's storage holds {held} bytes, not {size}: damaged")
+                window = FileWindow(file, offset, size - offset, self.progress.on_bytes)
+                await self.client.put_blob(tx, sha, size, offset, window)
+            finally:
+                file.close()
+            return
         try:
             stream = await self.storage.read(sha, offset)
         except BlobNotFound:

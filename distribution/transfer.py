@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from aiohttp.payload import Payload
 
 from repository.logs import current_request_id
 
@@ -148,7 +149,9 @@ class EdgeClient:
             raise
         return _received(headers, self._what("HEAD", path)) if "X-Received-Bytes" in headers else 0
 
-    async def put_blob(self, tx: str, sha256: str, size: int, offset: int, body: AsyncIterator[bytes]) -> None:
+    async def put_blob(
+        self, tx: str, sha256: str, size: int, offset: int, body: AsyncIterator[bytes] | Payload
+    ) -> None:
         headers = {"Content-Length": str(size - offset), "Content-Type": "application/octet-stream"}
         if offset:
             headers["Content-Range"] = f"bytes {offset}-{size - 1}/{size}"

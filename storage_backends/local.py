@@ -1,4 +1,10 @@
-"""Blobs on a local filesystem, in sharded directories: ``blobs/ab/cd/abcd...``.
+"""Blobs on a local filesystem, in one level of sharded directories: ``blobs/ab/abcd...``.
+
+One level, as Artifactory's filestore and git's objects have: 256 directories hold a
+million blobs comfortably, and a second level costs a directory per new blob, which on
+ext4 is the dearest part of storing a small one (each new directory is placed by a
+scan of the block groups). Stores written with the earlier ``blobs/ab/cd/`` layout are
+moved to this one when opened (``_flatten``).
 
 Durability follows POSIX rules: bytes go to a temp file on the same filesystem,
 which is fsynced, renamed into place with ``os.replace`` and followed by an
@@ -138,8 +144,7 @@ class LocalBackend(StorageBackend):
         self.temp_dir = self.root / "tmp"
 
     def blob_path(self, sha256: str) -> Path:
-        check_sha256(sha256)
-        return self.blob_dir / sha256[:2] / sha256[2:4] / sha256
+        return self.blob_dir / shard_path(sha256)
 
     async def open(self) -> None:
         await asyncio.to_thread(self._prepare)
@@ -147,6 +152,7 @@ class LocalBackend(StorageBackend):
     def _prepare(self) -> None:
         self.blob_dir.mkdir(parents=True, exist_ok=True)
         self.temp_dir.mkdir(parents=True, exist_ok=True)
+        _flatten(self.blob_dir)
         # Temp files of writers that died with their process. Another process may
         # share this root, so only old ones are removed.
         cutoff = time.time() - STALE_TEMP_SECONDS
@@ -228,10 +234,9 @@ class LocalBackend(StorageBackend):
             raise BlobNotFound(sha256) from None
 
     async def list(self) -> AsyncIterator[str]:  # type: ignore[override]
-        for first in await asyncio.to_thread(_sorted_dirs, self.blob_dir):
-            for second in await asyncio.to_thread(_sorted_dirs, first):
-                for name in await asyncio.to_thread(os.listdir, second):
-                    yield name
+        for shard in await asyncio.to_thread(_sorted_dirs, self.blob_dir):
+            for name in await asyncio.to_thread(os.listdir, shard):
+                yield name
 
     async def adopt(self, path: Path, sha256: str, size: int) -> bool:
         return await asyncio.to_thread(self._adopt, Path(path), sha256, size)
@@ -316,6 +321,29 @@ class LocalBackend(StorageBackend):
 
     async def local_path(self, sha256: str) -> Path | None:
         return self.blob_path(sha256)
+
+
+def shard_path(sha256: str) -> str:
+    """A blob's path under the blob directory, ``ab/abcd...`` (nginx's X-Accel-Redirect names it too)."""
+    check_sha256(sha256)
+    return f"{sha256[:2]}/{sha256}"
+
+
+def _flatten(blob_dir: Path) -> None:
+    """Move blobs of the earlier two-level layout (``ab/cd/abcd...``) to ``ab/abcd...``.
+
+    Each move is a rename within one filesystem, so a blob is always at one of its two
+    places, whole; the new directory is fsynced before the old one is removed, and a
+    crash part way leaves the rest for the next open to move.
+    """
+    for shard in _sorted_dirs(blob_dir):
+        for old in _sorted_dirs(shard):
+            for entry in os.scandir(old):
+                os.replace(entry.path, shard / entry.name)
+            _fsync_dir(shard)
+            old.rmdir()
+            _fsync_dir(shard)
+            log.info("moved the blobs of %s to the one-level layout", old)
 
 
 def _read_window(path: Path, offset: int, length: int) -> bytes:

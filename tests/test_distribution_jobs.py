@@ -7,8 +7,10 @@ and real HTTP servers on loopback that misbehave on cue (tests/fault_servers.py)
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -283,6 +285,50 @@ async def test_an_edge_answering_500_is_retried_until_it_succeeds(dist: Any, edg
         proxy.stop()
     assert done["status"] == COMPLETED, done
     assert [s for _, _, s in faults.seen[:3]] == [500, 500, 500]
+
+
+LARGE = {"app.tar.gz": os.urandom(9 * 1024 * 1024 + 4321), "README.md": b"# app\n"}
+
+
+async def test_a_large_blob_goes_out_whole_with_sendfile_through_a_proxy_that_fails_at_first(
+    dist: Any, edge_server: EdgeProcess
+) -> None:
+    """Blobs over a megabyte leave the service's local store with sendfile; a 500 mid-way is retried."""
+    faults = Faults(server_errors=2, only="/blobs/")
+    proxy = ThreadedServer(proxy_app(edge_server.url, faults)).start()
+    try:
+        await trusted_edge(dist, edge_server, url=proxy.url)
+        await signed_bundle(dist, "1.0", LARGE)
+        done = await wait_for(dist, "1.0", await distribute(dist, "1.0"), finished)
+    finally:
+        proxy.stop()
+    assert done["status"] == COMPLETED, done
+    (site,) = done["sites"]
+    assert site["distributed_bytes"] == sum(len(v) for v in LARGE.values())
+    for path, data in LARGE.items():
+        assert download(edge_server.url, f"{REPO}/app/1.0/{path}") == (200, data)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "deleted"])
+@pytest.mark.parametrize("name", ["app.tar.gz", "README.md"], ids=["large-blob", "small-blob-in-a-batch"])
+async def test_a_blob_damaged_in_the_services_own_store_fails_the_job_by_name_and_the_edge_shows_nothing(
+    dist: Any, edge_server: EdgeProcess, tmp_path: Path, damage: str, name: str
+) -> None:
+    await trusted_edge(dist, edge_server)
+    await signed_bundle(dist, "1.0", LARGE)
+    sha = hashlib.sha256(LARGE[name]).hexdigest()
+    (stored,) = (tmp_path / "dist").rglob(sha)
+    if damage == "truncated":
+        with open(stored, "r+b") as f:
+            f.truncate(len(LARGE[name]) // 2)
+    else:
+        stored.unlink()
+    done = await wait_for(dist, "1.0", await distribute(dist, "1.0"), finished)
+    (site,) = done["sites"]
+    assert done["status"] == FAILED, done
+    error = site["general_error"]
+    assert sha in error and "service's storage" in error and ("missing" if damage == "deleted" else "damaged") in error
+    assert download(edge_server.url, f"{REPO}/app/1.0/README.md")[0] == 404, "nothing of the bundle is visible"
 
 
 async def test_an_edge_answering_garbage_fails_quoting_it_while_a_real_edge_completes(

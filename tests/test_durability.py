@@ -114,7 +114,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Trace, Path, dict[
 
 
 def blob_path(root: Path, sha: str) -> str:
-    return str(root / "blobs" / sha[:2] / sha[2:4] / sha)
+    return str(root / "blobs" / sha[:2] / sha)
 
 
 @pytest.mark.parametrize("blob", ["streamed", "adopted", "small 0", "small 1", "small 2"])

@@ -202,10 +202,10 @@ def _accel_redirect(prefix: str, path: Path, status: int, headers: dict[str, str
 
     nginx replaces the status, applies Range (the edge has already refused what it
     would not serve), and sends the blob from the local store's shard path
-    ``ab/cd/<sha256>`` under the location ``prefix``, which aliases the blob directory.
+    ``ab/<sha256>`` under the location ``prefix``, which aliases the blob directory.
     The audit records the decision with 0 bytes: nginx sends them, and its log counts them.
     """
-    shard = "/".join(path.parts[-3:])
+    shard = "/".join(path.parts[-2:])
     answer = {**headers, "X-Accel-Redirect": prefix + shard}
     if status == 200:  # nginx announces Accept-Ranges on the 200s it sends: carried over, it would be there twice
         del answer["Accept-Ranges"]
