@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +24,7 @@ from repository.tokens import Role
 
 from .keys import settings_key, transactions_key, trusted_keys_key
 from .pace import UploadTooSlow
+from .raw_body import RawBody
 from .store import ReceivedBundle, Transaction
 from .transactions import Transactions
 
@@ -112,18 +114,27 @@ def _content_range(request: web.Request) -> tuple[int, int, int] | None:
     return first, last, total
 
 
+def upload_body(request: web.Request) -> Callable[[], AsyncIterator[bytes] | RawBody]:
+    """The body of a blob upload, taken only once the upload is about to read it: refused before
+    that (a wrong offset, a closed transaction), it stays with aiohttp, which reads and drops it
+    so the sender can read the answer, and the connection stays open."""
+    return lambda: RawBody.take(request) or request.content.iter_chunked(BODY_CHUNK)
+
+
 async def upload_blob(request: web.Request) -> web.StreamResponse:
     transactions = _transactions(request)
     try:
         received = await transactions.upload(
             request.match_info["tx_id"],
             request.match_info["sha256"],
-            request.content.iter_chunked(BODY_CHUNK),
+            upload_body(request),
             content_range=_content_range(request),
             declared=request.content_length,
         )
     except UploadTooSlow as exc:
         return await _answer_and_close(request, exc)
+    finally:
+        RawBody.release(request)
     answer = {"sha256": received.sha256, "size": received.size, "received": received.size}
     return json_response(answer, status=201 if received.created else 200)
 

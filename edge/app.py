@@ -22,6 +22,7 @@ from .access.setup import setup_security
 from .keys import settings_key, transactions_key, trusted_keys_key
 from .metrics import setup_edge_metrics
 from .pace import UploadPace
+from .raw_body import close_after_raw_body
 from .routes import setup_routes
 from .schema import edge_migrations
 from .settings import EdgeSettings
@@ -65,6 +66,7 @@ def create_app(settings: EdgeSettings) -> web.Application:
         extra_migrations=(edge_migrations,),
     )
     app.cleanup_ctx.extend([trust_ctx, transactions_ctx])
+    app.on_response_prepare.append(close_after_raw_body)
     app.cleanup_ctx.append(access_ctx)
     setup_security(app)
     setup_routes(app)

@@ -24,12 +24,18 @@ import hashlib
 import logging
 import mmap
 import os
+import select
 import shutil
+import socket
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from storage_backends import StorageBackend
+
+from .pace import PaceGuard
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,8 @@ WRITEBACK_EVERY = 8 * 1024 * 1024
 # request of a disk, so an upload holds at most that much in memory.
 DIRECT_ALIGN = 4096
 DIRECT_BUFFER = 4 * 1024 * 1024
+# Longest a socket receive waits before it looks whether it was asked to stop.
+STOP_CHECK = 1.0
 
 
 def _sync_file_range() -> Callable[[int, int, int], None] | None:
@@ -96,6 +104,11 @@ def set_direct(fd: int, on: bool) -> bool:
 class StagedFile:
     """A ``.part`` file opened for appending, with the sha256 of everything in it so far.
 
+    Bytes gather in one page-aligned buffer of ``DIRECT_BUFFER`` bytes, copied there from a
+    body's chunks (``append``) or received straight into it from a socket (``receive``); a
+    full buffer is hashed and written in one call, with direct I/O where the filesystem has
+    it. ``sha256()`` and the file hold every byte once ``close`` has written the rest.
+
     Not thread-safe: one upload owns it, and calls its blocking methods via ``asyncio.to_thread``.
     """
 
@@ -122,83 +135,105 @@ class StagedFile:
         except BaseException:
             os.close(self._fd)
             raise
-        self._buffer = mmap.mmap(-1, DIRECT_BUFFER) if self._direct else None  # page-aligned
+        self._buffer: mmap.mmap | None = mmap.mmap(-1, DIRECT_BUFFER)  # page-aligned, as direct I/O needs
         self._filled = 0
 
     def append(self, chunks: Sequence[bytes]) -> None:
-        """Hash the body's chunks as they came and write them: copied into the direct-I/O buffer,
-        or else with one ``writev``, not first joined (that would copy every byte once more)."""
-        total = 0
-        for chunk in chunks:
-            self._hash.update(chunk)
-            total += len(chunk)
-        if self._buffer is not None:
-            for chunk in chunks:
-                self._fill(chunk)
-            self.size += total
-            return
-        self._write_through(chunks, total)
-
-    def _fill(self, chunk: bytes) -> None:
+        """Add a body's chunks: copied into the buffer, which is written whenever it fills."""
         assert self._buffer is not None
-        view = memoryview(chunk)
-        while view:
-            take = min(len(view), DIRECT_BUFFER - self._filled)
-            self._buffer[self._filled : self._filled + take] = view[:take]
-            self._filled += take
-            view = view[take:]
-            if self._filled == DIRECT_BUFFER:
-                self._write_buffer(DIRECT_BUFFER)
-                self._filled = 0
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                take = min(len(view), DIRECT_BUFFER - self._filled)
+                self._buffer[self._filled : self._filled + take] = view[:take]
+                self._added(take)
+                view = view[take:]
 
-    def _write_buffer(self, end: int, start: int = 0) -> None:
-        """Write ``buffer[start:end]``; a filesystem that turns down a direct write after all
-        (EINVAL) gets this and every later byte through the page cache."""
+    def receive(self, sock: socket.socket, count: int, guard: PaceGuard, stop: threading.Event) -> None:
+        """Receive exactly ``count`` bytes from a non-blocking socket into the buffer, so they are
+        copied once, by the kernel. ``guard`` cuts off a slow sender; ``stop`` ends the wait from
+        outside (checked at least every ``STOP_CHECK`` seconds). A sender that closes early raises
+        ConnectionResetError, keeping what arrived."""
+        assert self._buffer is not None
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        with memoryview(self._buffer) as whole:
+            while count:
+                with whole[self._filled : self._filled + min(count, DIRECT_BUFFER - self._filled)] as view:
+                    try:
+                        got = sock.recv_into(view)
+                    except BlockingIOError:
+                        got = None
+                if got is None:
+                    self._wait(poller, guard, stop)
+                    continue
+                if got == 0:
+                    raise ConnectionResetError(f"the sender closed the connection {count} bytes before the end")
+                guard.received += got
+                guard.check(time.monotonic())
+                count -= got
+                self._added(got)
+
+    @staticmethod
+    def _wait(poller: select.poll, guard: PaceGuard, stop: threading.Event) -> None:
+        """Wait until the socket has bytes, the sender breaks its pace (raises), or ``stop`` is set."""
+        alarm = guard.alarm()
+        timeout = STOP_CHECK if alarm is None else min(STOP_CHECK, max(0.0, alarm - time.monotonic()))
+        ready = poller.poll(timeout * 1000)
+        if stop.is_set():
+            raise ConnectionAbortedError("the upload was stopped")
+        if not ready:
+            guard.check(time.monotonic())
+
+    def _added(self, n: int) -> None:
+        self._filled += n
+        self.size += n
+        if self._filled == DIRECT_BUFFER:
+            self._write_buffer(DIRECT_BUFFER)
+
+    def _write_buffer(self, end: int) -> None:
+        """Hash and write ``buffer[:end]`` and empty the buffer: its whole blocks with direct I/O,
+        the rest (a blob's tail) through the page cache, since direct I/O writes whole blocks only.
+        A filesystem that turns down a direct write after all (EINVAL) gets this and every later
+        byte through the page cache."""
         assert self._buffer is not None
         with memoryview(self._buffer) as whole:
-            while start < end:
-                with whole[start:end] as view:
+            self._hash.update(whole[:end])
+            done = 0
+            while done < end:
+                stop = end - end % DIRECT_ALIGN if self._direct else end
+                if done == stop:  # only a partial block is left: the page cache takes it
+                    self._buffered()
+                    continue
+                with whole[done:stop] as view:
                     try:
-                        start += os.write(self._fd, view)
+                        done += os.write(self._fd, view)
                     except OSError as exc:
                         if exc.errno != errno.EINVAL or not self._direct:
                             raise
-                        self._direct = set_direct(self._fd, False)
-
-    def _flush_buffer(self) -> None:
-        """Write what the direct-I/O buffer holds: its whole blocks directly, the last partial
-        block (a blob's tail) through the page cache, since direct I/O writes whole blocks only."""
-        if self._buffer is None or not self._filled:
-            return
-        aligned = self._filled - self._filled % DIRECT_ALIGN
-        self._write_buffer(aligned)
-        if aligned < self._filled:
-            self._direct = set_direct(self._fd, False)
-            self._write_buffer(self._filled, aligned)
+                        self._buffered()
         self._filled = 0
-
-    def _write_through(self, chunks: Sequence[bytes], total: int) -> None:
-        written = os.writev(self._fd, chunks) if chunks else 0
-        if written < total:  # a short write, rare: the rest one buffer at a time
-            view = memoryview(b"".join(chunks))[written:]
-            while view:
-                view = view[os.write(self._fd, view) :]
-        self.size += total
-        if self.size - self._flushed >= WRITEBACK_EVERY:
+        if not self._direct and self.size - self._flushed >= WRITEBACK_EVERY:
             start_writeback(self._fd, self._flushed, self.size - self._flushed)
             self._flushed = self.size
+
+    def _buffered(self) -> None:
+        """Go on through the page cache."""
+        set_direct(self._fd, False)
+        self._direct = False
 
     def sha256(self) -> str:
         return self._hash.hexdigest()
 
-    def close(self, *, fsync: bool = True) -> None:
-        """Close, keeping the bytes: fsynced, so a resume after a power cut finds them too, unless
-        the blob is complete and about to be adopted, which fsyncs it once itself."""
+    def close(self, *, fsync: bool = True, keep: bool = True) -> None:
+        """Close, keeping the bytes: the buffer written, and fsynced, so a resume after a power cut
+        finds them too, unless the blob is complete and about to be adopted, which fsyncs it once
+        itself. ``keep=False``: the caller removes the file; the buffer is not written."""
         try:
-            self._flush_buffer()
-            if fsync:
-                with contextlib.suppress(OSError):
-                    os.fsync(self._fd)
+            if keep and self._filled:
+                self._write_buffer(self._filled)
+            if keep and fsync:
+                os.fsync(self._fd)
         finally:
             os.close(self._fd)
             if self._buffer is not None:

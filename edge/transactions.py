@@ -17,8 +17,9 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import threading
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -31,6 +32,7 @@ from storage_backends.errors import DISK_FULL_ERRNOS
 
 from .batch import BATCH_BLOB_MAX, BatchReader
 from .pace import PaceGuard, UploadPace, UploadTooSlow
+from .raw_body import RawBody
 from .staging import IO_CHUNK, IO_PIECES, StagedFile, Staging
 from .store import EdgeStore, ReceivedBundle, State, Transaction, bundle_owner
 from .trust import TrustedKeys
@@ -252,13 +254,14 @@ class Transactions:
         self,
         tx_id: str,
         sha256: str,
-        chunks: AsyncIterator[bytes],
+        body: Callable[[], AsyncIterator[bytes] | RawBody],
         *,
         content_range: tuple[int, int, int] | None,
         declared: int | None,
     ) -> Received:
         """Stage a blob's bytes from the start of ``content_range`` (None: the whole blob, starting
-        over), verify the whole blob against the manifest, and move it into the blob store."""
+        over), verify the whole blob against the manifest, and move it into the blob store.
+        ``body`` is called for the bytes only once everything before them is checked."""
         size = await self._open_blob(tx_id, sha256)
         if await self._held(sha256, size):
             await self.staging.drop(tx_id, sha256)
@@ -272,7 +275,7 @@ class Transactions:
                 await self.staging.drop(tx_id, sha256)
                 raise BlobRefused(f"Blob {sha256}: {(start or 0) + declared} bytes sent, the manifest says {size}")
             try:
-                await self._stage(tx_id, sha256, size, start or 0, chunks)
+                await self._stage(tx_id, sha256, size, start or 0, body)
                 await self.staging.move_into(self.artifacts.storage, tx_id, sha256, size)
             except DigestMismatch as exc:  # the staged file changed under us: start the blob over
                 await self.staging.drop(tx_id, sha256)
@@ -287,26 +290,36 @@ class Transactions:
             raise Conflict(f"Transaction {tx_id} is {tx.state}")
         return Received(sha256, size, created=True)
 
-    async def _stage(self, tx_id: str, sha256: str, size: int, start: int, chunks: AsyncIterator[bytes]) -> None:
+    async def _stage(
+        self, tx_id: str, sha256: str, size: int, start: int, opened: Callable[[], AsyncIterator[bytes] | RawBody]
+    ) -> None:
         """Append the body to the staged file; a wrong blob is dropped and refused (422), and so is
         one sent too slowly (408); a dropped connection keeps what arrived, for a resume."""
         staged = await self.staging.open(tx_id, sha256, start)
+        guard = PaceGuard(self.pace, f"Blob {sha256}")
         try:
-            await _append_all(staged, chunks, size, PaceGuard(self.pace, f"Blob {sha256}"))
+            try:
+                body = opened()
+                if isinstance(body, RawBody):
+                    await _receive_raw(staged, body, guard)
+                else:
+                    await _append_all(staged, body, size, guard)
+            except (BlobRefused, UploadTooSlow):
+                await asyncio.to_thread(partial(staged.close, keep=False))
+                raise
+            except BaseException:
+                with contextlib.suppress(OSError):  # the first error is the one to answer
+                    await asyncio.to_thread(staged.close)  # keeps what arrived, fsynced, for a resume
+                raise
+            await asyncio.to_thread(partial(staged.close, fsync=False))  # move_into fsyncs what it keeps
         except (BlobRefused, UploadTooSlow):
-            await asyncio.to_thread(staged.close)
             await self.staging.drop(tx_id, sha256)
             raise
         except OSError as exc:
-            await asyncio.to_thread(staged.close)
             if exc.errno not in DISK_FULL_ERRNOS:
                 raise  # a dropped connection keeps what arrived, for a resume
             await self.staging.drop(tx_id, sha256)  # a full disk frees this blob's bytes at once
             raise os_storage_error(exc, f"staging blob {sha256} failed") from None
-        except BaseException:
-            await asyncio.to_thread(staged.close)
-            raise
-        await asyncio.to_thread(partial(staged.close, fsync=False))  # move_into fsyncs what it keeps
         if staged.size != size or staged.sha256() != sha256:
             await self.staging.drop(tx_id, sha256)
             what = f"{staged.size} bytes" if staged.size != size else f"sha256 {staged.sha256()}"
@@ -468,3 +481,20 @@ async def _append_all(staged: StagedFile, chunks: AsyncIterator[bytes], size: in
         raise
     if pending:
         await asyncio.to_thread(staged.append, pending)
+
+
+async def _receive_raw(staged: StagedFile, body: RawBody, guard: PaceGuard) -> None:
+    """Stage a body taken from aiohttp (edge/raw_body.py): what aiohttp had read, then the rest
+    straight from the socket in a worker thread. A cancelled upload stops the thread and waits
+    for it, so the staged file is never used by two at once."""
+    if body.buffered:
+        guard.received += len(body.buffered)
+        await asyncio.to_thread(staged.append, [body.buffered])
+    stop = threading.Event()
+    receiving = asyncio.get_running_loop().run_in_executor(None, staged.receive, body.sock, body.remaining, guard, stop)
+    try:
+        await asyncio.shield(receiving)
+    except asyncio.CancelledError:
+        stop.set()
+        await asyncio.wait([receiving])
+        raise

@@ -86,7 +86,7 @@ async def start(client: Any, body: dict[str, str], headers: dict[str, str], stat
 
 
 async def put_blob(client: Any, tid: str, data: bytes, headers: dict[str, str], **extra: Any) -> Any:
-    return await client.put(f"{TX}/{tid}/blobs/{sha256(data)}", data=data, headers={**headers, **extra})
+    return await client.put(f"{TX}/{tid}/blobs/{sha256(data)}", data=io.BytesIO(data), headers={**headers, **extra})
 
 
 async def push(client: Any, body: dict[str, str], headers: dict[str, str], files: dict[str, bytes]) -> dict[str, Any]:
@@ -220,18 +220,33 @@ async def test_a_half_uploaded_blob_resumes_from_the_bytes_the_edge_holds(
         pytest.param(lambda b: b + b"!", id="extra-byte"),
     ],
 )
+@pytest.mark.parametrize("size", ["small", "large"])  # large: read straight from the socket (edge/raw_body.py)
 async def test_a_blob_whose_bytes_differ_from_the_manifest_is_refused_with_422_and_nothing_is_kept(
-    edge: Any, dist: dict[str, str], keys: KeySet, key_factory: KeyFactory, damage: Any
+    edge: Any, dist: dict[str, str], keys: KeySet, key_factory: KeyFactory, damage: Any, size: str
 ) -> None:
-    data = FILES["lib/core.so"]
+    data = FILES["lib/core.so"] if size == "small" else os.urandom(5 * MiB + 77)
     started = await start(edge, signed(key_factory, keys.alice, manifest_of({"core.so": data})), dist)
     url = f"{TX}/{started['transaction_id']}/blobs/{sha256(data)}"
-    resp = await edge.put(url, data=damage(data), headers=dist)
+    resp = await edge.put(url, data=io.BytesIO(damage(data)), headers=dist)
     assert (await error_of(resp))[0] == 422
     assert await received_bytes(edge, url, dist) == 0
     assert not list(staging_of(edge, started["transaction_id"]).glob("*.part"))
     assert (await status_of(edge, started["transaction_id"], dist))["missing"] == [sha256(data)]
     await commit(edge, started["transaction_id"], dist, status=409)
+
+
+async def test_a_large_blob_read_from_the_socket_closes_its_connection_and_the_next_request_is_served(
+    edge: Any, dist: dict[str, str], keys: KeySet, key_factory: KeyFactory
+) -> None:
+    """Past aiohttp's parser the connection cannot carry another request: the answer says so."""
+    data = os.urandom(3 * MiB + 5)
+    started = await start(edge, signed(key_factory, keys.alice, manifest_of({"big.bin": data})), dist)
+    resp = await put_blob(edge, started["transaction_id"], data, dist)
+    assert resp.status == 201, await resp.text()
+    assert resp.headers["Connection"] == "close"
+    assert await received_bytes(edge, f"{TX}/{started['transaction_id']}/blobs/{sha256(data)}", dist) == len(data)
+    await commit(edge, started["transaction_id"], dist)
+    assert await download(edge, f"{REPO}/app/1.0.0/big.bin") == (200, data)
 
 
 async def test_a_blob_not_in_the_manifest_is_404(

@@ -1,14 +1,21 @@
-"""Staged uploads on disk: every byte lands, hashed, with direct I/O where the filesystem has it."""
+"""Staged uploads on disk: every byte lands, hashed, with direct I/O where the filesystem has it,
+from a body's chunks or straight from a socket."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import hashlib
 import os
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from edge.pace import PaceGuard, UploadPace, UploadTooSlow
 from edge.staging import DIRECT_ALIGN, DIRECT_BUFFER, StagedFile
 
 
@@ -25,16 +32,8 @@ def append_in_pieces(staged: StagedFile, data: bytes, piece: int = 65_537, per_c
         staged.append(chunks[i : i + per_call])
 
 
-SIZES = [
-    0,
-    1,
-    DIRECT_ALIGN - 1,
-    DIRECT_ALIGN,
-    DIRECT_ALIGN + 1,
-    DIRECT_BUFFER - 1,
-    DIRECT_BUFFER,
-    2 * DIRECT_BUFFER + 9,
-]
+BLOCK, BUFFER = DIRECT_ALIGN, DIRECT_BUFFER
+SIZES = [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, BUFFER - 1, BUFFER, 2 * BUFFER + 9]
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -105,3 +104,75 @@ def test_a_direct_write_the_filesystem_turns_down_is_written_through_the_page_ca
     staged.close()
     assert (tmp_path / "blob.part").read_bytes() == data
     assert staged.sha256() == hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------- straight from a socket
+
+
+def sender(sock: socket.socket, data: bytes, *, then_close: bool = True) -> threading.Thread:
+    def send() -> None:
+        with contextlib.suppress(OSError):
+            sock.sendall(data)
+        if then_close:
+            sock.close()
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    yield ours, theirs
+    ours.close()
+    theirs.close()
+
+
+@pytest.mark.parametrize("size", [1, BUFFER - 1, 2 * BUFFER + 9])
+async def test_a_body_received_from_a_socket_lands_whole_and_hashed(
+    tmp_path: Path, pair: tuple[socket.socket, socket.socket], size: int
+) -> None:
+    ours, theirs = pair
+    data = os.urandom(size)
+    staged = StagedFile(tmp_path / "blob.part", 0)
+    sender(theirs, data + b"next request", then_close=False)  # bytes after the body stay unread
+    await asyncio.to_thread(staged.receive, ours, size, PaceGuard(UploadPace(), "blob"), threading.Event())
+    staged.close()
+    assert (tmp_path / "blob.part").read_bytes() == data
+    assert staged.sha256() == hashlib.sha256(data).hexdigest()
+    assert ours.recv(100) == b"next request"
+
+
+async def test_a_sender_that_closes_early_leaves_what_arrived_for_a_resume(
+    tmp_path: Path, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    ours, theirs = pair
+    data = os.urandom(BUFFER + 5000)
+    staged = StagedFile(tmp_path / "blob.part", 0)
+    sender(theirs, data[: BUFFER + 100])
+    with pytest.raises(ConnectionResetError):
+        await asyncio.to_thread(staged.receive, ours, len(data), PaceGuard(UploadPace(), "blob"), threading.Event())
+    staged.close()
+    assert (tmp_path / "blob.part").read_bytes() == data[: BUFFER + 100]
+
+
+async def test_a_silent_sender_is_cut_off_by_its_pace_and_a_stop_ends_the_wait(
+    tmp_path: Path, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    ours, _ = pair
+    staged = StagedFile(tmp_path / "blob.part", 0)
+    guard = PaceGuard(UploadPace(min_rate=1000, window=0.3), "Blob b")
+    with pytest.raises(UploadTooSlow, match="below the minimum rate"):
+        await asyncio.to_thread(staged.receive, ours, 10_000, guard, threading.Event())
+    stop = threading.Event()
+    waiting = asyncio.ensure_future(
+        asyncio.to_thread(staged.receive, ours, 10_000, PaceGuard(UploadPace(), "blob"), stop)
+    )
+    await asyncio.sleep(0.2)
+    assert not waiting.done(), "no pace rule: it waits for bytes"
+    stop.set()
+    with pytest.raises(ConnectionAbortedError):
+        await asyncio.wait_for(waiting, timeout=10)  # a hang guard: the stop is seen within a second
+    staged.close(keep=False)
