@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import fcntl
 import hashlib
@@ -27,13 +26,13 @@ import os
 import select
 import shutil
 import socket
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from storage_backends import StorageBackend
+from storage_backends.linux import start_writeback
 
 from .pace import PaceGuard
 
@@ -53,36 +52,6 @@ DIRECT_ALIGN = 4096
 DIRECT_BUFFER = 4 * 1024 * 1024
 # Longest a socket receive waits before it looks whether it was asked to stop.
 STOP_CHECK = 1.0
-
-
-def _sync_file_range() -> Callable[[int, int, int], None] | None:
-    """Linux's ``sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE)``, or None elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        call = libc.sync_file_range
-    except (OSError, AttributeError):
-        return None
-    call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    call.restype = ctypes.c_int
-    return lambda fd, offset, length: call(fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE
-
-
-_SYNC_FILE_RANGE = _sync_file_range()
-
-
-def start_writeback(fd: int, offset: int, length: int) -> None:
-    """Ask the kernel to start writing a range of the file to disk, without waiting for it.
-
-    Left alone, the bytes of a large upload sit in the page cache until the fsync that
-    makes the blob durable, which then writes all of them while the upload waits; the disk
-    idles while the network works and the other way round. Started early, the writing
-    overlaps the receiving and the final fsync finds little left to do. Only a hint: where
-    the call is missing or fails, the fsync still does all the work.
-    """
-    if _SYNC_FILE_RANGE is not None:
-        _SYNC_FILE_RANGE(fd, offset, length)
 
 
 def set_direct(fd: int, on: bool) -> bool:

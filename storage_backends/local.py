@@ -40,6 +40,7 @@ from .base import (
     verify_digests,
 )
 from .errors import BlobNotFound, DigestMismatch, StorageError, os_storage_error
+from .linux import has_syncfs, syncfs
 
 log = logging.getLogger(__name__)
 
@@ -278,9 +279,15 @@ class LocalBackend(StorageBackend):
         await asyncio.to_thread(self._write_many, blobs)
 
     def _write_many(self, blobs: Sequence[tuple[str, Sequence[bytes]]]) -> None:
-        """Each blob: hash, temp file, fsync, rename; then each directory touched is fsynced once,
-        so a hundred small blobs cost one worker-thread trip and a few directory fsyncs."""
-        touched: dict[Path, None] = {}
+        """Each blob checked against its sha256 and written to a temp file; then the temp files
+        are made durable, renamed into place, and the new names made durable. Where Linux offers
+        ``syncfs`` each of those two steps is one call and one flush of the disk's cache for the
+        whole group, not an fsync per file and per directory: small blobs are bound by those
+        flushes, not by their bytes. A blob that does not match its sha256 stops the group; the
+        blobs before it are still published, then DigestMismatch is raised."""
+        written: list[tuple[Path, Path]] = []  # (temp, final)
+        held: list[Path] = []  # already stored, perhaps by a writer that has not made it durable yet
+        mismatch: DigestMismatch | None = None
         try:
             try:
                 for sha256, chunks in blobs:
@@ -288,22 +295,41 @@ class LocalBackend(StorageBackend):
                     for chunk in chunks:
                         digest.update(chunk)
                     if digest.hexdigest() != sha256:
-                        raise DigestMismatch("sha256", sha256, digest.hexdigest())
+                        mismatch = DigestMismatch("sha256", sha256, digest.hexdigest())
+                        break
                     final = self.blob_path(sha256)
                     if final.exists():
-                        touched[final.parent] = None  # durable even if its writer has not fsynced it yet
+                        held.append(final.parent)
                         continue
-                    temp = self._write_temp(chunks)
-                    created = _make_dirs(final.parent)
-                    os.replace(temp, final)
-                    touched.update(dict.fromkeys((final.parent, *reversed(created))))
-            finally:
-                for directory in touched:
-                    _fsync_dir(directory)
+                    written.append((self._write_temp(chunks, fsync=not has_syncfs()), final))
+                self._publish_many(written, held)
+            except BaseException:
+                for temp, _ in written:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(temp)
+                raise
         except OSError as exc:
             raise os_storage_error(exc, "storing blobs failed") from exc
+        if mismatch is not None:
+            raise mismatch
 
-    def _write_temp(self, chunks: Sequence[bytes]) -> Path:
+    def _publish_many(self, written: Sequence[tuple[Path, Path]], held: Sequence[Path]) -> None:
+        if written and has_syncfs():
+            syncfs(self.temp_dir)  # every temp file's bytes durable before any name points at them
+        touched: dict[Path, None] = dict.fromkeys(held)
+        for temp, final in written:
+            created = _make_dirs(final.parent)
+            os.replace(temp, final)
+            touched.update(dict.fromkeys((final.parent, *reversed(created))))
+        if not touched:
+            return
+        if has_syncfs():
+            syncfs(self.blob_dir)
+        else:
+            for directory in touched:
+                _fsync_dir(directory)
+
+    def _write_temp(self, chunks: Sequence[bytes], *, fsync: bool) -> Path:
         temp = self.temp_dir / uuid.uuid4().hex
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
@@ -311,7 +337,8 @@ class LocalBackend(StorageBackend):
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if fsync:
+                os.fsync(fd)
         except BaseException:
             os.close(fd)
             os.unlink(temp)

@@ -5,7 +5,9 @@ A crash cannot be staged at every instant, but the order of calls that makes a b
 after one can be watched: the blob store runs under ``strace`` and every way a blob reaches it (a
 streamed writer, an adopted staged upload, a batch of small blobs) must write its bytes to a temp
 file on the same filesystem, fsync that file, rename it into place, then fsync the directory that
-now names it, and every directory it created for it.
+now names it, and every directory it created for it. A ``syncfs`` of the store's filesystem (which
+the batch of small blobs uses, one call for the whole batch) counts for every file and directory on
+it: it makes all of them durable at once.
 """
 
 from __future__ import annotations
@@ -57,6 +59,14 @@ class Trace:
                 return i
         raise AssertionError(f"no {call}({path}{', ' + second if second else ''}) in the trace")
 
+    def made_durable(self, path: str, root: Path) -> list[int]:
+        """Where ``path`` was made durable: an fsync of it, or a syncfs of the store's filesystem."""
+        return [
+            i
+            for i, (c, p, _) in enumerate(self.events)
+            if (c in ("fsync", "fdatasync") and p == path) or (c == "syncfs" and p.startswith(str(root)))
+        ]
+
     def last_write_to(self, path: str) -> int:
         found = [i for i, (c, p, _) in enumerate(self.events) if c in ("write", "writev", "pwrite64") and p == path]
         assert found, f"nothing written to {path}"
@@ -74,7 +84,7 @@ def parse(text: str) -> Trace:
         if not started or not match or int(match.group(4)) < 0:
             continue
         call, args = match.group(2), match.group(3)
-        if call in ("fsync", "fdatasync", "write", "writev", "pwrite64"):
+        if call in ("fsync", "fdatasync", "syncfs", "write", "writev", "pwrite64"):
             fd = FD_PATH.match(args)
             if fd:
                 trace.events.append((call, fd.group(2), ""))
@@ -104,7 +114,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Trace, Path, dict[
     out = root / "trace.txt"
     command = [
         "strace", "-f", "-y", "-qq", "-s", "200", "-o", str(out),
-        "-e", "trace=write,writev,pwrite64,fsync,fdatasync,rename,renameat,renameat2,mkdir,mkdirat",
+        "-e", "trace=write,writev,pwrite64,fsync,fdatasync,syncfs,rename,renameat,renameat2,mkdir,mkdirat",
         sys.executable, "-c", SCRIPT, str(root), str(staged), shas["adopted"],
         *(shas[f"small {i}"] for i in range(3)),
     ]  # fmt: skip
@@ -129,12 +139,14 @@ def test_a_blob_is_fsynced_before_its_rename_and_its_directories_after(
     assert Path(temp).parent != Path(final).parent or temp != final
     assert str(root) in temp, "the temp file sits on the store's own filesystem, so the rename is atomic"
     rename = trace.index("rename", temp, final)
-    if blob != "adopted":  # an adopted file was written by its upload, before this trace
-        assert trace.last_write_to(temp) < trace.index("fsync", temp), "every byte is written before the fsync"
-    assert trace.index("fsync", temp) < rename, "the file's bytes are durable before its name is"
+    written = trace.last_write_to(temp) if blob != "adopted" else -1  # an adopted file was written before the trace
+    assert any(written < i < rename for i in trace.made_durable(temp, root)), (
+        "the file's bytes, all of them written, are durable before its name is"
+    )
     parent = str(Path(final).parent)
-    dir_fsyncs = [i for i, (c, p, _) in enumerate(trace.events) if c == "fsync" and p == parent]
-    assert any(i > rename for i in dir_fsyncs), "the directory holding the new name is fsynced after the rename"
+    assert any(i > rename for i in trace.made_durable(parent, root)), (
+        "the directory holding the new name is made durable after the rename"
+    )
 
 
 def test_every_directory_made_for_a_blob_is_fsynced_in_its_parent(traced: tuple[Trace, Path, dict[str, str]]) -> None:
@@ -144,6 +156,6 @@ def test_every_directory_made_for_a_blob_is_fsynced_in_its_parent(traced: tuple[
     for directory in made:
         mkdir = trace.index("mkdir", directory)
         parent = str(Path(directory).parent)
-        assert any(i > mkdir for i, (c, p, _) in enumerate(trace.events) if c == "fsync" and p == parent), (
-            f"{parent} is fsynced after {directory} was made in it"
+        assert any(i > mkdir for i in trace.made_durable(parent, root)), (
+            f"{parent} is made durable after {directory} was made in it"
         )

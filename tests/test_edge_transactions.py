@@ -601,9 +601,18 @@ async def _raw_put(port: int, path: str, headers: dict[str, str], length: int, p
                 sent += n
                 await asyncio.sleep(pace[1])
 
+    async def answer() -> bytes:
+        """Everything up to the close. The edge closes with the sender's bytes still unread, so the
+        close may come as a reset after the answer: what arrived before it counts."""
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := await reader.read(65536):
+                received += chunk
+        return received
+
     sender = asyncio.create_task(trickle())
     try:
-        return await asyncio.wait_for(reader.read(), timeout=15)  # to EOF: the edge closes the connection
+        return await asyncio.wait_for(answer(), timeout=15)
     finally:
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError):
