@@ -10,12 +10,15 @@ In a temp dir, on 127.0.0.1 and free ports only:
    issue a distributor token, register the edge), deploys the tree into ``releases-local``
    (bounded concurrent PUTs) and creates and signs bundle ``bench 1.0``;
 3. times ``POST /distribution/api/v1/distribution/bench/1.0`` to all three edges until
-   the status is ``Completed`` (polled every 0.2 s), then checks a sample of files on
+   the status is ``Completed`` (polled every 0.05 s), then checks a sample of files on
    every edge by sha256;
 4. the peer, same run: three ``rsync --daemon --no-detach`` on loopback, each with its
    own config, pid file and module in the temp dir, and ``rsync -a src/
    rsync://127.0.0.1:PORT/plain/`` to the three at once (for scale also with
-   ``--fsync``, since edges fsync every blob and plain rsync does not);
+   ``--fsync``, since edges fsync every blob and plain rsync does not), and the disk's
+   floor: the same bytes written durably to three files at once with nothing else, no
+   network and no hashing (plain rsync leaves its bytes in the page cache, to be written
+   after its clock stops; an edge must have them on disk before it commits);
 5. version 1.1 with 1% of the bytes changed (whole small files replaced), deployed,
    signed and distributed again, printing what crossed the wire per edge, and rsync'ed
    again to the same daemons (``--stats``: "Total bytes sent");
@@ -34,6 +37,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import mmap
 import os
 import random
 import re
@@ -45,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +63,7 @@ from common import BenchError, run_bench  # noqa: E402  (bench/ is no package)
 from download import connect, free_port, peak_rss_mib, start_process  # noqa: E402
 
 from distribution.settings import DistributionSettings  # noqa: E402
+from edge.staging import DIRECT_ALIGN, DIRECT_BUFFER, set_direct  # noqa: E402
 from tests.distribution_process import SOURCE_REPO, DistributionProcess  # noqa: E402
 from tests.edge_process import EdgeProcess, EdgeStartError  # noqa: E402
 from tests.edge_setup import distributor_token, http, trust  # noqa: E402
@@ -76,7 +82,7 @@ SITES = [
 ]
 RSYNC_MODULES = ("plain", "durable")
 PUT_CONCURRENCY = 8
-POLL_INTERVAL = 0.2
+POLL_INTERVAL = 0.05  # the wall time is known to this much; rsync's is exact
 PROGRESS_EVERY = 5.0
 OVERALL_TIMEOUT = 15 * 60
 DISTRIBUTION_TIMEOUT = 600.0
@@ -497,6 +503,49 @@ def rsync_all(
     return Phase(label, seconds, sent, cpu, busy)
 
 
+def disk_floor(tree: Tree, root: Path, targets: int) -> Phase:
+    """The same bytes written durably and nothing else, to ``targets`` files at once: per target a
+    thread copies every file of the tree into one file with direct I/O in the edges' buffer size,
+    then fsyncs it. No network, no hashing, no file per blob: what this disk needs to take the
+    bytes durably, the floor under any copy that is durable when it reports done."""
+    root.mkdir()
+    meter = CpuMeter({"writers (this process)": os.getpid()})
+
+    def copy(target: Path) -> int:
+        buffer = mmap.mmap(-1, DIRECT_BUFFER)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        direct = set_direct(fd, True)
+        filled = written = 0
+        try:
+            with memoryview(buffer) as view:
+                for f in tree.values():
+                    with open(f.path, "rb") as src:
+                        while n := src.readinto(view[filled:]):
+                            filled += n
+                            if filled == DIRECT_BUFFER:
+                                written += os.write(fd, view)
+                                filled = 0
+                aligned = filled - filled % DIRECT_ALIGN if direct else filled
+                written += os.write(fd, view[:aligned]) if aligned else 0
+                if aligned < filled:
+                    set_direct(fd, False)
+                    written += os.write(fd, view[aligned:filled])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            buffer.close()
+        return written
+
+    meter.start()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(targets) as pool:
+        written = list(pool.map(copy, [root / f"target-{i}" for i in range(targets)]))
+    seconds = time.perf_counter() - started
+    cpu, busy = meter.stop()
+    label = f"disk floor: the same bytes to {targets} files at once, direct I/O, fsynced (no network, no hashing)"
+    return Phase(label, seconds, {f"target-{i}": n for i, n in enumerate(written)}, cpu, busy)
+
+
 def verify_rsync_copies(daemons: dict[str, tuple[int, int, Path]], module: str, samples: list[File]) -> None:
     for name, (_, _, root) in daemons.items():
         for f in samples:
@@ -578,6 +627,10 @@ def run(args: argparse.Namespace) -> None:
         os.sync()
         print("rsync -a --fsync of the same tree to 3 fresh modules ...", flush=True)
         r10f = rsync_all(tmp / "src-1.0", daemons, "durable", "rsync -a --fsync (whole tree, for scale)", ("--fsync",))
+        os.sync()
+        print("writing the same bytes durably with nothing else, for the disk's floor ...", flush=True)
+        floor = disk_floor(v10, tmp / "floor", len(SITES))
+        shutil.rmtree(tmp / "floor")
 
         # ---- 1.1: 1% of the bytes changed, as whole small files
         v11, changed = replace_small_files(v10, tmp / "src-1.1", rng)
@@ -624,10 +677,11 @@ def run(args: argparse.Namespace) -> None:
         blobs = args.parallel_blobs or f"default ({defaults.max_parallel_blobs})"
         print(f"service: max_parallel_blobs {blobs}, max_parallel_edges default ({defaults.max_parallel_edges})")
         print("-" * 100)
-        for phase in (d10, r10, r10f):
+        for phase in (d10, r10, r10f, floor):
             print("\n".join(describe(phase)))
         print(f"\nratio distribution/rsync (1.0, wall): {ratio(d10, r10)}   (target <= 1.00)")
         print(f"ratio distribution/rsync --fsync (1.0, wall): {ratio(d10, r10f)}")
+        print(f"ratio distribution/disk floor (1.0, wall): {ratio(d10, floor)}")
         print("-" * 100)
         print(
             f"1.1: {len(changed)} of {len(v10)} files replaced, {changed_bytes:,} bytes "
