@@ -137,10 +137,12 @@ class Push:
 
     async def upload_all(self, tx: str, missing: list[str], sizes: dict[str, int]) -> None:
         """Send ``missing`` over ``blob_concurrency`` slots: blobs of at most ``BATCH_BLOB_MAX``
-        bytes in batches (one request for many), larger ones alone. One slot takes the largest
-        first and the others the smallest, so large blobs, bound by bytes per second, never
-        fill every slot while small ones, bound by round trips, wait behind them; a slot whose
-        end runs dry takes from the other."""
+        bytes in batches (one request for many), larger ones alone. Half the slots take the
+        largest first and the others the smallest: large blobs, bound by bytes per second, go
+        out from the start and never fill every slot, while small ones, bound by round trips and
+        the edge's flushes to disk, go on beside them; a slot whose end runs dry takes from the
+        other. (With one slot taking the large ones, they waited behind the batches and the
+        disk idled: bench/distribute.py.)"""
         units = _batches(sorted(s for s in missing if sizes[s] <= BATCH_BLOB_MAX), sizes)
         units += [(s,) for s in missing if sizes[s] > BATCH_BLOB_MAX]
         queue = deque(sorted(units, key=lambda u: (sum(sizes[s] for s in u), u)))
@@ -154,7 +156,7 @@ class Push:
                     await self.send_batch(tx, unit, sizes)
 
         slots = min(self.blob_concurrency, len(units))
-        tasks = [asyncio.create_task(worker(i == 0 and slots > 1)) for i in range(slots)]
+        tasks = [asyncio.create_task(worker(i < slots // 2)) for i in range(slots)]
         try:
             await asyncio.gather(*tasks)
         finally:

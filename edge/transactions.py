@@ -40,6 +40,10 @@ from .trust import TrustedKeys
 log = logging.getLogger(__name__)
 
 STAT_CONCURRENCY = 32
+# Bytes of small blobs stored with one call to the blob store: each call makes its blobs durable
+# with a flush of the disk's cache or two, so the larger the group the fewer flushes; the group is
+# held in memory, so it is bounded (a whole batch from the Distribution service fits in one).
+BATCH_GROUP = 4 * 1024 * 1024
 LISTED_IN_ERRORS = 10
 
 
@@ -355,7 +359,7 @@ class Transactions:
                     raise BlobRefused(f"Blob batch ends inside blob {sha}, before all {len(shas)} listed blobs")
                 group.append((sha, pieces))
                 grouped += sizes[sha]
-                if grouped >= IO_CHUNK or sha == shas[-1]:
+                if grouped >= BATCH_GROUP or sha == shas[-1]:
                     await self.artifacts.storage.write_many(group)
                     group, grouped = [], 0
             if not await body.at_end():
@@ -396,6 +400,7 @@ class Transactions:
 
             paths = [(e.repo, e.path) for e in entries]
             extra = partial(self.store.commit_rows, tx, paths, now)
+            await self.artifacts.storage.sync()  # every blob's name durable before an entry names it
             await self.artifacts.publish(entries, repos, check=all_blobs_held, extra=extra)
             log.info("transaction %s committed: %s/%s, %d files", tx_id, tx.name, tx.version, tx.files)
         await self.staging.free(tx_id)

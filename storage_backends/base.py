@@ -210,14 +210,22 @@ class StorageBackend(ABC):
 
         A blob whose bytes hash to something else raises DigestMismatch; the blobs before
         it stay stored (they are right, and unreferenced until an index entry names them).
-        One call for many blobs lets a backend batch its work (one worker thread, one fsync
-        per directory); this default stores them one by one through ``writer()``.
+        One call for many blobs lets a backend batch its work (one worker thread, one flush
+        of the disk for all); this default stores them one by one through ``writer()``.
+
+        A stored blob is whole, even after a crash; its name may still need ``sync()`` to
+        survive one, which is called before an index entry may name it.
         """
         for sha256, chunks in blobs:
             async with await self.writer(all_digests=False) as writer:
                 for chunk in chunks:
                     await writer.write(chunk)
                 await writer.commit(expected={"sha256": sha256})
+
+    async def sync(self) -> None:
+        """Make the names of every blob stored so far durable (see ``write_many``); where every
+        write is durable on its own, nothing is left to do."""
+        return None
 
     async def local_path(self, sha256: str) -> Path | None:
         """A file path the server may sendfile from, or None where the backend has none."""

@@ -280,11 +280,13 @@ class LocalBackend(StorageBackend):
 
     def _write_many(self, blobs: Sequence[tuple[str, Sequence[bytes]]]) -> None:
         """Each blob checked against its sha256 and written to a temp file; then the temp files
-        are made durable, renamed into place, and the new names made durable. Where Linux offers
-        ``syncfs`` each of those two steps is one call and one flush of the disk's cache for the
-        whole group, not an fsync per file and per directory: small blobs are bound by those
-        flushes, not by their bytes. A blob that does not match its sha256 stops the group; the
-        blobs before it are still published, then DigestMismatch is raised."""
+        are made durable and renamed into place. Where Linux offers ``syncfs`` that is one call
+        and one flush of the disk's cache for the whole group, not an fsync per file, and the
+        new names are made durable by ``sync()`` (once per commit, not once per group): small
+        blobs are bound by those flushes, not by their bytes. A name lost in a crash loses a
+        blob that is whole, never one that is not. Without syncfs: an fsync per file, and per
+        directory after the renames. A blob that does not match its sha256 stops the group;
+        the blobs before it are still published, then DigestMismatch is raised."""
         written: list[tuple[Path, Path]] = []  # (temp, final)
         held: list[Path] = []  # already stored, perhaps by a writer that has not made it durable yet
         mismatch: DigestMismatch | None = None
@@ -321,13 +323,16 @@ class LocalBackend(StorageBackend):
             created = _make_dirs(final.parent)
             os.replace(temp, final)
             touched.update(dict.fromkeys((final.parent, *reversed(created))))
-        if not touched:
-            return
-        if has_syncfs():
-            syncfs(self.blob_dir)
-        else:
+        if not has_syncfs():
             for directory in touched:
                 _fsync_dir(directory)
+
+    async def sync(self) -> None:
+        if has_syncfs():
+            try:
+                await asyncio.to_thread(syncfs, self.blob_dir)
+            except OSError as exc:
+                raise os_storage_error(exc, "making stored blobs durable failed") from exc
 
     def _write_temp(self, chunks: Sequence[bytes], *, fsync: bool) -> Path:
         temp = self.temp_dir / uuid.uuid4().hex

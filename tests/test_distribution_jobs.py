@@ -166,7 +166,7 @@ def test_rules_pick_edges_by_site_city_and_country_wildcards() -> None:
 
 
 async def test_large_blobs_never_take_every_upload_slot_while_small_ones_wait() -> None:
-    """One slot sends the largest blobs first, the others the smallest, in batches; nothing is sent twice."""
+    """Half the slots send the largest blobs first, the others the smallest, in batches; nothing is sent twice."""
     small_size = 700_000  # three of them overflow a batch
     sizes = {f"{i:064x}": size for i, size in enumerate([10**9] * 4 + [small_size] * 20)}
     small = {s for s, size in sizes.items() if size == small_size}

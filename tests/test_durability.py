@@ -7,7 +7,8 @@ streamed writer, an adopted staged upload, a batch of small blobs) must write it
 file on the same filesystem, fsync that file, rename it into place, then fsync the directory that
 now names it, and every directory it created for it. A ``syncfs`` of the store's filesystem (which
 the batch of small blobs uses, one call for the whole batch) counts for every file and directory on
-it: it makes all of them durable at once.
+it: it makes all of them durable at once. A batch makes its names durable with the store's
+``sync()``, which an edge's commit calls before its entries name any blob.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ SCRIPT = textwrap.dedent(
             await w.commit()
         assert await store.adopt(Path(staged), sys.argv[3], Path(staged).stat().st_size)
         await store.write_many([(sys.argv[4 + i], [f"small {i}".encode()]) for i in range(3)])
+        await store.sync()  # as an edge's commit does before any entry names the blobs
         await store.close()
 
     asyncio.run(main(sys.argv[1], sys.argv[2]))
