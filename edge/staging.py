@@ -2,8 +2,8 @@
 
 A blob is streamed to a file (never held in memory) and hashed while it is written;
 a dropped connection leaves the bytes received so far, so the sender resumes from
-there. Every file operation and all hashing run in a worker thread, a megabyte or
-so at a time, so the event loop never waits on the disk.
+there. Every file operation and all hashing run in a worker thread, megabytes at a
+time, so the event loop never waits on the disk.
 
 Where the filesystem allows, the bytes go to disk with direct I/O (``O_DIRECT``), from
 one aligned buffer per upload, not through the page cache. The blob must reach the disk
@@ -39,7 +39,7 @@ from .pace import PaceGuard
 log = logging.getLogger(__name__)
 
 IO_CHUNK = 1024 * 1024
-# chunks handed to one writev at most, well below any system's IOV_MAX (1024 on Linux)
+# body chunks handed to a worker thread at once, at most
 IO_PIECES = 256
 
 
@@ -56,7 +56,7 @@ STOP_CHECK = 1.0
 
 def set_direct(fd: int, on: bool) -> bool:
     """Switch direct I/O on or off for an open file; False where the system or filesystem has
-    none (tmpfs, for one, refuses it)."""
+    none (the kernel refuses the flag with EINVAL)."""
     direct = getattr(os, "O_DIRECT", 0)
     if not direct:
         return False

@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 
 STAT_CONCURRENCY = 32
 # Bytes of small blobs stored with one call to the blob store: each call makes its blobs durable
-# with a flush of the disk's cache or two, so the larger the group the fewer flushes; the group is
-# held in memory, so it is bounded (a whole batch from the Distribution service fits in one).
+# with one flush of the disk's cache, so the larger the group the fewer flushes; the group is held
+# in memory, so it is bounded (a whole batch from the Distribution service fits in one).
 BATCH_GROUP = 4 * 1024 * 1024
 LISTED_IN_ERRORS = 10
 

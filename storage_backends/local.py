@@ -356,7 +356,7 @@ class LocalBackend(StorageBackend):
 
 
 def shard_path(sha256: str) -> str:
-    """A blob's path under the blob directory, ``ab/abcd...`` (nginx's X-Accel-Redirect names it too)."""
+    """A blob's path under the blob directory, ``ab/abcd...``."""
     check_sha256(sha256)
     return f"{sha256[:2]}/{sha256}"
 

@@ -274,15 +274,20 @@ async def test_a_bundle_reaches_a_real_edge_verified_and_a_new_version_sends_onl
     }  # fmt: skip
 
 
-async def test_an_edge_answering_500_is_retried_until_it_succeeds(dist: Any, edge_server: EdgeProcess) -> None:
-    faults = Faults(server_errors=3, only="/transactions")
-    proxy = ThreadedServer(proxy_app(edge_server.url, faults)).start()
+async def distributed_through(dist: Any, edge: EdgeProcess, faults: Faults, files: dict[str, bytes]) -> dict[str, Any]:
+    """Version 1.0 of ``files`` distributed to ``edge`` behind a proxy that misbehaves as ``faults`` say."""
+    proxy = ThreadedServer(proxy_app(edge.url, faults)).start()
     try:
-        await trusted_edge(dist, edge_server, url=proxy.url)
-        await signed_bundle(dist, "1.0", FILES)
-        done = await wait_for(dist, "1.0", await distribute(dist, "1.0"), finished)
+        await trusted_edge(dist, edge, url=proxy.url)
+        await signed_bundle(dist, "1.0", files)
+        return await wait_for(dist, "1.0", await distribute(dist, "1.0"), finished)
     finally:
         proxy.stop()
+
+
+async def test_an_edge_answering_500_is_retried_until_it_succeeds(dist: Any, edge_server: EdgeProcess) -> None:
+    faults = Faults(server_errors=3, only="/transactions")
+    done = await distributed_through(dist, edge_server, faults, FILES)
     assert done["status"] == COMPLETED, done
     assert [s for _, _, s in faults.seen[:3]] == [500, 500, 500]
 
@@ -295,14 +300,10 @@ async def test_a_large_blob_goes_out_whole_with_sendfile_through_a_proxy_that_fa
 ) -> None:
     """Blobs over a megabyte leave the service's local store with sendfile; a 500 mid-way is retried."""
     faults = Faults(server_errors=2, only="/blobs/")
-    proxy = ThreadedServer(proxy_app(edge_server.url, faults)).start()
-    try:
-        await trusted_edge(dist, edge_server, url=proxy.url)
-        await signed_bundle(dist, "1.0", LARGE)
-        done = await wait_for(dist, "1.0", await distribute(dist, "1.0"), finished)
-    finally:
-        proxy.stop()
+    done = await distributed_through(dist, edge_server, faults, LARGE)
     assert done["status"] == COMPLETED, done
+    large = hashlib.sha256(LARGE["app.tar.gz"]).hexdigest()
+    assert [st for m, path, st in faults.seen if m == "PUT" and path.endswith(large)][-1] == 201
     (site,) = done["sites"]
     assert site["distributed_bytes"] == sum(len(v) for v in LARGE.values())
     for path, data in LARGE.items():
