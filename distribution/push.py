@@ -12,7 +12,7 @@ import asyncio
 import json
 import os
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,8 @@ BLOB_TRIES = 4
 # Bytes of small blobs sent in one batch: few requests, yet several batches to share among the
 # upload slots, and a failed batch costs little to send again.
 BATCH_BYTES = 2 * 1024 * 1024
+# Bytes of a batch read from storage at once: few trips to storage, little held in memory.
+READ_GROUP = 256 * 1024
 
 
 class SourceMissing(EdgeCallError):
@@ -143,7 +145,7 @@ class Push:
         the edge's flushes to disk, go on beside them; a slot whose end runs dry takes from the
         other. (With one slot taking the large ones, they waited behind the batches and the
         disk idled: bench/distribute.py.)"""
-        units = _batches(sorted(s for s in missing if sizes[s] <= BATCH_BLOB_MAX), sizes)
+        units = _groups(sorted(s for s in missing if sizes[s] <= BATCH_BLOB_MAX), sizes, BATCH_BYTES, BATCH_MAX_BLOBS)
         units += [(s,) for s in missing if sizes[s] > BATCH_BLOB_MAX]
         queue = deque(sorted(units, key=lambda u: (sum(sizes[s] for s in u), u)))
 
@@ -210,26 +212,25 @@ class Push:
     async def _batch_body(
         self, head: bytes, shas: tuple[str, ...], sizes: dict[str, int], vanished: list[str]
     ) -> AsyncIterator[bytes]:
-        """The batch's bytes; a blob gone from storage, or of another size there, is put in
-        ``vanished`` and fails the send as a connection error, and the caller says why."""
+        """The batch's bytes, read from storage ``READ_GROUP`` bytes at a time; a blob gone from
+        storage, or of another size there, is put in ``vanished`` and fails the send as a
+        connection error, and the caller says why."""
         yield head  # framing, not blob bytes: not counted as sent
-        for sha in shas:
+        for group in _groups(shas, sizes, READ_GROUP, BATCH_MAX_BLOBS):
             try:
-                stream = await self.storage.read(sha)
-            except BlobNotFound:
-                vanished.append(f"blob {sha} of the bundle is missing from the service's storage")
+                found = await self.storage.read_many(group)
+            except BlobNotFound as exc:
+                vanished.append(f"blob {exc.sha256} of the bundle is missing from the service's storage")
                 raise
-            held = 0
-            try:
-                async for chunk in stream:
-                    held += len(chunk)
-                    self.progress.on_bytes(len(chunk))
-                    yield chunk
-            finally:
-                await stream.aclose()
-            if held != sizes[sha]:
-                vanished.append(f"blob {sha} in the service's storage holds {held} bytes, not {sizes[sha]}: damaged")
-                raise StorageError(vanished[-1])
+            for sha, data in zip(group, found, strict=True):
+                if len(data) != sizes[sha]:
+                    vanished.append(
+                        f"blob {sha} in the service's storage holds {len(data)} bytes, not {sizes[sha]}: damaged"
+                    )
+                    raise StorageError(vanished[-1])
+            body = b"".join(found)
+            self.progress.on_bytes(len(body))
+            yield body
 
     async def _send(self, tx: str, sha: str, size: int, offset: int) -> None:
         for attempt in range(1, BLOB_TRIES + 1):
@@ -298,20 +299,20 @@ class Push:
                 )
 
 
-def _batches(shas: list[str], sizes: dict[str, int]) -> list[tuple[str, ...]]:
-    """Small blobs in groups of at most ``BATCH_BYTES`` bytes and ``BATCH_MAX_BLOBS`` blobs."""
-    batches: list[tuple[str, ...]] = []
+def _groups(shas: Sequence[str], sizes: dict[str, int], max_bytes: int, max_count: int) -> list[tuple[str, ...]]:
+    """Consecutive blobs in groups of at most ``max_bytes`` bytes (or one larger blob) and ``max_count`` blobs."""
+    groups: list[tuple[str, ...]] = []
     current: list[str] = []
     size = 0
     for sha in shas:
-        if current and (size + sizes[sha] > BATCH_BYTES or len(current) == BATCH_MAX_BLOBS):
-            batches.append(tuple(current))
+        if current and (size + sizes[sha] > max_bytes or len(current) == max_count):
+            groups.append(tuple(current))
             current, size = [], 0
         current.append(sha)
         size += sizes[sha]
     if current:
-        batches.append(tuple(current))
-    return batches
+        groups.append(tuple(current))
+    return groups
 
 
 async def _counted(first: bytes, rest: AsyncIterator[bytes], on_bytes: Callable[[int], None]) -> AsyncIterator[bytes]:

@@ -118,7 +118,8 @@ def upload_body(request: web.Request) -> Callable[[], AsyncIterator[bytes] | Raw
     """The body of a blob upload, taken only once the upload is about to read it: refused before
     that (a wrong offset, a closed transaction), it stays with aiohttp, which reads and drops it
     so the sender can read the answer, and the connection stays open."""
-    return lambda: RawBody.take(request) or request.content.iter_chunked(BODY_CHUNK)
+    receivers = _transactions(request).receivers
+    return lambda: receivers.take(request) or request.content.iter_chunked(BODY_CHUNK)
 
 
 async def upload_blob(request: web.Request) -> web.StreamResponse:
@@ -134,7 +135,7 @@ async def upload_blob(request: web.Request) -> web.StreamResponse:
     except UploadTooSlow as exc:
         return await _answer_and_close(request, exc)
     finally:
-        RawBody.release(request)
+        transactions.receivers.release(request)
     answer = {"sha256": received.sha256, "size": received.size, "received": received.size}
     return json_response(answer, status=201 if received.created else 200)
 

@@ -22,7 +22,7 @@ from .access.setup import setup_security
 from .keys import settings_key, transactions_key, trusted_keys_key
 from .metrics import setup_edge_metrics
 from .pace import UploadPace
-from .raw_body import close_after_raw_body
+from .raw_body import Receivers, close_after_raw_body
 from .routes import setup_routes
 from .schema import edge_migrations
 from .settings import EdgeSettings
@@ -91,6 +91,7 @@ async def transactions_ctx(app: web.Application) -> AsyncIterator[None]:
         app[core.artifacts],
         Staging(settings.staging_dir),
         settings.transaction_ttl,
+        Receivers(),
         UploadPace(settings.upload_min_rate, settings.upload_rate_window, settings.upload_deadline),
     )
     await transactions.recover()
@@ -101,3 +102,4 @@ async def transactions_ctx(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    await asyncio.to_thread(transactions.receivers.close)  # every upload has ended by now

@@ -16,14 +16,23 @@ other upload goes through aiohttp as before.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aiohttp import web
 
+T = TypeVar("T")
+
 # Smaller bodies are cheap enough through aiohttp and keep their connection for the next request.
 RAW_BODY_MIN = 1024 * 1024
+# Bodies received straight from their sockets at once, each by a thread of its own for all of
+# its length (and with its staging buffer, edge/staging.py); more go through aiohttp meanwhile.
+RECEIVER_THREADS = 16
 
 
 @dataclass
@@ -72,6 +81,47 @@ class RawBody:
 
 
 RAW_BODY = web.RequestKey("raw_body", RawBody)
+
+
+class Receivers:
+    """The threads that receive raw bodies.
+
+    Each raw upload holds a thread until its last byte, so these are not the event loop's
+    default executor: its few threads (six on two cores) run every short file operation of
+    the node, and four large uploads there left two for everything else, so the small blobs
+    arriving beside them queued (bench/distribute.py). When every receiver is busy, a body
+    stays with aiohttp, which needs no thread of its own.
+    """
+
+    def __init__(self, threads: int = RECEIVER_THREADS) -> None:
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="receive")
+        self._free = threads
+
+    def take(self, request: web.Request) -> RawBody | None:
+        """The request's raw body, holding a receiver until ``release``; None to leave it with aiohttp."""
+        if self._free == 0:
+            return None
+        body = RawBody.take(request)
+        if body is not None:
+            self._free -= 1
+            request[RECEIVER] = self
+        return body
+
+    def release(self, request: web.Request) -> None:
+        """After the answer is decided (the receiving thread has stopped): see ``RawBody.release``."""
+        if request.get(RAW_BODY) is not None:
+            RawBody.release(request)
+        if request.pop(RECEIVER, None) is self:
+            self._free += 1
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+RECEIVER = web.RequestKey("receiver", Receivers)
 
 
 async def close_after_raw_body(request: web.Request, response: web.StreamResponse) -> None:

@@ -23,6 +23,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
 
+from cachetools import LRUCache
+
 from repository.artifacts import ArtifactService, guess_mime_type
 from repository.catalog import Artifact, Repo, now_ms
 from repository.errors import BadRequest, Conflict, NotFound, RepositoryError
@@ -32,18 +34,20 @@ from storage_backends.errors import DISK_FULL_ERRNOS
 
 from .batch import BATCH_BLOB_MAX, BatchReader
 from .pace import PaceGuard, UploadPace, UploadTooSlow
-from .raw_body import RawBody
+from .raw_body import RawBody, Receivers
 from .staging import IO_CHUNK, IO_PIECES, StagedFile, Staging
 from .store import EdgeStore, ReceivedBundle, State, Transaction, bundle_owner
 from .trust import TrustedKeys
 
 log = logging.getLogger(__name__)
 
-STAT_CONCURRENCY = 32
 # Bytes of small blobs stored with one call to the blob store: each call makes its blobs durable
 # with one flush of the disk's cache, so the larger the group the fewer flushes; the group is held
 # in memory, so it is bounded (a whole batch from the Distribution service fits in one).
 BATCH_GROUP = 4 * 1024 * 1024
+# Manifests decoded at start, kept for their commit (a thousand-file manifest takes tens of
+# milliseconds to decode and check); a transaction not among them is decoded again.
+DECODED_MANIFESTS = 16
 LISTED_IN_ERRORS = 10
 
 
@@ -139,6 +143,7 @@ class Transactions:
         artifacts: ArtifactService,
         staging: Staging,
         ttl: int,
+        receivers: Receivers,
         pace: UploadPace = UploadPace(),
     ) -> None:
         self.store = store
@@ -147,7 +152,10 @@ class Transactions:
         self.staging = staging
         self.ttl = ttl
         self.pace = pace
+        self.receivers = receivers
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # by transaction id, which is the sha256 of the manifest's bytes, so an entry cannot go stale
+        self._manifests: LRUCache[str, Manifest] = LRUCache(DECODED_MANIFESTS)
 
     def _lock(self, key: str) -> asyncio.Lock:
         lock = self._locks.get(key)
@@ -177,6 +185,7 @@ class Transactions:
                              now + self.ttl * 1000, None, len(manifest.artifacts),
                              sum(a.size for a in manifest.artifacts))  # fmt: skip
             tx, created = await self.store.open(tx, data, signature, blobs)
+            self._manifests[tx_id] = manifest
         if created:
             log.info("transaction %s open: %s/%s signed by %s", tx_id, tx.name, tx.version, signer)
         return Started(tx, created, await self.missing(tx_id))
@@ -199,14 +208,8 @@ class Transactions:
         blobs = await self.store.blobs(tx_id)
         indexed = await self.artifacts.catalog.blob_sizes(list(blobs))
         unknown = [sha256 for sha256, size in blobs.items() if indexed.get(sha256) != size]
-        limit = asyncio.Semaphore(STAT_CONCURRENCY)
-
-        async def absent(sha256: str) -> bool:
-            async with limit:
-                return not await self._held(sha256, blobs[sha256])
-
-        found = await asyncio.gather(*(absent(s) for s in unknown))
-        return sorted(s for s, gone in zip(unknown, found, strict=True) if gone)
+        held = await self.artifacts.storage.sizes(unknown)
+        return sorted(s for s in unknown if held.get(s) != blobs[s])
 
     async def _held(self, sha256: str, size: int) -> bool:
         try:
@@ -305,7 +308,7 @@ class Transactions:
             try:
                 body = opened()
                 if isinstance(body, RawBody):
-                    await _receive_raw(staged, body, guard)
+                    await _receive_raw(staged, body, guard, self.receivers)
                 else:
                     await _append_all(staged, body, size, guard)
             except (BlobRefused, UploadTooSlow):
@@ -388,7 +391,9 @@ class Transactions:
                 raise Conflict(f"Transaction {tx_id} is {tx.state}; it cannot be committed")
             data, signature = await self.store.manifest(tx_id)
             await self.trust.verify(data, signature)  # its key may have been removed since start
-            manifest = await asyncio.to_thread(decode, data)
+            manifest = self._manifests.pop(tx_id, None)
+            if manifest is None:
+                manifest = await asyncio.to_thread(decode, data)
             now = now_ms()
             entries = _entries(manifest, tx.owner, user, now)
             repos = [Repo(key, anonymous_read=True) for key in sorted({e.repo for e in entries})]
@@ -488,7 +493,7 @@ async def _append_all(staged: StagedFile, chunks: AsyncIterator[bytes], size: in
         await asyncio.to_thread(staged.append, pending)
 
 
-async def _receive_raw(staged: StagedFile, body: RawBody, guard: PaceGuard) -> None:
+async def _receive_raw(staged: StagedFile, body: RawBody, guard: PaceGuard, receivers: Receivers) -> None:
     """Stage a body taken from aiohttp (edge/raw_body.py): what aiohttp had read, then the rest
     straight from the socket in a worker thread. A cancelled upload stops the thread and waits
     for it, so the staged file is never used by two at once."""
@@ -496,7 +501,7 @@ async def _receive_raw(staged: StagedFile, body: RawBody, guard: PaceGuard) -> N
         guard.received += len(body.buffered)
         await asyncio.to_thread(staged.append, [body.buffered])
     stop = threading.Event()
-    receiving = asyncio.get_running_loop().run_in_executor(None, staged.receive, body.sock, body.remaining, guard, stop)
+    receiving = asyncio.ensure_future(receivers.run(staged.receive, body.sock, body.remaining, guard, stop))
     try:
         await asyncio.shield(receiving)
     except asyncio.CancelledError:

@@ -22,6 +22,7 @@ from .paths import ancestors, name_of, parent_of
 
 DEEP_LIST_PAGE = 1000
 ARTIFACT_CACHE_ENTRIES = 50_000
+IN_PAGE = 500  # paths per ``IN (...)`` query, well below sqlite's limit on bound parameters
 
 
 def now_ms() -> int:
@@ -100,6 +101,14 @@ def _repo(row: dict[str, Any]) -> Repo:
         anonymous_read=bool(row["anonymous_read"]),
         created=row["created"],
     )
+
+
+def _pages(keys: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """``(repo, paths)`` in pages of at most ``IN_PAGE`` paths, for ``path IN (...)`` queries."""
+    by_repo: dict[str, list[str]] = {}
+    for repo, path in keys:
+        by_repo.setdefault(repo, []).append(path)
+    return [(repo, paths[i : i + IN_PAGE]) for repo, paths in by_repo.items() for i in range(0, len(paths), IN_PAGE)]
 
 
 def _subtree(path: str) -> tuple[str, str]:
@@ -365,17 +374,43 @@ class Catalog:
         return await self._database.run(self._conflicts, targets)
 
     def _conflicts(self, targets: list[tuple[str, str, str]]) -> list[str]:
+        existing = self._artifacts_at([(repo, path) for repo, path, _ in targets])
+        new = [(repo, path) for repo, path, _ in targets if (repo, path) not in existing]
+        folders = self._folders_at(new)
+        files_above = self._artifacts_at(sorted({(repo, f) for repo, path in new for f in ancestors(path)}))
         found = []
         for repo, path, sha256 in targets:
-            existing = self._get_artifact(repo, path)
-            if existing is not None:
-                if existing.sha256 != sha256:
-                    found.append(f"{repo}/{path}")
-                continue
-            try:
-                self._check_no_clash(repo, path)
-            except Conflict:
+            held = existing.get((repo, path))
+            if held is not None:
+                clash = held.sha256 != sha256
+            else:
+                clash = (repo, path) in folders or any((repo, f) in files_above for f in ancestors(path))
+            if clash:
                 found.append(f"{repo}/{path}")
+        return found
+
+    def _artifacts_at(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Artifact]:
+        """The entries at these ``(repo, path)``s, a page of paths per query: a bundle's
+        thousand paths cost a few queries, not a thousand."""
+        found: dict[tuple[str, str], Artifact] = {}
+        for repo, page in _pages(keys):
+            rows = self._db.execute(
+                f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE repo = ? AND path IN ({', '.join('?' * len(page))})",
+                [repo, *page],
+            )
+            for row in rows.fetchall():
+                artifact = _artifact(row)
+                found[artifact.repo, artifact.path] = artifact
+        return found
+
+    def _folders_at(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those of these ``(repo, path)``s that are folders."""
+        found: set[tuple[str, str]] = set()
+        for repo, page in _pages(keys):
+            rows = self._db.execute(
+                f"SELECT path FROM folders WHERE repo = ? AND path IN ({', '.join('?' * len(page))})", [repo, *page]
+            )
+            found.update((repo, path) for (path,) in rows.fetchall())
         return found
 
     async def blob_sizes(self, sha256s: list[str]) -> dict[str, int]:
@@ -411,24 +446,38 @@ class Catalog:
 
     def _publish(self, artifacts: list[Artifact], repos: list[Repo], extra: Callable[[], None] | None) -> None:
         with self._db.atomic():
-            for repo in repos:
-                self._ensure_repo(repo, False)
-            folders: set[tuple[str, str]] = set()
+            for made in repos:
+                self._ensure_repo(made, False)
+            keys = [(a.repo, a.path) for a in artifacts]
+            existing = self._artifacts_at(keys)
+            new = [key for key in keys if key not in existing]
+            folders = self._folders_at(new)
+            files = set(keys) | set(self._artifacts_at(sorted({(r, f) for r, p in new for f in ancestors(p)})))
+            rows: list[dict[str, Any]] = []
+            new_folders: dict[tuple[str, str], tuple[int, str]] = {}
             for artifact in artifacts:
-                previous = self._get_artifact(artifact.repo, artifact.path)
-                if previous is not None and previous.sha256 != artifact.sha256:
-                    raise Conflict(f"Cannot publish '{artifact.repo}/{artifact.path}': it holds other content")
+                repo, path = artifact.repo, artifact.path
+                previous = existing.get((repo, path))
                 if previous is not None:
+                    if previous.sha256 != artifact.sha256:
+                        raise Conflict(f"Cannot publish '{repo}/{path}': it holds other content")
                     artifact = replace(artifact, created=previous.created, created_by=previous.created_by)
-                else:
-                    self._check_no_clash(artifact.repo, artifact.path)
-                new = [f for f in ancestors(artifact.path) if (artifact.repo, f) not in folders]
-                self._insert_folders(artifact.repo, new, artifact.modified, artifact.modified_by)
-                folders.update((artifact.repo, f) for f in new)
-                row = artifact.row()
-                self._db.execute(
-                    f"INSERT OR REPLACE INTO artifacts ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                    list(row.values()),
+                elif (repo, path) in folders:
+                    raise Conflict(f"Cannot deploy file '{path}': a folder with that name exists")
+                for folder in ancestors(path):
+                    if (repo, folder) in files:  # stored already, or another file of this publish
+                        raise Conflict(f"Cannot store '{path}': '{folder}' is a file")
+                    new_folders.setdefault((repo, folder), (artifact.modified, artifact.modified_by))
+                rows.append(artifact.row())
+            self._db.conn.executemany(
+                "INSERT OR IGNORE INTO folders (repo, path, parent, name, created, created_by)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(repo, f, parent_of(f), name_of(f), *first) for (repo, f), first in new_folders.items()],
+            )
+            if rows:
+                self._db.conn.executemany(
+                    f"INSERT OR REPLACE INTO artifacts ({', '.join(rows[0])}) VALUES ({', '.join('?' * len(rows[0]))})",
+                    [list(row.values()) for row in rows],
                 )
             if extra is not None:
                 extra()

@@ -8,7 +8,6 @@ what they decode to, not on how they were spelled.
 from __future__ import annotations
 
 import re
-import unicodedata
 from urllib.parse import quote, unquote_to_bytes
 
 from .errors import InvalidPath
@@ -17,6 +16,8 @@ REPO_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 RESERVED_REPO_KEYS = frozenset({"api", "ui", "webapp", "list"})
 MAX_PATH_BYTES = 1024
 MAX_SEGMENT_BYTES = 255
+# Unicode category Cc, exactly: C0 controls, DEL and C1 controls.
+CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def check_repo_key(key: str) -> str:
@@ -50,7 +51,7 @@ def check_artifact_path(path: str, *, allow_empty: bool = False) -> str:
         raise InvalidPath("Invalid path: too long")
     if "\\" in path:
         raise InvalidPath("Invalid path: backslash is not allowed")
-    if any(unicodedata.category(ch) == "Cc" for ch in path):
+    if CONTROL_RE.search(path):
         raise InvalidPath("Invalid path: control characters are not allowed")
     for segment in path.split("/"):
         if segment in ("", ".", ".."):

@@ -7,6 +7,7 @@ whole or absent; nothing outside this package knows how a backend does that.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from abc import ABC, abstractmethod
@@ -21,6 +22,8 @@ from .errors import BlobNotFound, DigestMismatch, InvalidDigest, InvalidOffset
 
 # A megabyte per read: fewer thread hand-offs per byte streamed, while memory per stream stays flat.
 READ_CHUNK = 1024 * 1024
+# Stats in flight at once in the default ``sizes`` (HEAD requests, on S3).
+SIZES_CONCURRENCY = 32
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -177,6 +180,27 @@ class StorageBackend(ABC):
             return False
         return True
 
+    async def sizes(self, sha256s: Sequence[str]) -> dict[str, int]:
+        """The size of each of these blobs the store holds; those it lacks are left out.
+
+        A bundle's commit asks this of every blob it names, so one call for many lets a
+        backend answer cheaply (the local one stats them all in one worker-thread trip).
+        This default stats ``SIZES_CONCURRENCY`` at a time (HEADs in flight, on S3).
+        """
+        for sha256 in sha256s:
+            check_sha256(sha256)
+        limit = asyncio.Semaphore(SIZES_CONCURRENCY)
+
+        async def size(sha256: str) -> int | None:
+            async with limit:
+                try:
+                    return (await self.stat(sha256)).size
+                except BlobNotFound:
+                    return None
+
+        found = await asyncio.gather(*(size(s) for s in sha256s))
+        return {s: n for s, n in zip(sha256s, found, strict=True) if n is not None}
+
     @abstractmethod
     async def read(self, sha256: str, offset: int = 0, length: int | None = None) -> AsyncGenerator[bytes, None]:
         """Open a byte window for streaming (an async generator: ``aclose()`` it when stopping early).
@@ -184,6 +208,23 @@ class StorageBackend(ABC):
         Raises BlobNotFound or InvalidOffset *here*, before any byte is produced,
         so an HTTP handler can still answer 404/416 cleanly.
         """
+
+    async def read_many(self, sha256s: Sequence[str]) -> list[bytes]:
+        """The whole bytes of each of a few small blobs, in order; BlobNotFound for one that is absent.
+
+        For small blobs going out together (a batch to an edge): one call lets a backend fetch
+        them in one trip (the local one reads them all in one worker-thread trip, where a
+        stream per blob costs two). All of it is held in memory, so the caller keeps the group
+        small. This default reads them one by one.
+        """
+        found = []
+        for sha256 in sha256s:
+            stream = await self.read(sha256)
+            try:
+                found.append(b"".join([chunk async for chunk in stream]))
+            finally:
+                await stream.aclose()
+        return found
 
     @abstractmethod
     async def delete(self, sha256: str) -> None:

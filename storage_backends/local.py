@@ -192,6 +192,13 @@ class LocalBackend(StorageBackend):
         modified = datetime.fromtimestamp(st.st_mtime, tz=UTC)
         return BlobInfo(sha256=sha256, size=st.st_size, modified=modified)
 
+    async def sizes(self, sha256s: Sequence[str]) -> dict[str, int]:
+        paths = {sha256: self.blob_path(sha256) for sha256 in sha256s}
+        try:
+            return await asyncio.to_thread(_sizes, paths)
+        except OSError as exc:
+            raise os_storage_error(exc, "reading the sizes of blobs failed") from exc
+
     async def read(self, sha256: str, offset: int = 0, length: int | None = None) -> AsyncGenerator[bytes, None]:
         path = self.blob_path(sha256)
         try:
@@ -201,6 +208,13 @@ class LocalBackend(StorageBackend):
         remaining = check_range(sha256, size, offset, length)
         # The file is opened by the stream itself, so a stream that is never iterated holds nothing open.
         return self._stream(path, sha256, offset, remaining)
+
+    async def read_many(self, sha256s: Sequence[str]) -> list[bytes]:
+        paths = [(sha256, self.blob_path(sha256)) for sha256 in sha256s]
+        try:
+            return await asyncio.to_thread(_read_files, paths)
+        except OSError as exc:
+            raise os_storage_error(exc, "reading blobs failed") from exc
 
     @staticmethod
     async def _stream(path: Path, sha256: str, offset: int, remaining: int) -> AsyncGenerator[bytes, None]:
@@ -376,6 +390,25 @@ def _flatten(blob_dir: Path) -> None:
             old.rmdir()
             _fsync_dir(shard)
             log.info("moved the blobs of %s to the one-level layout", old)
+
+
+def _sizes(paths: Mapping[str, Path]) -> dict[str, int]:
+    sizes = {}
+    for sha256, path in paths.items():
+        with contextlib.suppress(FileNotFoundError):
+            sizes[sha256] = os.stat(path).st_size
+    return sizes
+
+
+def _read_files(paths: Sequence[tuple[str, Path]]) -> list[bytes]:
+    found = []
+    for sha256, path in paths:
+        try:
+            with open(path, "rb") as f:
+                found.append(f.read())
+        except FileNotFoundError:
+            raise BlobNotFound(sha256) from None
+    return found
 
 
 def _read_window(path: Path, offset: int, length: int) -> bytes:

@@ -8,6 +8,7 @@ catalog holds ten artifacts or a few hundred thousand.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,87 @@ async def test_lookups_and_listings_do_not_grow_with_the_catalog(catalog: Catalo
     large = await catalog._database.run(work)
     for before, after in zip(small, large, strict=True):
         assert after < before * 2 + 50, (small, large)
+
+
+# -- bulk publish, as a bundle commit does -------------------------------------------------
+
+
+def bundle_files(count: int, repo: str = "bundles") -> list[Artifact]:
+    return [artifact(f"app/1.0/d{i // 100:02d}/f{i:04d}.bin", repo=repo, sha=f"{i:064x}") for i in range(count)]
+
+
+async def index_of(catalog: Catalog) -> list[tuple[str, str, str]]:
+    """Every entry and folder, as stored: what "nothing changed" is checked against."""
+
+    def rows() -> list[tuple[str, str, str]]:
+        db = catalog._database.db
+        files = db.execute("SELECT 'file', repo || '/' || path, sha256 || ' ' || owner FROM artifacts").fetchall()
+        folders = db.execute("SELECT 'folder', repo || '/' || path, created_by FROM folders").fetchall()
+        return sorted(files + folders)
+
+    return await catalog._database.run(rows)
+
+
+async def test_a_publish_of_many_files_indexes_all_of_them_with_their_folders_in_a_new_repo(catalog: Catalog) -> None:
+    files = bundle_files(1234)  # more paths than one lookup query takes
+    await catalog.publish(files, [Repo("bundles")])
+    assert await catalog.get_repo("bundles") is not None
+    assert [a.path async for a in catalog.walk_files("bundles", "")] == sorted(a.path for a in files)
+    listing = await catalog.children("bundles", "app/1.0")
+    assert [f.path for f in listing.folders] == [f"app/1.0/d{i:02d}" for i in range(13)]
+    assert await catalog.conflicts([(a.repo, a.path, a.sha256) for a in files]) == [], "the same bytes again"
+
+
+async def test_publishing_the_same_bytes_again_keeps_their_created_time_and_takes_the_new_owner(
+    catalog: Catalog,
+) -> None:
+    first = replace(artifact("app/x.bin"), created=5, created_by="first")
+    await catalog.put_artifact(first)
+    again = replace(first, created=9, created_by="second", owner="bundle:app/2.0")
+    await catalog.publish([again, *bundle_files(3, repo="r")], [Repo("r")])
+    stored = await catalog.get_artifact("r", "app/x.bin")
+    assert stored is not None and (stored.created, stored.created_by, stored.owner) == (5, "first", "bundle:app/2.0")
+
+
+async def test_conflicts_names_every_path_that_cannot_take_its_file_in_the_order_asked(catalog: Catalog) -> None:
+    await catalog.put_artifact(artifact("held/same.bin", sha="1" * 64))
+    await catalog.put_artifact(artifact("held/other.bin", sha="1" * 64))
+    await catalog.put_artifact(artifact("file.bin"))
+    await catalog.put_artifact(artifact("folder/inside.bin"))
+    fine = [("r", f"new/{i:04d}.bin", f"{i:064x}") for i in range(600)]
+    asked = [
+        *fine[:300],
+        ("r", "held/same.bin", "1" * 64),  # the same bytes: fine
+        ("r", "held/other.bin", "2" * 64),  # other bytes
+        ("r", "folder", "3" * 64),  # a folder
+        ("r", "file.bin/below.bin", "4" * 64),  # below a file
+        *fine[300:],
+        ("r", "file.bin/a/b/c.bin", "5" * 64),  # deeper below the same file
+    ]
+    assert await catalog.conflicts(asked) == [
+        "r/held/other.bin",
+        "r/folder",
+        "r/file.bin/below.bin",
+        "r/file.bin/a/b/c.bin",
+    ]
+
+
+@pytest.mark.parametrize(
+    "clash",
+    ["other bytes at a path", "a folder at a path", "a path below a stored file", "a path below another of its files"],
+)
+async def test_a_publish_that_cannot_be_done_whole_is_refused_and_changes_nothing(catalog: Catalog, clash: str) -> None:
+    await catalog.put_artifact(artifact("bundles-held/file.bin", sha="1" * 64))
+    await catalog.put_artifact(artifact("bundles-held/folder/inside.bin", sha="1" * 64))
+    before = await index_of(catalog)
+    bad = {
+        "other bytes at a path": artifact("bundles-held/file.bin", sha="2" * 64),
+        "a folder at a path": artifact("bundles-held/folder"),
+        "a path below a stored file": artifact("bundles-held/file.bin/x.bin"),
+        "a path below another of its files": artifact("app/1.0/d00/f0007.bin/x.bin", repo="bundles"),
+    }[clash]
+    files = bundle_files(700)
+    with pytest.raises(Conflict):
+        await catalog.publish([*files[:350], bad, *files[350:]], [Repo("bundles")])
+    assert await index_of(catalog) == before
+    assert await catalog.get_repo("bundles") is None, "not even the repo it would have created"

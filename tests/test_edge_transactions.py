@@ -647,3 +647,94 @@ async def test_an_upload_below_the_minimum_rate_or_past_its_deadline_is_cut_off_
     assert not list(staging_of(client, tid).glob("*.part"))
     assert (await put_blob(client, tid, data, headers)).status == 201  # a sender at speed starts over and succeeds
     assert (await commit(client, tid, headers))["state"] == "COMMITTED"
+
+
+# -- many large uploads at once -------------------------------------------------------------
+
+
+class HeldPut:
+    """A blob PUT from a raw socket that sends its head and ``first`` bytes, then waits for
+    ``go`` before sending the rest; ``answer`` is the edge's whole answer, head and body."""
+
+    def __init__(self, port: int, path: str, headers: dict[str, str], data: bytes, first: int) -> None:
+        self.go = asyncio.Event()
+        self.sent_first = asyncio.Event()
+        self.task = asyncio.create_task(self._run(port, path, headers, data, first))
+
+    async def _run(self, port: int, path: str, headers: dict[str, str], data: bytes, first: int) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            head = [f"PUT {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(data)}"]
+            head += [f"{k}: {v}" for k, v in headers.items()]
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data[:first])
+            await writer.drain()
+            self.sent_first.set()
+            await self.go.wait()
+            writer.write(data[first:])
+            await writer.drain()
+            received = await reader.readuntil(b"\r\n\r\n")
+            length = int(next(v for k, v in _headers(received) if k == "content-length"))
+            return received + await reader.readexactly(length)
+        finally:
+            writer.close()
+
+    async def answer(self) -> bytes:
+        return await asyncio.wait_for(self.task, timeout=60)  # a hang guard, not a speed check
+
+
+def _headers(head: bytes) -> list[tuple[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    return [(k.strip().lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines if line)]
+
+
+async def _held_puts(client: Any, headers: dict[str, str], key_factory: KeyFactory, keys: KeySet, count: int) -> Any:
+    blobs = {f"big-{i}.bin": os.urandom(2 * MiB + i) for i in range(count)}
+    tid = (await start(client, signed(key_factory, keys.alice, manifest_of(blobs)), headers))["transaction_id"]
+    puts = [
+        HeldPut(client.server.port, f"{TX}/{tid}/blobs/{sha256(data)}", headers, data, MiB + 1000)
+        for data in blobs.values()
+    ]
+    await asyncio.wait_for(asyncio.gather(*(p.sent_first.wait() for p in puts)), timeout=60)
+    return tid, blobs, puts
+
+
+async def test_large_uploads_held_open_by_their_senders_leave_the_edge_answering_everything_else(
+    edge: Any, dist: dict[str, str], keys: KeySet, key_factory: KeyFactory
+) -> None:
+    """Each large body is received by a thread of its own for as long as it lasts; more of them
+    than the event loop's default executor has threads must not stall the file operations of
+    every other request (they did: a download waited for an upload to end)."""
+    await upload(edge, "seen/while-uploading.txt", b"served meanwhile")
+    count = min(32, (os.cpu_count() or 1) + 4) + 2  # asyncio's default executor size, and two more
+    tid, blobs, puts = await _held_puts(edge, dist, key_factory, keys, count)
+    await asyncio.sleep(0.5)  # let every upload reach its receiving thread
+    answered = await asyncio.wait_for(download(edge, f"{UPLOADS}/seen/while-uploading.txt"), timeout=30)
+    assert answered == (200, b"served meanwhile")
+    status = await asyncio.wait_for(status_of(edge, tid, dist), timeout=30)
+    assert sorted(status["missing"]) == sorted(sha256(data) for data in blobs.values())
+    for put in puts:
+        put.go.set()
+    for put in puts:
+        assert (await put.answer()).startswith(b"HTTP/1.1 201 ")
+    await commit(edge, tid, dist)
+    for name, data in blobs.items():
+        assert await download(edge, f"{REPO}/app/1.0.0/{name}") == (200, data)
+
+
+async def test_uploads_beyond_the_receiving_threads_go_through_aiohttp_and_every_one_lands(
+    edge: Any, dist: dict[str, str], keys: KeySet, key_factory: KeyFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receivers = edge.server.app[transactions_key].receivers
+    monkeypatch.setattr(receivers, "_free", 2)  # two threads free: the other uploads stay with aiohttp
+    tid, blobs, puts = await _held_puts(edge, dist, key_factory, keys, 5)
+    await asyncio.sleep(0.5)
+    for put in puts:
+        put.go.set()
+    answers = [await put.answer() for put in puts]
+    assert all(a.startswith(b"HTTP/1.1 201 ") for a in answers), [a[:200] for a in answers]
+    closing = [("connection", "close") in _headers(a.partition(b"\r\n\r\n")[0] + b"\r\n") for a in answers]
+    assert closing.count(True) == 2, "the two bodies taken from their sockets close their connections"
+    assert receivers._free == 2, "every receiver is given back"
+    await commit(edge, tid, dist)
+    for name, data in blobs.items():
+        assert await download(edge, f"{REPO}/app/1.0.0/{name}") == (200, data)

@@ -173,6 +173,39 @@ async def test_a_missing_blob_is_reported_as_missing(backend: StorageBackend) ->
     assert not await backend.exists(missing)
 
 
+async def test_sizes_answers_the_size_of_every_blob_held_and_leaves_out_the_rest(backend: StorageBackend) -> None:
+    held = {await put(backend, os.urandom(n)): n for n in (0, 1, 5000, 70_000)}
+    absent = [hashlib.sha256(f"never stored {i}".encode()).hexdigest() for i in range(40)]
+    asked = [*absent[:20], *held, *absent[20:]]  # more than are stat'ed at once, held ones among them
+    assert await backend.sizes(asked) == held
+    assert await backend.sizes([]) == {}
+
+
+async def test_sizes_refuses_a_name_that_is_not_a_digest_before_looking(backend: StorageBackend) -> None:
+    sha = await put(backend, b"held")
+    with pytest.raises(InvalidDigest):
+        await backend.sizes([sha, "../" + sha[3:]])
+
+
+async def test_read_many_answers_whole_blobs_in_the_order_asked(backend: StorageBackend) -> None:
+    blobs = [os.urandom(n) for n in (3000, 0, 1, 70_000)]
+    shas = [await put(backend, data) for data in blobs]
+    assert await backend.read_many([shas[3], shas[0], shas[1], shas[2], shas[0]]) == [
+        blobs[3], blobs[0], blobs[1], blobs[2], blobs[0]
+    ]  # fmt: skip
+    assert await backend.read_many([]) == []
+
+
+async def test_read_many_names_the_blob_that_is_absent(backend: StorageBackend) -> None:
+    held = await put(backend, b"held")
+    missing = hashlib.sha256(b"never stored").hexdigest()
+    with pytest.raises(BlobNotFound) as caught:
+        await backend.read_many([held, missing])
+    assert caught.value.sha256 == missing
+    with pytest.raises(InvalidDigest):
+        await backend.read_many([held, "../etc/passwd"])
+
+
 async def test_delete_removes_a_blob(backend: StorageBackend) -> None:
     keep = await put(backend, b"keep")
     gone = await put(backend, b"gone")
