@@ -18,14 +18,16 @@ In a temp dir, on 127.0.0.1 and free ports only:
    ``--fsync``, since edges fsync every blob and plain rsync does not), and the disk's
    floor: the same bytes written durably to three files at once with nothing else, no
    network and no hashing (plain rsync leaves its bytes in the page cache, to be written
-   after its clock stops; an edge must have them on disk before it commits);
+   after its clock stops; an edge must have them on disk before it commits). Steps 3 and 4
+   are repeated in ``--rounds`` rounds, each to new edges, modules and files, and the
+   medians compared (bench/README.md says why);
 5. version 1.1 with 1% of the bytes changed (whole small files replaced), deployed,
    signed and distributed again, printing what crossed the wire per edge, and rsync'ed
    again to the same daemons (``--stats``: "Total bytes sent");
 6. version 1.2 with 1% of the bytes changed *inside* one large file: the unit of
    distribution is the file (blob), rsync's is a block, so this shows the difference.
 
-Prints wall times, the ratio distribution/rsync (target <= 1.0), CPU seconds of the
+Prints wall times per round and their medians, the ratio distribution/rsync (target <= 1.0), CPU seconds of the
 processes involved, and peak RSS (VmHWM) of the service and the edges. Bounded in time
 (each wait, and the whole run), and every process and temp file is removed on exit,
 error or Ctrl-C.
@@ -45,6 +47,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,7 +83,7 @@ SITES = [
     ("eu-central-1", "eu-central", "fra", "DE"),
     ("ap-1", "ap", "tyo", "JP"),
 ]
-RSYNC_MODULES = ("plain", "durable")
+RSYNC_KINDS = ("plain", "durable")  # a module of each per round: rsync -a, rsync -a --fsync
 PUT_CONCURRENCY = 8
 POLL_INTERVAL = 0.05  # the wall time is known to this much; rsync's is exact
 PROGRESS_EVERY = 5.0
@@ -266,15 +269,34 @@ class Service:
     """The distribution process, its three edges, and the calls a release manager makes."""
 
     def __init__(self, stack: contextlib.ExitStack, tmp: Path, env: dict[str, str]) -> None:
+        self.stack, self.tmp = stack, tmp
         self.process = DistributionProcess(tmp / "distribution", env=env)
         stack.callback(self.process.stop)
         self.process.start()
         self.edges: dict[str, EdgeProcess] = {}
-        for name, *_ in SITES:
-            edge = EdgeProcess(tmp / name)
-            stack.callback(edge.stop)
-            self.edges[name] = edge.start()
+        self.retired: list[EdgeProcess] = []  # edges of earlier rounds, stopped, their data kept
+        self.start_edges("")
         self.known_blobs: set[str] = set()
+
+    def start_edges(self, suffix: str) -> None:
+        for name, *_ in SITES:
+            edge = EdgeProcess(self.tmp / f"{name}{suffix}")
+            self.stack.callback(edge.stop)
+            self.edges[name] = edge.start()
+
+    def new_edges(self, suffix: str) -> None:
+        """Three new edges in new directories, registered under the same names in place of the
+        old ones, which stop with their data left where it is. A round that removed the bundle
+        from the old edges instead would make them create a thousand files each right after
+        deleting as many, which on ext4 without a journal (this sandbox's disk) costs ten
+        times the usual, as the kernel passes over recently freed inodes; rsync's fresh
+        modules and the floor's fresh files do not pay that, so neither must the edges."""
+        for name, edge in self.edges.items():
+            self.call("DELETE", f"{V1}/edges/{name}", expect=(200, 204))
+            edge.stop()
+            self.retired.append(edge)
+        self.start_edges(suffix)
+        self.set_up_edges()
 
     def call(self, method: str, path: str, body: Any = None, expect: tuple[int, ...] = (200,)) -> Any:
         status, answer = http(method, self.process.url + path, self.process.admin_token, body, timeout=HTTP_TIMEOUT)
@@ -410,13 +432,18 @@ def rsync_binary() -> str:
     return found
 
 
-def rsync_conf(root: Path, port: int) -> str:
+def rsync_modules(rounds: int) -> list[str]:
+    """Fresh modules for every round, so no round copies into what an earlier one just deleted."""
+    return [f"{kind}-{index}" for index in range(1, rounds + 1) for kind in RSYNC_KINDS]
+
+
+def rsync_conf(root: Path, port: int, modules: list[str]) -> str:
     """One daemon, everything in the temp dir; as root, module transfers keep our uid (not nobody)."""
     ids = f"uid = {os.geteuid()}\ngid = {os.getegid()}\n"
-    modules = "".join(f"[{m}]\n    path = {root / m}\n    read only = false\n" for m in RSYNC_MODULES)
+    sections = "".join(f"[{m}]\n    path = {root / m}\n    read only = false\n" for m in modules)
     return (
         f"pid file = {root / 'rsyncd.pid'}\nlock file = {root / 'rsyncd.lock'}\nlog file = {root / 'rsyncd.log'}\n"
-        f"use chroot = no\naddress = 127.0.0.1\nport = {port}\n{ids}max connections = 8\n{modules}"
+        f"use chroot = no\naddress = 127.0.0.1\nport = {port}\n{ids}max connections = 8\n{sections}"
     )
 
 
@@ -440,17 +467,19 @@ def wait_rsyncd(proc: subprocess.Popen[bytes], port: int, log: Path, timeout: fl
     raise BenchError(f"rsync daemon on port {port} not ready (exit code {proc.poll()}); log tail:\n{tail}")
 
 
-def start_rsync_daemons(stack: contextlib.ExitStack, tmp: Path, count: int) -> dict[str, tuple[int, int, Path]]:
+def start_rsync_daemons(
+    stack: contextlib.ExitStack, tmp: Path, count: int, modules: list[str]
+) -> dict[str, tuple[int, int, Path]]:
     """``count`` daemons as children (``--no-detach``): name -> (pid, port, root)."""
     binary = rsync_binary()
     daemons = {}
     for index in range(count):
         root = tmp / f"rsyncd-{index}"
-        for module in RSYNC_MODULES:
+        for module in modules:
             (root / module).mkdir(parents=True)
         port = free_port()
         conf = root / "rsyncd.conf"
-        conf.write_text(rsync_conf(root, port))
+        conf.write_text(rsync_conf(root, port, modules))
         cmd = [binary, "--daemon", "--no-detach", f"--config={conf}", f"--port={port}", "--address=127.0.0.1"]
         proc = start_process(stack, f"rsync daemon {index}", cmd, root / "stdout.log", env=rsync_env())
         wait_rsyncd(proc, port, root / "rsyncd.log")
@@ -574,6 +603,46 @@ def ratio(a: Phase, b: Phase) -> str:
     return f"{a.seconds / b.seconds:.2f}" if b.seconds else "-"
 
 
+@dataclass
+class Round:
+    """One turn of the four copies of version 1.0, one after the other."""
+
+    distribution: Phase
+    rsync: Phase
+    rsync_fsync: Phase
+    floor: Phase
+
+    def phases(self) -> tuple[Phase, Phase, Phase, Phase]:
+        return self.distribution, self.rsync, self.rsync_fsync, self.floor
+
+
+def report_rounds(rounds: list[Round]) -> list[str]:
+    """Each copy's wall time in every round and the median; the ratios per round (copies next to
+    each other in time) and of the medians; and, in full, the round whose distribution is the median."""
+    middle = sorted(rounds, key=lambda r: r.distribution.seconds)[(len(rounds) - 1) // 2]
+    lines = [line for phase in middle.phases() for line in describe(phase)]
+    lines.insert(0, f"the median round of {len(rounds)} (by the distribution's wall time):")
+    labels = ("distribution", "rsync -a", "rsync -a --fsync", "disk floor")
+    medians = [statistics.median(r.phases()[i].seconds for r in rounds) for i in range(4)]
+    lines.append(f"\nwall seconds per round ({len(rounds)}), and the median:")
+    for i, label in enumerate(labels):
+        per_round = " ".join(f"{r.phases()[i].seconds:6.2f}" for r in rounds)
+        lines.append(f"    {label:18s} {per_round}   median {medians[i]:6.2f}")
+    for i, label in ((1, "rsync"), (2, "rsync --fsync"), (3, "disk floor")):
+        per_round = " ".join(ratio(r.distribution, r.phases()[i]) for r in rounds)
+        target = "   (target <= 1.00)" if i == 1 else ""
+        lines.append(
+            f"ratio distribution/{label} (1.0, wall): {medians[0] / medians[i]:.2f} of the medians;"
+            f" per round {per_round}{target}"
+        )
+    per_round = " ".join(ratio(r.floor, r.rsync) for r in rounds)
+    lines.append(
+        f"ratio disk floor/rsync (the least any copy that is on disk when it is done can take, against"
+        f" rsync -a, whose bytes are not): {medians[3] / medians[1]:.2f} of the medians; per round {per_round}"
+    )
+    return lines
+
+
 def samples_of(tree: Tree, rng: random.Random, must: tuple[str, ...] | list[str] = ()) -> list[list[File]]:
     """Per edge: SAMPLE_SMALL small files, a large one (a different one per edge), and every ``must``."""
     small = [f for rel, f in sorted(tree.items()) if rel.startswith("small/")]
@@ -594,6 +663,13 @@ def run(args: argparse.Namespace) -> None:
         stack.callback(shutil.rmtree, tmp, ignore_errors=True)
         rsync_binary()
         total = int(args.gib * GiB)
+        # the tree and the service's copy, then per round 3 edges, 3 + 3 rsync copies and 3 floor files
+        need = total * (2 + 12 * args.rounds + 2)
+        if (free := shutil.disk_usage(tmp).free) < need:
+            raise BenchError(
+                f"{tmp} has {free / GiB:.1f} GiB free; this run keeps {need / GiB:.1f} GiB until it ends"
+                " (nothing is deleted between rounds): use fewer --rounds or a smaller --gib"
+            )
         print(f"temp dir {tmp}; {os.cpu_count()} CPUs; writing {total / GiB:g} GiB of random files ...", flush=True)
         t0 = time.perf_counter()
         v10 = make_tree(tmp / "src-1.0", total, rng)
@@ -602,8 +678,7 @@ def run(args: argparse.Namespace) -> None:
         print("starting distribution serve, 3 edges and 3 rsync daemons on 127.0.0.1 ...", flush=True)
         service = Service(stack, tmp, env)
         service.set_up_edges()
-        daemons = start_rsync_daemons(stack, tmp, len(SITES))
-        dist_meter = CpuMeter(service.pids())
+        daemons = start_rsync_daemons(stack, tmp, len(SITES), rsync_modules(args.rounds))
 
         t0 = time.perf_counter()
         files, nbytes = asyncio.run(service.deploy("1.0", v10, PUT_CONCURRENCY))
@@ -614,23 +689,34 @@ def run(args: argparse.Namespace) -> None:
             f"({PUT_CONCURRENCY} PUTs in flight); created + signed {BUNDLE} 1.0 in {time.perf_counter() - t1:.1f} s"
         )
 
-        # ---- 1.0: the whole GiB
-        os.sync()  # writes of the set-up must not be flushed on the clock of what follows
-        print(f"distributing {BUNDLE} 1.0 to 3 edges ...", flush=True)
-        d10, _ = service.distribute("1.0", "distribution 1.0 (whole bundle)", dist_meter)
-        for samples, name in zip(samples_of(v10, rng), service.edges, strict=True):
-            service.verify("1.0", samples, name)
-        os.sync()
-        print("rsync -a of the same tree to 3 daemons ...", flush=True)
-        r10 = rsync_all(tmp / "src-1.0", daemons, "plain", "rsync -a (whole tree)")
-        verify_rsync_copies(daemons, "plain", samples_of(v10, rng)[0])
-        os.sync()
-        print("rsync -a --fsync of the same tree to 3 fresh modules ...", flush=True)
-        r10f = rsync_all(tmp / "src-1.0", daemons, "durable", "rsync -a --fsync (whole tree, for scale)", ("--fsync",))
-        os.sync()
-        print("writing the same bytes durably with nothing else, for the disk's floor ...", flush=True)
-        floor = disk_floor(v10, tmp / "floor", len(SITES))
-        shutil.rmtree(tmp / "floor")
+        # ---- 1.0: the whole GiB, in rounds: each copy in turn, so that drift of this shared
+        # machine's disk and CPUs over the run falls on all of them alike; every round copies to
+        # new targets (new edges, new modules, new files), and nothing is deleted until the end
+        rounds: list[Round] = []
+        for index in range(1, args.rounds + 1):
+            if index > 1:
+                service.new_edges(f"-round{index}")
+            os.sync()  # writes of the set-up must not be flushed on the clock of what follows
+            print(f"round {index} of {args.rounds}: distributing {BUNDLE} 1.0 to 3 edges ...", flush=True)
+            d10, _ = service.distribute("1.0", "distribution 1.0 (whole bundle)", CpuMeter(service.pids()))
+            if min(d10.sent.values()) != total:
+                raise BenchError(f"round {index}: an edge was sent {min(d10.sent.values()):,} bytes, not {total:,}")
+            for samples, name in zip(samples_of(v10, rng), service.edges, strict=True):
+                service.verify("1.0", samples, name)
+            os.sync()
+            print(f"round {index}: rsync -a of the same tree to 3 daemons ...", flush=True)
+            r10 = rsync_all(tmp / "src-1.0", daemons, f"plain-{index}", "rsync -a (whole tree)")
+            verify_rsync_copies(daemons, f"plain-{index}", samples_of(v10, rng)[0])
+            os.sync()
+            print(f"round {index}: rsync -a --fsync of the same tree ...", flush=True)
+            r10f = rsync_all(
+                tmp / "src-1.0", daemons, f"durable-{index}", "rsync -a --fsync (whole tree, for scale)", ("--fsync",)
+            )
+            os.sync()
+            print(f"round {index}: writing the same bytes durably with nothing else, for the disk's floor ...")
+            rounds.append(Round(d10, r10, r10f, disk_floor(v10, tmp / f"floor-{index}", len(SITES))))
+        plain = f"plain-{args.rounds}"  # holds 1.0, for the rsyncs of 1.1 and 1.2
+        dist_meter = CpuMeter(service.pids())
 
         # ---- 1.1: 1% of the bytes changed, as whole small files
         v11, changed = replace_small_files(v10, tmp / "src-1.1", rng)
@@ -645,8 +731,8 @@ def run(args: argparse.Namespace) -> None:
         for samples, name in zip(samples_of(v11, rng, changed[:10]), service.edges, strict=True):
             service.verify("1.1", samples, name)
         os.sync()
-        r11 = rsync_all(tmp / "src-1.1", daemons, "plain", f"rsync -a (1.1 over 1.0, {len(changed)} files changed)")
-        verify_rsync_copies(daemons, "plain", [v11[rel] for rel in changed[:10]])
+        r11 = rsync_all(tmp / "src-1.1", daemons, plain, f"rsync -a (1.1 over 1.0, {len(changed)} files changed)")
+        verify_rsync_copies(daemons, plain, [v11[rel] for rel in changed[:10]])
 
         # ---- 1.2: 1% of the bytes changed inside one large file
         r12 = d12 = None
@@ -662,8 +748,8 @@ def run(args: argparse.Namespace) -> None:
             for samples, name in zip(samples_of(v12, rng, [big]), service.edges, strict=True):
                 service.verify("1.2", samples, name)
             os.sync()
-            r12 = rsync_all(tmp / "src-1.2", daemons, "plain", "rsync -a (1.2 over 1.1, delta inside the file)")
-            verify_rsync_copies(daemons, "plain", [v12[big]])
+            r12 = rsync_all(tmp / "src-1.2", daemons, plain, "rsync -a (1.2 over 1.1, delta inside the file)")
+            verify_rsync_copies(daemons, plain, [v12[big]])
 
         rss = service.peak_rss()
         logs = {name: e.log_tail(5) for name, e in [("distribution", service.process), *service.edges.items()]}
@@ -677,11 +763,7 @@ def run(args: argparse.Namespace) -> None:
         blobs = args.parallel_blobs or f"default ({defaults.max_parallel_blobs})"
         print(f"service: max_parallel_blobs {blobs}, max_parallel_edges default ({defaults.max_parallel_edges})")
         print("-" * 100)
-        for phase in (d10, r10, r10f, floor):
-            print("\n".join(describe(phase)))
-        print(f"\nratio distribution/rsync (1.0, wall): {ratio(d10, r10)}   (target <= 1.00)")
-        print(f"ratio distribution/rsync --fsync (1.0, wall): {ratio(d10, r10f)}")
-        print(f"ratio distribution/disk floor (1.0, wall): {ratio(d10, floor)}")
+        print("\n".join(report_rounds(rounds)))
         print("-" * 100)
         print(
             f"1.1: {len(changed)} of {len(v10)} files replaced, {changed_bytes:,} bytes "
@@ -711,7 +793,7 @@ def run(args: argparse.Namespace) -> None:
                 print(f"--- {name} log tail:\n{tail}")
         if args.keep_logs:
             args.keep_logs.mkdir(parents=True, exist_ok=True)
-            for proc in (service.process, *service.edges.values()):
+            for proc in (service.process, *service.retired, *service.edges.values()):
                 shutil.copy(proc.log_path, args.keep_logs / f"{proc.base_dir.name}.log")
             print(f"logs of the service and the edges copied to {args.keep_logs}")
     print(f"\ntotal wall time: {time.monotonic() - started:.1f} s")
@@ -730,12 +812,15 @@ def main() -> int:
         default=0,
         help="the service's max_parallel_blobs (default: the service's own default)",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="turns of the whole-bundle copies (each copy once a turn) [3]"
+    )
     parser.add_argument("--skip-in-file", action="store_true", help="skip version 1.2 (1%% changed inside one file)")
     parser.add_argument("--verbose", action="store_true", help="print the tails of the service's and edges' logs")
     parser.add_argument("--keep-logs", type=Path, metavar="DIR", help="copy the service's and edges' logs into DIR")
     args = parser.parse_args()
-    if not 0.1 <= args.gib <= 8 or not 0 <= args.parallel_blobs <= 256:
-        parser.error("--gib 0.1..8, --parallel-blobs 0..256")
+    if not 0.1 <= args.gib <= 8 or not 0 <= args.parallel_blobs <= 256 or not 1 <= args.rounds <= 9:
+        parser.error("--gib 0.1..8, --parallel-blobs 0..256, --rounds 1..9")
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(OVERALL_TIMEOUT)
     try:
