@@ -18,7 +18,8 @@ In a temp dir, on 127.0.0.1 and free ports only:
    ``--fsync``, since edges fsync every blob and plain rsync does not), and the disk's
    floor: the same bytes written durably to three files at once with nothing else, no
    network and no hashing (plain rsync leaves its bytes in the page cache, to be written
-   after its clock stops; an edge must have them on disk before it commits). Steps 3 and 4
+   after its clock stops; an edge must have them on disk before it commits), once into one
+   file per target and once with a file for each file of the tree, as an edge keeps them. Steps 3 and 4
    are repeated in ``--rounds`` rounds, each to new edges, modules and files, and the
    medians compared (bench/README.md says why);
 5. version 1.1 with 1% of the bytes changed (whole small files replaced), deployed,
@@ -67,6 +68,7 @@ from download import connect, free_port, peak_rss_mib, start_process  # noqa: E4
 
 from distribution.settings import DistributionSettings  # noqa: E402
 from edge.staging import DIRECT_ALIGN, DIRECT_BUFFER, set_direct  # noqa: E402
+from storage_backends.linux import has_syncfs, syncfs  # noqa: E402
 from tests.distribution_process import SOURCE_REPO, DistributionProcess  # noqa: E402
 from tests.edge_process import EdgeProcess, EdgeStartError  # noqa: E402
 from tests.edge_setup import distributor_token, http, trust  # noqa: E402
@@ -532,46 +534,96 @@ def rsync_all(
     return Phase(label, seconds, sent, cpu, busy)
 
 
-def disk_floor(tree: Tree, root: Path, targets: int) -> Phase:
-    """The same bytes written durably and nothing else, to ``targets`` files at once: per target a
-    thread copies every file of the tree into one file with direct I/O in the edges' buffer size,
-    then fsyncs it. No network, no hashing, no file per blob: what this disk needs to take the
-    bytes durably, the floor under any copy that is durable when it reports done."""
+class DirectWriter:
+    """One page-aligned buffer of the edges' size, reused for every file a floor thread writes,
+    so the floor sends the disk the same requests an edge does."""
+
+    def __init__(self) -> None:
+        self.buffer = mmap.mmap(-1, DIRECT_BUFFER)
+        self.view = memoryview(self.buffer)
+        self.filled = 0
+
+    def copy(self, source: Path, fd: int) -> int:
+        """Append ``source`` to the buffer, writing it whenever it fills."""
+        written = 0
+        with open(source, "rb") as src:
+            while n := src.readinto(self.view[self.filled :]):
+                self.filled += n
+                if self.filled == DIRECT_BUFFER:
+                    written += os.write(fd, self.view)
+                    self.filled = 0
+        return written
+
+    def flush(self, fd: int, direct: bool) -> int:
+        """Write what the buffer holds: its whole blocks directly, a tail through the page cache."""
+        aligned = self.filled - self.filled % DIRECT_ALIGN if direct else self.filled
+        written = os.write(fd, self.view[:aligned]) if aligned else 0
+        if aligned < self.filled:
+            set_direct(fd, False)
+            written += os.write(fd, self.view[aligned : self.filled])
+        self.filled = 0
+        return written
+
+    def close(self) -> None:
+        self.view.release()
+        self.buffer.close()
+
+
+def disk_floor(tree: Tree, root: Path, targets: int, *, per_file: bool) -> Phase:
+    """The same bytes written durably and nothing else, to ``targets`` targets at once, a thread
+    each, with direct I/O in the edges' buffer size. No network, no hashing. ``per_file=False``:
+    the whole tree into one file per target, one fsync: what this disk needs to take the bytes
+    durably, the floor under any copy that is durable when it reports done. ``per_file=True``:
+    every file of the tree as a file of its own (the large ones direct, the small ones through
+    the page cache, as an edge stores them), then one syncfs per target: the floor under a
+    durable copy that keeps a file per blob, which pays the disk for each new file."""
     root.mkdir()
     meter = CpuMeter({"writers (this process)": os.getpid()})
 
-    def copy(target: Path) -> int:
-        buffer = mmap.mmap(-1, DIRECT_BUFFER)
+    def one_file(target: Path) -> int:
+        writer = DirectWriter()
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        direct = set_direct(fd, True)
-        filled = written = 0
         try:
-            with memoryview(buffer) as view:
-                for f in tree.values():
-                    with open(f.path, "rb") as src:
-                        while n := src.readinto(view[filled:]):
-                            filled += n
-                            if filled == DIRECT_BUFFER:
-                                written += os.write(fd, view)
-                                filled = 0
-                aligned = filled - filled % DIRECT_ALIGN if direct else filled
-                written += os.write(fd, view[:aligned]) if aligned else 0
-                if aligned < filled:
-                    set_direct(fd, False)
-                    written += os.write(fd, view[aligned:filled])
+            direct = set_direct(fd, True)
+            written = sum(writer.copy(f.path, fd) for f in tree.values()) + writer.flush(fd, direct)
             os.fsync(fd)
         finally:
             os.close(fd)
-            buffer.close()
+            writer.close()
+        return written
+
+    def file_each(target: Path) -> int:
+        writer = DirectWriter()
+        target.mkdir()
+        written = 0
+        try:
+            for i, f in enumerate(tree.values()):
+                fd = os.open(target / f"{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+                try:
+                    direct = f.size >= DIRECT_BUFFER and set_direct(fd, True)
+                    written += writer.copy(f.path, fd) + writer.flush(fd, direct)
+                finally:
+                    os.close(fd)
+            if has_syncfs():
+                syncfs(target)
+            else:
+                os.sync()
+        finally:
+            writer.close()
         return written
 
     meter.start()
     started = time.perf_counter()
     with ThreadPoolExecutor(targets) as pool:
-        written = list(pool.map(copy, [root / f"target-{i}" for i in range(targets)]))
+        written = list(pool.map(file_each if per_file else one_file, [root / f"target-{i}" for i in range(targets)]))
     seconds = time.perf_counter() - started
     cpu, busy = meter.stop()
-    label = f"disk floor: the same bytes to {targets} files at once, direct I/O, fsynced (no network, no hashing)"
+    name, what = (
+        ("file floor", "every file as a file, one syncfs each")
+        if per_file
+        else ("disk floor", "one file each, fsynced")
+    )
+    label = f"{name}: the same bytes to {targets} targets at once, direct I/O, {what} (no network, no hashing)"
     return Phase(label, seconds, {f"target-{i}": n for i, n in enumerate(written)}, cpu, busy)
 
 
@@ -605,15 +657,19 @@ def ratio(a: Phase, b: Phase) -> str:
 
 @dataclass
 class Round:
-    """One turn of the four copies of version 1.0, one after the other."""
+    """One turn of the five copies of version 1.0, one after the other."""
 
     distribution: Phase
     rsync: Phase
     rsync_fsync: Phase
     floor: Phase
+    file_floor: Phase
 
-    def phases(self) -> tuple[Phase, Phase, Phase, Phase]:
-        return self.distribution, self.rsync, self.rsync_fsync, self.floor
+    def phases(self) -> tuple[Phase, ...]:
+        return self.distribution, self.rsync, self.rsync_fsync, self.floor, self.file_floor
+
+
+LABELS = ("distribution", "rsync -a", "rsync -a --fsync", "disk floor", "file floor")
 
 
 def report_rounds(rounds: list[Round]) -> list[str]:
@@ -622,24 +678,24 @@ def report_rounds(rounds: list[Round]) -> list[str]:
     middle = sorted(rounds, key=lambda r: r.distribution.seconds)[(len(rounds) - 1) // 2]
     lines = [line for phase in middle.phases() for line in describe(phase)]
     lines.insert(0, f"the median round of {len(rounds)} (by the distribution's wall time):")
-    labels = ("distribution", "rsync -a", "rsync -a --fsync", "disk floor")
-    medians = [statistics.median(r.phases()[i].seconds for r in rounds) for i in range(4)]
+    medians = [statistics.median(r.phases()[i].seconds for r in rounds) for i in range(len(LABELS))]
     lines.append(f"\nwall seconds per round ({len(rounds)}), and the median:")
-    for i, label in enumerate(labels):
+    for i, label in enumerate(LABELS):
         per_round = " ".join(f"{r.phases()[i].seconds:6.2f}" for r in rounds)
         lines.append(f"    {label:18s} {per_round}   median {medians[i]:6.2f}")
-    for i, label in ((1, "rsync"), (2, "rsync --fsync"), (3, "disk floor")):
+    for i, label in enumerate(LABELS[1:], start=1):
         per_round = " ".join(ratio(r.distribution, r.phases()[i]) for r in rounds)
         target = "   (target <= 1.00)" if i == 1 else ""
         lines.append(
             f"ratio distribution/{label} (1.0, wall): {medians[0] / medians[i]:.2f} of the medians;"
             f" per round {per_round}{target}"
         )
-    per_round = " ".join(ratio(r.floor, r.rsync) for r in rounds)
-    lines.append(
-        f"ratio disk floor/rsync (the least any copy that is on disk when it is done can take, against"
-        f" rsync -a, whose bytes are not): {medians[3] / medians[1]:.2f} of the medians; per round {per_round}"
-    )
+    for i, label in ((3, "disk floor"), (4, "file floor")):
+        per_round = " ".join(ratio(r.phases()[i], r.rsync) for r in rounds)
+        lines.append(
+            f"ratio {label}/rsync (the least a copy that is on disk when it is done can take, against"
+            f" rsync -a, whose bytes are not): {medians[i] / medians[1]:.2f} of the medians; per round {per_round}"
+        )
     return lines
 
 
@@ -663,8 +719,8 @@ def run(args: argparse.Namespace) -> None:
         stack.callback(shutil.rmtree, tmp, ignore_errors=True)
         rsync_binary()
         total = int(args.gib * GiB)
-        # the tree and the service's copy, then per round 3 edges, 3 + 3 rsync copies and 3 floor files
-        need = total * (2 + 12 * args.rounds + 2)
+        # the tree and the service's copy, then per round 3 edges, 3 + 3 rsync copies and 3 + 3 floor copies
+        need = total * (2 + 15 * args.rounds + 2)
         if (free := shutil.disk_usage(tmp).free) < need:
             raise BenchError(
                 f"{tmp} has {free / GiB:.1f} GiB free; this run keeps {need / GiB:.1f} GiB until it ends"
@@ -714,7 +770,11 @@ def run(args: argparse.Namespace) -> None:
             )
             os.sync()
             print(f"round {index}: writing the same bytes durably with nothing else, for the disk's floor ...")
-            rounds.append(Round(d10, r10, r10f, disk_floor(v10, tmp / f"floor-{index}", len(SITES))))
+            floor = disk_floor(v10, tmp / f"floor-{index}", len(SITES), per_file=False)
+            os.sync()
+            print(f"round {index}: the same, a file per file, for the floor of a copy that keeps files ...")
+            file_floor = disk_floor(v10, tmp / f"file-floor-{index}", len(SITES), per_file=True)
+            rounds.append(Round(d10, r10, r10f, floor, file_floor))
         plain = f"plain-{args.rounds}"  # holds 1.0, for the rsyncs of 1.1 and 1.2
         dist_meter = CpuMeter(service.pids())
 
