@@ -1,8 +1,10 @@
 """Release Bundles: resolve a spec into artifacts, store, sign, and answer them.
 
-A bundle version is immutable once signed. Every call is idempotent where a
-client may retry after a time-out: creating the same name and version with the
-same body answers the bundle that exists; only different content is a 409.
+A bundle version is immutable once signed, its bytes too: every stored bundle version
+pins the blobs it lists (``BundleStore.pinned``), so deleting or overwriting a source
+path never frees them; deleting the bundle version does. Every call is idempotent where
+a client may retry after a time-out: creating the same name and version with the same
+body answers the bundle that exists; only different content is a 409.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import asyncio
 import hashlib
 import json
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from repository.catalog import Artifact, Catalog, now_ms
+from repository.artifacts import ArtifactService
+from repository.catalog import Artifact, now_ms
 from repository.errors import BadRequest, Conflict, NotFound
 from repository.http.storage_api import iso
 from repository.manifest import Manifest, ManifestArtifact, check_bundle_name, check_bundle_version, encode
@@ -112,9 +117,10 @@ def parse_bundle_request(body: dict[str, Any], *, name: str | None = None, versi
 
 
 class BundleService:
-    def __init__(self, store: BundleStore, catalog: Catalog, signer: Signer, max_artifacts: int) -> None:
+    def __init__(self, store: BundleStore, artifacts: ArtifactService, signer: Signer, max_artifacts: int) -> None:
         self.store = store
-        self.catalog = catalog
+        self.artifacts = artifacts
+        self.catalog = artifacts.catalog
         self.signer = signer
         self.max_artifacts = max_artifacts
         self._lock = asyncio.Lock()  # orders create/update/sign of bundles in this process
@@ -168,7 +174,7 @@ class BundleService:
             bundle = self._new_bundle(request, artifacts, user, created=now_ms())
             if not request.dry_run:
                 try:
-                    await self.store.save(bundle, artifacts, replace=False)
+                    await self._save(bundle, artifacts, replace=False)
                 except sqlite3.IntegrityError:
                     raise Conflict(f"Release bundle {request.name}/{request.version} already exists") from None
             return bundle, artifacts, True
@@ -183,8 +189,14 @@ class BundleService:
             artifacts = await self.resolve(request.queries)
             bundle = self._new_bundle(request, artifacts, user, created=existing.created)
             if not request.dry_run:
-                await self.store.save(bundle, artifacts, replace=True)
+                replaced = await self.store.artifacts(request.name, request.version)
+                await self._save(bundle, artifacts, replace=True)
+                await self.artifacts.collect(_blobs(replaced))  # those no longer listed may go
             return bundle, artifacts
+
+    async def _save(self, bundle: Bundle, artifacts: list[BundleArtifact], *, replace: bool) -> None:
+        """Store the bundle, pinning its blobs, unless one was deleted since it was resolved (409)."""
+        await self.artifacts.keep(_blobs(artifacts), partial(self.store.save, bundle, artifacts, replace=replace))
 
     @staticmethod
     def _new_bundle(request: BundleRequest, artifacts: list[BundleArtifact], user: str, *, created: int) -> Bundle:
@@ -272,6 +284,13 @@ class BundleService:
         return parts
 
     async def delete(self, name: str, version: str) -> None:
+        """Delete a bundle version; the blobs it alone held (no path, no other bundle) are freed."""
         check_name_version(name, version)
+        listed = await self.store.artifacts(name, version)
         if not await self.store.delete(name, version):
             raise NotFound(f"Release bundle {name}/{version} not found")
+        await self.artifacts.collect(_blobs(listed))
+
+
+def _blobs(artifacts: Iterable[BundleArtifact]) -> set[str]:
+    return {a.sha256 for a in artifacts}

@@ -432,10 +432,10 @@ class Transactions:
         return expired
 
     async def _free(self, tx_id: str) -> None:
-        """Staged files go, and blobs moved into storage for this transaction alone."""
+        """Staged files go, and blobs moved into storage for this transaction alone (those of
+        other transactions in flight or committed are pinned: ``EdgeStore.pinned``)."""
         await self.staging.free(tx_id)
-        blobs = set(await self.store.blobs(tx_id))
-        await self.artifacts.collect(blobs - await self.store.needed_elsewhere(tx_id, blobs))
+        await self.artifacts.collect(await self.store.blobs(tx_id))
 
     # -- bundles ------------------------------------------------------------------
 

@@ -2,9 +2,11 @@
 
 The ordering rule that keeps storage and catalog consistent: a blob is committed
 (whole) before any index entry points at it, and a blob is collected only after
-the last entry pointing at it is gone. One lock orders "index a blob" against
-"collect a blob" in this process, so a delete never removes bytes that a
-concurrent deploy of the same content is about to reference.
+the last entry pointing at it is gone and no pin holds it. Pins are the holders of
+blobs outside the index: a stored bundle version on the Distribution service, a
+transaction in flight or a committed bundle on an edge. One lock orders "index or
+pin a blob" against "collect a blob" in this process, so a delete never removes
+bytes that a concurrent deploy or bundle of the same content is about to reference.
 """
 
 from __future__ import annotations
@@ -12,17 +14,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
+from typing import TypeVar
 
 from storage_backends import BlobNotFound, DigestMismatch, Digests, StorageBackend, StorageError
 
 from .catalog import Artifact, Catalog, Folder, Repo, now_ms
-from .errors import BadRequest, ChecksumMismatch, NotFound, PayloadTooLarge, ServiceUnavailable
+from .errors import BadRequest, ChecksumMismatch, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable
 from .policy import ArtifactPolicy
 
 log = logging.getLogger(__name__)
 
 UPLOAD_OWNER = "upload"
+
+T = TypeVar("T")
+# Answers which of these blobs it holds outside the index; runs whenever a blob may be collected.
+BlobPin = Callable[[list[str]], Awaitable[set[str]]]
 
 
 def guess_mime_type(path: str) -> str:
@@ -35,6 +42,11 @@ class ArtifactService:
         self.storage = storage
         self.policy = policy
         self._index_lock = asyncio.Lock()
+        self._pins: list[BlobPin] = []
+
+    def pin_with(self, pin: BlobPin) -> None:
+        """Add a holder of blobs outside the index: a blob it answers for is never collected."""
+        self._pins.append(pin)
 
     async def file(self, repo: str, path: str) -> Artifact:
         artifact = await self.catalog.get_artifact(repo, path) if path else None
@@ -125,11 +137,15 @@ class ArtifactService:
             if not await self.storage.exists(digests.sha256):
                 # Collected between commit and here by a delete of the same bytes.
                 raise ServiceUnavailable("The stored content vanished during the deploy; retry it")
+            previous = await self.catalog.get_artifact(repo, path)
             try:
-                return await self.catalog.put_artifact(artifact)
+                stored = await self.catalog.put_artifact(artifact)
             except BaseException:
                 await self._collect(digests.sha256)
                 raise
+            if previous is not None and previous.sha256 != stored.sha256:  # overwritten: its old bytes may go
+                await self._collect(previous.sha256)
+            return stored
 
     async def delete(self, repo: str, path: str) -> list[Artifact]:
         """Remove a file or a folder tree from the index, then collect unreferenced blobs."""
@@ -174,16 +190,37 @@ class ArtifactService:
                 await self._collect(sha256)
         return removed
 
+    async def keep(self, sha256s: Collection[str], record: Callable[[], Awaitable[T]]) -> T:
+        """Run ``record``, which pins ``sha256s`` (stores a bundle version, say), once every one
+        of them is confirmed still held; under the index lock, so no collect runs in between.
+        A blob deleted since the caller found it is a 409: the caller looks again."""
+        wanted = sorted(set(sha256s))
+        async with self._index_lock:
+            gone = sorted(set(wanted) - await self._held(wanted))
+            if gone:
+                raise Conflict(f"Content was deleted meanwhile (sha256 {', '.join(gone[:3])}); retry")
+            return await record()
+
     async def collect(self, sha256s: Iterable[str]) -> None:
-        """Delete those of these blobs that no index entry references (staged bundle blobs
-        of an aborted transaction, say)."""
+        """Delete those of these blobs that no index entry references and no pin holds (staged
+        bundle blobs of an aborted transaction, say)."""
         async with self._index_lock:
             for sha256 in set(sha256s):
                 await self._collect(sha256)
 
+    async def _held(self, sha256s: list[str]) -> set[str]:
+        """Those of ``sha256s`` that an index entry references or a pin holds."""
+        held = set(await self.catalog.blob_sizes(sha256s))
+        for pin in self._pins:
+            rest = [s for s in sha256s if s not in held]
+            if not rest:
+                break
+            held |= await pin(rest)
+        return held
+
     async def _collect(self, sha256: str) -> None:
-        """Delete a blob no index entry points at. Called with the index lock held."""
-        if await self.catalog.is_referenced(sha256):
+        """Delete a blob nothing references or pins. Called with the index lock held."""
+        if await self._held([sha256]):
             return
         try:
             await self.storage.delete(sha256)

@@ -217,13 +217,6 @@ class Catalog:
         ).fetchone()
         return _artifact(row) if row else None
 
-    async def is_referenced(self, sha256: str) -> bool:
-        return await self._database.run(
-            lambda: (
-                self._db.execute("SELECT 1 FROM artifacts WHERE sha256 = ? LIMIT 1", [sha256]).fetchone() is not None
-            )
-        )
-
     async def put_artifact(self, artifact: Artifact) -> Artifact:
         """Index a file, creating its folders; overwriting a file keeps its created time.
 
