@@ -13,13 +13,13 @@ import asyncio
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from repository.artifacts import ArtifactService
-from repository.catalog import Artifact, now_ms
+from repository.catalog import Artifact, Repo, now_ms
 from repository.errors import BadRequest, Conflict, NotFound
 from repository.http.storage_api import iso
 from repository.manifest import Manifest, ManifestArtifact, check_bundle_name, check_bundle_version, encode
@@ -42,6 +42,8 @@ _REQUEST_KEYS = {
     "spec",
     "storing_repository",
 }
+# Whether the caller may read this path of this repo (what a download of it would decide).
+Readable = Callable[[Repo, str], bool]
 
 
 @dataclass(frozen=True)
@@ -125,25 +127,35 @@ class BundleService:
         self.max_artifacts = max_artifacts
         self._lock = asyncio.Lock()  # orders create/update/sign of bundles in this process
 
-    async def resolve(self, queries: tuple[Query, ...]) -> list[BundleArtifact]:
-        """Every artifact the queries select, with its target path; refused when empty, too many or colliding."""
+    async def resolve(self, queries: tuple[Query, ...], readable: Readable) -> list[BundleArtifact]:
+        """Every artifact the queries select that the caller may read, with its target path;
+        refused when empty, too many or colliding. A file the caller may not read is left out,
+        as a listing leaves it out: a bundle never copies bytes its creator could not read."""
         found: dict[str, BundleArtifact] = {}
         for query in queries:
             for scope in query.scopes:
-                repos = [scope.repo] if scope.repo is not None else [r.key for r in await self.catalog.list_repos()]
+                repos = await self._repos(scope.repo)
                 for repo in repos:
-                    async for page in self.catalog.walk_pages(repo, scope.folder):
+                    async for page in self.catalog.walk_pages(repo.key, scope.folder):
                         # matching and mapping regexes cost per artifact: keep them off the loop
-                        await asyncio.to_thread(self._select, found, query, repo, page)
+                        await asyncio.to_thread(self._select, found, query, repo, page, readable)
         if not found:
             raise SpecError("spec matches no artifacts")
         check_distinct_targets((a.source, a.target) for a in found.values())  # no file where a folder must be
         return [found[t] for t in sorted(found)]
 
-    def _select(self, found: dict[str, BundleArtifact], query: Query, repo: str, page: list[Artifact]) -> None:
+    async def _repos(self, key: str | None) -> list[Repo]:
+        if key is None:
+            return await self.catalog.list_repos()
+        repo = await self.catalog.get_repo(key)
+        return [repo] if repo is not None else []
+
+    def _select(
+        self, found: dict[str, BundleArtifact], query: Query, repo: Repo, page: list[Artifact], readable: Readable
+    ) -> None:
         for artifact in page:
-            if query.matches(repo, artifact.path):
-                self._add(found, query, repo, artifact)
+            if query.matches(repo.key, artifact.path) and readable(repo, artifact.path):
+                self._add(found, query, repo.key, artifact)
 
     def _add(self, found: dict[str, BundleArtifact], query: Query, repo: str, a: Artifact) -> None:
         source = f"{repo}/{a.path}"
@@ -160,7 +172,9 @@ class BundleService:
             raise BadRequest(f"spec selects more than the limit of {self.max_artifacts} artifacts")
         found[target] = BundleArtifact(target, source, a.sha256, a.sha1, a.md5, a.size, props)
 
-    async def create(self, request: BundleRequest, user: str) -> tuple[Bundle, list[BundleArtifact], bool]:
+    async def create(
+        self, request: BundleRequest, user: str, readable: Readable
+    ) -> tuple[Bundle, list[BundleArtifact], bool]:
         """Create (or, for an identical retry, find) a bundle; answers whether it was new."""
         if request.sign_immediately:
             await self._signing_key(request.signing_key_alias)  # an unknown key refuses before anything is stored
@@ -170,7 +184,7 @@ class BundleService:
                 if existing.request_sha256 != request.request_sha256:
                     raise Conflict(f"Release bundle {request.name}/{request.version} already exists with other content")
                 return existing, await self.store.artifacts(request.name, request.version), False
-            artifacts = await self.resolve(request.queries)
+            artifacts = await self.resolve(request.queries, readable)
             bundle = self._new_bundle(request, artifacts, user, created=now_ms())
             if not request.dry_run:
                 try:
@@ -179,14 +193,16 @@ class BundleService:
                     raise Conflict(f"Release bundle {request.name}/{request.version} already exists") from None
             return bundle, artifacts, True
 
-    async def update(self, request: BundleRequest, user: str) -> tuple[Bundle, list[BundleArtifact]]:
+    async def update(
+        self, request: BundleRequest, user: str, readable: Readable
+    ) -> tuple[Bundle, list[BundleArtifact]]:
         if request.sign_immediately:
             await self._signing_key(request.signing_key_alias)
         async with self._lock:
             existing = await self.get(request.name, request.version)
             if existing.state != "OPEN":
                 raise Conflict(f"Release bundle {request.name}/{request.version} is signed and cannot change")
-            artifacts = await self.resolve(request.queries)
+            artifacts = await self.resolve(request.queries, readable)
             bundle = self._new_bundle(request, artifacts, user, created=existing.created)
             if not request.dry_run:
                 replaced = await self.store.artifacts(request.name, request.version)

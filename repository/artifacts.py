@@ -15,6 +15,7 @@ import asyncio
 import logging
 import mimetypes
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
+from contextlib import aclosing
 from typing import TypeVar
 
 from storage_backends import BlobNotFound, DigestMismatch, Digests, StorageBackend, StorageError
@@ -26,6 +27,9 @@ from .policy import ArtifactPolicy
 log = logging.getLogger(__name__)
 
 UPLOAD_OWNER = "upload"
+# What a checksum deploy answers when no file the caller may read has those bytes: the same
+# whether nobody has them or only files the caller may not read do (no existence oracle).
+CHECKSUM_UNKNOWN = "Checksum deploy failed: no artifact with that checksum exists; send the content"
 
 T = TypeVar("T")
 # Answers which of these blobs it holds outside the index; runs whenever a blob may be collected.
@@ -103,16 +107,32 @@ class ArtifactService:
         await self._writable_repo(repo)
         return await self.catalog.make_folder(repo, path, user)
 
-    async def deploy_by_checksum(self, repo: str, path: str, *, expected: Mapping[str, str], user: str) -> Artifact:
-        """Index bytes the node already holds, found by sha256 or sha1, without a body."""
+    async def deploy_by_checksum(
+        self,
+        repo: str,
+        path: str,
+        *,
+        expected: Mapping[str, str],
+        user: str,
+        readable: Callable[[Artifact], Awaitable[bool]],
+    ) -> Artifact:
+        """Index bytes the node already holds, found by sha256 (else sha1), without a body.
+
+        Only bytes the caller may read at some path (``readable``): otherwise a deployer could
+        copy a file it may not read into a repo it may, or learn from the answer that some
+        bytes exist. A holder the caller may not read counts as none: the answer is the 404 a
+        checksum nobody has gets, word for word.
+        """
         await self._writable_repo(repo)
+        algorithm = "sha256" if "sha256" in expected else "sha1"
         known = None
-        for algorithm in ("sha256", "sha1"):
-            if algorithm in expected:
-                known = await self.catalog.find_by_checksum(algorithm, expected[algorithm])
-                break
-        if known is None or any(getattr(known, k) != v.lower() for k, v in expected.items()):
-            raise NotFound("Checksum deploy failed: no artifact with that checksum exists; send the content")
+        async with aclosing(self.catalog.holders(algorithm, expected[algorithm])) as holders:
+            async for holder in holders:
+                if all(getattr(holder, k) == v.lower() for k, v in expected.items()) and await readable(holder):
+                    known = holder
+                    break
+        if known is None:
+            raise NotFound(CHECKSUM_UNKNOWN)
         digests = Digests(size=known.size, sha256=known.sha256, sha1=known.sha1, md5=known.md5)
         return await self._index(repo, path, digests, user)
 

@@ -205,17 +205,27 @@ class Catalog:
         ).fetchone()
         return Folder(*row) if row else None
 
-    async def find_by_checksum(self, algorithm: str, value: str) -> Artifact | None:
-        """Any artifact with these bytes, for deploy-by-checksum."""
+    async def holders(self, algorithm: str, value: str) -> AsyncIterator[Artifact]:
+        """Every artifact with these bytes (by ``sha256`` or ``sha1``), in (repo, path) order, a page
+        at a time: deploy-by-checksum looks for one its caller may read."""
         if algorithm not in ("sha256", "sha1"):
             raise ValueError(algorithm)
-        return await self._database.run(self._find_by_checksum, algorithm, value.lower())
+        after = ("", "")
+        while True:
+            page = await self._database.run(self._holders, algorithm, value.lower(), after)
+            for artifact in page:
+                yield artifact
+            if len(page) < DEEP_LIST_PAGE:
+                return
+            after = (page[-1].repo, page[-1].path)
 
-    def _find_by_checksum(self, algorithm: str, value: str) -> Artifact | None:
-        row = self._db.execute(
-            f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE {algorithm} = ? LIMIT 1", [value]
-        ).fetchone()
-        return _artifact(row) if row else None
+    def _holders(self, algorithm: str, value: str, after: tuple[str, str]) -> list[Artifact]:
+        rows = self._db.execute(
+            f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE {algorithm} = ? AND (repo, path) > (?, ?)"
+            " ORDER BY repo, path LIMIT ?",
+            [value, *after, DEEP_LIST_PAGE],
+        )
+        return [_artifact(r) for r in rows]
 
     async def put_artifact(self, artifact: Artifact) -> Artifact:
         """Index a file, creating its folders; overwriting a file keeps its created time.

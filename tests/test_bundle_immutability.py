@@ -1,6 +1,7 @@
 """A bundle version is immutable, its bytes too: every stored bundle version (OPEN or SIGNED) pins
 the blobs it lists on the Distribution service, so deleting or overwriting a source path changes
-nothing about it, and deleting the bundle version frees the blobs nothing else holds."""
+nothing about it, and deleting the bundle version frees the blobs nothing else holds. A spec
+selects only what its creator may read."""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ from typing import Any
 
 import pytest
 
+from distribution.bundles import parse_bundle_request
 from distribution.keys import bundles_key
+from distribution.matching import SpecError
+from repository.catalog import Repo
 from repository.http import keys as core
+from repository.permissions import Action, Permissions, PermissionTarget
+from repository.tokens import Principal, Role
 from tests.conftest import admin
 from tests.distribution_process import SOURCE_REPO
 from tests.edge_process import EdgeProcess
@@ -101,6 +107,28 @@ async def test_a_source_deleted_while_the_bundle_is_resolved_is_a_409_and_nothin
     assert status == 409 and A in message
     assert (await bundle_state(dist))[0] == 404
     assert not await stored(dist, A)
+
+
+async def test_a_spec_selects_only_what_its_creator_may_read_and_unreadable_is_like_missing(dist: Any) -> None:
+    await with_files(dist)
+    await deploy(dist, "app/1.4.0/secret/key.bin", b"secret")
+    secret = PermissionTarget("secret", (REPO,), ("app/1.4.0/secret/**",), users={"alice": frozenset({Action.read})})
+    permissions = Permissions([secret])
+    carol = Principal("carol", Role.reader)
+
+    def readable(repo: Repo, path: str) -> bool:
+        return permissions.decide(carol, Action.read, repo, path).allowed
+
+    service = dist.app[bundles_key]
+    every = parse_bundle_request(create_body(pattern=f"{REPO}/app/1.4.0/**", dry_run=True))
+    _, artifacts, _ = await service.create(every, "carol", readable)
+    assert [a.source for a in artifacts] == [f"{REPO}/{p}" for p in sorted(FILES)]
+    errors = []
+    for pattern in (f"{REPO}/app/1.4.0/secret/*", f"{REPO}/app/1.4.0/nothing/*"):
+        with pytest.raises(SpecError) as refused:
+            await service.create(parse_bundle_request(create_body(pattern=pattern, dry_run=True)), "carol", readable)
+        errors.append((refused.value.status, refused.value.message))
+    assert errors[0] == errors[1] == (400, "spec matches no artifacts")
 
 
 # -- end to end: the service and an edge as real processes ------------------------------------
