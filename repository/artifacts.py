@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from storage_backends import BlobNotFound, DigestMismatch, Digests, StorageBackend, StorageError
 
-from .catalog import Artifact, Catalog, Folder, Repo, now_ms
+from .catalog import Artifact, Catalog, Folder, Repo, check_owner, now_ms
 from .errors import BadRequest, ChecksumMismatch, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable
 from .policy import ArtifactPolicy
 
@@ -85,6 +85,9 @@ class ArtifactService:
     ) -> Artifact:
         """Stream a body into a blob, verify it against the client's checksums, index it."""
         await self._writable_repo(repo)
+        held = await self.catalog.get_artifact(repo, path)
+        if held is not None:  # refused before the body is stored; _index decides again, atomically
+            check_owner(held, UPLOAD_OWNER)
         limit = self.policy.max_upload_bytes
         if declared_size is not None and declared_size > limit:
             raise PayloadTooLarge(f"Request body of {declared_size} bytes exceeds the limit of {limit} bytes")
@@ -171,7 +174,7 @@ class ArtifactService:
         """Remove a file or a folder tree from the index, then collect unreferenced blobs."""
         await self._writable_repo(repo)
         async with self._index_lock:
-            removed = await self.catalog.delete(repo, path)
+            removed = await self.catalog.delete(repo, path, owner=UPLOAD_OWNER)
             for sha256 in {a.sha256 for a in removed}:
                 await self._collect(sha256)
         return removed

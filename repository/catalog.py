@@ -17,7 +17,7 @@ import sqlite_utils
 from cachetools import LRUCache
 
 from .db import Database
-from .errors import Conflict, NotFound
+from .errors import Conflict, NotFound, PathOwned
 from .paths import ancestors, name_of, parent_of
 
 DEEP_LIST_PAGE = 1000
@@ -109,6 +109,12 @@ def _pages(keys: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
     for repo, path in keys:
         by_repo.setdefault(repo, []).append(path)
     return [(repo, paths[i : i + IN_PAGE]) for repo, paths in by_repo.items() for i in range(0, len(paths), IN_PAGE)]
+
+
+def check_owner(held: Artifact, owner: str) -> None:
+    """Refuse a change by ``owner`` to a file someone else owns (a bundle's, changed by an upload)."""
+    if held.owner != owner:
+        raise PathOwned(f"'{held.repo}/{held.path}' belongs to {held.owner} and cannot be changed by a direct upload")
 
 
 def _subtree(path: str) -> tuple[str, str]:
@@ -230,7 +236,8 @@ class Catalog:
     async def put_artifact(self, artifact: Artifact) -> Artifact:
         """Index a file, creating its folders; overwriting a file keeps its created time.
 
-        Refused with 409 where the path is a folder or an ancestor is a file.
+        Refused with 409 where the path is a folder, an ancestor is a file, or the file there
+        has another owner (a release bundle's file is never replaced by an upload).
         """
         self._writes += 1
         self._artifacts.pop((artifact.repo, artifact.path), None)
@@ -242,6 +249,7 @@ class Catalog:
             self._insert_folders(artifact.repo, ancestors(artifact.path), artifact.modified, artifact.modified_by)
             previous = self._get_artifact(artifact.repo, artifact.path)
             if previous is not None:
+                check_owner(previous, artifact.owner)
                 artifact = replace(artifact, created=previous.created, created_by=previous.created_by)
             row = artifact.row()
             columns = ", ".join(row)
@@ -283,16 +291,21 @@ class Catalog:
             if self._get_artifact(repo, folder) is not None:
                 raise Conflict(f"Cannot store '{path}': '{folder}' is a file")
 
-    async def delete(self, repo: str, path: str) -> list[Artifact]:
-        """Remove a file, or a folder with everything below it; answers what was removed."""
+    async def delete(self, repo: str, path: str, *, owner: str) -> list[Artifact]:
+        """Remove a file, or a folder with everything below it; answers what was removed.
+
+        Only ``owner``'s files: where the file, or any file below the folder, has another
+        owner, nothing is removed (409).
+        """
         self._writes += 1
         self._artifacts.clear()  # a folder delete can touch any number of cached paths
-        return await self._database.run(self._delete, repo, path)
+        return await self._database.run(self._delete, repo, path, owner)
 
-    def _delete(self, repo: str, path: str) -> list[Artifact]:
+    def _delete(self, repo: str, path: str, owner: str) -> list[Artifact]:
         with self._db.atomic():
             single = self._get_artifact(repo, path)
             if single is not None:
+                check_owner(single, owner)
                 self._db.execute("DELETE FROM artifacts WHERE repo = ? AND path = ?", [repo, path])
                 return [single]
             if self._get_folder(repo, path) is None:
@@ -305,6 +318,8 @@ class Catalog:
                     [repo, lo, hi],
                 )
             ]
+            for artifact in removed:
+                check_owner(artifact, owner)
             self._db.execute("DELETE FROM artifacts WHERE repo = ? AND path >= ? AND path < ?", [repo, lo, hi])
             self._db.execute("DELETE FROM folders WHERE repo = ? AND path >= ? AND path < ?", [repo, lo, hi])
             if path:

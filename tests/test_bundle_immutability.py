@@ -1,7 +1,7 @@
 """A bundle version is immutable, its bytes too: every stored bundle version (OPEN or SIGNED) pins
 the blobs it lists on the Distribution service, so deleting or overwriting a source path changes
-nothing about it, and deleting the bundle version frees the blobs nothing else holds. A spec
-selects only what its creator may read."""
+nothing about it, and deleting the bundle version frees the blobs nothing else holds. A bundle
+never targets an edge's uploads repo, and a spec selects only what its creator may read."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from repository.catalog import Repo
 from repository.http import keys as core
 from repository.permissions import Action, Permissions, PermissionTarget
 from repository.tokens import Principal, Role
-from tests.conftest import admin
+from tests.conftest import UPLOADS, admin
 from tests.distribution_process import SOURCE_REPO
 from tests.edge_process import EdgeProcess
 from tests.edge_setup import distributor_token, download, trust
@@ -107,6 +107,36 @@ async def test_a_source_deleted_while_the_bundle_is_resolved_is_a_409_and_nothin
     assert status == 409 and A in message
     assert (await bundle_state(dist))[0] == 404
     assert not await stored(dist, A)
+
+
+MAPPED = {"mappings": [{"input": f"{REPO}/(.*)", "output": f"{UPLOADS}/$1"}]}
+
+
+@pytest.mark.parametrize("how", ["create", "dry-run", "update", "unmapped"])
+async def test_a_spec_targeting_the_edge_uploads_repo_is_a_400_naming_the_path_and_stores_nothing(
+    dist: Any, how: str
+) -> None:
+    await with_files(dist)
+    body = create_body()
+    body["spec"]["queries"][0] |= MAPPED
+    if how == "unmapped":  # a source repo with that name, selected as it is
+        made = await dist.put(f"/artifactory/api/repositories/{UPLOADS}", json={"rclass": "local"}, headers=admin())
+        assert made.status == 200
+        await deploy(dist, "app/1.4.0/a.bin", FILES["app/1.4.0/a.bin"], repo=UPLOADS)
+        body = create_body(pattern=f"{UPLOADS}/app/1.4.0/*")
+    if how == "update":
+        assert (await dist.post(f"{V1}/release_bundle", json=create_body(), headers=admin())).status == 201
+    before = await bundle_state(dist)
+    if how == "update":
+        resp = await dist.put(f"{V1}/release_bundle/app/1.4.0", json=body, headers=admin())
+    else:
+        resp = await dist.post(f"{V1}/release_bundle", json=body | {"dry_run": how == "dry-run"}, headers=admin())
+    status, message = await flat_error(resp)
+    assert status == 400
+    assert f"'{UPLOADS}/app/1.4.0/a.bin'" in message and "uploads" in message
+    assert await bundle_state(dist) == before
+    listed = await (await dist.get(f"{V1}/release_bundle", headers=admin())).json()
+    assert len(listed) == (1 if how == "update" else 0)
 
 
 async def test_a_spec_selects_only_what_its_creator_may_read_and_unreadable_is_like_missing(dist: Any) -> None:

@@ -54,12 +54,12 @@ async def test_files_create_their_folders_and_deletes_remove_subtrees(catalog: C
     listing = await catalog.children("r", "a")
     assert [f.path for f in listing.folders] == ["a/b"]
     assert [f.path for f in listing.files] == ["a/d.bin"]
-    removed = await catalog.delete("r", "a/b")
+    removed = await catalog.delete("r", "a/b", owner="upload")
     assert [a.path for a in removed] == ["a/b/c.bin"]
     assert await catalog.get_folder("r", "a/b") is None
     assert await catalog.get_artifact("r", "a/d.bin") is not None
     with pytest.raises(NotFound):
-        await catalog.delete("r", "a/b")
+        await catalog.delete("r", "a/b", owner="upload")
 
 
 async def test_a_path_is_either_a_file_or_a_folder(catalog: Catalog) -> None:
