@@ -164,10 +164,10 @@ class ArtifactService:
             try:
                 stored = await self.catalog.put_artifact(artifact)
             except BaseException:
-                await self._collect(digests.sha256)
+                await self._collect([digests.sha256])
                 raise
             if previous is not None and previous.sha256 != stored.sha256:  # overwritten: its old bytes may go
-                await self._collect(previous.sha256)
+                await self._collect([previous.sha256])
             return stored
 
     async def delete(self, repo: str, path: str) -> list[Artifact]:
@@ -175,8 +175,7 @@ class ArtifactService:
         await self._writable_repo(repo)
         async with self._index_lock:
             removed = await self.catalog.delete(repo, path, owner=UPLOAD_OWNER)
-            for sha256 in {a.sha256 for a in removed}:
-                await self._collect(sha256)
+            await self._collect({a.sha256 for a in removed})
         return removed
 
     async def publish(
@@ -209,8 +208,7 @@ class ArtifactService:
         collect the blobs nothing references any more."""
         async with self._index_lock:
             removed = await self.catalog.unpublish(owner, paths, reassign, extra=extra)
-            for sha256 in {a.sha256 for a in removed}:
-                await self._collect(sha256)
+            await self._collect({a.sha256 for a in removed})
         return removed
 
     async def keep(self, sha256s: Collection[str], record: Callable[[], Awaitable[T]]) -> T:
@@ -219,8 +217,8 @@ class ArtifactService:
         A blob deleted since the caller found it is a 409: the caller looks again."""
         wanted = sorted(set(sha256s))
         async with self._index_lock:
-            gone = sorted(set(wanted) - await self._held(wanted))
-            if gone:
+            held = await self._held(wanted)
+            if gone := [s for s in wanted if s not in held]:
                 raise Conflict(f"Content was deleted meanwhile (sha256 {', '.join(gone[:3])}); retry")
             return await record()
 
@@ -228,8 +226,7 @@ class ArtifactService:
         """Delete those of these blobs that no index entry references and no pin holds (staged
         bundle blobs of an aborted transaction, say)."""
         async with self._index_lock:
-            for sha256 in set(sha256s):
-                await self._collect(sha256)
+            await self._collect(set(sha256s))
 
     async def _held(self, sha256s: list[str]) -> set[str]:
         """Those of ``sha256s`` that an index entry references or a pin holds."""
@@ -241,13 +238,16 @@ class ArtifactService:
             held |= await pin(rest)
         return held
 
-    async def _collect(self, sha256: str) -> None:
-        """Delete a blob nothing references or pins. Called with the index lock held."""
-        if await self._held([sha256]):
-            return
-        try:
-            await self.storage.delete(sha256)
-        except BlobNotFound:  # never stored, or already collected: nothing to do
-            return
-        except StorageError as exc:  # left for a later sweep; the index is already right
-            log.warning("could not collect blob %s: %s", sha256, exc)
+    async def _collect(self, sha256s: Collection[str]) -> None:
+        """Delete the blobs of these that nothing references or pins. Called with the index lock held."""
+        wanted = sorted(sha256s)
+        held = await self._held(wanted)
+        for sha256 in wanted:
+            if sha256 in held:
+                continue
+            try:
+                await self.storage.delete(sha256)
+            except BlobNotFound:  # never stored, or already collected: nothing to do
+                continue
+            except StorageError as exc:  # left for a later sweep; the index is already right
+                log.warning("could not collect blob %s: %s", sha256, exc)
