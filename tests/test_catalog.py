@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from repository.catalog import Artifact, Catalog, Repo
+from repository.catalog import DEEP_LIST_PAGE, Artifact, Catalog, Repo
 from repository.db import Database
 from repository.errors import Conflict, NotFound
 from repository.schema import catalog_migrations
@@ -76,6 +76,20 @@ async def test_deep_walks_page_through_every_file_in_order(catalog: Catalog) -> 
     await catalog._database.run(_bulk_insert, catalog, [artifact(p) for p in paths])
     walked = [a.path async for a in catalog.walk_files("r", "d")]
     assert walked == [p for p in paths if p.startswith("d/")]
+
+
+@pytest.mark.parametrize(
+    "count", [0, 1, DEEP_LIST_PAGE - 1, DEEP_LIST_PAGE, DEEP_LIST_PAGE + 1, 2 * DEEP_LIST_PAGE + 1]
+)
+async def test_every_holder_of_some_bytes_is_found_across_pages_by_either_checksum(
+    catalog: Catalog, count: int
+) -> None:
+    """A checksum deploy looks through them for one its caller may read: none may be skipped."""
+    held = [replace(artifact(f"h/{i:05d}.bin", sha="d" * 64), sha1="e" * 40) for i in range(count)]
+    other = [artifact("h/other.bin", sha="f" * 64), artifact("g/other.bin", sha="f" * 64)]
+    await catalog._database.run(_bulk_insert, catalog, [*held, *other])
+    for algorithm, value in (("sha256", "D" * 64), ("sha1", "e" * 40)):
+        assert [a.path async for a in catalog.holders(algorithm, value)] == [a.path for a in held]
 
 
 def _bulk_insert(catalog: Catalog, artifacts: list[Artifact]) -> None:
