@@ -13,14 +13,13 @@ from aiohttp import web
 
 from repository.errors import BadRequest
 from repository.http.access_api import read_json_object
-from repository.http.auth import may, require_role
+from repository.http.auth import reader, require_role
 from repository.http.responses import json_response
 from repository.http.storage_api import iso
-from repository.permissions import Action
 from repository.tokens import Role
 
 from .bundle_store import PAGE_SIZE, Bundle, BundleArtifact
-from .bundles import BundleService, Readable, check_name_version, parse_bundle_request
+from .bundles import BundleService, check_name_version, parse_bundle_request
 from .keys import bundles_key, runner_key, signer_key
 from .orders import push_keys
 from .signing import KeyInfo
@@ -65,11 +64,6 @@ def _service(request: web.Request) -> BundleService:
     return request.app[bundles_key]
 
 
-def _readable(request: web.Request) -> Readable:
-    """What the caller may read, decided as a download would: a spec selects only that."""
-    return lambda repo, path: may(request, Action.read, repo, path)
-
-
 def _name_version(request: web.Request) -> tuple[str, str]:
     name, version = request.match_info["name"], request.match_info["version"]
     check_name_version(name, version)
@@ -80,7 +74,7 @@ async def create_bundle(request: web.Request) -> web.Response:
     user = require_role(request, Role.admin).subject
     bundle_request = parse_bundle_request(await read_json_object(request))
     service = _service(request)
-    bundle, artifacts, _new = await service.create(bundle_request, user, _readable(request))
+    bundle, artifacts, _new = await service.create(bundle_request, user, reader(request))
     if bundle_request.dry_run:
         return json_response(bundle_json(bundle, artifacts), status=200)
     if bundle_request.sign_immediately:
@@ -93,7 +87,7 @@ async def update_bundle(request: web.Request) -> web.Response:
     name, version = _name_version(request)
     bundle_request = parse_bundle_request(await read_json_object(request), name=name, version=version)
     service = _service(request)
-    bundle, artifacts = await service.update(bundle_request, user, _readable(request))
+    bundle, artifacts = await service.update(bundle_request, user, reader(request))
     if bundle_request.sign_immediately and not bundle_request.dry_run:
         bundle = await service.sign(name, version, bundle_request.signing_key_alias)
     return json_response(bundle_json(bundle, artifacts), headers=_signed_headers(bundle))

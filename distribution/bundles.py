@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -23,6 +23,7 @@ from repository.catalog import Artifact, Repo, now_ms
 from repository.errors import BadRequest, Conflict, NotFound
 from repository.http.storage_api import iso
 from repository.manifest import Manifest, ManifestArtifact, check_bundle_name, check_bundle_version, encode
+from repository.permissions import Readable
 
 from .bundle_store import Bundle, BundleArtifact, BundleStore, total_size
 from .signing import KeyInfo, Signer
@@ -42,8 +43,6 @@ _REQUEST_KEYS = {
     "spec",
     "storing_repository",
 }
-# Whether the caller may read this path of this repo (what a download of it would decide).
-Readable = Callable[[Repo, str], bool]
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from storage_backends import BlobNotFound, DigestMismatch, Digests, StorageBacke
 
 from .catalog import Artifact, Catalog, Folder, Repo, check_owner, now_ms
 from .errors import BadRequest, ChecksumMismatch, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable
+from .permissions import Readable
 from .policy import ArtifactPolicy
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ class ArtifactService:
         *,
         expected: Mapping[str, str],
         user: str,
-        readable: Callable[[Artifact], Awaitable[bool]],
+        readable: Readable,
     ) -> Artifact:
         """Index bytes the node already holds, found by sha256 (else sha1), without a body.
 
@@ -131,7 +132,10 @@ class ArtifactService:
         known = None
         async with aclosing(self.catalog.holders(algorithm, expected[algorithm])) as holders:
             async for holder in holders:
-                if all(getattr(holder, k) == v.lower() for k, v in expected.items()) and await readable(holder):
+                if any(getattr(holder, k) != v.lower() for k, v in expected.items()):
+                    continue
+                where = await self.catalog.get_repo(holder.repo)
+                if where is not None and readable(where, holder.path):
                     known = holder
                     break
         if known is None:

@@ -7,16 +7,14 @@ The node's policy is asked before the body is read, so a refused write answers
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from repository.catalog import Artifact
 from repository.errors import BadRequest, Forbidden, InvalidPath
 from repository.permissions import Action
 
 from . import keys
-from .auth import may, require_permission
+from .auth import reader, require_permission
 from .download import ARTIFACTORY_PREFIX, artifact_location, raw_tail
 from .responses import json_response
 from .storage_api import file_info, folder_info
@@ -63,7 +61,7 @@ async def deploy(request: web.Request) -> web.Response:
         if "sha256" not in expected and "sha1" not in expected:
             raise BadRequest("X-Checksum-Deploy needs X-Checksum-Sha256 or X-Checksum-Sha1")
         artifact = await service.deploy_by_checksum(
-            repo, path, expected=expected, user=principal.subject, readable=_reader(request)
+            repo, path, expected=expected, user=principal.subject, readable=reader(request)
         )
     else:
         artifact = await service.deploy(
@@ -75,17 +73,6 @@ async def deploy(request: web.Request) -> web.Response:
             user=principal.subject,
         )
     return json_response(file_info(request, artifact), status=201)
-
-
-def _reader(request: web.Request) -> Callable[[Artifact], Awaitable[bool]]:
-    """Whether the caller may read a file, decided as a download of it would be."""
-    catalog = request.app[keys.catalog]
-
-    async def readable(artifact: Artifact) -> bool:
-        repo = await catalog.get_repo(artifact.repo)
-        return repo is not None and may(request, Action.read, repo, artifact.path)
-
-    return readable
 
 
 async def delete(request: web.Request) -> web.Response:
