@@ -29,6 +29,7 @@ from repository.artifacts import ArtifactService, guess_mime_type
 from repository.catalog import Artifact, Repo, now_ms
 from repository.errors import BadRequest, Conflict, NotFound, RepositoryError
 from repository.manifest import Manifest, ManifestError, decode
+from repository.policy import EDGE_UPLOADS_REPO
 from storage_backends import BlobNotFound, DigestMismatch, StorageFull, os_storage_error
 from storage_backends.errors import DISK_FULL_ERRNOS
 
@@ -56,6 +57,14 @@ class BlobRefused(RepositoryError):
 
     status = 422
     default_message = "Blob refused"
+
+
+class UploadsTargeted(RepositoryError):
+    """A manifest with a target in the uploads repo, where deployers write: a bundle's file
+    there could be overwritten while the edge still lists the bundle. Refused at start."""
+
+    status = 422
+    default_message = "Release bundle content cannot go to the uploads repository"
 
 
 class ResumeMismatch(RepositoryError):
@@ -123,6 +132,14 @@ def _split(target: str) -> tuple[str, str]:
     return repo, path
 
 
+def _refuse_uploads_targets(manifest: Manifest) -> None:
+    targets = [a.target for a in manifest.artifacts if _split(a.target)[0] == EDGE_UPLOADS_REPO]
+    if targets:
+        raise UploadsTargeted(
+            f"Release bundle content cannot go to the uploads repository {EDGE_UPLOADS_REPO}: {_listed(targets)}"
+        )
+
+
 def _entries(manifest: Manifest, owner: str, user: str, now: int) -> list[Artifact]:
     entries = []
     for a in manifest.artifacts:
@@ -175,6 +192,7 @@ class Transactions:
         blobs = _distinct_blobs(manifest)
         tx_id = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         signer = await self.trust.verify(data, signature)
+        _refuse_uploads_targets(manifest)
         async with self._lock(tx_id):
             existing = await self.store.get(tx_id)
             if existing is not None and existing.state is State.COMMITTED:
@@ -432,10 +450,10 @@ class Transactions:
         return expired
 
     async def _free(self, tx_id: str) -> None:
-        """Staged files go, and blobs moved into storage for this transaction alone."""
+        """Staged files go, and blobs moved into storage for this transaction alone (those of
+        other transactions in flight or committed are pinned: ``EdgeStore.pinned``)."""
         await self.staging.free(tx_id)
-        blobs = set(await self.store.blobs(tx_id))
-        await self.artifacts.collect(blobs - await self.store.needed_elsewhere(tx_id, blobs))
+        await self.artifacts.collect(await self.store.blobs(tx_id))
 
     # -- bundles ------------------------------------------------------------------
 

@@ -60,6 +60,11 @@ class ChecksumMismatch(Conflict):
     """Artifactory answers a deploy whose bytes do not match its checksum headers with 409."""
 
 
+class PathOwned(Conflict):
+    """A direct upload or delete of a file another owner holds (a release bundle's file): its
+    bytes change only with the bundle, so what an edge lists is what it serves."""
+
+
 class PayloadTooLarge(RepositoryError):
     status = 413
     default_message = "Request body too large"

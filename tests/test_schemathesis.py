@@ -80,7 +80,9 @@ def _seed_edge(edge: EdgeProcess) -> None:
 def _seed_distribution(service: DistributionProcess) -> None:
     """The uploads repo with the file, and the bundle of it, signed; each call is idempotent."""
     name, version = BUNDLE
-    spec = {"queries": [{"pattern": f"{UPLOADS}/tools/*"}]}
+    # a bundle never targets an edge's uploads repo: its file lands in releases-local
+    mapping = {"input": f"{UPLOADS}/(.*)", "output": "releases-local/$1"}
+    spec = {"queries": [{"pattern": f"{UPLOADS}/tools/*", "mappings": [mapping]}]}
     with _session() as session:
         repo = session.put(
             f"{service.artifactory_url}/api/repositories/{UPLOADS}", json={}, headers=_admin(service), timeout=30
