@@ -288,3 +288,20 @@ def test_the_cli_registers_edges_distributes_with_wait_and_exits_non_zero_on_fai
             pytest.fail("gave up waiting")
         time.sleep(0.2)
     assert download(edge.url, f"{SOURCE_REPO}/app/1.4.0/RELEASE-NOTES.md")[0] == 404
+
+
+def test_a_bundle_of_fifteen_hundred_tiny_files_reaches_an_edge_and_every_file_downloads(
+    service: Service, tmp_path: Path
+) -> None:
+    """So many small files that the service sends a batch of the most blobs one may carry."""
+    files = {f"f-{i:04d}.bin": os.urandom(1024 + i % 1025) for i in range(1500)}
+    with EdgeProcess(tmp_path / "tiny-edge") as edge:
+        trust(edge, public_key(service))
+        service.add_edge("tiny-1", edge.url, distributor_token(edge))
+        service.signed_bundle("3.0.0", files)
+        done = service.wait("3.0.0", service.distribute("3.0.0"), timeout=180)
+        assert done["status"] == "Completed", done
+        (site,) = done["sites"]
+        assert (site["distributed_files"], site["total_files"]) == (1500, 1500), site
+        for path, data in files.items():
+            assert download(edge.url, f"{SOURCE_REPO}/app/3.0.0/{path}") == (200, data), path

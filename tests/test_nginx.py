@@ -428,7 +428,7 @@ def test_a_blob_upload_reaches_the_edge_while_the_sender_is_still_sending(
     front: Front, key_factory: KeyFactory
 ) -> None:
     """No request buffering: the edge has staged bytes before nginx has the whole body."""
-    from repository.manifest import Manifest, ManifestArtifact, encode
+    from wire.manifest import Manifest, ManifestArtifact, encode
 
     data = os.urandom(8 * MiB)
     target = f"{UPLOADS}/stream/1.0/big.bin"
