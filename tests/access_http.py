@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.edge_process import EdgeProcess
+from devstack.services import EdgeProcess
 from tests.gpg_keys import KeyFactory, TestKey
 from wire.manifest import Manifest, ManifestArtifact, encode
 

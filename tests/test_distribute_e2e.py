@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.distribution_process import SOURCE_REPO, DistributionProcess
-from tests.edge_process import EdgeProcess
+from devstack.processes import find_program, service_environment
+from devstack.services import SOURCE_REPO, DistributionProcess, EdgeProcess
 from tests.edge_setup import distributor_token, download, http, trust
 from tests.fault_servers import Faults, ThreadedServer, garbage_app, proxy_app
 
@@ -238,14 +238,13 @@ def test_a_service_killed_mid_push_resumes_after_a_restart(service: Service, edg
 def test_the_cli_registers_edges_distributes_with_wait_and_exits_non_zero_on_failure(
     service: Service, edges: list[EdgeProcess]
 ) -> None:
-    from tests.distribution_process import distribution_environment, find_distribution
-
-    env = distribution_environment(
+    env = service_environment(
         {"DISTRIBUTION_URL": service.process.url, "DISTRIBUTION_TOKEN": service.process.admin_token}
     )
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(find_distribution()), *args], env=env, capture_output=True, text=True, timeout=120)
+        command = [find_program("distribution"), *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
     key = public_key(service)
     edge = edges[0]
@@ -273,7 +272,7 @@ def test_the_cli_registers_edges_distributes_with_wait_and_exits_non_zero_on_fai
     service.add_edge("broken-1", "http://127.0.0.1:1", "t", ("broken", "nowhere", "US"))
     # an unreachable edge keeps retrying; abort ends it and --wait reports the failure with exit 1
     waiting = subprocess.Popen(
-        [str(find_distribution()), "distribute", "app", "1.4.0", "--site", "broken", "--wait"],
+        [find_program("distribution"), "distribute", "app", "1.4.0", "--site", "broken", "--wait"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     time.sleep(2)

@@ -24,12 +24,12 @@ from urllib.parse import quote
 
 import pytest
 
+from devstack.nginx import SHIPPED_CONF, NginxError, NginxProcess, find_nginx
+from devstack.services import EdgeProcess
 from edge.settings import load_edge_settings
 from repository.settings import SettingsError
 from tests.access_http import TX, Answer, call, push_bundle, sha256
-from tests.edge_process import EdgeProcess
 from tests.gpg_keys import KeyFactory
-from tests.nginx_process import SHIPPED_CONF, NginxError, NginxProcess, find_nginx
 
 UPLOADS = "artifactory-edge-uploads"
 PREFIX = "/_blobs/"
