@@ -9,6 +9,7 @@ file, the line and the rule.
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,3 +96,23 @@ def test_benchmarks_find_the_project_without_editing_sys_path() -> None:
         if isinstance(node, ast.Attribute) and node.attr == "path" and getattr(node.value, "id", None) == "sys"
     ]
     assert edits == []
+
+
+def test_the_wire_contract_imports_on_a_machine_without_the_servers_code() -> None:
+    """Every module of wire/ imports with the servers' packages made unimportable."""
+    servers = sorted(PROJECT - {"wire"})
+    code = f"""
+import importlib, pkgutil, sys
+class NoServers:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {servers!r}:
+            raise ImportError("no server code on this machine: " + name)
+sys.meta_path.insert(0, NoServers())
+import wire
+for module in pkgutil.iter_modules(wire.__path__):
+    importlib.import_module("wire." + module.name)
+print(sorted(m for m in sys.modules if m.partition(".")[0] in {servers!r}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -7,10 +7,13 @@ asked for, any float. Each refusal says what and where.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from distribution.cli import main as distribution_cli
 from tests.conftest import admin, error_of
 from wire.jsonstrict import JsonRefused, loads, loads_prefix
 
@@ -70,3 +73,13 @@ async def test_a_request_body_with_nan_is_a_400_naming_it(edge: Any) -> None:
         headers={**admin(), "Content-Type": "application/json"},
     )
     assert await error_of(resp) == (400, "Request body is not valid JSON: NaN is not allowed")
+
+
+def test_the_cli_reads_a_spec_file_as_strictly_as_the_service_and_says_why(tmp_path: Path) -> None:
+    """Read loosely, the CLI would send on only the last of two ``queries`` without a word."""
+    spec = tmp_path / "spec.json"
+    spec.write_bytes(b'{"queries":[{"pattern":"releases-local/a/*"}],"queries":[{"pattern":"releases-local/b/*"}]}')
+    args = ["bundle", "create", "app", "1.0", "--spec", str(spec), "--url", "http://127.0.0.1:9", "--token", "t"]
+    result = CliRunner().invoke(distribution_cli, args)
+    assert result.exit_code == 2
+    assert "Invalid JSON: duplicate key 'queries'" in result.output
