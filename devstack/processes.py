@@ -90,12 +90,32 @@ def _parent_death_signal() -> Any:
     return preexec
 
 
-class ServiceProcess:
-    """One ``edge serve`` or ``distribution serve``; its output goes to ``log_path``."""
+def serve_command(program: str, data_dir: Path, host: str, port: int) -> list[str]:
+    """``edge serve`` or ``distribution serve`` on ``host:port`` with its own data directory."""
+    return [find_program(program), "serve", "--data-dir", str(data_dir), "--host", host, "--port", str(port)]
 
-    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_path: Path, cwd: Path) -> None:
+
+class ServiceProcess:
+    """One child service (``edge serve``, ``distribution serve``, nginx, ...); its output goes to ``log_path``.
+
+    It is ready once ``GET {url}{probe}`` answers 200 (with the body ``expect``, when given):
+    by default the Artifactory ping every service of this project answers.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: Mapping[str, str],
+        log_path: Path,
+        cwd: Path,
+        *,
+        probe: str = PING,
+        expect: bytes | None = b"OK",
+    ) -> None:
         self.name, self.argv, self.env = name, argv, dict(env)
         self.log_path, self.cwd = log_path, cwd
+        self.probe, self.expect = probe, expect
         self.url: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -145,7 +165,7 @@ class ServiceProcess:
             if code is not None:
                 raise StartFailed(f"{self.name} exited with status {code} while starting\n{self.log_tail()}")
             url = self.url or self._logged_url()
-            if url is not None and _answers_ping(url):
+            if url is not None and self._answers(url):
                 self.url = url
                 return url
             if time.monotonic() > deadline:
@@ -157,7 +177,7 @@ class ServiceProcess:
         the middle of its start-up (making its signing key, say) cannot clean up behind it."""
         while self._proc is not None and self.url is None and self.poll() is None and time.monotonic() < deadline:
             url = self._logged_url()
-            if url is not None and _answers_ping(url):
+            if url is not None and self._answers(url):
                 self.url = url
                 return
             time.sleep(POLL_SECONDS)
@@ -195,6 +215,19 @@ class ServiceProcess:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
 
+    def _answers(self, base_url: str) -> bool:
+        try:
+            status, body = rest.request("GET", base_url + self.probe, timeout=2)
+        except rest.CallFailed:
+            return False
+        return status == 200 and (self.expect is None or body == self.expect)
+
+    def wait(self, timeout: float) -> int:
+        """The exit status once the child has exited; raises subprocess.TimeoutExpired after ``timeout``."""
+        if self._proc is None:
+            raise RuntimeError(f"{self.name} has not been started")
+        return self._proc.wait(timeout)
+
     def wait_stopped(self, deadline: float) -> int | None:
         """Wait until ``deadline`` (monotonic), then kill; answers the exit status."""
         if self._proc is None:
@@ -208,14 +241,6 @@ class ServiceProcess:
             self._log.close()
             self._log = None
         return self._proc.returncode
-
-
-def _answers_ping(base_url: str) -> bool:
-    try:
-        status, body = rest.request("GET", base_url + PING, timeout=2)
-    except rest.CallFailed:
-        return False
-    return status == 200 and body == b"OK"
 
 
 class Supervisor:

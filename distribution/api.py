@@ -12,11 +12,11 @@ from typing import Any
 from aiohttp import web
 
 from repository.errors import BadRequest
-from repository.http.access_api import read_json_object
 from repository.http.auth import reader, require_role
+from repository.http.json_body import read_json_object
 from repository.http.responses import json_response
-from repository.http.storage_api import iso
 from repository.tokens import Role
+from wire.timestamps import iso
 
 from .bundle_store import PAGE_SIZE, Bundle, BundleArtifact
 from .bundles import BundleService, check_name_version, parse_bundle_request

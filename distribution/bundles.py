@@ -21,9 +21,9 @@ from typing import Any
 from repository.artifacts import ArtifactService
 from repository.catalog import Artifact, Repo, now_ms
 from repository.errors import BadRequest, Conflict, NotFound
-from repository.http.storage_api import iso
-from repository.manifest import Manifest, ManifestArtifact, check_bundle_name, check_bundle_version, encode
 from repository.permissions import Readable
+from wire.manifest import Manifest, ManifestArtifact, check_bundle_name, check_bundle_version, encode
+from wire.timestamps import iso
 
 from .bundle_store import Bundle, BundleArtifact, BundleStore, total_size
 from .signing import KeyInfo, Signer

@@ -9,15 +9,15 @@ distributed at once.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.batch import BATCH_BLOB_MAX, BATCH_MAX_BLOBS
 from storage_backends import BlobNotFound, StorageBackend, StorageError
+from wire.batch import BATCH_BLOB_MAX, BATCH_MAX_BLOBS, body_length, head_line
+from wire.protocol import TransactionState
 
 from .bundle_store import BundleArtifact
 from .jobs import Job
@@ -120,7 +120,7 @@ class Push:
         self.progress.transaction_id = tx
         await self.on_started(tx)
         sizes = {a.sha256: a.size for a in self.artifacts}
-        missing = [] if started["state"] == "COMMITTED" else started["missing"]
+        missing = [] if started["state"] == TransactionState.COMMITTED else started["missing"]
         strangers = [m for m in missing if m not in sizes]
         if strangers:
             raise EdgeGarbage(f"edge {self.client.edge.name} asks for blobs not in the bundle: {strangers[:3]}")
@@ -133,7 +133,7 @@ class Push:
                 raise
             # blobs went missing on the edge between upload and commit: start again (bounded by the runner)
             raise EdgeServerError(f"{exc.message}; starting the transaction again", 409) from None
-        if committed["state"] != "COMMITTED":
+        if committed["state"] != TransactionState.COMMITTED:
             raise EdgeGarbage(f"edge {self.client.edge.name} answered commit with state {committed['state']!r}")
         await self.verify(tx)
 
@@ -184,8 +184,8 @@ class Push:
 
     async def send_batch(self, tx: str, shas: tuple[str, ...], sizes: dict[str, int]) -> None:
         """One request for many small blobs (docs/transactions.md); a failed one is sent again whole."""
-        head = (json.dumps(shas) + "\n").encode()
-        length = len(head) + sum(sizes[s] for s in shas)
+        head = head_line(shas)
+        length = body_length(shas, sizes)
         for sha in shas:
             self.progress.uploading[sha] = self.progress.by_sha[sha][0].target
         try:
@@ -283,7 +283,7 @@ class Push:
     async def verify(self, tx: str) -> None:
         """Completed means verified: the edge says committed with nothing missing, and sample files check out."""
         status = await self.client.status(tx)
-        if status["state"] != "COMMITTED" or status.get("missing"):
+        if status["state"] != TransactionState.COMMITTED or status.get("missing"):
             raise EdgeGarbage(
                 f"edge {self.client.edge.name} reports transaction {tx} as {status['state']} after commit"
                 f" (missing {len(status.get('missing') or [])} blobs)"

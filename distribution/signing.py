@@ -36,8 +36,7 @@ from typing import Any
 import gnupg
 
 from repository.errors import BadRequest, Conflict, NotFound, RepositoryError
-from repository.manifest import utc_timestamp
-from repository.signatures import (
+from wire.signatures import (
     GPG_ERR_BAD_PASSPHRASE,
     GPG_ERR_NO_PIN_ENTRY,
     SIGNATURE_BEGIN,
@@ -48,6 +47,7 @@ from repository.signatures import (
     parse_status,
     status_error_codes,
 )
+from wire.timestamps import utc_timestamp
 
 log = logging.getLogger(__name__)
 

@@ -34,9 +34,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from repository.errors import InvalidPath
-from repository.paths import ancestors, check_artifact_path, check_repo_key
+from repository.paths import ancestors
 from repository.policy import EDGE_UPLOADS_REPO
+from wire.errors import InvalidPath
+from wire.paths import check_artifact_path, check_repo_key
 
 from .aql import parse_aql
 from .matching import Scope, SpecError, Wildcard, has_wildcard

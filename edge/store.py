@@ -8,22 +8,15 @@ bundle commits or rolls back together with the bundle's index entries.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import sqlite_utils
 
 from repository.db import Database
 from repository.errors import Conflict
+from wire.protocol import TransactionState as State
 
 _TX_COLUMNS = "id, name, version, state, signer, created, expires, committed, files, bytes"
-
-
-class State(StrEnum):
-    OPEN = "OPEN"
-    COMMITTED = "COMMITTED"
-    ABORTED = "ABORTED"
-    EXPIRED = "EXPIRED"
 
 
 @dataclass(frozen=True)

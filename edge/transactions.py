@@ -28,16 +28,18 @@ from cachetools import LRUCache
 from repository.artifacts import ArtifactService, guess_mime_type
 from repository.catalog import Artifact, Repo, now_ms
 from repository.errors import BadRequest, Conflict, NotFound, RepositoryError
-from repository.manifest import Manifest, ManifestError, decode
 from repository.policy import EDGE_UPLOADS_REPO
 from storage_backends import BlobNotFound, DigestMismatch, StorageFull, os_storage_error
 from storage_backends.errors import DISK_FULL_ERRNOS
+from wire.batch import BatchReader, check_sizes
+from wire.manifest import Manifest, ManifestError, decode
+from wire.protocol import RECEIVED_BYTES
+from wire.protocol import TransactionState as State
 
-from .batch import BATCH_BLOB_MAX, BatchReader
 from .pace import PaceGuard, UploadPace, UploadTooSlow
 from .raw_body import RawBody, Receivers
 from .staging import IO_CHUNK, IO_PIECES, StagedFile, Staging
-from .store import EdgeStore, ReceivedBundle, State, Transaction, bundle_owner
+from .store import EdgeStore, ReceivedBundle, Transaction, bundle_owner
 from .trust import TrustedKeys
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,7 @@ class ResumeMismatch(RepositoryError):
     def __init__(self, received: int) -> None:
         super().__init__(
             f"Content-Range must start at byte {received}, the bytes received so far",
-            headers={"X-Received-Bytes": str(received)},
+            headers={RECEIVED_BYTES: str(received)},
         )
 
 
@@ -351,7 +353,7 @@ class Transactions:
             raise BlobRefused(f"Blob {sha256} of {size} bytes refused: received {what}")
 
     async def upload_batch(self, tx_id: str, chunks: AsyncIterator[bytes], *, declared: int | None) -> Batch:
-        """Store the small blobs of a batch body (edge/batch.py), each checked against its sha256.
+        """Store the small blobs of a batch body (wire/batch.py), each checked against its sha256.
 
         A blob that is wrong or cut short refuses the rest of the batch (422); the ones before
         it stay stored, being right, so retrying the whole batch is harmless. Blobs already
@@ -360,13 +362,13 @@ class Transactions:
         tx = await self.get(tx_id)
         if tx.state is not State.OPEN:
             raise Conflict(f"Transaction {tx_id} is {tx.state}")
-        body = BatchReader(chunks, PaceGuard(self.pace, f"Blob batch for transaction {tx_id}"))
+        guard = PaceGuard(self.pace, f"Blob batch for transaction {tx_id}")
+        body = BatchReader(partial(guard.read, chunks))
         shas = await body.head()
         sizes = await self.store.blob_sizes(tx_id, shas)
         if strangers := [s for s in shas if s not in sizes]:
             raise NotFound(f"Blobs not part of transaction {tx_id}: {_listed(strangers)}")
-        if large := [s for s in shas if sizes[s] > BATCH_BLOB_MAX]:
-            raise BadRequest(f"Blobs over {BATCH_BLOB_MAX} bytes go alone, not in a batch: {_listed(large)}")
+        check_sizes(shas, sizes)
         total = sum(sizes[s] for s in shas)
         if declared is not None and declared != body.consumed + total:
             raise BadRequest(f"Content-Length must be {body.consumed + total}: the head line and the listed blobs")

@@ -1,6 +1,6 @@
 """The signing keys an edge trusts (the circle of trust), by alias.
 
-Key material lives in a GnuPG home (``repository.signatures.TrustStore``); which
+Key material lives in a GnuPG home (``wire.signatures.TrustStore``); which
 keys count is decided by the alias table: a signature is accepted only from a
 fingerprint some alias names. So a key is trusted only once its alias is recorded,
 and stops being trusted the moment its last alias is removed, even if removing it
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from repository.catalog import now_ms
 from repository.errors import BadRequest, Conflict, NotFound
-from repository.signatures import TrustStore
+from wire.signatures import TrustStore
 
 from .store import EdgeStore, KeyAlias
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from devstack.services import SOURCE_REPO, EdgeProcess
 from distribution.bundles import parse_bundle_request
 from distribution.keys import bundles_key
 from distribution.matching import SpecError
@@ -22,8 +23,6 @@ from repository.http import keys as core
 from repository.permissions import Action, Permissions, PermissionTarget
 from repository.tokens import Principal, Role
 from tests.conftest import UPLOADS, admin
-from tests.distribution_process import SOURCE_REPO
-from tests.edge_process import EdgeProcess
 from tests.edge_setup import distributor_token, download, trust
 from tests.test_distribute_e2e import FAST_RETRIES, V1, Service, public_key, running_service
 from tests.test_distribution_api import REPO, create_body, deploy, flat_error

@@ -13,7 +13,7 @@ import pytest
 from edge.store import bundle_owner
 from repository.catalog import Repo
 from repository.http import keys as core
-from repository.manifest import Manifest
+from wire.manifest import Manifest
 from tests.conftest import UPLOADS, admin, error_of, upload
 from tests.gpg_keys import KeyFactory, KeySet
 from tests.test_deploy import snapshot

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 import requests
 
+from devstack.services import EdgeProcess
 from edge.app import create_app
 from edge.keys import transactions_key
 from repository.catalog import now_ms
-from repository.manifest import Manifest, ManifestArtifact, encode
 from tests.conftest import UPLOADS, admin, error_of, make_settings, upload
-from tests.edge_process import EdgeProcess
 from tests.gpg_keys import KeyFactory, KeySet, TestKey
+from wire.manifest import Manifest, ManifestArtifact, encode
 
 TX = "/artifactory/api/distribution/transactions"
 KEYS = "/artifactory/api/security/keys/trusted"

@@ -24,12 +24,12 @@ from urllib.parse import quote
 
 import pytest
 
+from devstack.nginx import SHIPPED_CONF, NginxError, NginxProcess, find_nginx
+from devstack.services import EdgeProcess
 from edge.settings import load_edge_settings
 from repository.settings import SettingsError
 from tests.access_http import TX, Answer, call, push_bundle, sha256
-from tests.edge_process import EdgeProcess
 from tests.gpg_keys import KeyFactory
-from tests.nginx_process import SHIPPED_CONF, NginxError, NginxProcess, find_nginx
 
 UPLOADS = "artifactory-edge-uploads"
 RELEASES = "releases-local"  # where bundles land: never the uploads repo
@@ -429,7 +429,7 @@ def test_a_blob_upload_reaches_the_edge_while_the_sender_is_still_sending(
     front: Front, key_factory: KeyFactory
 ) -> None:
     """No request buffering: the edge has staged bytes before nginx has the whole body."""
-    from repository.manifest import Manifest, ManifestArtifact, encode
+    from wire.manifest import Manifest, ManifestArtifact, encode
 
     data = os.urandom(8 * MiB)
     target = f"{RELEASES}/stream/1.0/big.bin"

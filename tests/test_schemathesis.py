@@ -29,9 +29,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from devstack.services import DistributionProcess, EdgeProcess
 from repository.http.openapi import load_document
-from tests.distribution_process import DistributionProcess
-from tests.edge_process import EdgeProcess
 
 # Seeds the documents' examples point at: a file in the uploads repo, a signed bundle.
 UPLOADS = "artifactory-edge-uploads"

@@ -10,8 +10,9 @@ import re
 
 from aiohttp import web
 
-from repository.errors import BadRequest, Forbidden, InvalidPath
+from repository.errors import BadRequest, Forbidden
 from repository.permissions import Action
+from wire.errors import InvalidPath
 
 from . import keys
 from .auth import reader, require_permission
