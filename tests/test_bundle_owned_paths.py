@@ -13,7 +13,6 @@ import pytest
 from edge.store import bundle_owner
 from repository.catalog import Repo
 from repository.http import keys as core
-from wire.manifest import Manifest
 from tests.conftest import UPLOADS, admin, error_of, upload
 from tests.gpg_keys import KeyFactory, KeySet
 from tests.test_deploy import snapshot
@@ -30,6 +29,7 @@ from tests.test_edge_transactions import (
     tx_id,
 )
 from tests.test_edge_transactions import dist as dist  # noqa: F401  (the fixture)
+from wire.manifest import Manifest
 
 BUNDLE_BYTES = b"the bundle's own bytes\n"
 OTHER_BYTES = b"bytes a deployer would like to see there instead\n"
