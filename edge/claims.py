@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from repository.bulk import PAGE
+from repository import bulk
 from repository.db import Database
 from repository.errors import Conflict
 
@@ -102,7 +102,7 @@ class BundleClaims:
                 self._db.execute(
                     "DELETE FROM transaction_blobs WHERE (transaction_id, sha256) IN"
                     " (SELECT transaction_id, sha256 FROM transaction_blobs WHERE transaction_id = ? LIMIT ?)",
-                    [tx_id, PAGE],
+                    [tx_id, bulk.PAGE],
                 ).rowcount
             )
         )
@@ -128,7 +128,7 @@ class BundleClaims:
                 (r[0], r[1])
                 for r in self._db.execute(
                     "SELECT repo, path FROM bundle_files WHERE name = ? AND version = ? ORDER BY repo, path LIMIT ?",
-                    [name, version, PAGE],
+                    [name, version, bulk.PAGE],
                 )
             ]
         )
@@ -149,7 +149,7 @@ class BundleClaims:
         paths = self._db.execute(
             "SELECT repo, path FROM bundle_files WHERE name = ? AND version = ? AND (repo, path) > (?, ?)"
             " ORDER BY repo, path LIMIT ?",
-            [name, version, *after, PAGE],
+            [name, version, *after, bulk.PAGE],
         ).fetchall()
         shared: dict[Path, str] = {}
         for repo, path in paths:
@@ -159,5 +159,5 @@ class BundleClaims:
                 [repo, path, name, version],
             ):
                 shared[repo, path] = bundle_owner(other_name, other_version)
-        last = (paths[-1][0], paths[-1][1]) if len(paths) == PAGE else None
+        last = (paths[-1][0], paths[-1][1]) if len(paths) == bulk.PAGE else None
         return last, shared

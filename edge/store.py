@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlite_utils
 
-from repository.bulk import PAGE
+from repository import bulk
 from repository.db import Database
 from repository.errors import Conflict
 from wire.protocol import TransactionState as State
@@ -147,7 +147,7 @@ class EdgeStore:
     def _blob_page(self, tx_id: str, after: str) -> list[str]:
         rows = self._db.execute(
             "SELECT sha256 FROM transaction_blobs WHERE transaction_id = ? AND sha256 > ? ORDER BY sha256 LIMIT ?",
-            [tx_id, after, PAGE],
+            [tx_id, after, bulk.PAGE],
         )
         return [r[0] for r in rows.fetchall()]
 

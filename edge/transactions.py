@@ -450,14 +450,16 @@ class Transactions:
         """Remove a committed bundle (``BundleIndex.remove``): hidden at once, its entries then
         deleted a page at a time and the blobs nothing references any more collected. Paths
         another bundle claims too are kept for it. Asked again while it runs, or after a crash
-        cut it short, it finishes the removal."""
+        cut it short, it finishes the removal; one that waited for another to finish is answered
+        as that one is."""
         bundle = await self.store.bundle(name, version)
         change = await self.index.claims.change(name, version)
         tx_id = bundle.manifest_sha256 if bundle is not None else change.transaction_id if change else None
         if tx_id is None:
             raise NotFound(f"No release bundle {name}/{version} on this edge")
         async with self._lock(tx_id):
-            await self.index.remove(name, version)
+            with contextlib.suppress(NotFound):  # gone meanwhile: what was asked is done
+                await self.index.remove(name, version)
 
     async def recover(self) -> None:
         """At start-up: a commit a crash cut short is rolled back and a removal finished; staging of

@@ -60,9 +60,9 @@ def new_key() -> str:
     return secrets.token_hex(12)
 
 
-def pages(items: Sequence[Any], size: int = PAGE) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def pages(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), PAGE):
+        yield items[start : start + PAGE]
 
 
 def _by_repo(keys: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:

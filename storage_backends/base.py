@@ -233,7 +233,10 @@ class StorageBackend(ABC):
     async def delete_many(self, sha256s: Sequence[str]) -> None:
         """Remove these blobs; those that are not there are skipped. One call for many lets a
         backend batch its work (a garbage collection deletes a page of blobs at a time); this
-        default deletes them one by one. A failure raises StorageError once the rest are tried."""
+        default deletes them one by one. A name that is not a digest is refused (InvalidDigest)
+        before any is deleted; a failure raises StorageError once the rest are tried."""
+        for sha256 in sha256s:
+            check_sha256(sha256)
         failed: StorageError | None = None
         for sha256 in sha256s:
             try:
