@@ -96,10 +96,13 @@ class BulkIndex:
     async def conflicts(self, targets: list[tuple[str, str, str]]) -> list[str]:
         """``repo/path`` of each ``(repo, path, sha256)`` that could not be published as it is:
         the path holds other bytes (visible or still being published), is a folder, or lies
-        below a file."""
-        return await self._database.run(self._conflicts, targets)
+        below a file. Checked a page at a time, so other writes get in between."""
+        found = []
+        for page in pages(targets):
+            found += await self._database.run(self._conflicts, page)
+        return found
 
-    def _conflicts(self, targets: list[tuple[str, str, str]]) -> list[str]:
+    def _conflicts(self, targets: Sequence[tuple[str, str, str]]) -> list[str]:
         existing = self._artifacts_at([(repo, path) for repo, path, _ in targets])
         new = [(repo, path) for repo, path, _ in targets if (repo, path) not in existing]
         folders = self._folders_at(new)
