@@ -7,14 +7,16 @@ Each parses the request, checks the caller's role, calls ``Transactions`` or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
 
-from repository.errors import BadRequest, PayloadTooLarge
+from repository.errors import BadRequest, PayloadTooLarge, RepositoryError
 from repository.http import keys as core
 from repository.http.auth import require_role
 from repository.http.middlewares import error_body
@@ -25,8 +27,11 @@ from repository.tokens import Role
 from .keys import settings_key, transactions_key, trusted_keys_key
 from .pace import UploadTooSlow
 from .raw_body import RawBody
+from .receiving import TransactionEnded
 from .store import ReceivedBundle, Transaction
 from .transactions import Transactions
+
+log = logging.getLogger(__name__)
 
 BODY_CHUNK = 256 * 1024
 START_FIELDS = frozenset({"manifest", "signature"})
@@ -124,16 +129,20 @@ def upload_body(request: web.Request) -> Callable[[], AsyncIterator[bytes] | Raw
 
 async def upload_blob(request: web.Request) -> web.StreamResponse:
     transactions = _transactions(request)
+    tx_id, sha256 = request.match_info["tx_id"], request.match_info["sha256"]
     try:
         received = await transactions.upload(
-            request.match_info["tx_id"],
-            request.match_info["sha256"],
+            tx_id,
+            sha256,
             upload_body(request),
             content_range=_content_range(request),
             declared=request.content_length,
+            interrupt=request.content.set_exception,
         )
-    except UploadTooSlow as exc:
+    except (UploadTooSlow, TransactionEnded) as exc:
         return await _answer_and_close(request, exc)
+    except ConnectionError as exc:
+        return _sender_gone(request, f"upload of blob {sha256} to transaction {tx_id}", exc)
     finally:
         transactions.receivers.release(request)
     answer = {"sha256": received.sha256, "size": received.size, "received": received.size}
@@ -142,24 +151,41 @@ async def upload_blob(request: web.Request) -> web.StreamResponse:
 
 async def upload_blob_batch(request: web.Request) -> web.StreamResponse:
     """Small blobs back to back in one body (edge/batch.py)."""
+    tx_id = request.match_info["tx_id"]
     try:
         batch = await _transactions(request).upload_batch(
-            request.match_info["tx_id"], request.content.iter_any(), declared=request.content_length
+            tx_id,
+            request.content.iter_any(),
+            declared=request.content_length,
+            interrupt=request.content.set_exception,
         )
-    except UploadTooSlow as exc:
+    except (UploadTooSlow, TransactionEnded) as exc:
         return await _answer_and_close(request, exc)
+    except ConnectionError as exc:
+        return _sender_gone(request, f"blob batch for transaction {tx_id}", exc)
     return json_response({"blobs": batch.blobs, "size": batch.size})
 
 
-async def _answer_and_close(request: web.Request, exc: UploadTooSlow) -> web.StreamResponse:
-    """Send the error, then close the connection: the rest of a body that came too slowly is not
-    read (aiohttp would otherwise linger, reading it, before closing)."""
+async def _answer_and_close(request: web.Request, exc: RepositoryError) -> web.StreamResponse:
+    """Send the error, then close the connection: the rest of a body that came too slowly, or
+    that the transaction's end cut off, is not read (aiohttp would otherwise linger, reading it,
+    before closing)."""
     resp = json_response(error_body(request.path, exc.status, exc.message), status=exc.status)
     resp.force_close()
-    await resp.prepare(request)
-    await resp.write_eof()
+    with contextlib.suppress(ConnectionError):  # the sender may be gone already
+        await resp.prepare(request)
+        await resp.write_eof()
     request.protocol.force_close()  # the transport flushes the answer, then closes
     return resp
+
+
+def _sender_gone(request: web.Request, what: str, exc: ConnectionError) -> web.StreamResponse:
+    """A sender that went away mid-body: an ordinary event, one line in the log (what arrived of a
+    single blob is kept for a resume). The answer goes nowhere; it is there for the access log."""
+    log.info("%s cut off: the sender went away (%s)", what, exc or type(exc).__name__)
+    request.protocol.force_close()
+    message = "The upload ended before its Content-Length: the sender went away"
+    return json_response(error_body(request.path, 400, message), status=400)
 
 
 async def commit_transaction(request: web.Request) -> web.Response:

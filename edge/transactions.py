@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from cachetools import LRUCache
 
 from repository.artifacts import ArtifactService, guess_mime_type
 from repository.catalog import Artifact, Repo, now_ms
-from repository.errors import BadRequest, Conflict, NotFound, RepositoryError
+from repository.errors import BadRequest, Conflict, NotFound
 from repository.manifest import Manifest, ManifestError, decode
 from storage_backends import BlobNotFound, DigestMismatch, StorageFull, os_storage_error
 from storage_backends.errors import DISK_FULL_ERRNOS
@@ -35,7 +34,17 @@ from storage_backends.errors import DISK_FULL_ERRNOS
 from .batch import BATCH_BLOB_MAX, BatchReader
 from .pace import PaceGuard, UploadPace, UploadTooSlow
 from .raw_body import RawBody, Receivers
-from .staging import IO_CHUNK, IO_PIECES, StagedFile, Staging
+from .receiving import (
+    BlobRefused,
+    InFlight,
+    ResumeMismatch,
+    TransactionEnded,
+    Upload,
+    append_all,
+    receive_raw,
+    resume_offset,
+)
+from .staging import Staging
 from .store import EdgeStore, ReceivedBundle, State, Transaction, bundle_owner
 from .trust import TrustedKeys
 
@@ -49,26 +58,6 @@ BATCH_GROUP = 4 * 1024 * 1024
 # milliseconds to decode and check); a transaction not among them is decoded again.
 DECODED_MANIFESTS = 16
 LISTED_IN_ERRORS = 10
-
-
-class BlobRefused(RepositoryError):
-    """The bytes sent are not the blob the manifest lists; nothing of them is kept."""
-
-    status = 422
-    default_message = "Blob refused"
-
-
-class ResumeMismatch(RepositoryError):
-    """A resumed upload that does not start where the staged bytes end."""
-
-    status = 416
-    default_message = "Content-Range does not start at the bytes received so far"
-
-    def __init__(self, received: int) -> None:
-        super().__init__(
-            f"Content-Range must start at byte {received}, the bytes received so far",
-            headers={"X-Received-Bytes": str(received)},
-        )
 
 
 def _listed(items: list[str]) -> str:
@@ -102,20 +91,6 @@ def _distinct_blobs(manifest: Manifest) -> dict[str, int]:
         if blobs.setdefault(artifact.sha256, artifact.size) != artifact.size:
             raise ManifestError(f"Invalid manifest: sha256 {artifact.sha256} is listed with two sizes")
     return blobs
-
-
-def _resume_offset(content_range: tuple[int, int, int] | None, size: int, declared: int | None) -> int | None:
-    """Where a PUT's bytes start: ``bytes first-last/total`` must run to the end of the blob."""
-    if content_range is None:
-        return None
-    first, last, total = content_range
-    if total != size:
-        raise BlobRefused(f"Content-Range says {total} bytes; the manifest says {size}")
-    if last != size - 1 or first > last:
-        raise BadRequest(f"Content-Range must run from the resume offset to byte {size - 1}")
-    if declared is not None and declared != last - first + 1:
-        raise BadRequest("Content-Length does not match Content-Range")
-    return first
 
 
 def _split(target: str) -> tuple[str, str]:
@@ -153,6 +128,7 @@ class Transactions:
         self.ttl = ttl
         self.pace = pace
         self.receivers = receivers
+        self.in_flight = InFlight()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # by transaction id, which is the sha256 of the manifest's bytes, so an entry cannot go stale
         self._manifests: LRUCache[str, Manifest] = LRUCache(DECODED_MANIFESTS)
@@ -237,13 +213,15 @@ class Transactions:
 
     async def received(self, tx_id: str, sha256: str) -> int:
         """Bytes of a blob the edge has: its size once stored, else what is staged."""
-        size = await self._open_blob(tx_id, sha256)
-        if await self._held(sha256, size):
-            return size
-        async with self._lock(f"{tx_id}/{sha256}"):
-            staged = await self.staging.received(tx_id, sha256)
-            if staged == size:  # complete, but the edge stopped before moving it into storage
-                staged = size if await self._finish_staged(tx_id, sha256, size) else 0
+        with self.in_flight.upload(tx_id) as upload:
+            size = await self._open_blob(tx_id, sha256)
+            if await self._held(sha256, size):
+                return size
+            async with self._lock(f"{tx_id}/{sha256}"):
+                upload.check()
+                staged = await self.staging.received(tx_id, sha256)
+                if staged == size:  # complete, but the edge stopped before moving it into storage
+                    staged = size if await self._finish_staged(tx_id, sha256, size) else 0
         return staged
 
     async def _finish_staged(self, tx_id: str, sha256: str, size: int) -> bool:
@@ -265,53 +243,97 @@ class Transactions:
         *,
         content_range: tuple[int, int, int] | None,
         declared: int | None,
+        interrupt: Callable[[BaseException], None],
     ) -> Received:
         """Stage a blob's bytes from the start of ``content_range`` (None: the whole blob, starting
         over), verify the whole blob against the manifest, and move it into the blob store.
-        ``body`` is called for the bytes only once everything before them is checked."""
-        size = await self._open_blob(tx_id, sha256)
-        if await self._held(sha256, size):
-            await self.staging.drop(tx_id, sha256)
-            return Received(sha256, size, created=False)
-        start = _resume_offset(content_range, size, declared)
-        async with self._lock(f"{tx_id}/{sha256}"):
-            staged = await self.staging.received(tx_id, sha256)
-            if start is not None and start != staged:
-                raise ResumeMismatch(staged)
-            if declared is not None and (start or 0) + declared > size:
-                await self.staging.drop(tx_id, sha256)
-                raise BlobRefused(f"Blob {sha256}: {(start or 0) + declared} bytes sent, the manifest says {size}")
-            try:
-                await self._stage(tx_id, sha256, size, start or 0, body)
-                await self.staging.move_into(self.artifacts.storage, tx_id, sha256, size)
-            except DigestMismatch as exc:  # the staged file changed under us: start the blob over
-                await self.staging.drop(tx_id, sha256)
-                raise BlobRefused(f"Blob {sha256}: {exc}") from None
-            except StorageFull:  # THREATS: a full disk aborts the transaction and frees its staging
-                log.error("disk full while receiving blob %s: aborting transaction %s", sha256, tx_id)
-                await self.abort(tx_id)
-                raise
-        tx = await self.get(tx_id)
-        if tx.state is not State.OPEN:  # aborted or expired while the bytes arrived
-            await self.artifacts.collect([sha256])
-            raise Conflict(f"Transaction {tx_id} is {tx.state}")
+        ``body`` is called for the bytes only once everything before them is checked; a body read
+        through aiohttp is cut off by ``interrupt`` (its stream's ``set_exception``) when the
+        transaction ends meanwhile."""
+        async with self._aborted_if_disk_full(tx_id, f"blob {sha256}"):
+            with self.in_flight.upload(tx_id) as upload:
+                size = await self._open_blob(tx_id, sha256)
+                if await self._held(sha256, size):
+                    await self.staging.drop(tx_id, sha256)
+                    return Received(sha256, size, created=False)
+                start = resume_offset(content_range, size, declared)
+                async with self._lock(f"{tx_id}/{sha256}"):
+                    await self._receive(tx_id, sha256, size, start, declared, body, upload, interrupt)
+                await self._kept_if_open(tx_id, upload, [sha256])
         return Received(sha256, size, created=True)
 
+    async def _receive(
+        self,
+        tx_id: str,
+        sha256: str,
+        size: int,
+        start: int | None,
+        declared: int | None,
+        body: Callable[[], AsyncIterator[bytes] | RawBody],
+        upload: Upload,
+        interrupt: Callable[[BaseException], None],
+    ) -> None:
+        """The body staged from ``start`` on (checked against what is staged), verified, stored."""
+        upload.check()
+        staged = await self.staging.received(tx_id, sha256)
+        if start is not None and start != staged:
+            raise ResumeMismatch(staged)
+        if declared is not None and (start or 0) + declared > size:
+            await self.staging.drop(tx_id, sha256)
+            raise BlobRefused(f"Blob {sha256}: {(start or 0) + declared} bytes sent, the manifest says {size}")
+        try:
+            await self._stage(tx_id, sha256, size, start or 0, body, upload, interrupt)
+            upload.check()
+            await self.staging.move_into(self.artifacts.storage, tx_id, sha256, size)
+        except DigestMismatch as exc:  # the staged file changed under us: start the blob over
+            await self.staging.drop(tx_id, sha256)
+            raise BlobRefused(f"Blob {sha256}: {exc}") from None
+
+    @contextlib.asynccontextmanager
+    async def _aborted_if_disk_full(self, tx_id: str, what: str) -> AsyncIterator[None]:
+        """THREATS: a full disk aborts the transaction and frees its staging. Around the upload's
+        registration, so the abort does not wait for the very upload that calls it."""
+        try:
+            yield
+        except StorageFull:
+            log.error("disk full while receiving %s: aborting transaction %s", what, tx_id)
+            await self.abort(tx_id)
+            raise
+
+    async def _kept_if_open(self, tx_id: str, upload: Upload, sha256s: list[str]) -> None:
+        """After an upload's blobs are stored: if the transaction ended meanwhile (here, or in
+        another process), they are collected again and the upload is refused."""
+        tx = await self.get(tx_id)
+        if upload.ended is None and tx.state is State.OPEN:
+            return
+        await self.artifacts.collect(sha256s)
+        raise upload.ended or TransactionEnded(tx_id, tx.state)
+
     async def _stage(
-        self, tx_id: str, sha256: str, size: int, start: int, opened: Callable[[], AsyncIterator[bytes] | RawBody]
+        self,
+        tx_id: str,
+        sha256: str,
+        size: int,
+        start: int,
+        opened: Callable[[], AsyncIterator[bytes] | RawBody],
+        upload: Upload,
+        interrupt: Callable[[BaseException], None],
     ) -> None:
         """Append the body to the staged file; a wrong blob is dropped and refused (422), and so is
-        one sent too slowly (408); a dropped connection keeps what arrived, for a resume."""
+        one sent too slowly (408) or cut off by the transaction's end (409); a dropped connection
+        keeps what arrived, for a resume."""
         staged = await self.staging.open(tx_id, sha256, start)
         guard = PaceGuard(self.pace, f"Blob {sha256}")
         try:
             try:
+                upload.check()
                 body = opened()
                 if isinstance(body, RawBody):
-                    await _receive_raw(staged, body, guard, self.receivers)
+                    await receive_raw(staged, body, guard, self.receivers, upload)
                 else:
-                    await _append_all(staged, body, size, guard)
-            except (BlobRefused, UploadTooSlow):
+                    upload.on_stop(interrupt)
+                    await append_all(staged, body, size, guard)
+            except (BlobRefused, UploadTooSlow, TransactionEnded):
                 await asyncio.to_thread(partial(staged.close, keep=False))
                 raise
             except BaseException:
@@ -319,7 +341,7 @@ class Transactions:
                     await asyncio.to_thread(staged.close)  # keeps what arrived, fsynced, for a resume
                 raise
             await asyncio.to_thread(partial(staged.close, fsync=False))  # move_into fsyncs what it keeps
-        except (BlobRefused, UploadTooSlow):
+        except (BlobRefused, UploadTooSlow, TransactionEnded):
             await self.staging.drop(tx_id, sha256)
             raise
         except OSError as exc:
@@ -332,18 +354,35 @@ class Transactions:
             what = f"{staged.size} bytes" if staged.size != size else f"sha256 {staged.sha256()}"
             raise BlobRefused(f"Blob {sha256} of {size} bytes refused: received {what}")
 
-    async def upload_batch(self, tx_id: str, chunks: AsyncIterator[bytes], *, declared: int | None) -> Batch:
+    async def upload_batch(
+        self,
+        tx_id: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        declared: int | None,
+        interrupt: Callable[[BaseException], None],
+    ) -> Batch:
         """Store the small blobs of a batch body (edge/batch.py), each checked against its sha256.
 
         A blob that is wrong or cut short refuses the rest of the batch (422); the ones before
         it stay stored, being right, so retrying the whole batch is harmless. Blobs already
-        held are checked and not stored twice.
+        held are checked and not stored twice. The transaction's end cuts the body off (409)
+        through ``interrupt``, as for a single upload.
         """
-        tx = await self.get(tx_id)
-        if tx.state is not State.OPEN:
-            raise Conflict(f"Transaction {tx_id} is {tx.state}")
-        body = BatchReader(chunks, PaceGuard(self.pace, f"Blob batch for transaction {tx_id}"))
-        shas = await body.head()
+        async with self._aborted_if_disk_full(tx_id, "a blob batch"):
+            with self.in_flight.upload(tx_id) as upload:
+                tx = await self.get(tx_id)
+                if tx.state is not State.OPEN:
+                    raise Conflict(f"Transaction {tx_id} is {tx.state}")
+                upload.on_stop(interrupt)
+                body = BatchReader(chunks, PaceGuard(self.pace, f"Blob batch for transaction {tx_id}"))
+                shas = await body.head()
+                total = await self._store_batch(tx_id, body, shas, declared)
+                await self._kept_if_open(tx_id, upload, shas)
+        return Batch(len(shas), total)
+
+    async def _store_batch(self, tx_id: str, body: BatchReader, shas: list[str], declared: int | None) -> int:
+        """The blobs of a batch, read and stored a group at a time; answers their bytes in all."""
         sizes = await self.store.blob_sizes(tx_id, shas)
         if strangers := [s for s in shas if s not in sizes]:
             raise NotFound(f"Blobs not part of transaction {tx_id}: {_listed(strangers)}")
@@ -369,15 +408,7 @@ class Transactions:
                 raise BlobRefused(f"Blob batch is longer than its {len(shas)} listed blobs")
         except DigestMismatch as exc:
             raise BlobRefused(f"Blob refused, its bytes do not match the manifest: {exc}") from None
-        except StorageFull:
-            log.error("disk full while receiving a blob batch: aborting transaction %s", tx_id)
-            await self.abort(tx_id)
-            raise
-        tx = await self.get(tx_id)
-        if tx.state is not State.OPEN:  # aborted or expired while the bytes arrived
-            await self.artifacts.collect(shas)
-            raise Conflict(f"Transaction {tx_id} is {tx.state}")
-        return Batch(len(shas), total)
+        return total
 
     # -- commit, abort, expiry ----------------------------------------------------
 
@@ -412,24 +443,32 @@ class Transactions:
         return await self.get(tx_id)
 
     async def abort(self, tx_id: str) -> None:
-        """Discard an uncommitted transaction and its staging; a committed one is refused (409)."""
+        """Discard an uncommitted transaction and its staging; a committed one is refused (409).
+        Uploads of it under way are cut off (409) before its staging goes."""
         async with self._lock(tx_id):
             tx = await self.get(tx_id)
             if tx.state is State.COMMITTED:
                 raise Conflict(f"Transaction {tx_id} is committed; delete the bundle instead")
-            await self.store.end(tx_id, State.ABORTED)
-            await self._free(tx_id)
+            if await self._end(tx_id, State.ABORTED):
+                log.info("transaction %s aborted: %s/%s", tx_id, tx.name, tx.version)
 
     async def expire(self, now: int | None = None) -> list[str]:
         """End every OPEN transaction past its expiry and free what it staged."""
         expired = []
         for tx_id in await self.store.expired(now_ms() if now is None else now):
             async with self._lock(tx_id):
-                if await self.store.end(tx_id, State.EXPIRED):
-                    await self._free(tx_id)
+                if await self._end(tx_id, State.EXPIRED):
                     expired.append(tx_id)
                     log.info("transaction %s expired", tx_id)
         return expired
+
+    async def _end(self, tx_id: str, state: State) -> bool:
+        """Mark an OPEN transaction ``state`` (False if it was not OPEN), stop its uploads under way
+        and wait for them to let go of its staging, then free what it staged."""
+        ended = await self.store.end(tx_id, state)
+        await self.in_flight.stop(tx_id, state)
+        await self._free(tx_id)
+        return ended
 
     async def _free(self, tx_id: str) -> None:
         """Staged files go, and blobs moved into storage for this transaction alone."""
@@ -465,46 +504,3 @@ class Transactions:
                 await self.expire()
             except Exception:  # the next round tries again
                 log.exception("expiring transactions failed")
-
-
-async def _append_all(staged: StagedFile, chunks: AsyncIterator[bytes], size: int, guard: PaceGuard) -> None:
-    """Write the body into ``staged`` a megabyte at a time from a thread; more than ``size``
-    bytes in all is refused, and so is a body slower than ``guard`` allows (only the reads
-    are timed out, never a write in progress). What arrived before a dropped connection is
-    still written."""
-    pending: list[bytes] = []
-    buffered = 0
-    try:
-        while (chunk := await guard.read(chunks)) is not None:
-            if staged.size + buffered + len(chunk) > size:
-                raise BlobRefused(f"{guard.what} is longer than its {size} bytes in the manifest")
-            pending.append(chunk)
-            buffered += len(chunk)
-            if buffered >= IO_CHUNK or len(pending) >= IO_PIECES:
-                full, pending, buffered = pending, [], 0
-                await asyncio.to_thread(staged.append, full)
-    except (BlobRefused, UploadTooSlow):
-        raise
-    except BaseException:
-        if pending:
-            await asyncio.to_thread(staged.append, pending)
-        raise
-    if pending:
-        await asyncio.to_thread(staged.append, pending)
-
-
-async def _receive_raw(staged: StagedFile, body: RawBody, guard: PaceGuard, receivers: Receivers) -> None:
-    """Stage a body taken from aiohttp (edge/raw_body.py): what aiohttp had read, then the rest
-    straight from the socket in a worker thread. A cancelled upload stops the thread and waits
-    for it, so the staged file is never used by two at once."""
-    if body.buffered:
-        guard.received += len(body.buffered)
-        await asyncio.to_thread(staged.append, [body.buffered])
-    stop = threading.Event()
-    receiving = asyncio.ensure_future(receivers.run(staged.receive, body.sock, body.remaining, guard, stop))
-    try:
-        await asyncio.shield(receiving)
-    except asyncio.CancelledError:
-        stop.set()
-        await asyncio.wait([receiving])
-        raise
