@@ -262,6 +262,17 @@ class JobStore:
         )
         return {edge: (count, oldest) for edge, count, oldest in rows}
 
+    async def sharing_transaction(self, job: Job) -> bool:
+        """Whether another running job pushes the same bundle version to the same edge."""
+        row = await self._database.run(
+            lambda: self._db.execute(
+                f"SELECT 1 FROM {_JOINED} WHERE d.name = ? AND d.version = ? AND d.type = ? AND j.edge = ?"
+                f" AND j.{_STILL_RUNNING} AND j.distribution_id != ? LIMIT 1",
+                [job.name, job.version, DISTRIBUTE, job.edge, job.distribution_id],
+            ).fetchone()
+        )
+        return row is not None
+
     async def update(self, key: tuple[int, str], **fields: Any) -> bool:
         """Set fields of a job that is still running; False when it is not (aborted, finished, deleted)."""
         sets = ", ".join(f"{k} = ?" for k in fields)
