@@ -190,12 +190,6 @@ class EdgeClient:
             raise EdgeGarbage(f"{self._what('GET', 'bundles')} answered something other than a list")
         return body
 
-    async def file_info(self, target: str) -> dict[str, Any]:
-        _, body, _ = await self.call("GET", "/artifactory/api/storage/" + quote(target))
-        if not isinstance(body, dict):
-            raise EdgeGarbage(f"{self._what('GET', 'storage')} answered something other than an object")
-        return body
-
     async def trust_key(self, alias: str, public_key: str) -> dict[str, Any]:
         _, body, _ = await self.call("POST", TRUSTED_KEYS, json_body={"alias": alias, "public_key": public_key})
         return body if isinstance(body, dict) else {}

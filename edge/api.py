@@ -28,7 +28,7 @@ from .keys import settings_key, transactions_key, trusted_keys_key
 from .pace import UploadTooSlow
 from .raw_body import RawBody
 from .receiving import TransactionEnded
-from .store import ReceivedBundle, Transaction
+from .store import ReceivedBundle, State, Transaction
 from .transactions import Transactions
 
 log = logging.getLogger(__name__)
@@ -96,9 +96,16 @@ async def start_transaction(request: web.Request) -> web.Response:
 
 
 async def transaction_status(request: web.Request) -> web.Response:
+    """An open transaction's missing blobs; a committed one's too (what the store lacks now),
+    and what it publishes: the Distribution service's check that the edge holds the manifest."""
     transactions = _transactions(request)
     tx = await transactions.get(request.match_info["tx_id"])
-    missing = await transactions.missing(tx.id) if tx.state == "OPEN" else []
+    if tx.state is State.COMMITTED:
+        published = await transactions.published(tx)
+        missing = await transactions.missing(tx.id, stored=True)
+        extra = {"published": {"files": published.files, "bytes": published.bytes, "sha256": published.sha256}}
+        return json_response(_transaction_json(tx, missing=missing, **extra))
+    missing = await transactions.missing(tx.id) if tx.state is State.OPEN else []
     return json_response(_transaction_json(tx, missing=missing))
 
 

@@ -252,6 +252,19 @@ class EdgeStore:
             ]
         )
 
+    async def published_rows(self, name: str, version: str) -> list[tuple[str, str, int]]:
+        """``(repo/path, sha256, size)`` of each path the bundle claims that has an index entry."""
+        return await self._database.run(
+            lambda: [
+                (f"{repo}/{path}", sha256, size)
+                for repo, path, sha256, size in self._db.execute(
+                    "SELECT b.repo, b.path, a.sha256, a.size FROM bundle_files b JOIN artifacts a"
+                    " ON a.repo = b.repo AND a.path = b.path WHERE b.name = ? AND b.version = ?",
+                    [name, version],
+                )
+            ]
+        )
+
     async def bundle_claims(self, name: str, version: str) -> tuple[list[tuple[str, str]], dict[tuple[str, str], str]]:
         """The paths a bundle claims, and for those another bundle claims too, that bundle's owner."""
         return await self._database.run(self._bundle_claims, name, version)

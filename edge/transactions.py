@@ -30,6 +30,7 @@ from repository.errors import BadRequest, Conflict, NotFound
 from repository.manifest import Manifest, ManifestError, decode
 from storage_backends import BlobNotFound, DigestMismatch, StorageFull, os_storage_error
 from storage_backends.errors import DISK_FULL_ERRNOS
+from wire.published import published_digest
 
 from .batch import BATCH_BLOB_MAX, BatchReader
 from .pace import PaceGuard, UploadPace, UploadTooSlow
@@ -70,6 +71,13 @@ class Started:
     transaction: Transaction
     created: bool  # opened (or reopened) by this start
     missing: list[str]
+
+
+@dataclass(frozen=True)
+class Published:
+    files: int
+    bytes: int
+    sha256: str  # the digest of the list of what is served (wire/published.py)
 
 
 @dataclass(frozen=True)
@@ -179,13 +187,29 @@ class Transactions:
         if clashes:
             raise Conflict(f"Target paths already hold other content: {_listed(clashes)}")
 
-    async def missing(self, tx_id: str) -> list[str]:
-        """The transaction's distinct blobs this edge does not hold yet, from any bundle or upload."""
+    async def missing(self, tx_id: str, *, stored: bool = False) -> list[str]:
+        """The transaction's distinct blobs this edge does not hold yet, from any bundle or upload.
+
+        A blob some index entry references counts as held, unless ``stored``: then only the
+        blob store's word counts, as for a committed bundle, whose own entries reference all
+        of its blobs whether the store still holds them or not."""
         blobs = await self.store.blobs(tx_id)
-        indexed = await self.artifacts.catalog.blob_sizes(list(blobs))
-        unknown = [sha256 for sha256, size in blobs.items() if indexed.get(sha256) != size]
+        unknown = list(blobs)
+        if not stored:
+            indexed = await self.artifacts.catalog.blob_sizes(unknown)
+            unknown = [sha256 for sha256 in unknown if indexed.get(sha256) != blobs[sha256]]
         held = await self.artifacts.storage.sizes(unknown)
         return sorted(s for s in unknown if held.get(s) != blobs[s])
+
+    async def published(self, tx: Transaction) -> Published:
+        """What the edge serves of a committed bundle: each path the bundle claims whose index
+        entry is there and whose blob the store holds whole, and the digest of that list
+        (wire/published.py), for the Distribution service to compare with the manifest's."""
+        rows = await self.store.published_rows(tx.name, tx.version)
+        held = await self.artifacts.storage.sizes(sorted({sha256 for _, sha256, _ in rows}))
+        served = [(target, sha256, size) for target, sha256, size in rows if held.get(sha256) == size]
+        digest = await asyncio.to_thread(published_digest, served)
+        return Published(len(served), sum(size for *_, size in served), digest)
 
     async def _held(self, sha256: str, size: int) -> bool:
         try:

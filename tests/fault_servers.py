@@ -36,6 +36,8 @@ class Faults:
     only: str = ""  # misbehave only on paths containing this
     seen: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path, status)
     upload_bytes: int = 0  # blob bytes forwarded to the edge
+    # called with (method, path, status) once the edge has answered, before the answer is passed on
+    on_answer: Callable[[str, str, int], None] | None = None
 
 
 class ThreadedServer:
@@ -129,6 +131,8 @@ async def _forward(request: web.Request) -> web.StreamResponse:
     ) as resp:
         data = await resp.read()
         faults.seen.append((request.method, request.path, resp.status))
+        if faults.on_answer is not None:
+            faults.on_answer(request.method, request.path, resp.status)
         answer = {k: resp.headers[k] for k in FORWARDED_ANSWER_HEADERS if k in resp.headers}
         return web.Response(status=resp.status, body=data, headers=answer)
 
