@@ -143,6 +143,7 @@ class LocalBackend(StorageBackend):
         self.root = Path(root).resolve()
         self.blob_dir = self.root / "blobs"
         self.temp_dir = self.root / "tmp"
+        self.quarantine_dir = self.root / "quarantine"
 
     def blob_path(self, sha256: str) -> Path:
         return self.blob_dir / shard_path(sha256)
@@ -252,6 +253,24 @@ class LocalBackend(StorageBackend):
         for shard in await asyncio.to_thread(_sorted_dirs, self.blob_dir):
             for name in await asyncio.to_thread(os.listdir, shard):
                 yield name
+
+    async def quarantine(self, sha256: str) -> str:
+        source = self.blob_path(sha256)
+        try:
+            return await asyncio.to_thread(self._quarantine, source, sha256)
+        except FileNotFoundError:
+            raise BlobNotFound(sha256) from None
+        except OSError as exc:
+            raise os_storage_error(exc, f"quarantining blob {sha256} failed") from exc
+
+    def _quarantine(self, source: Path, sha256: str) -> str:
+        """A rename into ``quarantine/`` beside ``blobs/`` (one filesystem), both folders fsynced."""
+        self.quarantine_dir.mkdir(exist_ok=True)
+        target = self.quarantine_dir / f"{sha256}.{time.time_ns()}"
+        os.replace(source, target)
+        _fsync_dir(source.parent)
+        _fsync_dir(self.quarantine_dir)
+        return str(target)
 
     async def adopt(self, path: Path, sha256: str, size: int) -> bool:
         return await asyncio.to_thread(self._adopt, Path(path), sha256, size)
