@@ -89,9 +89,13 @@ class Pushing:
     def url(self, data: bytes) -> str:
         return f"{TX}/{self.tid}/blobs/{sha256(data)}"
 
-    def partial(self, method: str, path: str, body: bytes) -> PartialUpload:
+    async def partial(self, method: str, path: str, body: bytes) -> PartialUpload:
+        """Half of ``body`` sent, and a moment for the edge to take the upload in (a hang guard's
+        worth on loopback), so what follows lands while the rest is awaited."""
         assert self.edge.port is not None
-        return PartialUpload(self.edge.port, method, path, self.headers, body, len(body) // 2)
+        upload = await PartialUpload(self.edge.port, method, path, self.headers, body, len(body) // 2).begin()
+        await asyncio.sleep(0.5)
+        return upload
 
     def received(self, data: bytes) -> int:
         answer = self.call("HEAD", self.url(data))
@@ -131,12 +135,6 @@ def pushing(edge_server: EdgeProcess, keys: KeySet, key_factory: KeyFactory) -> 
     return Pushing(edge_server, keys, key_factory)
 
 
-async def under_way() -> None:
-    """Give the edge a moment to take the upload in (a hang guard's worth on loopback), so what
-    follows lands while its body is being received."""
-    await asyncio.sleep(0.5)
-
-
 def batch_of(data: bytes) -> bytes:
     return json.dumps([sha256(data)]).encode() + b"\n" + data
 
@@ -146,8 +144,7 @@ async def test_a_blob_upload_cut_off_by_an_abort_answers_409_and_the_staging_is_
     pushing: Pushing, kind: str
 ) -> None:
     data = BLOBS[kind]
-    upload = await pushing.partial("PUT", pushing.url(data), data).begin()
-    await under_way()
+    upload = await pushing.partial("PUT", pushing.url(data), data)
     aborted = pushing.call("POST", f"{TX}/{pushing.tid}/abort")
     assert aborted.status_code == 200, aborted.text
     status, body = await upload.answer()
@@ -161,8 +158,7 @@ async def test_a_blob_upload_cut_off_by_an_abort_answers_409_and_the_staging_is_
 
 async def test_a_batch_cut_off_by_an_abort_answers_409_and_keeps_nothing(pushing: Pushing) -> None:
     data = BLOBS["small"]
-    upload = await pushing.partial("POST", f"{TX}/{pushing.tid}/blobs", batch_of(data)).begin()
-    await under_way()
+    upload = await pushing.partial("POST", f"{TX}/{pushing.tid}/blobs", batch_of(data))
     assert pushing.call("POST", f"{TX}/{pushing.tid}/abort").status_code == 200
     status, answer = await upload.answer()
     assert status == 409 and "was aborted while this upload was under way" in answer["errors"][0]["message"], answer
@@ -186,8 +182,7 @@ async def test_a_sender_that_goes_away_mid_upload_is_one_log_line_and_what_arriv
     pushing: Pushing, kind: str
 ) -> None:
     data = BLOBS[kind]
-    upload = await pushing.partial("PUT", pushing.url(data), data).begin()
-    await under_way()
+    upload = await pushing.partial("PUT", pushing.url(data), data)
     upload.vanish()
     line = await pushing.logged(f"upload of blob {sha256(data)} to transaction {pushing.tid} cut off")
     assert "the sender went away" in line["msg"] and line["level"] == "info"
@@ -200,8 +195,7 @@ async def test_a_sender_that_goes_away_mid_upload_is_one_log_line_and_what_arriv
 
 
 async def test_a_batch_whose_sender_goes_away_is_one_log_line_and_the_transaction_goes_on(pushing: Pushing) -> None:
-    upload = await pushing.partial("POST", f"{TX}/{pushing.tid}/blobs", batch_of(BLOBS["small"])).begin()
-    await under_way()
+    upload = await pushing.partial("POST", f"{TX}/{pushing.tid}/blobs", batch_of(BLOBS["small"]))
     upload.vanish()
     line = await pushing.logged(f"blob batch for transaction {pushing.tid} cut off")
     assert "the sender went away" in line["msg"]

@@ -23,7 +23,6 @@ from tests.conftest import ADMIN_TOKEN
 from tests.edge_process import EdgeProcess
 from tests.fault_servers import Faults, ThreadedServer, proxy_app
 from tests.test_distribution_jobs import (
-    COMPLETED,
     FAILED,
     REPO,
     distribute,
@@ -90,12 +89,3 @@ async def test_an_edge_changed_between_commit_and_check_is_not_reported_complete
     (site,) = done["sites"]
     assert done["status"] == FAILED, done
     assert said in site["general_error"] and "us-east-1" in site["general_error"], site
-
-
-async def test_an_untouched_edge_is_completed_with_the_digest_of_every_file(
-    dist: Any, edge_server: EdgeProcess
-) -> None:
-    await trusted_edge(dist, edge_server)
-    await signed_bundle(dist, "1.0", FILES)
-    done = await wait_for(dist, "1.0", await distribute(dist, "1.0"), finished)
-    assert done["status"] == COMPLETED, done
