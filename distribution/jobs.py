@@ -262,6 +262,19 @@ class JobStore:
         )
         return {edge: (count, oldest) for edge, count, oldest in rows}
 
+    async def holders(self, name: str, version: str) -> list[tuple[str, str]]:
+        """``(edge, service_id)`` of each edge whose last completed job of the bundle version put
+        it there (a distribution, not a removal)."""
+        rows = await self._database.run(
+            lambda: self._db.execute(
+                f"SELECT j.edge, j.service_id, d.type FROM {_JOINED} WHERE d.name = ? AND d.version = ?"
+                " AND j.state = ? ORDER BY d.id",
+                [name, version, COMPLETED],
+            ).fetchall()
+        )
+        last = {(edge, service_id): kind for edge, service_id, kind in rows}
+        return sorted(key for key, kind in last.items() if kind == DISTRIBUTE)
+
     async def sharing_transaction(self, job: Job) -> bool:
         """Whether another running job pushes the same bundle version to the same edge."""
         row = await self._database.run(

@@ -125,7 +125,7 @@ class Push:
         self.progress.transaction_id = tx
         await self.on_started(tx)
         sizes = {a.sha256: a.size for a in self.artifacts}
-        missing = [] if started["state"] == "COMMITTED" else started["missing"]
+        missing = started["missing"]  # committed already, the edge still names blobs its store lost: a repair
         strangers = [m for m in missing if m not in sizes]
         if strangers:
             raise EdgeGarbage(f"edge {self.client.edge.name} asks for blobs not in the bundle: {strangers[:3]}")

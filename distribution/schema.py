@@ -122,3 +122,9 @@ def m003_signed_manifests_apart(db: Database) -> None:
         ALTER TABLE bundles DROP COLUMN signature;
         """
     )
+
+
+@distribution_migrations()
+def m004_bundle_artifacts_by_sha256(db: Database) -> None:
+    """The scrub reads the blobs of bundle versions in sha256 order (ServiceBlobs)."""
+    db.execute("CREATE INDEX bundle_artifacts_by_sha256 ON bundle_artifacts (sha256)")

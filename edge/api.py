@@ -111,7 +111,7 @@ async def transaction_status(request: web.Request) -> web.Response:
 
 async def blob_received(request: web.Request) -> web.Response:
     """HEAD of a blob: ``X-Received-Bytes`` says where a resumed upload starts."""
-    received = await _transactions(request).received(request.match_info["tx_id"], request.match_info["sha256"])
+    received = await _transactions(request).uploads.received(request.match_info["tx_id"], request.match_info["sha256"])
     return web.Response(status=200, headers={"X-Received-Bytes": str(received)})
 
 
@@ -138,7 +138,7 @@ async def upload_blob(request: web.Request) -> web.StreamResponse:
     transactions = _transactions(request)
     tx_id, sha256 = request.match_info["tx_id"], request.match_info["sha256"]
     try:
-        received = await transactions.upload(
+        received = await transactions.uploads.upload(
             tx_id,
             sha256,
             upload_body(request),
@@ -160,7 +160,7 @@ async def upload_blob_batch(request: web.Request) -> web.StreamResponse:
     """Small blobs back to back in one body (edge/batch.py)."""
     tx_id = request.match_info["tx_id"]
     try:
-        batch = await _transactions(request).upload_batch(
+        batch = await _transactions(request).uploads.upload_batch(
             tx_id,
             request.content.iter_any(),
             declared=request.content_length,

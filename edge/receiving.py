@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -23,6 +24,15 @@ from repository.errors import BadRequest, Conflict, RepositoryError
 from .pace import PaceGuard, UploadTooSlow
 from .raw_body import RawBody, Receivers
 from .staging import IO_CHUNK, IO_PIECES, StagedFile
+
+# sha256s named in one error message, at most
+LISTED_IN_ERRORS = 10
+
+
+def listed(items: list[str]) -> str:
+    """The first few items, and how many more."""
+    more = f" and {len(items) - LISTED_IN_ERRORS} more" if len(items) > LISTED_IN_ERRORS else ""
+    return ", ".join(items[:LISTED_IN_ERRORS]) + more
 
 
 class BlobRefused(RepositoryError):
@@ -52,6 +62,19 @@ class TransactionEnded(Conflict):
         super().__init__(
             f"Transaction {tx_id} was {state.lower()} while this upload was under way; nothing of it is kept"
         )
+
+
+class Locks:
+    """An asyncio lock per key (a transaction, a blob of one), kept while anyone holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def __call__(self, key: str) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
 
 
 @dataclass(eq=False)

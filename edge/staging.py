@@ -237,6 +237,12 @@ class Staging:
         """Remove everything staged for a transaction."""
         await asyncio.to_thread(shutil.rmtree, self.root / tx_id, True)
 
+    async def tidy(self, tx_id: str) -> None:
+        """Remove a transaction's staging folder if nothing is staged there any more (a committed
+        transaction's, after a repair upload: others may still be staging beside it)."""
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(os.rmdir, self.root / tx_id)
+
     async def sweep(self, keep: Iterable[str]) -> None:
         """Remove the staging of every transaction not in ``keep`` (those no longer OPEN)."""
         await asyncio.to_thread(self._sweep, set(keep))

@@ -14,11 +14,12 @@ import logging
 import mimetypes
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
-from storage_backends import BlobNotFound, DigestMismatch, Digests, StorageBackend, StorageError
+from storage_backends import BlobInfo, BlobNotFound, DigestMismatch, Digests, StorageBackend, StorageError
 
 from .catalog import Artifact, Catalog, Folder, Repo, now_ms
 from .errors import BadRequest, ChecksumMismatch, NotFound, PayloadTooLarge, ServiceUnavailable
 from .policy import ArtifactPolicy
+from .quarantine import BlobQuarantined, Quarantine, QuarantinedBlob
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,19 @@ def guess_mime_type(path: str) -> str:
     return mimetypes.guess_type(path, strict=False)[0] or "application/octet-stream"
 
 
+# Told of every blob taken out of service, with the paths that name it (the audit, the metrics).
+QuarantineHook = Callable[[QuarantinedBlob, list[tuple[str, str]]], None]
+
+
 class ArtifactService:
-    def __init__(self, catalog: Catalog, storage: StorageBackend, policy: ArtifactPolicy) -> None:
+    def __init__(
+        self, catalog: Catalog, storage: StorageBackend, policy: ArtifactPolicy, quarantined: Quarantine
+    ) -> None:
         self.catalog = catalog
         self.storage = storage
         self.policy = policy
+        self.quarantined = quarantined
+        self.on_quarantine: list[QuarantineHook] = []
         self._index_lock = asyncio.Lock()
 
     async def file(self, repo: str, path: str) -> Artifact:
@@ -123,13 +132,17 @@ class ArtifactService:
         )
         async with self._index_lock:
             if not await self.storage.exists(digests.sha256):
+                if await self.quarantined.among([digests.sha256]):  # a checksum deploy of damaged bytes
+                    raise NotFound("Checksum deploy failed: the stored bytes are quarantined; send the content")
                 # Collected between commit and here by a delete of the same bytes.
                 raise ServiceUnavailable("The stored content vanished during the deploy; retry it")
             try:
-                return await self.catalog.put_artifact(artifact)
+                stored = await self.catalog.put_artifact(artifact)
             except BaseException:
                 await self._collect(digests.sha256)
                 raise
+        await self.restored([digests.sha256])
+        return stored
 
     async def delete(self, repo: str, path: str) -> list[Artifact]:
         """Remove a file or a folder tree from the index, then collect unreferenced blobs."""
@@ -173,6 +186,47 @@ class ArtifactService:
             for sha256 in {a.sha256 for a in removed}:
                 await self._collect(sha256)
         return removed
+
+    async def servable(self, artifact: Artifact) -> None:
+        """BlobQuarantined (409) for a file whose blob is out of service: never its damaged bytes."""
+        if await self.quarantined.among([artifact.sha256]):
+            blob = await self.quarantined.get(artifact.sha256)
+            raise BlobQuarantined(f"{artifact.repo}/{artifact.path}", blob.reason if blob else "quarantined")
+
+    async def quarantine(
+        self, sha256: str, size: int, reason: str, seen: BlobInfo | None = None
+    ) -> QuarantinedBlob | None:
+        """Take a blob out of service: its bytes moved aside by the store (none when the store has
+        lost it), and every path that names it answering 409 until the right bytes are stored
+        again (``restored``). ``seen``: the copy found damaged; if the store holds another by
+        now (deleted and written afresh meanwhile), nothing is done and None answered."""
+        async with self._index_lock:
+            try:
+                held: BlobInfo | None = await self.storage.stat(sha256)
+            except BlobNotFound:
+                held = None
+            if seen is not None and (held is None or (held.size, held.modified) != (seen.size, seen.modified)):
+                return None
+            location = await self.storage.quarantine(sha256) if held is not None else None
+            blob = QuarantinedBlob(sha256, size, now_ms(), reason, location)
+            await self.quarantined.add(blob)
+        paths = await self.quarantined.paths(sha256)
+        log.error(
+            "blob %s quarantined: %s; %s; %d path(s) answer 409 until its bytes are restored: %s",
+            sha256,
+            reason,
+            f"its bytes were moved to {location}" if location else "there were no bytes to keep",
+            len(paths),
+            ", ".join(f"{repo}/{path}" for repo, path in paths[:10]),
+        )
+        for hook in self.on_quarantine:
+            hook(blob, paths)
+        return blob
+
+    async def restored(self, sha256s: Iterable[str]) -> None:
+        """These blobs are stored whole again: those that were quarantined serve again."""
+        for sha256 in await self.quarantined.release(sha256s):
+            log.info("blob %s restored: its paths are served again", sha256)
 
     async def collect(self, sha256s: Iterable[str]) -> None:
         """Delete those of these blobs that no index entry references (staged bundle blobs

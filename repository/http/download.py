@@ -10,6 +10,7 @@ streamed from the backend.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from contextlib import aclosing
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from aiohttp.abc import AbstractStreamWriter
 from repository.catalog import Artifact
 from repository.errors import NotFound, RepositoryError
 from repository.paths import split_repo_path
+from repository.quarantine import BlobQuarantined
 from storage_backends import BlobNotFound, content_disposition
 
 from . import keys
@@ -127,7 +129,9 @@ async def download(request: web.Request) -> web.StreamResponse:
     repo, path = artifact_location(request)
     await require_read(request, repo, path)
     policy = request.app[keys.policy]
-    artifact = await request.app[keys.artifacts].file(repo, path)
+    artifacts = request.app[keys.artifacts]
+    artifact = await artifacts.file(repo, path)
+    await artifacts.servable(artifact)
     modified = modified_at(artifact)
     headers = artifact_headers(artifact, policy.node_id)
     headers["Last-Modified"] = _http_date(modified)
@@ -172,8 +176,12 @@ async def _body(
         small = request.app[keys.small_blobs]
         body: bytes | None = small.get(artifact.sha256)
         if body is None:
-            body = await asyncio.to_thread(_read_whole, path, artifact.sha256)
-            small[artifact.sha256] = body  # content-addressed: never stale
+            body = await asyncio.to_thread(_read_checked, path, artifact.sha256)
+            if body is None:  # the bytes at rest do not match: never served, taken out of service now
+                reason = "sha256 mismatch found when served"
+                await request.app[keys.artifacts].quarantine(artifact.sha256, artifact.size, reason)
+                raise BlobQuarantined(f"{artifact.repo}/{artifact.path}", reason)
+            small[artifact.sha256] = body  # content-addressed, and checked: never stale
         return web.Response(body=body[window.start : window.start + window.length], status=status, headers=headers)
     if path is not None:
         fobj = await asyncio.to_thread(_open, path, artifact.sha256)
@@ -220,10 +228,12 @@ def _open(path: Path, sha256: str) -> IO[bytes]:
         raise BlobNotFound(sha256) from None
 
 
-def _read_whole(path: Path, sha256: str) -> bytes:
-    """Open, read and close in one thread hop: for small bodies that beats sendfile's setup."""
+def _read_checked(path: Path, sha256: str) -> bytes | None:
+    """Open, read, close and hash in one thread hop (for small bodies that beats sendfile's setup,
+    and the hash costs less than the hop); None when the bytes do not hash to ``sha256``."""
     with _open(path, sha256) as f:
-        return f.read()
+        body = f.read()
+    return body if hashlib.sha256(body).hexdigest() == sha256 else None
 
 
 def _http_date(ts: datetime) -> str:

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from repository.errors import MethodNotAllowed, NotFound
 
-from . import access_api, deploy, download, keys, metrics, storage_api, system
+from . import access_api, deploy, download, keys, metrics, scrub_api, storage_api, system
 from .download import artifact_location
 
 
@@ -34,6 +34,8 @@ def artifact_routes() -> list[web.AbstractRouteDef]:
         web.get("/artifactory/api/repositories", system.repositories, name="repositories"),
         web.get("/artifactory/api/repositories/{key}", system.repository, name="repository"),
         web.get("/artifactory/api/storage/{tail:[\\s\\S]+}", storage_api.storage_info, name="storage_info"),
+        web.get("/artifactory/api/scrub", scrub_api.scrub_status, name="scrub_status"),
+        web.post("/artifactory/api/scrub", scrub_api.scrub_start, name="scrub_start"),
         web.route("*", "/artifactory/api/{tail:[\\s\\S]*}", api_not_found, name="api_not_found"),
         web.post("/access/api/v1/tokens", access_api.create_token, name="token_create"),
         web.get("/access/api/v1/tokens", access_api.list_tokens, name="token_list"),
