@@ -20,6 +20,7 @@ from repository.http import keys
 from repository.http.scrub_api import scrubber_key
 from repository.http.setup import database
 from repository.leases import Leases
+from repository.quarantine import QuarantinedBlob
 from repository.scrub import LEASE, Pacer
 from repository.settings import DAY, MIN_SCRUB_RATE, ScrubSettings, SettingsError
 from tests.conftest import UPLOADS, admin, error_of, make_settings, storage_settings, upload
@@ -166,3 +167,16 @@ async def test_a_blob_changed_in_s3_is_quarantined_and_never_redirected_to(
     await upload(client, "s3/again.bin", data)  # the same bytes deployed again restore the file
     resp = await client.get(f"/artifactory/{UPLOADS}/s3/file.bin", allow_redirects=False)
     assert resp.status == 302
+
+
+async def test_a_blob_held_back_although_its_right_bytes_are_stored_is_served_again_after_a_pass(node: Any) -> None:
+    """Say another process restored the bytes while this one's view of the quarantine was stale."""
+    data = b"right bytes, back in the store"
+    await upload(node, "back.txt", data)
+    artifacts = node.server.app[keys.artifacts]
+    sha = hashlib.sha256(data).hexdigest()
+    await artifacts.quarantined.add(QuarantinedBlob(sha, len(data), 0, "sha256 mismatch: test", None))
+    assert (await error_of(await node.get(f"/artifactory/{UPLOADS}/back.txt")))[0] == 409
+    assert await node.server.app[scrubber_key].run_pass()
+    resp = await node.get(f"/artifactory/{UPLOADS}/back.txt")
+    assert resp.status == 200 and await resp.read() == data
