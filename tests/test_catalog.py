@@ -43,7 +43,7 @@ async def test_migrations_apply_once_and_reopen_cleanly(tmp_path: Path) -> None:
         db = Database(tmp_path / "c.db")
         await db.open(catalog_migrations)
         applied = await db.run(_applied, db)
-        assert applied == ["m001_repos_artifacts_folders", "m002_tokens"]
+        assert applied == ["m001_repos_artifacts_folders", "m002_tokens", "m003_quarantine_leases_scrub"]
         await db.close()
 
 
