@@ -1,13 +1,15 @@
-"""A distribution that fails for good frees what it staged on the edge at once.
+"""A distribution that fails for good, or is aborted, frees what it staged on the edge at once.
 
 Without it the edge kept the transaction open, holding its staged blobs, for
-``transaction_ttl`` (a day by default). The service and the edge run as real processes;
+``transaction_ttl`` (a day by default); an abort that raced the uploads in flight cut them off
+with 503s and tracebacks. The service and the edge run as real processes;
 the edge's own /metrics and data directory say what it still holds.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import time
@@ -105,3 +107,31 @@ def test_a_push_refused_at_start_has_no_transaction_to_abort_and_the_edge_stays_
     assert "422" in str(site["general_error"]), site
     assert transactions(edge_server) == {"OPEN": 0, "COMMITTED": 0, "ABORTED": 0, "EXPIRED": 0}
     assert "could not abort" not in service.process.log_tail(200)
+
+
+def test_a_distribution_aborted_while_large_blobs_upload_ends_cleanly_on_the_edge(
+    service: Service, edge_server: EdgeProcess
+) -> None:
+    """The abort races the uploads in flight: each is cut off without an error on the edge."""
+    large = {f"part-{i}.bin": os.urandom(4 * 1024 * 1024 + i) for i in range(3)}
+    faults = Faults(upload_rate=2 * 1024 * 1024, only="/blobs/")
+    proxy = ThreadedServer(proxy_app(edge_server.url, faults)).start()
+    try:
+        trust(edge_server, public_key(service))
+        service.add_edge("us-east-1", proxy.url, distributor_token(edge_server))
+        service.signed_bundle("1.0", large)
+        dist_id = service.distribute("1.0")
+        wait_for("uploads under way", lambda: faults.upload_bytes > 1024 * 1024)
+        status, body = service.call("PUT", "/distribution/api/v1/distribution/app/1.0/abort")
+        assert status == 202, body
+        wait_for("the edge's transaction to be aborted", lambda: transactions(edge_server).get("ABORTED") == 1)
+        wait_for("the cut uploads to end", lambda: not any((edge_server.data_dir / "staging").iterdir()))
+    finally:
+        proxy.stop()
+    assert service.status("1.0", dist_id)["sites"][0]["general_error"] == "aborted"
+    assert transactions(edge_server)["OPEN"] == 0
+    assert not any(holds(edge_server, data) for data in large.values())
+    lines = [json.loads(line) for line in edge_server.log_tail(400).splitlines() if line.startswith("{")]
+    loud = [e for e in lines if e["level"] in ("error", "critical") or "exc" in e]
+    assert not loud, loud
+    assert not any(e.get("status") == 503 for e in lines), "no upload answered 'Storage is unavailable'"
