@@ -90,7 +90,7 @@ class Quarantine:
         )
         return QuarantinedBlob(*row) if row else None
 
-    async def list(self) -> list[QuarantinedBlob]:
+    async def blobs(self) -> list[QuarantinedBlob]:
         rows = await self._database.run(
             lambda: self._db.execute(
                 "SELECT sha256, size, found, reason, location FROM quarantine ORDER BY found, sha256"

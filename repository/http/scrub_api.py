@@ -87,7 +87,7 @@ async def _status(scrubber: Scrubber) -> dict[str, Any]:
     progress = await scrubber.progress()
     quarantine = scrubber.artifacts.quarantined
     listed = []
-    for blob in await quarantine.list():
+    for blob in await quarantine.blobs():
         paths = await quarantine.paths(blob.sha256)
         listed.append(blob.as_json() | {"found": iso(blob.found), "paths": [f"{r}/{p}" for r, p in paths]})
     under_way = None
