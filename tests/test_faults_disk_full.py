@@ -20,14 +20,15 @@ import pytest
 
 from distribution.app import create_app
 from distribution.settings import DistributionSettings
+from tests import test_disk_full
 from tests.conftest import ADMIN_TOKEN, admin
 from tests.edge_process import EdgeProcess
 from tests.edge_setup import download
 from tests.gpg_keys import KeyFactory, KeySet
-from tests.test_disk_full import small_disk  # noqa: F401  (fixture: a small tmpfs)
 from tests.test_distribution_api import create_body, flat_error
 from tests.test_edge_transactions import BUNDLES, KEYS, REPO, TX, Remote, manifest_of, sha256, signed, tx_id
 
+small_disk = test_disk_full.small_disk  # the fixture: a small tmpfs mounted for the test
 FULL = "Insufficient storage: the node is out of disk space"
 V1 = {f"v1/f{i}.txt": os.urandom(3000) for i in range(20)}
 V2 = {f"v2/f{i}.txt": os.urandom(3000) for i in range(20)}
@@ -99,7 +100,7 @@ def full(resp: Any) -> None:
 
 
 @pytest.fixture
-def node(small_disk: Path, keys: KeySet, key_factory: KeyFactory) -> Iterator[Node]:  # noqa: F811
+def node(small_disk: Path, keys: KeySet, key_factory: KeyFactory) -> Iterator[Node]:
     """An edge on a small disk that trusts alice and serves version 1.0 of a bundle."""
     with EdgeProcess(small_disk / "edge") as edge:
         remote = Remote(edge)
@@ -179,7 +180,7 @@ def test_a_key_trusted_on_a_full_disk_is_a_507_that_trusts_nothing_and_succeeds_
 
 
 @pytest.fixture
-async def service(aiohttp_client: Any, small_disk: Path) -> tuple[Any, Filler]:  # noqa: F811
+async def service(aiohttp_client: Any, small_disk: Path) -> tuple[Any, Filler]:
     settings = DistributionSettings(data_dir=small_disk / "dist", port=0, admin_token=ADMIN_TOKEN, repos=(REPO,))
     client = await aiohttp_client(create_app(settings))
     for version in ("1.0", "2.0"):
