@@ -28,6 +28,11 @@ HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "kee
 FORWARDED_ANSWER_HEADERS = ("Content-Type", "X-Received-Bytes", "Content-Range", "WWW-Authenticate")
 
 
+def flip_byte(data: bytes, at: int) -> bytes:
+    """``data`` with one bit of the byte at ``at`` flipped, as a bad cable or a bad disk does it."""
+    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
+
+
 @dataclass
 class Faults:
     """What the proxy does to the calls it sees; tests change it while the proxy runs."""
@@ -43,7 +48,8 @@ class Faults:
     lost: int = 0  # answers lost so far
     # once an answer is lost, later calls wait for this to be set before they are forwarded
     release: threading.Event | None = None
-    damage_bodies: int = 0  # forward this many request bodies with their middle byte flipped
+    damage_bodies: int = 0  # forward this many request bodies damaged by ``damage``
+    damage: Callable[[bytes], bytes] = field(default=lambda body: flip_byte(body, len(body) // 2))
 
 
 class ThreadedServer:
@@ -135,9 +141,7 @@ async def _forward(request: web.Request) -> web.StreamResponse:
     body: bytes | AsyncIterator[bytes]
     if targeted and faults.damage_bodies > 0:
         faults.damage_bodies -= 1
-        raw = await request.read()
-        middle = len(raw) // 2
-        body = raw[:middle] + bytes([raw[middle] ^ 0x01]) + raw[middle + 1 :]
+        body = faults.damage(await request.read())
     else:
         body = _throttled(request.content, faults) if request.method == "PUT" else await request.read()
     session = request.app[session_key]
@@ -378,7 +382,7 @@ async def _s3_forward(request: web.Request) -> web.StreamResponse:
     fault = faults.fault_for(operation)
     body = await request.read()  # a server that stalls has still taken the request
     if fault is not None and fault.flip_byte_at is not None and fault.flip_byte_at < len(body):
-        body = body[: fault.flip_byte_at] + bytes([body[fault.flip_byte_at] ^ 0x01]) + body[fault.flip_byte_at + 1 :]
+        body = flip_byte(body, fault.flip_byte_at)
     elif fault is not None and fault.stall_after_bytes is None:
         if fault.lose_answer:
             async with _s3_upstream(request, body) as done:

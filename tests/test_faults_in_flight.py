@@ -1,11 +1,18 @@
-"""Dropped connections: an edge carries out a call, and its answer never reaches the Distribution service.
+"""Faults between the Distribution service and an edge: answers lost, and bytes damaged.
 
-The proxy in tests/fault_servers.py stands in front of a real ``edge serve`` process, forwards
-one call of a phase, then closes the connection instead of answering, and holds the calls
-that follow until the test has looked at the edge directly. What a release manager relies
-on: the service retries, the retry finds the work done (every step is idempotent), the
-outcome is what it would have been without the fault, and at no moment is part of a bundle
-visible or a bundle committed earlier lost. The service runs in-process; the edge is real.
+The proxy in tests/fault_servers.py stands in front of a real ``edge serve`` process; the
+service runs in-process and pushes through it.
+
+A lost answer: the proxy forwards one call of a phase, then closes the connection instead of
+answering, and holds the calls that follow until the test has looked at the edge directly.
+What a release manager relies on: the service retries, the retry finds the work done (every
+step is idempotent), and the outcome is what it would have been without the fault.
+
+A damaged byte: the proxy flips one byte of a request body, or the service's own copy of a
+blob has one byte changed at rest. The edge refuses what does not match the signed manifest,
+the distribution fails saying so, and a new distribution (of sound bytes) completes.
+
+Either way, at no moment is part of a bundle visible, and nothing committed earlier is lost.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from distribution.orders import key_alias
 from tests.conftest import admin
 from tests.edge_process import EdgeProcess
 from tests.edge_setup import download, http, trust
-from tests.fault_servers import Faults, ThreadedServer, proxy_app
+from tests.fault_servers import Faults, ThreadedServer, flip_byte, proxy_app
 from tests.test_distribution_jobs import EVERYWHERE, V1, distribute, signed_bundle, status_of, wait_for
 from tests.test_edge_transactions import KEYS, TX
 from tests.test_threats_distribution import commits_logged, dist_settings, edge_bundles, register_trusted, staged_parts
@@ -188,3 +195,102 @@ async def test_a_lost_answer_to_a_key_propagation_says_failure_and_propagating_a
     (fingerprint,) = {k["fingerprint"] for k in listed["keys"]}
     assert sorted(k["alias"] for k in listed["keys"]) == sorted(["dist-main", key_alias(fingerprint)])
     assert served(edge_server, "1.0", v1) == len(v1)
+
+
+# ---------------------------------------------------------------- damaged bytes
+
+
+async def failed_then_completed(dist: Any, edge: EdgeProcess, v1: dict[str, bytes], v2: dict[str, bytes]) -> str:
+    """Distribute 2.0 once (it must fail, showing nothing), then again (it must complete); the first error."""
+    failed = await wait_for(dist, "2.0", await distribute(dist, "2.0"), finished)
+    assert failed["status"] == "Failed", failed
+    assert served(edge, "2.0", v2) == 0
+    assert served(edge, "1.0", v1) == len(v1)
+    assert edge_bundles(edge) == [("app", "1.0")]
+    (site,) = failed["sites"]
+    await completed_again(dist, edge, v2)
+    return str(site["general_error"])
+
+
+async def completed_again(dist: Any, edge: EdgeProcess, v2: dict[str, bytes]) -> None:
+    done = await wait_for(dist, "2.0", await distribute(dist, "2.0"), finished)
+    assert done["status"] == "Completed", done
+    assert served(edge, "2.0", v2) == len(v2)
+    assert commits_logged(edge, "app", "2.0") == 1
+    assert not staged_parts(edge)
+
+
+def other_digest(body: bytes) -> bytes:
+    """The start body with one hex digit of the manifest's first sha256 changed: still valid JSON."""
+    at = body.index(b'sha256\\":\\"') + len(b'sha256\\":\\"')
+    return body[:at] + (b"1" if body[at : at + 1] == b"0" else b"0") + body[at + 1 :]
+
+
+@pytest.mark.parametrize(
+    ("only", "damage", "refusal"),
+    [
+        (TX, lambda body: flip_byte(body, 0), "refused with 400: The body must be a JSON object"),
+        (TX, other_digest, "refused with 422: Signature refused: bad signature"),
+        ("/blobs", None, "refused with 422: Blob refused, its bytes do not match the manifest"),
+    ],
+    ids=["start-unreadable", "start-manifest-changed", "upload"],
+)
+async def test_a_byte_damaged_on_the_way_to_an_edge_is_refused_fails_the_push_saying_so_and_shows_nothing(
+    dist: Any, edge_server: EdgeProcess, proxied: tuple[ThreadedServer, Faults], only: str, damage: Any, refusal: str
+) -> None:
+    proxy, faults = proxied
+    await register_trusted(dist, edge_server, url=proxy.url)
+    v1, v2 = files_of("1.0"), files_of("2.0")
+    await completed(dist, "1.0", v1)
+    await signed_bundle(dist, "2.0", v2)
+    faults.only, faults.damage_bodies = only, 1
+    faults.damage = damage or faults.damage
+    error = await failed_then_completed(dist, edge_server, v1, v2)
+    assert faults.damage_bodies == 0 and refusal in error, error
+
+
+async def test_a_blob_changed_by_one_byte_in_the_services_store_is_refused_by_name_and_shows_nothing(
+    dist: Any, edge_server: EdgeProcess, tmp_path: Path
+) -> None:
+    await register_trusted(dist, edge_server)
+    v1, v2 = files_of("1.0"), files_of("2.0")
+    await completed(dist, "1.0", v1)
+    await signed_bundle(dist, "2.0", v2)
+    sha = hashlib.sha256(v2["app.bin"]).hexdigest()
+    (stored,) = (tmp_path / "dist").rglob(sha)
+    damaged = bytearray(v2["app.bin"])
+    damaged[len(damaged) // 2] ^= 0x01  # same size: only the bytes tell
+    stored.write_bytes(bytes(damaged))
+    failed = await wait_for(dist, "2.0", await distribute(dist, "2.0"), finished)
+    assert failed["status"] == "Failed", failed
+    (site,) = failed["sites"]
+    assert sha in site["general_error"] and "422" in site["general_error"], site
+    assert served(edge_server, "2.0", v2) == 0
+    assert served(edge_server, "1.0", v1) == len(v1)
+    stored.write_bytes(v2["app.bin"])  # the operator restores the blob from a backup
+    await completed_again(dist, edge_server, v2)
+
+
+async def test_a_public_key_damaged_on_the_way_to_an_edge_is_refused_and_trusts_nothing(
+    dist: Any, edge_server: EdgeProcess, proxied: tuple[ThreadedServer, Faults]
+) -> None:
+    proxy, faults = proxied
+    public = await (await dist.get(f"{V1}/keys/gpg/public")).text()
+    trust(edge_server, public, alias="dist-main")
+    body = {"name": "us-east-1", "url": proxy.url, "site_name": "s", "city_name": "c", "country_code": "US"}
+    added = await dist.post(f"{V1}/edges", json=body | {"token": edge_server.admin_token}, headers=admin())
+    assert added.status == 201, await added.text()
+    v1 = files_of("1.0")
+    await completed(dist, "1.0", v1)
+    keys_url = edge_server.artifactory_url + KEYS.removeprefix("/artifactory")
+    before = http("GET", keys_url, edge_server.admin_token)[1]
+    faults.only, faults.damage_bodies = KEYS, 1
+
+    refused = await (await dist.post(f"{V1}/keys/gpg/propagate", headers=admin())).json()
+    (detail,) = refused["details"]
+    assert refused["status"] == "FAILURE" and "refused with 400" in detail["message"], refused
+    assert http("GET", keys_url, edge_server.admin_token)[1] == before
+    assert served(edge_server, "1.0", v1) == len(v1)
+    again = await (await dist.post(f"{V1}/keys/gpg/propagate", headers=admin())).json()
+    assert again["status"] == "SUCCESS", again
+    assert len(http("GET", keys_url, edge_server.admin_token)[1]["keys"]) == len(before["keys"]) + 1
