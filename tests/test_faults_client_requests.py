@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 
 from distribution.app import create_app
 from distribution.settings import DistributionSettings
+from storage_backends.local import LocalBackend, LocalWriter
 from tests.conftest import ADMIN_TOKEN, UPLOADS, admin, error_of, upload
 from tests.fault_servers import flip_byte
 from tests.test_deploy import snapshot
@@ -35,17 +37,14 @@ async def served(client: Any, path: str = PATH) -> tuple[int, bytes]:
     return resp.status, await resp.read()
 
 
-async def settled(client: Any) -> tuple[list[str], list[str]]:
-    """The stored state (temp files included) once it stops changing: the edge finishes with
-    what a dropped connection brought a moment after the drop."""
-    previous = await snapshot(client)
-    for _ in range(100):
+async def back_to(client: Any, before: tuple[list[str], list[str]]) -> None:
+    """Wait until the stored state (temp files included) is ``before`` again: the edge frees
+    what a dropped connection brought as soon as it notices the drop."""
+    for _ in range(200):  # a hang guard, not a speed check
+        if await snapshot(client) == before:
+            return
         await asyncio.sleep(0.05)
-        now = await snapshot(client)
-        if now == previous:
-            return now
-        previous = now
-    pytest.fail(f"the stored state kept changing: {previous}")
+    assert await snapshot(client) == before
 
 
 async def test_a_deploy_over_a_file_cut_off_part_way_leaves_the_old_bytes_served(edge: Any) -> None:
@@ -59,10 +58,41 @@ async def test_a_deploy_over_a_file_cut_off_part_way_leaves_the_old_bytes_served
     await writer.drain()
     writer.close()
     await writer.wait_closed()
-    assert await settled(edge) == before
+    await back_to(edge, before)
     assert await served(edge) == (200, OLD)
     await upload(edge, "tools/app.bin", NEW)  # the client tries again, whole this time
     assert await served(edge) == (200, NEW)
+
+
+async def test_a_blob_writer_whose_caller_is_cancelled_while_it_is_made_leaves_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request cancelled (the test server cancels a handler whose client went away; a service
+    does so at shutdown) while the store makes its temp file, in a worker thread, must not leave
+    that file behind: nobody else would remove it before the stale-file sweep an hour later."""
+    store = LocalBackend(tmp_path / "blobs")
+    await store.open()
+    made, proceed = threading.Event(), threading.Event()
+    make = LocalWriter.__init__
+
+    def slow_make(self: LocalWriter, backend: LocalBackend, all_digests: bool) -> None:
+        make(self, backend, all_digests)
+        made.set()
+        proceed.wait(10)
+
+    monkeypatch.setattr(LocalWriter, "__init__", slow_make)
+    caller = asyncio.ensure_future(store.writer())
+    assert await asyncio.to_thread(made.wait, 10)
+    assert len(list(store.temp_dir.iterdir())) == 1  # the file exists; its writer is not handed over yet
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    proceed.set()
+    for _ in range(100):  # a hang guard, not a speed check
+        if not list(store.temp_dir.iterdir()):
+            break
+        await asyncio.sleep(0.02)
+    assert list(store.temp_dir.iterdir()) == []
 
 
 async def test_a_deploy_over_a_file_damaged_on_the_way_is_refused_by_its_checksum_and_changes_nothing(
