@@ -20,7 +20,6 @@ from repository.catalog import now_ms
 from repository.disk_space import check_room
 from repository.errors import BadRequest, Conflict, NotFound
 from repository.signatures import SignatureRefused, TrustedKeyError, TrustStore
-from storage_backends import os_storage_error
 
 from .store import EdgeStore, KeyAlias
 
@@ -100,8 +99,6 @@ class TrustedKeys:
         except SignatureRefused:
             await self._check_room()  # nor check a signature: a full disk is not the sender's fault
             raise
-        except OSError as exc:  # the scratch copy of the data could not be written
-            raise os_storage_error(exc, "checking a signature") from None
 
     async def _check_room(self) -> None:
         await asyncio.to_thread(check_room, self._store.homedir, "the GnuPG home of the trusted keys")

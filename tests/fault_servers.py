@@ -6,9 +6,8 @@ the answer of a call the edge carried out, or damage a request body by one byte.
 ``garbage_app`` answers every request with 200 and a body that is not JSON.
 ``SilentServer`` accepts connections and never answers. ``s3_proxy_app`` stands in front
 of a real S3 server and answers chosen S3 calls with 500/503, stalls them, loses their
-answers or damages their bodies by one byte. Each runs
-in its own thread with its own event loop, so tests that block (starting processes,
-``time.sleep``, boto3) do not stall it.
+answers or damages their bodies by one byte. Each runs in its own thread with its own
+event loop, so tests that block (starting processes, ``time.sleep``, boto3) do not stall it.
 """
 
 from __future__ import annotations
@@ -381,7 +380,7 @@ async def _s3_forward(request: web.Request) -> web.StreamResponse:
     operation = s3_operation(request.method, request.path, request.query, request.headers)
     fault = faults.fault_for(operation)
     body = await request.read()  # a server that stalls has still taken the request
-    if fault is not None and fault.flip_byte_at is not None and fault.flip_byte_at < len(body):
+    if fault is not None and fault.flip_byte_at is not None:
         body = flip_byte(body, fault.flip_byte_at)
     elif fault is not None and fault.stall_after_bytes is None:
         if fault.lose_answer:

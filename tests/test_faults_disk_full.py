@@ -23,7 +23,7 @@ from distribution.settings import DistributionSettings
 from tests import test_disk_full
 from tests.conftest import ADMIN_TOKEN, admin
 from tests.edge_process import EdgeProcess
-from tests.edge_setup import download
+from tests.edge_setup import served
 from tests.gpg_keys import KeyFactory, KeySet
 from tests.test_distribution_api import create_body, flat_error
 from tests.test_edge_transactions import BUNDLES, KEYS, REPO, TX, Remote, manifest_of, sha256, signed, tx_id
@@ -63,15 +63,7 @@ class Node:
     v2: dict[str, str]  # the signed start body of version 2
 
     def served(self, version: str, files: dict[str, bytes]) -> int:
-        """How many of the version's files the edge serves, each checked byte for byte."""
-        count = 0
-        for path, data in files.items():
-            status, body = download(self.edge.url, f"{REPO}/app/{version}/{path}")
-            assert status in (200, 404), (path, status)
-            if status == 200:
-                assert body == data, path
-                count += 1
-        return count
+        return served(self.edge, version, files)
 
     def keys(self) -> list[tuple[str, str]]:
         listed = self.remote.call("GET", KEYS, headers=self.remote.admin).json()["keys"]

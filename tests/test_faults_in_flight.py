@@ -32,9 +32,9 @@ from distribution.app import create_app
 from distribution.orders import key_alias
 from tests.conftest import admin
 from tests.edge_process import EdgeProcess
-from tests.edge_setup import download, http, trust
+from tests.edge_setup import http, served, trust
 from tests.fault_servers import Faults, ThreadedServer, flip_byte, proxy_app
-from tests.test_distribution_jobs import EVERYWHERE, V1, distribute, signed_bundle, status_of, wait_for
+from tests.test_distribution_jobs import EVERYWHERE, V1, distribute, finished, signed_bundle, status_of, wait_for
 from tests.test_edge_transactions import KEYS, TX
 from tests.test_threats_distribution import commits_logged, dist_settings, edge_bundles, register_trusted, staged_parts
 
@@ -49,18 +49,6 @@ def files_of(version: str) -> dict[str, bytes]:
     return {"README.md": SHARED, "app.bin": os.urandom(300_000), "notes.txt": f"notes {version}\n".encode()}
 
 
-def served(edge: EdgeProcess, version: str, files: dict[str, bytes]) -> int:
-    """How many of the version's files the edge serves, each checked byte for byte."""
-    count = 0
-    for path, data in files.items():
-        status, body = download(edge.url, f"{REPO}/app/{version}/{path}")
-        assert status in (200, 404), (path, status)
-        if status == 200:
-            assert body == data, path
-            count += 1
-    return count
-
-
 async def wait_until_lost(faults: Faults) -> None:
     """Until the proxy has lost an answer (the service runs on this event loop: never block it)."""
     deadline = time.monotonic() + GIVE_UP
@@ -68,10 +56,6 @@ async def wait_until_lost(faults: Faults) -> None:
         if time.monotonic() >= deadline:
             pytest.fail(f"no answer was lost: {faults.seen}")
         await asyncio.sleep(0.05)
-
-
-def finished(status: dict[str, Any]) -> bool:
-    return status["status"] in ("Completed", "Failed")
 
 
 @pytest.fixture
@@ -97,6 +81,25 @@ async def completed(dist: Any, version: str, files: dict[str, bytes]) -> None:
     assert done["status"] == "Completed", done
 
 
+async def one_version_pushed(
+    dist: Any, edge: EdgeProcess, proxy: ThreadedServer | None = None
+) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """The edge, trusting the service and registered (through ``proxy``, if any), serves 1.0 of
+    the bundle; 2.0 is signed. Answers the files of both."""
+    await register_trusted(dist, edge, url=proxy.url if proxy else None)
+    v1, v2 = files_of("1.0"), files_of("2.0")
+    await completed(dist, "1.0", v1)
+    await signed_bundle(dist, "2.0", v2)
+    return v1, v2
+
+
+def losing_one_answer(faults: Faults, only: str) -> threading.Event:
+    """From now on the proxy loses the answer of the next call to ``only`` and holds the calls
+    that follow it until the event it answers is set."""
+    faults.only, faults.lose_answers, faults.release = only, 1, threading.Event()
+    return faults.release
+
+
 # phase -> (the calls whose first answer is lost, whether the bundle is visible once it is)
 PHASES = {
     "start": ("/api/distribution/transactions", False),
@@ -111,15 +114,11 @@ async def test_an_answer_lost_in_any_phase_of_a_push_is_retried_to_the_same_outc
     dist: Any, edge_server: EdgeProcess, proxied: tuple[ThreadedServer, Faults], phase: str
 ) -> None:
     proxy, faults = proxied
-    await register_trusted(dist, edge_server, url=proxy.url)
-    v1, v2 = files_of("1.0"), files_of("2.0")
-    await completed(dist, "1.0", v1)
-    await signed_bundle(dist, "2.0", v2)
+    v1, v2 = await one_version_pushed(dist, edge_server, proxy)
     manifest = await (await dist.get(f"{V1}/release_bundle/app/2.0/manifest", headers=admin())).read()
     tid = hashlib.sha256(manifest).hexdigest()
-    faults.only, visible = PHASES[phase]
-    faults.release = threading.Event()
-    faults.lose_answers = 1
+    only, visible = PHASES[phase]
+    release = losing_one_answer(faults, only)
     dist_id = await distribute(dist, "2.0")
 
     await wait_until_lost(faults)  # the edge did the call; the service heard nothing; its retry is held
@@ -128,7 +127,7 @@ async def test_an_answer_lost_in_any_phase_of_a_push_is_retried_to_the_same_outc
     assert state == ("COMMITTED" if visible else "OPEN")
     assert not finished(await status_of(dist, "2.0", dist_id))
     assert served(edge_server, "1.0", v1) == len(v1)
-    faults.release.set()
+    release.set()
 
     done = await wait_for(dist, "2.0", dist_id, finished)
     assert done["status"] == "Completed", done
@@ -143,17 +142,11 @@ async def test_a_lost_answer_to_an_undistribute_is_retried_and_removes_that_vers
     dist: Any, edge_server: EdgeProcess, proxied: tuple[ThreadedServer, Faults]
 ) -> None:
     proxy, faults = proxied
-    await register_trusted(dist, edge_server, url=proxy.url)
-    v1, v2 = files_of("1.0"), files_of("2.0")
-    await completed(dist, "1.0", v1)
-    await completed(dist, "2.0", v2)
-    faults.only = "/api/distribution/bundles/app/2.0"
-    faults.release = threading.Event()
-    faults.lose_answers = 1
+    v1, v2 = await one_version_pushed(dist, edge_server, proxy)
+    assert (await wait_for(dist, "2.0", await distribute(dist, "2.0"), finished))["status"] == "Completed"
+    release = losing_one_answer(faults, "/api/distribution/bundles/app/2.0")
     resp = await dist.post(
-        f"{V1}/distribution/app/2.0/delete",
-        json={"distribution_rules": EVERYWHERE},
-        headers=admin(),
+        f"{V1}/distribution/app/2.0/delete", json={"distribution_rules": EVERYWHERE}, headers=admin()
     )
     assert resp.status == 202, await resp.text()
     dist_id = int((await resp.json())["id"])
@@ -162,7 +155,7 @@ async def test_a_lost_answer_to_an_undistribute_is_retried_and_removes_that_vers
     assert served(edge_server, "2.0", v2) == 0  # removed whole, though the service does not know yet
     assert served(edge_server, "1.0", v1) == len(v1)  # the blob it shares with 2.0 is kept for it
     assert not finished(await status_of(dist, "2.0", dist_id))
-    faults.release.set()
+    release.set()
 
     done = await wait_for(dist, "2.0", dist_id, finished)
     assert done["status"] == "Completed", done
@@ -239,10 +232,7 @@ async def test_a_byte_damaged_on_the_way_to_an_edge_is_refused_fails_the_push_sa
     dist: Any, edge_server: EdgeProcess, proxied: tuple[ThreadedServer, Faults], only: str, damage: Any, refusal: str
 ) -> None:
     proxy, faults = proxied
-    await register_trusted(dist, edge_server, url=proxy.url)
-    v1, v2 = files_of("1.0"), files_of("2.0")
-    await completed(dist, "1.0", v1)
-    await signed_bundle(dist, "2.0", v2)
+    v1, v2 = await one_version_pushed(dist, edge_server, proxy)
     faults.only, faults.damage_bodies = only, 1
     faults.damage = damage or faults.damage
     error = await failed_then_completed(dist, edge_server, v1, v2)
@@ -252,10 +242,7 @@ async def test_a_byte_damaged_on_the_way_to_an_edge_is_refused_fails_the_push_sa
 async def test_a_blob_changed_by_one_byte_in_the_services_store_is_refused_by_name_and_shows_nothing(
     dist: Any, edge_server: EdgeProcess, tmp_path: Path
 ) -> None:
-    await register_trusted(dist, edge_server)
-    v1, v2 = files_of("1.0"), files_of("2.0")
-    await completed(dist, "1.0", v1)
-    await signed_bundle(dist, "2.0", v2)
+    v1, v2 = await one_version_pushed(dist, edge_server)
     sha = hashlib.sha256(v2["app.bin"]).hexdigest()
     (stored,) = (tmp_path / "dist").rglob(sha)
     damaged = bytearray(v2["app.bin"])

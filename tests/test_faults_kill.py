@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -25,11 +24,22 @@ import pytest
 
 from tests.distribution_process import DistributionProcess
 from tests.edge_process import EdgeProcess
-from tests.edge_setup import distributor_token, download, trust
+from tests.edge_setup import distributor_token, download, served, trust
 from tests.fault_servers import Faults, ThreadedServer, proxy_app
 from tests.gpg_keys import KeyFactory, KeySet
 from tests.test_distribute_e2e import FAST_RETRIES, Service, public_key
-from tests.test_edge_transactions import BUNDLES, KEYS, REPO, TX, Remote, manifest_of, sha256, signed, tx_id
+from tests.test_edge_transactions import (
+    BUNDLES,
+    KEYS,
+    REPO,
+    TX,
+    Remote,
+    kill_and_restart,
+    manifest_of,
+    sha256,
+    signed,
+    tx_id,
+)
 from tests.test_threats_distribution import commits_logged, edge_bundles
 
 UPLOADS = "artifactory-edge-uploads"
@@ -54,9 +64,7 @@ def kill_during(process: EdgeProcess, request: bytes, delay: float) -> None:
     with socket.create_connection(("127.0.0.1", process.port or 0), timeout=10) as sock:
         sock.sendall(request)
         time.sleep(delay)
-        os.kill(process.pid, signal.SIGKILL)
-    assert process.wait(20) == -signal.SIGKILL
-    process.start()
+        kill_and_restart(process)
 
 
 def version_files(version: str) -> dict[str, bytes]:
@@ -72,15 +80,7 @@ class Node:
     kept: dict[str, bytes]  # version 1.0, committed before any kill
 
     def served(self, version: str, files: dict[str, bytes]) -> int:
-        """How many of the version's files the edge serves, each checked byte for byte."""
-        count = 0
-        for path, data in files.items():
-            status, body = download(self.edge.url, f"{REPO}/app/{version}/{path}")
-            assert status in (200, 404), (path, status)
-            if status == 200:
-                assert body == data, path
-                count += 1
-        return count
+        return served(self.edge, version, files)
 
     def push(self, body: dict[str, str], files: dict[str, bytes]) -> None:
         tid = tx_id(body)
@@ -259,10 +259,9 @@ def test_a_service_killed_while_its_push_waits_for_the_verify_step_completes_it_
                 pytest.fail(f"2.0 was never committed: {service.status('2.0', dist_id)}")
             time.sleep(0.05)
         assert service.status("2.0", dist_id)["status"] == "In progress"  # committed, not yet verified
-        os.kill(service.process.pid, signal.SIGKILL)
-        assert service.process.wait(20) == -signal.SIGKILL
+        # no call follows the held one before the service's read time-out: it is killed first
         faults.hang = False
-        service.process.start()
+        kill_and_restart(service.process)
         done = service.wait("2.0", dist_id)
     finally:
         proxy.stop()
