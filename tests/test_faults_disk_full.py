@@ -10,6 +10,7 @@ nothing half done, and does the same request normally once there is room again.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ class Filler:
                     f.write(b"\0" * 65536)
                     f.flush()
             except OSError as exc:
-                assert exc.errno == 28, exc  # ENOSPC
+                assert exc.errno == errno.ENOSPC, exc
         st = os.statvfs(self.path.parent)
         assert st.f_bavail == 0
 
