@@ -35,6 +35,7 @@ from typing import Any
 
 import gnupg
 
+from repository.disk_space import check_room
 from repository.errors import BadRequest, Conflict, NotFound, RepositoryError
 from wire.signatures import (
     GPG_ERR_BAD_PASSPHRASE,
@@ -305,7 +306,11 @@ class Signer:
     def sign(self, data: bytes, alias: str | None = None) -> str:
         """A detached ASCII-armored signature over exactly ``data`` by the key ``alias``."""
         fingerprint = self._fingerprint(alias)
-        return _sign_with(self._gpg, data, fingerprint)
+        try:
+            return _sign_with(self._gpg, data, fingerprint)
+        except SigningFailed:
+            check_room(self._home.homedir, "the GnuPG home of the signing keys")  # 507 if the disk is full
+            raise
 
     def close(self) -> None:
         self._home.close()
