@@ -2,16 +2,19 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 RUN_DIR ?= .run
 DISTRIBUTION_PORT ?= 8080
 EDGE_PORT ?= 8082
 EDGE2_PORT ?= 8083
 
-.PHONY: install system-deps run demo test bench lint clean
+.PHONY: install system-deps test-system-deps run demo test bench lint clean
 
-# System packages the tests start for real (apt on Debian/Ubuntu; only what is missing).
-SYSTEM_PACKAGES ?= gpg:gnupg curl:curl strace:strace nginx:nginx
+# System packages (apt on Debian/Ubuntu; only what is missing): what the services need to run,
+# and what the tests start for real besides.
+SYSTEM_PACKAGES ?= gpg:gnupg curl:curl
+TEST_SYSTEM_PACKAGES ?= strace:strace nginx:nginx
 define apt_install
 	@missing=""; \
 	for pair in $(1); do command -v $${pair%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${pair%%:*} ] \
@@ -26,13 +29,24 @@ endef
 system-deps:
 	$(call apt_install,$(SYSTEM_PACKAGES))
 
-$(STAMP): setup.cfg pyproject.toml
+test-system-deps: system-deps
+	$(call apt_install,$(TEST_SYSTEM_PACKAGES))
+
+$(BIN)/pip:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
-	touch $(STAMP)
 
-install: $(STAMP)
+# The runtime dependencies only, with pip's progress shown: a first `make run` takes a while.
+$(RUN_STAMP): setup.cfg pyproject.toml | $(BIN)/pip
+	@echo "Installing the runtime dependencies into $(VENV) (once; later runs skip this)"
+	$(BIN)/pip install --progress-bar on -e .
+	touch $@
+
+$(TEST_STAMP): setup.cfg pyproject.toml | $(BIN)/pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(RUN_STAMP)
+
+install: $(RUN_STAMP)
 
 # The Distribution service and two edges on 127.0.0.1, trusted and wired, with a signed demo
 # bundle (devstack/run.py); state in $(RUN_DIR)/ is kept between runs. Ctrl-C stops everything.
@@ -44,18 +58,18 @@ run: install system-deps
 demo: install system-deps
 	@$(BIN)/python -m devstack.demo
 
-test: install system-deps
+test: $(TEST_STAMP) test-system-deps
 	$(BIN)/python -m pytest -q
 
-bench: install system-deps
+bench: $(TEST_STAMP) test-system-deps
 	$(call apt_install,nginx:nginx wrk:wrk)
 	$(BIN)/python bench/download.py
 
-lint: install
+lint: $(TEST_STAMP)
 	$(BIN)/pip install -q -e '.[test,dev]'
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --ignore-missing-imports storage_backends repository edge distribution devstack
+	$(BIN)/mypy --ignore-missing-imports wire storage_backends repository edge distribution devstack
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR) .pytest_cache

@@ -41,29 +41,24 @@ import os
 import shutil
 import sqlite3
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
-sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR.parent)]
-
-from common import BenchError, run_bench  # noqa: E402  (bench/ is no package)
-from distribute import cpu_seconds  # noqa: E402
-from download import (  # noqa: E402
+from common import BenchError, run_bench  # bench/ is no package: its folder is the script's, on sys.path
+from distribute import cpu_seconds
+from download import (
     SERVER_CPU,
     WRK_REPORT,
+    PinnedEdge,
     Result,
     can_pin,
     client_cpus,
     connect,
-    pin_prefix,
     run_wrk,
+    start_node,
 )
-
-from tests.edge_process import EdgeProcess, EdgeStartError  # noqa: E402
 
 KiB = 1024
 UPLOADS_REPO = "artifactory-edge-uploads"
@@ -99,13 +94,6 @@ class Timing:
 
 
 FULL, QUICK = Timing(rounds=3, seconds=8, warmup=2), Timing(rounds=2, seconds=3, warmup=1)
-
-
-class PinnedEdge(EdgeProcess):
-    """The end-to-end tests' edge process, on the servers' core when the machine can pin."""
-
-    def command(self, port: int) -> list[str]:
-        return [*pin_prefix(SERVER_CPU), *super().command(port)]
 
 
 @dataclass
@@ -150,18 +138,13 @@ def start_edge(stack: contextlib.ExitStack, tmp: Path, name: str, config: str, *
     slug = name.replace(" ", "-")
     (tmp / slug).mkdir()
     (tmp / slug / "edge.toml").write_text(config)
-    process = PinnedEdge(tmp / slug, config=tmp / slug / "edge.toml")
-    stack.callback(process.stop)
-    try:
-        process.start()
-    except EdgeStartError as exc:
-        raise BenchError(f"edge ({name}) did not start: {exc}") from None
+    process = start_node(stack, PinnedEdge(tmp / slug, config=tmp / slug / "edge.toml"))
     return Edge(name, process, audit)
 
 
 def write_geo_database(path: Path) -> None:
     try:
-        from tests.mmdb import write_mmdb
+        from devstack.mmdb import write_mmdb
     except ImportError as exc:
         raise BenchError(f"{exc}: install the test extra (pip install -e '.[test]') for mmdb-writer") from None
     write_mmdb(path)

@@ -37,12 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from common import BenchError, run_bench  # bench/ is no package: its folder is the script's, on sys.path
+from download import connect, start_node
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BenchError, run_bench  # noqa: E402  (bench/ is no package)
-from download import connect, free_port, start_process, wait_ready  # noqa: E402
+from devstack.services import DistributionProcess
 
-BIN_DIR = Path(sys.executable).parent
 TOKEN = "bench-admin-token-" + os.urandom(6).hex()
 REPO = "releases-local"
 PREFIX = "app/10k"
@@ -59,21 +58,9 @@ def auth() -> dict[str, str]:
 
 
 def start_distribution(stack: contextlib.ExitStack, tmp: Path, max_artifacts: int) -> int:
-    program = BIN_DIR / "distribution"
-    if not program.exists():
-        raise BenchError(f"{program} not found: install the project first (make install)")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISTRIBUTION_", "EDGE_"))}
-    env |= {
-        "DISTRIBUTION_ADMIN_TOKEN": TOKEN,
-        "DISTRIBUTION_REPOS": REPO,
-        "DISTRIBUTION_MAX_BUNDLE_ARTIFACTS": str(max_artifacts),
-    }
-    cmd = [str(program), "serve", "--data-dir", str(tmp / "data"), "--host", "127.0.0.1", "--port", str(port)]
-    log = tmp / "distribution.log"
-    proc = start_process(stack, "distribution", cmd, log, env=env)
-    wait_ready(proc, "distribution", port, "/artifactory/api/system/ping", log)
-    return port
+    env = {"DISTRIBUTION_MAX_BUNDLE_ARTIFACTS": str(max_artifacts)}
+    service = start_node(stack, DistributionProcess(tmp / "distribution", admin_token=TOKEN, repos=REPO, env=env))
+    return service.port or 0
 
 
 def file_content(index: int) -> bytes:

@@ -14,17 +14,14 @@ import argparse
 import asyncio
 import random
 import sqlite3
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from repository.catalog import Catalog, Repo  # noqa: E402
-from repository.db import Database  # noqa: E402
-from repository.schema import catalog_migrations  # noqa: E402
+from repository.catalog import Catalog, Repo
+from repository.db import Database
+from repository.schema import catalog_migrations
 
 PER_FOLDER = 1000
 

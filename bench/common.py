@@ -1,8 +1,9 @@
 """What every benchmark shares: its failure type and how it runs as a command (download.py
 holds the process and load helpers).
 
-``bench/`` is no package: a benchmark puts its own folder on ``sys.path`` and imports
-``common`` and ``download`` as top-level modules.
+``bench/`` is no package: Python puts a script's own folder on ``sys.path``, so a benchmark
+imports ``common`` and ``download`` as top-level modules, and the project's packages (and
+``devstack``, which starts every process) from the environment it is installed in.
 """
 
 from __future__ import annotations

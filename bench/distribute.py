@@ -59,19 +59,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from common import BenchError, run_bench  # bench/ is no package: its folder is the script's, on sys.path
+from download import connect, peak_rss_mib, start_node, start_process
 
-BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR))
-sys.path.insert(0, str(BENCH_DIR.parent))
-from common import BenchError, run_bench  # noqa: E402  (bench/ is no package)
-from download import connect, free_port, peak_rss_mib, start_process  # noqa: E402
-
-from distribution.settings import DistributionSettings  # noqa: E402
-from edge.staging import DIRECT_ALIGN, DIRECT_BUFFER, set_direct  # noqa: E402
-from storage_backends.linux import has_syncfs, syncfs  # noqa: E402
-from tests.distribution_process import SOURCE_REPO, DistributionProcess  # noqa: E402
-from tests.edge_process import EdgeProcess, EdgeStartError  # noqa: E402
-from tests.edge_setup import distributor_token, http, trust  # noqa: E402
+from devstack import rest, wiring
+from devstack.processes import StartFailed
+from devstack.services import SOURCE_REPO, DistributionProcess, EdgeProcess, free_port
+from distribution.settings import DistributionSettings
+from edge.staging import DIRECT_ALIGN, DIRECT_BUFFER, set_direct
+from storage_backends.linux import has_syncfs, syncfs
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 SMALL_COUNT, LARGE_COUNT = 1000, 4
@@ -272,9 +268,7 @@ class Service:
 
     def __init__(self, stack: contextlib.ExitStack, tmp: Path, env: dict[str, str]) -> None:
         self.stack, self.tmp = stack, tmp
-        self.process = DistributionProcess(tmp / "distribution", env=env)
-        stack.callback(self.process.stop)
-        self.process.start()
+        self.process = start_node(stack, DistributionProcess(tmp / "distribution", env=env))
         self.edges: dict[str, EdgeProcess] = {}
         self.retired: list[EdgeProcess] = []  # edges of earlier rounds, stopped, their data kept
         self.start_edges("")
@@ -282,9 +276,7 @@ class Service:
 
     def start_edges(self, suffix: str) -> None:
         for name, *_ in SITES:
-            edge = EdgeProcess(self.tmp / f"{name}{suffix}")
-            self.stack.callback(edge.stop)
-            self.edges[name] = edge.start()
+            self.edges[name] = start_node(self.stack, EdgeProcess(self.tmp / f"{name}{suffix}"))
 
     def new_edges(self, suffix: str) -> None:
         """Three new edges in new directories, registered under the same names in place of the
@@ -301,21 +293,22 @@ class Service:
         self.set_up_edges()
 
     def call(self, method: str, path: str, body: Any = None, expect: tuple[int, ...] = (200,)) -> Any:
-        status, answer = http(method, self.process.url + path, self.process.admin_token, body, timeout=HTTP_TIMEOUT)
+        status, answer = rest.request(
+            method, self.process.url + path, self.process.admin_token, body, timeout=HTTP_TIMEOUT
+        )
         if status not in expect:
             raise BenchError(f"{method} {path} answered {status}: {str(answer)[:500]}")
         return answer
 
     def set_up_edges(self) -> None:
-        """Exactly what the e2e tests do: trust the key on each edge, a distributor token, register."""
-        key = str(self.call("GET", f"{V1}/keys/gpg/public"))
+        """What an operator does (devstack.wiring): trust the key on each edge, a distributor token, register."""
+        targets = [
+            wiring.EdgeTarget(name, self.edges[name].url, self.edges[name].admin_token, site, city, country)
+            for name, site, city, country in SITES
+        ]
         try:
-            for name, site, city, country in SITES:
-                edge = self.edges[name]
-                trust(edge, key)
-                body = {"name": name, "url": edge.url, "site_name": site, "city_name": city, "country_code": country}
-                self.call("POST", f"{V1}/edges", body | {"token": distributor_token(edge)}, expect=(201,))
-        except AssertionError as exc:
+            wiring.connect(self.process.url, self.process.admin_token, targets, wiring.State(None), say=lambda _: None)
+        except rest.CallFailed as exc:
             raise BenchError(f"setting up the edges failed: {exc}") from None
 
     async def deploy(self, version: str, tree: Tree, concurrency: int) -> tuple[int, int]:
@@ -884,7 +877,7 @@ def main() -> int:
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(OVERALL_TIMEOUT)
     try:
-        run_bench(lambda: run(args), failures=(EdgeStartError,))
+        run_bench(lambda: run(args), failures=(StartFailed,))
     finally:
         signal.alarm(0)
     return 0

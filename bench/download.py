@@ -28,8 +28,6 @@ import hashlib
 import http.client
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,14 +35,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # bench/ is no package; tests.nginx_process runs the shipped nginx/edge.conf
-    sys.path.insert(0, str(ROOT))
+from common import BenchError, run_bench  # bench/ is no package: its folder is the script's, on sys.path
 
-from common import BenchError, run_bench  # noqa: E402  (bench/ is no package)
-
-from tests.nginx_process import NginxError, NginxProcess, main_config  # noqa: E402
+from devstack.nginx import NginxError, NginxProcess, find_nginx, main_config
+from devstack.processes import ServiceProcess, StartFailed
+from devstack.services import EdgeProcess, free_port
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 UPLOADS_REPO = "artifactory-edge-uploads"
@@ -55,9 +52,10 @@ LARGE_SECONDS = 10
 READ_BUFFER = 4 * MiB
 WARMUP_SECONDS = 2
 READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+Node = TypeVar("Node", bound=EdgeProcess)
 SERVER_CPU = "0"  # every server gets this core; load generators get the others
 ACCEL_PREFIX = "/_blobs/"  # the edge's accel_redirect, the internal location of nginx/edge.conf
-BIN_DIR = Path(sys.executable).parent
 
 
 @dataclass(frozen=True)
@@ -121,13 +119,6 @@ def make_samples(www: Path) -> list[Sample]:
 # ---------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    """A port free right now on loopback (the OS picks it, so parallel runs don't clash)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def can_pin() -> bool:
     """Pinning needs a second core and ``taskset``; without them, everything shares."""
     return (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
@@ -148,27 +139,46 @@ def pin_self_to_client_cpus() -> None:
         os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
 
 
-def stop_process(proc: subprocess.Popen[bytes], name: str) -> None:
-    """SIGTERM, then SIGKILL if it has not gone within 10 s: cleanup must never hang."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        print(f"  {name} ignored SIGTERM; killing it", file=sys.stderr)
-        proc.kill()
-        proc.wait()
+class PinnedEdge(EdgeProcess):
+    """An edge process (the one the end-to-end tests run), on the servers' core when the machine can pin."""
+
+    def command(self, port: int) -> list[str]:
+        return [*pin_prefix(SERVER_CPU), *super().command(port)]
 
 
 def start_process(
     stack: contextlib.ExitStack, name: str, cmd: list[str], log: Path, env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    """Start a child whose output goes to a log file (a full pipe would stall it)."""
-    out = stack.enter_context(log.open("wb"))
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    stack.callback(stop_process, proc, name)
-    return proc
+) -> ServiceProcess:
+    """Start a child whose output goes to a log file (a full pipe would stall it); the stack stops it,
+    with SIGTERM, then SIGKILL if it has not gone within ``STOP_TIMEOUT``: cleanup must never hang."""
+    child = ServiceProcess(name, cmd, os.environ if env is None else env, log, log.parent)
+    child.start()
+    stack.callback(stop_process, child)
+    return child
+
+
+def stop_process(child: ServiceProcess) -> None:
+    child.terminate()
+    child.wait_stopped(time.monotonic() + STOP_TIMEOUT)
+
+
+def wait_ready(child: ServiceProcess, port: int, path: str) -> None:
+    """Ready once ``path`` answers 200; fail with the log's tail if the process dies or stalls."""
+    child.url, child.probe, child.expect = f"http://127.0.0.1:{port}", path, None
+    try:
+        child.wait_ready(READY_TIMEOUT)
+    except StartFailed as exc:
+        raise BenchError(str(exc)) from None
+
+
+def start_node(stack: contextlib.ExitStack, node: Node) -> Node:
+    """An edge or a Distribution service (devstack.services), stopped by the stack."""
+    stack.callback(node.stop)
+    try:
+        node.start()
+    except StartFailed as exc:
+        raise BenchError(f"{node.program} did not start: {exc}") from None
+    return node
 
 
 def connect(port: int, timeout: float, blocksize: int = 8192) -> contextlib.closing[http.client.HTTPConnection]:
@@ -177,55 +187,14 @@ def connect(port: int, timeout: float, blocksize: int = 8192) -> contextlib.clos
     return contextlib.closing(http.client.HTTPConnection("127.0.0.1", port, timeout=timeout, blocksize=blocksize))
 
 
-def wait_ready(proc: subprocess.Popen[bytes], name: str, port: int, path: str, log: Path) -> None:
-    """Poll ``path`` until it answers 200; fail with the log's tail if the process dies or stalls."""
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            with connect(port, timeout=2) as conn:
-                conn.request("GET", path)
-                if conn.getresponse().status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    tail = log.read_text(errors="replace")[-2000:]
-    raise BenchError(f"{name} did not become ready on port {port} (exit code {proc.poll()}); log tail:\n{tail}")
-
-
 # ---------------------------------------------------------------- the three servers
 
 
-def start_edge(stack: contextlib.ExitStack, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """A real ``edge serve`` from this interpreter's bin dir, with its own data dir and token."""
-    edge = BIN_DIR / "edge"
-    if not edge.exists():
-        raise BenchError(f"{edge} not found: install the project first (make install)")
-    port = free_port()
+def start_edge(stack: contextlib.ExitStack, tmp: Path) -> EdgeProcess:
+    """A real ``edge serve`` from this interpreter's environment, with its own data dir and token."""
     # X-Accel-Redirect only for requests the nginx in front marks: direct ones still get sendfile
-    env = {
-        **os.environ,
-        "EDGE_ADMIN_TOKEN": TOKEN,
-        "EDGE_ACCEL_REDIRECT": ACCEL_PREFIX,
-        "EDGE_ACCESS_TRUSTED_PROXIES": "127.0.0.1/32",
-    }
-    cmd = [
-        *pin_prefix(SERVER_CPU),
-        str(edge),
-        "serve",
-        "--data-dir",
-        str(tmp / "edge-data"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    log = tmp / "edge.log"
-    proc = start_process(stack, "edge", cmd, log, env)
-    wait_ready(proc, "edge", port, "/artifactory/api/system/ping", log)
-    return proc, port
+    env = {"EDGE_ACCEL_REDIRECT": ACCEL_PREFIX, "EDGE_ACCESS_TRUSTED_PROXIES": "127.0.0.1/32"}
+    return start_node(stack, PinnedEdge(tmp / "edge", admin_token=TOKEN, env=env))
 
 
 def upload(port: int, sample: Sample) -> None:
@@ -244,10 +213,10 @@ def upload(port: int, sample: Sample) -> None:
 
 
 def which_nginx() -> str:
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
-    if found is None:
-        raise BenchError("nginx is not installed: run `make bench` (its system-deps target installs it)")
-    return found
+    try:
+        return find_nginx()
+    except NginxError:
+        raise BenchError("nginx is not installed: run `make bench` (its system-deps target installs it)") from None
 
 
 def nginx_site(www: Path, port: int) -> str:
@@ -273,15 +242,14 @@ def start_nginx(stack: contextlib.ExitStack, tmp: Path, www: Path, probe: str) -
     conf.write_text(main_config(root, site))
     cmd = [*pin_prefix(SERVER_CPU), which_nginx(), "-p", str(root), "-c", str(conf), "-e", str(root / "error.log")]
     log = root / "stdout.log"
-    proc = start_process(stack, "nginx", cmd, log)
-    wait_ready(proc, "nginx", port, probe, root / "error.log")
+    wait_ready(start_process(stack, "nginx", cmd, log), port, probe)
     return port
 
 
-def start_front(stack: contextlib.ExitStack, tmp: Path, edge_port: int) -> int:
+def start_front(stack: contextlib.ExitStack, tmp: Path, edge: EdgeProcess) -> int:
     """nginx with the shipped nginx/edge.conf in front of the edge, on the edge's core."""
-    blob_dir = tmp / "edge-data" / "blobs" / "blobs"  # <storage.root>/blobs/, storage.root = <data_dir>/blobs
-    front = NginxProcess(tmp / "front", [edge_port], blob_dir, cpus=pin_prefix(SERVER_CPU))
+    blob_dir = edge.data_dir / "blobs" / "blobs"  # <storage.root>/blobs/, storage.root = <data_dir>/blobs
+    front = NginxProcess(tmp / "front", [edge.port or 0], blob_dir, cpus=pin_prefix(SERVER_CPU))
     stack.callback(front.stop)
     try:
         front.start()
@@ -319,8 +287,7 @@ def start_bare(stack: contextlib.ExitStack, tmp: Path) -> int:
     port = free_port()
     cmd = [*pin_prefix(SERVER_CPU), sys.executable, str(Path(__file__).resolve()), "--bare-app", str(port)]
     log = tmp / "bare.log"
-    proc = start_process(stack, "bare aiohttp", cmd, log)
-    wait_ready(proc, "bare aiohttp", port, "/ping", log)
+    wait_ready(start_process(stack, "bare aiohttp", cmd, log), port, "/ping")
     return port
 
 
@@ -475,12 +442,13 @@ def edge_path(sample: Sample) -> str:
 def setup_servers(stack: contextlib.ExitStack, tmp: Path, samples: list[Sample], rss: dict[str, float]) -> Servers:
     """Start the edge, upload the samples, start nginx and the bare app, and check every byte."""
     www = tmp / "www"
-    edge, edge_port = start_edge(stack, tmp)
+    edge = start_edge(stack, tmp)
+    edge_port = edge.port or 0
     rss["after start"] = peak_rss_mib(edge.pid)
     for sample in samples:
         upload(edge_port, sample)
     rss["after uploads"] = peak_rss_mib(edge.pid)
-    front_port = start_front(stack, tmp, edge_port)
+    front_port = start_front(stack, tmp, edge)
     nginx_port = start_nginx(stack, tmp, www, "/" + samples[0].path.name)
     bare_port = start_bare(stack, tmp)
     for sample in samples:

@@ -1,9 +1,13 @@
-"""Child services: start, wait until they answer, stop them all on Ctrl-C or SIGTERM.
+"""Child services: start, wait until they answer, restart one that dies, stop them all on Ctrl-C or SIGTERM.
 
 Each service runs in its own session, so the Ctrl-C a terminal sends to its foreground
 group reaches only the supervisor, which then stops every child once, with SIGTERM (the
 services' graceful stop: running requests finish). A second Ctrl-C kills them at once.
 On Linux a child also gets SIGTERM if the supervisor dies without stopping it.
+
+A child that exits on its own (a crash, ``kill -9`` while trying a fault story) is started
+again on the same port and data dir after a backoff that doubles with each quick death,
+so the rest of the topology keeps running and its registrations stay valid.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -30,6 +35,11 @@ START_TIMEOUT = 90.0  # the Distribution service makes its signing key on first 
 STOP_TIMEOUT = 20.0
 POLL_SECONDS = 0.1
 LOG_TAIL_LINES = 25
+# Restarts of a child that died: the first after RESTART_FIRST s, doubling up to RESTART_MAX;
+# a child that stayed up STABLE_SECONDS starts over at RESTART_FIRST.
+RESTART_FIRST = 1.0
+RESTART_MAX = 30.0
+STABLE_SECONDS = 60.0
 # Settings the services read from the environment: the topology sets its own, nothing is inherited.
 SETTINGS_PREFIXES = ("EDGE_", "DISTRIBUTION_")
 
@@ -80,16 +90,37 @@ def _parent_death_signal() -> Any:
     return preexec
 
 
-class ServiceProcess:
-    """One ``edge serve`` or ``distribution serve``; its output goes to ``log_path``."""
+def serve_command(program: str, data_dir: Path, host: str, port: int) -> list[str]:
+    """``edge serve`` or ``distribution serve`` on ``host:port`` with its own data directory."""
+    return [find_program(program), "serve", "--data-dir", str(data_dir), "--host", host, "--port", str(port)]
 
-    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_path: Path, cwd: Path) -> None:
+
+class ServiceProcess:
+    """One child service (``edge serve``, ``distribution serve``, nginx, ...); its output goes to ``log_path``.
+
+    It is ready once ``GET {url}{probe}`` answers 200 (with the body ``expect``, when given):
+    by default the Artifactory ping every service of this project answers.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: Mapping[str, str],
+        log_path: Path,
+        cwd: Path,
+        *,
+        probe: str = PING,
+        expect: bytes | None = b"OK",
+    ) -> None:
         self.name, self.argv, self.env = name, argv, dict(env)
         self.log_path, self.cwd = log_path, cwd
+        self.probe, self.expect = probe, expect
         self.url: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._log_start = 0
+        self.started_at = 0.0
 
     @property
     def pid(self) -> int | None:
@@ -100,6 +131,8 @@ class ServiceProcess:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self._log is not None:  # a restart: the last run's log handle
+            self._log.close()
         self._log = open(self.log_path, "ab")  # noqa: SIM115  (closed in wait_stopped)
         self._log.write(f"--- {' '.join(self.argv)}\n".encode())
         self._log.flush()
@@ -114,6 +147,15 @@ class ServiceProcess:
             start_new_session=True,
             preexec_fn=_parent_death_signal(),
         )
+        self.started_at = time.monotonic()
+
+    def restart(self) -> None:
+        """Start again on the port the last run bound (port 0 would pick another, and the other
+        services know this one by its URL); the data dir, and so every token, stays the same."""
+        if self.url is not None and "--port" in self.argv:
+            port = urllib.parse.urlsplit(self.url).port
+            self.argv[self.argv.index("--port") + 1] = str(port)
+        self.start()
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> str:
         """The service's base URL once it answers its ping (the port it logged, so port 0 works)."""
@@ -123,7 +165,7 @@ class ServiceProcess:
             if code is not None:
                 raise StartFailed(f"{self.name} exited with status {code} while starting\n{self.log_tail()}")
             url = self.url or self._logged_url()
-            if url is not None and _answers_ping(url):
+            if url is not None and self._answers(url):
                 self.url = url
                 return url
             if time.monotonic() > deadline:
@@ -135,7 +177,7 @@ class ServiceProcess:
         the middle of its start-up (making its signing key, say) cannot clean up behind it."""
         while self._proc is not None and self.url is None and self.poll() is None and time.monotonic() < deadline:
             url = self._logged_url()
-            if url is not None and _answers_ping(url):
+            if url is not None and self._answers(url):
                 self.url = url
                 return
             time.sleep(POLL_SECONDS)
@@ -173,6 +215,19 @@ class ServiceProcess:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
 
+    def _answers(self, base_url: str) -> bool:
+        try:
+            status, body = rest.request("GET", base_url + self.probe, timeout=2)
+        except rest.CallFailed:
+            return False
+        return status == 200 and (self.expect is None or body == self.expect)
+
+    def wait(self, timeout: float) -> int:
+        """The exit status once the child has exited; raises subprocess.TimeoutExpired after ``timeout``."""
+        if self._proc is None:
+            raise RuntimeError(f"{self.name} has not been started")
+        return self._proc.wait(timeout)
+
     def wait_stopped(self, deadline: float) -> int | None:
         """Wait until ``deadline`` (monotonic), then kill; answers the exit status."""
         if self._proc is None:
@@ -186,14 +241,6 @@ class ServiceProcess:
             self._log.close()
             self._log = None
         return self._proc.returncode
-
-
-def _answers_ping(base_url: str) -> bool:
-    try:
-        status, body = rest.request("GET", base_url + PING, timeout=2)
-    except rest.CallFailed:
-        return False
-    return status == 200 and body == b"OK"
 
 
 class Supervisor:
@@ -228,13 +275,32 @@ class Supervisor:
             for child in self.children:
                 child.kill()
 
-    def wait(self) -> ServiceProcess:
-        """Block until a child exits on its own (answered), or a signal raises Interrupted."""
+    def keep_running(self, say: Callable[[str], None]) -> None:
+        """Restart every child that exits on its own, saying so, until a signal raises Interrupted.
+
+        The backoff doubles while a child keeps dying soon after its start (a broken setting
+        must not spin the machine) and starts over once it has stayed up ``STABLE_SECONDS``."""
+        backoff = {child.name: RESTART_FIRST for child in self.children}
         while True:
             for child in self.children:
-                if child.poll() is not None:
-                    return child
-            time.sleep(0.5)
+                code = child.poll()
+                if code is None:
+                    continue
+                if time.monotonic() - child.started_at >= STABLE_SECONDS:
+                    backoff[child.name] = RESTART_FIRST
+                delay = backoff[child.name]
+                backoff[child.name] = min(delay * 2, RESTART_MAX)
+                say(f"{child.name} exited with status {code}; restarting it in {delay:.0f} s "
+                    f"(log: {child.log_path})")  # fmt: skip
+                time.sleep(delay)
+                child.restart()
+                try:
+                    url = child.wait_ready()
+                except StartFailed as exc:
+                    say(f"{child.name} did not come back: {str(exc).splitlines()[0]}")
+                    continue
+                say(f"{child.name} is back at {url}")
+            time.sleep(POLL_SECONDS * 5)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> dict[str, int | None]:
         """SIGTERM to every running child at once, wait for all (killing any still running after

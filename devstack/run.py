@@ -3,7 +3,8 @@
     python -m devstack.run [--run-dir .run] [--distribution-port 8080] [--edge-port 8082 --edge-port 8083]
 
 Prints the URLs, the tokens and three commands to try, then runs until Ctrl-C or
-SIGTERM, which stop every service gracefully (exit 0). Port 0 picks free ports.
+SIGTERM, which stop every service gracefully (exit 0). A service that dies meanwhile is
+started again, on its port and data dir, and the console says so. Port 0 picks free ports.
 """
 
 from __future__ import annotations
@@ -86,9 +87,7 @@ def main(run_dir: Path, host: str, distribution_port: int, edge_ports: tuple[int
             click.echo(f"Starting the distribution service and {len(edge_ports)} edges in {shown_path(str(run_dir))}/")
             ready = topology.start(say)
             click.echo(banner(ready))
-            died = topology.supervisor.wait()
-            click.echo(f"{died.name} exited with status {died.poll()}\n{died.log_tail()}", err=True)
-            code = 1
+            topology.supervisor.keep_running(say)
         except Interrupted as exc:
             click.echo(f"\n{exc.signal_name}: stopping every service")
         except (StartFailed, CallFailed) as exc:

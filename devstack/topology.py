@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .content import DemoBundle, deploy_demo
-from .processes import ServiceProcess, Supervisor, find_program, service_environment
+from .processes import ServiceProcess, Supervisor, serve_command, service_environment
 from .wiring import EdgeTarget, Say, State, connect, edge_target
 
 DISTRIBUTION_PORT = 8080
@@ -62,7 +62,7 @@ class LocalTopology:
     def _serve(self, name: str, program: str, port: int, settings: dict[str, str]) -> ServiceProcess:
         data_dir = self.run_dir / name
         data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [find_program(program), "serve", "--data-dir", str(data_dir), "--host", self.host, "--port", str(port)]
+        argv = serve_command(program, data_dir, self.host, port)
         log = self.run_dir / "logs" / f"{name}.log"
         child = ServiceProcess(name, argv, service_environment(settings), log, cwd=self.run_dir)
         return self.supervisor.start(child)

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wire.protocol import BUNDLES, TRUSTED_KEYS
+
 from . import rest
 from .rest import CallFailed, expect
 
 V1 = "/distribution/api/v1"
-TRUSTED_KEYS = "/artifactory/api/security/keys/trusted"
 KEY_ALIAS = "dist-main"
 DISTRIBUTOR_SUBJECT = "distribution"
 # Where the demo edges pretend to be; more edges get generic places.
@@ -76,12 +77,12 @@ def public_key(distribution_url: str) -> str:
     return answer.decode() if isinstance(answer, bytes) else str(answer)
 
 
-def trust_key(edge: EdgeTarget, armored: str) -> str:
-    """Make ``edge`` trust the key under KEY_ALIAS, replacing another key held under that alias; its fingerprint."""
-    url, body = edge.url + TRUSTED_KEYS, {"alias": KEY_ALIAS, "public_key": armored}
+def trust_key(edge: EdgeTarget, armored: str, alias: str = KEY_ALIAS) -> str:
+    """Make ``edge`` trust the key under ``alias``, replacing another key held under that alias; its fingerprint."""
+    url, body = edge.url + TRUSTED_KEYS, {"alias": alias, "public_key": armored}
     status, answer = rest.request("POST", url, edge.admin_token, body)
     if status == 409:  # the alias names an older key of a service whose data was wiped
-        expect((204,), "DELETE", f"{url}/{KEY_ALIAS}", edge.admin_token)
+        expect((204,), "DELETE", f"{url}/{alias}", edge.admin_token)
         status, answer = rest.request("POST", url, edge.admin_token, body)
     if status not in (200, 201):
         raise CallFailed("POST", url, status, rest.error_message(answer))
@@ -92,7 +93,7 @@ def distributor_token(edge: EdgeTarget, state: State) -> str:
     """The distributor token kept for ``edge`` while the edge still accepts it, else a new one."""
     kept = state.get(edge.name, "distributor_token")
     if kept is not None:
-        status, _ = rest.request("GET", edge.url + "/artifactory/api/distribution/bundles", kept)
+        status, _ = rest.request("GET", edge.url + BUNDLES, kept)
         if status == 200:
             return kept
     body = {"role": "distributor", "username": DISTRIBUTOR_SUBJECT, "description": "the Distribution service"}

@@ -12,11 +12,11 @@ from typing import Any
 from aiohttp import web
 
 from repository.errors import BadRequest
-from repository.http.access_api import read_json_object
-from repository.http.auth import require_role
+from repository.http.auth import reader, require_role
+from repository.http.json_body import read_json_object
 from repository.http.responses import json_response
-from repository.http.storage_api import iso
 from repository.tokens import Role
+from wire.timestamps import iso
 
 from .bundle_store import PAGE_SIZE, Bundle, BundleArtifact
 from .bundles import BundleService, check_name_version, parse_bundle_request
@@ -74,7 +74,7 @@ async def create_bundle(request: web.Request) -> web.Response:
     user = require_role(request, Role.admin).subject
     bundle_request = parse_bundle_request(await read_json_object(request))
     service = _service(request)
-    bundle, artifacts, _new = await service.create(bundle_request, user)
+    bundle, artifacts, _new = await service.create(bundle_request, user, reader(request))
     if bundle_request.dry_run:
         return json_response(bundle_json(bundle, artifacts), status=200)
     if bundle_request.sign_immediately:
@@ -87,7 +87,7 @@ async def update_bundle(request: web.Request) -> web.Response:
     name, version = _name_version(request)
     bundle_request = parse_bundle_request(await read_json_object(request), name=name, version=version)
     service = _service(request)
-    bundle, artifacts = await service.update(bundle_request, user)
+    bundle, artifacts = await service.update(bundle_request, user, reader(request))
     if bundle_request.sign_immediately and not bundle_request.dry_run:
         bundle = await service.sign(name, version, bundle_request.signing_key_alias)
     return json_response(bundle_json(bundle, artifacts), headers=_signed_headers(bundle))

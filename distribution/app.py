@@ -67,7 +67,10 @@ async def signer_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def bundles_ctx(app: web.Application) -> AsyncIterator[None]:
     store = BundleStore(app[database])
-    app[bundles_key] = BundleService(store, app[core.catalog], app[signer_key], app[settings_key].max_bundle_artifacts)
+    app[core.artifacts].pin_with(store.pinned)
+    app[bundles_key] = BundleService(
+        store, app[core.artifacts], app[signer_key], app[settings_key].max_bundle_artifacts
+    )
     yield
 
 

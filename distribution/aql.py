@@ -5,13 +5,12 @@ See ``distribution.specs`` for the semantics; this module only parses and evalua
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
-from typing import Any
 
-from repository.errors import InvalidPath
-from repository.paths import check_artifact_path, check_repo_key
+from wire.errors import InvalidPath
+from wire.jsonstrict import JsonRefused, loads_prefix
+from wire.paths import check_artifact_path, check_repo_key
 
 from .matching import ANY_SCOPE, Scope, SpecError, Wildcard, has_wildcard
 
@@ -30,26 +29,6 @@ Scopes = frozenset[Scope]
 FIELD_INDEX = {"repo": 0, "path": 1, "name": 2}
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise _DuplicateKey(key)
-        obj[key] = value
-    return obj
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_DECODER = json.JSONDecoder(object_pairs_hook=_strict_object, parse_constant=_refuse_constant)
-
-
 def parse_aql(text: str, where: str) -> tuple[Callable[[str, str], bool], tuple[Scope, ...]]:
     head = _AQL_HEAD.match(text)
     if head is None:
@@ -60,13 +39,9 @@ def parse_aql(text: str, where: str) -> tuple[Callable[[str, str], bool], tuple[
     criteria: object = {}
     if not text.startswith(")", pos):
         try:
-            criteria, pos = _DECODER.raw_decode(text, pos)
-        except _DuplicateKey as exc:
-            raise SpecError(f"{where}: duplicate key {exc.args[0]!r}") from None
-        except json.JSONDecodeError as exc:
-            raise SpecError(f"{where}: malformed JSON at character {exc.pos}: {exc.msg}") from None
-        except (ValueError, RecursionError) as exc:
-            raise SpecError(f"{where}: malformed JSON: {exc}") from None
+            criteria, pos = loads_prefix(text, pos)
+        except JsonRefused as exc:
+            raise SpecError(f"{where}: malformed JSON: {exc.problem}") from None
     close = _AQL_CLOSE.match(text, pos)
     if close is None:
         raise SpecError(f"{where}: expected ')' after the criteria at character {pos}")

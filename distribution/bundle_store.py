@@ -124,6 +124,23 @@ class BundleStore:
         )
         return [BundleArtifact(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
 
+    async def pinned(self, sha256s: list[str]) -> set[str]:
+        """Those of ``sha256s`` that a stored bundle version lists, in any state: a signed one
+        must still be distributable, and an OPEN one names the exact bytes it will be signed
+        with (its rows were resolved from the catalog), so either holds its blobs until it is
+        deleted, whatever happens to the source paths."""
+        return await self._database.run(self._pinned, sha256s)
+
+    def _pinned(self, sha256s: list[str]) -> set[str]:
+        pinned: set[str] = set()
+        for start in range(0, len(sha256s), 500):
+            page = sha256s[start : start + 500]
+            rows = self._db.execute(
+                f"SELECT DISTINCT sha256 FROM bundle_artifacts WHERE sha256 IN ({', '.join('?' * len(page))})", page
+            )
+            pinned.update(r[0] for r in rows)
+        return pinned
+
     async def mark_signed(
         self, name: str, version: str, *, manifest: bytes, manifest_sha256: str, signature: str, signed_by: str, at: int
     ) -> bool:

@@ -1,8 +1,10 @@
 """Release Bundles: resolve a spec into artifacts, store, sign, and answer them.
 
-A bundle version is immutable once signed. Every call is idempotent where a
-client may retry after a time-out: creating the same name and version with the
-same body answers the bundle that exists; only different content is a 409.
+A bundle version is immutable once signed, its bytes too: every stored bundle version
+pins the blobs it lists (``BundleStore.pinned``), so deleting or overwriting a source
+path never frees them; deleting the bundle version does. Every call is idempotent where
+a client may retry after a time-out: creating the same name and version with the same
+body answers the bundle that exists; only different content is a 409.
 """
 
 from __future__ import annotations
@@ -11,13 +13,17 @@ import asyncio
 import hashlib
 import json
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from repository.catalog import Artifact, Catalog, now_ms
+from repository.artifacts import ArtifactService
+from repository.catalog import Artifact, Repo, now_ms
 from repository.errors import BadRequest, Conflict, NotFound
-from repository.http.storage_api import iso
-from repository.manifest import Manifest, ManifestArtifact, check_bundle_name, check_bundle_version, encode
+from repository.permissions import Readable
+from wire.manifest import Manifest, ManifestArtifact, check_bundle_name, check_bundle_version, encode
+from wire.timestamps import iso
 
 from .bundle_store import Bundle, BundleArtifact, BundleStore, total_size
 from .signing import KeyInfo, Signer
@@ -112,32 +118,43 @@ def parse_bundle_request(body: dict[str, Any], *, name: str | None = None, versi
 
 
 class BundleService:
-    def __init__(self, store: BundleStore, catalog: Catalog, signer: Signer, max_artifacts: int) -> None:
+    def __init__(self, store: BundleStore, artifacts: ArtifactService, signer: Signer, max_artifacts: int) -> None:
         self.store = store
-        self.catalog = catalog
+        self.artifacts = artifacts
+        self.catalog = artifacts.catalog
         self.signer = signer
         self.max_artifacts = max_artifacts
         self._lock = asyncio.Lock()  # orders create/update/sign of bundles in this process
 
-    async def resolve(self, queries: tuple[Query, ...]) -> list[BundleArtifact]:
-        """Every artifact the queries select, with its target path; refused when empty, too many or colliding."""
+    async def resolve(self, queries: tuple[Query, ...], readable: Readable) -> list[BundleArtifact]:
+        """Every artifact the queries select that the caller may read, with its target path;
+        refused when empty, too many or colliding. A file the caller may not read is left out,
+        as a listing leaves it out: a bundle never copies bytes its creator could not read."""
         found: dict[str, BundleArtifact] = {}
         for query in queries:
             for scope in query.scopes:
-                repos = [scope.repo] if scope.repo is not None else [r.key for r in await self.catalog.list_repos()]
+                repos = await self._repos(scope.repo)
                 for repo in repos:
-                    async for page in self.catalog.walk_pages(repo, scope.folder):
+                    async for page in self.catalog.walk_pages(repo.key, scope.folder):
                         # matching and mapping regexes cost per artifact: keep them off the loop
-                        await asyncio.to_thread(self._select, found, query, repo, page)
+                        await asyncio.to_thread(self._select, found, query, repo, page, readable)
         if not found:
             raise SpecError("spec matches no artifacts")
         check_distinct_targets((a.source, a.target) for a in found.values())  # no file where a folder must be
         return [found[t] for t in sorted(found)]
 
-    def _select(self, found: dict[str, BundleArtifact], query: Query, repo: str, page: list[Artifact]) -> None:
+    async def _repos(self, key: str | None) -> list[Repo]:
+        if key is None:
+            return await self.catalog.list_repos()
+        repo = await self.catalog.get_repo(key)
+        return [repo] if repo is not None else []
+
+    def _select(
+        self, found: dict[str, BundleArtifact], query: Query, repo: Repo, page: list[Artifact], readable: Readable
+    ) -> None:
         for artifact in page:
-            if query.matches(repo, artifact.path):
-                self._add(found, query, repo, artifact)
+            if query.matches(repo.key, artifact.path) and readable(repo, artifact.path):
+                self._add(found, query, repo.key, artifact)
 
     def _add(self, found: dict[str, BundleArtifact], query: Query, repo: str, a: Artifact) -> None:
         source = f"{repo}/{a.path}"
@@ -154,7 +171,9 @@ class BundleService:
             raise BadRequest(f"spec selects more than the limit of {self.max_artifacts} artifacts")
         found[target] = BundleArtifact(target, source, a.sha256, a.sha1, a.md5, a.size, props)
 
-    async def create(self, request: BundleRequest, user: str) -> tuple[Bundle, list[BundleArtifact], bool]:
+    async def create(
+        self, request: BundleRequest, user: str, readable: Readable
+    ) -> tuple[Bundle, list[BundleArtifact], bool]:
         """Create (or, for an identical retry, find) a bundle; answers whether it was new."""
         if request.sign_immediately:
             await self._signing_key(request.signing_key_alias)  # an unknown key refuses before anything is stored
@@ -164,27 +183,35 @@ class BundleService:
                 if existing.request_sha256 != request.request_sha256:
                     raise Conflict(f"Release bundle {request.name}/{request.version} already exists with other content")
                 return existing, await self.store.artifacts(request.name, request.version), False
-            artifacts = await self.resolve(request.queries)
+            artifacts = await self.resolve(request.queries, readable)
             bundle = self._new_bundle(request, artifacts, user, created=now_ms())
             if not request.dry_run:
                 try:
-                    await self.store.save(bundle, artifacts, replace=False)
+                    await self._save(bundle, artifacts, replace=False)
                 except sqlite3.IntegrityError:
                     raise Conflict(f"Release bundle {request.name}/{request.version} already exists") from None
             return bundle, artifacts, True
 
-    async def update(self, request: BundleRequest, user: str) -> tuple[Bundle, list[BundleArtifact]]:
+    async def update(
+        self, request: BundleRequest, user: str, readable: Readable
+    ) -> tuple[Bundle, list[BundleArtifact]]:
         if request.sign_immediately:
             await self._signing_key(request.signing_key_alias)
         async with self._lock:
             existing = await self.get(request.name, request.version)
             if existing.state != "OPEN":
                 raise Conflict(f"Release bundle {request.name}/{request.version} is signed and cannot change")
-            artifacts = await self.resolve(request.queries)
+            artifacts = await self.resolve(request.queries, readable)
             bundle = self._new_bundle(request, artifacts, user, created=existing.created)
             if not request.dry_run:
-                await self.store.save(bundle, artifacts, replace=True)
+                replaced = await self.store.artifacts(request.name, request.version)
+                await self._save(bundle, artifacts, replace=True)
+                await self.artifacts.collect(_blobs(replaced))  # those no longer listed may go
             return bundle, artifacts
+
+    async def _save(self, bundle: Bundle, artifacts: list[BundleArtifact], *, replace: bool) -> None:
+        """Store the bundle, pinning its blobs, unless one was deleted since it was resolved (409)."""
+        await self.artifacts.keep(_blobs(artifacts), partial(self.store.save, bundle, artifacts, replace=replace))
 
     @staticmethod
     def _new_bundle(request: BundleRequest, artifacts: list[BundleArtifact], user: str, *, created: int) -> Bundle:
@@ -272,6 +299,13 @@ class BundleService:
         return parts
 
     async def delete(self, name: str, version: str) -> None:
+        """Delete a bundle version; the blobs it alone held (no path, no other bundle) are freed."""
         check_name_version(name, version)
+        listed = await self.store.artifacts(name, version)
         if not await self.store.delete(name, version):
             raise NotFound(f"Release bundle {name}/{version} not found")
+        await self.artifacts.collect(_blobs(listed))
+
+
+def _blobs(artifacts: Iterable[BundleArtifact]) -> set[str]:
+    return {a.sha256 for a in artifacts}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import click
 from repository.cli_scrub import scrub_group
 from repository.cli_support import emit, remote_options, serve_command
 from repository.client import call
+from wire.jsonstrict import JsonRefused, loads
 
 from . import __version__
 from . import cli_edges as edges_cli
@@ -69,8 +69,8 @@ def _spec_body(patterns: tuple[str, ...], spec_file: Path | None, description: s
         raise click.UsageError("give --pattern (one or more) or --spec FILE")
     if spec_file is not None:
         try:
-            spec = json.loads(spec_file.read_text())
-        except (OSError, ValueError) as exc:
+            spec = loads(spec_file.read_bytes())  # as strictly as the service will read it
+        except (OSError, JsonRefused) as exc:
             raise click.UsageError(f"cannot read spec {spec_file}: {exc}") from None
     else:
         spec = {"queries": [{"pattern": p} for p in patterns]}

@@ -11,9 +11,9 @@ from typing import Any
 
 import click
 
-from repository.errors import RepositoryError
-from repository.manifest import check_bundle_name, check_bundle_version
-from repository.paths import check_repo_key
+from wire.errors import WireError
+from wire.manifest import check_bundle_name, check_bundle_version
+from wire.paths import check_repo_key
 
 
 def _checked(check: Callable[[str], object]) -> Callable[[click.Context, click.Parameter, Any], Any]:
@@ -22,7 +22,7 @@ def _checked(check: Callable[[str], object]) -> Callable[[click.Context, click.P
             return value
         try:
             check(value)
-        except RepositoryError as exc:
+        except WireError as exc:
             raise click.BadParameter(exc.message) from None
         return value
 

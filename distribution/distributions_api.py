@@ -11,8 +11,8 @@ from typing import Any
 from aiohttp import web
 
 from repository.errors import BadRequest, NotFound
-from repository.http.access_api import read_json_object
 from repository.http.auth import require_role
+from repository.http.json_body import read_json_object
 from repository.http.responses import json_response
 from repository.tokens import Role
 

@@ -19,9 +19,10 @@ import sqlite_utils
 
 from repository.catalog import now_ms
 from repository.db import Database
-from repository.errors import BadRequest, Conflict, InvalidPath, NotFound
-from repository.http.storage_api import iso
-from repository.paths import check_repo_key
+from repository.errors import BadRequest, Conflict, NotFound
+from wire.errors import InvalidPath
+from wire.paths import check_repo_key
+from wire.timestamps import iso
 
 PING = "/artifactory/api/system/ping"
 PING_TIMEOUT = aiohttp.ClientTimeout(total=3, sock_connect=2)

@@ -16,7 +16,7 @@ import sqlite_utils
 
 from repository.catalog import now_ms
 from repository.db import Database
-from repository.http.storage_api import iso
+from wire.timestamps import iso
 
 from .edges import Edge
 from .rules import Rule

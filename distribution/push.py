@@ -9,15 +9,15 @@ distributed at once.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.batch import BATCH_BLOB_MAX, BATCH_MAX_BLOBS
 from storage_backends import BlobNotFound, StorageBackend, StorageError
+from wire.batch import BATCH_BLOB_MAX, BATCH_MAX_BLOBS, body_length, head_line
+from wire.protocol import TransactionState
 from wire.published import published_digest
 
 from .bundle_store import BundleArtifact
@@ -138,7 +138,7 @@ class Push:
                 raise
             # blobs went missing on the edge between upload and commit: start again (bounded by the runner)
             raise EdgeServerError(f"{exc.message}; starting the transaction again", 409) from None
-        if committed["state"] != "COMMITTED":
+        if committed["state"] != TransactionState.COMMITTED:
             raise EdgeGarbage(f"edge {self.client.edge.name} answered commit with state {committed['state']!r}")
         await self.verify(tx)
 
@@ -189,8 +189,8 @@ class Push:
 
     async def send_batch(self, tx: str, shas: tuple[str, ...], sizes: dict[str, int]) -> None:
         """One request for many small blobs (docs/transactions.md); a failed one is sent again whole."""
-        head = (json.dumps(shas) + "\n").encode()
-        length = len(head) + sum(sizes[s] for s in shas)
+        head = head_line(shas)
+        length = body_length(shas, sizes)
         for sha in shas:
             self.progress.uploading[sha] = self.progress.by_sha[sha][0].target
         try:
@@ -294,7 +294,7 @@ class Push:
         status = await self.client.status(tx)
         edge = self.client.edge.name
         missing = status.get("missing") or []
-        if status["state"] != "COMMITTED" or missing:
+        if status["state"] != TransactionState.COMMITTED or missing:
             raise NotVerified(
                 f"edge {edge} reports transaction {tx} as {status['state']} after commit"
                 f" (missing {len(missing)} blobs{': ' + ', '.join(map(str, missing[:3])) if missing else ''})"

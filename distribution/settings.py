@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repository.errors import InvalidPath
-from repository.paths import check_repo_key
 from repository.settings import ServiceSettings, load_settings
+from wire.errors import InvalidPath
+from wire.paths import check_repo_key
 
 
 @dataclass(frozen=True)

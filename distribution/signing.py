@@ -35,9 +35,9 @@ from typing import Any
 
 import gnupg
 
+from repository.disk_space import check_room
 from repository.errors import BadRequest, Conflict, NotFound, RepositoryError
-from repository.manifest import utc_timestamp
-from repository.signatures import (
+from wire.signatures import (
     GPG_ERR_BAD_PASSPHRASE,
     GPG_ERR_NO_PIN_ENTRY,
     SIGNATURE_BEGIN,
@@ -48,6 +48,7 @@ from repository.signatures import (
     parse_status,
     status_error_codes,
 )
+from wire.timestamps import utc_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +306,11 @@ class Signer:
     def sign(self, data: bytes, alias: str | None = None) -> str:
         """A detached ASCII-armored signature over exactly ``data`` by the key ``alias``."""
         fingerprint = self._fingerprint(alias)
-        return _sign_with(self._gpg, data, fingerprint)
+        try:
+            return _sign_with(self._gpg, data, fingerprint)
+        except SigningFailed:
+            check_room(self._home.homedir, "the GnuPG home of the signing keys")  # 507 if the disk is full
+            raise
 
     def close(self) -> None:
         self._home.close()

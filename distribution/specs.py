@@ -34,8 +34,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from repository.errors import InvalidPath
-from repository.paths import ancestors, check_artifact_path, check_repo_key
+from repository.paths import ancestors
+from repository.policy import EDGE_UPLOADS_REPO
+from wire.errors import InvalidPath
+from wire.paths import check_artifact_path, check_repo_key
 
 from .aql import parse_aql
 from .matching import Scope, SpecError, Wildcard, has_wildcard
@@ -89,7 +91,7 @@ class Query:
 
     def target(self, repo: str, path: str) -> str:
         """``repo/path`` after the first mapping whose input matches it (unchanged if none),
-        checked to be a safe ``repo/path``; SpecError otherwise."""
+        checked to be a safe ``repo/path`` outside an edge's uploads repo; SpecError otherwise."""
         source = f"{repo}/{path}"
         result = source
         for mapping in self.mappings:
@@ -105,6 +107,11 @@ class Query:
             raise SpecError(
                 f"query {self.name!r}: mapping of {source!r} produces unsafe target path {result!r} ({exc.message})"
             ) from None
+        if target_repo == EDGE_UPLOADS_REPO:  # deployers write there: an edge refuses such a bundle
+            raise SpecError(
+                f"query {self.name!r}: target path {result!r} of {source!r} is in {EDGE_UPLOADS_REPO},"
+                " an edge's uploads repository; release bundle content cannot go there"
+            )
         return result
 
 

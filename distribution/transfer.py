@@ -10,17 +10,17 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 from aiohttp.payload import Payload
 
 from repository.logs import current_request_id
+from wire import protocol
+from wire.jsonstrict import JsonRefused, loads
+from wire.protocol import RECEIVED_BYTES
 
 from .edges import Edge
 
-API = "/artifactory/api/distribution"
-TRUSTED_KEYS = "/artifactory/api/security/keys/trusted"
 MAX_ERROR_TEXT = 300
 
 
@@ -69,12 +69,12 @@ def _quote(text: str) -> str:
 def edge_message(text: str) -> str:
     """The message of an Artifactory-style error body, or the body itself."""
     try:
-        body = json.loads(text)
+        body = loads(text)
         if isinstance(body, dict) and isinstance(body.get("errors"), list):
             return "; ".join(str(e.get("message", e)) for e in body["errors"] if isinstance(e, dict)) or text
         if isinstance(body, dict) and "message" in body:
             return str(body["message"])
-    except ValueError:
+    except JsonRefused:
         pass
     return text.strip() or "no details"
 
@@ -120,64 +120,62 @@ class EdgeClient:
             raise EdgeUnreachable(f"{what}: cannot reach the edge: {type(exc).__name__} {exc}".rstrip()) from None
         if status >= 500 or status in (408, 429):  # 408: an upload the edge found too slow; try again
             raise EdgeServerError(f"{what} answered {status}: {_quote(edge_message(text))}", status)
-        if status == 416 and "X-Received-Bytes" in answer_headers:
+        if status == 416 and RECEIVED_BYTES in answer_headers:
             raise RangeMismatch(_received(answer_headers, what))
         if status >= 400:
             raise EdgeRefused(f"{what} refused with {status}: {_quote(edge_message(text))}", status)
         if not expect_json or status == 204:
             return status, None, answer_headers
         try:
-            return status, json.loads(text), answer_headers
-        except ValueError:
+            return status, loads(text), answer_headers
+        except JsonRefused:
             raise EdgeGarbage(f"{what} answered {status} with a body that is not JSON: {_quote(text)!r}") from None
 
     async def start(self, manifest: bytes, signature: str) -> dict[str, Any]:
-        _, body, _ = await self.call(
-            "POST", f"{API}/transactions", json_body={"manifest": manifest.decode("utf-8"), "signature": signature}
-        )
+        _, body, _ = await self.call("POST", protocol.TRANSACTIONS, json_body=protocol.start_body(manifest, signature))
         _require(body, {"transaction_id": str, "state": str, "missing": list}, self._what("POST", "start"))
         return body  # type: ignore[no-any-return]
 
     async def received(self, tx: str, sha256: str) -> int:
         """Bytes of a blob the edge holds in staging (HEAD ``X-Received-Bytes``); 0 when it holds none."""
-        path = f"{API}/transactions/{tx}/blobs/{sha256}"
+        path = protocol.blob_path(tx, sha256)
         try:
             _, _, headers = await self.call("HEAD", path, expect_json=False)
         except EdgeRefused as exc:
             if exc.status == 404:
                 return 0
             raise
-        return _received(headers, self._what("HEAD", path)) if "X-Received-Bytes" in headers else 0
+        return _received(headers, self._what("HEAD", path)) if RECEIVED_BYTES in headers else 0
 
     async def put_blob(
         self, tx: str, sha256: str, size: int, offset: int, body: AsyncIterator[bytes] | Payload
     ) -> None:
         headers = {"Content-Length": str(size - offset), "Content-Type": "application/octet-stream"}
         if offset:
-            headers["Content-Range"] = f"bytes {offset}-{size - 1}/{size}"
-        await self.call("PUT", f"{API}/transactions/{tx}/blobs/{sha256}", data=body, headers=headers)
+            headers["Content-Range"] = protocol.content_range(offset, size)
+        await self.call("PUT", protocol.blob_path(tx, sha256), data=body, headers=headers)
 
     async def put_batch(self, tx: str, length: int, body: AsyncIterator[bytes]) -> None:
         headers = {"Content-Length": str(length), "Content-Type": "application/octet-stream"}
-        await self.call("POST", f"{API}/transactions/{tx}/blobs", data=body, headers=headers)
+        await self.call("POST", protocol.batch_path(tx), data=body, headers=headers)
 
     async def commit(self, tx: str) -> dict[str, Any]:
-        _, body, _ = await self.call("POST", f"{API}/transactions/{tx}/commit")
+        _, body, _ = await self.call("POST", protocol.commit_path(tx))
         _require(body, {"state": str}, self._what("POST", "commit"))
         return body  # type: ignore[no-any-return]
 
     async def status(self, tx: str) -> dict[str, Any]:
-        _, body, _ = await self.call("GET", f"{API}/transactions/{tx}")
+        _, body, _ = await self.call("GET", protocol.transaction_path(tx))
         _require(body, {"state": str}, self._what("GET", "transaction status"))
         return body  # type: ignore[no-any-return]
 
     async def abort(self, tx: str) -> None:
-        await self.call("POST", f"{API}/transactions/{tx}/abort")
+        await self.call("POST", protocol.abort_path(tx))
 
     async def delete_bundle(self, name: str, version: str) -> bool:
         """Remove a bundle from the edge; False when the edge did not hold it (already gone is done)."""
         try:
-            await self.call("DELETE", f"{API}/bundles/{quote(name)}/{quote(version)}", expect_json=False)
+            await self.call("DELETE", protocol.bundle_path(name, version), expect_json=False)
         except EdgeRefused as exc:
             if exc.status == 404:
                 return False
@@ -185,20 +183,22 @@ class EdgeClient:
         return True
 
     async def bundles(self) -> list[dict[str, Any]]:
-        _, body, _ = await self.call("GET", f"{API}/bundles")
+        _, body, _ = await self.call("GET", protocol.BUNDLES)
         if not isinstance(body, list):
             raise EdgeGarbage(f"{self._what('GET', 'bundles')} answered something other than a list")
         return body
 
     async def trust_key(self, alias: str, public_key: str) -> dict[str, Any]:
-        _, body, _ = await self.call("POST", TRUSTED_KEYS, json_body={"alias": alias, "public_key": public_key})
+        _, body, _ = await self.call(
+            "POST", protocol.TRUSTED_KEYS, json_body={"alias": alias, "public_key": public_key}
+        )
         return body if isinstance(body, dict) else {}
 
 
 def _received(headers: dict[str, str], what: str) -> int:
-    raw = headers.get("X-Received-Bytes", "")
+    raw = headers.get(RECEIVED_BYTES, "")
     if not raw.isdigit():
-        raise EdgeGarbage(f"{what}: X-Received-Bytes is not a number: {raw[:40]!r}")
+        raise EdgeGarbage(f"{what}: {RECEIVED_BYTES} is not a number: {raw[:40]!r}")
     return int(raw)
 
 

@@ -6,36 +6,35 @@ Each parses the request, checks the caller's role, calls ``Transactions`` or
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import logging
-import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
 
-from repository.errors import BadRequest, PayloadTooLarge, RepositoryError
+from repository.errors import BadRequest, RepositoryError
 from repository.http import keys as core
 from repository.http.auth import require_role
+from repository.http.json_body import read_json_object
 from repository.http.middlewares import error_body
 from repository.http.responses import json_response
-from repository.http.storage_api import iso
 from repository.tokens import Role
+from wire import protocol
+from wire.protocol import RECEIVED_BYTES, START_FIELDS
+from wire.timestamps import iso
 
 from .keys import settings_key, transactions_key, trusted_keys_key
 from .pace import UploadTooSlow
 from .raw_body import RawBody
 from .receiving import TransactionEnded
-from .store import ReceivedBundle, State, Transaction
+from .store import ReceivedBundle, Transaction
 from .transactions import Transactions
 
 log = logging.getLogger(__name__)
 
 BODY_CHUNK = 256 * 1024
-START_FIELDS = frozenset({"manifest", "signature"})
-CONTENT_RANGE_RE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19})")
+TRUST_FIELDS = frozenset({"alias", "public_key"})
 DISTRIBUTORS = (Role.distributor, Role.admin)
 
 
@@ -44,33 +43,12 @@ def _transactions(request: web.Request) -> Transactions:
     return request.app[transactions_key]
 
 
-def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    if len({key for key, _ in pairs}) != len(pairs):
-        raise ValueError("duplicate key")
-    return dict(pairs)
-
-
-def _json_object(body: bytes, fields: frozenset[str]) -> dict[str, str]:
-    """A JSON object with exactly ``fields``, each a string; anything else is a 400."""
-    try:
-        obj = json.loads(body, object_pairs_hook=_refuse_duplicates)
-    except (ValueError, RecursionError):
-        raise BadRequest("The body must be a JSON object without duplicate keys") from None
-    if not isinstance(obj, dict) or set(obj) != fields or not all(isinstance(v, str) for v in obj.values()):
+async def _string_fields(request: web.Request, fields: frozenset[str], limit: int | None = None) -> dict[str, str]:
+    """A JSON object body with exactly ``fields``, each a string; anything else is a 400."""
+    obj = await read_json_object(request, limit=limit)
+    if set(obj) != fields or not all(isinstance(v, str) for v in obj.values()):
         raise BadRequest(f"The body must be a JSON object with exactly the string fields {', '.join(sorted(fields))}")
     return obj
-
-
-async def _read_bounded(request: web.Request, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it passes ``limit`` bytes."""
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"Request body of {request.content_length} bytes exceeds the limit of {limit} bytes")
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(BODY_CHUNK):
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes")
-    return bytes(body)
 
 
 def _transaction_json(tx: Transaction, **extra: Any) -> dict[str, Any]:
@@ -87,8 +65,7 @@ def _transaction_json(tx: Transaction, **extra: Any) -> dict[str, Any]:
 
 async def start_transaction(request: web.Request) -> web.Response:
     transactions = _transactions(request)
-    body = await _read_bounded(request, request.app[settings_key].max_manifest_bytes)
-    fields = await asyncio.to_thread(_json_object, body, START_FIELDS)
+    fields = await _string_fields(request, START_FIELDS, request.app[settings_key].max_manifest_bytes)
     started = await transactions.start(fields["manifest"], fields["signature"])
     tx = started.transaction
     answer = _transaction_json(tx, missing=started.missing, expires=iso(tx.expires))
@@ -100,30 +77,24 @@ async def transaction_status(request: web.Request) -> web.Response:
     and what it publishes: the Distribution service's check that the edge holds the manifest."""
     transactions = _transactions(request)
     tx = await transactions.get(request.match_info["tx_id"])
-    if tx.state is State.COMMITTED:
+    if tx.state is protocol.TransactionState.COMMITTED:
         published = await transactions.published(tx)
         missing = await transactions.missing(tx.id, stored=True)
         extra = {"published": {"files": published.files, "bytes": published.bytes, "sha256": published.sha256}}
         return json_response(_transaction_json(tx, missing=missing, **extra))
-    missing = await transactions.missing(tx.id) if tx.state is State.OPEN else []
+    missing = await transactions.missing(tx.id) if tx.state is protocol.TransactionState.OPEN else []
     return json_response(_transaction_json(tx, missing=missing))
 
 
 async def blob_received(request: web.Request) -> web.Response:
     """HEAD of a blob: ``X-Received-Bytes`` says where a resumed upload starts."""
     received = await _transactions(request).uploads.received(request.match_info["tx_id"], request.match_info["sha256"])
-    return web.Response(status=200, headers={"X-Received-Bytes": str(received)})
+    return web.Response(status=200, headers={RECEIVED_BYTES: str(received)})
 
 
 def _content_range(request: web.Request) -> tuple[int, int, int] | None:
     header = request.headers.get("Content-Range")
-    if header is None:
-        return None
-    match = CONTENT_RANGE_RE.fullmatch(header.strip())
-    if match is None:
-        raise BadRequest("Content-Range must be 'bytes first-last/size'")
-    first, last, total = (int(g) for g in match.groups())
-    return first, last, total
+    return None if header is None else protocol.parse_content_range(header)
 
 
 def upload_body(request: web.Request) -> Callable[[], AsyncIterator[bytes] | RawBody]:
@@ -157,7 +128,7 @@ async def upload_blob(request: web.Request) -> web.StreamResponse:
 
 
 async def upload_blob_batch(request: web.Request) -> web.StreamResponse:
-    """Small blobs back to back in one body (edge/batch.py)."""
+    """Small blobs back to back in one body (wire/batch.py)."""
     tx_id = request.match_info["tx_id"]
     try:
         batch = await _transactions(request).uploads.upload_batch(
@@ -235,7 +206,7 @@ async def delete_bundle(request: web.Request) -> web.Response:
 
 async def trust_key(request: web.Request) -> web.Response:
     require_role(request, Role.admin)
-    fields = _json_object(await request.read(), frozenset({"alias", "public_key"}))
+    fields = await _string_fields(request, TRUST_FIELDS)
     trusted = await request.app[trusted_keys_key].trust(fields["alias"], fields["public_key"])
     answer = {"alias": trusted.key.alias, "fingerprint": trusted.key.fingerprint}
     return json_response(answer, status=201 if trusted.created else 200)

@@ -88,8 +88,10 @@ async def transactions_ctx(app: web.Application) -> AsyncIterator[None]:
     """Distribution transactions: staging left by transactions no longer open is removed at
     start; a background task expires abandoned ones, and is cancelled and awaited on shutdown."""
     settings = app[settings_key]
+    store = EdgeStore(app[database])
+    app[core.artifacts].pin_with(store.pinned)
     transactions = Transactions(
-        EdgeStore(app[database]),
+        store,
         app[trusted_keys_key],
         app[core.artifacts],
         Staging(settings.staging_dir),

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 from repository.errors import BadRequest, Conflict, RepositoryError
+from wire.protocol import RECEIVED_BYTES
 
 from .pace import PaceGuard, UploadTooSlow
 from .raw_body import RawBody, Receivers
@@ -51,7 +52,7 @@ class ResumeMismatch(RepositoryError):
     def __init__(self, received: int) -> None:
         super().__init__(
             f"Content-Range must start at byte {received}, the bytes received so far",
-            headers={"X-Received-Bytes": str(received)},
+            headers={RECEIVED_BYTES: str(received)},
         )
 
 

@@ -7,24 +7,16 @@ bundle commits or rolls back together with the bundle's index entries.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import sqlite_utils
 
 from repository.db import Database
 from repository.errors import Conflict
+from wire.protocol import TransactionState as State
 
 _TX_COLUMNS = "id, name, version, state, signer, created, expires, committed, files, bytes"
-
-
-class State(StrEnum):
-    OPEN = "OPEN"
-    COMMITTED = "COMMITTED"
-    ABORTED = "ABORTED"
-    EXPIRED = "EXPIRED"
 
 
 @dataclass(frozen=True)
@@ -190,23 +182,25 @@ class EdgeStore:
             lambda: {r[0] for r in self._db.execute("SELECT id FROM transactions WHERE state = 'OPEN'")}
         )
 
-    async def needed_elsewhere(self, tx_id: str, sha256s: Iterable[str]) -> set[str]:
-        """Those of ``sha256s`` that another OPEN transaction's manifest lists too."""
-        return await self._database.run(self._needed_elsewhere, tx_id, list(sha256s))
+    async def pinned(self, sha256s: list[str]) -> set[str]:
+        """Those of ``sha256s`` that an OPEN or COMMITTED transaction's manifest lists: a blob a
+        transaction in flight found held or has received, or one of a committed bundle, is never
+        collected, whatever happens to other paths with the same bytes."""
+        return await self._database.run(self._pinned, sha256s)
 
-    def _needed_elsewhere(self, tx_id: str, sha256s: list[str]) -> set[str]:
-        needed: set[str] = set()
+    def _pinned(self, sha256s: list[str]) -> set[str]:
+        pinned: set[str] = set()
         for start in range(0, len(sha256s), 500):
             page = sha256s[start : start + 500]
-            needed.update(
+            pinned.update(
                 r[0]
                 for r in self._db.execute(
                     "SELECT DISTINCT b.sha256 FROM transaction_blobs b JOIN transactions t ON t.id = b.transaction_id"
-                    f" WHERE t.state = 'OPEN' AND t.id != ? AND b.sha256 IN ({', '.join('?' * len(page))})",
-                    [tx_id, *page],
+                    f" WHERE t.state IN ('OPEN', 'COMMITTED') AND b.sha256 IN ({', '.join('?' * len(page))})",
+                    page,
                 )
             )
-        return needed
+        return pinned
 
     def commit_rows(self, tx: Transaction, paths: list[tuple[str, str]], now: int) -> None:
         """Mark ``tx`` committed and record its bundle; raises (rolling the publish back) if the

@@ -23,15 +23,17 @@ from cachetools import LRUCache
 
 from repository.artifacts import ArtifactService, guess_mime_type
 from repository.catalog import Artifact, Repo, now_ms
-from repository.errors import Conflict, NotFound
-from repository.manifest import Manifest, ManifestError, decode
+from repository.errors import Conflict, NotFound, RepositoryError
+from repository.policy import EDGE_UPLOADS_REPO
+from wire.manifest import Manifest, ManifestError, decode
+from wire.protocol import TransactionState as State
 from wire.published import published_digest
 
 from .pace import UploadPace
 from .raw_body import Receivers
 from .receiving import Locks, listed
 from .staging import Staging
-from .store import EdgeStore, ReceivedBundle, State, Transaction, bundle_owner
+from .store import EdgeStore, ReceivedBundle, Transaction, bundle_owner
 from .trust import TrustedKeys
 from .uploads import Uploads
 
@@ -40,6 +42,14 @@ log = logging.getLogger(__name__)
 # Manifests decoded at start, kept for their commit (a thousand-file manifest takes tens of
 # milliseconds to decode and check); a transaction not among them is decoded again.
 DECODED_MANIFESTS = 16
+
+
+class UploadsTargeted(RepositoryError):
+    """A manifest with a target in the uploads repo, where deployers write: a bundle's file
+    there could be overwritten while the edge still lists the bundle. Refused at start."""
+
+    status = 422
+    default_message = "Release bundle content cannot go to the uploads repository"
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,14 @@ def _distinct_blobs(manifest: Manifest) -> dict[str, int]:
 def _split(target: str) -> tuple[str, str]:
     repo, _, path = target.partition("/")
     return repo, path
+
+
+def _refuse_uploads_targets(manifest: Manifest) -> None:
+    targets = [a.target for a in manifest.artifacts if _split(a.target)[0] == EDGE_UPLOADS_REPO]
+    if targets:
+        raise UploadsTargeted(
+            f"Release bundle content cannot go to the uploads repository {EDGE_UPLOADS_REPO}: {listed(targets)}"
+        )
 
 
 def _entries(manifest: Manifest, owner: str, user: str, now: int) -> list[Artifact]:
@@ -115,6 +133,7 @@ class Transactions:
         blobs = _distinct_blobs(manifest)
         tx_id = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         signer = await self.trust.verify(data, signature)
+        _refuse_uploads_targets(manifest)
         async with self._lock(tx_id):
             existing = await self.store.get(tx_id)
             if existing is not None and existing.state is State.COMMITTED:
@@ -236,10 +255,10 @@ class Transactions:
         return ended
 
     async def _free(self, tx_id: str) -> None:
-        """Staged files go, and blobs moved into storage for this transaction alone."""
+        """Staged files go, and blobs moved into storage for this transaction alone (those of
+        other transactions in flight or committed are pinned: ``EdgeStore.pinned``)."""
         await self.staging.free(tx_id)
-        blobs = set(await self.store.blobs(tx_id))
-        await self.artifacts.collect(blobs - await self.store.needed_elsewhere(tx_id, blobs))
+        await self.artifacts.collect(await self.store.blobs(tx_id))
 
     # -- bundles ------------------------------------------------------------------
 

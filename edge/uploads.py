@@ -21,8 +21,9 @@ from repository.artifacts import ArtifactService
 from repository.errors import BadRequest, Conflict, NotFound
 from storage_backends import BlobNotFound, DigestMismatch, StorageFull, os_storage_error
 from storage_backends.errors import DISK_FULL_ERRNOS
+from wire.batch import BatchReader, check_sizes
+from wire.protocol import TransactionState as State
 
-from .batch import BATCH_BLOB_MAX, BatchReader
 from .pace import PaceGuard, UploadPace, UploadTooSlow
 from .raw_body import RawBody, Receivers
 from .receiving import (
@@ -38,7 +39,7 @@ from .receiving import (
     resume_offset,
 )
 from .staging import Staging
-from .store import EdgeStore, State, Transaction
+from .store import EdgeStore, Transaction
 
 if TYPE_CHECKING:
     from .transactions import Transactions
@@ -263,7 +264,7 @@ class Uploads:
         declared: int | None,
         interrupt: Callable[[BaseException], None],
     ) -> Batch:
-        """Store the small blobs of a batch body (edge/batch.py), each checked against its sha256.
+        """Store the small blobs of a batch body (wire/batch.py), each checked against its sha256.
 
         A blob that is wrong or cut short refuses the rest of the batch (422); the ones before
         it stay stored, being right, so retrying the whole batch is harmless. Blobs already
@@ -274,7 +275,8 @@ class Uploads:
             with self.in_flight.upload(tx_id) as upload:
                 tx = await self._receiving(tx_id)
                 upload.on_stop(interrupt)
-                body = BatchReader(chunks, PaceGuard(self.pace, f"Blob batch for transaction {tx_id}"))
+                guard = PaceGuard(self.pace, f"Blob batch for transaction {tx_id}")
+                body = BatchReader(partial(guard.read, chunks))
                 shas = await body.head()
                 if tx.state is State.COMMITTED and (held := await self.artifacts.storage.sizes(shas)):
                     raise Conflict(f"Transaction {tx_id} is COMMITTED and holds blobs {listed(sorted(held))}")
@@ -287,8 +289,7 @@ class Uploads:
         sizes = await self.store.blob_sizes(tx_id, shas)
         if strangers := [s for s in shas if s not in sizes]:
             raise NotFound(f"Blobs not part of transaction {tx_id}: {listed(strangers)}")
-        if large := [s for s in shas if sizes[s] > BATCH_BLOB_MAX]:
-            raise BadRequest(f"Blobs over {BATCH_BLOB_MAX} bytes go alone, not in a batch: {listed(large)}")
+        check_sizes(shas, sizes)
         total = sum(sizes[s] for s in shas)
         if declared is not None and declared != body.consumed + total:
             raise BadRequest(f"Content-Length must be {body.consumed + total}: the head line and the listed blobs")

@@ -2,9 +2,11 @@
 
 The ordering rule that keeps storage and catalog consistent: a blob is committed
 (whole) before any index entry points at it, and a blob is collected only after
-the last entry pointing at it is gone. One lock orders "index a blob" against
-"collect a blob" in this process, so a delete never removes bytes that a
-concurrent deploy of the same content is about to reference.
+the last entry pointing at it is gone and no pin holds it. Pins are the holders of
+blobs outside the index: a stored bundle version on the Distribution service, a
+transaction in flight or a committed bundle on an edge. One lock orders "index or
+pin a blob" against "collect a blob" in this process, so a delete never removes
+bytes that a concurrent deploy or bundle of the same content is about to reference.
 """
 
 from __future__ import annotations
@@ -12,18 +14,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
+from contextlib import aclosing
+from dataclasses import replace
+from typing import TypeVar
 
 from storage_backends import BlobInfo, BlobNotFound, DigestMismatch, Digests, StorageBackend, StorageError
 
-from .catalog import Artifact, Catalog, Folder, Repo, now_ms
-from .errors import BadRequest, ChecksumMismatch, NotFound, PayloadTooLarge, ServiceUnavailable
+from .catalog import Artifact, Catalog, Folder, Repo, check_owner, now_ms
+from .errors import BadRequest, ChecksumMismatch, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable
+from .permissions import Readable
 from .policy import ArtifactPolicy
 from .quarantine import BlobQuarantined, Quarantine, QuarantinedBlob
 
 log = logging.getLogger(__name__)
 
 UPLOAD_OWNER = "upload"
+# What a checksum deploy answers when no file the caller may read has those bytes: the same
+# whether nobody has them or only files the caller may not read do (no existence oracle).
+CHECKSUM_UNKNOWN = "Checksum deploy failed: no artifact with that checksum exists; send the content"
+
+T = TypeVar("T")
+# Answers which of these blobs it holds outside the index; runs whenever a blob may be collected.
+BlobPin = Callable[[list[str]], Awaitable[set[str]]]
 
 
 def guess_mime_type(path: str) -> str:
@@ -44,6 +57,11 @@ class ArtifactService:
         self.quarantined = quarantined
         self.on_quarantine: list[QuarantineHook] = []
         self._index_lock = asyncio.Lock()
+        self._pins: list[BlobPin] = []
+
+    def pin_with(self, pin: BlobPin) -> None:
+        """Add a holder of blobs outside the index: a blob it answers for is never collected."""
+        self._pins.append(pin)
 
     async def file(self, repo: str, path: str) -> Artifact:
         artifact = await self.catalog.get_artifact(repo, path) if path else None
@@ -78,6 +96,9 @@ class ArtifactService:
     ) -> Artifact:
         """Stream a body into a blob, verify it against the client's checksums, index it."""
         await self._writable_repo(repo)
+        held = await self.catalog.get_artifact(repo, path)
+        if held is not None:  # refused before the body is stored; _index decides again, atomically
+            check_owner(held, UPLOAD_OWNER)
         limit = self.policy.max_upload_bytes
         if declared_size is not None and declared_size > limit:
             raise PayloadTooLarge(f"Request body of {declared_size} bytes exceeds the limit of {limit} bytes")
@@ -100,16 +121,35 @@ class ArtifactService:
         await self._writable_repo(repo)
         return await self.catalog.make_folder(repo, path, user)
 
-    async def deploy_by_checksum(self, repo: str, path: str, *, expected: Mapping[str, str], user: str) -> Artifact:
-        """Index bytes the node already holds, found by sha256 or sha1, without a body."""
+    async def deploy_by_checksum(
+        self,
+        repo: str,
+        path: str,
+        *,
+        expected: Mapping[str, str],
+        user: str,
+        readable: Readable,
+    ) -> Artifact:
+        """Index bytes the node already holds, found by sha256 (else sha1), without a body.
+
+        Only bytes the caller may read at some path (``readable``): otherwise a deployer could
+        copy a file it may not read into a repo it may, or learn from the answer that some
+        bytes exist. A holder the caller may not read counts as none: the answer is the 404 a
+        checksum nobody has gets, word for word.
+        """
         await self._writable_repo(repo)
+        algorithm = "sha256" if "sha256" in expected else "sha1"
         known = None
-        for algorithm in ("sha256", "sha1"):
-            if algorithm in expected:
-                known = await self.catalog.find_by_checksum(algorithm, expected[algorithm])
-                break
-        if known is None or any(getattr(known, k) != v.lower() for k, v in expected.items()):
-            raise NotFound("Checksum deploy failed: no artifact with that checksum exists; send the content")
+        async with aclosing(self.catalog.holders(algorithm, expected[algorithm])) as holders:
+            async for holder in holders:
+                if any(getattr(holder, k) != v.lower() for k, v in expected.items()):
+                    continue
+                where = await self.catalog.get_repo(holder.repo)
+                if where is not None and readable(where, holder.path):
+                    known = holder
+                    break
+        if known is None:
+            raise NotFound(CHECKSUM_UNKNOWN)
         digests = Digests(size=known.size, sha256=known.sha256, sha1=known.sha1, md5=known.md5)
         return await self._index(repo, path, digests, user)
 
@@ -136,11 +176,14 @@ class ArtifactService:
                     raise NotFound("Checksum deploy failed: the stored bytes are quarantined; send the content")
                 # Collected between commit and here by a delete of the same bytes.
                 raise ServiceUnavailable("The stored content vanished during the deploy; retry it")
+            previous = await self.catalog.get_artifact(repo, path)
             try:
                 stored = await self.catalog.put_artifact(artifact)
             except BaseException:
-                await self._collect(digests.sha256)
+                await self._collect([digests.sha256])
                 raise
+            if previous is not None and previous.sha256 != stored.sha256:  # overwritten: its old bytes may go
+                await self._collect([previous.sha256])
         await self.restored([digests.sha256])
         return stored
 
@@ -148,9 +191,8 @@ class ArtifactService:
         """Remove a file or a folder tree from the index, then collect unreferenced blobs."""
         await self._writable_repo(repo)
         async with self._index_lock:
-            removed = await self.catalog.delete(repo, path)
-            for sha256 in {a.sha256 for a in removed}:
-                await self._collect(sha256)
+            removed = await self.catalog.delete(repo, path, owner=UPLOAD_OWNER)
+            await self._collect({a.sha256 for a in removed})
         return removed
 
     async def publish(
@@ -183,8 +225,7 @@ class ArtifactService:
         collect the blobs nothing references any more."""
         async with self._index_lock:
             removed = await self.catalog.unpublish(owner, paths, reassign, extra=extra)
-            for sha256 in {a.sha256 for a in removed}:
-                await self._collect(sha256)
+            await self._collect({a.sha256 for a in removed})
         return removed
 
     async def servable(self, artifact: Artifact) -> None:
@@ -207,15 +248,18 @@ class ArtifactService:
                 held = None
             if seen is not None and (held is None or (held.size, held.modified) != (seen.size, seen.modified)):
                 return None
-            location = await self.storage.quarantine(sha256) if held is not None else None
-            blob = QuarantinedBlob(sha256, size, now_ms(), reason, location)
+            # recorded before the bytes move: a crash in between leaves it held back, never served
+            blob = QuarantinedBlob(sha256, size, now_ms(), reason, None)
             await self.quarantined.add(blob)
+            if held is not None:
+                blob = replace(blob, location=await self.storage.quarantine(sha256))
+                await self.quarantined.add(blob)
         paths = await self.quarantined.paths(sha256)
         log.error(
             "blob %s quarantined: %s; %s; %d path(s) answer 409 until its bytes are restored: %s",
             sha256,
             reason,
-            f"its bytes were moved to {location}" if location else "there were no bytes to keep",
+            f"its bytes were moved to {blob.location}" if blob.location else "there were no bytes to keep",
             len(paths),
             ", ".join(f"{repo}/{path}" for repo, path in paths[:10]),
         )
@@ -228,20 +272,43 @@ class ArtifactService:
         for sha256 in await self.quarantined.release(sha256s):
             log.info("blob %s restored: its paths are served again", sha256)
 
-    async def collect(self, sha256s: Iterable[str]) -> None:
-        """Delete those of these blobs that no index entry references (staged bundle blobs
-        of an aborted transaction, say)."""
+    async def keep(self, sha256s: Collection[str], record: Callable[[], Awaitable[T]]) -> T:
+        """Run ``record``, which pins ``sha256s`` (stores a bundle version, say), once every one
+        of them is confirmed still held; under the index lock, so no collect runs in between.
+        A blob deleted since the caller found it is a 409: the caller looks again."""
+        wanted = sorted(set(sha256s))
         async with self._index_lock:
-            for sha256 in set(sha256s):
-                await self._collect(sha256)
+            held = await self._held(wanted)
+            if gone := [s for s in wanted if s not in held]:
+                raise Conflict(f"Content was deleted meanwhile (sha256 {', '.join(gone[:3])}); retry")
+            return await record()
 
-    async def _collect(self, sha256: str) -> None:
-        """Delete a blob no index entry points at. Called with the index lock held."""
-        if await self.catalog.is_referenced(sha256):
-            return
-        try:
-            await self.storage.delete(sha256)
-        except BlobNotFound:  # never stored, or already collected: nothing to do
-            return
-        except StorageError as exc:  # left for a later sweep; the index is already right
-            log.warning("could not collect blob %s: %s", sha256, exc)
+    async def collect(self, sha256s: Iterable[str]) -> None:
+        """Delete those of these blobs that no index entry references and no pin holds (staged
+        bundle blobs of an aborted transaction, say)."""
+        async with self._index_lock:
+            await self._collect(set(sha256s))
+
+    async def _held(self, sha256s: list[str]) -> set[str]:
+        """Those of ``sha256s`` that an index entry references or a pin holds."""
+        held = set(await self.catalog.blob_sizes(sha256s))
+        for pin in self._pins:
+            rest = [s for s in sha256s if s not in held]
+            if not rest:
+                break
+            held |= await pin(rest)
+        return held
+
+    async def _collect(self, sha256s: Collection[str]) -> None:
+        """Delete the blobs of these that nothing references or pins. Called with the index lock held."""
+        wanted = sorted(sha256s)
+        held = await self._held(wanted)
+        for sha256 in wanted:
+            if sha256 in held:
+                continue
+            try:
+                await self.storage.delete(sha256)
+            except BlobNotFound:  # never stored, or already collected: nothing to do
+                continue
+            except StorageError as exc:  # left for a later sweep; the index is already right
+                log.warning("could not collect blob %s: %s", sha256, exc)

@@ -17,7 +17,7 @@ import sqlite_utils
 from cachetools import LRUCache
 
 from .db import Database
-from .errors import Conflict, NotFound
+from .errors import Conflict, NotFound, PathOwned
 from .paths import ancestors, name_of, parent_of
 
 DEEP_LIST_PAGE = 1000
@@ -109,6 +109,12 @@ def _pages(keys: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
     for repo, path in keys:
         by_repo.setdefault(repo, []).append(path)
     return [(repo, paths[i : i + IN_PAGE]) for repo, paths in by_repo.items() for i in range(0, len(paths), IN_PAGE)]
+
+
+def check_owner(held: Artifact, owner: str) -> None:
+    """Refuse a change by ``owner`` to a file someone else owns (a bundle's, changed by an upload)."""
+    if held.owner != owner:
+        raise PathOwned(f"'{held.repo}/{held.path}' belongs to {held.owner} and cannot be changed by a direct upload")
 
 
 def _subtree(path: str) -> tuple[str, str]:
@@ -205,29 +211,33 @@ class Catalog:
         ).fetchone()
         return Folder(*row) if row else None
 
-    async def find_by_checksum(self, algorithm: str, value: str) -> Artifact | None:
-        """Any artifact with these bytes, for deploy-by-checksum."""
+    async def holders(self, algorithm: str, value: str) -> AsyncIterator[Artifact]:
+        """Every artifact with these bytes (by ``sha256`` or ``sha1``), in (repo, path) order, a page
+        at a time: deploy-by-checksum looks for one its caller may read."""
         if algorithm not in ("sha256", "sha1"):
             raise ValueError(algorithm)
-        return await self._database.run(self._find_by_checksum, algorithm, value.lower())
+        after = ("", "")
+        while True:
+            page = await self._database.run(self._holders, algorithm, value.lower(), after)
+            for artifact in page:
+                yield artifact
+            if len(page) < DEEP_LIST_PAGE:
+                return
+            after = (page[-1].repo, page[-1].path)
 
-    def _find_by_checksum(self, algorithm: str, value: str) -> Artifact | None:
-        row = self._db.execute(
-            f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE {algorithm} = ? LIMIT 1", [value]
-        ).fetchone()
-        return _artifact(row) if row else None
-
-    async def is_referenced(self, sha256: str) -> bool:
-        return await self._database.run(
-            lambda: (
-                self._db.execute("SELECT 1 FROM artifacts WHERE sha256 = ? LIMIT 1", [sha256]).fetchone() is not None
-            )
+    def _holders(self, algorithm: str, value: str, after: tuple[str, str]) -> list[Artifact]:
+        rows = self._db.execute(
+            f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE {algorithm} = ? AND (repo, path) > (?, ?)"
+            " ORDER BY repo, path LIMIT ?",
+            [value, *after, DEEP_LIST_PAGE],
         )
+        return [_artifact(r) for r in rows]
 
     async def put_artifact(self, artifact: Artifact) -> Artifact:
         """Index a file, creating its folders; overwriting a file keeps its created time.
 
-        Refused with 409 where the path is a folder or an ancestor is a file.
+        Refused with 409 where the path is a folder, an ancestor is a file, or the file there
+        has another owner (a release bundle's file is never replaced by an upload).
         """
         self._writes += 1
         self._artifacts.pop((artifact.repo, artifact.path), None)
@@ -239,6 +249,7 @@ class Catalog:
             self._insert_folders(artifact.repo, ancestors(artifact.path), artifact.modified, artifact.modified_by)
             previous = self._get_artifact(artifact.repo, artifact.path)
             if previous is not None:
+                check_owner(previous, artifact.owner)
                 artifact = replace(artifact, created=previous.created, created_by=previous.created_by)
             row = artifact.row()
             columns = ", ".join(row)
@@ -280,16 +291,21 @@ class Catalog:
             if self._get_artifact(repo, folder) is not None:
                 raise Conflict(f"Cannot store '{path}': '{folder}' is a file")
 
-    async def delete(self, repo: str, path: str) -> list[Artifact]:
-        """Remove a file, or a folder with everything below it; answers what was removed."""
+    async def delete(self, repo: str, path: str, *, owner: str) -> list[Artifact]:
+        """Remove a file, or a folder with everything below it; answers what was removed.
+
+        Only ``owner``'s files: where the file, or any file below the folder, has another
+        owner, nothing is removed (409).
+        """
         self._writes += 1
         self._artifacts.clear()  # a folder delete can touch any number of cached paths
-        return await self._database.run(self._delete, repo, path)
+        return await self._database.run(self._delete, repo, path, owner)
 
-    def _delete(self, repo: str, path: str) -> list[Artifact]:
+    def _delete(self, repo: str, path: str, owner: str) -> list[Artifact]:
         with self._db.atomic():
             single = self._get_artifact(repo, path)
             if single is not None:
+                check_owner(single, owner)
                 self._db.execute("DELETE FROM artifacts WHERE repo = ? AND path = ?", [repo, path])
                 return [single]
             if self._get_folder(repo, path) is None:
@@ -302,6 +318,8 @@ class Catalog:
                     [repo, lo, hi],
                 )
             ]
+            for artifact in removed:
+                check_owner(artifact, owner)
             self._db.execute("DELETE FROM artifacts WHERE repo = ? AND path >= ? AND path < ?", [repo, lo, hi])
             self._db.execute("DELETE FROM folders WHERE repo = ? AND path >= ? AND path < ?", [repo, lo, hi])
             if path:

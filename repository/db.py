@@ -3,6 +3,9 @@
 sqlite calls block, so none of them run on the event loop. A single thread owns
 the connection: writes are naturally serialised (one writer, as sqlite wants) and
 a multi-step change runs as one function inside ``db.atomic()``.
+
+A write that finds the disk full is rolled back by sqlite and raised as ``StorageFull``,
+which both services answer with 507, as they answer a blob that does not fit.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import TypeVar
 
 import sqlite_utils
 from sqlite_utils import Migrations
+
+from storage_backends import StorageFull
 
 T = TypeVar("T")
 
@@ -44,7 +49,12 @@ class Database:
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)`` on the database thread; ``fn`` uses ``self.db``."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                raise StorageFull(f"database {self.path}: {exc}") from exc
+            raise
 
     async def check(self) -> None:
         """Raise unless the database thread answers a read of the file (a readiness check)."""

@@ -1,31 +1,25 @@
-"""Domain errors that carry their HTTP status; one middleware turns them into responses."""
+"""Domain errors that carry their HTTP status; one middleware turns them into responses.
+
+They are ``WireError``s (the wire contract's base, which the contract's own errors share),
+so the middleware maps every error with a status in one place.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from wire.errors import WireError
 
 # dohq-artifactory's exists() answers False only for these exact messages.
 NOT_FOUND_MESSAGE = "Unable to find item"
 EDGE_READ_ONLY_MESSAGE = "Deployment to an Edge Artifactory node is not supported."
 
 
-class RepositoryError(Exception):
-    status: int = 500
-    default_message = "Internal error"
-
-    def __init__(self, message: str | None = None, *, headers: Mapping[str, str] | None = None) -> None:
-        self.message = message or self.default_message
-        self.headers = dict(headers or {})
-        super().__init__(self.message)
+class RepositoryError(WireError):
+    """An error of the repository core or a service built on it."""
 
 
 class BadRequest(RepositoryError):
     status = 400
     default_message = "Bad request"
-
-
-class InvalidPath(BadRequest):
-    default_message = "Invalid path"
 
 
 class Unauthorized(RepositoryError):
@@ -58,6 +52,11 @@ class Conflict(RepositoryError):
 
 class ChecksumMismatch(Conflict):
     """Artifactory answers a deploy whose bytes do not match its checksum headers with 409."""
+
+
+class PathOwned(Conflict):
+    """A direct upload or delete of a file another owner holds (a release bundle's file): its
+    bytes change only with the bundle, so what an edge lists is what it serves."""
 
 
 class PayloadTooLarge(RepositoryError):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -39,6 +39,9 @@ class Action(StrEnum):
     manage = "manage"  # read the audit trail of the repos the target names
     annotate = "annotate"  # accepted for Artifactory's vocabulary; nothing on an edge needs it
 
+
+# Whether the caller may read this path of this repo: what a download of it would decide.
+Readable = Callable[[Repo, str], bool]
 
 # Artifactory's UI and v1 API say "deploy" where v2 says "write".
 ACTION_ALIASES = {"deploy": Action.write}

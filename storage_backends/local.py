@@ -138,6 +138,12 @@ class LocalWriter(BlobWriter):
             os.unlink(self._temp)
 
 
+def _discard_made(made: asyncio.Future[LocalWriter]) -> None:
+    """Remove the temp file of a writer made for a caller that was cancelled meanwhile."""
+    if not made.cancelled() and made.exception() is None:
+        asyncio.get_running_loop().run_in_executor(None, made.result()._discard)
+
+
 class LocalBackend(StorageBackend):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
@@ -179,8 +185,14 @@ class LocalBackend(StorageBackend):
                 raise StorageError(f"storage folder {folder} is not a writable directory")
 
     async def writer(self, *, all_digests: bool = True) -> BlobWriter:
+        made = asyncio.ensure_future(asyncio.to_thread(LocalWriter, self, all_digests))
         try:
-            return await asyncio.to_thread(LocalWriter, self, all_digests)
+            return await asyncio.shield(made)
+        except asyncio.CancelledError:
+            # The thread makes the temp file whether or not anyone still waits for it; the
+            # caller can no longer cancel the writer, so it is discarded here once made.
+            made.add_done_callback(_discard_made)
+            raise
         except OSError as exc:
             raise os_storage_error(exc, "cannot start a blob") from exc
 

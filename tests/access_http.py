@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from repository.manifest import Manifest, ManifestArtifact, encode
-from tests.edge_process import EdgeProcess
+from devstack.services import EdgeProcess
 from tests.gpg_keys import KeyFactory, TestKey
+from wire.manifest import Manifest, ManifestArtifact, encode
 
 TIMEOUT = 30
 TX = "/artifactory/api/distribution/transactions"

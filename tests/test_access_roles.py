@@ -16,11 +16,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from devstack.services import EdgeProcess
 from edge.app import create_app
 from repository.catalog import Repo
 from repository.http import keys as core
 from tests.conftest import UPLOADS, admin, error_of, make_settings, upload
-from tests.edge_process import EdgeProcess
 from tests.edge_setup import http
 
 USERS = "/artifactory/api/security/users"

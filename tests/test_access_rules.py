@@ -19,15 +19,15 @@ from typing import Any
 
 import pytest
 
+from devstack.mmdb import COUNTRIES, write_mmdb
+from devstack.services import EdgeProcess
 from edge.access.address import ClientAddress, parse_network
 from edge.access.geo import GeoDatabase
 from edge.access.rules import RuleSet, RuleSpec, rules_from_json
 from edge.settings import load_edge_settings
 from repository.settings import SettingsError
 from tests.access_http import Answer, call, push_bundle
-from tests.edge_process import EdgeProcess
 from tests.gpg_keys import KeyFactory
-from tests.mmdb import COUNTRIES, write_mmdb
 
 PROXY = "127.0.0.1"
 UNTRUSTED_PEER = "127.0.0.2"  # also loopback, but not a trusted proxy

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from devstack.services import EdgeProcess
 from edge.access.audit import AuditRecord, AuditTrail
 from edge.access.audit_store import AuditQuery, AuditStore
 from edge.access.rules import RuleSpec
@@ -31,7 +32,6 @@ from edge.settings import AccessSettings, AuditSettings
 from repository.db import Database
 from repository.schema import catalog_migrations
 from tests.conftest import UPLOADS, admin, error_of, make_settings, upload
-from tests.edge_process import EdgeProcess
 from tests.edge_setup import cut_off_download, http
 
 AUDIT = "/artifactory/api/audit"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from repository.catalog import Artifact, Catalog, Repo
+from repository.catalog import DEEP_LIST_PAGE, Artifact, Catalog, Repo
 from repository.db import Database
 from repository.errors import Conflict, NotFound
 from repository.schema import catalog_migrations
@@ -54,12 +54,12 @@ async def test_files_create_their_folders_and_deletes_remove_subtrees(catalog: C
     listing = await catalog.children("r", "a")
     assert [f.path for f in listing.folders] == ["a/b"]
     assert [f.path for f in listing.files] == ["a/d.bin"]
-    removed = await catalog.delete("r", "a/b")
+    removed = await catalog.delete("r", "a/b", owner="upload")
     assert [a.path for a in removed] == ["a/b/c.bin"]
     assert await catalog.get_folder("r", "a/b") is None
     assert await catalog.get_artifact("r", "a/d.bin") is not None
     with pytest.raises(NotFound):
-        await catalog.delete("r", "a/b")
+        await catalog.delete("r", "a/b", owner="upload")
 
 
 async def test_a_path_is_either_a_file_or_a_folder(catalog: Catalog) -> None:
@@ -76,6 +76,20 @@ async def test_deep_walks_page_through_every_file_in_order(catalog: Catalog) -> 
     await catalog._database.run(_bulk_insert, catalog, [artifact(p) for p in paths])
     walked = [a.path async for a in catalog.walk_files("r", "d")]
     assert walked == [p for p in paths if p.startswith("d/")]
+
+
+@pytest.mark.parametrize(
+    "count", [0, 1, DEEP_LIST_PAGE - 1, DEEP_LIST_PAGE, DEEP_LIST_PAGE + 1, 2 * DEEP_LIST_PAGE + 1]
+)
+async def test_every_holder_of_some_bytes_is_found_across_pages_by_either_checksum(
+    catalog: Catalog, count: int
+) -> None:
+    """A checksum deploy looks through them for one its caller may read: none may be skipped."""
+    held = [replace(artifact(f"h/{i:05d}.bin", sha="d" * 64), sha1="e" * 40) for i in range(count)]
+    other = [artifact("h/other.bin", sha="f" * 64), artifact("g/other.bin", sha="f" * 64)]
+    await catalog._database.run(_bulk_insert, catalog, [*held, *other])
+    for algorithm, value in (("sha256", "D" * 64), ("sha1", "e" * 40)):
+        assert [a.path async for a in catalog.holders(algorithm, value)] == [a.path for a in held]
 
 
 def _bulk_insert(catalog: Catalog, artifacts: list[Artifact]) -> None:
@@ -111,7 +125,7 @@ async def test_lookups_and_listings_do_not_grow_with_the_catalog(catalog: Catalo
         return [
             _vm_steps(catalog, lambda: catalog._get_artifact("r", "big/folder/00042.bin")),
             _vm_steps(catalog, lambda: catalog._children("r", "big/folder")),
-            _vm_steps(catalog, lambda: catalog._find_by_checksum("sha256", "f" * 64)),
+            _vm_steps(catalog, lambda: catalog._holders("sha256", "f" * 64, ("", ""))),
         ]
 
     await catalog._database.run(_bulk_insert, catalog, [artifact(f"big/folder/{i:05d}.bin") for i in range(100)])

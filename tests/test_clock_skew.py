@@ -22,7 +22,6 @@ import pytest
 from edge.app import create_app
 from edge.keys import transactions_key
 from repository.catalog import now_ms
-from repository.manifest import encode, utc_timestamp
 from tests.conftest import make_settings
 from tests.gpg_keys import DAY, KeyFactory
 from tests.test_edge_transactions import (
@@ -39,6 +38,8 @@ from tests.test_edge_transactions import (
     token,
     trust,
 )
+from wire.manifest import encode
+from wire.timestamps import utc_timestamp
 
 TTL = 2  # seconds an uncommitted transaction lives on the edge
 SKEW_MINUTES = 10

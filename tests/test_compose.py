@@ -24,9 +24,9 @@ import yaml
 from packaging.requirements import Requirement
 
 from devstack import setup as devstack_setup
+from devstack.services import EdgeProcess, free_port
 from distribution.settings import DistributionSettings, load_distribution_settings
 from edge.settings import EdgeSettings, load_edge_settings
-from tests.edge_process import EdgeProcess, free_port
 from tests.seaweed import find_weed
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -239,3 +239,36 @@ def test_running_again_on_the_same_directory_keeps_the_tokens_and_rewires_moved_
     assert "✓ edge-1 trusts key" in setup.stdout and "✓ bundle demo 1.0.0 SIGNED" in setup.stdout
     check_trusted_and_registered(after)
     assert second.stop(signal.SIGTERM) == 0, second.text
+
+
+def child_serving(pid: int, data_dir_name: str) -> int:
+    """The child of ``pid`` whose command line names the data dir ``data_dir_name``."""
+    for child in children_of(pid):
+        argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        if any(arg.decode().endswith("/" + data_dir_name) for arg in argv):
+            return child
+    pytest.fail(f"no child of {pid} serves {data_dir_name}")
+
+
+def test_make_run_restarts_a_service_that_dies_on_its_port_and_ctrl_c_still_stops_all(
+    tmp_path: Path, start_stack: Any
+) -> None:
+    stack = start_stack(tmp_path / "run")
+    banner = stack.banner()
+    edge_url, edge_token = banner["edges"]["edge-1"]
+    killed = child_serving(stack.proc.pid, "edge-1")
+    os.kill(killed, signal.SIGKILL)
+
+    stack.read_until("edge-1 is back at", READY_TIMEOUT)
+    assert re.search(r"edge-1 exited with status -9; restarting it in 1 s", stack.text), stack.text
+    assert f"edge-1 is back at {edge_url}" in stack.text  # same port: its registration still holds
+    assert child_serving(stack.proc.pid, "edge-1") != killed
+    check_trusted_and_registered(banner)
+    status, _ = http("GET", edge_url + "/artifactory/api/system/readiness", edge_token)
+    assert status == 200
+
+    children = children_of(stack.proc.pid)
+    assert len(children) == 3, children
+    assert stack.stop(signal.SIGINT) == 0, stack.text
+    assert "Every service stopped." in stack.text
+    assert [pid for pid in children if alive(pid)] == []

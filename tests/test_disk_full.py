@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.edge_process import EdgeProcess
+from devstack.services import EdgeProcess
 from tests.edge_setup import download
 from tests.gpg_keys import KeyFactory, KeySet
 from tests.test_edge_transactions import KEYS, REPO, TX, Remote, manifest_of, sha256, signed, tx_id

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.distribution_process import SOURCE_REPO, DistributionProcess
-from tests.edge_process import EdgeProcess
+from devstack.processes import find_program, service_environment
+from devstack.services import SOURCE_REPO, DistributionProcess, EdgeProcess
 from tests.edge_setup import distributor_token, download, http, trust
 from tests.fault_servers import Faults, ThreadedServer, garbage_app, proxy_app
 
@@ -238,14 +238,13 @@ def test_a_service_killed_mid_push_resumes_after_a_restart(service: Service, edg
 def test_the_cli_registers_edges_distributes_with_wait_and_exits_non_zero_on_failure(
     service: Service, edges: list[EdgeProcess]
 ) -> None:
-    from tests.distribution_process import distribution_environment, find_distribution
-
-    env = distribution_environment(
+    env = service_environment(
         {"DISTRIBUTION_URL": service.process.url, "DISTRIBUTION_TOKEN": service.process.admin_token}
     )
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(find_distribution()), *args], env=env, capture_output=True, text=True, timeout=120)
+        command = [find_program("distribution"), *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
     key = public_key(service)
     edge = edges[0]
@@ -273,7 +272,7 @@ def test_the_cli_registers_edges_distributes_with_wait_and_exits_non_zero_on_fai
     service.add_edge("broken-1", "http://127.0.0.1:1", "t", ("broken", "nowhere", "US"))
     # an unreachable edge keeps retrying; abort ends it and --wait reports the failure with exit 1
     waiting = subprocess.Popen(
-        [str(find_distribution()), "distribute", "app", "1.4.0", "--site", "broken", "--wait"],
+        [find_program("distribution"), "distribute", "app", "1.4.0", "--site", "broken", "--wait"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     time.sleep(2)
@@ -288,3 +287,20 @@ def test_the_cli_registers_edges_distributes_with_wait_and_exits_non_zero_on_fai
             pytest.fail("gave up waiting")
         time.sleep(0.2)
     assert download(edge.url, f"{SOURCE_REPO}/app/1.4.0/RELEASE-NOTES.md")[0] == 404
+
+
+def test_a_bundle_of_fifteen_hundred_tiny_files_reaches_an_edge_and_every_file_downloads(
+    service: Service, tmp_path: Path
+) -> None:
+    """So many small files that the service sends a batch of the most blobs one may carry."""
+    files = {f"f-{i:04d}.bin": os.urandom(1024 + i % 1025) for i in range(1500)}
+    with EdgeProcess(tmp_path / "tiny-edge") as edge:
+        trust(edge, public_key(service))
+        service.add_edge("tiny-1", edge.url, distributor_token(edge))
+        service.signed_bundle("3.0.0", files)
+        done = service.wait("3.0.0", service.distribute("3.0.0"), timeout=180)
+        assert done["status"] == "Completed", done
+        (site,) = done["sites"]
+        assert (site["distributed_files"], site["total_files"]) == (1500, 1500), site
+        for path, data in files.items():
+            assert download(edge.url, f"{SOURCE_REPO}/app/3.0.0/{path}") == (200, data), path

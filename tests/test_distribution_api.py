@@ -199,6 +199,9 @@ BAD_BODIES = [
     (json.dumps(create_body(pattern=f"{REPO}/app/**")).encode(), "limit"),
     (one_query(pattern=f"{REPO}/app/1.4.0/*", mappings=[{"input": ".*", "output": "prod-local/same"}]), "target path"),
     (one_query(pattern=f"{REPO}/app/1.4.0/*", mappings=[{"input": "(.*)", "output": "../$1"}]), "unsafe"),
+    # one strict parser for every body: a key given twice or NaN never reaches the checks
+    (json.dumps(create_body())[:-1].encode() + b', "name": "other"}', "duplicate key 'name'"),
+    (json.dumps(create_body())[:-1].encode() + b', "dry_run": NaN}', "NaN is not allowed"),
 ]
 
 

@@ -24,15 +24,12 @@ from typing import Any
 
 import pytest
 
+from devstack.processes import find_program, service_environment
+from devstack.services import SOURCE_REPO, DistributionProcess, free_port
 from tests.distribution_process import (
-    SOURCE_REPO,
-    DistributionProcess,
-    distribution_environment,
     distribution_server_fixture,  # noqa: F401  (fixture 'distribution_server')
-    find_distribution,
     run_for_test,
 )
-from tests.edge_process import free_port
 from tests.gpg_keys import KeyFactory
 
 V1 = "/distribution/api/v1"
@@ -62,14 +59,15 @@ class Cli:
             env["DISTRIBUTION_TOKEN"] = self.token
         env.update(overrides)
         # The console script's directory first on PATH, as in an activated venv.
-        path = f"{find_distribution().parent}{os.pathsep}{os.environ.get('PATH', '')}"
-        return distribution_environment({**env, "PATH": path})
+        bin_dir = Path(find_program("distribution")).parent
+        path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+        return service_environment({**env, "PATH": path})
 
     def run(
         self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = CLI_TIMEOUT
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(find_distribution()), *args],
+            [find_program("distribution"), *args],
             capture_output=True,
             text=True,
             env=self.environment(**(env or {})),

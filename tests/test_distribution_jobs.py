@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from devstack.services import EdgeProcess
 from distribution.app import create_app
 from distribution.edges import Edge
 from distribution.jobs import COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, NOT_DISTRIBUTED, overall_status
@@ -25,7 +26,6 @@ from distribution.rules import parse_rules, select_edges
 from distribution.settings import DistributionSettings
 from repository.errors import BadRequest
 from tests.conftest import ADMIN_TOKEN, admin
-from tests.edge_process import EdgeProcess
 from tests.edge_setup import distributor_token, download, http, trust
 from tests.fault_servers import Faults, ThreadedServer, garbage_app, proxy_app
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.edge_process import EdgeProcess
+from devstack.services import EdgeProcess
 from tests.edge_setup import distributor_token, trust
 from tests.gpg_keys import KeyFactory, KeySet
 from tests.test_edge_transactions import TX, manifest_of, sha256, signed

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from edge.batch import BATCH_BLOB_MAX, BATCH_MAX_BLOBS
 from tests.conftest import error_of
 from tests.gpg_keys import KeyFactory, KeySet
 from tests.test_edge_transactions import TX, commit, download, manifest_of, sha256, signed, start, token, trust
+from wire.batch import BATCH_BLOB_MAX, BATCH_MAX_BLOBS, encode
 
 FILES = {f"lib/part-{i}.bin": os.urandom(1000 + i * 517) for i in range(40)} | {
     "empty.txt": b"",
@@ -147,3 +147,24 @@ async def test_only_a_distributor_may_send_a_batch_and_only_to_an_open_transacti
     status, message = await error_of(await client.post(f"{TX}/{tid}/blobs", data=data, headers=headers))
     assert status == 409 and "ABORTED" in message
     assert (await client.post(f"{TX}/{'0' * 64}/blobs", data=data, headers=headers)).status == 404
+
+
+async def test_a_batch_of_the_most_blobs_with_one_at_the_byte_limit_is_stored_and_the_bundle_commits(
+    edge: Any, keys: KeySet, key_factory: KeyFactory
+) -> None:
+    """The largest batch the wire encoder writes: as many blobs as a batch may carry (so the
+    longest head line), one of them as large as a batched blob may be."""
+    files = {f"tiny/{i:04d}.bin": i.to_bytes(2, "big") for i in range(BATCH_MAX_BLOBS - 1)}
+    files["largest.bin"] = os.urandom(BATCH_BLOB_MAX)
+    await trust(edge, keys.alice)
+    headers = await token(edge, "distributor")
+    started = await start(edge, signed(key_factory, keys.alice, manifest_of(files)), headers)
+    tid = started["transaction_id"]
+    body = encode([(sha256(data), data) for data in files.values()])
+    resp = await edge.post(f"{TX}/{tid}/blobs", data=io.BytesIO(body), headers=headers)
+    assert resp.status == 200, await resp.text()
+    assert await resp.json() == {"blobs": BATCH_MAX_BLOBS, "size": sum(map(len, files.values()))}
+    assert await missing(edge, tid, headers) == set()
+    await commit(edge, tid, headers)
+    for path in ("tiny/0000.bin", "tiny/0998.bin", "largest.bin"):
+        assert await download(edge, f"releases-local/app/1.0.0/{path}") == (200, files[path])

@@ -26,7 +26,7 @@ import requests
 from artifactory import ArtifactoryPath
 from dohq_artifactory.exception import ArtifactoryException
 
-from tests.edge_process import EdgeProcess
+from devstack.services import EdgeProcess
 
 UPLOADS = "artifactory-edge-uploads"
 MiB = 1024 * 1024

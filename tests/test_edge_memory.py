@@ -10,7 +10,7 @@ import hashlib
 import subprocess
 from pathlib import Path
 
-from tests.edge_process import EdgeProcess
+from devstack.services import EdgeProcess
 
 MiB = 1024 * 1024
 FILE_SIZE = 400 * MiB

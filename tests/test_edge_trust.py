@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from devstack.services import EdgeProcess
 from tests.access_http import push_bundle
 from tests.conftest import admin, error_of
-from tests.edge_process import EdgeProcess
 from tests.edge_setup import download
 from tests.gpg_keys import KeyFactory, KeySet
 from tests.test_edge_transactions import FILES, TX, commit, manifest_of, put_blob, signed, start, token

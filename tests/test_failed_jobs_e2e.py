@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.distribution_process import SOURCE_REPO
-from tests.edge_process import EdgeProcess
+from devstack.services import SOURCE_REPO, EdgeProcess
 from tests.edge_setup import distributor_token, download, http, trust
 from tests.fault_servers import Faults, ThreadedServer, proxy_app
 from tests.test_distribute_e2e import FAST_RETRIES, Service, public_key, running_service

@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.distribution_process import SOURCE_REPO
-from tests.edge_process import EdgeProcess
+from devstack.services import SOURCE_REPO, EdgeProcess
 from tests.edge_setup import distributor_token, download, trust
 from tests.fault_servers import Faults, SilentServer, ThreadedServer, proxy_app
 from tests.test_distribute_e2e import FILES, SITES, V1, Service, public_key, running_service, sites_of

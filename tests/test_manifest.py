@@ -7,10 +7,14 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from repository import manifest as manifest_module
-from repository.errors import BadRequest
-from repository.manifest import (
+from wire import manifest as manifest_module
+from wire.errors import InvalidInput
+from wire.manifest import (
+    BUNDLE_NAME_RE,
+    BUNDLE_VERSION_RE,
     MAX_MANIFEST_BYTES,
     Manifest,
     ManifestArtifact,
@@ -19,8 +23,8 @@ from repository.manifest import (
     decode,
     encode,
     sha256_of,
-    utc_timestamp,
 )
+from wire.timestamps import utc_timestamp
 
 SHA256 = hashlib.sha256(b"app").hexdigest()
 SHA1 = hashlib.sha1(b"app").hexdigest()
@@ -145,9 +149,9 @@ def test_a_target_that_is_also_a_folder_of_another_is_refused() -> None:
         sample("r/a", "r/a-b", "r/a/b.bin")
 
 
-def test_a_manifest_error_is_a_400_with_the_artifactory_error_body_class() -> None:
+def test_a_manifest_error_is_a_400_of_the_wire_contract() -> None:
     error = ManifestError("x")
-    assert isinstance(error, BadRequest) and error.status == 400
+    assert isinstance(error, InvalidInput) and error.status == 400
     assert ManifestTooLarge().status == 413
 
 
@@ -338,3 +342,48 @@ def test_more_artifacts_than_the_limit_are_refused(monkeypatch: pytest.MonkeyPat
 def test_a_manifest_of_ten_thousand_artifacts_round_trips() -> None:
     big = Manifest.create("app", "1.0", [artifact(f"r/{i:06d}.bin") for i in range(10_000)], created=CREATED)
     assert decode(encode(big)) == big
+
+
+HEX = "0123456789abcdef"
+SEGMENT = st.text(alphabet=st.characters(exclude_categories=("Cc", "Cs"), exclude_characters="/\\"), min_size=1)
+ARTIFACTS = st.dictionaries(
+    st.lists(SEGMENT.filter(lambda s: s not in (".", "..") and len(s.encode()) <= 255), min_size=1, max_size=3).map(
+        lambda parts: "edge-repo/" + "/".join(parts)
+    ),
+    st.tuples(
+        st.integers(0, 2**63 - 1),
+        st.text(HEX, min_size=64, max_size=64),
+        st.text(HEX, min_size=40, max_size=40),
+        st.text(HEX, min_size=32, max_size=32),
+        st.dictionaries(
+            SEGMENT.filter(lambda s: len(s.encode()) <= 255), st.lists(st.text(max_size=20), max_size=3), max_size=3
+        ),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    name=st.from_regex(BUNDLE_NAME_RE, fullmatch=True),
+    version=st.from_regex(BUNDLE_VERSION_RE, fullmatch=True),
+    created_by=st.text(alphabet=st.characters(exclude_categories=("Cc", "Cs")), max_size=30),
+    description=st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=60),
+    files=ARTIFACTS,
+)
+def test_any_manifest_reads_back_from_its_canonical_bytes_and_writes_the_same_bytes(
+    name: str, version: str, created_by: str, description: str, files: dict[str, Any]
+) -> None:
+    paths = [t for t in files if not any(t.startswith(other + "/") for other in files)]  # no file inside a file
+    artifacts = [
+        ManifestArtifact(target=t, source=t, size=size, sha256=sha256, sha1=sha1, md5=md5, properties=props)
+        for t, (size, sha256, sha1, md5, props) in files.items()
+        if t in paths
+    ]
+    original = Manifest.create(
+        name, version, artifacts, created=CREATED, created_by=created_by, description=description
+    )
+    data = encode(original)
+    assert decode(data) == original
+    assert encode(decode(data)) == data

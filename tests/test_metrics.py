@@ -25,6 +25,7 @@ import boto3
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devstack.services import DistributionProcess, EdgeProcess
 from distribution.app import create_app as create_distribution
 from distribution.jobs import COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE
 from distribution.settings import DistributionSettings
@@ -37,8 +38,6 @@ from repository.http.setup import database
 from repository.logs import JsonFormatter, RequestIdFilter
 from storage_backends import StorageBackend, StorageError, create_backend
 from tests.conftest import ADMIN_TOKEN, UPLOADS, admin, backend_params, make_settings, upload
-from tests.distribution_process import DistributionProcess
-from tests.edge_process import EdgeProcess
 from tests.edge_setup import cut_off_download
 from tests.test_audit import put, records, wait_for
 from tests.test_distribution_jobs import REPO, distribute, register, signed_bundle, status_of, trusted_edge

@@ -24,14 +24,15 @@ from urllib.parse import quote
 
 import pytest
 
+from devstack.nginx import SHIPPED_CONF, NginxError, NginxProcess, find_nginx
+from devstack.services import EdgeProcess
 from edge.settings import load_edge_settings
 from repository.settings import SettingsError
 from tests.access_http import TX, Answer, call, push_bundle, sha256
-from tests.edge_process import EdgeProcess
 from tests.gpg_keys import KeyFactory
-from tests.nginx_process import SHIPPED_CONF, NginxError, NginxProcess, find_nginx
 
 UPLOADS = "artifactory-edge-uploads"
+RELEASES = "releases-local"  # where bundles land: never the uploads repo
 PREFIX = "/_blobs/"
 PROXY = "127.0.0.1"  # nginx, the edge's one trusted proxy
 CLIENT = "127.0.0.2"  # a client on another loopback address
@@ -416,7 +417,7 @@ class ThroughNginx:
 
 
 def test_a_distribution_transaction_runs_through_nginx(front: Front, key_factory: KeyFactory) -> None:
-    files = {f"{UPLOADS}/bundle/1.0/app.tar.gz": os.urandom(2 * MiB), f"{UPLOADS}/bundle/1.0/README": b"hi\n"}
+    files = {f"{RELEASES}/bundle/1.0/app.tar.gz": os.urandom(2 * MiB), f"{RELEASES}/bundle/1.0/README": b"hi\n"}
     key = key_factory.make_key("Release Manager <release@example.com>")
     push_bundle(ThroughNginx(front), key_factory, key, "bundle", "1.0", files)  # type: ignore[arg-type]
     for target, data in files.items():
@@ -428,10 +429,10 @@ def test_a_blob_upload_reaches_the_edge_while_the_sender_is_still_sending(
     front: Front, key_factory: KeyFactory
 ) -> None:
     """No request buffering: the edge has staged bytes before nginx has the whole body."""
-    from repository.manifest import Manifest, ManifestArtifact, encode
+    from wire.manifest import Manifest, ManifestArtifact, encode
 
     data = os.urandom(8 * MiB)
-    target = f"{UPLOADS}/stream/1.0/big.bin"
+    target = f"{RELEASES}/stream/1.0/big.bin"
     manifest = Manifest.create(
         "stream",
         "1.0",

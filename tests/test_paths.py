@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from repository.errors import InvalidPath
-from repository.paths import check_artifact_path, split_repo_path
+from repository.paths import split_repo_path
 from tests.conftest import ADMIN_TOKEN, UPLOADS, upload
+from wire.errors import InvalidPath
+from wire.paths import check_artifact_path
 
 UNSAFE = [
     f"{UPLOADS}/../etc/passwd",

@@ -29,9 +29,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from devstack.services import DistributionProcess, EdgeProcess
 from repository.http.openapi import load_document
-from tests.distribution_process import DistributionProcess
-from tests.edge_process import EdgeProcess
 
 # Seeds the documents' examples point at: a file in the uploads repo, a signed bundle.
 UPLOADS = "artifactory-edge-uploads"
@@ -80,7 +79,9 @@ def _seed_edge(edge: EdgeProcess) -> None:
 def _seed_distribution(service: DistributionProcess) -> None:
     """The uploads repo with the file, and the bundle of it, signed; each call is idempotent."""
     name, version = BUNDLE
-    spec = {"queries": [{"pattern": f"{UPLOADS}/tools/*"}]}
+    # a bundle never targets an edge's uploads repo: its file lands in releases-local
+    mapping = {"input": f"{UPLOADS}/(.*)", "output": "releases-local/$1"}
+    spec = {"queries": [{"pattern": f"{UPLOADS}/tools/*", "mappings": [mapping]}]}
     with _session() as session:
         repo = session.put(
             f"{service.artifactory_url}/api/repositories/{UPLOADS}", json={}, headers=_admin(service), timeout=30

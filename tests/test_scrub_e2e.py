@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.distribution_process import SOURCE_REPO, distribution_environment, find_distribution
-from tests.edge_process import EdgeProcess, clean_environment, find_edge
+from devstack.processes import find_program, service_environment
+from devstack.services import SOURCE_REPO, EdgeProcess
 from tests.edge_setup import distributor_token, download, http, trust
 from tests.test_distribute_e2e import FAST_RETRIES, Service, public_key, running_service
 
@@ -73,17 +73,18 @@ def flip_a_byte(root: Path, data: bytes) -> Path:
     return blob
 
 
-def cli(program: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(program), *args], env=env, capture_output=True, text=True, timeout=120)
+def cli(program: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    command = [find_program(program), *args]
+    return subprocess.run(command, env=service_environment(env), capture_output=True, text=True, timeout=120)
 
 
 def edge_cli(edge: EdgeProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return cli(find_edge(), clean_environment({"EDGE_URL": edge.url, "EDGE_TOKEN": edge.admin_token}), *args)
+    return cli("edge", {"EDGE_URL": edge.url, "EDGE_TOKEN": edge.admin_token}, *args)
 
 
 def service_cli(service: Service, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"DISTRIBUTION_URL": service.process.url, "DISTRIBUTION_TOKEN": service.process.admin_token}
-    return cli(find_distribution(), distribution_environment(env), *args)
+    return cli("distribution", env, *args)
 
 
 def scrub_status(url: str, token: str) -> dict[str, Any]:

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from repository.errors import BadRequest
-from repository.signatures import SignatureRefused, TrustedKeyError, TrustedKeyNotFound, TrustStore
 from tests.gpg_keys import (
     DAY,
     REVOKED_DATA,
@@ -19,6 +17,8 @@ from tests.gpg_keys import (
     KeySet,
     gpg,
 )
+from wire.errors import InvalidInput
+from wire.signatures import SignatureRefused, TrustedKeyError, TrustedKeyNotFound, TrustStore
 
 DATA = b'{"artifacts":[],"name":"app","version":"1.4.0"}'
 
@@ -243,7 +243,7 @@ def test_removing_a_key_that_is_not_trusted_is_a_404(store: TrustStore, keys: Ke
 
 
 def test_refusals_of_keys_are_400s_and_of_signatures_422s() -> None:
-    assert issubclass(TrustedKeyError, BadRequest) and TrustedKeyError.status == 400
+    assert issubclass(TrustedKeyError, InvalidInput) and TrustedKeyError.status == 400
     assert SignatureRefused.status == 422
 
 

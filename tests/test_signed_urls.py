@@ -25,9 +25,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from devstack.services import EdgeProcess
 from edge.access.signed_urls import b64url_decode_canonical
 from tests.access_http import Answer, call
-from tests.edge_process import EdgeProcess
 
 UPLOADS = "artifactory-edge-uploads"
 APP = f"{UPLOADS}/partner/app-1.4.0.tar.gz"

@@ -17,7 +17,6 @@ from distribution.signing import (
     SigningKeyNotFound,
     SigningStateError,
 )
-from repository.signatures import TrustStore
 from tests.gpg_keys import (
     KeyFactory,
     KeySet,
@@ -25,6 +24,7 @@ from tests.gpg_keys import (
     gpg,
     verify_with_plain_gpg,
 )
+from wire.signatures import TrustStore
 
 UID = "Distribution Service <distribution@example.com>"
 DATA = b'{"artifacts":[],"format":1,"name":"app","version":"1.4.0"}'

@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 import requests
 
+from devstack.services import EdgeProcess
 from distribution.app import create_app
 from distribution.settings import DistributionSettings
 from edge.app import create_app as create_edge_app
 from tests.conftest import ADMIN_TOKEN, admin, make_settings
-from tests.edge_process import EdgeProcess
 from tests.edge_setup import distributor_token, download, http, trust
 from tests.fault_servers import Faults, ThreadedServer, proxy_app
 from tests.gpg_keys import KeyFactory, KeySet

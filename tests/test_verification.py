@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
+from devstack.services import EdgeProcess
 from distribution.app import create_app
 from distribution.settings import DistributionSettings
 from tests.conftest import ADMIN_TOKEN
-from tests.edge_process import EdgeProcess
 from tests.fault_servers import Faults, ThreadedServer, proxy_app
 from tests.test_distribution_jobs import (
     FAILED,

@@ -6,19 +6,21 @@ keys and wrong types are a 400 that names the field.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from aiohttp import web
 
-from repository.errors import BadRequest, Conflict, InvalidPath
+from repository.errors import BadRequest, Conflict
 from repository.http import keys as core
 from repository.http.auth import require_role
+from repository.http.json_body import read_json_object
 from repository.http.responses import json_response
-from repository.http.storage_api import iso
-from repository.paths import check_artifact_path, check_repo_key, url_quote
+from repository.paths import url_quote
 from repository.tokens import Role
+from wire.errors import InvalidPath
+from wire.paths import check_artifact_path, check_repo_key
+from wire.timestamps import iso
 
 from .address import parse_network
 from .context import access_context
@@ -48,17 +50,7 @@ def access_routes() -> list[web.AbstractRouteDef]:
 
 
 async def _json_body(request: web.Request, fields: frozenset[str]) -> dict[str, Any]:
-    def refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        if len({key for key, _ in pairs}) != len(pairs):
-            raise ValueError("duplicate key")
-        return dict(pairs)
-
-    try:
-        body = json.loads(await request.read(), object_pairs_hook=refuse_duplicates)
-    except (ValueError, RecursionError):
-        raise BadRequest("The body must be a JSON object without duplicate keys") from None
-    if not isinstance(body, dict):
-        raise BadRequest("The body must be a JSON object")
+    body = await read_json_object(request)
     unknown = sorted(set(body) - fields)
     if unknown:
         raise BadRequest(f"Unknown field '{unknown[0]}'; expected {', '.join(sorted(fields))}")

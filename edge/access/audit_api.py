@@ -31,8 +31,8 @@ from aiohttp import web
 
 from repository.errors import BadRequest, Forbidden, Unauthorized
 from repository.http import keys as core
-from repository.http.storage_api import iso
 from repository.tokens import Role
+from wire.timestamps import iso
 
 from ..keys import audit_trail_key
 from .audit_store import AuditQuery, AuditRow, AuditStore

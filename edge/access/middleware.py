@@ -17,12 +17,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from repository.errors import Forbidden, InvalidPath
+from repository.errors import Forbidden
 from repository.http import keys as core
 from repository.http.middlewares import Handler
 from repository.http.setup import database
-from repository.paths import check_artifact_path, check_repo_key, decode_raw, split_repo_path
+from repository.paths import decode_raw, split_repo_path
 from repository.tokens import Principal, Role
+from wire.errors import InvalidPath
+from wire.paths import check_artifact_path, check_repo_key
 
 from ..keys import settings_key
 from .address import ClientAddress, parse_network

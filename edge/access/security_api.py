@@ -17,12 +17,13 @@ from aiohttp import web
 
 from repository.errors import BadRequest, Conflict, NotFound
 from repository.http import keys as core
-from repository.http.access_api import read_json_object
 from repository.http.auth import require_role
+from repository.http.json_body import read_json_object
 from repository.http.repos_api import create_repository
 from repository.http.responses import json_response
-from repository.http.storage_api import base_url, iso
+from repository.http.storage_api import base_url
 from repository.tokens import Role
+from wire.timestamps import iso
 
 from ..keys import permission_targets_key, users_key
 from .audit_api import audit_query

@@ -32,6 +32,7 @@ from jwt import api_jws
 from jwt.exceptions import InvalidTokenError
 
 from repository.settings import InvalidSetting
+from wire.jsonstrict import JsonRefused, loads
 
 from .address import IPNetwork, parse_network
 from .context import IPAddress
@@ -153,21 +154,10 @@ def b64url_decode_canonical(segment: str) -> bytes:
     return data
 
 
-def _no_floats(text: str) -> Any:
-    raise ValueError(f"not an integer: {text}")
-
-
 def _strict_object(data: bytes, what: str) -> dict[str, Any]:
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        if len({k for k, _ in items}) != len(items):
-            raise ValueError("duplicate key")
-        return dict(items)
-
     try:
-        obj = json.loads(
-            data.decode("utf-8"), object_pairs_hook=pairs, parse_float=_no_floats, parse_constant=_no_floats
-        )
-    except (ValueError, RecursionError):
+        obj = loads(data, floats=False)
+    except JsonRefused:
         raise UrlRefused(f"{what}: not strict JSON") from None
     if not isinstance(obj, dict):
         raise UrlRefused(f"{what}: not a JSON object")

@@ -2,37 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from repository.errors import BadRequest, Forbidden, NotFound
 from repository.tokens import Principal, Role, TokenInfo
+from wire.timestamps import iso
 
 from . import keys
 from .auth import require_role
+from .json_body import read_json_object
 from .responses import json_response
-from .storage_api import iso
 
 MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
-
-
-async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """A JSON object body, or a 400 that says what is wrong with it."""
-    try:
-        text = await request.text()
-    except LookupError:
-        raise BadRequest(f"Unknown charset {request.charset!r} in Content-Type") from None
-    except UnicodeDecodeError:
-        raise BadRequest("Request body is not valid JSON") from None
-    try:
-        body = json.loads(text)
-    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
-        raise BadRequest("Request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest("Request body must be a JSON object")
-    return body
 
 
 def token_json(info: TokenInfo) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from repository.catalog import Repo
 from repository.errors import Forbidden, NotFound, Unauthorized
-from repository.permissions import Action
+from repository.permissions import Action, Readable
 from repository.tokens import Principal, Role
 
 from . import keys
@@ -54,6 +54,13 @@ async def require_permission(request: web.Request, action: Action, repo: str, pa
 def may(request: web.Request, action: Action, repo: Repo, path: str) -> bool:
     """Whether the caller may, without refusing: for filtering listings."""
     return request.app[keys.permissions].decide(request[keys.principal], action, repo, path).allowed
+
+
+def reader(request: web.Request) -> Readable:
+    """What the caller may read, as a download would decide: for the calls that make existing
+    bytes readable somewhere new (a checksum deploy, a bundle spec), which must not do so
+    for bytes their caller may not read."""
+    return lambda repo, path: may(request, Action.read, repo, path)
 
 
 def _check(request: web.Request, action: Action, repo: Repo, path: str) -> Principal:

@@ -10,11 +10,12 @@ import re
 
 from aiohttp import web
 
-from repository.errors import BadRequest, Forbidden, InvalidPath
+from repository.errors import BadRequest, Forbidden
 from repository.permissions import Action
+from wire.errors import InvalidPath
 
 from . import keys
-from .auth import require_permission
+from .auth import reader, require_permission
 from .download import ARTIFACTORY_PREFIX, artifact_location, raw_tail
 from .responses import json_response
 from .storage_api import file_info, folder_info
@@ -60,7 +61,9 @@ async def deploy(request: web.Request) -> web.Response:
     if request.headers.get("X-Checksum-Deploy", "").lower() == "true":
         if "sha256" not in expected and "sha1" not in expected:
             raise BadRequest("X-Checksum-Deploy needs X-Checksum-Sha256 or X-Checksum-Sha1")
-        artifact = await service.deploy_by_checksum(repo, path, expected=expected, user=principal.subject)
+        artifact = await service.deploy_by_checksum(
+            repo, path, expected=expected, user=principal.subject, readable=reader(request)
+        )
     else:
         artifact = await service.deploy(
             repo,

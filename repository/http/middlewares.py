@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from repository.errors import RepositoryError
 from storage_backends import InvalidDigest, StorageError, StorageFull
+from wire.errors import WireError
 
 from . import keys
 from .responses import json_response
@@ -41,7 +41,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
     try:
         return await handler(request)
-    except RepositoryError as exc:
+    except WireError as exc:  # the repository's errors and the wire contract's
         return error_response(exc.status, exc.message, exc.headers)
     except InvalidDigest:
         return error_response(400, "Invalid checksum")

@@ -6,12 +6,12 @@ from aiohttp import web
 
 from repository.catalog import Repo
 from repository.errors import BadRequest, Conflict
-from repository.paths import check_repo_key
 from repository.tokens import Role
+from wire.paths import check_repo_key
 
 from . import keys
-from .access_api import read_json_object
 from .auth import require_role
+from .json_body import read_json_object
 from .responses import json_response
 
 PACKAGE_TYPES = ("generic",)

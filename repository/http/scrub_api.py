@@ -29,12 +29,12 @@ from repository.scrub import Scrubber, ScrubCounts
 from repository.scrub_store import BlobSource, ScrubStore
 from repository.settings import ServiceSettings
 from repository.tokens import Role
+from wire.timestamps import iso
 
 from .auth import require_role
 from .metrics import Rows, metrics_key
 from .responses import json_response
 from .setup import database
-from .storage_api import iso
 
 scrubber_key = web.AppKey("scrubber", Scrubber)
 

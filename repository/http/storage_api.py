@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +19,7 @@ from repository.errors import BadRequest, NotFound
 from repository.paths import url_quote
 from repository.permissions import Action
 from repository.stats import DownloadStats
+from wire.timestamps import iso
 
 from . import keys
 from .auth import may, require_read
@@ -27,12 +27,6 @@ from .download import artifact_location
 from .responses import json_response
 
 STORAGE_PREFIX = "/artifactory/api/storage/"
-
-
-def iso(ms: int) -> str:
-    """Artifactory's timestamp shape: ``2026-11-22T10:00:00.000Z``."""
-    ts = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 def base_url(request: web.Request) -> str:

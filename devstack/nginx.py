@@ -1,4 +1,4 @@
-"""nginx as a real process in front of edges, running the shipped ``nginx/edge.conf``.
+"""nginx as a real process in front of edges, running the shipped ``nginx/edge.conf`` (tests, benchmarks).
 
 The shipped file is a server block for ``conf.d/``. ``NginxProcess`` wraps it in a main
 config of its own (one worker, no daemon; pid, logs and temp files in one prefix
@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+
+from .processes import ServiceProcess, StartFailed
+from .services import HOST, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_CONF = ROOT / "nginx" / "edge.conf"
@@ -36,8 +33,6 @@ ALIAS_LINE = "        alias /var/lib/edge/blobs/blobs/;\n"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
 BIND_ATTEMPTS = 3
-PING = "/artifactory/api/system/ping"
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class NginxError(RuntimeError):
@@ -51,23 +46,17 @@ def find_nginx() -> str:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _replace_once(text: str, old: str, new: str) -> str:
     if text.count(old) != 1:
-        raise NginxError(f"{SHIPPED_CONF} no longer has exactly one {old.strip()!r}: update tests/nginx_process.py")
+        raise NginxError(f"{SHIPPED_CONF} no longer has exactly one {old.strip()!r}: update devstack/nginx.py")
     return text.replace(old, new)
 
 
 def site_config(port: int, edge_ports: Sequence[int], blob_dir: Path, shipped: str | None = None) -> str:
     """The shipped server block with its per-site lines for this machine."""
     text = SHIPPED_CONF.read_text() if shipped is None else shipped
-    text = _replace_once(text, LISTEN_LINE, f"    listen 127.0.0.1:{port};\n")
-    text = _replace_once(text, UPSTREAM_LINES, "".join(f"    server 127.0.0.1:{p};\n" for p in edge_ports))
+    text = _replace_once(text, LISTEN_LINE, f"    listen {HOST}:{port};\n")
+    text = _replace_once(text, UPSTREAM_LINES, "".join(f"    server {HOST}:{p};\n" for p in edge_ports))
     return _replace_once(text, ALIAS_LINE, f"        alias {blob_dir.resolve()}/;\n")
 
 
@@ -100,20 +89,19 @@ class NginxProcess:
         self.blob_dir = Path(blob_dir)
         self.cpus = list(cpus)  # e.g. ["taskset", "-c", "0"] in front of the command
         self.port: int | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._out: IO[bytes] | None = None
+        self._child: ServiceProcess | None = None
 
     @property
     def url(self) -> str:
         if self.port is None:
             raise RuntimeError("nginx has not been started")
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{HOST}:{self.port}"
 
     @property
     def pid(self) -> int:
-        if self._proc is None:
+        if self._child is None or self._child.pid is None:
             raise RuntimeError("nginx has not been started")
-        return self._proc.pid
+        return self._child.pid
 
     @property
     def error_log(self) -> Path:
@@ -139,54 +127,28 @@ class NginxProcess:
     def start(self) -> NginxProcess:
         for attempt in range(1, BIND_ATTEMPTS + 1):
             port = free_port()
-            conf = self.write_config(port)
-            self._close_out()
-            self._out = open(self.prefix / "stdout.log", "ab")  # noqa: SIM115  (closed in stop())
-            self._proc = subprocess.Popen(
-                self.command(conf), stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT
-            )
-            if self._wait_ready(port):
-                self.port = port
-                return self
-            if attempt < BIND_ATTEMPTS and "Address already in use" in self.error_log_text():
-                continue  # another process took the port between our check and nginx's bind
+            command = self.command(self.write_config(port))
             self.stop()
-            break
-        raise NginxError(f"nginx did not start; last lines of {self.error_log}:\n{self.error_log_text()[-3000:]}")
-
-    def _wait_ready(self, port: int) -> bool:
-        assert self._proc is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                return False
+            self._child = ServiceProcess("nginx", command, os.environ, self.prefix / "stdout.log", self.prefix)
+            self._child.url = f"http://{HOST}:{port}"
+            self._child.start()
             try:
-                with _DIRECT.open(f"http://127.0.0.1:{port}{PING}", timeout=2) as resp:
-                    if resp.status == 200:
-                        return True
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.05)
-        return False
+                self._child.wait_ready(START_TIMEOUT)
+            except StartFailed:
+                self.stop()
+                if attempt < BIND_ATTEMPTS and "Address already in use" in self.error_log_text():
+                    continue  # another process took the port between our check and nginx's bind
+                break
+            self.port = port
+            return self
+        raise NginxError(f"nginx did not start; last lines of {self.error_log}:\n{self.error_log_text()[-3000:]}")
 
     def stop(self) -> int | None:
         """SIGTERM (nginx's fast shutdown), SIGKILL if it is still there after ``STOP_TIMEOUT``."""
-        if self._proc is None:
+        if self._child is None:
             return None
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._close_out()
-        return self._proc.returncode
-
-    def _close_out(self) -> None:
-        if self._out is not None:
-            self._out.close()
-            self._out = None
+        self._child.terminate()
+        return self._child.wait_stopped(time.monotonic() + STOP_TIMEOUT)
 
     def __enter__(self) -> NginxProcess:
         return self.start()

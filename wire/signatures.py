@@ -1,4 +1,4 @@
-"""Signature checks for edges: is this manifest signed, once, by a key this node trusts?
+"""Signature checks: is this manifest signed, once, by a key this node (an edge, a device) trusts?
 
 A ``TrustStore`` is a GnuPG home holding only the public keys a node trusts (the
 circle of trust). ``verify`` answers the signer's full primary fingerprint or raises
@@ -34,7 +34,7 @@ from typing import Any
 
 import gnupg
 
-from .errors import BadRequest, NotFound, RepositoryError
+from .errors import InvalidInput, WireError
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ REFUSED_VERDICTS = {
 }
 
 
-class SignatureRefused(RepositoryError):
+class SignatureRefused(WireError):
     """The signature does not establish that a trusted key signed these exact bytes.
 
     422: the request is well formed, but what it asks (accept this bundle) is refused.
@@ -84,17 +84,18 @@ class SignatureRefused(RepositoryError):
         self.reason = reason
 
 
-class TrustedKeyError(BadRequest):
+class TrustedKeyError(InvalidInput):
     """A key offered to the trust store is not exactly one armored public key."""
 
     default_message = "Invalid public key"
 
 
-class TrustedKeyNotFound(NotFound):
+class TrustedKeyNotFound(WireError):
+    status = 404
     default_message = "No trusted key with that fingerprint"
 
 
-class GnupgFailure(RepositoryError):
+class GnupgFailure(WireError):
     """gpg itself failed (not the input): a 500, logged with gpg's own words."""
 
     default_message = "GnuPG failed"

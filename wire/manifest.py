@@ -19,11 +19,13 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NoReturn
 
-from .errors import BadRequest, InvalidPath
+from .errors import InvalidInput, InvalidPath
+from .jsonstrict import JsonRefused, loads
 from .paths import check_artifact_path, check_repo_key
+from .timestamps import utc_timestamp
 
 FORMAT_VERSION = 1
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
@@ -49,7 +51,7 @@ ARTIFACT_FIELDS = frozenset({"target", "source", "size", "sha256", "sha1", "md5"
 RELEASE_NOTES_FIELDS = frozenset({"syntax", "content"})
 
 
-class ManifestError(BadRequest):
+class ManifestError(InvalidInput):
     """A manifest that is not exactly one the contract allows; the message says where and why."""
 
     default_message = "Invalid release bundle manifest"
@@ -64,12 +66,6 @@ def _fail(where: str, problem: str) -> NoReturn:
     raise ManifestError(f"Invalid manifest: {where}: {problem}")
 
 
-def utc_timestamp(moment: datetime | None = None) -> str:
-    """``2026-11-22T10:00:00.000Z``: the one spelling of a time in a manifest."""
-    moment = (moment or datetime.now(UTC)).astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
 NAME_RULE = "1 to 128 letters, digits, '_', '.' or '-', starting with a letter, digit or '_'"
 VERSION_RULE = "1 to 128 letters, digits, '_', '.', '+' or '-', starting with a letter, digit or '_'"
 
@@ -78,7 +74,7 @@ def check_bundle_name(name: object, where: str | None = None) -> str:
     """Without ``where`` the refusal speaks of a request (a 400 naming the rule), not of a manifest."""
     if type(name) is not str or not BUNDLE_NAME_RE.fullmatch(name):
         if where is None:
-            raise BadRequest(f"Invalid bundle name: {NAME_RULE}")
+            raise InvalidInput(f"Invalid bundle name: {NAME_RULE}")
         _fail(where, NAME_RULE)
     return name
 
@@ -86,7 +82,7 @@ def check_bundle_name(name: object, where: str | None = None) -> str:
 def check_bundle_version(version: object, where: str | None = None) -> str:
     if type(version) is not str or not BUNDLE_VERSION_RE.fullmatch(version):
         if where is None:
-            raise BadRequest(f"Invalid bundle version: {VERSION_RULE}")
+            raise InvalidInput(f"Invalid bundle version: {VERSION_RULE}")
         _fail(where, VERSION_RULE)
     return version
 
@@ -292,23 +288,6 @@ def sha256_of(manifest: Manifest) -> str:
     return hashlib.sha256(encode(manifest)).hexdigest()
 
 
-def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            _fail("JSON", f"duplicate key {key!r}")
-        obj[key] = value
-    return obj
-
-
-def _refuse_float(text: str) -> NoReturn:
-    _fail("JSON", f"floats are not allowed ({text[:40]!r})")
-
-
-def _refuse_constant(text: str) -> NoReturn:
-    _fail("JSON", f"{text} is not allowed")
-
-
 def _fields(obj: object, allowed: frozenset[str], where: str) -> Mapping[str, Any]:
     if not isinstance(obj, dict):
         _fail(where, "must be a JSON object")
@@ -354,20 +333,9 @@ def decode(data: bytes) -> Manifest:
         raise ManifestTooLarge()
     data = bytes(data)
     try:
-        text = data.decode("utf-8", errors="strict")
-    except UnicodeDecodeError as exc:
-        _fail("bytes", f"not valid UTF-8 at byte {exc.start}")
-    try:
-        obj = json.loads(
-            text,
-            object_pairs_hook=_refuse_duplicates,
-            parse_float=_refuse_float,
-            parse_constant=_refuse_constant,
-        )
-    except json.JSONDecodeError as exc:
-        _fail("JSON", f"{exc.msg} at line {exc.lineno} column {exc.colno}")
-    except (RecursionError, ValueError) as exc:  # absurd nesting; integers past Python's digit limit
-        _fail("JSON", f"cannot be parsed ({type(exc).__name__})")
+        obj = loads(data, floats=False)
+    except JsonRefused as exc:
+        _fail("JSON", exc.problem)
     fields = _fields(obj, MANIFEST_FIELDS, "manifest")
     if type(fields["format"]) is not int or fields["format"] != FORMAT_VERSION:
         _fail("format", f"unsupported manifest format {fields['format']!r} (this node reads {FORMAT_VERSION})")

@@ -1,0 +1,86 @@
+"""The two-phase transaction protocol between the Distribution service and an edge.
+
+docs/transactions.md describes each call; this module holds what both sides must spell
+the same way: the URLs, the start request's fields, the states a transaction answers,
+and the resume header and range. The edge routes by these paths (with route patterns
+for the ids) and the service calls them, so neither can drift from the other. The
+body of a blob batch has a module of its own (``wire.batch``).
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Any
+from urllib.parse import quote
+
+from .errors import InvalidInput
+
+DISTRIBUTION_API = "/artifactory/api/distribution"
+TRANSACTIONS = f"{DISTRIBUTION_API}/transactions"
+BUNDLES = f"{DISTRIBUTION_API}/bundles"
+TRUSTED_KEYS = "/artifactory/api/security/keys/trusted"
+# A transaction's id is the sha256 of its manifest's bytes, and a blob's name is its sha256.
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+# The fields of a start request: the canonical manifest as a JSON string (its UTF-8 bytes are
+# what was signed) and the armored detached signature.
+START_FIELDS = frozenset({"manifest", "signature"})
+
+# Bytes of a blob the edge holds: the answer to HEAD on a blob, and to a resume at the wrong offset.
+RECEIVED_BYTES = "X-Received-Bytes"
+CONTENT_RANGE_RE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19})")
+
+
+class TransactionState(StrEnum):
+    OPEN = "OPEN"
+    COMMITTED = "COMMITTED"
+    ABORTED = "ABORTED"
+    EXPIRED = "EXPIRED"
+
+
+def transaction_path(tx_id: str) -> str:
+    """``GET`` answers the transaction's state; with a route pattern for ``tx_id``, the edge's route."""
+    return f"{TRANSACTIONS}/{tx_id}"
+
+
+def commit_path(tx_id: str) -> str:
+    return f"{transaction_path(tx_id)}/commit"
+
+
+def abort_path(tx_id: str) -> str:
+    return f"{transaction_path(tx_id)}/abort"
+
+
+def batch_path(tx_id: str) -> str:
+    """``POST`` a blob batch (``wire.batch``)."""
+    return f"{transaction_path(tx_id)}/blobs"
+
+
+def blob_path(tx_id: str, sha256: str) -> str:
+    """``PUT`` one blob, ``HEAD`` how much of it the edge holds."""
+    return f"{batch_path(tx_id)}/{sha256}"
+
+
+def bundle_path(name: str, version: str) -> str:
+    """``DELETE`` a committed bundle from an edge."""
+    return f"{BUNDLES}/{quote(name, safe='')}/{quote(version, safe='')}"
+
+
+def start_body(manifest: bytes, signature: str) -> dict[str, Any]:
+    """The JSON body of a start request."""
+    return {"manifest": manifest.decode("utf-8"), "signature": signature}
+
+
+def content_range(offset: int, size: int) -> str:
+    """The ``Content-Range`` of a resumed upload: from ``offset`` to the blob's last byte."""
+    return f"bytes {offset}-{size - 1}/{size}"
+
+
+def parse_content_range(header: str) -> tuple[int, int, int]:
+    """``bytes first-last/size`` as ``(first, last, size)``; anything else is a 400."""
+    match = CONTENT_RANGE_RE.fullmatch(header.strip())
+    if match is None:
+        raise InvalidInput("Content-Range must be 'bytes first-last/size'")
+    first, last, total = (int(g) for g in match.groups())
+    return first, last, total
