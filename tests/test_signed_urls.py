@@ -207,6 +207,56 @@ def test_an_admin_issues_a_url_that_plain_curl_downloads_and_resumes(signer: Sig
     assert head.status == 200 and int(head.headers["Content-Length"]) == len(APP_BYTES)
 
 
+BAD_CREDENTIALS = {
+    "bearer": {"Authorization": "Bearer edt_not-a-token-of-this-edge"},
+    "basic": {"Authorization": "Basic " + base64.b64encode(b"nobody:wrong password").decode()},
+    "api key": {"X-JFrog-Art-Api": "edt_not-a-token-of-this-edge"},
+}
+
+
+@pytest.mark.parametrize("credential", BAD_CREDENTIALS)
+def test_a_bad_credential_is_a_401_also_beside_a_valid_signed_url(signer: Signer, credential: str) -> None:
+    url = signer.url(APP)
+    for target in (url, f"{signer.edge.artifactory_url}/{APP}"):
+        got = signer.get(target, headers=BAD_CREDENTIALS[credential])
+        assert got.status == 401 and got.error == "Bad credentials", (target, got.status)
+        assert "WWW-Authenticate" in got.headers
+    assert signer.get(url).status == 200  # the URL itself still works
+
+
+def test_a_good_credential_beside_a_valid_signed_url_downloads_and_is_the_audited_caller(signer: Signer) -> None:
+    issued = call(
+        signer.edge.url + "/access/api/v1/tokens",
+        "POST",
+        body={"username": "partner-bot", "role": "reader"},
+        token=signer.edge.admin_token,
+    ).json()
+    url = signer.url(OTHER)
+    got = signer.get(url, headers={"Authorization": f"Bearer {issued['access_token']}"})
+    assert (got.status, got.body) == (200, OTHER_BYTES)
+    _, claims, _ = parts(url)
+    record = audited(signer, OTHER, issued["token_id"])
+    assert record["subject"] == "partner-bot" and record["status"] == 200
+    assert record["signedUrl"]["iat"] == claims["iat"]
+
+
+def audited(signer: Signer, target: str, token_id: str) -> dict[str, Any]:
+    """The download of ``target`` by ``token_id`` in the audit trail, once written (it is written
+    every half second)."""
+    repo, path = target.split("/", 1)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        answer = call(
+            f"{signer.edge.url}/artifactory/api/audit?repo={repo}&path={quote(path)}&action=download",
+            token=signer.edge.admin_token,
+        ).json()
+        found = [r for r in answer["records"] if r["tokenId"] == token_id]
+        if found:
+            return dict(found[0])
+        time.sleep(0.1)
+    raise AssertionError(f"no audit record of {target} by token {token_id}")
+
+
 def test_jfrog_s_expiry_in_epoch_milliseconds_is_understood(signer: Signer) -> None:
     expiry = int(time.time() * 1000) + 600_000
     url = signer.url(APP, valid_for_secs=None, expiry=expiry)
