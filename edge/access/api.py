@@ -23,7 +23,7 @@ from repository.tokens import Role
 from .address import parse_network
 from .context import access_context
 from .middleware import access_control
-from .rules import RuleSet, rules_from_json
+from .rules import GEO_NEEDS_DATABASE, RuleSet, rules_from_json
 from .signed_urls import VerifyKey
 
 SIGNED_URL = "/artifactory/api/signed/url"
@@ -200,6 +200,8 @@ async def put_rules(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
     control = request.app[access_control]
+    if control.geo is None and any(spec.uses_geo for spec in specs):
+        raise Conflict(f"Country rules cannot work on this edge: {GEO_NEEDS_DATABASE}; nothing was changed.")
     ctx = request[access_context]
     # A rule without repos applies to the admin API too: a set that would refuse this very
     # request would lock every admin at this address out of the node, rules API included.
