@@ -1,7 +1,10 @@
 """``/artifactory/api/storage/{repo}/{path}``: file info, folder info, deep listings, statistics.
 
 Field names and types follow what JFrog CLI and dohq-artifactory parse: ``size``
-is a string in file info, folders have no ``size``, ``folder`` is a boolean.
+is a string in file info, folders have no ``size``, ``folder`` is a boolean. A child's
+or a listed file's ``uri`` is its name (path) as is, not percent-encoded, as Artifactory
+answers it: clients join it to the folder's path and encode the result themselves, so an
+encoded name would be encoded twice. Every ``uri`` and ``downloadUri`` that is a URL is encoded.
 Where permission targets cover parts of a repo, listings leave out what the
 caller may not read.
 """
@@ -66,10 +69,8 @@ def file_info(request: web.Request, a: Artifact) -> dict[str, Any]:
 async def folder_info(request: web.Request, f: Folder) -> dict[str, Any]:
     listing = await request.app[keys.catalog].children(f.repo, f.path)
     visible = await _visibility(request, f.repo)
-    children = [
-        {"uri": "/" + url_quote(c.path.rpartition("/")[2]), "folder": True} for c in listing.folders if visible(c.path)
-    ]
-    children += [{"uri": "/" + url_quote(a.name), "folder": False} for a in listing.files if visible(a.path)]
+    children = [{"uri": "/" + c.path.rpartition("/")[2], "folder": True} for c in listing.folders if visible(c.path)]
+    children += [{"uri": "/" + a.name, "folder": False} for a in listing.files if visible(a.path)]
     uri_path = f"/{url_quote(f.path)}" if f.path else ""
     return {
         "repo": f.repo,
@@ -171,7 +172,7 @@ async def _file_list(request: web.Request, folder: Folder) -> web.StreamResponse
                     continue
                 await emit(
                     {
-                        "uri": "/" + url_quote(f.path[prefix:]),
+                        "uri": "/" + f.path[prefix:],
                         "size": -1,
                         "lastModified": iso(f.created),
                         "folder": True,
@@ -187,7 +188,7 @@ async def _file_list(request: web.Request, folder: Folder) -> web.StreamResponse
 
 def _list_entry(a: Artifact, prefix: int) -> dict[str, Any]:
     return {
-        "uri": "/" + url_quote(a.path[prefix:]),
+        "uri": "/" + a.path[prefix:],
         "size": a.size,
         "lastModified": iso(a.modified),
         "folder": False,
