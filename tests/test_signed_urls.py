@@ -119,7 +119,8 @@ class Signer:
         return call(self.edge.url + SIGN, "POST", body=body, token=self.edge.admin_token if token == "admin" else token)
 
     def url(self, target: str = APP, **body: Any) -> str:
-        answer = self.issue({"repo_path": "/" + target, "valid_for_secs": 3600} | body)
+        fields = {"repo_path": "/" + target, "valid_for_secs": 3600} | body
+        answer = self.issue({k: v for k, v in fields.items() if v is not None})  # None: left out
         assert answer.status == 200, answer.body
         assert answer.headers["Content-Type"].startswith("text/plain")
         return answer.body.decode()
@@ -661,6 +662,7 @@ def test_one_issuer_s_urls_work_on_every_edge_that_trusts_its_public_key(signer:
         {"kid": "bad kid", "public_key": "-"},
         {"kid": "k"},
         {"kid": "k", "public_key": "-", "secret": "x" * 40},
+        {"kid": "rotate", "public_key": partner_pem()},  # names the rotation call, never a key
     ],
 )
 def test_a_bad_key_to_trust_is_a_400(signer: Signer, body: dict[str, Any]) -> None:
@@ -668,7 +670,12 @@ def test_a_bad_key_to_trust_is_a_400(signer: Signer, body: dict[str, Any]) -> No
         body["public_key"] = partner_pem()
     got = call(signer.edge.url + URL_KEYS, "POST", body=body, token=signer.edge.admin_token)
     assert got.status == 400 and got.error
-    assert "k" not in {k["kid"] for k in keys_of(signer.edge)["keys"]}
+    assert body.get("kid") not in {k["kid"] for k in keys_of(signer.edge)["keys"]}
+
+
+def test_rotate_is_the_rotation_call_and_no_key_so_delete_there_is_a_405(signer: Signer) -> None:
+    got = call(signer.edge.url + URL_KEYS + "/rotate", "DELETE", token=signer.edge.admin_token)
+    assert got.status == 405 and got.headers["Allow"] == "POST" and got.error
 
 
 def test_the_url_path_is_percent_encoded_and_matched_decoded(signer: Signer) -> None:

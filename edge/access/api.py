@@ -40,7 +40,8 @@ def access_routes() -> list[web.AbstractRouteDef]:
         web.get(URL_KEYS, list_url_keys, name="url_keys_list", allow_head=False),
         web.post(URL_KEYS, trust_url_key, name="url_key_trust"),
         web.post(URL_KEYS + "/rotate", rotate_url_key, name="url_key_rotate"),
-        web.delete(URL_KEYS + "/{kid}", remove_url_key, name="url_key_remove"),
+        # not "rotate": DELETE .../rotate is a method the rotation call lacks, not a key's removal
+        web.delete(URL_KEYS + "/{kid:(?!rotate$)[^/]+}", remove_url_key, name="url_key_remove"),
         web.get(RULES, get_rules, name="access_rules_get", allow_head=False),
         web.put(RULES, put_rules, name="access_rules_put"),
         web.delete(RULES, reset_rules, name="access_rules_reset"),
@@ -66,9 +67,11 @@ async def _json_body(request: web.Request, fields: frozenset[str]) -> dict[str, 
 
 
 def _integer(body: dict[str, Any], name: str) -> int | None:
-    value = body.get(name)
-    if value is None:
+    """A positive integer field; left out is None, and anything else (null, NaN, 3600.0, a
+    string) a 400."""
+    if name not in body:
         return None
+    value = body[name]
     if type(value) is not int or not 0 < value < MAX_NUMBER:
         raise BadRequest(f"'{name}' must be a positive integer")
     return value
@@ -111,7 +114,9 @@ async def create_signed_url(request: web.Request) -> web.Response:
     repo, path = _repo_path(body.get("repo_path"))
     valid_for = _lifetime(body, control.urls.max_lifetime)
     cidr = body.get("client_cidr")
-    if cidr is not None:
+    if "client_cidr" in body:
+        if not isinstance(cidr, str):
+            raise BadRequest("'client_cidr' must be a CIDR such as 198.51.100.0/24")
         try:
             cidr = str(parse_network(cidr))
         except ValueError as exc:
@@ -148,6 +153,8 @@ async def trust_url_key(request: web.Request) -> web.Response:
     """Trust another issuer's Ed25519 public key: ``{"kid","public_key"}`` (PEM)."""
     require_role(request, Role.admin)
     body = await _json_body(request, frozenset({"kid", "public_key"}))
+    if body.get("kid") == "rotate":
+        raise BadRequest("'rotate' names the rotation call and cannot be a key id")
     keyring = request.app[access_control].keyring
     key, created = await keyring.trust(body.get("kid"), body.get("public_key"))  # type: ignore[arg-type]
     return json_response(_key_json(key, keyring.signing_kid), status=201 if created else 200)

@@ -96,6 +96,7 @@ async def _visibility(request: web.Request, repo_key: str) -> Callable[[str], bo
 
 async def storage_info(request: web.Request) -> web.StreamResponse:
     repo, path = artifact_location(request, STORAGE_PREFIX)
+    deep, with_folders = _flag(request, "deep"), _flag(request, "listFolders")
     await require_read(request, repo, path)
     service = request.app[keys.artifacts]
     item = await service.item(repo, path)
@@ -104,7 +105,7 @@ async def storage_info(request: web.Request) -> web.StreamResponse:
     if "list" in request.query:
         if not isinstance(item, Folder):
             raise NotFound("Not a folder")
-        return await _file_list(request, item)
+        return await _file_list(request, item, deep=deep, with_folders=with_folders)
     if "properties" in request.query:
         return _properties(request, item)
     if isinstance(item, Artifact):
@@ -141,10 +142,8 @@ def _properties(request: web.Request, item: Artifact | Folder) -> web.Response:
     return json_response({"properties": props, "uri": uri})
 
 
-async def _file_list(request: web.Request, folder: Folder) -> web.StreamResponse:
+async def _file_list(request: web.Request, folder: Folder, *, deep: bool, with_folders: bool) -> web.StreamResponse:
     """``?list[&deep=1][&listFolders=1]``, streamed so a huge tree never sits in memory."""
-    deep = request.query.get("deep", "0") == "1"
-    with_folders = request.query.get("listFolders", "0") == "1"
     catalog = request.app[keys.catalog]
     uri_path = f"/{url_quote(folder.path)}" if folder.path else ""
     head = {"uri": f"{base_url(request)}/api/storage/{folder.repo}{uri_path}", "created": iso(folder.created)}
@@ -184,6 +183,13 @@ async def _file_list(request: web.Request, folder: Folder) -> web.StreamResponse
     await response.write(b"]}\n")
     await response.write_eof()
     return response
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    value = request.query.get(name, "0")
+    if value not in ("0", "1"):
+        raise BadRequest(f"'{name}' must be 0 or 1")
+    return value == "1"
 
 
 def _list_entry(a: Artifact, prefix: int) -> dict[str, Any]:
