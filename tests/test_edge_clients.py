@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 import requests
@@ -370,42 +369,3 @@ def test_a_download_running_when_the_edge_gets_sigterm_still_completes_with_ever
     assert out.stat().st_size == size
     assert sha256_of(out) == expected
     assert edge_server.wait(timeout=CLIENT_TIMEOUT) == 0
-
-
-# Names real trees have: spaces, '+', '%' (also before hex digits), '#', non-ASCII, and the
-# longest a name may be (255 bytes, in ASCII and in two-byte characters).
-ODD_NAMES = [
-    "with space.txt",
-    "a+b.txt",
-    "100%.txt",
-    "50%25 off.txt",
-    "#1.txt",
-    "café",
-    "naïve #1 + 50% off.tar.gz",
-    "ünïcödé ☃ 日本.bin",
-    "x" * 255,
-    "é" * 127 + "x",
-]
-
-
-def test_dohq_artifactory_lists_and_reads_files_with_unusual_names(edge_server: EdgeProcess) -> None:
-    """dohq-artifactory joins each child's ``uri`` to the folder's path as a name and encodes
-    the result itself, so the listing must give names, not URLs (as Artifactory does)."""
-    contents = {name: f"the file called {name}\n".encode() for name in ODD_NAMES}
-    folder = "odd names/sub #1"
-    with requests.Session() as session:
-        session.trust_env = False
-        session.headers["Authorization"] = f"Bearer {edge_server.admin_token}"
-        for name, data in contents.items():
-            url = f"{edge_server.artifactory_url}/{UPLOADS}/{quote(folder)}/{quote(name, safe='')}"
-            assert session.put(url, data=data, timeout=30).status_code == 201, name
-
-    with artifactory_path(f"{edge_server.artifactory_url}/{UPLOADS}", apikey=edge_server.admin_token) as repo:
-        (top,) = list((repo / "odd names").iterdir())
-        assert top.name == "sub #1" and top.is_dir()
-        children = {child.name: child for child in top.iterdir()}
-        assert sorted(children) == sorted(ODD_NAMES)
-        for name, child in children.items():
-            assert child.is_file(), name
-            assert child.read_bytes() == contents[name], name
-            assert child.stat().size == len(contents[name]), name
