@@ -68,12 +68,13 @@ CIDRS = _networks(strict=True).filter(_plain)
 IPS_OR_CIDRS = st.one_of(st.ip_addresses().map(str), _networks(strict=False))
 
 
-def _ed25519_pem() -> str:
+def ed25519_pem() -> str:
+    """A new Ed25519 public key, PEM."""
     public = Ed25519PrivateKey.generate().public_key()
     return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
-ED25519_KEYS = st.sampled_from([_ed25519_pem() for _ in range(3)])
+ED25519_KEYS = st.sampled_from([ed25519_pem() for _ in range(3)])
 _MOMENTS = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 30))
 AUDIT_TIMES = st.one_of(
     _MOMENTS.map(lambda t: t.strftime("%Y-%m-%d")),
@@ -82,21 +83,23 @@ AUDIT_TIMES = st.one_of(
 )
 
 
+def manifest_artifact(target: str, source: str, data: bytes) -> ManifestArtifact:
+    """One file of a manifest, with the digests of ``data``."""
+    return ManifestArtifact(
+        target=target,
+        source=source,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        sha1=hashlib.sha1(data).hexdigest(),
+        md5=hashlib.md5(data).hexdigest(),
+    )
+
+
 @st.composite
 def _manifests(draw: st.DrawFn) -> str:
     data = draw(st.binary(max_size=64))
     targets = draw(st.lists(ARTIFACT_PATHS, min_size=1, max_size=3, unique=True))
-    artifacts = [
-        ManifestArtifact(
-            target=f"{UPLOADS}-bundles/{target}",
-            source=f"releases-local/{target}",
-            size=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
-            sha1=hashlib.sha1(data).hexdigest(),
-            md5=hashlib.md5(data).hexdigest(),
-        )
-        for target in targets
-    ]
+    artifacts = [manifest_artifact(f"{UPLOADS}-bundles/{t}", f"releases-local/{t}", data) for t in targets]
     name = draw(st.from_regex(r"[a-z][a-z0-9-]{0,15}", fullmatch=True))
     version = draw(st.from_regex(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}", fullmatch=True))
     return encode(Manifest.create(name, version, artifacts, created_by="schemathesis")).decode()

@@ -10,51 +10,35 @@ process, with real gpg keys and a real signed manifest where an operation needs 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sqlite3
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from distribution.app import create_app as create_distribution_app
 from distribution.settings import DistributionSettings
 from edge.app import create_app as create_edge_app
 from repository.http.openapi import load_document
-from repository.manifest import Manifest, ManifestArtifact, encode
+from repository.manifest import Manifest, encode
+from tests.api_formats import ed25519_pem, manifest_artifact
 from tests.conftest import ADMIN_TOKEN, UPLOADS, make_settings
 from tests.gpg_keys import KeyFactory, KeySet
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 REPO = "releases-local"
 FILE = b"a file the bodies point at\n"
-Setup = Callable[[Any], Awaitable[None]]
 
 
 async def _ok(resp: Any) -> None:
     assert resp.status < 300, f"{resp.method} {resp.url}: {resp.status} {await resp.text()}"
 
 
-def _pem() -> str:
-    public = Ed25519PrivateKey.generate().public_key()
-    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-
-
 def _signed_manifest(key_factory: KeyFactory, keys: KeySet) -> dict[str, str]:
-    artifact = ManifestArtifact(
-        target=f"{REPO}/app/1.0/app.bin",
-        source=f"{REPO}/app/1.0/app.bin",
-        size=len(FILE),
-        sha256=hashlib.sha256(FILE).hexdigest(),
-        sha1=hashlib.sha1(FILE).hexdigest(),
-        md5=hashlib.md5(FILE).hexdigest(),
-    )
+    artifact = manifest_artifact(f"{REPO}/app/1.0/app.bin", f"{REPO}/app/1.0/app.bin", FILE)
     manifest = encode(Manifest.create("app", "1.0", [artifact], created_by="release-manager"))
     return {"manifest": manifest.decode(), "signature": key_factory.sign(keys.alice, manifest).decode()}
 
@@ -93,7 +77,7 @@ def edge_bodies(key_factory: KeyFactory, keys: KeySet) -> dict[tuple[str, str], 
         ("POST", "/artifactory/api/repositories/{key}"): {"description": "changed"},
         ("POST", "/access/api/v1/tokens"): {"username": "ci", "role": "reader", "expires_in": 3600},
         ("POST", "/artifactory/api/signed/url"): {"repo_path": f"/{UPLOADS}/a.bin", "valid_for_secs": 60},
-        ("POST", "/artifactory/api/signed/keys"): {"kid": "partner", "public_key": _pem()},
+        ("POST", "/artifactory/api/signed/keys"): {"kid": "partner", "public_key": ed25519_pem()},
         ("PUT", "/artifactory/api/access/rules"): {"rules": [{"repos": ["x-*"], "deny_cidrs": ["203.0.113.0/24"]}]},
         ("PUT", "/artifactory/api/security/users/{name}"): {"password": "pw-long-2", "groups": ["team"]},
         ("POST", "/artifactory/api/security/users/{name}"): {"email": "alice@example.com", "admin": False},
