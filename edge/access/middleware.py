@@ -42,7 +42,7 @@ SIGNED_METHODS = ("GET", "HEAD")
 
 
 class GeoNotReady(Exception):
-    pass
+    """Why readiness fails its ``geoip`` check (the message goes to the log)."""
 
 
 @dataclass

@@ -31,7 +31,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from repository.errors import RepositoryError
+from repository.errors import RequestTimeout
 
 from .middlewares import error_body
 from .responses import json_response
@@ -43,21 +43,13 @@ log = logging.getLogger(__name__)
 HEAD_SNIFF = 64
 
 
-class RequestTimeout(RepositoryError, TimeoutError):
-    """A request body that stopped arriving. A ``TimeoutError`` too, so that aiohttp, reading
-    what is left of the body after the 408 went out, gives up and closes the connection."""
-
-    status = 408
-    default_message = "Request body timed out"
-
-
 @dataclass(frozen=True)
 class ConnectionLimits:
     header_timeout: float
     body_timeout: float
     keepalive_timeout: float
     max_line_size: int = 8190  # bytes of a request target
-    max_field_size: int = 8190  # bytes of one header, name and value
+    max_field_size: int = 8190  # bytes of a header's name, and of its value
     max_headers: int = 128
 
     def handler_args(self) -> dict[str, Any]:
@@ -123,7 +115,7 @@ class GuardedRequestHandler(RequestHandler):
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if self._idle():
-            log.info("closing a connection from %s: no whole request head within its time", self.peername)
+            log.debug("closing a connection from %s: no whole request head within its time", self.peername)
             self.force_close()
 
     def _head_done(self) -> None:
@@ -177,7 +169,7 @@ class GuardedRequestHandler(RequestHandler):
         if isinstance(exc, HttpProcessingError) and status < 500:
             status, text = self._parse_error(exc)
             path = self._sniffed_path()
-            log.info("refused an unparsable request from %s: %s", request.remote, text)
+            log.debug("refused an unparsable request from %s: %s", request.remote, text)  # the access log has it
         else:
             if request.writer.output_size > 0:  # a response was under way: only closing is left
                 raise ConnectionError("the response had started; the connection is closed")
