@@ -219,12 +219,14 @@ def test_a_header_value_may_have_up_to_the_limit_of_bytes(edge: EdgeProcess, siz
 
 
 @pytest.mark.parametrize(
-    ("count", "status"), [(1, 200), (MAX_HEADERS - 1, 200), (MAX_HEADERS, 200), (MAX_HEADERS + 1, 431)]
+    ("count", "status"), [(0, 200), (1, 200), (MAX_HEADERS - 1, 200), (MAX_HEADERS, 200), (MAX_HEADERS + 1, 431)]
 )
 def test_a_request_may_have_up_to_the_limit_of_headers(edge: EdgeProcess, count: int, status: int) -> None:
-    # Host and Connection are two of them
-    headers = {f"X-H{i}": "1" for i in range(count - 2)}
-    raw = request_bytes(PING, headers) if count > 1 else b"GET " + PING.encode() + b" HTTP/1.0\r\nHost: x\r\n\r\n"
+    if count < 2:  # HTTP/1.0, which needs no Host header
+        host = "Host: x\r\n" if count else ""
+        raw = f"GET {PING} HTTP/1.0\r\n{host}\r\n".encode()
+    else:  # Host and Connection are two of them
+        raw = request_bytes(PING, {f"X-H{i}": "1" for i in range(count - 2)})
     assert exchange(edge, raw)[0] == status
 
 
@@ -274,6 +276,8 @@ def test_read_limits_are_settings_checked_at_start(tmp_path: Path) -> None:
     assert load_edge_settings(env={}).keepalive_timeout == 75.0
     assert load_edge_settings(env={}).body_timeout == 60.0
     for key in ("HEADER_TIMEOUT", "BODY_TIMEOUT", "KEEPALIVE_TIMEOUT"):
-        for bad in ("0", "3601", "soon"):
+        for good in ("0.1", "3600"):
+            assert getattr(load_edge_settings(env={f"EDGE_{key}": good}), key.lower()) == float(good)
+        for bad in ("0", "0.09", "3601", "soon"):
             with pytest.raises(SettingsError, match=key.lower() if bad != "soon" else key):
                 load_edge_settings(env={f"EDGE_{key}": bad})
