@@ -119,7 +119,7 @@ async def propagate_keys(runner: JobRunner, signer: Signer) -> dict[str, Any]:
     """Push every public signing key to every registered edge's trusted keys (the circle of trust)."""
     edges = await runner.edges.list()
     if not edges:
-        raise BadRequest("No edges are registered: add one with POST /distribution/api/v1/edges first")
+        raise Conflict("No edges are registered: add one with POST /distribution/api/v1/edges first")
     return await push_keys(runner, signer, edges)
 
 

@@ -234,6 +234,13 @@ class ServiceSettings:
     log_level: str = "INFO"
     # GET /metrics for anyone (scrapers on an internal network), or only with an admin credential
     metrics_public: bool = True
+    # seconds a client has to send a whole request line and headers, from connecting or from
+    # the first byte of a later request; then the connection is closed
+    header_timeout: float = 20.0
+    # seconds a request body may go without a byte while it is being read; then 408
+    body_timeout: float = 60.0
+    # seconds an idle connection is kept open for the client's next request
+    keepalive_timeout: float = 75.0
     storage: StorageSettings = dataclasses.field(default_factory=StorageSettings)
     scrub: ScrubSettings = dataclasses.field(default_factory=ScrubSettings)
 
@@ -246,6 +253,9 @@ class ServiceSettings:
             raise ValueError("setting 'admin_token' must be at least 6 characters")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("setting 'log_level' must be DEBUG, INFO, WARNING or ERROR")
+        for key in ("header_timeout", "body_timeout", "keepalive_timeout"):
+            if not 0.1 <= getattr(self, key) <= 3600:
+                raise ValueError(f"setting '{key}' must be 0.1 to 3600 seconds")
 
     @property
     def database_path(self) -> Path:

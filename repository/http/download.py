@@ -30,7 +30,7 @@ from storage_backends import BlobNotFound, content_disposition
 
 from . import keys
 from .auth import require_read
-from .ranges import ByteRange, not_modified, parse_range, precondition_failed, range_applies
+from .ranges import ByteRange, not_modified, other_servers_agree, parse_range, precondition_failed, range_applies
 
 log = logging.getLogger(__name__)
 
@@ -141,25 +141,34 @@ async def download(request: web.Request) -> web.StreamResponse:
     if not_modified(request, artifact.sha256, modified):
         return web.Response(status=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
 
-    status, window = 200, ByteRange(0, artifact.size)
+    status, window, delegable = 200, ByteRange(0, artifact.size), True
     if range_applies(request, artifact.sha256, modified):
         window = parse_range(request.headers["Range"], artifact.size)
         status = 206
         headers["Content-Range"] = window.content_range(artifact.size)
+        delegable = other_servers_agree(request.headers["Range"])
 
     if request.method == "HEAD":
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = window.length
         return response
-    return await _body(request, artifact, window, status, headers)
+    return await _body(request, artifact, window, status, headers, delegable=delegable)
 
 
 async def _body(
-    request: web.Request, artifact: Artifact, window: ByteRange, status: int, headers: dict[str, str]
+    request: web.Request,
+    artifact: Artifact,
+    window: ByteRange,
+    status: int,
+    headers: dict[str, str],
+    *,
+    delegable: bool,
 ) -> web.StreamResponse:
+    """``delegable``: S3 or nginx, handed the request's Range, would answer it alike; else the
+    edge sends the bytes itself."""
     storage = request.app[keys.storage]
     policy = request.app[keys.policy]
-    if policy.redirect_downloads:
+    if policy.redirect_downloads and delegable:
         url = await storage.presigned_url(
             artifact.sha256,
             expires_in=policy.presign_expiry,
@@ -170,7 +179,7 @@ async def _body(
             redirect = {k: v for k, v in headers.items() if k.startswith("X-")}
             raise web.HTTPFound(url, headers=redirect)
     path = await storage.local_path(artifact.sha256)
-    if path is not None and _nginx_sends(request, policy.accel_redirect):
+    if path is not None and delegable and _nginx_sends(request, policy.accel_redirect):
         return _accel_redirect(policy.accel_redirect, path, status, headers)
     if path is not None and artifact.size <= SMALL_BODY:
         small = request.app[keys.small_blobs]
