@@ -17,6 +17,7 @@ import mimetypes
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from contextlib import aclosing
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from storage_backends import BlobInfo, BlobNotFound, DigestMismatch, Digests, StorageBackend, StorageError
@@ -33,6 +34,12 @@ UPLOAD_OWNER = "upload"
 # What a checksum deploy answers when no file the caller may read has those bytes: the same
 # whether nobody has them or only files the caller may not read do (no existence oracle).
 CHECKSUM_UNKNOWN = "Checksum deploy failed: no artifact with that checksum exists; send the content"
+
+# A blob written but not yet indexed (a deploy between its commit and its index entry) is
+# unreferenced for a moment: the sweep leaves alone every blob younger than this.
+SWEEP_GRACE = timedelta(hours=1)
+# Blobs of the store's listing judged (and collected) at once, each page under the index lock.
+SWEEP_PAGE = 500
 
 T = TypeVar("T")
 # Answers which of these blobs it holds outside the index; runs whenever a blob may be collected.
@@ -288,6 +295,41 @@ class ArtifactService:
         bundle blobs of an aborted transaction, say)."""
         async with self._index_lock:
             await self._collect(set(sha256s))
+
+    async def sweep(self, grace: timedelta = SWEEP_GRACE) -> int:
+        """Delete the stored blobs that nothing references or pins and that were written more than
+        ``grace`` ago; answers how many. Collecting follows the index, so a process killed between
+        an index change and its collect (an undistribute, a delete) leaves unreferenced blobs that
+        only a walk over the store itself finds. The store is listed a page at a time, and each
+        page is judged and collected under the index lock, as a collect is."""
+        swept = 0
+        page: list[str] = []
+        async with aclosing(self.storage.list()) as names:
+            async for sha256 in names:
+                page.append(sha256)
+                if len(page) == SWEEP_PAGE:
+                    swept += await self._sweep_page(page, grace)
+                    page = []
+        if page:
+            swept += await self._sweep_page(page, grace)
+        return swept
+
+    async def _sweep_page(self, sha256s: list[str], grace: timedelta) -> int:
+        wanted = sorted(sha256s)
+        async with self._index_lock:
+            held = await self._held(wanted)
+            old = []
+            for sha256 in (s for s in wanted if s not in held):
+                try:
+                    info = await self.storage.stat(sha256)
+                except BlobNotFound:
+                    continue
+                if datetime.now(UTC) - info.modified >= grace:
+                    old.append(sha256)
+            await self._collect(old)
+        if old:
+            log.info("sweep: %d blobs referenced by nothing were deleted, the first %s", len(old), old[0])
+        return len(old)
 
     async def _held(self, sha256s: list[str]) -> set[str]:
         """Those of ``sha256s`` that an index entry references or a pin holds."""

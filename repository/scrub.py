@@ -11,7 +11,9 @@ A pass runs once per node, under the lease ``scrub`` (repository/leases.py), wha
 number of processes; its cursor is kept in the database a page at a time, so a pass cut
 short by a stop or a crash resumes where it was, in whichever process takes the lease next.
 Background passes start ``scrub.interval`` seconds after the last one ended; an admin can
-ask for one at any time (``POST /artifactory/api/scrub``).
+ask for one at any time (``POST /artifactory/api/scrub``). A pass ends with a sweep of the
+store itself (``ArtifactService.sweep``): blobs that nothing references any more, left by a
+process killed between an index change and its collect, are deleted.
 """
 
 from __future__ import annotations
@@ -163,14 +165,16 @@ class Scrubber:
                 quarantined += bad
             cursor = page[-1][0]
             await self.store.advance(cursor, len(page), read, quarantined)
+        swept = await self.artifacts.sweep()
         done = await self.store.finish(now_ms())
         for hook in self.counts.passes:
             hook()
         log.info(
-            "scrub: pass done, %d blobs (%d bytes) read, %d quarantined",
+            "scrub: pass done, %d blobs (%d bytes) read, %d quarantined, %d unreferenced deleted",
             done.last_blobs,
             done.last_bytes,
             done.last_quarantined,
+            swept,
         )
 
     async def _check(self, sha256: str, size: int, pacer: Pacer) -> tuple[int, bool]:
