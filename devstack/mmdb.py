@@ -26,10 +26,32 @@ COUNTRIES: dict[str, dict[str, Any]] = {
 }
 
 
-def write_mmdb(path: Path, networks: Mapping[str, Mapping[str, Any]] = COUNTRIES, *, ip_version: int = 6) -> Path:
+class _Writer(MMDBWriter):
+    """mmdb-writer stamps the time of writing as the build time; ``built`` backdates it."""
+
+    def __init__(self, *, built: int | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.built = built
+
+    def _build_meta(self) -> dict[str, Any]:
+        meta = super()._build_meta()
+        if self.built is not None:
+            meta["build_epoch"] = self.built
+        return meta
+
+
+def write_mmdb(
+    path: Path,
+    networks: Mapping[str, Mapping[str, Any]] = COUNTRIES,
+    *,
+    ip_version: int = 6,
+    built: int | None = None,
+) -> Path:
     """Write a database mapping each CIDR to its record, replacing ``path`` atomically (as
-    geoipupdate does). An IPv6 database also answers IPv4 addresses (``::a.b.c.d``)."""
-    writer = MMDBWriter(
+    geoipupdate does). An IPv6 database also answers IPv4 addresses (``::a.b.c.d``).
+    ``built``: the build time it carries (epoch seconds), now by default."""
+    writer = _Writer(
+        built=built,
         ip_version=ip_version,
         ipv4_compatible=ip_version == 6,
         database_type="GeoLite2-Country",

@@ -98,8 +98,8 @@ async def sign_bundle(request: web.Request) -> web.Response:
     name, version = _name_version(request)
     body = await read_json_object(request) if request.can_read_body else {}
     alias = body.get("signing_key_alias")
-    if set(body) - {"signing_key_alias", "storing_repository"} or (alias is not None and not isinstance(alias, str)):
-        raise BadRequest("The sign request takes only 'signing_key_alias' (a string)")
+    if set(body) - {"signing_key_alias", "storing_repository"} or not all(isinstance(v, str) for v in body.values()):
+        raise BadRequest("The sign request takes only 'signing_key_alias' and 'storing_repository' (strings)")
     bundle = await _service(request).sign(name, version, alias)
     return json_response(bundle_json(bundle), headers=_signed_headers(bundle))
 
@@ -181,17 +181,30 @@ async def export_public_key(request: web.Request) -> web.Response:
     return web.Response(text=armored, content_type="application/pgp-keys")
 
 
+KEY_UPLOAD_FIELDS = frozenset({"key", "alias", "key_alias", "passphrase", "default", "propagate_to_edge_nodes"})
+
+
 async def upload_key(request: web.Request) -> web.Response:
     require_role(request, Role.admin)
     body = await read_json_object(request)
+    unknown = sorted(set(body) - KEY_UPLOAD_FIELDS)
+    if unknown:
+        raise BadRequest(f"Unknown field '{unknown[0]}'; expected some of {', '.join(sorted(KEY_UPLOAD_FIELDS))}")
+    if "alias" in body and "key_alias" in body:
+        raise BadRequest("Give 'alias' or its alias 'key_alias', not both")
     key, alias = body.get("key"), body.get("alias", body.get("key_alias"))
     passphrase, make_default = body.get("passphrase"), body.get("default", False)
     propagate = body.get("propagate_to_edge_nodes", False)
-    if not isinstance(key, dict) or not isinstance(key.get("private_key"), str):
-        raise BadRequest("'key.private_key' (an ASCII-armored private key) is required")
+    if (
+        not isinstance(key, dict)
+        or not isinstance(key.get("private_key"), str)
+        or set(key) - {"private_key", "public_key"}
+        or not isinstance(key.get("public_key", ""), str)
+    ):
+        raise BadRequest("'key' must hold 'private_key' (an ASCII-armored private key) and at most 'public_key'")
     if not isinstance(alias, str) or not alias:
         raise BadRequest("'alias' (a name for the key) is required")
-    if (passphrase is not None and not isinstance(passphrase, str)) or not isinstance(make_default, bool):
+    if ("passphrase" in body and not isinstance(passphrase, str)) or not isinstance(make_default, bool):
         raise BadRequest("'passphrase' must be a string and 'default' true or false")
     if not isinstance(propagate, bool):
         raise BadRequest("'propagate_to_edge_nodes' must be true or false")

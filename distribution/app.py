@@ -13,10 +13,11 @@ from repository.http import keys as core
 from repository.http.metrics import metrics_middleware
 from repository.http.middlewares import error_middleware, identity_middleware
 from repository.http.request_ids import request_id_middleware, setup_request_ids
+from repository.http.scrub_api import setup_scrub
 from repository.http.setup import database, setup_artifact_core
 from repository.policy import policy_for
 
-from .bundle_store import BundleStore
+from .bundle_store import BundleStore, ServiceBlobs
 from .bundles import BundleService
 from .edges import EdgeStore
 from .jobs import JobStore
@@ -48,6 +49,7 @@ def create_app(settings: DistributionSettings) -> web.Application:
         ),
         extra_migrations=(distribution_migrations,),
     )
+    setup_scrub(app, settings, "distribution", ServiceBlobs)
     app.cleanup_ctx.extend([signer_ctx, bundles_ctx, edge_client_ctx, runner_ctx])
     setup_routes(app)
     return app

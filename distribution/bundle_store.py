@@ -15,6 +15,7 @@ from typing import Any
 import sqlite_utils
 
 from repository.db import Database
+from repository.scrub_store import CatalogBlobs
 
 PAGE_SIZE = 10
 
@@ -198,3 +199,28 @@ class BundleStore:
 
 def total_size(artifacts: Iterable[BundleArtifact]) -> int:
     return sum(a.size for a in artifacts)
+
+
+class ServiceBlobs(CatalogBlobs):
+    """The blobs the service's scrub checks: those of source paths, and those of bundle versions,
+    which must stay distributable whatever happens to their sources."""
+
+    async def blobs_after(self, after: str, limit: int) -> list[tuple[str, int]]:
+        return await self._database.run(
+            lambda: [
+                (r[0], r[1])
+                for r in self._db.execute(
+                    "SELECT sha256, size FROM artifacts WHERE sha256 > ?"
+                    " UNION SELECT sha256, size FROM bundle_artifacts WHERE sha256 > ? ORDER BY sha256 LIMIT ?",
+                    [after, after, limit],
+                )
+            ]
+        )
+
+    async def references(self, sha256: str) -> bool:
+        return await super().references(sha256) or await self._database.run(
+            lambda: (
+                self._db.execute("SELECT 1 FROM bundle_artifacts WHERE sha256 = ? LIMIT 1", [sha256]).fetchone()
+                is not None
+            )
+        )

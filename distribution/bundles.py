@@ -72,8 +72,6 @@ def _flag(body: dict[str, Any], key: str, default: bool) -> bool:
 
 
 def _release_notes(value: Any) -> dict[str, str]:
-    if value is None:
-        return {"syntax": "plain_text", "content": ""}
     if not isinstance(value, dict) or set(value) - {"syntax", "content"}:
         raise BadRequest("'release_notes' must be an object with 'syntax' and 'content'")
     syntax, content = value.get("syntax", "plain_text"), value.get("content", "")
@@ -96,11 +94,13 @@ def parse_bundle_request(body: dict[str, Any], *, name: str | None = None, versi
     if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
         raise BadRequest(f"'description' must be a string of at most {MAX_DESCRIPTION} characters")
     alias = body.get("signing_key_alias")
-    if alias is not None and not isinstance(alias, str):
+    if "signing_key_alias" in body and not isinstance(alias, str):
         raise BadRequest("'signing_key_alias' must be a string")
+    if not isinstance(body.get("storing_repository", ""), str):
+        raise BadRequest("'storing_repository' must be a string")
     if "spec" not in body:
         raise SpecError("spec is missing")
-    notes = _release_notes(body.get("release_notes"))
+    notes = _release_notes(body.get("release_notes", {}))
     queries = parse_spec(body["spec"])
     asked = {"name": name, "version": version, "description": description, "release_notes": notes, "spec": body["spec"]}
     digest = hashlib.sha256(json.dumps(asked, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -266,7 +266,9 @@ class BundleService:
         for key in keys:
             if (alias is None and key.default) or key.alias == alias:
                 return key
-        raise BadRequest(f"No signing key with alias '{alias}'" if alias else "No default signing key")
+        if alias:
+            raise NotFound(f"No signing key with alias '{alias}'")
+        raise Conflict("No default signing key")
 
     async def _manifest(self, bundle: Bundle) -> Manifest:
         artifacts = await self.store.artifacts(bundle.name, bundle.version)

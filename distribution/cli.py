@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from repository.cli_scrub import scrub_group
 from repository.cli_support import emit, remote_options, serve_command
 from repository.client import call
 from wire.jsonstrict import JsonRefused, loads
@@ -277,9 +278,17 @@ def repo_list(url: str, token: str | None, as_json: bool) -> None:
     )
 
 
-for command in (edges_cli.edge, edges_cli.distribute, edges_cli.status, edges_cli.undistribute, edges_cli.abort):
+for command in (
+    edges_cli.edge,
+    edges_cli.distribute,
+    edges_cli.repair,
+    edges_cli.status,
+    edges_cli.undistribute,
+    edges_cli.abort,
+):
     main.add_command(command)
 keys.add_command(edges_cli.keys_propagate)
+main.add_command(scrub_group(remote))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -98,7 +98,13 @@ def distribute(url: str, token: str | None, as_json: bool, site: str, city: str,
     """Push signed bundle NAME VERSION to the edges the rules match."""
     body = {"distribution_rules": _rules(site, city, countries), "dry_run": dry_run}
     answer = call(url, token, "POST", f"{V1}/distribution/{name}/{version}", body)
-    if not wait or dry_run:
+    _answered(url, token, as_json, name, version, answer, wait and not dry_run)
+
+
+def _answered(url: str, token: str | None, as_json: bool, name: str, version: str, answer: dict[str, Any],
+              wait: bool) -> None:  # fmt: skip
+    """Print a distribution's answer; with ``wait``, follow it to its end (exit 1 unless Completed)."""
+    if not wait:
         emit(answer, as_json, _sites_text)
         return
     click.echo(_sites_text(answer), err=True)
@@ -107,6 +113,20 @@ def distribute(url: str, token: str | None, as_json: bool, site: str, city: str,
         emit(final, True, str)
     if final["status"] != "Completed":
         raise click.ClickException(f"distribution {answer['id']} {final['status']}")
+
+
+@click.command("repair")
+@remote
+@as_json
+@click.option("--dry-run", is_flag=True, help="Show the edges that hold it; change nothing.")
+@click.option("--wait", is_flag=True, help="Follow progress until done; exit 1 if it failed.")
+@bundle_name
+@bundle_version
+def repair(url: str, token: str | None, as_json: bool, dry_run: bool, wait: bool, name: str, version: str) -> None:
+    """Send NAME VERSION again to every edge that holds it: only what each lacks (lost, or
+    quarantined by its scrub), then check each again."""
+    answer = call(url, token, "POST", f"{V1}/distribution/{name}/{version}/repair", {"dry_run": dry_run})
+    _answered(url, token, as_json, name, version, answer, wait and not dry_run)
 
 
 @click.command("status")

@@ -67,6 +67,16 @@ async def distribute(request: web.Request) -> web.Response:
     return json_response({"id": dist_id, "sites": _sites(edges)}, status=202)
 
 
+async def repair(request: web.Request) -> web.Response:
+    """Send a bundle version again to the edges that hold it, only what each lacks (``orders.repair``);
+    the body, ``{"dry_run": bool}``, may be left out."""
+    require_role(request, Role.admin)
+    name, version = _name_version(request)
+    dry_run = orders.parse_repair(await read_json_object(request) if request.can_read_body else {})
+    dist_id, edges = await orders.repair(_runner(request), name, version, dry_run)
+    return json_response({"id": dist_id, "sites": _sites(edges)}, status=200 if dist_id is None else 202)
+
+
 async def undistribute(request: web.Request) -> web.Response:
     require_role(request, Role.admin)
     name, version = _name_version(request)

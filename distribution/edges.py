@@ -21,7 +21,7 @@ from repository.catalog import now_ms
 from repository.db import Database
 from repository.errors import BadRequest, Conflict, NotFound
 from wire.errors import InvalidPath
-from wire.paths import check_repo_key
+from wire.paths import CONTROL_RE, check_repo_key
 from wire.timestamps import iso
 
 PING = "/artifactory/api/system/ping"
@@ -73,7 +73,7 @@ def _text(body: dict[str, Any], key: str) -> str:
     value = body.get(key)
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_FIELD:
         raise BadRequest(f"'{key}' is required: a non-empty string of at most {MAX_FIELD} characters")
-    if any(ch < " " or ch == "\x7f" for ch in value):
+    if CONTROL_RE.search(value):
         raise BadRequest(f"'{key}' may not hold control characters")
     return value.strip()
 

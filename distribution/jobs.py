@@ -263,6 +263,30 @@ class JobStore:
         )
         return {edge: (count, oldest) for edge, count, oldest in rows}
 
+    async def holders(self, name: str, version: str) -> list[tuple[str, str]]:
+        """``(edge, service_id)`` of each edge whose last completed job of the bundle version put
+        it there (a distribution, not a removal)."""
+        rows = await self._database.run(
+            lambda: self._db.execute(
+                f"SELECT j.edge, j.service_id, d.type FROM {_JOINED} WHERE d.name = ? AND d.version = ?"
+                " AND j.state = ? ORDER BY d.id",
+                [name, version, COMPLETED],
+            ).fetchall()
+        )
+        last = {(edge, service_id): kind for edge, service_id, kind in rows}
+        return sorted(key for key, kind in last.items() if kind == DISTRIBUTE)
+
+    async def sharing_transaction(self, job: Job) -> bool:
+        """Whether another running job pushes the same bundle version to the same edge."""
+        row = await self._database.run(
+            lambda: self._db.execute(
+                f"SELECT 1 FROM {_JOINED} WHERE d.name = ? AND d.version = ? AND d.type = ? AND j.edge = ?"
+                f" AND j.{_STILL_RUNNING} AND j.distribution_id != ? LIMIT 1",
+                [job.name, job.version, DISTRIBUTE, job.edge, job.distribution_id],
+            ).fetchone()
+        )
+        return row is not None
+
     async def update(self, key: tuple[int, str], **fields: Any) -> bool:
         """Set fields of a job that is still running; False when it is not (aborted, finished, deleted)."""
         sets = ", ".join(f"{k} = ?" for k in fields)

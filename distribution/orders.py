@@ -21,6 +21,7 @@ from .transfer import EdgeCallError, EdgeClient
 
 DISTRIBUTE_FIELDS = {"dry_run", "distribution_rules", "auto_create_missing_repositories"}
 DELETE_FIELDS = {"dry_run", "distribution_rules", "on_success"}
+REPAIR_FIELDS = {"dry_run"}
 ON_SUCCESS = ("keep", "delete")
 
 
@@ -52,6 +53,12 @@ def parse_distribute(body: dict[str, Any]) -> Order:
     return Order(parse_rules(body.get("distribution_rules")), _flag(body, "dry_run", False))
 
 
+def parse_repair(body: dict[str, Any]) -> bool:
+    """A repair's only field: ``dry_run``."""
+    _check_fields(body, REPAIR_FIELDS)
+    return _flag(body, "dry_run", False)
+
+
 def parse_delete(body: dict[str, Any]) -> Order:
     _check_fields(body, DELETE_FIELDS)
     on_success = body.get("on_success", "keep")
@@ -70,6 +77,25 @@ async def distribute(runner: JobRunner, name: str, version: str, order: Order) -
         return None, edges
     totals = (bundle.artifacts_count, bundle.artifacts_size)
     dist_id, _ = await runner.jobs.create(DISTRIBUTE, name, version, order.rules, edges, totals)
+    runner.wake()
+    return dist_id, edges
+
+
+async def repair(runner: JobRunner, name: str, version: str, dry_run: bool) -> tuple[int | None, list[Edge]]:
+    """Distribute a bundle version again to the registered edges that hold it (their last completed
+    job of it put it there): each is sent only the blobs its store lacks, those a scrub
+    quarantined included, and checked again. A dry run answers the edges and stores nothing."""
+    bundle = await runner.bundles.get(name, version)
+    if bundle.state != "SIGNED":
+        raise Conflict(f"Release bundle {name}/{version} is not signed, so no edge holds it")
+    holders = set(await runner.jobs.holders(name, version))
+    edges = [e for e in await runner.edges.list() if (e.name, e.service_id) in holders]
+    if not edges:
+        raise BadRequest(f"No registered edge holds {name}/{version}: distribute it first")
+    if dry_run:
+        return None, edges
+    totals = (bundle.artifacts_count, bundle.artifacts_size)
+    dist_id, _ = await runner.jobs.create(DISTRIBUTE, name, version, (), edges, totals)
     runner.wake()
     return dist_id, edges
 
@@ -93,7 +119,7 @@ async def propagate_keys(runner: JobRunner, signer: Signer) -> dict[str, Any]:
     """Push every public signing key to every registered edge's trusted keys (the circle of trust)."""
     edges = await runner.edges.list()
     if not edges:
-        raise BadRequest("No edges are registered: add one with POST /distribution/api/v1/edges first")
+        raise Conflict("No edges are registered: add one with POST /distribution/api/v1/edges first")
     return await push_keys(runner, signer, edges)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from storage_backends import BlobNotFound, StorageBackend, StorageError
 from wire.batch import BATCH_BLOB_MAX, BATCH_MAX_BLOBS, body_length, head_line
 from wire.protocol import TransactionState
+from wire.published import published_digest
 
 from .bundle_store import BundleArtifact
 from .jobs import Job
@@ -44,6 +45,10 @@ READ_GROUP = 256 * 1024
 
 class SourceMissing(EdgeCallError):
     """A blob of the bundle is gone from this service's own storage, or damaged there."""
+
+
+class NotVerified(EdgeCallError):
+    """After its commit, the edge does not hold exactly the manifest."""
 
 
 @dataclass
@@ -120,7 +125,7 @@ class Push:
         self.progress.transaction_id = tx
         await self.on_started(tx)
         sizes = {a.sha256: a.size for a in self.artifacts}
-        missing = [] if started["state"] == TransactionState.COMMITTED else started["missing"]
+        missing = started["missing"]  # committed already, the edge still names blobs its store lost: a repair
         strangers = [m for m in missing if m not in sizes]
         if strangers:
             raise EdgeGarbage(f"edge {self.client.edge.name} asks for blobs not in the bundle: {strangers[:3]}")
@@ -281,22 +286,33 @@ class Push:
             await stream.aclose()
 
     async def verify(self, tx: str) -> None:
-        """Completed means verified: the edge says committed with nothing missing, and sample files check out."""
+        """Completed means verified: the edge says committed, its store lacks no blob of the
+        manifest, and it publishes exactly the manifest's files, as the digest over every
+        path, sha256 and size says (wire/published.py). A difference fails the job: the
+        protocol sent everything and the edge committed it, so something outside the protocol
+        changed the edge, and pushing again would not make it right."""
         status = await self.client.status(tx)
-        if status["state"] != TransactionState.COMMITTED or status.get("missing"):
-            raise EdgeGarbage(
-                f"edge {self.client.edge.name} reports transaction {tx} as {status['state']} after commit"
-                f" (missing {len(status.get('missing') or [])} blobs)"
+        edge = self.client.edge.name
+        missing = status.get("missing") or []
+        if status["state"] != TransactionState.COMMITTED or missing:
+            raise NotVerified(
+                f"edge {edge} reports transaction {tx} as {status['state']} after commit"
+                f" (missing {len(missing)} blobs{': ' + ', '.join(map(str, missing[:3])) if missing else ''})"
             )
-        samples = {a.target: a for a in (self.artifacts[0], self.artifacts[-1])}.values()
-        for a in samples:
-            info = await self.client.file_info(a.target)
-            sha = (info.get("checksums") or {}).get("sha256")
-            if sha != a.sha256 or str(info.get("size")) != str(a.size):
-                raise EdgeGarbage(
-                    f"verification failed on edge {self.client.edge.name}: {a.target} has sha256 {sha!r}"
-                    f" and size {info.get('size')!r}, expected {a.sha256} and {a.size}"
-                )
+        published = status.get("published")
+        if not isinstance(published, dict) or not all(
+            isinstance(published.get(k), kind) for k, kind in (("files", int), ("bytes", int), ("sha256", str))
+        ):
+            raise EdgeGarbage(f"edge {edge} answered the status of committed transaction {tx} without 'published'")
+        entries = [(a.target, a.sha256, a.size) for a in self.artifacts]
+        expected = await asyncio.to_thread(published_digest, entries)
+        if published["sha256"] != expected:
+            raise NotVerified(
+                f"verification failed on edge {edge}: it publishes {published['files']} files"
+                f" ({published['bytes']} bytes) of transaction {tx}, digest {published['sha256']}, where the"
+                f" manifest lists {len(entries)} files ({sum(a.size for a in self.artifacts)} bytes), digest"
+                f" {expected}: its catalog was changed outside the protocol"
+            )
 
 
 def _groups(shas: Sequence[str], sizes: dict[str, int], max_bytes: int, max_count: int) -> list[tuple[str, ...]]:

@@ -37,6 +37,7 @@ def setup_routes(app: web.Application) -> None:
             web.delete(V1 + "/edges/{edge}", distributions_api.remove_edge, name="edge_remove"),
             web.post(DISTRIBUTION, distributions_api.distribute, name="distribute"),
             web.post(DISTRIBUTION + "/delete", distributions_api.undistribute, name="undistribute"),
+            web.post(DISTRIBUTION + "/repair", distributions_api.repair, name="repair"),
             web.put(DISTRIBUTION + "/abort", distributions_api.abort, name="distribution_abort"),
             web.get(BUNDLE + "/distribution", distributions_api.distribution_status, name="distribution_list"),
             web.get(BUNDLE + "/distribution/{id}", distributions_api.distribution_status, name="distribution_get"),

@@ -11,7 +11,7 @@ import fnmatch
 from dataclasses import dataclass
 from typing import Any
 
-from repository.errors import BadRequest
+from repository.errors import BadRequest, Conflict
 
 from .edges import Edge
 
@@ -73,12 +73,13 @@ def parse_rules(value: Any) -> tuple[Rule, ...]:
 
 
 def select_edges(rules: tuple[Rule, ...], edges: list[Edge]) -> list[Edge]:
-    """The edges any rule matches; none is a 400 that names the rules and what is registered."""
+    """The edges any rule matches; none is a 409 (nothing to send to, as things stand) that names
+    the rules and what is registered."""
     chosen = [e for e in edges if any(r.matches(e) for r in rules)]
     if not chosen:
         asked = "; ".join(
             f"site {r.site_name}, city {r.city_name}, countries {','.join(r.country_codes)}" for r in rules
         )
         known = ", ".join(f"{e.name} ({e.site_name}/{e.city_name}/{e.country_code})" for e in edges) or "none"
-        raise BadRequest(f"No registered edge matches the distribution rules ({asked}); registered edges: {known}")
+        raise Conflict(f"No registered edge matches the distribution rules ({asked}); registered edges: {known}")
     return chosen

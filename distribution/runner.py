@@ -14,7 +14,8 @@ import contextlib
 import functools
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import aiohttp
 
@@ -28,13 +29,14 @@ from .edges import EdgeStore
 from .jobs import COMPLETED, DELETE, DISTRIBUTE, FAILED, IN_PROGRESS, Distribution, Job, JobStore
 from .push import Progress, Push, SourceMissing, delete_from_edge
 from .settings import DistributionSettings
-from .transfer import EdgeCallError, EdgeClient, EdgeServerError, EdgeUnreachable
+from .transfer import EdgeCallError, EdgeClient, EdgeRefused, EdgeServerError, EdgeUnreachable
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
 FLUSH_SECONDS = 0.5
 EDGE_ABORT_TIMEOUT = 30.0
+EDGE_ABORT_TRIES = 3
 
 
 class JobRunner:
@@ -180,9 +182,29 @@ class JobRunner:
         self._server_errors.pop(job.key, None)
         if state == FAILED:
             log.warning("job %s to %s failed: %s", job.distribution_id, job.edge, error)
+            await self._abort_after_failure(job)
         done = await self.jobs.finish(job.key, state, error)
         if done is not None:
             await self._distribution_done(done)
+
+    async def _abort_after_failure(self, job: Job) -> None:
+        """A push that failed for good leaves no transaction open on its edge, holding what it
+        staged until ``transaction_ttl``: it is aborted there, as an explicit abort does. Not
+        when another running job pushes the same bundle version to that edge: it shares the
+        transaction (its id is the manifest's sha256)."""
+        current = await self.jobs.job(job.key)
+        tx = current.transaction_id if current is not None else job.transaction_id
+        if job.type != DISTRIBUTE or not tx:
+            return
+        if await self.jobs.sharing_transaction(job):
+            return
+        self._side_task(self._abort_on_edge(job.edge, tx))
+
+    def _side_task(self, work: Coroutine[Any, Any, None]) -> None:
+        """Work that outlives the job that asked for it (cancelled on shutdown)."""
+        task = asyncio.create_task(work)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
 
     async def _distribution_done(self, done: Distribution) -> None:
         log.info("distribution %s of %s/%s: %s", done.id, done.name, done.version, done.status)
@@ -201,19 +223,29 @@ class JobRunner:
             if task is not None:
                 task.cancel()
             if job.type == DISTRIBUTE and tx:
-                side = asyncio.create_task(self._abort_on_edge(job.edge, tx))
-                self._side_tasks.add(side)
-                side.add_done_callback(self._side_tasks.discard)
+                self._side_task(self._abort_on_edge(job.edge, tx))
         return jobs
 
     async def _abort_on_edge(self, name: str, tx: str) -> None:
-        """Best effort: an edge that cannot be reached frees the staging when the transaction expires."""
+        """Best effort, tried ``EDGE_ABORT_TRIES`` times while a retry can help: an edge that
+        cannot be reached frees the staging when the transaction expires there."""
         edge = await self.edges.get(name)
         if edge is None:
             return
         client = EdgeClient(self.session, edge, read_timeout=self.settings.edge_read_timeout)
-        try:
-            await asyncio.wait_for(client.abort(tx), EDGE_ABORT_TIMEOUT)
-            log.info("aborted transaction %s on edge %s", tx, name)
-        except (EdgeCallError, TimeoutError) as exc:
-            log.warning("could not abort transaction %s on edge %s: %s", tx, name, exc)
+        for attempt in range(1, EDGE_ABORT_TRIES + 1):
+            try:
+                await asyncio.wait_for(client.abort(tx), EDGE_ABORT_TIMEOUT)
+                log.info("aborted transaction %s on edge %s", tx, name)
+                return
+            except EdgeRefused as exc:
+                if exc.status in (404, 409):  # gone, or committed there already: nothing to free
+                    log.info("transaction %s on edge %s not aborted: %s", tx, name, exc.message)
+                else:
+                    log.warning("could not abort transaction %s on edge %s: %s", tx, name, exc.message)
+                return
+            except (EdgeCallError, TimeoutError) as exc:
+                if attempt == EDGE_ABORT_TRIES or (isinstance(exc, EdgeCallError) and not exc.retryable):
+                    log.warning("could not abort transaction %s on edge %s: %s", tx, name, exc)
+                    return
+            await asyncio.sleep(min(self.settings.retry_backoff_cap, 0.5 * 2**attempt))

@@ -126,5 +126,6 @@ def m003_signed_manifests_apart(db: Database) -> None:
 
 @distribution_migrations()
 def m004_bundle_artifacts_by_sha256(db: Database) -> None:
-    """Every bundle version pins the blobs it lists; collecting a blob asks by sha256."""
+    """Every bundle version pins the blobs it lists; collecting a blob asks by sha256, and the
+    scrub reads them in sha256 order (ServiceBlobs)."""
     db.execute("CREATE INDEX bundle_artifacts_by_sha256 ON bundle_artifacts (sha256)")

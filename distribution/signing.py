@@ -35,6 +35,7 @@ from typing import Any
 
 import gnupg
 
+from repository.disk_space import check_room
 from repository.errors import BadRequest, Conflict, NotFound, RepositoryError
 from wire.signatures import (
     GPG_ERR_BAD_PASSPHRASE,
@@ -305,7 +306,11 @@ class Signer:
     def sign(self, data: bytes, alias: str | None = None) -> str:
         """A detached ASCII-armored signature over exactly ``data`` by the key ``alias``."""
         fingerprint = self._fingerprint(alias)
-        return _sign_with(self._gpg, data, fingerprint)
+        try:
+            return _sign_with(self._gpg, data, fingerprint)
+        except SigningFailed:
+            check_room(self._home.homedir, "the GnuPG home of the signing keys")  # 507 if the disk is full
+            raise
 
     def close(self) -> None:
         self._home.close()
@@ -350,15 +355,24 @@ def _vet_key_pair(scratch: GnupgHome, armored: bytes, passphrase: str | None) ->
         raise SigningKeyError(f"Key {fingerprint} is {'revoked' if validity == 'r' else 'expired'}")
     if "S" not in entry.get("cap", ""):
         raise SigningKeyError(f"Key {fingerprint} cannot make signatures (capabilities {entry.get('cap')!r})")
-    if passphrase is not None:
+    if not _signs(gpg, fingerprint):  # protected: a passphrase only unlocks; sent with an open key, it is unused
+        if passphrase is None:
+            raise SigningKeyError("The key is protected by a passphrase; send the passphrase with it")
         _remove_passphrase(scratch, fingerprint, passphrase)
+        if not _signs(gpg, fingerprint):
+            raise SigningKeyError("The key is still protected after its passphrase was removed")
+    return fingerprint
+
+
+def _signs(gpg: gnupg.GPG, fingerprint: str) -> bool:
+    """Whether the key signs without a passphrase; False when gpg wants one (and may not ask)."""
     try:
         _sign_with(gpg, b"signing key probe", fingerprint)
     except SigningFailed as exc:
-        if GPG_ERR_NO_PIN_ENTRY in exc.codes:  # gpg wanted a passphrase and may not ask
-            raise SigningKeyError("The key is protected by a passphrase; send the passphrase with it") from None
+        if GPG_ERR_NO_PIN_ENTRY in exc.codes:
+            return False
         raise SigningKeyError(f"The key cannot make signatures: {exc.message}") from None
-    return fingerprint
+    return True
 
 
 def _remove_passphrase(scratch: GnupgHome, fingerprint: str, passphrase: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 from aiohttp.payload import Payload
@@ -187,12 +186,6 @@ class EdgeClient:
         _, body, _ = await self.call("GET", protocol.BUNDLES)
         if not isinstance(body, list):
             raise EdgeGarbage(f"{self._what('GET', 'bundles')} answered something other than a list")
-        return body
-
-    async def file_info(self, target: str) -> dict[str, Any]:
-        _, body, _ = await self.call("GET", "/artifactory/api/storage/" + quote(target))
-        if not isinstance(body, dict):
-            raise EdgeGarbage(f"{self._what('GET', 'storage')} answered something other than an object")
         return body
 
     async def trust_key(self, alias: str, public_key: str) -> dict[str, Any]:

@@ -6,12 +6,14 @@ Each parses the request, checks the caller's role, calls ``Transactions`` or
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
 
-from repository.errors import BadRequest
+from repository.errors import BadRequest, RepositoryError
 from repository.http import keys as core
 from repository.http.auth import require_role
 from repository.http.json_body import read_json_object
@@ -25,8 +27,11 @@ from wire.timestamps import iso
 from .keys import settings_key, transactions_key, trusted_keys_key
 from .pace import UploadTooSlow
 from .raw_body import RawBody
+from .receiving import TransactionEnded
 from .store import ReceivedBundle, Transaction
 from .transactions import Transactions
+
+log = logging.getLogger(__name__)
 
 BODY_CHUNK = 256 * 1024
 TRUST_FIELDS = frozenset({"alias", "public_key"})
@@ -68,15 +73,22 @@ async def start_transaction(request: web.Request) -> web.Response:
 
 
 async def transaction_status(request: web.Request) -> web.Response:
+    """An open transaction's missing blobs; a committed one's too (what the store lacks now),
+    and what it publishes: the Distribution service's check that the edge holds the manifest."""
     transactions = _transactions(request)
     tx = await transactions.get(request.match_info["tx_id"])
-    missing = await transactions.missing(tx.id) if tx.state == protocol.TransactionState.OPEN else []
+    if tx.state is protocol.TransactionState.COMMITTED:
+        published = await transactions.published(tx)
+        missing = await transactions.missing(tx.id, stored=True)
+        extra = {"published": {"files": published.files, "bytes": published.bytes, "sha256": published.sha256}}
+        return json_response(_transaction_json(tx, missing=missing, **extra))
+    missing = await transactions.missing(tx.id) if tx.state is protocol.TransactionState.OPEN else []
     return json_response(_transaction_json(tx, missing=missing))
 
 
 async def blob_received(request: web.Request) -> web.Response:
     """HEAD of a blob: ``X-Received-Bytes`` says where a resumed upload starts."""
-    received = await _transactions(request).received(request.match_info["tx_id"], request.match_info["sha256"])
+    received = await _transactions(request).uploads.received(request.match_info["tx_id"], request.match_info["sha256"])
     return web.Response(status=200, headers={RECEIVED_BYTES: str(received)})
 
 
@@ -95,16 +107,20 @@ def upload_body(request: web.Request) -> Callable[[], AsyncIterator[bytes] | Raw
 
 async def upload_blob(request: web.Request) -> web.StreamResponse:
     transactions = _transactions(request)
+    tx_id, sha256 = request.match_info["tx_id"], request.match_info["sha256"]
     try:
-        received = await transactions.upload(
-            request.match_info["tx_id"],
-            request.match_info["sha256"],
+        received = await transactions.uploads.upload(
+            tx_id,
+            sha256,
             upload_body(request),
             content_range=_content_range(request),
             declared=request.content_length,
+            interrupt=request.content.set_exception,
         )
-    except UploadTooSlow as exc:
+    except (UploadTooSlow, TransactionEnded) as exc:
         return await _answer_and_close(request, exc)
+    except ConnectionError as exc:
+        return _sender_gone(request, f"upload of blob {sha256} to transaction {tx_id}", exc)
     finally:
         transactions.receivers.release(request)
     answer = {"sha256": received.sha256, "size": received.size, "received": received.size}
@@ -113,24 +129,41 @@ async def upload_blob(request: web.Request) -> web.StreamResponse:
 
 async def upload_blob_batch(request: web.Request) -> web.StreamResponse:
     """Small blobs back to back in one body (wire/batch.py)."""
+    tx_id = request.match_info["tx_id"]
     try:
-        batch = await _transactions(request).upload_batch(
-            request.match_info["tx_id"], request.content.iter_any(), declared=request.content_length
+        batch = await _transactions(request).uploads.upload_batch(
+            tx_id,
+            request.content.iter_any(),
+            declared=request.content_length,
+            interrupt=request.content.set_exception,
         )
-    except UploadTooSlow as exc:
+    except (UploadTooSlow, TransactionEnded) as exc:
         return await _answer_and_close(request, exc)
+    except ConnectionError as exc:
+        return _sender_gone(request, f"blob batch for transaction {tx_id}", exc)
     return json_response({"blobs": batch.blobs, "size": batch.size})
 
 
-async def _answer_and_close(request: web.Request, exc: UploadTooSlow) -> web.StreamResponse:
-    """Send the error, then close the connection: the rest of a body that came too slowly is not
-    read (aiohttp would otherwise linger, reading it, before closing)."""
+async def _answer_and_close(request: web.Request, exc: RepositoryError) -> web.StreamResponse:
+    """Send the error, then close the connection: the rest of a body that came too slowly, or
+    that the transaction's end cut off, is not read (aiohttp would otherwise linger, reading it,
+    before closing)."""
     resp = json_response(error_body(request.path, exc.status, exc.message), status=exc.status)
     resp.force_close()
-    await resp.prepare(request)
-    await resp.write_eof()
+    with contextlib.suppress(ConnectionError):  # the sender may be gone already
+        await resp.prepare(request)
+        await resp.write_eof()
     request.protocol.force_close()  # the transport flushes the answer, then closes
     return resp
+
+
+def _sender_gone(request: web.Request, what: str, exc: ConnectionError) -> web.StreamResponse:
+    """A sender that went away mid-body: an ordinary event, one line in the log (what arrived of a
+    single blob is kept for a resume). The answer goes nowhere; it is there for the access log."""
+    log.info("%s cut off: the sender went away (%s)", what, exc or type(exc).__name__)
+    request.protocol.force_close()
+    message = "The upload ended before its Content-Length: the sender went away"
+    return json_response(error_body(request.path, 400, message), status=400)
 
 
 async def commit_transaction(request: web.Request) -> web.Response:

@@ -13,8 +13,10 @@ from repository.http import keys as core
 from repository.http.metrics import metrics_middleware
 from repository.http.middlewares import error_middleware, identity_middleware
 from repository.http.request_ids import request_id_middleware, setup_request_ids
+from repository.http.scrub_api import setup_scrub
 from repository.http.setup import database, setup_artifact_core
 from repository.policy import EDGE_UPLOADS_REPO, policy_for
+from repository.scrub_store import CatalogBlobs
 
 from .access.audit_middleware import audit_middleware
 from .access.middleware import access_ctx, access_middleware
@@ -65,6 +67,7 @@ def create_app(settings: EdgeSettings) -> web.Application:
         ),
         extra_migrations=(edge_migrations,),
     )
+    setup_scrub(app, settings, "edge", CatalogBlobs)
     app.cleanup_ctx.extend([trust_ctx, transactions_ctx])
     app.on_response_prepare.append(close_after_raw_body)
     app.cleanup_ctx.append(access_ctx)

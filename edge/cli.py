@@ -11,6 +11,7 @@ from urllib.parse import quote, urlencode
 import click
 
 from repository import cli_support
+from repository.cli_scrub import scrub_group
 from repository.cli_support import serve_command
 from repository.client import call
 from repository.tokens import Role
@@ -36,6 +37,7 @@ main.add_command(
     )
 )
 remote_options = cli_support.remote_options("EDGE", "http://127.0.0.1:8082")
+main.add_command(scrub_group(remote_options))
 
 
 @main.group()
@@ -144,7 +146,7 @@ def bundles_delete(url: str, token: str | None, name: str, version: str) -> None
 
 
 AUDIT_PAGE = 1000
-AUDIT_ACTIONS = ("download", "deploy", "delete", "read", "admin", "distribute", "other", "denied")
+AUDIT_ACTIONS = ("download", "deploy", "delete", "read", "admin", "distribute", "quarantine", "other", "denied")
 
 
 @main.command("audit")

@@ -16,7 +16,7 @@ from typing import Any
 from repository.settings import InvalidSetting, ServiceSettings, load_settings
 
 from .access.address import FORWARDED_HEADERS, parse_network
-from .access.rules import GEO_UNKNOWN, RuleSpec
+from .access.rules import GEO_NEEDS_DATABASE, GEO_UNKNOWN, RuleSpec
 from .access.signed_urls import ALGORITHMS, UrlKeySpec
 
 MiB = 1024 * 1024
@@ -72,6 +72,8 @@ class AccessSettings:
     geoip_database: Path | None = None
     # the answer where a geo rule applies and the country is unknown: deny or allow
     geo_unknown: str = "deny"
+    # a database built longer ago than this many days fails readiness (0: never)
+    geoip_max_age_days: int = 30
     # the initial rule set; the admin API replaces it at run time
     rules: tuple[RuleSpec, ...] = ()
     signed_urls: SignedUrlSettings = field(default_factory=SignedUrlSettings)
@@ -86,6 +88,10 @@ class AccessSettings:
             raise InvalidSetting("forwarded_header", f"must be one of {', '.join(FORWARDED_HEADERS)}")
         if self.geo_unknown not in GEO_UNKNOWN:
             raise InvalidSetting("geo_unknown", f"must be one of {', '.join(GEO_UNKNOWN)}")
+        if not 0 <= self.geoip_max_age_days <= 3650:
+            raise InvalidSetting("geoip_max_age_days", "must be 0 (no limit) to 3650 days")
+        if self.geoip_database is None and any(rule.uses_geo for rule in self.rules):
+            raise InvalidSetting("rules", f"has country rules, which cannot work: {GEO_NEEDS_DATABASE}")
 
 
 @dataclass(frozen=True)

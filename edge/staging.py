@@ -120,14 +120,16 @@ class StagedFile:
 
     def receive(self, sock: socket.socket, count: int, guard: PaceGuard, stop: threading.Event) -> None:
         """Receive exactly ``count`` bytes from a non-blocking socket into the buffer, so they are
-        copied once, by the kernel. ``guard`` cuts off a slow sender; ``stop`` ends the wait from
-        outside (checked at least every ``STOP_CHECK`` seconds). A sender that closes early raises
-        ConnectionResetError, keeping what arrived."""
+        copied once, by the kernel. ``guard`` cuts off a slow sender; ``stop`` ends the upload from
+        outside (looked at before each receive, and at least every ``STOP_CHECK`` seconds while
+        waiting). A sender that closes early raises ConnectionResetError, keeping what arrived."""
         assert self._buffer is not None
         poller = select.poll()
         poller.register(sock, select.POLLIN)
         with memoryview(self._buffer) as whole:
             while count:
+                if stop.is_set():
+                    raise ConnectionAbortedError("the upload was stopped")
                 with whole[self._filled : self._filled + min(count, DIRECT_BUFFER - self._filled)] as view:
                     try:
                         got = sock.recv_into(view)
@@ -234,6 +236,12 @@ class Staging:
     async def free(self, tx_id: str) -> None:
         """Remove everything staged for a transaction."""
         await asyncio.to_thread(shutil.rmtree, self.root / tx_id, True)
+
+    async def tidy(self, tx_id: str) -> None:
+        """Remove a transaction's staging folder if nothing is staged there any more (a committed
+        transaction's, after a repair upload: others may still be staging beside it)."""
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(os.rmdir, self.root / tx_id)
 
     async def sweep(self, keep: Iterable[str]) -> None:
         """Remove the staging of every transaction not in ``keep`` (those no longer OPEN)."""

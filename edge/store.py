@@ -254,7 +254,7 @@ class EdgeStore:
     # -- bundles ----------------------------------------------------------------
 
     async def bundle(self, name: str, version: str) -> ReceivedBundle | None:
-        return await self._database.run(self._bundle, name, version)
+        return await self._database.read(self._bundle, name, version)
 
     def _bundle(self, name: str, version: str) -> ReceivedBundle | None:
         row = self._db.execute(
@@ -265,12 +265,26 @@ class EdgeStore:
         return ReceivedBundle(*row) if row else None
 
     async def bundles(self) -> list[ReceivedBundle]:
-        return await self._database.run(
+        """On the reader thread: the list is short, and never waits for a page of a commit."""
+        return await self._database.read(
             lambda: [
                 ReceivedBundle(*r)
                 for r in self._db.execute(
                     "SELECT name, version, manifest_sha256, committed, files, bytes FROM received_bundles"
                     " ORDER BY name, version"
+                )
+            ]
+        )
+
+    async def published_rows(self, name: str, version: str) -> list[tuple[str, str, int]]:
+        """``(repo/path, sha256, size)`` of each path the bundle claims that has an index entry."""
+        return await self._database.run(
+            lambda: [
+                (f"{repo}/{path}", sha256, size)
+                for repo, path, sha256, size in self._db.execute(
+                    "SELECT b.repo, b.path, a.sha256, a.size FROM bundle_files b JOIN artifacts a"
+                    " ON a.repo = b.repo AND a.path = b.path WHERE b.name = ? AND b.version = ?",
+                    [name, version],
                 )
             ]
         )

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repository.catalog import now_ms
+from repository.disk_space import check_room
 from repository.errors import BadRequest, Conflict, NotFound
-from wire.signatures import TrustStore
+from wire.signatures import SignatureRefused, TrustedKeyError, TrustStore
 
 from .store import EdgeStore, KeyAlias
 
@@ -61,7 +62,11 @@ class TrustedKeys:
         alias naming another key is a 409."""
         alias = check_alias(alias)
         async with self._lock:
-            fingerprint = await asyncio.to_thread(self._store.import_public_key, armored)
+            try:
+                fingerprint = await asyncio.to_thread(self._store.import_public_key, armored)
+            except TrustedKeyError:
+                await self._check_room()  # gpg cannot import anything on a full disk
+                raise
             existing = {k.alias: k for k in await self._edge_store.key_aliases()}.get(alias)
             if existing is not None:
                 if existing.fingerprint != fingerprint:
@@ -89,4 +94,11 @@ class TrustedKeys:
     async def verify(self, data: bytes, signature: str) -> str:
         """The fingerprint of the one trusted key that signed exactly ``data``, or SignatureRefused."""
         trusted = {k.fingerprint for k in await self._edge_store.key_aliases()}
-        return await asyncio.to_thread(self._store.verify, data, signature, trusted=trusted)
+        try:
+            return await asyncio.to_thread(self._store.verify, data, signature, trusted=trusted)
+        except SignatureRefused:
+            await self._check_room()  # nor check a signature: a full disk is not the sender's fault
+            raise
+
+    async def _check_room(self) -> None:
+        await asyncio.to_thread(check_room, self._store.homedir, "the GnuPG home of the trusted keys")

@@ -18,14 +18,17 @@ import logging
 import mimetypes
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from contextlib import aclosing
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from storage_backends import DigestMismatch, Digests, StorageBackend, StorageError
+from storage_backends import BlobInfo, BlobNotFound, DigestMismatch, Digests, StorageBackend, StorageError
 
 from .catalog import Artifact, Catalog, Folder, check_owner, now_ms
 from .errors import BadRequest, ChecksumMismatch, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable
 from .permissions import Readable
 from .policy import ArtifactPolicy
+from .quarantine import BlobQuarantined, Quarantine, QuarantinedBlob
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,12 @@ UPLOAD_OWNER = "upload"
 # What a checksum deploy answers when no file the caller may read has those bytes: the same
 # whether nobody has them or only files the caller may not read do (no existence oracle).
 CHECKSUM_UNKNOWN = "Checksum deploy failed: no artifact with that checksum exists; send the content"
+
+# A blob written but not yet indexed (a deploy between its commit and its index entry) is
+# unreferenced for a moment: the sweep leaves alone every blob younger than this.
+SWEEP_GRACE = timedelta(hours=1)
+# Blobs of the store's listing judged (and collected) at once, each page under the index lock.
+SWEEP_PAGE = 500
 
 T = TypeVar("T")
 # Blobs checked and deleted per hold of the index lock.
@@ -45,11 +54,19 @@ def guess_mime_type(path: str) -> str:
     return mimetypes.guess_type(path, strict=False)[0] or "application/octet-stream"
 
 
+# Told of every blob taken out of service, with the paths that name it (the audit, the metrics).
+QuarantineHook = Callable[[QuarantinedBlob, list[tuple[str, str]]], None]
+
+
 class ArtifactService:
-    def __init__(self, catalog: Catalog, storage: StorageBackend, policy: ArtifactPolicy) -> None:
+    def __init__(
+        self, catalog: Catalog, storage: StorageBackend, policy: ArtifactPolicy, quarantined: Quarantine
+    ) -> None:
         self.catalog = catalog
         self.storage = storage
         self.policy = policy
+        self.quarantined = quarantined
+        self.on_quarantine: list[QuarantineHook] = []
         self._index_lock = asyncio.Lock()
         self._pins: list[BlobPin] = []
 
@@ -166,6 +183,8 @@ class ArtifactService:
         )
         async with self._index_lock:
             if not await self.storage.exists(digests.sha256):
+                if await self.quarantined.among([digests.sha256]):  # a checksum deploy of damaged bytes
+                    raise NotFound("Checksum deploy failed: the stored bytes are quarantined; send the content")
                 # Collected between commit and here by a delete of the same bytes.
                 raise ServiceUnavailable("The stored content vanished during the deploy; retry it")
             previous = await self.catalog.get_artifact(repo, path)
@@ -176,7 +195,8 @@ class ArtifactService:
                 raise
             if previous is not None and previous.sha256 != stored.sha256:  # overwritten: its old bytes may go
                 await self._collect([previous.sha256])
-            return stored
+        await self.restored([digests.sha256])
+        return stored
 
     async def delete(self, repo: str, path: str) -> list[Artifact]:
         """Remove a file or a folder tree from the index, then collect unreferenced blobs."""
@@ -184,6 +204,50 @@ class ArtifactService:
         removed = await self.catalog.delete(repo, path, owner=UPLOAD_OWNER)
         await self.collect({a.sha256 for a in removed})
         return removed
+
+    async def servable(self, artifact: Artifact) -> None:
+        """BlobQuarantined (409) for a file whose blob is out of service: never its damaged bytes."""
+        if await self.quarantined.among([artifact.sha256]):
+            blob = await self.quarantined.get(artifact.sha256)
+            raise BlobQuarantined(f"{artifact.repo}/{artifact.path}", blob.reason if blob else "quarantined")
+
+    async def quarantine(
+        self, sha256: str, size: int, reason: str, seen: BlobInfo | None = None
+    ) -> QuarantinedBlob | None:
+        """Take a blob out of service: its bytes moved aside by the store (none when the store has
+        lost it), and every path that names it answering 409 until the right bytes are stored
+        again (``restored``). ``seen``: the copy found damaged; if the store holds another by
+        now (deleted and written afresh meanwhile), nothing is done and None answered."""
+        async with self._index_lock:
+            try:
+                held: BlobInfo | None = await self.storage.stat(sha256)
+            except BlobNotFound:
+                held = None
+            if seen is not None and (held is None or (held.size, held.modified) != (seen.size, seen.modified)):
+                return None
+            # recorded before the bytes move: a crash in between leaves it held back, never served
+            blob = QuarantinedBlob(sha256, size, now_ms(), reason, None)
+            await self.quarantined.add(blob)
+            if held is not None:
+                blob = replace(blob, location=await self.storage.quarantine(sha256))
+                await self.quarantined.add(blob)
+        paths = await self.quarantined.paths(sha256)
+        log.error(
+            "blob %s quarantined: %s; %s; %d path(s) answer 409 until its bytes are restored: %s",
+            sha256,
+            reason,
+            f"its bytes were moved to {blob.location}" if blob.location else "there were no bytes to keep",
+            len(paths),
+            ", ".join(f"{repo}/{path}" for repo, path in paths[:10]),
+        )
+        for hook in self.on_quarantine:
+            hook(blob, paths)
+        return blob
+
+    async def restored(self, sha256s: Iterable[str]) -> None:
+        """These blobs are stored whole again: those that were quarantined serve again."""
+        for sha256 in await self.quarantined.release(sha256s):
+            log.info("blob %s restored: its paths are served again", sha256)
 
     async def keep(self, sha256s: Collection[str], record: Callable[[], Awaitable[T]]) -> T:
         """Run ``record``, which pins ``sha256s`` (stores a bundle version, say), once every one
@@ -203,6 +267,41 @@ class ArtifactService:
         for start in range(0, len(wanted), COLLECT_PAGE):
             async with self._index_lock:
                 await self._collect(wanted[start : start + COLLECT_PAGE])
+
+    async def sweep(self, grace: timedelta = SWEEP_GRACE) -> int:
+        """Delete the stored blobs that nothing references or pins and that were written more than
+        ``grace`` ago; answers how many. Collecting follows the index, so a process killed between
+        an index change and its collect (an undistribute, a delete) leaves unreferenced blobs that
+        only a walk over the store itself finds. The store is listed a page at a time, and each
+        page is judged and collected under the index lock, as a collect is."""
+        swept = 0
+        page: list[str] = []
+        async with aclosing(self.storage.list()) as names:
+            async for sha256 in names:
+                page.append(sha256)
+                if len(page) == SWEEP_PAGE:
+                    swept += await self._sweep_page(page, grace)
+                    page = []
+        if page:
+            swept += await self._sweep_page(page, grace)
+        return swept
+
+    async def _sweep_page(self, sha256s: list[str], grace: timedelta) -> int:
+        wanted = sorted(sha256s)
+        async with self._index_lock:
+            held = await self._held(wanted)
+            old = []
+            for sha256 in (s for s in wanted if s not in held):
+                try:
+                    info = await self.storage.stat(sha256)
+                except BlobNotFound:
+                    continue
+                if datetime.now(UTC) - info.modified >= grace:
+                    old.append(sha256)
+            await self._collect(old)
+        if old:
+            log.info("sweep: %d blobs referenced by nothing were deleted, the first %s", len(old), old[0])
+        return len(old)
 
     async def _held(self, sha256s: list[str]) -> set[str]:
         """Those of ``sha256s`` that an index entry references or a pin holds."""

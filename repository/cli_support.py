@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 from aiohttp import web
 
+from .http.connections import ConnectionLimits
 from .logs import setup_logging
 from .serve import serve
 from .settings import ServiceSettings, SettingsError
@@ -39,7 +40,18 @@ def serve_command(
             raise click.UsageError(str(exc)) from None
         setup_logging(settings.log_level)
         app = create_app(settings)
-        serve(app, host=settings.host, port=settings.port, shutdown_timeout=settings.shutdown_timeout, name=name)
+        serve(
+            app,
+            host=settings.host,
+            port=settings.port,
+            shutdown_timeout=settings.shutdown_timeout,
+            limits=ConnectionLimits(
+                header_timeout=settings.header_timeout,
+                body_timeout=settings.body_timeout,
+                keepalive_timeout=settings.keepalive_timeout,
+            ),
+            name=name,
+        )
 
     command.help = f"Run the {name} until Ctrl-C or SIGTERM."
     return command

@@ -11,6 +11,9 @@ connection of the thread a function runs on, so the same code serves both.
 Space comes back: the file is in ``auto_vacuum=INCREMENTAL`` mode (an older file is
 converted once, by a VACUUM at open), ``reclaim`` hands free pages back to the file
 system a bounded step at a time after a big delete, and the WAL is truncated after.
+
+A write that finds the disk full is rolled back by sqlite and raised as ``StorageFull``,
+which both services answer with 507, as they answer a blob that does not fit.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from typing import TypeVar
 
 import sqlite_utils
 from sqlite_utils import Migrations
+
+from storage_backends import StorageFull
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +84,22 @@ class Database:
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)`` on the writer thread; ``fn`` uses ``self.db``."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        return await self._on(self._executor, fn, *args)
 
     async def read(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)``, which only reads, on the reader thread: it sees every write committed
         before it starts and never waits for one in progress. Keep it short (one lookup, one
         page): reads queue behind each other, and bulk reads belong on the writer thread."""
+        return await self._on(self._reader, fn, *args)
+
+    async def _on(self, executor: ThreadPoolExecutor, fn: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader, fn, *args)
+        try:
+            return await loop.run_in_executor(executor, fn, *args)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                raise StorageFull(f"database {self.path}: {exc}") from exc
+            raise
 
     async def check(self) -> None:
         """Raise unless the database thread answers a read of the file (a readiness check)."""

@@ -64,6 +64,14 @@ class PayloadTooLarge(RepositoryError):
     default_message = "Request body too large"
 
 
+class RequestTimeout(RepositoryError, TimeoutError):
+    """A request body that stopped arriving. A ``TimeoutError`` too, so that aiohttp, reading
+    what is left of the body after the 408 went out, gives up and closes the connection."""
+
+    status = 408
+    default_message = "Request body timed out"
+
+
 class RangeNotSatisfiable(RepositoryError):
     status = 416
     default_message = "Requested range not satisfiable"

@@ -75,7 +75,47 @@ def m002_tokens(db: Database) -> None:
 
 
 @catalog_migrations()
-def m003_bulk_changes(db: Database) -> None:
+def m003_quarantine_leases_scrub(db: Database) -> None:
+    db.executescript(
+        """
+        -- Blobs whose stored bytes did not match their sha256 (or that the store had lost),
+        -- taken out of service until the right bytes are written again.
+        CREATE TABLE quarantine (
+            sha256 TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,             -- the size the catalog records
+            found INTEGER NOT NULL,            -- epoch ms
+            reason TEXT NOT NULL,
+            location TEXT                      -- where the damaged bytes were moved; NULL: there were none
+        ) WITHOUT ROWID;
+        -- Background work that must run once per node, whatever the number of processes:
+        -- the holder of a lease renews it while it works; an expired lease may be taken over.
+        CREATE TABLE leases (
+            name TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            expires INTEGER NOT NULL           -- epoch ms
+        ) WITHOUT ROWID;
+        -- The scrub's progress: the pass under way (from where it resumes after a restart)
+        -- and the last one completed.
+        CREATE TABLE scrub_state (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            cursor TEXT NOT NULL DEFAULT '',   -- the last sha256 checked by the pass under way
+            started INTEGER,                   -- NULL: no pass under way
+            blobs INTEGER NOT NULL DEFAULT 0,
+            bytes INTEGER NOT NULL DEFAULT 0,
+            quarantined INTEGER NOT NULL DEFAULT 0,
+            last_started INTEGER,
+            last_finished INTEGER,
+            last_blobs INTEGER NOT NULL DEFAULT 0,
+            last_bytes INTEGER NOT NULL DEFAULT 0,
+            last_quarantined INTEGER NOT NULL DEFAULT 0
+        );
+        INSERT INTO scrub_state (id) VALUES (1);
+        """
+    )
+
+
+@catalog_migrations()
+def m004_bulk_changes(db: Database) -> None:
     db.executescript(
         """
         -- Bulk changes in progress: a bundle's entries published, or removed, a page at a time

@@ -13,6 +13,7 @@ import signal
 
 from aiohttp import web
 
+from .http.connections import ConnectionLimits, GuardedAppRunner
 from .logs import JsonAccessLogger
 
 log = logging.getLogger(__name__)
@@ -27,9 +28,15 @@ class ListenError(Exception):
     pass
 
 
-async def _serve(app: web.Application, host: str, port: int, shutdown_timeout: float, name: str) -> None:
-    runner = web.AppRunner(
-        app, access_log_class=JsonAccessLogger, shutdown_timeout=shutdown_timeout, read_bufsize=READ_BUFSIZE
+async def _serve(
+    app: web.Application, host: str, port: int, shutdown_timeout: float, limits: ConnectionLimits, name: str
+) -> None:
+    runner = GuardedAppRunner(
+        app,
+        limits=limits,
+        access_log_class=JsonAccessLogger,
+        shutdown_timeout=shutdown_timeout,
+        read_bufsize=READ_BUFSIZE,
     )
     await runner.setup()
     stop = asyncio.Event()
@@ -62,10 +69,12 @@ async def _serve(app: web.Application, host: str, port: int, shutdown_timeout: f
     log.info("%s stopped", name)
 
 
-def serve(app: web.Application, *, host: str, port: int, shutdown_timeout: float, name: str) -> None:
+def serve(
+    app: web.Application, *, host: str, port: int, shutdown_timeout: float, limits: ConnectionLimits, name: str
+) -> None:
     """Run until a stop signal; a port that cannot be bound is a one-line error, not a traceback."""
     try:
-        asyncio.run(_serve(app, host, port, shutdown_timeout, name))
+        asyncio.run(_serve(app, host, port, shutdown_timeout, limits, name))
     except ListenError as exc:
         log.error("%s", exc)
         raise SystemExit(f"error: {exc} (choose another with --port)") from None

@@ -197,6 +197,27 @@ class StorageSettings:
 
 
 GiB = 1024**3
+MiB = 1024**2
+DAY = 24 * 3600
+MIN_SCRUB_RATE = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class ScrubSettings:
+    """``[scrub]``: reading every stored blob back now and then, to find bytes that rotted or were edited."""
+
+    # background passes; off, a pass runs only when an admin asks for one (POST /artifactory/api/scrub)
+    enabled: bool = True
+    # bytes read per second at most, on average over a pass: gentle on the disks serving downloads
+    rate: int = 4 * MiB
+    # seconds from the end of one pass to the start of the next
+    interval: int = 7 * DAY
+
+    def __post_init__(self) -> None:
+        if self.rate < MIN_SCRUB_RATE:
+            raise InvalidSetting("rate", f"must be at least {MIN_SCRUB_RATE} bytes/s (turn passes off with enabled)")
+        if not 1 <= self.interval <= 365 * DAY:
+            raise InvalidSetting("interval", f"must be 1 to {365 * DAY} seconds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,7 +234,15 @@ class ServiceSettings:
     log_level: str = "INFO"
     # GET /metrics for anyone (scrapers on an internal network), or only with an admin credential
     metrics_public: bool = True
+    # seconds a client has to send a whole request line and headers, from connecting or from
+    # the first byte of a later request; then the connection is closed
+    header_timeout: float = 20.0
+    # seconds a request body may go without a byte while it is being read; then 408
+    body_timeout: float = 60.0
+    # seconds an idle connection is kept open for the client's next request
+    keepalive_timeout: float = 75.0
     storage: StorageSettings = dataclasses.field(default_factory=StorageSettings)
+    scrub: ScrubSettings = dataclasses.field(default_factory=ScrubSettings)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -224,6 +253,9 @@ class ServiceSettings:
             raise ValueError("setting 'admin_token' must be at least 6 characters")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("setting 'log_level' must be DEBUG, INFO, WARNING or ERROR")
+        for key in ("header_timeout", "body_timeout", "keepalive_timeout"):
+            if not 0.1 <= getattr(self, key) <= 3600:
+                raise ValueError(f"setting '{key}' must be 0.1 to 3600 seconds")
 
     @property
     def database_path(self) -> Path:

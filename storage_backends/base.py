@@ -252,6 +252,14 @@ class StorageBackend(ABC):
     def list(self) -> AsyncIterator[str]:
         """Every committed blob's sha256, in no particular order."""
 
+    @abstractmethod
+    async def quarantine(self, sha256: str) -> str:
+        """Move a blob whose bytes do not match its name out of the store, durably, into a
+        quarantine area kept apart for an operator to look at; answer where it went (a path
+        or a key). Afterwards the blob is absent (``exists``, ``read``, ``list``), and writing
+        its right bytes again publishes it anew. Each quarantined copy is kept, none replaced.
+        BlobNotFound if the store does not hold it."""
+
     async def adopt(self, path: Path, sha256: str, size: int) -> bool:
         """Move a local file whose sha256 the caller has verified into the store, durably.
 

@@ -138,11 +138,18 @@ class LocalWriter(BlobWriter):
             os.unlink(self._temp)
 
 
+def _discard_made(made: asyncio.Future[LocalWriter]) -> None:
+    """Remove the temp file of a writer made for a caller that was cancelled meanwhile."""
+    if not made.cancelled() and made.exception() is None:
+        asyncio.get_running_loop().run_in_executor(None, made.result()._discard)
+
+
 class LocalBackend(StorageBackend):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
         self.blob_dir = self.root / "blobs"
         self.temp_dir = self.root / "tmp"
+        self.quarantine_dir = self.root / "quarantine"
 
     def blob_path(self, sha256: str) -> Path:
         return self.blob_dir / shard_path(sha256)
@@ -178,8 +185,14 @@ class LocalBackend(StorageBackend):
                 raise StorageError(f"storage folder {folder} is not a writable directory")
 
     async def writer(self, *, all_digests: bool = True) -> BlobWriter:
+        made = asyncio.ensure_future(asyncio.to_thread(LocalWriter, self, all_digests))
         try:
-            return await asyncio.to_thread(LocalWriter, self, all_digests)
+            return await asyncio.shield(made)
+        except asyncio.CancelledError:
+            # The thread makes the temp file whether or not anyone still waits for it; the
+            # caller can no longer cancel the writer, so it is discarded here once made.
+            made.add_done_callback(_discard_made)
+            raise
         except OSError as exc:
             raise os_storage_error(exc, "cannot start a blob") from exc
 
@@ -259,6 +272,24 @@ class LocalBackend(StorageBackend):
         for shard in await asyncio.to_thread(_sorted_dirs, self.blob_dir):
             for name in await asyncio.to_thread(os.listdir, shard):
                 yield name
+
+    async def quarantine(self, sha256: str) -> str:
+        source = self.blob_path(sha256)
+        try:
+            return await asyncio.to_thread(self._quarantine, source, sha256)
+        except FileNotFoundError:
+            raise BlobNotFound(sha256) from None
+        except OSError as exc:
+            raise os_storage_error(exc, f"quarantining blob {sha256} failed") from exc
+
+    def _quarantine(self, source: Path, sha256: str) -> str:
+        """A rename into ``quarantine/`` beside ``blobs/`` (one filesystem), both folders fsynced."""
+        self.quarantine_dir.mkdir(exist_ok=True)
+        target = self.quarantine_dir / f"{sha256}.{time.time_ns()}"
+        os.replace(source, target)
+        _fsync_dir(source.parent)
+        _fsync_dir(self.quarantine_dir)
+        return str(target)
 
     async def adopt(self, path: Path, sha256: str, size: int) -> bool:
         return await asyncio.to_thread(self._adopt, Path(path), sha256, size)

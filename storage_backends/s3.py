@@ -15,17 +15,30 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import boto3
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .base import READ_CHUNK, BlobInfo, BlobWriter, StorageBackend, check_range, check_sha256, content_disposition
 from .errors import StorageError
-from .s3_common import MAX_PART_SIZE, MIN_PART_SIZE, NOT_FOUND_CODES, MiB, T, error_code, guarded, s3_errors
+from .s3_common import (
+    COPY_MULTIPART_THRESHOLD,
+    COPY_PART_SIZE,
+    MAX_PART_SIZE,
+    MIN_PART_SIZE,
+    NOT_FOUND_CODES,
+    MiB,
+    T,
+    error_code,
+    guarded,
+    s3_errors,
+)
 from .s3_writer import S3Writer
 
 log = logging.getLogger(__name__)
@@ -245,6 +258,21 @@ class S3Backend(StorageBackend):
         self._head(sha256)  # S3 deletes are silent about missing keys; the contract is not
         with s3_errors(f"delete of blob {sha256}"):
             self.client.delete_object(Bucket=self.bucket, Key=self.blob_key(sha256))
+
+    async def quarantine(self, sha256: str) -> str:
+        check_sha256(sha256)
+        return await self._call(self._quarantine, sha256)
+
+    def _quarantine(self, sha256: str) -> str:
+        """A server-side copy to ``{prefix}quarantine/``, then the blob's own key deleted."""
+        self._head(sha256)  # BlobNotFound if absent
+        target = f"{self.prefix}quarantine/{sha256}.{time.time_ns()}"
+        config = TransferConfig(multipart_threshold=COPY_MULTIPART_THRESHOLD, multipart_chunksize=COPY_PART_SIZE)
+        with s3_errors(f"quarantine of blob {sha256}"):
+            source = {"Bucket": self.bucket, "Key": self.blob_key(sha256)}
+            self.client.copy(source, self.bucket, target, Config=config)
+            self.client.delete_object(**source)
+        return f"s3://{self.bucket}/{target}"
 
     async def list(self) -> AsyncIterator[str]:  # type: ignore[override]
         paginator = await self._call(self.client.get_paginator, "list_objects_v2")

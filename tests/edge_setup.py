@@ -43,6 +43,19 @@ def download(base_url: str, target: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+def served(edge: EdgeProcess, version: str, files: dict[str, bytes], prefix: str = "releases-local/app") -> int:
+    """How many of a bundle version's files ``edge`` serves at ``prefix/version/path``, each
+    checked byte for byte: 0 or all of them is what a fault may leave, never some."""
+    count = 0
+    for path, data in files.items():
+        status, body = download(edge.url, f"{prefix}/{version}/{path}")
+        assert status in (200, 404), (path, status)
+        if status == 200:
+            assert body == data, path
+            count += 1
+    return count
+
+
 def cut_off_download(edge: EdgeProcess, target: str) -> None:
     """Start a download of a file larger than loopback's socket buffers hold, read the status
     line, then reset the connection: what a client that goes away part way does."""

@@ -1,12 +1,13 @@
 """Misbehaving peers on loopback: real servers, not mocks.
 
 ``proxy_app`` stands in front of a real edge and forwards every call, unless told to
-misbehave: answer 5xx a number of times, hang, answer garbage, or pass uploads slowly.
+misbehave: answer 5xx a number of times, hang, answer garbage, pass uploads slowly, lose
+the answer of a call the edge carried out, or damage a request body by one byte.
 ``garbage_app`` answers every request with 200 and a body that is not JSON.
 ``SilentServer`` accepts connections and never answers. ``s3_proxy_app`` stands in front
-of a real S3 server and answers chosen S3 calls with 500/503, or stalls them. Each runs
-in its own thread with its own event loop, so tests that block (starting processes,
-``time.sleep``, boto3) do not stall it.
+of a real S3 server and answers chosen S3 calls with 500/503, stalls them, loses their
+answers or damages their bodies by one byte. Each runs in its own thread with its own
+event loop, so tests that block (starting processes, ``time.sleep``, boto3) do not stall it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import io
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -23,6 +25,11 @@ from yarl import URL
 
 HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
 FORWARDED_ANSWER_HEADERS = ("Content-Type", "X-Received-Bytes", "Content-Range", "WWW-Authenticate")
+
+
+def flip_byte(data: bytes, at: int) -> bytes:
+    """``data`` with one bit of the byte at ``at`` flipped, as a bad cable or a bad disk does it."""
+    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
 
 
 @dataclass
@@ -34,8 +41,17 @@ class Faults:
     garbage: bool = False  # answer 200 with HTML instead of forwarding
     upload_rate: float | None = None  # bytes per second for blob uploads
     only: str = ""  # misbehave only on paths containing this
+    only_method: str = ""  # and, when set, only on calls of this method
     seen: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path, status)
     upload_bytes: int = 0  # blob bytes forwarded to the edge
+    lose_answers: int = 0  # forward this many calls, then close the connection instead of answering
+    lost: int = 0  # answers lost so far
+    # once an answer is lost, later calls wait for this to be set before they are forwarded
+    release: threading.Event | None = None
+    damage_bodies: int = 0  # forward this many request bodies damaged by ``damage``
+    damage: Callable[[bytes], bytes] = field(default=lambda body: flip_byte(body, len(body) // 2))
+    # called with (method, path, status) once the edge has answered, before the answer is passed on
+    on_answer: Callable[[str, str, int], None] | None = None
 
 
 class ThreadedServer:
@@ -109,9 +125,11 @@ async def _throttled(content: aiohttp.StreamReader, faults: Faults) -> AsyncIter
 
 async def _forward(request: web.Request) -> web.StreamResponse:
     faults = request.app[faults_key]
-    targeted = faults.only in request.path
+    targeted = faults.only in request.path and faults.only_method in ("", request.method)
     if targeted and faults.hang:
         await asyncio.sleep(3600)
+    while targeted and faults.lost and faults.release is not None and not faults.release.is_set():
+        await asyncio.sleep(0.02)
     if targeted and faults.server_errors > 0:
         faults.server_errors -= 1
         faults.seen.append((request.method, request.path, 500))
@@ -122,13 +140,25 @@ async def _forward(request: web.Request) -> web.StreamResponse:
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
     if request.content_length is not None:
         headers["Content-Length"] = str(request.content_length)
-    body = _throttled(request.content, faults) if request.method == "PUT" else await request.read()
+    body: bytes | AsyncIterator[bytes]
+    if targeted and faults.damage_bodies > 0:
+        faults.damage_bodies -= 1
+        body = faults.damage(await request.read())
+    else:
+        body = _throttled(request.content, faults) if request.method == "PUT" else await request.read()
     session = request.app[session_key]
     async with session.request(
         request.method, request.app[target_key] + request.path_qs, headers=headers, data=body
     ) as resp:
         data = await resp.read()
         faults.seen.append((request.method, request.path, resp.status))
+        if faults.on_answer is not None:
+            faults.on_answer(request.method, request.path, resp.status)
+        if targeted and faults.lose_answers > 0:  # done by the edge, but the caller never hears of it
+            faults.lose_answers -= 1
+            faults.lost += 1
+            assert request.transport is not None
+            request.transport.close()
         answer = {k: resp.headers[k] for k in FORWARDED_ANSWER_HEADERS if k in resp.headers}
         return web.Response(status=resp.status, body=data, headers=answer)
 
@@ -286,6 +316,10 @@ class S3Fault:
     after: int = 0  # matching calls let through first (the third PUT: after=2)
     # instead of ``status``: forward the answer's headers and this many body bytes, then stop sending
     stall_after_bytes: int | None = None
+    # forward the call to S3 and answer ``status`` instead of S3's answer: the call is done, its answer lost
+    lose_answer: bool = False
+    # forward the call with the byte at this offset of its body flipped: damaged on the way to S3
+    flip_byte_at: int | None = None
     matched: int = 0
     hits: int = 0  # calls this fault misbehaved on
 
@@ -336,23 +370,32 @@ def _s3_error(request: web.Request, status: int) -> web.Response:
     return web.Response(status=status, body=payload, content_type="application/xml")
 
 
+def _s3_upstream(request: web.Request, body: bytes) -> Any:
+    """The request as S3 gets it: the client's signed headers (Host included) and raw path."""
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _S3_HOP_HEADERS}
+    headers["Host"] = request.host  # signed by the client: it must reach the server unchanged
+    url = URL(request.app[target_key] + request.raw_path, encoded=True)
+    return request.app[session_key].request(
+        request.method, url, headers=headers, data=io.BytesIO(body) if body else None, allow_redirects=False
+    )
+
+
 async def _s3_forward(request: web.Request) -> web.StreamResponse:
     faults = request.app[s3_faults_key]
     operation = s3_operation(request.method, request.path, request.query, request.headers)
     fault = faults.fault_for(operation)
     body = await request.read()  # a server that stalls has still taken the request
-    if fault is not None and fault.stall_after_bytes is None:
+    if fault is not None and fault.flip_byte_at is not None:
+        body = flip_byte(body, fault.flip_byte_at)
+    elif fault is not None and fault.stall_after_bytes is None:
+        if fault.lose_answer:
+            async with _s3_upstream(request, body) as done:
+                await done.read()
         faults.seen.append((operation, fault.status))
         if fault.status is None:
             await asyncio.sleep(STALL_SECONDS)
         return _s3_error(request, fault.status or 500)
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _S3_HOP_HEADERS}
-    headers["Host"] = request.host  # signed by the client: it must reach the server unchanged
-    url = URL(request.app[target_key] + request.raw_path, encoded=True)
-    session = request.app[session_key]
-    async with session.request(
-        request.method, url, headers=headers, data=io.BytesIO(body) if body else None, allow_redirects=False
-    ) as upstream:
+    async with _s3_upstream(request, body) as upstream:
         faults.seen.append((operation, upstream.status))
         answer = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         for name, value in upstream.headers.items():

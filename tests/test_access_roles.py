@@ -181,10 +181,11 @@ async def test_a_user_may_issue_tokens_for_itself_only_and_never_above_its_role(
     before = await state(secured)
     refused = await secured.post(TOKENS, json={"username": "bob"}, headers=basic("carol"))
     assert (await error_of(refused))[0] == 403
+    # well formed, refused by carol's present role: a conflict
     too_high = await secured.post(TOKENS, json={"role": "admin"}, headers=basic("carol"))
-    assert (await error_of(too_high))[0] == 400
+    assert (await error_of(too_high))[0] == 409
     by_admin = await secured.post(TOKENS, json={"username": "carol", "role": "deployer"}, headers=admin())
-    assert (await error_of(by_admin))[0] == 400
+    assert (await error_of(by_admin))[0] == 409
     assert (await secured.get(TOKENS, headers=basic("carol"))).status == 403  # listing stays the admin's
     assert await state(secured) == before
 
@@ -241,7 +242,8 @@ async def test_an_admin_switches_anonymous_read_per_repo_and_bundles_keep_the_ch
     assert (await secured.post(switch, json={"anonymousRead": True}, headers=admin())).status == 200
     assert (await secured.get(url)).status == 200
     uploads = f"/artifactory/api/repositories/{UPLOADS}"
-    assert (await error_of(await secured.post(uploads, json={"anonymousRead": True}, headers=admin())))[0] == 400
+    # configured by the node's settings: a conflict with them, not a malformed request
+    assert (await error_of(await secured.post(uploads, json={"anonymousRead": True}, headers=admin())))[0] == 409
     missing = "/artifactory/api/repositories/nope"
     assert (await error_of(await secured.post(missing, json={"anonymousRead": True}, headers=admin())))[0] == 404
 

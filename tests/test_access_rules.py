@@ -329,6 +329,7 @@ def test_access_settings_come_from_the_environment_rules_as_json() -> None:
         "EDGE_ACCESS_TRUSTED_PROXIES": "127.0.0.1/32, ::1",
         "EDGE_ACCESS_GEO_UNKNOWN": "allow",
         "EDGE_ACCESS_RULES": '[{"repos": ["releases-*"], "deny_countries": ["KP"]}]',
+        "EDGE_ACCESS_GEOIP_DATABASE": "/var/lib/edge/GeoLite2-Country.mmdb",
         "EDGE_ACCESS_SIGNED_URLS_MAX_LIFETIME": "86400",
     }
     access = load_edge_settings(env=env).access

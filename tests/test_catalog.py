@@ -43,7 +43,12 @@ async def test_migrations_apply_once_and_reopen_cleanly(tmp_path: Path) -> None:
         db = Database(tmp_path / "c.db")
         await db.open(catalog_migrations)
         applied = await db.run(_applied, db)
-        assert applied == ["m001_repos_artifacts_folders", "m002_tokens", "m003_bulk_changes"]
+        assert applied == [
+            "m001_repos_artifacts_folders",
+            "m002_tokens",
+            "m003_quarantine_leases_scrub",
+            "m004_bulk_changes",
+        ]
         await db.close()
 
 

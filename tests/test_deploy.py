@@ -76,13 +76,23 @@ async def test_every_matching_checksum_header_is_accepted(edge: Any) -> None:
     [
         {"X-Checksum-Sha256": "xyz"},
         {"X-Checksum-Sha1": "0" * 64},
-        {"X-Checksum": "0" * 64, "X-Checksum-Sha256": SHA256},
+        {"X-Checksum-Deploy": "yes", "X-Checksum-Sha256": SHA256},
+        {"X-Checksum-Deploy": "True", "X-Checksum-Sha256": SHA256},
     ],
 )
 async def test_malformed_checksum_headers_are_a_400(edge: Any, headers: dict[str, str]) -> None:
     resp = await edge.put(f"/artifactory/{UPLOADS}/x.bin", data=DATA, headers={**admin(), **headers})
     assert (await error_of(resp))[0] == 400
     assert (await edge.get(f"/artifactory/{UPLOADS}/x.bin")).status == 404
+
+
+async def test_x_checksum_and_x_checksum_sha256_that_differ_are_a_mismatch_409(edge: Any) -> None:
+    """No content can match both: the deploy fails as any checksum mismatch does."""
+    before = await snapshot(edge)
+    headers = {**admin(), "X-Checksum": "0" * 64, "X-Checksum-Sha256": SHA256}
+    resp = await edge.put(f"/artifactory/{UPLOADS}/x.bin", data=DATA, headers=headers)
+    assert (await error_of(resp))[0] == 409
+    assert await snapshot(edge) == before
 
 
 async def test_deploy_by_checksum_stores_known_bytes_without_a_body(edge: Any) -> None:
@@ -96,11 +106,14 @@ async def test_deploy_by_checksum_stores_known_bytes_without_a_body(edge: Any) -
     assert await (await edge.get(f"/artifactory/{UPLOADS}/copy.bin")).read() == DATA
 
 
-async def test_deploy_by_an_unknown_checksum_asks_for_the_content(edge: Any) -> None:
+@pytest.mark.parametrize(
+    "checksums", [{"X-Checksum-Sha256": "a" * 64}, {"X-Checksum-Md5": MD5}, {}], ids=["unknown", "md5 only", "none"]
+)
+async def test_deploy_by_an_unknown_or_no_checksum_asks_for_the_content(edge: Any, checksums: dict[str, str]) -> None:
+    await upload(edge, "first.bin", DATA)
     before = await snapshot(edge)
     resp = await edge.put(
-        f"/artifactory/{UPLOADS}/copy.bin",
-        headers={**admin(), "X-Checksum-Deploy": "true", "X-Checksum-Sha256": "a" * 64},
+        f"/artifactory/{UPLOADS}/copy.bin", headers={**admin(), "X-Checksum-Deploy": "true", **checksums}
     )
     status, message = await error_of(resp)
     assert status == 404 and "send the content" in message

@@ -274,6 +274,6 @@ async def test_signing_with_an_unknown_key_alias_is_a_clear_error(dist: Any) -> 
     await dist.post(f"{V1}/release_bundle", json=create_body(), headers=admin())
     resp = await dist.post(f"{V1}/release_bundle/app/1.4.0/sign", json={"signing_key_alias": "nope"}, headers=admin())
     status, message = await flat_error(resp)
-    assert status == 400 and "nope" in message
+    assert status == 404 and "nope" in message
     bundle = await (await dist.get(f"{V1}/release_bundle/app/1.4.0", headers=admin())).json()
     assert bundle["state"] == "OPEN"

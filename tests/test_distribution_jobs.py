@@ -24,7 +24,7 @@ from distribution.jobs import COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, NOT_DIST
 from distribution.push import Progress, Push
 from distribution.rules import parse_rules, select_edges
 from distribution.settings import DistributionSettings
-from repository.errors import BadRequest
+from repository.errors import BadRequest, Conflict
 from tests.conftest import ADMIN_TOKEN, admin
 from tests.edge_setup import distributor_token, download, http, trust
 from tests.fault_servers import Faults, ThreadedServer, garbage_app, proxy_app
@@ -158,7 +158,7 @@ def test_rules_pick_edges_by_site_city_and_country_wildcards() -> None:
     assert names([{"country_codes": ["us", "DE"]}]) == ["a", "b"]
     assert names([{"site_name": "eu-*", "city_name": "f?a"}]) == ["b"]
     assert names([{"city_name": "nyc"}, {"country_codes": ["IE"]}]) == ["a", "c"]
-    with pytest.raises(BadRequest, match="site mars"):
+    with pytest.raises(Conflict, match="site mars"):  # well formed; nothing registered matches now
         names([{"site_name": "mars"}])
     for bad in (None, [], [{"country_codes": []}], [{"site_name": 3}], [{"planet": "x"}], ["*"]):
         with pytest.raises(BadRequest):
@@ -220,7 +220,7 @@ async def test_only_a_signed_bundle_goes_to_matching_edges_and_bad_requests_stor
     status, message = await flat_error(
         await dist.post(url, json={"distribution_rules": [{"country_codes": ["JP"]}]}, headers=admin())
     )
-    assert status == 400 and "JP" in message and "us-east-1" in message
+    assert status == 409 and "JP" in message and "us-east-1" in message
     dry = await dist.post(url, json={"distribution_rules": EVERYWHERE, "dry_run": True}, headers=admin())
     assert dry.status == 200
     assert [s["name"] for s in (await dry.json())["sites"]] == ["us-east-1"]
@@ -405,7 +405,7 @@ async def test_keys_propagate_to_every_edge_and_a_failing_edge_is_partial(dist: 
     garbage = ThreadedServer(garbage_app).start()
     try:
         resp = await dist.post(f"{V1}/keys/gpg/propagate", headers=admin())
-        assert (await flat_error(resp))[0] == 400
+        assert (await flat_error(resp))[0] == 409  # no edge registered yet
         await register(dist, url=edge_server.url, token=edge_server.admin_token)
         answer = await (await dist.post(f"{V1}/keys/gpg/propagate", headers=admin())).json()
         assert answer["status"] == "SUCCESS", answer

@@ -57,6 +57,11 @@ RANGES = [
     ("bytes=-20000", 0, SIZE),
     ("bytes=9000-20000", 9000, 1000),
     ("bytes=9999-9999", 9999, 1),
+    # a last position past the end is the end, however many digits it has (RFC 9110)
+    ("bytes=0-99999999999999999999999999", 0, SIZE),
+    ("bytes=9990-" + "9" * 5000, 9990, 10),
+    ("bytes=-" + "9" * 30, 0, SIZE),
+    ("bytes=" + "0" * 30 + "5-" + "0" * 30 + "9", 5, 5),
 ]
 
 
@@ -86,6 +91,12 @@ async def test_range_requests_answer_206_with_exact_content_range(
         "bytes=1e3-",
         "bytes=+1-5",
         "bytes= 0-5x",
+        "bytes=99999999999999999999-",
+        # digits of other scripts are not digits here
+        "bytes=\u0661-\u0662",
+        "bytes=0-\u0661\u0660",
+        "bytes=-\u0665",
+        "bytes=\uff11-\uff12",
     ],
 )
 async def test_unsatisfiable_or_malformed_ranges_answer_416(stored: Any, header: str) -> None:

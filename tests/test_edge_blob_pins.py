@@ -4,6 +4,7 @@ same bytes is deleted or overwritten, not when another transaction listing it en
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -117,3 +118,13 @@ async def test_an_overwritten_upload_frees_its_old_bytes_unless_something_else_h
     await upload(edge, "a.bin", b"third bytes")
     assert await stored(edge, b"second bytes")
     assert await download(edge, f"{UPLOADS}/b.bin") == (200, b"second bytes")
+
+
+async def test_the_sweep_of_unreferenced_blobs_keeps_what_a_transaction_in_flight_received(
+    edge: Any, dist: dict[str, str], keys: KeySet, key_factory: KeyFactory
+) -> None:
+    started = await start(edge, signed(key_factory, keys.alice, manifest_of(FILES)), dist)
+    assert (await put_blob(edge, started["transaction_id"], SHARED, dist)).status == 201
+    assert await edge.server.app[transactions_key].artifacts.sweep(grace=timedelta(0)) == 0
+    assert await stored(edge, SHARED)
+    await finish(edge, {**started, "missing": [sha256(d) for d in FILES.values() if d != SHARED]}, dist, FILES)

@@ -209,3 +209,23 @@ def test_the_documents_ship_inside_the_package() -> None:
     for service in APPS:
         relative = document_path(service).relative_to(Path(__file__).parent.parent / "repository")
         assert any(relative.match(p) for p in patterns), f"{relative} is not package data"
+
+
+@pytest.mark.parametrize("service", APPS)
+async def test_every_documented_path_answers_a_method_it_lacks_with_405_and_allow(
+    service: str, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """``Allow`` names at least what the document names for the path (a URL such as
+    ``signed/keys/rotate`` also fits another route, ``signed/keys/{kid}``), on the edge's one
+    writable repo for artifacts: the read-only ones answer every write 403 instead."""
+    client = await aiohttp_client(APPS[service](tmp_path))
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    for path, item in load_document(service)["paths"].items():
+        documented = {m.upper() for m in METHODS if m in item}
+        target = concrete(path).replace("/releases-local/", "/artifactory-edge-uploads/", 1)
+        resp = await client.request("TRACE", target, headers=headers)
+        assert resp.status == 405, f"TRACE {path}: {resp.status} {await resp.text()}"
+        allowed = {m.strip() for m in resp.headers.get("Allow", "").split(",")}
+        assert documented <= allowed and "TRACE" not in allowed, f"{path}: Allow {allowed}, documented {documented}"
+        error = await resp.json()
+        assert (error["status_code"] if path.startswith("/distribution/") else error["errors"][0]["status"]) == 405

@@ -77,7 +77,14 @@ async def test_names_with_spaces_and_unicode_round_trip(edge: Any) -> None:
     assert await resp.read() == b"cv"
     assert resp.headers["X-Artifactory-Filename"] == "r%C3%A9sum%C3%A9%20v1.txt"
     info = await (await edge.get(f"/artifactory/api/storage/{UPLOADS}/docs")).json()
-    assert info["children"] == [{"uri": "/r%C3%A9sum%C3%A9%20v1.txt", "folder": False}]
+    assert info["children"] == [{"uri": "/résumé v1.txt", "folder": False}]  # a name, as Artifactory answers it
+    deep = await (await edge.get(f"/artifactory/api/storage/{UPLOADS}?list&deep=1")).json()
+    assert [f["uri"] for f in deep["files"]] == ["/docs/résumé v1.txt"]
+    shallow = await (await edge.get(f"/artifactory/api/storage/{UPLOADS}?list&listFolders=1")).json()
+    assert [(f["uri"], f["folder"]) for f in shallow["files"]] == [("/docs", True)]
+    assert info["uri"].endswith("/api/storage/artifactory-edge-uploads/docs")  # a URL: encoded
+    file_info = await (await edge.get(f"/artifactory/api/storage/{UPLOADS}/docs/r%C3%A9sum%C3%A9%20v1.txt")).json()
+    assert file_info["downloadUri"].endswith("/docs/r%C3%A9sum%C3%A9%20v1.txt")
 
 
 @pytest.mark.parametrize(

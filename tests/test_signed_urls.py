@@ -119,7 +119,8 @@ class Signer:
         return call(self.edge.url + SIGN, "POST", body=body, token=self.edge.admin_token if token == "admin" else token)
 
     def url(self, target: str = APP, **body: Any) -> str:
-        answer = self.issue({"repo_path": "/" + target, "valid_for_secs": 3600} | body)
+        fields = {"repo_path": "/" + target, "valid_for_secs": 3600} | body
+        answer = self.issue({k: v for k, v in fields.items() if v is not None})  # None: left out
         assert answer.status == 200, answer.body
         assert answer.headers["Content-Type"].startswith("text/plain")
         return answer.body.decode()
@@ -205,6 +206,56 @@ def test_an_admin_issues_a_url_that_plain_curl_downloads_and_resumes(signer: Sig
     assert partial.read_bytes() == APP_BYTES
     head = signer.get(url, method="HEAD")
     assert head.status == 200 and int(head.headers["Content-Length"]) == len(APP_BYTES)
+
+
+BAD_CREDENTIALS = {
+    "bearer": {"Authorization": "Bearer edt_not-a-token-of-this-edge"},
+    "basic": {"Authorization": "Basic " + base64.b64encode(b"nobody:wrong password").decode()},
+    "api key": {"X-JFrog-Art-Api": "edt_not-a-token-of-this-edge"},
+}
+
+
+@pytest.mark.parametrize("credential", BAD_CREDENTIALS)
+def test_a_bad_credential_is_a_401_also_beside_a_valid_signed_url(signer: Signer, credential: str) -> None:
+    url = signer.url(APP)
+    for target in (url, f"{signer.edge.artifactory_url}/{APP}"):
+        got = signer.get(target, headers=BAD_CREDENTIALS[credential])
+        assert got.status == 401 and got.error == "Bad credentials", (target, got.status)
+        assert "WWW-Authenticate" in got.headers
+    assert signer.get(url).status == 200  # the URL itself still works
+
+
+def test_a_good_credential_beside_a_valid_signed_url_downloads_and_is_the_audited_caller(signer: Signer) -> None:
+    issued = call(
+        signer.edge.url + "/access/api/v1/tokens",
+        "POST",
+        body={"username": "partner-bot", "role": "reader"},
+        token=signer.edge.admin_token,
+    ).json()
+    url = signer.url(OTHER)
+    got = signer.get(url, headers={"Authorization": f"Bearer {issued['access_token']}"})
+    assert (got.status, got.body) == (200, OTHER_BYTES)
+    _, claims, _ = parts(url)
+    record = audited(signer, OTHER, issued["token_id"])
+    assert record["subject"] == "partner-bot" and record["status"] == 200
+    assert record["signedUrl"]["iat"] == claims["iat"]
+
+
+def audited(signer: Signer, target: str, token_id: str) -> dict[str, Any]:
+    """The download of ``target`` by ``token_id`` in the audit trail, once written (it is written
+    every half second)."""
+    repo, path = target.split("/", 1)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        answer = call(
+            f"{signer.edge.url}/artifactory/api/audit?repo={repo}&path={quote(path)}&action=download",
+            token=signer.edge.admin_token,
+        ).json()
+        found = [r for r in answer["records"] if r["tokenId"] == token_id]
+        if found:
+            return dict(found[0])
+        time.sleep(0.1)
+    raise AssertionError(f"no audit record of {target} by token {token_id}")
 
 
 def test_jfrog_s_expiry_in_epoch_milliseconds_is_understood(signer: Signer) -> None:
@@ -611,6 +662,7 @@ def test_one_issuer_s_urls_work_on_every_edge_that_trusts_its_public_key(signer:
         {"kid": "bad kid", "public_key": "-"},
         {"kid": "k"},
         {"kid": "k", "public_key": "-", "secret": "x" * 40},
+        {"kid": "rotate", "public_key": partner_pem()},  # names the rotation call, never a key
     ],
 )
 def test_a_bad_key_to_trust_is_a_400(signer: Signer, body: dict[str, Any]) -> None:
@@ -618,7 +670,12 @@ def test_a_bad_key_to_trust_is_a_400(signer: Signer, body: dict[str, Any]) -> No
         body["public_key"] = partner_pem()
     got = call(signer.edge.url + URL_KEYS, "POST", body=body, token=signer.edge.admin_token)
     assert got.status == 400 and got.error
-    assert "k" not in {k["kid"] for k in keys_of(signer.edge)["keys"]}
+    assert body.get("kid") not in {k["kid"] for k in keys_of(signer.edge)["keys"]}
+
+
+def test_rotate_is_the_rotation_call_and_no_key_so_delete_there_is_a_405(signer: Signer) -> None:
+    got = call(signer.edge.url + URL_KEYS + "/rotate", "DELETE", token=signer.edge.admin_token)
+    assert got.status == 405 and got.headers["Allow"] == "POST" and got.error
 
 
 def test_the_url_path_is_percent_encoded_and_matched_decoded(signer: Signer) -> None:

@@ -213,6 +213,17 @@ def test_a_protected_key_with_a_wrong_or_missing_passphrase_is_refused(signer: S
     assert signer.keys() == []
 
 
+def test_a_passphrase_sent_with_an_open_key_is_unused_and_the_key_still_signs(
+    tmp_path: Path, keys: KeySet, key_factory: KeyFactory
+) -> None:
+    """A passphrase only unlocks: sent with a key that has none, it must not protect the key."""
+    with open_signer(tmp_path) as signer:
+        signer.import_key_pair("open", keys.alice.private, passphrase="not needed here")
+    with open_signer(tmp_path) as restarted:
+        signature = restarted.sign(DATA, alias="open")
+    assert plain_gpg_verifies(key_factory, keys.alice.public, DATA, signature) == keys.alice.fingerprint
+
+
 def test_a_protected_key_with_its_passphrase_is_stored_without_it(
     tmp_path: Path, protected: TestKey, key_factory: KeyFactory
 ) -> None:

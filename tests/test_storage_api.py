@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 import aiohttp
+import pytest
 
 from edge.app import create_app
 from repository.http import keys
@@ -60,6 +61,14 @@ async def test_deep_list_walks_the_whole_tree(edge: Any) -> None:
     assert len(everything["files"]) == 5
     shallow = await (await edge.get(f"/artifactory/api/storage/{UPLOADS}/x?list&listFolders=1")).json()
     assert [(f["uri"], f["folder"]) for f in shallow["files"]] == [("/y", True), ("/1.bin", False)]
+
+
+@pytest.mark.parametrize("query", ["list&deep=true", "list&deep=2", "list&listFolders=yes", "deep=", "listFolders=10"])
+async def test_deep_and_list_folders_are_0_or_1_and_anything_else_is_a_400(edge: Any, query: str) -> None:
+    await upload(edge, "x/1.bin", b"1")
+    assert (await edge.get(f"/artifactory/api/storage/{UPLOADS}/x?list&deep=0&listFolders=1")).status == 200
+    status, message = await error_of(await edge.get(f"/artifactory/api/storage/{UPLOADS}/x?{query}"))
+    assert status == 400 and "must be 0 or 1" in message
 
 
 async def test_listing_a_file_or_a_missing_path_is_a_404(edge: Any) -> None:
@@ -146,6 +155,10 @@ async def test_bad_token_requests_get_a_clear_400(edge: Any) -> None:
         b'{"role": "reader", "expires_in": -5}',
         b'{"role": "reader", "expires_in": 1.5}',
         b'{"role": "reader", "username": ""}',
+        b'{"role": "reader", "expires_in": null}',
+        b'{"role": "reader", "refreshable": true}',
+        b'{"role": "reader", "scope": "reader"}',
+        b'{"username": "ci", "subject": "ci"}',
     ]
     for body in cases:
         resp = await edge.post(

@@ -294,3 +294,28 @@ async def test_adopting_a_file_of_the_wrong_size_publishes_nothing(backend: Stor
     assert not adopted
     assert not await backend.exists(sha)
     assert staged.read_bytes() == data[:-1]
+
+
+async def test_a_quarantined_blob_leaves_the_store_and_its_right_bytes_can_return(backend: StorageBackend) -> None:
+    data = os.urandom(300_000)
+    sha = await put(backend, data)
+    keep = await put(backend, b"another blob")
+    first = await backend.quarantine(sha)
+    assert not await backend.exists(sha)
+    assert await listed(backend) == {keep}
+    assert await backend.sizes([sha, keep]) == {keep: len(b"another blob")}
+    for call in (backend.stat(sha), backend.read(sha)):
+        with pytest.raises(BlobNotFound):
+            await call
+    if Path(first).is_absolute():  # local disk: the bytes are kept apart, whole, for an operator
+        assert Path(first).read_bytes() == data
+    else:
+        assert first.startswith("s3://") and f"quarantine/{sha}" in first
+    assert await put(backend, data) == sha, "the right bytes written again are published anew"
+    assert await read_all(backend, sha) == data
+    second = await backend.quarantine(sha)
+    assert second != first, "each quarantined copy is kept"
+    with pytest.raises(BlobNotFound):
+        await backend.quarantine(sha)
+    with pytest.raises(InvalidDigest):
+        await backend.quarantine("../" + sha[3:])

@@ -25,7 +25,7 @@ from wire.timestamps import iso
 from .address import parse_network
 from .context import access_context
 from .middleware import access_control
-from .rules import RuleSet, rules_from_json
+from .rules import GEO_NEEDS_DATABASE, RuleSet, rules_from_json
 from .signed_urls import VerifyKey
 
 SIGNED_URL = "/artifactory/api/signed/url"
@@ -42,7 +42,8 @@ def access_routes() -> list[web.AbstractRouteDef]:
         web.get(URL_KEYS, list_url_keys, name="url_keys_list", allow_head=False),
         web.post(URL_KEYS, trust_url_key, name="url_key_trust"),
         web.post(URL_KEYS + "/rotate", rotate_url_key, name="url_key_rotate"),
-        web.delete(URL_KEYS + "/{kid}", remove_url_key, name="url_key_remove"),
+        # not "rotate": DELETE .../rotate is a method the rotation call lacks, not a key's removal
+        web.delete(URL_KEYS + "/{kid:(?!rotate$)[^/]+}", remove_url_key, name="url_key_remove"),
         web.get(RULES, get_rules, name="access_rules_get", allow_head=False),
         web.put(RULES, put_rules, name="access_rules_put"),
         web.delete(RULES, reset_rules, name="access_rules_reset"),
@@ -58,9 +59,11 @@ async def _json_body(request: web.Request, fields: frozenset[str]) -> dict[str, 
 
 
 def _integer(body: dict[str, Any], name: str) -> int | None:
-    value = body.get(name)
-    if value is None:
+    """A positive integer field; left out is None, and anything else (null, NaN, 3600.0, a
+    string) a 400."""
+    if name not in body:
         return None
+    value = body[name]
     if type(value) is not int or not 0 < value < MAX_NUMBER:
         raise BadRequest(f"'{name}' must be a positive integer")
     return value
@@ -103,7 +106,9 @@ async def create_signed_url(request: web.Request) -> web.Response:
     repo, path = _repo_path(body.get("repo_path"))
     valid_for = _lifetime(body, control.urls.max_lifetime)
     cidr = body.get("client_cidr")
-    if cidr is not None:
+    if "client_cidr" in body:
+        if not isinstance(cidr, str):
+            raise BadRequest("'client_cidr' must be a CIDR such as 198.51.100.0/24")
         try:
             cidr = str(parse_network(cidr))
         except ValueError as exc:
@@ -140,6 +145,8 @@ async def trust_url_key(request: web.Request) -> web.Response:
     """Trust another issuer's Ed25519 public key: ``{"kid","public_key"}`` (PEM)."""
     require_role(request, Role.admin)
     body = await _json_body(request, frozenset({"kid", "public_key"}))
+    if body.get("kid") == "rotate":
+        raise BadRequest("'rotate' names the rotation call and cannot be a key id")
     keyring = request.app[access_control].keyring
     key, created = await keyring.trust(body.get("kid"), body.get("public_key"))  # type: ignore[arg-type]
     return json_response(_key_json(key, keyring.signing_kid), status=201 if created else 200)
@@ -192,6 +199,8 @@ async def put_rules(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
     control = request.app[access_control]
+    if control.geo is None and any(spec.uses_geo for spec in specs):
+        raise Conflict(f"Country rules cannot work on this edge: {GEO_NEEDS_DATABASE}; nothing was changed.")
     ctx = request[access_context]
     # A rule without repos applies to the admin API too: a set that would refuse this very
     # request would lock every admin at this address out of the node, rules API included.

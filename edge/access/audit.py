@@ -15,6 +15,8 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+from repository.quarantine import QuarantinedBlob
+
 from .audit_store import AuditStore
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,19 @@ class AuditRecord:
     counts_as_download: bool = False
 
 
+def quarantine_records(blob: QuarantinedBlob, paths: list[tuple[str, str]]) -> list[AuditRecord]:
+    """What the trail keeps of a blob taken out of service: a record for each path that now
+    answers 409 (one without a path when none names it), naming the blob and the reason."""
+    why = f"quarantine: blob {blob.sha256}: {blob.reason}"
+    where: list[tuple[str | None, str | None]] = list(paths) or [(None, None)]
+    return [
+        AuditRecord(time=blob.found, subject="system", token_id=None, signed_kid=None, signed_iat=None,
+                    client_ip=None, country=None, method="-", action="quarantine", repo=repo, path=path,
+                    status=409, bytes=0, denied_by=why, aborted=False, duration_ms=0)
+        for repo, path in where
+    ]  # fmt: skip
+
+
 class AuditTrail:
     def __init__(self, store: AuditStore, *, enabled: bool, flush_interval: float, retention_days: int) -> None:
         self.store = store
@@ -58,6 +73,12 @@ class AuditTrail:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+
+    def record_quarantine(self, blob: QuarantinedBlob, paths: list[tuple[str, str]]) -> None:
+        """``ArtifactService.on_quarantine``, while the trail is ``enabled``."""
+        if self.enabled:
+            for record in quarantine_records(blob, paths):
+                self.record(record)
 
     def record(self, record: AuditRecord) -> None:
         """The hot path: append, and wake the writer only for a large burst."""

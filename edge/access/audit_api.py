@@ -7,7 +7,7 @@ Parameters (each optional; anything else is a 400 that names it):
   an ``until`` that is a date alone includes that whole day.
 - ``repo``, ``subject``: exact; ``path``: exact, or a prefix when it ends with ``*``;
   ``ip``: an address or a CIDR block.
-- ``action``: download, deploy, delete, read, admin, distribute, other, or ``denied``
+- ``action``: download, deploy, delete, read, admin, distribute, quarantine, other, or ``denied``
   for every refusal (401/403) whatever was attempted.
 - ``limit``: records per page, 1 to 1000 (default 100); ``cursor``: the ``next`` of the
   previous page.
@@ -37,7 +37,7 @@ from wire.timestamps import iso
 from ..keys import audit_trail_key
 from .audit_store import AuditQuery, AuditRow, AuditStore
 
-ACTIONS = ("download", "deploy", "delete", "read", "admin", "distribute", "other", "denied")
+ACTIONS = ("download", "deploy", "delete", "read", "admin", "distribute", "quarantine", "other", "denied")
 PARAMETERS = frozenset({"since", "until", "repo", "path", "ip", "action", "subject", "limit", "cursor", "format"})
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000

@@ -35,6 +35,7 @@ from .context import IPAddress
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL = 1.0
+DAY = 24 * 3600.0
 try:
     import maxminddb.extension  # noqa: F401  (the C reader: a lookup costs microseconds)
 
@@ -78,6 +79,20 @@ class GeoDatabase:
     @property
     def loaded(self) -> bool:
         return self._reader is not None
+
+    def problem(self, max_age_days: int, now: float) -> str | None:
+        """Why the database cannot be trusted for readiness: missing or unusable, or built
+        more than ``max_age_days`` ago (0: any age will do); None when it can."""
+        reader = self._reader
+        if reader is None:
+            return f"geo database {self.path} is missing or not a usable database"
+        age_days = (now - reader.metadata().build_epoch) / DAY
+        if max_age_days and age_days > max_age_days:
+            return (
+                f"geo database {self.path} is stale: built {age_days:.0f} days ago,"
+                f" more than access.geoip_max_age_days ({max_age_days})"
+            )
+        return None
 
     def country(self, address: IPAddress | None) -> str | None:
         reader = self._reader

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -42,6 +43,10 @@ STORAGE_API = "/artifactory/api/storage/"
 SIGNED_METHODS = ("GET", "HEAD")
 
 
+class GeoNotReady(Exception):
+    """Why readiness fails its ``geoip`` check (the message goes to the log)."""
+
+
 @dataclass
 class AccessControl:
     address: ClientAddress
@@ -50,6 +55,21 @@ class AccessControl:
     keyring: UrlKeyring
     urls: SignedUrls
     base_url: str | None
+    geo_max_age_days: int = 0
+
+    def readiness_checks(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        """``geoip`` while countries are in use: a database is configured, or country rules are
+        in force (stored through the API before such rules needed a database)."""
+        if self.geo is None and not self.rules.current.uses_geo:
+            return {}
+        return {"geoip": self._check_geo}
+
+    async def _check_geo(self) -> None:
+        if self.geo is None:
+            raise GeoNotReady("country rules are in force without access.geoip_database")
+        problem = self.geo.problem(self.geo_max_age_days, time.time())
+        if problem is not None:
+            raise GeoNotReady(problem)
 
 
 access_control = web.AppKey("access_control", AccessControl)
@@ -78,7 +98,9 @@ async def access_ctx(app: web.Application) -> AsyncIterator[None]:
             log.warning("geo database %s is not usable: geo rules answer '%s'", geo.path, access.geo_unknown)
         watcher = asyncio.create_task(geo.watch(), name="geo-database-watch")
     address = ClientAddress([parse_network(c) for c in access.trusted_proxies], access.forwarded_header)
-    app[access_control] = AccessControl(address, rules, geo, keyring, urls, signed.base_url)
+    control = AccessControl(address, rules, geo, keyring, urls, signed.base_url, access.geoip_max_age_days)
+    app[access_control] = control
+    app[core.readiness_checks] = control.readiness_checks
     yield
     if watcher is not None:
         watcher.cancel()

@@ -44,6 +44,12 @@ MAX_LIST = 10_000
 # Applicable rules are remembered per repo name; names come from requests, so the memory is bounded.
 MAX_CACHED_REPOS = 4096
 LISTS = ("allow_cidrs", "deny_cidrs", "allow_countries", "deny_countries")
+# Without a database every country is unknown: a country rule would refuse (or let through,
+# per geo_unknown) every client alike.
+GEO_NEEDS_DATABASE = (
+    "they need a country database; set access.geoip_database (EDGE_ACCESS_GEOIP_DATABASE)"
+    " to a MaxMind-format .mmdb file"
+)
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,10 @@ class RuleSpec:
             raise InvalidSetting("repos", "belongs to a rule without any of " + ", ".join(LISTS))
         if any(len(getattr(self, name)) > MAX_LIST for name in ("repos", *LISTS)):
             raise InvalidSetting("repos", f"belongs to a rule with a list longer than {MAX_LIST}")
+
+    @property
+    def uses_geo(self) -> bool:
+        return bool(self.allow_countries or self.deny_countries)
 
     def to_json(self) -> dict[str, list[str]]:
         return {name: list(value) for name, value in dataclasses.asdict(self).items()}
@@ -147,7 +157,7 @@ class Rule:
         self.allow_countries = frozenset(spec.allow_countries)
         self.deny_countries = frozenset(spec.deny_countries)
         self.has_ip = bool(self.allow or self.deny)
-        self.has_geo = bool(self.allow_countries or self.deny_countries)
+        self.has_geo = spec.uses_geo
 
     def covers(self, repo: str | None) -> bool:
         if self._repos is None:

@@ -56,11 +56,14 @@ def _user_fields(body: dict[str, Any], name: str, previous: User | None) -> dict
     unknown = sorted(set(body) - USER_FIELDS)
     if unknown:
         raise BadRequest(f"Unknown field '{unknown[0]}' in the user")
+    for ignored in IGNORED_USER_FIELDS & set(body):  # not kept, but still what Artifactory says they are
+        if not isinstance(body[ignored], str if ignored == "realm" else bool):
+            raise BadRequest(f"'{ignored}' must be {'a string' if ignored == 'realm' else 'true or false'}")
     if body.get("name", name) != name:
         raise BadRequest("'name' in the body differs from the name in the URL")
     role_name = body.get("role", previous.role.value if previous else Role.reader.value)
     admin = body.get("admin")
-    if admin is not None and not isinstance(admin, bool):
+    if "admin" in body and not isinstance(admin, bool):
         raise BadRequest("'admin' must be true or false")
     if admin is True and "role" not in body:
         role_name = Role.admin.value
@@ -77,7 +80,7 @@ def _user_fields(body: dict[str, Any], name: str, previous: User | None) -> dict
     if not isinstance(groups, list) or len(groups) > 100 or not all(isinstance(g, str) for g in groups):
         raise BadRequest("'groups' must be a list of at most 100 group names")
     password = body.get("password")
-    if password is not None and not isinstance(password, str):
+    if "password" in body and not isinstance(password, str):
         raise BadRequest("'password' must be a string")
     return {"role": Role(role_name), "email": email, "groups": tuple(groups), "password": password}
 
@@ -217,7 +220,7 @@ async def update_repository(request: web.Request) -> web.Response:
     if repo is None:
         raise NotFound(f"Repository '{key}' does not exist")
     if any(r.key == key for r in request.app[core.policy].builtin_repos):
-        raise BadRequest(f"'{key}' is configured by the node's settings (uploads_anonymous_read)")
+        raise Conflict(f"'{key}' is configured by the node's settings (uploads_anonymous_read)")
     anonymous = body.get("anonymousRead", repo.anonymous_read)
     description = body.get("description", repo.description)
     if not isinstance(anonymous, bool) or not isinstance(description, str) or len(description) > 1024:

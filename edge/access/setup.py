@@ -54,6 +54,7 @@ async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[audit_trail_key] = trail
     app[core.download_stats] = store
+    app[core.artifacts].on_quarantine.append(trail.record_quarantine)
     trail.start()
     yield
     await trail.close()

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from repository.errors import BadRequest, Forbidden, NotFound
+from repository.errors import BadRequest, Conflict, Forbidden, NotFound
 from repository.tokens import Principal, Role, TokenInfo
 from wire.timestamps import iso
 
@@ -16,6 +16,7 @@ from .json_body import read_json_object
 from .responses import json_response
 
 MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
+TOKEN_FIELDS = frozenset({"username", "subject", "role", "scope", "description", "expires_in"})
 
 
 def token_json(info: TokenInfo) -> dict[str, Any]:
@@ -38,6 +39,12 @@ async def create_token(request: web.Request) -> web.Response:
     """
     issuer = _token_issuer(request)
     body = await read_json_object(request)
+    unknown = sorted(set(body) - TOKEN_FIELDS)
+    if unknown:
+        raise BadRequest(f"Unknown field '{unknown[0]}'; expected some of {', '.join(sorted(TOKEN_FIELDS))}")
+    for name, alias in (("username", "subject"), ("role", "scope")):
+        if name in body and alias in body:
+            raise BadRequest(f"Give '{name}' or its alias '{alias}', not both")
     users = request.app[keys.authenticator].users
     own = issuer.role is not Role.admin
     default_subject = issuer.subject if own else body.get("role", body.get("scope", "reader"))
@@ -54,10 +61,10 @@ async def create_token(request: web.Request) -> web.Response:
     if not isinstance(role, str) or role not in Role.__members__:
         raise BadRequest(f"Unknown role {role!r}; expected one of {', '.join(Role.__members__)}")
     if user is not None and user.role is not None and role != user.role.value:
-        raise BadRequest(f"User '{subject}' has the role {user.role.value}; its tokens act with that role")
+        raise Conflict(f"User '{subject}' has the role {user.role.value}; its tokens act with that role")
     if not isinstance(description, str) or len(description) > 1024:
         raise BadRequest("'description' must be a string of at most 1024 characters")
-    if expires_in is not None and (type(expires_in) is not int or not 0 <= expires_in <= MAX_EXPIRES_IN):
+    if "expires_in" in body and (type(expires_in) is not int or not 0 <= expires_in <= MAX_EXPIRES_IN):
         raise BadRequest(f"'expires_in' must be an integer number of seconds up to {MAX_EXPIRES_IN} (0: never)")
     info, secret = await request.app[keys.tokens].create(Role(role), subject, description, expires_in or None)
     answer = token_json(info) | {

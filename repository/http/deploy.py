@@ -10,7 +10,7 @@ import re
 
 from aiohttp import web
 
-from repository.errors import BadRequest, Forbidden
+from repository.errors import BadRequest, ChecksumMismatch, Forbidden, NotFound
 from repository.permissions import Action
 from wire.errors import InvalidPath
 
@@ -41,8 +41,8 @@ def expected_checksums(request: web.Request) -> dict[str, str]:
         value = value.strip().lower()
         if not re.fullmatch(rf"[0-9a-f]{{{_HEX_LENGTHS[algorithm]}}}", value):
             raise BadRequest(f"Invalid {header} header: expected {_HEX_LENGTHS[algorithm]} hex digits")
-        if expected.get(algorithm, value) != value:
-            raise BadRequest("X-Checksum and X-Checksum-Sha256 disagree")
+        if expected.get(algorithm, value) != value:  # no content can match both: a mismatch, like any other
+            raise ChecksumMismatch("X-Checksum and X-Checksum-Sha256 disagree; nothing was stored")
         expected[algorithm] = value
     return expected
 
@@ -58,9 +58,12 @@ async def deploy(request: web.Request) -> web.Response:
         folder = await service.make_folder(repo, path, principal.subject)
         return json_response(await folder_info(request, folder), status=201)
     expected = expected_checksums(request)
-    if request.headers.get("X-Checksum-Deploy", "").lower() == "true":
-        if "sha256" not in expected and "sha1" not in expected:
-            raise BadRequest("X-Checksum-Deploy needs X-Checksum-Sha256 or X-Checksum-Sha1")
+    checksum_deploy = request.headers.get("X-Checksum-Deploy", "false")
+    if checksum_deploy not in ("true", "false"):
+        raise BadRequest("X-Checksum-Deploy must be true or false")
+    if checksum_deploy == "true":
+        if "sha256" not in expected and "sha1" not in expected:  # names no known content, as an unknown one
+            raise NotFound("X-Checksum-Deploy needs the X-Checksum-Sha256 or -Sha1 of known content; send the content")
         artifact = await service.deploy_by_checksum(
             repo, path, expected=expected, user=principal.subject, readable=reader(request)
         )

@@ -10,6 +10,7 @@ streamed from the backend.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from contextlib import aclosing
 from datetime import UTC, datetime
@@ -24,11 +25,12 @@ from aiohttp.abc import AbstractStreamWriter
 from repository.catalog import Artifact
 from repository.errors import NotFound, RepositoryError
 from repository.paths import split_repo_path
+from repository.quarantine import BlobQuarantined
 from storage_backends import BlobNotFound, content_disposition
 
 from . import keys
 from .auth import require_read
-from .ranges import ByteRange, not_modified, parse_range, precondition_failed, range_applies
+from .ranges import ByteRange, not_modified, other_servers_agree, parse_range, precondition_failed, range_applies
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +129,9 @@ async def download(request: web.Request) -> web.StreamResponse:
     repo, path = artifact_location(request)
     await require_read(request, repo, path)
     policy = request.app[keys.policy]
-    artifact = await request.app[keys.artifacts].file(repo, path)
+    artifacts = request.app[keys.artifacts]
+    artifact = await artifacts.file(repo, path)
+    await artifacts.servable(artifact)
     modified = modified_at(artifact)
     headers = artifact_headers(artifact, policy.node_id)
     headers["Last-Modified"] = _http_date(modified)
@@ -137,25 +141,34 @@ async def download(request: web.Request) -> web.StreamResponse:
     if not_modified(request, artifact.sha256, modified):
         return web.Response(status=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
 
-    status, window = 200, ByteRange(0, artifact.size)
+    status, window, delegable = 200, ByteRange(0, artifact.size), True
     if range_applies(request, artifact.sha256, modified):
         window = parse_range(request.headers["Range"], artifact.size)
         status = 206
         headers["Content-Range"] = window.content_range(artifact.size)
+        delegable = other_servers_agree(request.headers["Range"])
 
     if request.method == "HEAD":
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = window.length
         return response
-    return await _body(request, artifact, window, status, headers)
+    return await _body(request, artifact, window, status, headers, delegable=delegable)
 
 
 async def _body(
-    request: web.Request, artifact: Artifact, window: ByteRange, status: int, headers: dict[str, str]
+    request: web.Request,
+    artifact: Artifact,
+    window: ByteRange,
+    status: int,
+    headers: dict[str, str],
+    *,
+    delegable: bool,
 ) -> web.StreamResponse:
+    """``delegable``: S3 or nginx, handed the request's Range, would answer it alike; else the
+    edge sends the bytes itself."""
     storage = request.app[keys.storage]
     policy = request.app[keys.policy]
-    if policy.redirect_downloads:
+    if policy.redirect_downloads and delegable:
         url = await storage.presigned_url(
             artifact.sha256,
             expires_in=policy.presign_expiry,
@@ -166,14 +179,18 @@ async def _body(
             redirect = {k: v for k, v in headers.items() if k.startswith("X-")}
             raise web.HTTPFound(url, headers=redirect)
     path = await storage.local_path(artifact.sha256)
-    if path is not None and _nginx_sends(request, policy.accel_redirect):
+    if path is not None and delegable and _nginx_sends(request, policy.accel_redirect):
         return _accel_redirect(policy.accel_redirect, path, status, headers)
     if path is not None and artifact.size <= SMALL_BODY:
         small = request.app[keys.small_blobs]
         body: bytes | None = small.get(artifact.sha256)
         if body is None:
-            body = await asyncio.to_thread(_read_whole, path, artifact.sha256)
-            small[artifact.sha256] = body  # content-addressed: never stale
+            body = await asyncio.to_thread(_read_checked, path, artifact.sha256)
+            if body is None:  # the bytes at rest do not match: never served, taken out of service now
+                reason = "sha256 mismatch found when served"
+                await request.app[keys.artifacts].quarantine(artifact.sha256, artifact.size, reason)
+                raise BlobQuarantined(f"{artifact.repo}/{artifact.path}", reason)
+            small[artifact.sha256] = body  # content-addressed, and checked: never stale
         return web.Response(body=body[window.start : window.start + window.length], status=status, headers=headers)
     if path is not None:
         fobj = await asyncio.to_thread(_open, path, artifact.sha256)
@@ -220,10 +237,12 @@ def _open(path: Path, sha256: str) -> IO[bytes]:
         raise BlobNotFound(sha256) from None
 
 
-def _read_whole(path: Path, sha256: str) -> bytes:
-    """Open, read and close in one thread hop: for small bodies that beats sendfile's setup."""
+def _read_checked(path: Path, sha256: str) -> bytes | None:
+    """Open, read, close and hash in one thread hop (for small bodies that beats sendfile's setup,
+    and the hash costs less than the hop); None when the bytes do not hash to ``sha256``."""
     with _open(path, sha256) as f:
-        return f.read()
+        body = f.read()
+    return body if hashlib.sha256(body).hexdigest() == sha256 else None
 
 
 def _http_date(ts: datetime) -> str:

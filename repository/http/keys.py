@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from cachetools import LRUCache
@@ -28,6 +28,9 @@ download_stats = web.AppKey("download_stats", StatsSource)
 # Whether a request carries a signed URL verified for its own path (a node with signed URLs
 # says): such a URL is an admin's grant to read that one file, whatever roles and targets say.
 signed_read: web.AppKey[Callable[[web.Request], bool]] = web.AppKey("signed_read")
+# Readiness checks a node adds beside its database and blob store: by name, those that apply
+# now (an edge's ``geoip`` while countries are in use). Each raises when the node is not ready.
+readiness_checks: web.AppKey[Callable[[], dict[str, Callable[[], Awaitable[None]]]]] = web.AppKey("readiness_checks")
 # Small blobs by sha256, bounded in bytes: immutable content needs no invalidation.
 small_blobs = web.AppKey("small_blobs", LRUCache)
 

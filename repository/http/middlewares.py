@@ -65,6 +65,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if keys.principal not in request:  # a step before (a valid signed URL) may have identified the caller
-        request[keys.principal] = await request.app[keys.authenticator].identify(request.headers)
+    """Who is calling. A credential presented is checked even beside a valid signed URL (a
+    step before may have made the request the URL's reader): a bad one is a 401 either way,
+    and a good one is the caller, whom the URL still lets read its file."""
+    identified = await request.app[keys.authenticator].identify(request.headers)
+    if identified.authenticated or keys.principal not in request:
+        request[keys.principal] = identified
     return await handler(request)

@@ -15,7 +15,12 @@ from aiohttp.helpers import ETag
 
 from repository.errors import RangeNotSatisfiable
 
-_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
+# ASCII digits only: ``\d`` would take other scripts' digits (``bytes=١-٢``), which int() reads.
+_RANGE_RE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+# More digits than any size has: such a position is past every end (int() is never asked to
+# read thousands of them).
+_MAX_DIGITS = 19
+_BEYOND = 2**63
 
 
 @dataclass(frozen=True)
@@ -27,28 +32,42 @@ class ByteRange:
         return f"bytes {self.start}-{self.start + self.length - 1}/{size}"
 
 
+def _position(digits: str) -> int:
+    significant = digits.lstrip("0") or "0"
+    return _BEYOND if len(significant) > _MAX_DIGITS else int(significant)
+
+
 def parse_range(header: str, size: int) -> ByteRange:
     """One ``bytes=`` range against a resource of ``size`` bytes.
 
     Malformed, multiple and unsatisfiable ranges all answer 416 with
-    ``Content-Range: bytes */size``, as aiohttp's own file responses do.
+    ``Content-Range: bytes */size``, as aiohttp's own file responses do. A last position
+    past the end means the end, and a suffix longer than the resource means all of it
+    (RFC 9110 14.1.2), however many digits they have.
     """
     m = _RANGE_RE.fullmatch(header.strip())
-    if m is None or (not m[1] and not m[2]) or len(m[1]) > 19 or len(m[2]) > 19:
+    if m is None or (not m[1] and not m[2]):
         raise RangeNotSatisfiable(size)
     if m[1]:
-        start = int(m[1])
-        end = int(m[2]) if m[2] else size - 1
+        start = _position(m[1])
+        end = _position(m[2]) if m[2] else size - 1
         if end < start or start >= size:
             raise RangeNotSatisfiable(size)
         end = min(end, size - 1)
     else:
-        suffix = int(m[2])
+        suffix = _position(m[2])
         if suffix == 0 or size == 0:
             raise RangeNotSatisfiable(size)
         start = max(size - suffix, 0)
         end = size - 1
     return ByteRange(start, end - start + 1)
+
+
+def other_servers_agree(header: str) -> bool:
+    """Whether S3 and nginx, handed this Range, would send what ``parse_range`` decided: they
+    refuse positions past 64 bits (416) where RFC 9110 reads a last position as the end."""
+    m = _RANGE_RE.fullmatch(header.strip())
+    return m is not None and len(m[1]) <= _MAX_DIGITS and len(m[2]) <= _MAX_DIGITS
 
 
 def _etag_listed(etag: str, header_etags: tuple[ETag, ...] | None, *, weak: bool) -> bool:

@@ -14,6 +14,7 @@ from repository.db import Database
 from repository.identity import Authenticator
 from repository.permissions import Permissions
 from repository.policy import ArtifactPolicy
+from repository.quarantine import Quarantine
 from repository.schema import catalog_migrations
 from repository.settings import ServiceSettings
 from repository.tokens import TokenStore
@@ -59,7 +60,8 @@ def setup_artifact_core(
         await store.close()
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
-        app[keys.artifacts] = ArtifactService(app[keys.catalog], app[keys.storage], policy)
+        quarantined = Quarantine(app[database])
+        app[keys.artifacts] = ArtifactService(app[keys.catalog], app[keys.storage], policy, quarantined)
         app[keys.authenticator] = Authenticator(app[keys.tokens], admin_token)
         app[keys.small_blobs] = LRUCache(maxsize=SMALL_BLOB_CACHE_BYTES, getsizeof=len)
         yield

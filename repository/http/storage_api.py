@@ -1,7 +1,10 @@
 """``/artifactory/api/storage/{repo}/{path}``: file info, folder info, deep listings, statistics.
 
 Field names and types follow what JFrog CLI and dohq-artifactory parse: ``size``
-is a string in file info, folders have no ``size``, ``folder`` is a boolean.
+is a string in file info, folders have no ``size``, ``folder`` is a boolean. A child's
+or a listed file's ``uri`` is its name (path) as is, not percent-encoded, as Artifactory
+answers it: clients join it to the folder's path and encode the result themselves, so an
+encoded name would be encoded twice. Every ``uri`` and ``downloadUri`` that is a URL is encoded.
 Where permission targets cover parts of a repo, listings leave out what the
 caller may not read.
 """
@@ -60,10 +63,8 @@ def file_info(request: web.Request, a: Artifact) -> dict[str, Any]:
 async def folder_info(request: web.Request, f: Folder) -> dict[str, Any]:
     listing = await request.app[keys.catalog].children(f.repo, f.path)
     visible = await _visibility(request, f.repo)
-    children = [
-        {"uri": "/" + url_quote(c.path.rpartition("/")[2]), "folder": True} for c in listing.folders if visible(c.path)
-    ]
-    children += [{"uri": "/" + url_quote(a.name), "folder": False} for a in listing.files if visible(a.path)]
+    children = [{"uri": "/" + c.path.rpartition("/")[2], "folder": True} for c in listing.folders if visible(c.path)]
+    children += [{"uri": "/" + a.name, "folder": False} for a in listing.files if visible(a.path)]
     uri_path = f"/{url_quote(f.path)}" if f.path else ""
     return {
         "repo": f.repo,
@@ -89,6 +90,7 @@ async def _visibility(request: web.Request, repo_key: str) -> Callable[[str], bo
 
 async def storage_info(request: web.Request) -> web.StreamResponse:
     repo, path = artifact_location(request, STORAGE_PREFIX)
+    deep, with_folders = _flag(request, "deep"), _flag(request, "listFolders")
     await require_read(request, repo, path)
     service = request.app[keys.artifacts]
     item = await service.item(repo, path)
@@ -97,7 +99,7 @@ async def storage_info(request: web.Request) -> web.StreamResponse:
     if "list" in request.query:
         if not isinstance(item, Folder):
             raise NotFound("Not a folder")
-        return await _file_list(request, item)
+        return await _file_list(request, item, deep=deep, with_folders=with_folders)
     if "properties" in request.query:
         return _properties(request, item)
     if isinstance(item, Artifact):
@@ -134,10 +136,8 @@ def _properties(request: web.Request, item: Artifact | Folder) -> web.Response:
     return json_response({"properties": props, "uri": uri})
 
 
-async def _file_list(request: web.Request, folder: Folder) -> web.StreamResponse:
+async def _file_list(request: web.Request, folder: Folder, *, deep: bool, with_folders: bool) -> web.StreamResponse:
     """``?list[&deep=1][&listFolders=1]``, streamed so a huge tree never sits in memory."""
-    deep = request.query.get("deep", "0") == "1"
-    with_folders = request.query.get("listFolders", "0") == "1"
     catalog = request.app[keys.catalog]
     uri_path = f"/{url_quote(folder.path)}" if folder.path else ""
     head = {"uri": f"{base_url(request)}/api/storage/{folder.repo}{uri_path}", "created": iso(folder.created)}
@@ -165,7 +165,7 @@ async def _file_list(request: web.Request, folder: Folder) -> web.StreamResponse
                     continue
                 await emit(
                     {
-                        "uri": "/" + url_quote(f.path[prefix:]),
+                        "uri": "/" + f.path[prefix:],
                         "size": -1,
                         "lastModified": iso(f.created),
                         "folder": True,
@@ -179,9 +179,16 @@ async def _file_list(request: web.Request, folder: Folder) -> web.StreamResponse
     return response
 
 
+def _flag(request: web.Request, name: str) -> bool:
+    value = request.query.get(name, "0")
+    if value not in ("0", "1"):
+        raise BadRequest(f"'{name}' must be 0 or 1")
+    return value == "1"
+
+
 def _list_entry(a: Artifact, prefix: int) -> dict[str, Any]:
     return {
-        "uri": "/" + url_quote(a.path[prefix:]),
+        "uri": "/" + a.path[prefix:],
         "size": a.size,
         "lastModified": iso(a.modified),
         "folder": False,

@@ -28,13 +28,16 @@ async def ping(request: web.Request) -> web.Response:
 
 
 async def readiness(request: web.Request) -> web.Response:
-    """Whether the node can serve: its database and its blob store both answer, each within
-    READINESS_TIMEOUT. 200 ``{"status":"READY"}`` or 503 ``{"status":"NOT_READY"}``, with each
-    check's result (``OK``, ``FAILED`` or ``TIMEOUT``); why a check failed goes to the log only."""
+    """Whether the node can serve: its database and its blob store both answer (and the checks
+    the node adds pass), each within READINESS_TIMEOUT. 200 ``{"status":"READY"}`` or 503
+    ``{"status":"NOT_READY"}``, with each check's result (``OK``, ``FAILED`` or ``TIMEOUT``);
+    why a check failed goes to the log only."""
     checks = {
         "database": request.app[database].check,
         "storage": request.app[keys.storage].check,
     }
+    if (more := request.app.get(keys.readiness_checks)) is not None:
+        checks.update(more())
     results = await asyncio.gather(*(_check(name, check) for name, check in checks.items()))
     answers = dict(zip(checks, results, strict=True))
     ready = all(r == "OK" for r in results)
