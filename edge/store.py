@@ -14,6 +14,7 @@ from typing import Any
 import sqlite_utils
 
 from repository import bulk
+from repository.catalog import IN_PAGE
 from repository.db import Database
 from repository.errors import Conflict
 from wire.protocol import TransactionState as State
@@ -214,23 +215,21 @@ class EdgeStore:
         """Those of ``sha256s`` that an OPEN or COMMITTED transaction's manifest lists: a blob a
         transaction in flight found held or has received, or one of a committed bundle, is never
         collected, whatever happens to other paths with the same bytes. A bundle being removed
-        pins nothing: its blobs go as the removal takes away the entries that name them."""
-        return await self._database.run(self._pinned, sha256s)
-
-    def _pinned(self, sha256s: list[str]) -> set[str]:
+        pins nothing: its blobs go as the removal takes away the entries that name them. Read on
+        the reader thread a page at a time, as ``Catalog.blob_sizes`` is."""
         pinned: set[str] = set()
-        for start in range(0, len(sha256s), 500):
-            page = sha256s[start : start + 500]
-            pinned.update(
-                r[0]
-                for r in self._db.execute(
-                    "SELECT DISTINCT b.sha256 FROM transaction_blobs b JOIN transactions t ON t.id = b.transaction_id"
-                    f" WHERE t.state IN ('OPEN', 'COMMITTED') AND b.sha256 IN ({', '.join('?' * len(page))})"
-                    " AND t.id NOT IN (SELECT transaction_id FROM bundle_changes WHERE action = 'remove')",
-                    page,
-                )
-            )
+        for start in range(0, len(sha256s), IN_PAGE):
+            pinned |= await self._database.read(self._pinned, sha256s[start : start + IN_PAGE])
         return pinned
+
+    def _pinned(self, page: list[str]) -> set[str]:
+        rows = self._db.execute(
+            "SELECT DISTINCT b.sha256 FROM transaction_blobs b JOIN transactions t ON t.id = b.transaction_id"
+            f" WHERE t.state IN ('OPEN', 'COMMITTED') AND b.sha256 IN ({', '.join('?' * len(page))})"
+            " AND t.id NOT IN (SELECT transaction_id FROM bundle_changes WHERE action = 'remove')",
+            page,
+        )
+        return {r[0] for r in rows.fetchall()}
 
     def check_committable_rows(self, tx: Transaction) -> None:
         """Raise (409) if ``tx`` is no longer OPEN or its name and version are on this edge already."""

@@ -431,18 +431,22 @@ class Catalog:
 
     async def blob_sizes(self, sha256s: list[str]) -> dict[str, int]:
         """The size of each of these blobs that some index entry references, visible or not (so
-        storage holds it, and a collect leaves it)."""
-        return await self._database.run(self._blob_sizes, sha256s)
+        storage holds it, and a collect leaves it). Read on the reader thread a page at a time,
+        so neither a garbage collection nor a client waits for the other, or for the writer.
 
-    def _blob_sizes(self, sha256s: list[str]) -> dict[str, int]:
+        The reader sees every committed write. That is enough for a collect: whatever adds a
+        reference to a blob does it under the index lock (``ArtifactService``), which a collect
+        holds too, or holds a pin on the blob meanwhile (a bundle's pages: its transaction)."""
         sizes: dict[str, int] = {}
         for start in range(0, len(sha256s), IN_PAGE):
-            page = sha256s[start : start + IN_PAGE]
-            rows = self._db.execute(
-                f"SELECT DISTINCT sha256, size FROM artifacts WHERE sha256 IN ({', '.join('?' * len(page))})", page
-            )
-            sizes.update(dict(rows.fetchall()))
+            sizes.update(await self._database.read(self._blob_sizes, sha256s[start : start + IN_PAGE]))
         return sizes
+
+    def _blob_sizes(self, page: list[str]) -> dict[str, int]:
+        rows = self._db.execute(
+            f"SELECT DISTINCT sha256, size FROM artifacts WHERE sha256 IN ({', '.join('?' * len(page))})", page
+        )
+        return dict(rows.fetchall())
 
     async def conflicts(self, targets: list[tuple[str, str, str]]) -> list[str]:
         """``repo/path`` of each ``(repo, path, sha256)`` that could not be published as it is
