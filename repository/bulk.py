@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
-from .catalog import ARTIFACT_COLUMNS, IN_PAGE, Artifact, Repo, artifact_of, now_ms
 from .db import Database
+from .entries import ARTIFACT_COLUMNS, IN_PAGE, Artifact, Repo, artifact_of, now_ms
 from .errors import Conflict
 from .paths import ancestors, name_of, parent_of
 

@@ -12,22 +12,30 @@ bundle is publishing is taken even before it shows.
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from typing import Any, TypeVar
 
 import sqlite_utils
 from cachetools import LRUCache
 
+from .bulk import BulkIndex
 from .db import Database
+from .entries import (  # re-exported: the catalog's callers know these types by it
+    ARTIFACT_COLUMNS,
+    IN_PAGE,
+    Artifact,
+    Folder,
+    Listing,
+    Repo,
+    artifact_of,
+    now_ms,
+)
 from .errors import Conflict, NotFound, PathOwned
 from .paths import ancestors, name_of, parent_of
 
 DEEP_LIST_PAGE = 1000
 ARTIFACT_CACHE_ENTRIES = 50_000
-IN_PAGE = 500  # paths per ``IN (...)`` query, well below sqlite's limit on bound parameters
 
 T = TypeVar("T")
 
@@ -40,76 +48,6 @@ VISIBLE_ARTIFACT = (
 VISIBLE_FOLDER = "(folders.pending IS NULL OR NOT EXISTS (SELECT 1 FROM bulk_changes c WHERE c.key = folders.pending))"
 VISIBLE_REPO = "(repos.pending IS NULL OR NOT EXISTS (SELECT 1 FROM bulk_changes c WHERE c.key = repos.pending))"
 _REPO_COLUMNS = "key, type, package_type, description, anonymous_read, created"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-@dataclass(frozen=True)
-class Repo:
-    key: str
-    type: str = "LOCAL"
-    package_type: str = "generic"
-    description: str = ""
-    anonymous_read: bool = True
-    created: int = 0
-
-
-@dataclass(frozen=True)
-class Artifact:
-    repo: str
-    path: str
-    sha256: str
-    sha1: str
-    md5: str
-    size: int
-    mime_type: str
-    created: int
-    created_by: str
-    modified: int
-    modified_by: str
-    owner: str
-    properties: dict[str, list[str]] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return name_of(self.path)
-
-    def row(self) -> dict[str, Any]:
-        """The row's columns by name (spelled out: ``asdict`` deep-copies, ten times slower)."""
-        return {
-            "repo": self.repo, "path": self.path, "folder": parent_of(self.path), "name": self.name,
-            "sha256": self.sha256, "sha1": self.sha1, "md5": self.md5, "size": self.size,
-            "mime_type": self.mime_type, "created": self.created, "created_by": self.created_by,
-            "modified": self.modified, "modified_by": self.modified_by, "owner": self.owner,
-            "properties": json.dumps(self.properties, sort_keys=True),
-        }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Folder:
-    repo: str
-    path: str
-    created: int
-    created_by: str
-
-
-@dataclass(frozen=True)
-class Listing:
-    folders: list[Folder]
-    files: list[Artifact]
-
-
-ARTIFACT_COLUMNS = (
-    "repo, path, sha256, sha1, md5, size, mime_type, created, created_by, modified, modified_by, owner, properties"
-)
-
-
-def artifact_of(row: tuple[Any, ...]) -> Artifact:
-    values = list(row)
-    values[-1] = json.loads(values[-1])
-    return Artifact(*values)
 
 
 def _repo(row: tuple[Any, ...]) -> Repo:
@@ -138,8 +76,6 @@ class Catalog:
         # goes through this object, which drops what it changes from the cache.
         self._artifacts: LRUCache[tuple[str, str], Artifact] = LRUCache(ARTIFACT_CACHE_ENTRIES)
         self._writes = 0
-        from .bulk import BulkIndex  # the bulk changes use this catalog's queries and cache
-
         self.bulk = BulkIndex(self, database)
 
     @property
