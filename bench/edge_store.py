@@ -14,12 +14,13 @@ the whole path through real processes). Then, twice:
   files, then its first bytes), a folder listing (never cached), a 1 KiB upload into
   ``artifactory-edge-uploads`` and a transaction's status; printed as p50, p99 and worst.
 
-After the removal: the catalog file's size, its free pages and the WAL's size. Last, the
-ms/file at the largest N against the smallest N of 10,000 or more (target: within 1.10), the
-same ratio for bare sqlite3 writing the same rows with the same indexes a page of 1,000 at a
-time and in one transaction (the floor of paged writes: random-key indexes, sha256 and sha1,
-cost more per row as they grow), and the Distribution service's status read while its
-database thread loads a bundle's N artifact rows.
+The same clients with nothing else going on come first, for comparison. After the removal:
+the catalog file's size, its free pages and the WAL's size. Last, the ms/file at the largest
+N against the smallest N of 10,000 or more (target: within 1.10), the same ratio for bare
+sqlite3 writing the same rows with the same indexes a page of 1,000 at a time and in one
+transaction (the floor of paged writes: random-key indexes, sha256 and sha1, cost more per
+row as they grow), and the Distribution service's status read while its database thread
+loads a bundle's N artifact rows.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ REPO = "releases-local"
 PER_FOLDER = 1000
 PROBE_FILES = 1000
 PROBE_EVERY = 0.02
+IDLE_SECONDS = 5
 WRITE_GROUP = 2000
 USER = "bench"
 KINDS = ("download", "listing", "upload", "status")
@@ -327,6 +329,12 @@ async def bench(sizes: list[int]) -> None:
         await runner.setup()
         await app[trusted_keys_key].trust("bench", signer.public)
         status_tx = await prepare_probes(app, signer)
+        async with probing(app, status_tx) as idle:
+            await asyncio.sleep(IDLE_SECONDS)
+        assert idle is not None
+        print(f"idle, for {IDLE_SECONDS} s (the latencies to compare with)")
+        for what in KINDS:
+            print(f"  {idle.line(what)}")
         quiet: dict[int, Run] = {}
         for files in sizes:
             quiet[files] = run = await one_run(app, signer, files, None)
