@@ -361,10 +361,10 @@ async def bench(sizes: list[int]) -> None:
             }
             for step, seconds in steps.items():
                 mine, theirs = seconds(quiet[top]) / top, seconds(quiet[base]) / base
-                print(f"  {step:<44} {mine / theirs if theirs else float('nan'):.2f}")
+                print(f"  {step:<60} {mine / theirs if theirs else float('nan'):.2f}")
             for page, label in ((1000, "1,000 rows a transaction"), (0, "one transaction")):
                 ratio = (bare_sqlite(root, top, page or top) / top) / (bare_sqlite(root, base, page or base) / base)
-                print(f"  {'bare sqlite3, the same rows and indexes, ' + label:<44} {ratio:.2f}")
+                print(f"  {'bare sqlite3, the same rows and indexes, ' + label:<60} {ratio:.2f}")
         print("\nDistribution service: a status read while its database thread loads a bundle's rows")
         for files in sizes:
             print(f"  {files:>7,} rows  {(await service_status(files, root)).line('status')}")
