@@ -97,7 +97,7 @@ class BundleClaims:
 
     async def drop_transaction_blobs(self, tx_id: str) -> int:
         """Delete a page of a transaction's blob list (before the transaction itself goes)."""
-        return await self._database.run(
+        return await self._database.run_page(
             lambda: (
                 self._db.execute(
                     "DELETE FROM transaction_blobs WHERE (transaction_id, sha256) IN"

@@ -174,7 +174,7 @@ class BulkIndex:
         already holds the same bytes keeps its entry as it is: its owner keeps it, and the
         caller records the second claim (an edge's bundle_files).
         """
-        await self._database.run(self._publish_page, key, artifacts, extra)
+        await self._database.run_page(self._publish_page, key, artifacts, extra)
 
     def _publish_page(self, key: str, artifacts: Sequence[Artifact], extra: Extra) -> None:
         with self._db.atomic():
@@ -248,7 +248,7 @@ class BulkIndex:
     async def drop_pending(self, key: str) -> int:
         """Delete a page of the folders an abandoned publish made (and, once none is left, the
         repos it made that hold nothing); answers how many folders went."""
-        return await self._database.run(self._drop_pending, key)
+        return await self._database.run_page(self._drop_pending, key)
 
     def _drop_pending(self, key: str) -> int:
         with self._db.atomic():
@@ -315,7 +315,7 @@ class BulkIndex:
     ) -> list[str]:
         """Delete ``owner``'s entries at a page of paths (with ``key``: only those that change
         indexed), ``extra`` in the same transaction; answers the sha256 of each entry removed."""
-        return await self._database.run(self._remove_page, owner, paths, key, extra)
+        return await self._database.run_page(self._remove_page, owner, paths, key, extra)
 
     def _remove_page(self, owner: str, paths: Sequence[tuple[str, str]], key: str | None, extra: Extra) -> list[str]:
         removed = []
