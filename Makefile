@@ -58,8 +58,11 @@ run: install system-deps
 demo: install system-deps
 	@$(BIN)/python -m devstack.demo
 
+# Three workers on two cores: most tests wait on processes they started, not on a core. A file's
+# tests stay together in one worker (--dist loadfile), sharing its fixtures.
+PYTEST_WORKERS ?= 3
 test: $(TEST_STAMP) test-system-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 bench: $(TEST_STAMP) test-system-deps
 	$(call apt_install,nginx:nginx wrk:wrk)
