@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -286,6 +287,7 @@ class S3Fault:
     after: int = 0  # matching calls let through first (the third PUT: after=2)
     # instead of ``status``: forward the answer's headers and this many body bytes, then stop sending
     stall_after_bytes: int | None = None
+    key_suffix: str = ""  # only calls on an object key ending with this (a blob's sha256, say)
     matched: int = 0
     hits: int = 0  # calls this fault misbehaved on
 
@@ -303,6 +305,11 @@ class S3Faults:
 
     faults: list[S3Fault] = field(default_factory=list)
     seen: list[tuple[str, int | None]] = field(default_factory=list)  # (operation, status or None: stalled)
+    # seconds each call of an operation is held before it is forwarded, so that calls made at
+    # once are seen at once; and the most calls of each operation the proxy held at one time
+    delays: dict[str, float] = field(default_factory=dict)
+    in_flight: Counter[str] = field(default_factory=Counter)
+    most_in_flight: Counter[str] = field(default_factory=Counter)
 
     def add(self, *faults: S3Fault) -> None:
         self.faults.extend(faults)
@@ -310,10 +317,12 @@ class S3Faults:
     def clear(self) -> None:
         self.faults.clear()
         self.seen.clear()
+        self.delays.clear()
+        self.most_in_flight.clear()
 
-    def fault_for(self, operation: str) -> S3Fault | None:
+    def fault_for(self, operation: str, path: str) -> S3Fault | None:
         for fault in list(self.faults):
-            if fault.operation == operation and fault.take():
+            if fault.operation == operation and path.endswith(fault.key_suffix) and fault.take():
                 return fault
         return None
 
@@ -339,7 +348,17 @@ def _s3_error(request: web.Request, status: int) -> web.Response:
 async def _s3_forward(request: web.Request) -> web.StreamResponse:
     faults = request.app[s3_faults_key]
     operation = s3_operation(request.method, request.path, request.query, request.headers)
-    fault = faults.fault_for(operation)
+    faults.in_flight[operation] += 1
+    faults.most_in_flight[operation] = max(faults.most_in_flight[operation], faults.in_flight[operation])
+    try:
+        await asyncio.sleep(faults.delays.get(operation, 0.0))
+        return await _s3_answer(request, faults, operation)
+    finally:
+        faults.in_flight[operation] -= 1
+
+
+async def _s3_answer(request: web.Request, faults: S3Faults, operation: str) -> web.StreamResponse:
+    fault = faults.fault_for(operation, request.path)
     body = await request.read()  # a server that stalls has still taken the request
     if fault is not None and fault.stall_after_bytes is None:
         faults.seen.append((operation, fault.status))
