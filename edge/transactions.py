@@ -29,13 +29,14 @@ from repository.artifacts import ArtifactService, guess_mime_type
 from repository.catalog import Artifact, Repo, now_ms
 from repository.errors import BadRequest, Conflict, NotFound, RepositoryError
 from repository.policy import EDGE_UPLOADS_REPO
-from storage_backends import BlobNotFound, DigestMismatch, StorageFull, os_storage_error
+from storage_backends import DigestMismatch, StorageFull, os_storage_error
 from storage_backends.errors import DISK_FULL_ERRNOS
 from wire.batch import BatchReader, check_sizes
 from wire.manifest import Manifest, ManifestError, decode
 from wire.protocol import RECEIVED_BYTES
 from wire.protocol import TransactionState as State
 
+from .held import HeldBlobs
 from .pace import PaceGuard, UploadPace, UploadTooSlow
 from .raw_body import RawBody, Receivers
 from .staging import IO_CHUNK, IO_PIECES, StagedFile, Staging
@@ -172,6 +173,7 @@ class Transactions:
         self.ttl = ttl
         self.pace = pace
         self.receivers = receivers
+        self.held = HeldBlobs(artifacts.catalog, store, artifacts.storage)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # by transaction id, which is the sha256 of the manifest's bytes, so an entry cannot go stale
         self._manifests: LRUCache[str, Manifest] = LRUCache(DECODED_MANIFESTS)
@@ -226,16 +228,11 @@ class Transactions:
     async def missing(self, tx_id: str) -> list[str]:
         """The transaction's distinct blobs this edge does not hold yet, from any bundle or upload."""
         blobs = await self.store.blobs(tx_id)
-        indexed = await self.artifacts.catalog.blob_sizes(list(blobs))
-        unknown = [sha256 for sha256, size in blobs.items() if indexed.get(sha256) != size]
-        held = await self.artifacts.storage.sizes(unknown)
-        return sorted(s for s in unknown if held.get(s) != blobs[s])
+        held = await self.held.held(blobs)
+        return sorted(s for s in blobs if s not in held)
 
     async def _held(self, sha256: str, size: int) -> bool:
-        try:
-            return (await self.artifacts.storage.stat(sha256)).size == size
-        except BlobNotFound:
-            return False
+        return sha256 in await self.held.held({sha256: size})
 
     async def get(self, tx_id: str) -> Transaction:
         tx = await self.store.get(tx_id)
@@ -273,6 +270,7 @@ class Transactions:
         if staged.sha256() == sha256:
             with contextlib.suppress(DigestMismatch):
                 await self.staging.move_into(self.artifacts.storage, tx_id, sha256, size)
+                await self.held.stored(tx_id, [sha256])
                 return True
         await self.staging.drop(tx_id, sha256)
         return False
@@ -304,6 +302,7 @@ class Transactions:
             try:
                 await self._stage(tx_id, sha256, size, start or 0, body)
                 await self.staging.move_into(self.artifacts.storage, tx_id, sha256, size)
+                await self.held.stored(tx_id, [sha256])
             except DigestMismatch as exc:  # the staged file changed under us: start the blob over
                 await self.staging.drop(tx_id, sha256)
                 raise BlobRefused(f"Blob {sha256}: {exc}") from None
@@ -374,16 +373,26 @@ class Transactions:
             raise BadRequest(f"Content-Length must be {body.consumed + total}: the head line and the listed blobs")
         group: list[tuple[str, list[bytes]]] = []
         grouped = 0
+
+        async def store_group() -> None:
+            stored = [sha for sha, _ in group]
+            try:
+                await self.artifacts.storage.write_many(group)
+            except DigestMismatch as exc:  # the blobs before the wrong one are stored
+                await self.held.stored(tx_id, stored[: stored.index(str(exc.expected))])
+                raise
+            await self.held.stored(tx_id, stored)
+
         try:
             for sha in shas:
                 pieces = await body.take(sizes[sha])
                 if pieces is None:  # the complete blobs before it are kept, as a dropped upload's bytes are
-                    await self.artifacts.storage.write_many(group)
+                    await store_group()
                     raise BlobRefused(f"Blob batch ends inside blob {sha}, before all {len(shas)} listed blobs")
                 group.append((sha, pieces))
                 grouped += sizes[sha]
                 if grouped >= BATCH_GROUP or sha == shas[-1]:
-                    await self.artifacts.storage.write_many(group)
+                    await store_group()
                     group, grouped = [], 0
             if not await body.at_end():
                 raise BlobRefused(f"Blob batch is longer than its {len(shas)} listed blobs")
