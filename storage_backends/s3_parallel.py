@@ -83,7 +83,7 @@ def put_blob(backend: S3Backend, sha256: str, body: bytes | bytearray) -> None:
 
 def _checked(blobs: Sequence[tuple[str, Sequence[bytes]]]) -> tuple[list[tuple[str, bytes]], DigestMismatch | None]:
     """Each blob's bytes joined and hashed, up to the first whose sha256 is not its name."""
-    bodies = []
+    bodies: list[tuple[str, bytes]] = []
     for sha256, chunks in blobs:
         body = b"".join(chunks)
         actual = hashlib.sha256(body).hexdigest()
