@@ -49,13 +49,14 @@ from releases import V1, Content, Release, check_served, started, vm_kib
 
 from devstack.processes import StartFailed
 from devstack.services import SOURCE_REPO, DistributionProcess, EdgeProcess
+from wire.manifest import MAX_ARTIFACTS
 
 KiB = 1024
 SIZES = (1000, 10_000, 100_000)
 REFERENCE = 10_000  # ms per file at each size is compared with this run's
 PUT_CONCURRENCY = 8
 IDLE_SECONDS = 3.0  # probe calls before the push, and after the collection
-COLLECT_TIMEOUT = 1800.0
+STEP_TIMEOUT = 1800.0  # longest wait for one step's status or collection
 OVERALL_TIMEOUT = 3 * 3600
 STEPS = ("create+sign", "distribute", "undistribute", "collect")
 PHASES = ("idle", "distribute", "undistribute", "collect")
@@ -117,7 +118,8 @@ def run_size(tmp: Path, count: int) -> SizeRun:
     result = SizeRun(count)
     name, version = "files", str(count)
     with contextlib.ExitStack() as stack:
-        service = started(stack, DistributionProcess(tmp / "service"))
+        limit = {"DISTRIBUTION_MAX_BUNDLE_ARTIFACTS": str(MAX_ARTIFACTS)}
+        service = started(stack, DistributionProcess(tmp / "service", env=limit))
         edges = {f"edge-{i}": started(stack, EdgeProcess(tmp / f"edge-{i}")) for i in (1, 2)}
         release = Release(service)
         release.register(edges)
@@ -140,14 +142,14 @@ def run_size(tmp: Path, count: int) -> SizeRun:
         try:
             time.sleep(IDLE_SECONDS)
             probe.phase = "distribute"
-            result.seconds["distribute"] = release.distribute(name, version)
+            result.seconds["distribute"] = release.distribute(name, version, timeout=STEP_TIMEOUT)
             for e in edges.values():
                 asyncio.run(check_served(f"{e.artifactory_url}/{SOURCE_REPO}/{name}", samples))
             probe.phase = "undistribute"
-            result.seconds["undistribute"] = release.undistribute(name, version)
+            result.seconds["undistribute"] = release.undistribute(name, version, timeout=STEP_TIMEOUT)
             probe.phase = "collect"
             begun = time.perf_counter()
-            wait_collected(edges, digests, COLLECT_TIMEOUT)
+            wait_collected(edges, digests, STEP_TIMEOUT)
             result.seconds["collect"] = time.perf_counter() - begun
             probe.phase = "after"
             time.sleep(IDLE_SECONDS)
@@ -223,8 +225,8 @@ def _alarm(signum: int, frame: object) -> None:
 
 def file_counts(text: str) -> list[int]:
     counts = [int(part) for part in text.split(",") if part.strip()]
-    if not counts or not all(1 <= n <= 100_000 for n in counts):
-        raise argparse.ArgumentTypeError("file counts 1 to 100000, comma-separated")
+    if not counts or not all(1 <= n <= MAX_ARTIFACTS for n in counts):
+        raise argparse.ArgumentTypeError(f"file counts 1 to {MAX_ARTIFACTS}, comma-separated")
     return counts
 
 

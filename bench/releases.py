@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,15 +99,17 @@ class Release:
         """PUT every file under ``{SOURCE_REPO}/{folder}/``, ``concurrency`` at a time; answers how many."""
         base = f"{self.service.url}/artifactory/{SOURCE_REPO}/{folder}/"
         auth = {"Authorization": f"Bearer {self.service.admin_token}"}
-        queue: asyncio.Queue[Content | None] = asyncio.Queue(concurrency * 4)
+        pending = iter(files)  # shared: each worker takes the next file
         done = 0
 
         async def worker(session: aiohttp.ClientSession) -> None:
             nonlocal done
-            while (f := await queue.get()) is not None:
+            for f in pending:
                 headers = {**auth, "X-Checksum-Sha256": f.sha256, "Content-Length": str(f.size)}
-                with contextlib.ExitStack() as files:
-                    body = f.data if f.data is not None else files.enter_context(open(f.path, "rb"))  # type: ignore[arg-type]
+                body: Any = f.data
+                with contextlib.ExitStack() as opened:
+                    if f.path is not None:
+                        body = opened.enter_context(f.path.open("rb"))
                     async with session.put(base + f.rel, data=body, headers=headers) as resp:
                         if resp.status != 201:
                             raise BenchError(f"deploy of {f.rel}: {resp.status} {(await resp.text())[:300]}")
@@ -115,17 +117,12 @@ class Release:
 
         timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT)
         connector = aiohttp.TCPConnector(limit=concurrency)
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector, trust_env=False) as session:
-            workers = [asyncio.create_task(worker(session)) for _ in range(concurrency)]
-            try:
-                for f in files:
-                    await queue.put(f)
-                for _ in workers:
-                    await queue.put(None)
-                await asyncio.gather(*workers)
-            finally:
-                for task in workers:
-                    task.cancel()
+        async with (
+            aiohttp.ClientSession(timeout=timeout, connector=connector, trust_env=False) as session,
+            asyncio.TaskGroup() as workers,  # the first failure cancels the others
+        ):
+            for _ in range(concurrency):
+                workers.create_task(worker(session))
         return done
 
     def create_signed(self, name: str, version: str, folder: str, count: int) -> None:
@@ -137,13 +134,13 @@ class Release:
                 f"bundle {name} {version}: {answer.get('artifacts_count')} artifacts, {answer.get('state')}"
             )
 
-    def distribute(self, name: str, version: str, sites: tuple[str, ...] = (), timeout: float = 3600) -> float:
+    def distribute(self, name: str, version: str, sites: tuple[str, ...] = (), timeout: float = 600) -> float:
         """Seconds from the POST until the status says Completed."""
         return self._watch(
             name, version, f"{V1}/distribution/{name}/{version}", {"distribution_rules": rules(*sites)}, timeout
         )
 
-    def undistribute(self, name: str, version: str, sites: tuple[str, ...] = (), timeout: float = 3600) -> float:
+    def undistribute(self, name: str, version: str, sites: tuple[str, ...] = (), timeout: float = 600) -> float:
         """Seconds from the delete's POST until its status says Completed (the bundle kept on the service)."""
         body = {"distribution_rules": rules(*sites), "on_success": "keep"}
         return self._watch(name, version, f"{V1}/distribution/{name}/{version}/delete", body, timeout)
@@ -176,7 +173,7 @@ class Release:
         return {"service": self.service.pid, **{name: e.pid for name, e in self.edges.items()}}
 
 
-async def check_served(url: str, samples: Iterable[Content], say: Callable[[str], None] | None = None) -> None:
+async def check_served(url: str, samples: Iterable[Content]) -> None:
     """Download each sample (following an S3 edge's redirect) and compare its sha256."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT), trust_env=False) as session:
         for f in samples:
@@ -186,5 +183,3 @@ async def check_served(url: str, samples: Iterable[Content], say: Callable[[str]
                     digest.update(chunk)
             if resp.status != 200 or digest.hexdigest() != f.sha256:
                 raise BenchError(f"{url}/{f.rel} is served wrong: status {resp.status}")
-    if say is not None:
-        say(f"checked {url}")
