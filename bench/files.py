@@ -34,7 +34,6 @@ import hashlib
 import os
 import random
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -44,8 +43,9 @@ from pathlib import Path
 
 import s3_edges
 from common import BenchError, run_bench  # bench/ is no package: its folder is the script's, on sys.path
+from download import start_node
 from probe import KINDS, Probe, Target
-from releases import V1, Content, Release, check_served, started, vm_kib
+from releases import V1, Content, Release, check_served, vm_kib
 
 from devstack.processes import StartFailed
 from devstack.services import SOURCE_REPO, DistributionProcess, EdgeProcess
@@ -119,8 +119,8 @@ def run_size(tmp: Path, count: int) -> SizeRun:
     name, version = "files", str(count)
     with contextlib.ExitStack() as stack:
         limit = {"DISTRIBUTION_MAX_BUNDLE_ARTIFACTS": str(MAX_ARTIFACTS)}
-        service = started(stack, DistributionProcess(tmp / "service", env=limit))
-        edges = {f"edge-{i}": started(stack, EdgeProcess(tmp / f"edge-{i}")) for i in (1, 2)}
+        service = start_node(stack, DistributionProcess(tmp / "service", env=limit))
+        edges = {f"edge-{i}": start_node(stack, EdgeProcess(tmp / f"edge-{i}")) for i in (1, 2)}
         release = Release(service)
         release.register(edges)
 
@@ -219,10 +219,6 @@ def run(args: argparse.Namespace) -> None:
     print(f"\ntotal wall time: {time.monotonic() - started_at:.0f} s")
 
 
-def _alarm(signum: int, frame: object) -> None:
-    raise BenchError(f"the whole run took more than {OVERALL_TIMEOUT // 60} minutes; stopped")
-
-
 def file_counts(text: str) -> list[int]:
     counts = [int(part) for part in text.split(",") if part.strip()]
     if not counts or not all(1 <= n <= MAX_ARTIFACTS for n in counts):
@@ -241,12 +237,7 @@ def main() -> int:
         args.files, args.s3_rounds = [1000], 1
     if not 1 <= args.s3_rounds <= 9:
         parser.error("--s3-rounds 1..9")
-    signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(OVERALL_TIMEOUT)
-    try:
-        run_bench(lambda: run(args), failures=(StartFailed,))
-    finally:
-        signal.alarm(0)
+    run_bench(lambda: run(args), failures=(StartFailed,), overall_timeout=OVERALL_TIMEOUT)
     return 0
 
 

@@ -21,7 +21,6 @@ import aiohttp
 from common import BenchError
 
 from devstack import rest, wiring
-from devstack.processes import StartFailed
 from devstack.services import SOURCE_REPO, DistributionProcess, EdgeProcess
 
 V1 = "/distribution/api/v1"
@@ -35,16 +34,6 @@ def rules(*sites: str) -> list[dict[str, Any]]:
     """Distribution rules for the edges of these sites (every edge when none is named)."""
     names = sites or ("*",)
     return [{"site_name": site, "city_name": "*", "country_codes": ["*"]} for site in names]
-
-
-def started(stack: contextlib.ExitStack, node: EdgeProcess) -> EdgeProcess:
-    """``node`` started, and stopped when the stack closes."""
-    stack.callback(node.stop)
-    try:
-        node.start()
-    except StartFailed as exc:
-        raise BenchError(f"{node.program} did not start: {exc}") from None
-    return node
 
 
 @dataclass(frozen=True)

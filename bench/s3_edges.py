@@ -24,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from download import write_random_file
-from releases import Content, Release, check_served, started
+from download import start_node, write_random_file
+from releases import Content, Release, check_served
 
 from devstack.seaweed import SeaweedProcess
 from devstack.services import SOURCE_REPO, DistributionProcess, EdgeProcess
@@ -105,7 +105,7 @@ def run(stack: contextlib.ExitStack, tmp: Path, rounds: int) -> list[str]:
     server = SeaweedProcess()
     stack.callback(server.stop)
     server.start()
-    release = Release(started(stack, DistributionProcess(tmp / "s3-service")))
+    release = Release(start_node(stack, DistributionProcess(tmp / "s3-service")))
     files = bundle_files(tmp, random.Random(15))
     asyncio.run(release.deploy(BUNDLE, files, PUT_CONCURRENCY))
     release.create_signed(BUNDLE, VERSION, BUNDLE, len(files))
@@ -113,8 +113,8 @@ def run(stack: contextlib.ExitStack, tmp: Path, rounds: int) -> list[str]:
     times: dict[str, list[float]] = {"local": [], "s3": [], "floor": []}
     for index in range(rounds):
         edges = {
-            "local": started(stack, EdgeProcess(tmp / f"local-{index}")),
-            "s3": started(stack, EdgeProcess(tmp / f"s3-{index}", env=s3_env(server.info, f"round-{index}/"))),
+            "local": start_node(stack, EdgeProcess(tmp / f"local-{index}")),
+            "s3": start_node(stack, EdgeProcess(tmp / f"s3-{index}", env=s3_env(server.info, f"round-{index}/"))),
         }
         names = {kind: f"{kind}-{index}" for kind in edges}
         release.register({names[kind]: edge for kind, edge in edges.items()})
