@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from storage_backends import DigestMismatch, StorageError, create_backend
+from edge.settings import load_edge_settings
+from repository.settings import SettingsError
+from storage_backends import MAX_WRITE_CONCURRENCY, DigestMismatch, StorageError, create_backend
 from tests.fault_servers import S3Fault, S3Faults
 from tests.test_s3_faults import PART, assert_absent, contents, opened, read_all
 from tests.test_s3_faults import bucket as bucket  # noqa: F401  (the fixtures: SeaweedFS behind a fault proxy)
@@ -139,7 +141,20 @@ async def test_an_upload_of_a_file_that_could_not_be_aborted_is_invisible_and_sw
     assert contents(bucket, params["bucket"], params["prefix"]) == {"objects": [], "uploads": []}
 
 
-@pytest.mark.parametrize("value", [0, 65])
+@pytest.mark.parametrize("value", [1, MAX_WRITE_CONCURRENCY - 1, MAX_WRITE_CONCURRENCY])
+async def test_a_write_concurrency_of_1_to_64_is_taken_from_the_settings(params: dict[str, Any], value: int) -> None:
+    env = {"EDGE_STORAGE_BACKEND": "s3", "EDGE_STORAGE_BUCKET": "b", "EDGE_STORAGE_WRITE_CONCURRENCY": str(value)}
+    assert load_edge_settings(env=env).storage.write_concurrency == value
+    async with opened(params, write_concurrency=value) as store:
+        blob = os.urandom(100)
+        await store.write_many([(sha256(blob), [blob])])
+        assert await read_all(store, sha256(blob)) == blob
+
+
+@pytest.mark.parametrize("value", [0, MAX_WRITE_CONCURRENCY + 1])
 def test_a_write_concurrency_outside_1_to_64_is_refused(params: dict[str, Any], value: int) -> None:
+    env = {"EDGE_STORAGE_BACKEND": "s3", "EDGE_STORAGE_BUCKET": "b", "EDGE_STORAGE_WRITE_CONCURRENCY": str(value)}
+    with pytest.raises(SettingsError, match=r"setting 'storage\.write_concurrency' must be 1 to 64"):
+        load_edge_settings(env=env)
     with pytest.raises(ValueError, match="write_concurrency must be 1 to 64"):
         create_backend("s3", {**params, "write_concurrency": value})
