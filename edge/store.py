@@ -117,6 +117,8 @@ class EdgeStore:
                     "UPDATE transactions SET state = ?, signature = ?, signer = ?, expires = ? WHERE id = ?",
                     [State.OPEN.value, signature, tx.signer, tx.expires, tx.id],
                 )
+                # what it stored before it ended may have been collected since
+                self._db.execute("UPDATE transaction_blobs SET stored = 0 WHERE transaction_id = ?", [tx.id])
             else:
                 return existing, False
             found = self._get(tx.id)
@@ -186,21 +188,39 @@ class EdgeStore:
         """Those of ``sha256s`` that an OPEN or COMMITTED transaction's manifest lists: a blob a
         transaction in flight found held or has received, or one of a committed bundle, is never
         collected, whatever happens to other paths with the same bytes."""
-        return await self._database.run(self._pinned, sha256s)
+        return set(await self._database.run(self._live_blobs, sha256s, ""))
 
-    def _pinned(self, sha256s: list[str]) -> set[str]:
-        pinned: set[str] = set()
+    async def mark_stored(self, tx_id: str, sha256s: list[str]) -> None:
+        """Record that these blobs of the transaction are in the blob store (see ``stored``)."""
+        await self._database.run(self._mark_stored, tx_id, sha256s)
+
+    def _mark_stored(self, tx_id: str, sha256s: list[str]) -> None:
         for start in range(0, len(sha256s), 500):
             page = sha256s[start : start + 500]
-            pinned.update(
-                r[0]
-                for r in self._db.execute(
-                    "SELECT DISTINCT b.sha256 FROM transaction_blobs b JOIN transactions t ON t.id = b.transaction_id"
-                    f" WHERE t.state IN ('OPEN', 'COMMITTED') AND b.sha256 IN ({', '.join('?' * len(page))})",
-                    page,
-                )
+            self._db.execute(
+                "UPDATE transaction_blobs SET stored = 1 WHERE transaction_id = ?"
+                f" AND sha256 IN ({', '.join('?' * len(page))})",
+                [tx_id, *page],
             )
-        return pinned
+
+    async def stored(self, sha256s: list[str]) -> dict[str, int]:
+        """sha256 -> size of those of ``sha256s`` an OPEN or COMMITTED transaction has recorded as
+        stored: such a blob is pinned by that transaction, so it is still in the blob store."""
+        return await self._database.run(self._live_blobs, sha256s, " AND b.stored = 1")
+
+    def _live_blobs(self, sha256s: list[str], condition: str) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for start in range(0, len(sha256s), 500):
+            page = sha256s[start : start + 500]
+            found.update(
+                self._db.execute(
+                    "SELECT DISTINCT b.sha256, b.size FROM transaction_blobs b JOIN transactions t"
+                    " ON t.id = b.transaction_id WHERE t.state IN ('OPEN', 'COMMITTED')"
+                    f" AND b.sha256 IN ({', '.join('?' * len(page))}){condition}",
+                    page,
+                ).fetchall()
+            )
+        return found
 
     def commit_rows(self, tx: Transaction, paths: list[tuple[str, str]], now: int) -> None:
         """Mark ``tx`` committed and record its bundle; raises (rolling the publish back) if the
