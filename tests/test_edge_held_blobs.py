@@ -16,10 +16,22 @@ from pathlib import Path
 from typing import Any
 
 from edge.app import create_app
+from repository.http import keys as app_keys
 from tests.conftest import make_settings
 from tests.fault_servers import S3Faults
 from tests.gpg_keys import KeyFactory, KeySet
-from tests.test_edge_transactions import TX, commit, download, manifest_of, sha256, signed, start, token, trust
+from tests.test_edge_transactions import (
+    TX,
+    commit,
+    download,
+    manifest_of,
+    sha256,
+    signed,
+    start,
+    status_of,
+    token,
+    trust,
+)
 from tests.test_s3_faults import bucket as bucket  # noqa: F401  (the fixtures: SeaweedFS behind a fault proxy)
 from tests.test_s3_faults import contents
 from tests.test_s3_faults import faults as faults  # noqa: F401
@@ -108,3 +120,49 @@ async def test_a_transaction_aborted_and_started_again_asks_again_for_the_blobs_
     await commit(client, started["transaction_id"], headers)
     for path, data in FILES.items():
         assert await download(client, f"releases-local/app/1.0.0/{path}") == (200, data)
+
+
+async def quarantine(client: Any, data: bytes) -> None:
+    """What the scrub does with a blob whose stored bytes it found damaged."""
+    artifacts = client.server.app[app_keys.artifacts]
+    assert await artifacts.quarantine(sha256(data), len(data), "sha256 mismatch: test") is not None
+
+
+async def test_quarantined_blobs_of_a_committed_bundle_on_s3_are_asked_for_again_and_their_repair_serves_them(
+    aiohttp_client: Any, tmp_path: Path, params: dict[str, Any], keys: KeySet, key_factory: KeyFactory
+) -> None:
+    client, headers = await s3_edge(aiohttp_client, tmp_path, params, keys)
+    body = signed(key_factory, keys.alice, manifest_of(FILES))
+    started = await start(client, body, headers)
+    tid = started["transaction_id"]
+    await send(client, tid, headers, started["missing"])
+    await commit(client, tid, headers)
+    damaged = {path: FILES[path] for path in ("lib/part-3.bin", "app.bin")}  # one sent in a batch, one alone
+    for data in damaged.values():
+        await quarantine(client, data)
+    lost = sorted(sha256(data) for data in damaged.values())
+    assert (await status_of(client, tid, headers))["missing"] == lost
+    again = await start(client, body, headers, status=200)
+    assert again["missing"] == lost, "the commit's own records do not claim them held"
+    await send(client, tid, headers, again["missing"])
+    assert (await status_of(client, tid, headers))["missing"] == []
+    for path, data in damaged.items():
+        assert await download(client, f"releases-local/app/1.0.0/{path}") == (200, data)
+
+
+async def test_a_quarantined_blob_is_asked_for_by_the_next_bundle_that_shares_it_on_s3(
+    aiohttp_client: Any, tmp_path: Path, params: dict[str, Any], keys: KeySet, key_factory: KeyFactory
+) -> None:
+    client, headers = await s3_edge(aiohttp_client, tmp_path, params, keys)
+    first = await start(client, signed(key_factory, keys.alice, manifest_of(FILES, name="one")), headers)
+    await send(client, first["transaction_id"], headers, first["missing"])
+    await commit(client, first["transaction_id"], headers)
+    damaged = LARGE["app.bin"]
+    await quarantine(client, damaged)
+    second = await start(client, signed(key_factory, keys.alice, manifest_of(FILES, name="two")), headers)
+    assert second["missing"] == [sha256(damaged)], "neither the index nor the first bundle's records claim it"
+    await commit(client, second["transaction_id"], headers, status=409)
+    await send(client, second["transaction_id"], headers, second["missing"])
+    await commit(client, second["transaction_id"], headers)
+    for name in ("one", "two"):
+        assert await download(client, f"releases-local/{name}/1.0.0/app.bin") == (200, damaged)
