@@ -37,7 +37,8 @@ def build(db_path: Path, count: int) -> None:
     now = int(time.time() * 1000)
     folders = {("app", "", "app")} | {(f"app/{f:05d}", "app", f"{f:05d}") for f in range(count // PER_FOLDER + 1)}
     conn.executemany(
-        "INSERT INTO folders VALUES ('r', ?, ?, ?, ?, 'bench')", [(p, parent, n, now) for p, parent, n in folders]
+        "INSERT INTO folders (repo, path, parent, name, created, created_by) VALUES ('r', ?, ?, ?, ?, 'bench')",
+        [(p, parent, n, now) for p, parent, n in folders],
     )
     rows = (
         (
@@ -59,7 +60,11 @@ def build(db_path: Path, count: int) -> None:
         )
         for i in range(count)
     )
-    conn.executemany("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    columns = "repo, path, folder, name, sha256, sha1, md5, size, mime_type, created, created_by, modified, modified_by"
+    conn.executemany(
+        f"INSERT INTO artifacts ({columns}, owner, properties) VALUES ({', '.join('?' * 15)})",
+        rows,
+    )
     conn.commit()
     conn.close()
 

@@ -70,7 +70,9 @@ class BundleStore:
         return self._database.db
 
     async def get(self, name: str, version: str) -> Bundle | None:
-        return await self._database.run(self._get, name, version)
+        """On the reader thread: a status read asks for the bundle first, and must not wait for
+        a bulk load of another bundle's rows."""
+        return await self._database.read(self._get, name, version)
 
     def _get(self, name: str, version: str) -> Bundle | None:
         row = self._db.execute(

@@ -192,12 +192,13 @@ class JobStore:
         return dist_id, True
 
     async def get(self, name: str, version: str, dist_id: int) -> Distribution | None:
-        found = await self._database.run(self._distributions, name, version, dist_id)
+        """A status read: on the reader thread, so it never waits behind a job's bulk work."""
+        found = await self._database.read(self._distributions, name, version, dist_id)
         return found[0] if found else None
 
     async def history(self, name: str, version: str) -> list[Distribution]:
-        """Every distribution and delete of a bundle version, newest first."""
-        return await self._database.run(self._distributions, name, version, None)
+        """Every distribution and delete of a bundle version, newest first (on the reader thread)."""
+        return await self._database.read(self._distributions, name, version, None)
 
     def _distributions(self, name: str, version: str, dist_id: int | None) -> list[Distribution]:
         where, args = "name = ? AND version = ?", [name, version, *([] if dist_id is None else [dist_id])]

@@ -174,3 +174,42 @@ def m004_transaction_blobs_stored(db: Database) -> None:
     # 1 once the edge has stored the blob for this transaction in a blob store whose writes are
     # durable when they return (S3): then the row, not a request to the store, says it is held.
     db.execute("ALTER TABLE transaction_blobs ADD COLUMN stored INTEGER NOT NULL DEFAULT 0")
+
+
+@edge_migrations()
+def m005_manifests_apart_bundle_changes(db: Database) -> None:
+    db.executescript(
+        """
+        -- A manifest is tens of MB for a big bundle: kept in a table of its own, so that reading
+        -- a transaction's state (every upload does) does not read through it.
+        CREATE TABLE transaction_manifests (
+            transaction_id TEXT PRIMARY KEY REFERENCES transactions(id) ON DELETE CASCADE,
+            manifest BLOB NOT NULL            -- the canonical, signed bytes
+        );
+        INSERT INTO transaction_manifests (transaction_id, manifest) SELECT id, manifest FROM transactions;
+        ALTER TABLE transactions DROP COLUMN manifest;
+        -- A bundle's claims are written a page at a time while it is committed, before its
+        -- received_bundles row (which appears with the commit), so they no longer hang off it.
+        CREATE TABLE bundle_claims (
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            repo TEXT NOT NULL,
+            path TEXT NOT NULL,
+            PRIMARY KEY (name, version, repo, path)
+        ) WITHOUT ROWID;
+        INSERT INTO bundle_claims (name, version, repo, path) SELECT name, version, repo, path FROM bundle_files;
+        DROP TABLE bundle_files;
+        ALTER TABLE bundle_claims RENAME TO bundle_files;
+        CREATE INDEX bundle_files_by_path ON bundle_files (repo, path);
+        -- A bundle being committed or removed a page at a time (``repository.bulk``): a restart
+        -- rolls back a commit cut short, and finishes a removal.
+        CREATE TABLE bundle_changes (
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            transaction_id TEXT NOT NULL,
+            action TEXT NOT NULL CHECK (action IN ('commit', 'remove')),
+            bulk_key TEXT NOT NULL,           -- the catalog's change (bulk_changes.key)
+            PRIMARY KEY (name, version)
+        ) WITHOUT ROWID;
+        """
+    )

@@ -1,17 +1,20 @@
-"""Every query of the edge's own tables (see ``edge.schema``), run on the database thread.
+"""Every query of the edge's transactions, bundles and trusted keys (see ``edge.schema``).
 
 Functions named ``*_rows`` are not coroutines: they run *inside* a catalog write's
-``db.atomic()`` block (``Catalog.publish(extra=...)``), so the edge's record of a
+``db.atomic()`` block (``BulkIndex.finish(extra=...)``, say), so the edge's record of a
 bundle commits or rolls back together with the bundle's index entries.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import sqlite_utils
 
+from repository import bulk
+from repository.catalog import IN_PAGE
 from repository.db import Database
 from repository.errors import Conflict
 from wire.protocol import TransactionState as State
@@ -70,13 +73,18 @@ class EdgeStore:
         self._database = database
 
     @property
+    def database(self) -> Database:
+        return self._database
+
+    @property
     def _db(self) -> sqlite_utils.Database:
         return self._database.db
 
     # -- transactions ---------------------------------------------------------
 
     async def get(self, tx_id: str) -> Transaction | None:
-        return await self._database.run(self._get, tx_id)
+        """On the reader thread (every upload and status asks): never behind a page of a commit."""
+        return await self._database.read(self._get, tx_id)
 
     def _get(self, tx_id: str) -> Transaction | None:
         row = self._db.execute(f"SELECT {_TX_COLUMNS} FROM transactions WHERE id = ?", [tx_id]).fetchone()
@@ -85,7 +93,11 @@ class EdgeStore:
     async def manifest(self, tx_id: str) -> tuple[bytes, str]:
         """The signed manifest bytes and their signature."""
         row = await self._database.run(
-            lambda: self._db.execute("SELECT manifest, signature FROM transactions WHERE id = ?", [tx_id]).fetchone()
+            lambda: self._db.execute(
+                "SELECT m.manifest, t.signature FROM transactions t JOIN transaction_manifests m"
+                " ON m.transaction_id = t.id WHERE t.id = ?",
+                [tx_id],
+            ).fetchone()
         )
         return bytes(row[0]), str(row[1])
 
@@ -103,11 +115,14 @@ class EdgeStore:
             existing = self._get(tx.id)
             if existing is None:
                 self._db.execute(
-                    "INSERT INTO transactions (id, name, version, state, manifest, signature, signer, created,"
-                    " expires, committed, files, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
-                    [tx.id, tx.name, tx.version, State.OPEN.value, manifest, signature, tx.signer, tx.created,
+                    "INSERT INTO transactions (id, name, version, state, signature, signer, created,"
+                    " expires, committed, files, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+                    [tx.id, tx.name, tx.version, State.OPEN.value, signature, tx.signer, tx.created,
                      tx.expires, tx.files, tx.bytes],
                 )  # fmt: skip
+                self._db.execute(
+                    "INSERT INTO transaction_manifests (transaction_id, manifest) VALUES (?, ?)", [tx.id, manifest]
+                )
                 self._db.conn.executemany(
                     "INSERT INTO transaction_blobs (transaction_id, sha256, size) VALUES (?, ?, ?)",
                     [(tx.id, sha256, size) for sha256, size in blobs.items()],
@@ -125,6 +140,20 @@ class EdgeStore:
         assert found is not None
         return found, True
 
+    async def blob_pages(self, tx_id: str) -> AsyncIterator[list[str]]:
+        """The sha256 of every distinct blob of the transaction's manifest, a page at a time."""
+        after = ""
+        while page := await self._database.run(self._blob_page, tx_id, after):
+            yield page
+            after = page[-1]
+
+    def _blob_page(self, tx_id: str, after: str) -> list[str]:
+        rows = self._db.execute(
+            "SELECT sha256 FROM transaction_blobs WHERE transaction_id = ? AND sha256 > ? ORDER BY sha256 LIMIT ?",
+            [tx_id, after, bulk.PAGE],
+        )
+        return [r[0] for r in rows.fetchall()]
+
     async def blobs(self, tx_id: str) -> dict[str, int]:
         """sha256 -> size of every distinct blob of the transaction's manifest."""
         return await self._database.run(
@@ -136,9 +165,9 @@ class EdgeStore:
         )
 
     async def blob_sizes(self, tx_id: str, sha256s: list[str]) -> dict[str, int]:
-        """sha256 -> size of those of ``sha256s`` that the transaction's manifest lists."""
+        """sha256 -> size of those of ``sha256s`` that the transaction's manifest lists (a batch's)."""
         marks = ",".join("?" * len(sha256s))
-        return await self._database.run(
+        return await self._database.read(
             lambda: dict(
                 self._db.execute(
                     f"SELECT sha256, size FROM transaction_blobs WHERE transaction_id = ? AND sha256 IN ({marks})",
@@ -148,7 +177,7 @@ class EdgeStore:
         )
 
     async def blob_size(self, tx_id: str, sha256: str) -> int | None:
-        row = await self._database.run(
+        row = await self._database.read(
             lambda: self._db.execute(
                 "SELECT size FROM transaction_blobs WHERE transaction_id = ? AND sha256 = ?", [tx_id, sha256]
             ).fetchone()
@@ -187,16 +216,21 @@ class EdgeStore:
     async def pinned(self, sha256s: list[str]) -> set[str]:
         """Those of ``sha256s`` that an OPEN or COMMITTED transaction's manifest lists: a blob a
         transaction in flight found held or has received, or one of a committed bundle, is never
-        collected, whatever happens to other paths with the same bytes."""
-        return set(await self._database.run(self._live_blobs, sha256s, ""))
+        collected, whatever happens to other paths with the same bytes. A bundle being removed
+        pins nothing: its blobs go as the removal takes away the entries that name them. Read on
+        the reader thread a page at a time, as ``Catalog.blob_sizes`` is."""
+        pinned: set[str] = set()
+        for start in range(0, len(sha256s), IN_PAGE):
+            pinned |= set(await self._database.read(self._live_blobs, sha256s[start : start + IN_PAGE], ""))
+        return pinned
 
     async def mark_stored(self, tx_id: str, sha256s: list[str]) -> None:
         """Record that these blobs of the transaction are in the blob store (see ``stored``)."""
         await self._database.run(self._mark_stored, tx_id, sha256s)
 
     def _mark_stored(self, tx_id: str, sha256s: list[str]) -> None:
-        for start in range(0, len(sha256s), 500):
-            page = sha256s[start : start + 500]
+        for start in range(0, len(sha256s), IN_PAGE):
+            page = sha256s[start : start + IN_PAGE]
             self._db.execute(
                 "UPDATE transaction_blobs SET stored = 1 WHERE transaction_id = ?"
                 f" AND sha256 IN ({', '.join('?' * len(page))})",
@@ -206,46 +240,46 @@ class EdgeStore:
     async def stored(self, sha256s: list[str]) -> dict[str, int]:
         """sha256 -> size of those of ``sha256s`` an OPEN or COMMITTED transaction has recorded as
         stored: such a blob is pinned by that transaction, so it is still in the blob store."""
-        return await self._database.run(self._live_blobs, sha256s, " AND b.stored = 1")
-
-    def _live_blobs(self, sha256s: list[str], condition: str) -> dict[str, int]:
         found: dict[str, int] = {}
-        for start in range(0, len(sha256s), 500):
-            page = sha256s[start : start + 500]
-            found.update(
-                self._db.execute(
-                    "SELECT DISTINCT b.sha256, b.size FROM transaction_blobs b JOIN transactions t"
-                    " ON t.id = b.transaction_id WHERE t.state IN ('OPEN', 'COMMITTED')"
-                    f" AND b.sha256 IN ({', '.join('?' * len(page))}){condition}",
-                    page,
-                ).fetchall()
-            )
+        for start in range(0, len(sha256s), IN_PAGE):
+            page = sha256s[start : start + IN_PAGE]
+            found.update(await self._database.read(self._live_blobs, page, " AND b.stored = 1"))
         return found
 
-    def commit_rows(self, tx: Transaction, paths: list[tuple[str, str]], now: int) -> None:
-        """Mark ``tx`` committed and record its bundle; raises (rolling the publish back) if the
-        transaction is no longer OPEN or its name and version were committed with another manifest."""
+    def _live_blobs(self, page: list[str], condition: str) -> dict[str, int]:
+        """sha256 -> size of those of ``page`` an OPEN or COMMITTED transaction lists (and meets
+        ``condition``), but for a bundle being removed."""
+        rows = self._db.execute(
+            "SELECT DISTINCT b.sha256, b.size FROM transaction_blobs b JOIN transactions t ON t.id = b.transaction_id"
+            f" WHERE t.state IN ('OPEN', 'COMMITTED') AND b.sha256 IN ({', '.join('?' * len(page))}){condition}"
+            " AND t.id NOT IN (SELECT transaction_id FROM bundle_changes WHERE action = 'remove')",
+            page,
+        )
+        return dict(rows.fetchall())
+
+    def check_committable_rows(self, tx: Transaction) -> None:
+        """Raise (409) if ``tx`` is no longer OPEN or its name and version are on this edge already."""
         current = self._get(tx.id)
         if current is None or current.state is not State.OPEN:
             raise Conflict(f"Transaction {tx.id} is {current.state if current else 'gone'}; it cannot be committed")
-        other = self._bundle(tx.name, tx.version)
-        if other is not None:
+        if self._bundle(tx.name, tx.version) is not None:
             raise Conflict(f"Release bundle {tx.name}/{tx.version} is already on this edge with another manifest")
+
+    def commit_rows(self, tx: Transaction, now: int) -> None:
+        """Mark ``tx`` committed and record its bundle; raises (so its entries stay hidden and are
+        removed again) if it can no longer be committed (``check_committable_rows``)."""
+        self.check_committable_rows(tx)
         self._db.execute("UPDATE transactions SET state = 'COMMITTED', committed = ? WHERE id = ?", [now, tx.id])
         self._db.execute(
             "INSERT INTO received_bundles (name, version, manifest_sha256, committed, files, bytes)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             [tx.name, tx.version, tx.id, now, tx.files, tx.bytes],
         )
-        self._db.conn.executemany(
-            "INSERT OR IGNORE INTO bundle_files (name, version, repo, path) VALUES (?, ?, ?, ?)",
-            [(tx.name, tx.version, repo, path) for repo, path in paths],
-        )
 
     # -- bundles ----------------------------------------------------------------
 
     async def bundle(self, name: str, version: str) -> ReceivedBundle | None:
-        return await self._database.run(self._bundle, name, version)
+        return await self._database.read(self._bundle, name, version)
 
     def _bundle(self, name: str, version: str) -> ReceivedBundle | None:
         row = self._db.execute(
@@ -256,7 +290,8 @@ class EdgeStore:
         return ReceivedBundle(*row) if row else None
 
     async def bundles(self) -> list[ReceivedBundle]:
-        return await self._database.run(
+        """On the reader thread: the list is short, and never waits for a page of a commit."""
+        return await self._database.read(
             lambda: [
                 ReceivedBundle(*r)
                 for r in self._db.execute(
@@ -278,32 +313,6 @@ class EdgeStore:
                 )
             ]
         )
-
-    async def bundle_claims(self, name: str, version: str) -> tuple[list[tuple[str, str]], dict[tuple[str, str], str]]:
-        """The paths a bundle claims, and for those another bundle claims too, that bundle's owner."""
-        return await self._database.run(self._bundle_claims, name, version)
-
-    def _bundle_claims(self, name: str, version: str) -> tuple[list[tuple[str, str]], dict[tuple[str, str], str]]:
-        paths = [
-            (r[0], r[1])
-            for r in self._db.execute(
-                "SELECT repo, path FROM bundle_files WHERE name = ? AND version = ?", [name, version]
-            )
-        ]
-        others: dict[tuple[str, str], str] = {}
-        for repo, path, other_name, other_version in self._db.execute(
-            "SELECT o.repo, o.path, o.name, o.version FROM bundle_files b JOIN bundle_files o"
-            " ON o.repo = b.repo AND o.path = b.path WHERE b.name = ? AND b.version = ?"
-            " AND NOT (o.name = ? AND o.version = ?)",
-            [name, version, name, version],
-        ):
-            others[repo, path] = bundle_owner(other_name, other_version)
-        return paths, others
-
-    def forget_bundle_rows(self, bundle: ReceivedBundle) -> None:
-        """Drop a bundle's record and its transaction (so pushing it again starts afresh)."""
-        self._db.execute("DELETE FROM received_bundles WHERE name = ? AND version = ?", [bundle.name, bundle.version])
-        self._db.execute("DELETE FROM transactions WHERE id = ?", [bundle.manifest_sha256])
 
     # -- trusted key aliases ------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """The edge side of two-phase distribution (docs/transactions.md): start, upload, commit, abort.
 
-Nothing of a bundle is visible before its commit, which publishes every index entry
-and the edge's record of the bundle in one sqlite transaction; blobs reach the blob
-store earlier, but content-addressed blobs are invisible until an entry names them.
+Nothing of a bundle is visible before its commit, which indexes its entries a page at a
+time, hidden, then shows them and the edge's record of the bundle in one short sqlite
+transaction (``edge.bundle_index``); blobs reach the blob store earlier, but
+content-addressed blobs are invisible until an entry names them.
 So a crash at any moment leaves either no trace of the bundle or all of it, and every
 step can be retried: a transaction is named by its manifest's sha256, and each step
 answers the state it finds.
@@ -14,27 +15,30 @@ uploads of different blobs run in parallel, each under its own per-blob lock (ed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from dataclasses import dataclass
-from functools import partial
 
 from cachetools import LRUCache
 
-from repository.artifacts import ArtifactService, guess_mime_type
-from repository.catalog import Artifact, Repo, now_ms
+from repository.artifacts import ArtifactService
+from repository.catalog import now_ms
 from repository.errors import Conflict, NotFound, RepositoryError
 from repository.policy import EDGE_UPLOADS_REPO
 from wire.manifest import Manifest, ManifestError, decode
 from wire.protocol import TransactionState as State
 from wire.published import published_digest
 
+from .bundle_index import BundleIndex
+from .bundle_index import split_target as _split
+from .claims import BundleClaims
 from .held import HeldBlobs
 from .pace import UploadPace
 from .raw_body import Receivers
 from .receiving import Locks, listed
 from .staging import Staging
-from .store import EdgeStore, ReceivedBundle, Transaction, bundle_owner
+from .store import EdgeStore, ReceivedBundle, Transaction
 from .trust import TrustedKeys
 from .uploads import Uploads
 
@@ -75,29 +79,12 @@ def _distinct_blobs(manifest: Manifest) -> dict[str, int]:
     return blobs
 
 
-def _split(target: str) -> tuple[str, str]:
-    repo, _, path = target.partition("/")
-    return repo, path
-
-
 def _refuse_uploads_targets(manifest: Manifest) -> None:
     targets = [a.target for a in manifest.artifacts if _split(a.target)[0] == EDGE_UPLOADS_REPO]
     if targets:
         raise UploadsTargeted(
             f"Release bundle content cannot go to the uploads repository {EDGE_UPLOADS_REPO}: {listed(targets)}"
         )
-
-
-def _entries(manifest: Manifest, owner: str, user: str, now: int) -> list[Artifact]:
-    entries = []
-    for a in manifest.artifacts:
-        repo, path = _split(a.target)
-        entries.append(
-            Artifact(repo=repo, path=path, sha256=a.sha256, sha1=a.sha1, md5=a.md5, size=a.size,
-                     mime_type=guess_mime_type(path), created=now, created_by=user, modified=now,
-                     modified_by=user, owner=owner, properties=a.properties)
-        )  # fmt: skip
-    return entries
 
 
 class Transactions:
@@ -119,6 +106,7 @@ class Transactions:
         self.receivers = receivers
         self.held = HeldBlobs(artifacts, store)
         self.uploads = Uploads(self, store, artifacts, staging, receivers, pace)
+        self.index = BundleIndex(store, BundleClaims(store.database), artifacts)
         self._lock = Locks()
         # by transaction id, which is the sha256 of the manifest's bytes, so an entry cannot go stale
         self._manifests: LRUCache[str, Manifest] = LRUCache(DECODED_MANIFESTS)
@@ -195,7 +183,8 @@ class Transactions:
     # -- commit, abort, expiry ----------------------------------------------------
 
     async def commit(self, tx_id: str, user: str) -> Transaction:
-        """Publish every entry of the manifest in one database transaction; again: the same answer."""
+        """Publish every entry of the manifest, shown all at once (``BundleIndex.publish``); again:
+        the same answer."""
         async with self._lock(tx_id):
             tx = await self.get(tx_id)
             if tx.state is State.COMMITTED:
@@ -207,19 +196,13 @@ class Transactions:
             manifest = self._manifests.pop(tx_id, None)
             if manifest is None:
                 manifest = await asyncio.to_thread(decode, data)
-            now = now_ms()
-            entries = _entries(manifest, tx.owner, user, now)
-            repos = [Repo(key, anonymous_read=True) for key in sorted({e.repo for e in entries})]
-
-            async def all_blobs_held() -> None:
-                missing = await self.missing(tx_id)
-                if missing:
-                    raise Conflict(f"Cannot commit: {len(missing)} blob(s) missing: {listed(missing)}")
-
-            paths = [(e.repo, e.path) for e in entries]
-            extra = partial(self.store.commit_rows, tx, paths, now)
+            # The blobs are pinned by the OPEN transaction (EdgeStore.pinned), so nothing collects
+            # one between this check and the page that indexes it.
+            missing = await self.missing(tx_id)
+            if missing:
+                raise Conflict(f"Cannot commit: {len(missing)} blob(s) missing: {listed(missing)}")
             await self.artifacts.storage.sync()  # every blob's name durable before an entry names it
-            await self.artifacts.publish(entries, repos, check=all_blobs_held, extra=extra)
+            await self.index.publish(tx, manifest, user, now_ms())
             log.info("transaction %s committed: %s/%s, %d files", tx_id, tx.name, tx.version, tx.files)
         await self.staging.free(tx_id)
         return await self.get(tx_id)
@@ -256,7 +239,8 @@ class Transactions:
         """Staged files go, and blobs moved into storage for this transaction alone (those of
         other transactions in flight or committed are pinned: ``EdgeStore.pinned``)."""
         await self.staging.free(tx_id)
-        await self.artifacts.collect(await self.store.blobs(tx_id))
+        async for page in self.store.blob_pages(tx_id):
+            await self.artifacts.collect(page)
 
     # -- bundles ------------------------------------------------------------------
 
@@ -264,19 +248,24 @@ class Transactions:
         return await self.store.bundles()
 
     async def delete_bundle(self, name: str, version: str) -> None:
-        """Remove a committed bundle's index entries in one database transaction, then collect
-        the blobs nothing references any more. Paths another bundle claims too are kept for it."""
+        """Remove a committed bundle (``BundleIndex.remove``): hidden at once, its entries then
+        deleted a page at a time and the blobs nothing references any more collected. Paths
+        another bundle claims too are kept for it. Asked again while it runs, or after a crash
+        cut it short, it finishes the removal; one that waited for another to finish is answered
+        as that one is."""
         bundle = await self.store.bundle(name, version)
-        if bundle is None:
+        change = await self.index.claims.change(name, version)
+        tx_id = bundle.manifest_sha256 if bundle is not None else change.transaction_id if change else None
+        if tx_id is None:
             raise NotFound(f"No release bundle {name}/{version} on this edge")
-        async with self._lock(bundle.manifest_sha256):
-            paths, others = await self.store.bundle_claims(name, version)
-            extra = partial(self.store.forget_bundle_rows, bundle)
-            removed = await self.artifacts.unpublish(bundle_owner(name, version), paths, others, extra=extra)
-        log.info("bundle %s/%s deleted: %d index entries removed", name, version, len(removed))
+        async with self._lock(tx_id):
+            with contextlib.suppress(NotFound):  # gone meanwhile: what was asked is done
+                await self.index.remove(name, version)
 
     async def recover(self) -> None:
-        """At start-up: staging of transactions no longer OPEN is removed; OPEN ones resume."""
+        """At start-up: a commit a crash cut short is rolled back and a removal finished; staging of
+        transactions no longer OPEN is removed; OPEN ones resume."""
+        await self.index.resume()
         await self.staging.sweep(await self.store.open_ids())
 
     async def expire_forever(self, interval: float) -> None:

@@ -7,6 +7,8 @@ blobs outside the index: a stored bundle version on the Distribution service, a
 transaction in flight or a committed bundle on an edge. One lock orders "index or
 pin a blob" against "collect a blob" in this process, so a delete never removes
 bytes that a concurrent deploy or bundle of the same content is about to reference.
+Collecting holds that lock one page of blobs at a time, so a deploy waits for a page at
+most, never for the whole of a big collect.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import TypeVar
 
 from storage_backends import BlobInfo, BlobNotFound, DigestMismatch, Digests, StorageBackend, StorageError
 
-from .catalog import Artifact, Catalog, Folder, Repo, check_owner, now_ms
+from .catalog import Artifact, Catalog, Folder, check_owner, now_ms
 from .errors import BadRequest, ChecksumMismatch, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable
 from .permissions import Readable
 from .policy import ArtifactPolicy
@@ -42,6 +44,8 @@ SWEEP_GRACE = timedelta(hours=1)
 SWEEP_PAGE = 500
 
 T = TypeVar("T")
+# Blobs checked and deleted per hold of the index lock.
+COLLECT_PAGE = 250
 # Answers which of these blobs it holds outside the index; runs whenever a blob may be collected.
 BlobPin = Callable[[list[str]], Awaitable[set[str]]]
 
@@ -197,42 +201,8 @@ class ArtifactService:
     async def delete(self, repo: str, path: str) -> list[Artifact]:
         """Remove a file or a folder tree from the index, then collect unreferenced blobs."""
         await self._writable_repo(repo)
-        async with self._index_lock:
-            removed = await self.catalog.delete(repo, path, owner=UPLOAD_OWNER)
-            await self._collect({a.sha256 for a in removed})
-        return removed
-
-    async def publish(
-        self,
-        artifacts: list[Artifact],
-        repos: list[Repo],
-        *,
-        check: Callable[[], Awaitable[None]] | None = None,
-        extra: Callable[[], None] | None = None,
-    ) -> None:
-        """Index many blobs in one database transaction (a bundle commit; see ``Catalog.publish``).
-
-        ``check`` runs first under the index lock (say, "every blob is in storage"), so no
-        collect can remove a blob between that check and the index entries that keep it.
-        """
-        async with self._index_lock:
-            if check is not None:
-                await check()
-            await self.catalog.publish(artifacts, repos, extra=extra)
-
-    async def unpublish(
-        self,
-        owner: str,
-        paths: list[tuple[str, str]],
-        reassign: Mapping[tuple[str, str], str],
-        *,
-        extra: Callable[[], None] | None = None,
-    ) -> list[Artifact]:
-        """Remove an owner's entries in one database transaction (``Catalog.unpublish``), then
-        collect the blobs nothing references any more."""
-        async with self._index_lock:
-            removed = await self.catalog.unpublish(owner, paths, reassign, extra=extra)
-            await self._collect({a.sha256 for a in removed})
+        removed = await self.catalog.delete(repo, path, owner=UPLOAD_OWNER)
+        await self.collect({a.sha256 for a in removed})
         return removed
 
     async def servable(self, artifact: Artifact) -> None:
@@ -292,9 +262,11 @@ class ArtifactService:
 
     async def collect(self, sha256s: Iterable[str]) -> None:
         """Delete those of these blobs that no index entry references and no pin holds (staged
-        bundle blobs of an aborted transaction, say)."""
-        async with self._index_lock:
-            await self._collect(set(sha256s))
+        bundle blobs of an aborted transaction, say), holding the index lock a page at a time."""
+        wanted = sorted(set(sha256s))
+        for start in range(0, len(wanted), COLLECT_PAGE):
+            async with self._index_lock:
+                await self._collect(wanted[start : start + COLLECT_PAGE])
 
     async def sweep(self, grace: timedelta = SWEEP_GRACE) -> int:
         """Delete the stored blobs that nothing references or pins and that were written more than
@@ -342,15 +314,14 @@ class ArtifactService:
         return held
 
     async def _collect(self, sha256s: Collection[str]) -> None:
-        """Delete the blobs of these that nothing references or pins. Called with the index lock held."""
+        """Delete the blobs of these that nothing references or pins. Called with the index lock
+        held, for a page of blobs at most (``collect``)."""
         wanted = sorted(sha256s)
         held = await self._held(wanted)
-        for sha256 in wanted:
-            if sha256 in held:
-                continue
-            try:
-                await self.storage.delete(sha256)
-            except BlobNotFound:  # never stored, or already collected: nothing to do
-                continue
-            except StorageError as exc:  # left for a later sweep; the index is already right
-                log.warning("could not collect blob %s: %s", sha256, exc)
+        unheld = [sha256 for sha256 in wanted if sha256 not in held]
+        if not unheld:
+            return
+        try:
+            await self.storage.delete_many(unheld)  # one never stored, or already collected, is skipped
+        except StorageError as exc:  # left for a later sweep; the index is already right
+            log.warning("could not collect some of %d blobs: %s", len(unheld), exc)

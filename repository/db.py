@@ -1,8 +1,16 @@
-"""One sqlite connection per node, driven from one worker thread.
+"""One sqlite database per node: a writer thread, and a reader thread beside it.
 
-sqlite calls block, so none of them run on the event loop. A single thread owns
-the connection: writes are naturally serialised (one writer, as sqlite wants) and
-a multi-step change runs as one function inside ``db.atomic()``.
+sqlite calls block, so none of them run on the event loop. One thread owns the
+writing connection: writes are naturally serialised (one writer, as sqlite wants) and
+a multi-step change runs as one function inside ``db.atomic()``. Short reads that a
+client waits for (a download's lookup, a status) go to a second, read-only connection
+on a thread of their own: in WAL mode a reader never waits for the writer, so they do
+not queue behind a page of a bundle's publish or a bulk load. ``Database.db`` is the
+connection of the thread a function runs on, so the same code serves both.
+
+Space comes back: the file is in ``auto_vacuum=INCREMENTAL`` mode (an older file is
+converted once, by a VACUUM at open), ``reclaim`` hands free pages back to the file
+system a bounded step at a time after a big delete, and the WAL is truncated after.
 
 A write that finds the disk full is rolled back by sqlite and raised as ``StorageFull``,
 which both services answer with 507, as they answer a blob that does not fit.
@@ -11,7 +19,9 @@ which both services answer with 507, as they answer a blob that does not fit.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,35 +32,70 @@ from sqlite_utils import Migrations
 
 from storage_backends import StorageFull
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
+
+AUTO_VACUUM_INCREMENTAL = 2
+# The WAL is cut back to this size after a checkpoint, so one big transaction does not
+# leave a WAL of its size behind for good.
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+# Free pages handed back per step of ``reclaim`` (4 MiB with 4 KiB pages): each step is
+# one short write, so other writes are not held up for long.
+RECLAIM_PAGES = 1024
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
 
 
 class Database:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{self.path.stem}")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{self.path.stem}-read")
+        self._local = threading.local()
         self._db: sqlite_utils.Database | None = None
+        self._read_db: sqlite_utils.Database | None = None
 
     async def open(self, *migration_sets: Migrations) -> None:
         await self.run(self._open, migration_sets)
+        await self.read(self._open_reader)
 
     def _open(self, migration_sets: tuple[Migrations, ...]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn = _connect(self.path)
         db = sqlite_utils.Database(conn)
+        _incremental_vacuum_mode(db, self.path)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")  # a committed publish survives power loss
         db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA busy_timeout=5000")
+        db.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
         for migrations in migration_sets:
             migrations.apply(db)
-        self._db = db
+        self._db = self._local.db = db
+
+    def _open_reader(self) -> None:
+        conn = _connect(self.path)
+        conn.execute("PRAGMA query_only=ON")
+        self._read_db = self._local.db = sqlite_utils.Database(conn)
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
-        """Run ``fn(*args)`` on the database thread; ``fn`` uses ``self.db``."""
+        """Run ``fn(*args)`` on the writer thread; ``fn`` uses ``self.db``."""
+        return await self._on(self._executor, fn, *args)
+
+    async def read(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(*args)``, which only reads, on the reader thread: it sees every write committed
+        before it starts and never waits for one in progress. Keep it short (one lookup, one
+        page): reads queue behind each other, and bulk reads belong on the writer thread."""
+        return await self._on(self._reader, fn, *args)
+
+    async def _on(self, executor: ThreadPoolExecutor, fn: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, fn, *args)
+            return await loop.run_in_executor(executor, fn, *args)
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
                 raise StorageFull(f"database {self.path}: {exc}") from exc
@@ -65,12 +110,50 @@ class Database:
 
     @property
     def db(self) -> sqlite_utils.Database:
-        if self._db is None:
+        """The connection of the calling thread: the reader's on the reader thread, else the writer's."""
+        found = getattr(self._local, "db", None) or self._db
+        if found is None:
             raise RuntimeError("database is not open")
-        return self._db
+        return found
+
+    async def reclaim(self) -> int:
+        """Hand the file's free pages back to the file system, ``RECLAIM_PAGES`` per write, then
+        truncate the WAL; answers the pages freed. Called after big deletes."""
+        freed = 0
+        while pages := await self.run(self._reclaim_step):
+            freed += pages
+        await self.run(self._checkpoint)
+        return freed
+
+    def _reclaim_step(self) -> int:
+        before = self._free_pages()
+        if before:  # stepped to its end by executescript (a plain execute frees one page a call)
+            self.db.executescript(f"PRAGMA incremental_vacuum({RECLAIM_PAGES});")
+        return before - self._free_pages()
+
+    def _free_pages(self) -> int:
+        return int(self.db.execute("PRAGMA freelist_count").fetchone()[0])
+
+    def _checkpoint(self) -> None:
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     async def close(self) -> None:
+        if self._read_db is not None:
+            await self.read(self._read_db.close)
+            self._read_db = None
         if self._db is not None:
             await self.run(self._db.close)
             self._db = None
+        self._reader.shutdown(wait=True)
         self._executor.shutdown(wait=True)
+
+
+def _incremental_vacuum_mode(db: sqlite_utils.Database, path: Path) -> None:
+    """Put the file in ``auto_vacuum=INCREMENTAL`` mode. A new file takes it at once; a file
+    made before needs one VACUUM, which rewrites it (a while for a big catalog, once)."""
+    if db.execute("PRAGMA auto_vacuum").fetchone()[0] == AUTO_VACUUM_INCREMENTAL:
+        return
+    db.execute(f"PRAGMA auto_vacuum={AUTO_VACUUM_INCREMENTAL}")
+    if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        log.info("converting %s to incremental vacuum (one VACUUM, once)", path)
+        db.execute("VACUUM")

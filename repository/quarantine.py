@@ -79,7 +79,8 @@ class Quarantine:
         return self._known
 
     async def _reload(self) -> None:
-        rows = await self._database.run(lambda: self._db.execute("SELECT sha256 FROM quarantine").fetchall())
+        """On the reader thread: a download that finds the set stale never waits for the writer."""
+        rows = await self._database.read(lambda: self._db.execute("SELECT sha256 FROM quarantine").fetchall())
         self._known, self._read_at = frozenset(r[0] for r in rows), time.monotonic()
 
     async def get(self, sha256: str) -> QuarantinedBlob | None:

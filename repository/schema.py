@@ -112,3 +112,27 @@ def m003_quarantine_leases_scrub(db: Database) -> None:
         INSERT INTO scrub_state (id) VALUES (1);
         """
     )
+
+
+@catalog_migrations()
+def m004_bulk_changes(db: Database) -> None:
+    db.executescript(
+        """
+        -- Bulk changes in progress: a bundle's entries published, or removed, a page at a time
+        -- in short transactions. While a change's row is here, readers see none of what it is
+        -- publishing (entries, folders and repos it made carry its key in ``pending``) and,
+        -- for a removal, no entry of its owner; so a bundle appears or disappears whole, when
+        -- this one row goes or comes.
+        CREATE TABLE bulk_changes (
+            key TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            action TEXT NOT NULL CHECK (action IN ('publish', 'unpublish')),
+            started INTEGER NOT NULL
+        );
+        CREATE INDEX bulk_changes_by_owner ON bulk_changes (owner);
+        ALTER TABLE artifacts ADD COLUMN pending TEXT;
+        ALTER TABLE folders ADD COLUMN pending TEXT;
+        ALTER TABLE repos ADD COLUMN pending TEXT;
+        CREATE INDEX folders_by_pending ON folders (pending) WHERE pending IS NOT NULL;
+        """
+    )

@@ -261,6 +261,13 @@ class LocalBackend(StorageBackend):
         except FileNotFoundError:
             raise BlobNotFound(sha256) from None
 
+    async def delete_many(self, sha256s: Sequence[str]) -> None:
+        """Unlink them all in one worker-thread trip (durable no more than ``delete`` is)."""
+        paths = [self.blob_path(sha256) for sha256 in sha256s]
+        failed = await asyncio.to_thread(_unlink_all, paths)
+        if failed is not None:
+            raise os_storage_error(failed, "deleting blobs failed")
+
     async def list(self) -> AsyncIterator[str]:  # type: ignore[override]
         for shard in await asyncio.to_thread(_sorted_dirs, self.blob_dir):
             for name in await asyncio.to_thread(os.listdir, shard):
@@ -462,6 +469,19 @@ def _make_dirs(path: Path) -> list[Path]:
     except FileExistsError:
         return created
     return [*created, path.parent]
+
+
+def _unlink_all(paths: Sequence[Path]) -> OSError | None:
+    """Unlink every path (a missing one is fine); the last error, once all are tried."""
+    failed = None
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            failed = exc
+    return failed
 
 
 def _sorted_dirs(path: Path) -> list[Path]:

@@ -64,7 +64,7 @@ async def received_into_uploads(edge: Any) -> str:
     catalog = edge.app[core.catalog]
     await upload(edge, "scratch.bin", BUNDLE_BYTES)  # the blob, stored
     entry = replace(await catalog.get_artifact(UPLOADS, "scratch.bin"), path="app/README.md", owner=owner)
-    await edge.app[core.artifacts].publish([entry], [Repo(UPLOADS)])
+    await edge.app[core.catalog].publish([entry], [Repo(UPLOADS)])
     assert (await edge.delete(f"/artifactory/{UPLOADS}/scratch.bin", headers=admin())).status == 204
     assert await download(edge, f"{UPLOADS}/app/README.md") == (200, BUNDLE_BYTES)
     return owner

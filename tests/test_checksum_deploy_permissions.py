@@ -39,7 +39,7 @@ async def edge_with_secret(edge: Any) -> Any:
     repo or in a bundle's repo, where the secret's bytes are; alice may."""
     await upload(edge, "private/secret.bin", SECRET)
     held = await edge.app[core.catalog].get_artifact(UPLOADS, "private/secret.bin")
-    await edge.app[core.artifacts].publish(
+    await edge.app[core.catalog].publish(
         [replace(held, repo="releases-local", path="private/app.bin", owner="bundle:app/1")],
         [Repo("releases-local", anonymous_read=False)],
     )

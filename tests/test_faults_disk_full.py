@@ -43,13 +43,15 @@ class Filler:
         self.path = mount / "filler"
 
     def fill(self) -> None:
-        with open(self.path, "ab") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
+        """Unbuffered, so a last write that fits only in part leaves nothing to flush at close;
+        smaller writes then take what is left, whatever the free space was a multiple of."""
+        with open(self.path, "ab", buffering=0) as f:
+            for size in (65536, 4096, 1):
+                try:
+                    while True:
+                        f.write(b"\0" * size)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC, exc
         st = os.statvfs(self.path.parent)
         assert st.f_bavail == 0
 

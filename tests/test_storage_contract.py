@@ -214,6 +214,22 @@ async def test_delete_removes_a_blob(backend: StorageBackend) -> None:
     assert await listed(backend) == {keep}
 
 
+@pytest.mark.parametrize("count", [0, 1, 3])
+async def test_delete_many_removes_those_held_and_skips_those_that_are_not(backend: StorageBackend, count: int) -> None:
+    keep = await put(backend, b"keep")
+    gone = [await put(backend, f"gone {i}".encode()) for i in range(count)]
+    never = hashlib.sha256(b"never stored").hexdigest()
+    await backend.delete_many([*gone, never])
+    assert await listed(backend) == {keep}
+
+
+async def test_delete_many_refuses_a_name_that_is_not_a_digest_before_deleting_any(backend: StorageBackend) -> None:
+    held = await put(backend, b"held")
+    with pytest.raises(InvalidDigest):
+        await backend.delete_many([held, "../etc/passwd"])
+    assert await listed(backend) == {held}
+
+
 @pytest.mark.parametrize("name", ["../../etc/passwd", "A" * 64, "abc", "g" * 64, "0" * 63 + "/", "0" * 64 + "\x00", ""])
 async def test_names_that_are_not_digests_are_refused(backend: StorageBackend, name: str) -> None:
     for call in (backend.stat(name), backend.read(name), backend.delete(name)):

@@ -1,0 +1,203 @@
+"""Changes of many index entries a page at a time (``repository.bulk``): readers see all of a
+bundle or none of it, at every page, and after a restart in the middle."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from repository import bulk
+from repository.catalog import Artifact, Catalog, Repo
+from repository.db import Database
+from repository.errors import Conflict, PathOwned
+from repository.schema import catalog_migrations
+
+PAGE = 4  # small pages, so a handful of files crosses several of them
+OWNER = "bundle:app/1.0"
+
+
+def artifact(path: str, repo: str = "bundles", sha: str = "a" * 64, owner: str = OWNER) -> Artifact:
+    return Artifact(repo, path, sha, "b" * 40, "c" * 32, 1, "application/octet-stream", 1, "u", 1, "u", owner)
+
+
+def files(count: int, owner: str = OWNER) -> list[Artifact]:
+    return [artifact(f"app/d{i // 3}/f{i:03d}.bin", sha=f"{i:064x}", owner=owner) for i in range(count)]
+
+
+@pytest.fixture(autouse=True)
+def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bulk, "PAGE", PAGE)
+
+
+async def open_catalog(path: Path) -> tuple[Database, Catalog]:
+    db = Database(path)
+    await db.open(catalog_migrations)
+    catalog = Catalog(db)
+    await catalog.ensure_repo(Repo("r"))
+    return db, catalog
+
+
+@pytest.fixture
+async def catalog(tmp_path: Path) -> AsyncIterator[Catalog]:
+    db, cat = await open_catalog(tmp_path / "catalog.db")
+    yield cat
+    await db.close()
+
+
+async def seen(catalog: Catalog, entries: list[Artifact]) -> dict[str, int]:
+    """What readers see of ``entries``, each way they can look: how many they find."""
+    found = {
+        "files": sum([await catalog.get_artifact(a.repo, a.path) is not None for a in entries]),
+        "walk": len([a async for a in catalog.walk_files("bundles", "")]) if await catalog.get_repo("bundles") else 0,
+        "holders": sum([len([h async for h in catalog.holders("sha256", a.sha256)]) for a in entries]),
+        "folders": int(await catalog.get_folder("bundles", "app") is not None),
+        "repo": int(await catalog.get_repo("bundles") is not None)
+        + len([r for r in await catalog.list_repos() if r.key == "bundles"]),
+    }
+    return found
+
+
+def none_seen() -> dict[str, int]:
+    return {"files": 0, "walk": 0, "holders": 0, "folders": 0, "repo": 0}
+
+
+def all_seen(count: int) -> dict[str, int]:
+    return {"files": count, "walk": count, "holders": count, "folders": int(count > 0), "repo": 2}
+
+
+async def index_rows(catalog: Catalog) -> list[tuple[str, ...]]:
+    """Every stored row of the index, visible or not: what "nothing left" is checked against."""
+
+    def rows() -> list[tuple[str, ...]]:
+        db = catalog._database.db
+        return sorted(
+            [
+                *db.execute("SELECT 'file', repo || '/' || path, owner FROM artifacts").fetchall(),
+                *db.execute("SELECT 'folder', repo || '/' || path, '' FROM folders").fetchall(),
+                *db.execute("SELECT 'repo', key, '' FROM repos").fetchall(),
+                *db.execute("SELECT 'change', key, owner FROM bulk_changes").fetchall(),
+            ]
+        )
+
+    return await catalog._database.run(rows)
+
+
+@pytest.mark.parametrize("count", [0, 1, PAGE - 1, PAGE, PAGE + 1, 3 * PAGE + 1])
+async def test_a_publish_in_pages_shows_every_entry_once_it_is_done(catalog: Catalog, count: int) -> None:
+    entries = files(count)
+    await catalog.publish(entries, [Repo("bundles")])
+    assert await seen(catalog, entries) == all_seen(count)
+    assert (
+        await catalog._database.run(lambda: catalog._database.db.execute("SELECT * FROM bulk_changes").fetchall()) == []
+    )
+
+
+async def test_readers_see_nothing_of_a_publish_until_its_last_step_and_then_everything(catalog: Catalog) -> None:
+    entries = files(3 * PAGE + 1)
+    index = catalog.bulk
+    await index.begin_publish("k1", OWNER, [Repo("bundles")])
+    for page in bulk.pages(entries):
+        await index.publish_page("k1", page)
+        assert await seen(catalog, entries) == none_seen()
+    await index.finish("k1")
+    assert await seen(catalog, entries) == all_seen(len(entries))
+
+
+async def test_writers_respect_the_paths_a_publish_in_progress_holds(catalog: Catalog) -> None:
+    entries = files(PAGE + 1)
+    await catalog.bulk.begin_publish("k1", OWNER, [Repo("bundles")])
+    await catalog.bulk.publish_page("k1", entries[:PAGE])
+    held = entries[0]
+    with pytest.raises(PathOwned):  # an upload cannot take a path a bundle is publishing
+        await catalog.put_artifact(replace(held, sha256="f" * 64, owner="upload"))
+    assert await catalog.conflicts([(held.repo, held.path, "f" * 64)]) == [f"{held.repo}/{held.path}"]
+    with pytest.raises(Conflict):  # nor can another publish
+        await catalog.publish([replace(held, sha256="f" * 64, owner="bundle:other/1")], [Repo("bundles")])
+    await catalog.bulk.publish_page("k1", entries[PAGE:])
+    await catalog.bulk.finish("k1")
+    assert await seen(catalog, entries) == all_seen(len(entries))
+
+
+@pytest.mark.parametrize("pages_done", [0, 1, 2])
+async def test_a_publish_cut_short_by_a_restart_shows_nothing_and_is_removed_whole(
+    tmp_path: Path, pages_done: int
+) -> None:
+    db, catalog = await open_catalog(tmp_path / "c.db")
+    await catalog.put_artifact(artifact("app/d0/kept.bin", repo="r", owner="upload"))
+    before = await index_rows(catalog)
+    entries = files(3 * PAGE)
+    await catalog.bulk.begin_publish("k1", OWNER, [Repo("bundles")])
+    for page in list(bulk.pages(entries))[:pages_done]:
+        await catalog.bulk.publish_page("k1", page)
+    await db.close()  # the process stops here
+
+    db, catalog = await open_catalog(tmp_path / "c.db")
+    assert await seen(catalog, entries) == none_seen()
+    [change] = await catalog.bulk.changes()
+    assert (change.key, change.owner, change.action) == ("k1", OWNER, "publish")
+    await catalog.bulk.abandon("k1", OWNER, [(a.repo, a.path) for a in entries])
+    assert await index_rows(catalog) == before
+    assert await catalog.get_artifact("r", "app/d0/kept.bin") is not None
+    await db.close()
+
+
+async def test_a_refused_page_removes_the_pages_before_it_and_changes_nothing(catalog: Catalog) -> None:
+    await catalog.ensure_repo(Repo("bundles"))
+    await catalog.put_artifact(artifact("app/d2/f007.bin", sha="1" * 64, owner="upload"))  # other bytes, page 2
+    before = await index_rows(catalog)
+    with pytest.raises(Conflict):
+        await catalog.publish(files(3 * PAGE), [Repo("bundles")])
+    assert await index_rows(catalog) == before
+
+
+async def test_the_same_bytes_published_again_keep_their_entry_visible_throughout(catalog: Catalog) -> None:
+    first = files(PAGE + 1, owner="bundle:app/0.9")
+    await catalog.publish(first, [Repo("bundles")])
+    again = [replace(a, owner=OWNER) for a in first]
+    await catalog.bulk.begin_publish("k2", OWNER, [Repo("bundles")])
+    for page in bulk.pages(again):
+        await catalog.bulk.publish_page("k2", page)
+        assert await seen(catalog, first) == all_seen(len(first))
+    await catalog.bulk.abandon("k2", OWNER, [(a.repo, a.path) for a in again])
+    assert await seen(catalog, first) == all_seen(len(first)), "abandoning the second keeps the first's"
+
+
+async def test_an_unpublish_hides_every_entry_at_once_and_a_restart_keeps_them_hidden(tmp_path: Path) -> None:
+    db, catalog = await open_catalog(tmp_path / "c.db")
+    entries = files(3 * PAGE + 1)
+    other = artifact("app/other.bin", repo="r", sha="e" * 64, owner="upload")
+    await catalog.put_artifact(other)
+    await catalog.publish(entries, [Repo("bundles")])
+    for a in [other, *entries]:
+        assert await catalog.get_artifact(a.repo, a.path) is not None  # now cached
+    shared = entries[0]
+    await catalog.bulk.reassign(OWNER, {(shared.repo, shared.path): "bundle:app/2.0"})
+    await catalog.bulk.begin_unpublish("k3", OWNER)
+    rest = entries[1:]
+    assert await seen(catalog, rest) == {"files": 0, "walk": 1, "holders": 0, "folders": 1, "repo": 2}
+    assert await catalog.get_artifact(shared.repo, shared.path) == replace(shared, owner="bundle:app/2.0")
+    assert await catalog.get_artifact(other.repo, other.path) == other
+    assert (other.repo, other.path) in catalog._artifacts, "the cache keeps what did not change"
+    await catalog.bulk.remove_page(OWNER, [(a.repo, a.path) for a in rest[:PAGE]])
+    await db.close()  # the process stops here
+
+    db, catalog = await open_catalog(tmp_path / "c.db")
+    assert sum([await catalog.get_artifact(a.repo, a.path) is not None for a in rest]) == 0
+    for page in bulk.pages(rest[PAGE:]):
+        removed = await catalog.bulk.remove_page(OWNER, [(a.repo, a.path) for a in page])
+        assert removed == [a.sha256 for a in page]
+    await catalog.bulk.finish("k3")
+    assert await catalog.bulk.changes() == []
+    assert [a.path async for a in catalog.walk_files("bundles", "")] == [shared.path]
+    await db.close()
+
+
+async def test_a_hidden_entry_is_not_served_from_the_cache(catalog: Catalog) -> None:
+    entries = files(2)
+    await catalog.publish(entries, [Repo("bundles")])
+    assert await catalog.get_artifact(entries[0].repo, entries[0].path) is not None
+    await catalog.bulk.begin_unpublish("k4", OWNER)
+    assert await catalog.get_artifact(entries[0].repo, entries[0].path) is None
