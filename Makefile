@@ -58,8 +58,14 @@ run: install system-deps
 demo: install system-deps
 	@$(BIN)/python -m devstack.demo
 
+# Three workers on two cores: most tests wait on processes they started, not on a core. A file's
+# tests stay together in one worker (--dist loadfile), sharing its fixtures. The schemathesis
+# tests run on their own, in one process: under pytest-xdist their cases are never run.
+PYTEST_WORKERS ?= 3
+SERIAL_TESTS := tests/test_schemathesis.py
 test: $(TEST_STAMP) test-system-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(addprefix --ignore=,$(SERIAL_TESTS))
+	$(BIN)/python -m pytest -q $(SERIAL_TESTS)
 
 bench: $(TEST_STAMP) test-system-deps
 	$(call apt_install,nginx:nginx wrk:wrk)

@@ -46,7 +46,6 @@ import random
 import re
 import resource
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -92,10 +91,6 @@ HTTP_TIMEOUT = 300.0
 SAMPLE_SMALL = 20
 SEED = 20240601
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-class OverallTimeout(BenchError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -852,10 +847,6 @@ def run(args: argparse.Namespace) -> None:
     print(f"\ntotal wall time: {time.monotonic() - started:.1f} s")
 
 
-def _alarm(signum: int, frame: object) -> None:
-    raise OverallTimeout(f"the whole run took more than {OVERALL_TIMEOUT // 60} minutes; stopped")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gib", type=float, default=1.0, help="size of the bundle in GiB [1]")
@@ -874,12 +865,7 @@ def main() -> int:
     args = parser.parse_args()
     if not 0.1 <= args.gib <= 8 or not 0 <= args.parallel_blobs <= 256 or not 1 <= args.rounds <= 9:
         parser.error("--gib 0.1..8, --parallel-blobs 0..256, --rounds 1..9")
-    signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(OVERALL_TIMEOUT)
-    try:
-        run_bench(lambda: run(args), failures=(StartFailed,))
-    finally:
-        signal.alarm(0)
+    run_bench(lambda: run(args), failures=(StartFailed,), overall_timeout=OVERALL_TIMEOUT)
     return 0
 
 

@@ -14,7 +14,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -22,8 +22,17 @@ from repository.artifacts import ArtifactService
 from repository.catalog import Artifact, Repo, now_ms
 from repository.errors import BadRequest, Conflict, NotFound
 from repository.permissions import Readable
-from wire.manifest import Manifest, ManifestArtifact, check_bundle_name, check_bundle_version, encode
-from wire.timestamps import iso
+from wire.manifest import (
+    Manifest,
+    ManifestArtifact,
+    ManifestError,
+    artifact_bytes,
+    check_bundle_name,
+    check_bundle_version,
+    check_limits,
+    encode,
+)
+from wire.timestamps import iso, utc_timestamp
 
 from .bundle_store import Bundle, BundleArtifact, BundleStore, total_size
 from .signing import KeyInfo, Signer
@@ -43,6 +52,14 @@ _REQUEST_KEYS = {
     "spec",
     "storing_repository",
 }
+
+
+@dataclass
+class Selection:
+    """What a spec selects, by target path, and the bytes it adds to the bundle's manifest."""
+
+    artifacts: dict[str, BundleArtifact] = field(default_factory=dict)
+    manifest_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -126,11 +143,12 @@ class BundleService:
         self.max_artifacts = max_artifacts
         self._lock = asyncio.Lock()  # orders create/update/sign of bundles in this process
 
-    async def resolve(self, queries: tuple[Query, ...], readable: Readable) -> list[BundleArtifact]:
-        """Every artifact the queries select that the caller may read, with its target path;
-        refused when empty, too many or colliding. A file the caller may not read is left out,
-        as a listing leaves it out: a bundle never copies bytes its creator could not read."""
-        found: dict[str, BundleArtifact] = {}
+    async def resolve(self, queries: tuple[Query, ...], readable: Readable) -> tuple[list[BundleArtifact], int]:
+        """Every artifact the queries select that the caller may read, with its target path, and
+        the bytes they add to the bundle's manifest; refused when empty, too many or colliding.
+        A file the caller may not read is left out, as a listing leaves it out: a bundle never
+        copies bytes its creator could not read."""
+        found = Selection()
         for query in queries:
             for scope in query.scopes:
                 repos = await self._repos(scope.repo)
@@ -138,10 +156,27 @@ class BundleService:
                     async for page in self.catalog.walk_pages(repo.key, scope.folder):
                         # matching and mapping regexes cost per artifact: keep them off the loop
                         await asyncio.to_thread(self._select, found, query, repo, page, readable)
-        if not found:
+        if not found.artifacts:
             raise SpecError("spec matches no artifacts")
-        check_distinct_targets((a.source, a.target) for a in found.values())  # no file where a folder must be
-        return [found[t] for t in sorted(found)]
+        check_distinct_targets((a.source, a.target) for a in found.artifacts.values())  # no file where a folder must be
+        return [found.artifacts[t] for t in sorted(found.artifacts)], found.manifest_bytes
+
+    @staticmethod
+    def _check_limits(request: BundleRequest, user: str, artifacts: list[BundleArtifact], size: int) -> None:
+        """Refuse what could be stored but never signed: a manifest over the contract's limits."""
+        try:
+            header = Manifest(
+                name=request.name,
+                version=request.version,
+                created=utc_timestamp(),  # always of the same length
+                created_by=user,
+                description=request.description,
+                release_notes=request.release_notes,
+                artifacts=(),
+            )
+            check_limits(header, len(artifacts), size)
+        except ManifestError as exc:
+            raise BadRequest(f"The bundle could never be signed: {exc.message}") from None
 
     async def _repos(self, key: str | None) -> list[Repo]:
         if key is None:
@@ -149,27 +184,26 @@ class BundleService:
         repo = await self.catalog.get_repo(key)
         return [repo] if repo is not None else []
 
-    def _select(
-        self, found: dict[str, BundleArtifact], query: Query, repo: Repo, page: list[Artifact], readable: Readable
-    ) -> None:
+    def _select(self, found: Selection, query: Query, repo: Repo, page: list[Artifact], readable: Readable) -> None:
         for artifact in page:
             if query.matches(repo.key, artifact.path) and readable(repo, artifact.path):
                 self._add(found, query, repo.key, artifact)
 
-    def _add(self, found: dict[str, BundleArtifact], query: Query, repo: str, a: Artifact) -> None:
+    def _add(self, found: Selection, query: Query, repo: str, a: Artifact) -> None:
         source = f"{repo}/{a.path}"
         target = query.target(repo, a.path)
         props = {k: list(v) for k, v in a.properties.items()}
         for key, values in query.added_props.items():
             props[key] = list(dict.fromkeys([*props.get(key, []), *values]))
-        existing = found.get(target)
+        existing = found.artifacts.get(target)
         if existing is not None:
             if existing.source != source:
                 raise SpecError(f"target path '{target}' would hold both '{existing.source}' and '{source}'")
             return
-        if len(found) >= self.max_artifacts:
+        if len(found.artifacts) >= self.max_artifacts:
             raise BadRequest(f"spec selects more than the limit of {self.max_artifacts} artifacts")
-        found[target] = BundleArtifact(target, source, a.sha256, a.sha1, a.md5, a.size, props)
+        added = found.artifacts[target] = BundleArtifact(target, source, a.sha256, a.sha1, a.md5, a.size, props)
+        found.manifest_bytes += artifact_bytes(added)
 
     async def create(
         self, request: BundleRequest, user: str, readable: Readable
@@ -183,7 +217,8 @@ class BundleService:
                 if existing.request_sha256 != request.request_sha256:
                     raise Conflict(f"Release bundle {request.name}/{request.version} already exists with other content")
                 return existing, await self.store.artifacts(request.name, request.version), False
-            artifacts = await self.resolve(request.queries, readable)
+            artifacts, size = await self.resolve(request.queries, readable)
+            self._check_limits(request, user, artifacts, size)
             bundle = self._new_bundle(request, artifacts, user, created=now_ms())
             if not request.dry_run:
                 try:
@@ -201,7 +236,8 @@ class BundleService:
             existing = await self.get(request.name, request.version)
             if existing.state != "OPEN":
                 raise Conflict(f"Release bundle {request.name}/{request.version} is signed and cannot change")
-            artifacts = await self.resolve(request.queries, readable)
+            artifacts, size = await self.resolve(request.queries, readable)
+            self._check_limits(request, user, artifacts, size)
             bundle = self._new_bundle(request, artifacts, user, created=existing.created)
             if not request.dry_run:
                 replaced = await self.store.artifacts(request.name, request.version)

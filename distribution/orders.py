@@ -91,7 +91,7 @@ async def repair(runner: JobRunner, name: str, version: str, dry_run: bool) -> t
     holders = set(await runner.jobs.holders(name, version))
     edges = [e for e in await runner.edges.list() if (e.name, e.service_id) in holders]
     if not edges:
-        raise BadRequest(f"No registered edge holds {name}/{version}: distribute it first")
+        raise Conflict(f"No registered edge holds {name}/{version}: distribute it first")
     if dry_run:
         return None, edges
     totals = (bundle.artifacts_count, bundle.artifacts_size)

@@ -14,6 +14,7 @@ from typing import Any
 
 from repository.settings import ServiceSettings, load_settings
 from wire.errors import InvalidPath
+from wire.manifest import MAX_ARTIFACTS
 from wire.paths import check_repo_key
 
 
@@ -24,6 +25,8 @@ class DistributionSettings(ServiceSettings):
     node_id: str = "distribution"
     # source repos created at start (more with PUT /artifactory/api/repositories/{key})
     repos: tuple[str, ...] = ()
+    # the most artifacts a spec may select; at most the MAX_ARTIFACTS a manifest may list, so
+    # that every bundle that can be created can be signed and distributed
     max_bundle_artifacts: int = 50_000
     # the user id of the signing key made on first start, when no key exists yet
     signing_key_uid: str = "Distribution Service <distribution@localhost>"
@@ -46,8 +49,10 @@ class DistributionSettings(ServiceSettings):
                 check_repo_key(key)
             except InvalidPath:
                 raise ValueError(f"setting 'repos' holds an invalid repository key {key!r}") from None
-        if not 1 <= self.max_bundle_artifacts <= 1_000_000:
-            raise ValueError("setting 'max_bundle_artifacts' must be 1 to 1000000")
+        if not 1 <= self.max_bundle_artifacts <= MAX_ARTIFACTS:
+            raise ValueError(
+                f"setting 'max_bundle_artifacts' must be 1 to {MAX_ARTIFACTS}, the most artifacts a manifest may list"
+            )
         if "<" not in self.signing_key_uid or not self.signing_key_uid.endswith(">"):
             raise ValueError("setting 'signing_key_uid' must look like 'Name <email>'")
         for key in ("max_parallel_edges", "max_parallel_blobs", "max_server_errors"):

@@ -170,7 +170,14 @@ def m003_access_rules_url_signing_keys(db: Database) -> None:
 
 
 @edge_migrations()
-def m004_manifests_apart_bundle_changes(db: Database) -> None:
+def m004_transaction_blobs_stored(db: Database) -> None:
+    # 1 once the edge has stored the blob for this transaction in a blob store whose writes are
+    # durable when they return (S3): then the row, not a request to the store, says it is held.
+    db.execute("ALTER TABLE transaction_blobs ADD COLUMN stored INTEGER NOT NULL DEFAULT 0")
+
+
+@edge_migrations()
+def m005_manifests_apart_bundle_changes(db: Database) -> None:
     db.executescript(
         """
         -- A manifest is tens of MB for a big bundle: kept in a table of its own, so that reading

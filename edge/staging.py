@@ -260,11 +260,11 @@ class Staging:
     async def move_into(self, storage: StorageBackend, tx_id: str, sha256: str, size: int) -> None:
         """Put a complete staged blob, whose sha256 the caller has verified, into the blob store.
 
-        The file itself is adopted where the backend can (same filesystem): its bytes are
-        neither copied nor hashed again, which halves the edge's disk and CPU work per byte.
-        Elsewhere it is streamed through a writer that hashes it again and refuses to publish
-        anything but exactly these bytes (``commit(expected=...)``). Either way the staged file
-        is gone afterwards.
+        The file itself is adopted where the backend can: renamed into place on the same
+        filesystem, its bytes neither copied nor hashed again, which halves the edge's disk and
+        CPU work per byte; uploaded straight to its final key on S3, parts in parallel. Elsewhere
+        it is streamed through a writer that hashes it again and refuses to publish anything but
+        exactly these bytes (``commit(expected=...)``). Either way the staged file is gone afterwards.
         """
         path = self.path(tx_id, sha256)
         if await storage.adopt(path, sha256, size):

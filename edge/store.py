@@ -132,6 +132,8 @@ class EdgeStore:
                     "UPDATE transactions SET state = ?, signature = ?, signer = ?, expires = ? WHERE id = ?",
                     [State.OPEN.value, signature, tx.signer, tx.expires, tx.id],
                 )
+                # what it stored before it ended may have been collected since
+                self._db.execute("UPDATE transaction_blobs SET stored = 0 WHERE transaction_id = ?", [tx.id])
             else:
                 return existing, False
             found = self._get(tx.id)
@@ -219,17 +221,41 @@ class EdgeStore:
         the reader thread a page at a time, as ``Catalog.blob_sizes`` is."""
         pinned: set[str] = set()
         for start in range(0, len(sha256s), IN_PAGE):
-            pinned |= await self._database.read(self._pinned, sha256s[start : start + IN_PAGE])
+            pinned |= set(await self._database.read(self._live_blobs, sha256s[start : start + IN_PAGE], ""))
         return pinned
 
-    def _pinned(self, page: list[str]) -> set[str]:
+    async def mark_stored(self, tx_id: str, sha256s: list[str]) -> None:
+        """Record that these blobs of the transaction are in the blob store (see ``stored``)."""
+        await self._database.run(self._mark_stored, tx_id, sha256s)
+
+    def _mark_stored(self, tx_id: str, sha256s: list[str]) -> None:
+        for start in range(0, len(sha256s), IN_PAGE):
+            page = sha256s[start : start + IN_PAGE]
+            self._db.execute(
+                "UPDATE transaction_blobs SET stored = 1 WHERE transaction_id = ?"
+                f" AND sha256 IN ({', '.join('?' * len(page))})",
+                [tx_id, *page],
+            )
+
+    async def stored(self, sha256s: list[str]) -> dict[str, int]:
+        """sha256 -> size of those of ``sha256s`` an OPEN or COMMITTED transaction has recorded as
+        stored: such a blob is pinned by that transaction, so it is still in the blob store."""
+        found: dict[str, int] = {}
+        for start in range(0, len(sha256s), IN_PAGE):
+            page = sha256s[start : start + IN_PAGE]
+            found.update(await self._database.read(self._live_blobs, page, " AND b.stored = 1"))
+        return found
+
+    def _live_blobs(self, page: list[str], condition: str) -> dict[str, int]:
+        """sha256 -> size of those of ``page`` an OPEN or COMMITTED transaction lists (and meets
+        ``condition``), but for a bundle being removed."""
         rows = self._db.execute(
-            "SELECT DISTINCT b.sha256 FROM transaction_blobs b JOIN transactions t ON t.id = b.transaction_id"
-            f" WHERE t.state IN ('OPEN', 'COMMITTED') AND b.sha256 IN ({', '.join('?' * len(page))})"
+            "SELECT DISTINCT b.sha256, b.size FROM transaction_blobs b JOIN transactions t ON t.id = b.transaction_id"
+            f" WHERE t.state IN ('OPEN', 'COMMITTED') AND b.sha256 IN ({', '.join('?' * len(page))}){condition}"
             " AND t.id NOT IN (SELECT transaction_id FROM bundle_changes WHERE action = 'remove')",
             page,
         )
-        return {r[0] for r in rows.fetchall()}
+        return dict(rows.fetchall())
 
     def check_committable_rows(self, tx: Transaction) -> None:
         """Raise (409) if ``tx`` is no longer OPEN or its name and version are on this edge already."""

@@ -33,6 +33,7 @@ from wire.published import published_digest
 from .bundle_index import BundleIndex
 from .bundle_index import split_target as _split
 from .claims import BundleClaims
+from .held import HeldBlobs
 from .pace import UploadPace
 from .raw_body import Receivers
 from .receiving import Locks, listed
@@ -103,6 +104,7 @@ class Transactions:
         self.staging = staging
         self.ttl = ttl
         self.receivers = receivers
+        self.held = HeldBlobs(artifacts, store)
         self.uploads = Uploads(self, store, artifacts, staging, receivers, pace)
         self.index = BundleIndex(store, BundleClaims(store.database), artifacts)
         self._lock = Locks()
@@ -154,17 +156,13 @@ class Transactions:
     async def missing(self, tx_id: str, *, stored: bool = False) -> list[str]:
         """The transaction's distinct blobs this edge does not hold yet, from any bundle or upload.
 
-        A blob some index entry references counts as held, unless ``stored``: then only the
-        blob store's word counts, as for a committed bundle, whose own entries reference all
-        of its blobs whether the store still holds them or not."""
+        A blob some index entry references, or one a transaction recorded as stored, counts as
+        held (edge/held.py), unless ``stored``: then only the blob store's word counts, as for a
+        committed bundle, whose own entries reference all of its blobs whether the store still
+        holds them or not."""
         blobs = await self.store.blobs(tx_id)
-        unknown = list(blobs)
-        if not stored:
-            indexed = await self.artifacts.catalog.blob_sizes(unknown)
-            quarantined = await self.artifacts.quarantined.among(unknown)
-            unknown = [s for s in unknown if indexed.get(s) != blobs[s] or s in quarantined]
-        held = await self.artifacts.storage.sizes(unknown)
-        return sorted(s for s in unknown if held.get(s) != blobs[s])
+        held = await self.held.held(blobs, stored=stored)
+        return sorted(s for s in blobs if s not in held)
 
     async def published(self, tx: Transaction) -> Published:
         """What the edge serves of a committed bundle: each path the bundle claims whose index

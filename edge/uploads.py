@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from repository.artifacts import ArtifactService
 from repository.errors import BadRequest, Conflict, NotFound
-from storage_backends import BlobNotFound, DigestMismatch, StorageFull, os_storage_error
+from storage_backends import DigestMismatch, StorageFull, os_storage_error
 from storage_backends.errors import DISK_FULL_ERRNOS
 from wire.batch import BatchReader, check_sizes
 from wire.protocol import TransactionState as State
@@ -81,11 +81,10 @@ class Uploads:
         self.in_flight = InFlight()
         self._lock = Locks()
 
-    async def _held(self, sha256: str, size: int) -> bool:
-        try:
-            return (await self.artifacts.storage.stat(sha256)).size == size
-        except BlobNotFound:
-            return False
+    async def _held(self, tx: Transaction, sha256: str, size: int) -> bool:
+        """Whether the edge holds the blob (edge/held.py); for a committed transaction, which
+        takes only the blobs its store lost, on the store's word."""
+        return sha256 in await self.transactions.held.held({sha256: size}, stored=tx.state is State.COMMITTED)
 
     async def _open_blob(self, tx_id: str, sha256: str) -> tuple[Transaction, int]:
         """The transaction, if it takes blobs (OPEN, or COMMITTED and being repaired), and the
@@ -99,8 +98,8 @@ class Uploads:
     async def received(self, tx_id: str, sha256: str) -> int:
         """Bytes of a blob the edge has: its size once stored, else what is staged."""
         with self.in_flight.upload(tx_id) as upload:
-            _, size = await self._open_blob(tx_id, sha256)
-            if await self._held(sha256, size):
+            tx, size = await self._open_blob(tx_id, sha256)
+            if await self._held(tx, sha256, size):
                 return size
             async with self._lock(f"{tx_id}/{sha256}"):
                 upload.check()
@@ -116,6 +115,7 @@ class Uploads:
         if staged.sha256() == sha256:
             with contextlib.suppress(DigestMismatch):
                 await self.staging.move_into(self.artifacts.storage, tx_id, sha256, size)
+                await self.transactions.held.stored(tx_id, [sha256])
                 await self.artifacts.restored([sha256])
                 return True
         await self.staging.drop(tx_id, sha256)
@@ -139,7 +139,7 @@ class Uploads:
         async with self._aborted_if_disk_full(tx_id, f"blob {sha256}"):
             with self.in_flight.upload(tx_id) as upload:
                 tx, size = await self._open_blob(tx_id, sha256)
-                if await self._held(sha256, size):
+                if await self._held(tx, sha256, size):
                     if tx.state is State.COMMITTED:
                         raise Conflict(f"Transaction {tx_id} is COMMITTED and holds blob {sha256}")
                     await self.staging.drop(tx_id, sha256)
@@ -173,6 +173,7 @@ class Uploads:
             await self._stage(tx_id, sha256, size, start or 0, body, upload, interrupt)
             upload.check()
             await self.staging.move_into(self.artifacts.storage, tx_id, sha256, size)
+            await self.transactions.held.stored(tx_id, [sha256])
         except DigestMismatch as exc:  # the staged file changed under us: start the blob over
             await self.staging.drop(tx_id, sha256)
             raise BlobRefused(f"Blob {sha256}: {exc}") from None
@@ -299,15 +300,25 @@ class Uploads:
             for sha in shas:
                 pieces = await body.take(sizes[sha])
                 if pieces is None:  # the complete blobs before it are kept, as a dropped upload's bytes are
-                    await self.artifacts.storage.write_many(group)
+                    await self._store_group(tx_id, group)
                     raise BlobRefused(f"Blob batch ends inside blob {sha}, before all {len(shas)} listed blobs")
                 group.append((sha, pieces))
                 grouped += sizes[sha]
                 if grouped >= BATCH_GROUP or sha == shas[-1]:
-                    await self.artifacts.storage.write_many(group)
+                    await self._store_group(tx_id, group)
                     group, grouped = [], 0
             if not await body.at_end():
                 raise BlobRefused(f"Blob batch is longer than its {len(shas)} listed blobs")
         except DigestMismatch as exc:
             raise BlobRefused(f"Blob refused, its bytes do not match the manifest: {exc}") from None
         return total
+
+    async def _store_group(self, tx_id: str, group: list[tuple[str, list[bytes]]]) -> None:
+        """Store a group of a batch's blobs and record those stored (edge/held.py)."""
+        stored = [sha for sha, _ in group]
+        try:
+            await self.artifacts.storage.write_many(group)
+        except DigestMismatch as exc:  # the blobs before the wrong one are stored
+            await self.transactions.held.stored(tx_id, stored[: stored.index(str(exc.expected))])
+            raise
+        await self.transactions.held.stored(tx_id, stored)

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from storage_backends import BACKEND_NAMES
+from storage_backends import BACKEND_NAMES, MAX_WRITE_CONCURRENCY
 
 S = TypeVar("S")
 
@@ -171,6 +171,8 @@ class StorageSettings:
     region: str = "us-east-1"
     access_key_id: str | None = None
     secret_access_key: str | None = None
+    # S3 requests carrying blob bytes in flight at once (blobs of a batch, parts of a large blob)
+    write_concurrency: int = 8
     # downloads from a backend without local files: presigned redirect, or stream through the edge
     redirect_downloads: bool = True
     presign_expiry: int = 300
@@ -182,6 +184,8 @@ class StorageSettings:
             raise ValueError("setting 'storage.bucket' is required with the s3 backend")
         if not 1 <= self.presign_expiry <= 7 * 24 * 3600:
             raise ValueError("setting 'storage.presign_expiry' must be 1 to 604800 seconds")
+        if not 1 <= self.write_concurrency <= MAX_WRITE_CONCURRENCY:
+            raise ValueError(f"setting 'storage.write_concurrency' must be 1 to {MAX_WRITE_CONCURRENCY}")
 
     def backend_params(self, data_dir: Path) -> dict[str, Any]:
         if self.backend == "local":
@@ -193,6 +197,7 @@ class StorageSettings:
             "region": self.region,
             "access_key_id": self.access_key_id,
             "secret_access_key": self.secret_access_key,
+            "write_concurrency": self.write_concurrency,
         }
 
 

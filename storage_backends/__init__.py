@@ -15,6 +15,7 @@ from .errors import (
     StorageFull,
     os_storage_error,
 )
+from .s3_common import MAX_WRITE_CONCURRENCY
 
 BACKEND_NAMES = ("local", "s3")
 
@@ -27,6 +28,7 @@ __all__ = [
     "Digests",
     "InvalidDigest",
     "InvalidOffset",
+    "MAX_WRITE_CONCURRENCY",
     "StorageBackend",
     "StorageError",
     "StorageFull",

@@ -152,6 +152,12 @@ class BlobWriter(ABC):
 class StorageBackend(ABC):
     """Async blob store. Every method that takes a sha256 validates it first."""
 
+    # True where every blob a write call stored (``writer``, ``write_many``, ``adopt``) is durable
+    # under its name once the call returns, with no ``sync()`` to wait for. A caller may then
+    # record the blob as held right away and trust that record later instead of asking the store
+    # again (an edge asks an S3 bucket nothing before committing blobs it stored itself).
+    durable_on_write: bool = False
+
     @abstractmethod
     async def open(self) -> None:
         """Prepare the store (create directories, check the bucket). Called once at start."""
@@ -276,9 +282,12 @@ class StorageBackend(ABC):
         """Store small blobs held in memory, each under its sha256, which is checked here.
 
         A blob whose bytes hash to something else raises DigestMismatch; the blobs before
-        it stay stored (they are right, and unreferenced until an index entry names them).
+        it stay stored (they are right, and unreferenced until an index entry names them),
+        the ones after it are not stored. A store that fails part way raises StorageError;
+        each blob is then whole or absent, and which of them were stored is not said.
         One call for many blobs lets a backend batch its work (one worker thread, one flush
-        of the disk for all); this default stores them one by one through ``writer()``.
+        of the disk for all, or requests in parallel); this default stores them one by one
+        through ``writer()``.
 
         A stored blob is whole, even after a crash; its name may still need ``sync()`` to
         survive one, which is called before an index entry may name it.

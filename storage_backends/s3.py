@@ -6,6 +6,11 @@ streamed as a multipart upload to ``{prefix}tmp/<uuid>``, completed only after i
 digests check out, then copied server-side to its final key. Memory per writer is
 bounded by one part whatever the blob size.
 
+Blobs whose SHA-256 the caller already knows (a batch of small blobs, a verified file)
+go straight to their final keys, many requests at once (``s3_parallel``). Every write
+is durable when S3 answers it, so a caller may record a blob as stored the moment the
+call returns (``durable_on_write``).
+
 boto3 is synchronous, so every call (and the hashing of each part, in the same
 hop) runs in one thread pool owned by the backend, never on the event loop.
 """
@@ -16,8 +21,9 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 import boto3
@@ -25,12 +31,14 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from . import s3_parallel
 from .base import READ_CHUNK, BlobInfo, BlobWriter, StorageBackend, check_range, check_sha256, content_disposition
 from .errors import StorageError
 from .s3_common import (
     COPY_MULTIPART_THRESHOLD,
     COPY_PART_SIZE,
     MAX_PART_SIZE,
+    MAX_WRITE_CONCURRENCY,
     MIN_PART_SIZE,
     NOT_FOUND_CODES,
     MiB,
@@ -46,10 +54,16 @@ log = logging.getLogger(__name__)
 STALE_UPLOAD_SECONDS = 3600.0
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4's limit
 _NO_BUCKET = frozenset({"404", "NoSuchBucket", "NotFound"})
+# Requests carrying blob bytes in flight at once (parts of files, blobs of batches): enough to
+# keep an S3 server busy through its round trips. They get threads of their own, so downloads
+# and single calls keep ``max_workers`` threads whatever is being written.
+WRITE_CONCURRENCY = 8
 
 
 class S3Backend(StorageBackend):
     """Content-addressed blobs in one bucket, shareable by any number of edge processes."""
+
+    durable_on_write = True
 
     def __init__(
         self,
@@ -63,6 +77,7 @@ class S3Backend(StorageBackend):
         part_size: int = 8 * MiB,
         addressing_style: Literal["path", "virtual", "auto"] = "path",
         max_workers: int = 16,
+        write_concurrency: int = WRITE_CONCURRENCY,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         max_attempts: int = 5,
@@ -80,6 +95,8 @@ class S3Backend(StorageBackend):
             raise ValueError("max_attempts must be at least 1 (the first try)")
         if stale_upload_seconds < 0:
             raise ValueError("stale_upload_seconds must not be negative")
+        if not 1 <= write_concurrency <= MAX_WRITE_CONCURRENCY:
+            raise ValueError(f"write_concurrency must be 1 to {MAX_WRITE_CONCURRENCY}")
         # How old an incomplete upload or temp object must be before open() removes it: long
         # enough that no writer of another process sharing the bucket is still at work on it.
         self.stale_upload_seconds = stale_upload_seconds
@@ -99,11 +116,14 @@ class S3Backend(StorageBackend):
                 retries={"mode": "standard", "total_max_attempts": max_attempts},
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
-                max_pool_connections=max_workers + 10,  # managed copies add their own threads
+                # managed copies add their own threads
+                max_pool_connections=max_workers + write_concurrency + 10,
                 tcp_keepalive=True,
             ),
         }
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="s3-blobs")
+        threads = max_workers + write_concurrency
+        self._executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="s3-blobs")
+        self.write_slots = asyncio.Semaphore(write_concurrency)
         self._client: Any = None
 
     @property
@@ -141,7 +161,8 @@ class S3Backend(StorageBackend):
             raise StorageError(f"{where} is unreachable: {exc}") from exc
 
     def _remove_stale(self) -> None:
-        """Abort uploads and delete temp objects that crashed writers left behind.
+        """Abort uploads and delete temp objects that crashed writers left behind: uploads under
+        ``tmp/`` (writers) and under ``blobs/`` (verified files, uploaded straight to their keys).
 
         Other processes may share the bucket and be writing right now, so only
         what is older than ``stale_upload_seconds`` (an hour by default) goes.
@@ -149,12 +170,13 @@ class S3Backend(StorageBackend):
         cutoff = datetime.now(UTC) - timedelta(seconds=self.stale_upload_seconds)
         client, bucket, temp = self._client, self.bucket, f"{self.prefix}tmp/"
         try:
-            for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=temp):
-                for upload in page.get("Uploads", []):
-                    key, upload_id = upload["Key"], upload["UploadId"]
-                    if upload["Initiated"] < cutoff:
-                        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-                        log.info("aborted stale multipart upload of %s", key)
+            for prefix in (temp, f"{self.prefix}blobs/"):
+                for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
+                    for upload in page.get("Uploads", []):
+                        key, upload_id = upload["Key"], upload["UploadId"]
+                        if upload["Initiated"] < cutoff:
+                            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+                            log.info("aborted stale multipart upload of %s", key)
             for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=temp):
                 for obj in page.get("Contents", []):
                     if obj["LastModified"] < cutoff:
@@ -181,6 +203,18 @@ class S3Backend(StorageBackend):
     async def writer(self, *, all_digests: bool = True) -> BlobWriter:
         self.client  # noqa: B018 - fail now, not at the first full part
         return S3Writer(self, all_digests)
+
+    async def write_many(self, blobs: Sequence[tuple[str, Sequence[bytes]]]) -> None:
+        for sha256, _ in blobs:
+            check_sha256(sha256)
+        await s3_parallel.write_many(self, blobs)
+
+    async def adopt(self, path: Path, sha256: str, size: int) -> bool:
+        """Upload the verified file straight to its final key (parts in parallel), then remove it."""
+        check_sha256(sha256)
+        await s3_parallel.put_file(self, Path(path), sha256, size)
+        await asyncio.to_thread(Path(path).unlink)
+        return True
 
     def key_exists(self, key: str) -> bool:
         with s3_errors(f"head of {key}"):

@@ -19,6 +19,7 @@ MAX_PARTS = 10_000
 COPY_MULTIPART_THRESHOLD = 5 * GiB  # CopyObject's limit; above it the managed copy goes part by part
 COPY_PART_SIZE = 512 * MiB
 OCTETS = "application/octet-stream"
+MAX_WRITE_CONCURRENCY = 64  # S3 write requests in flight at once, at most (a setting)
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
 

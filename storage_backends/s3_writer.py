@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
 import logging
 import uuid
@@ -15,6 +14,7 @@ from boto3.s3.transfer import TransferConfig
 from .base import BlobWriter, Digests, MultiHasher, verify_digests
 from .errors import StorageError
 from .s3_common import COPY_MULTIPART_THRESHOLD, COPY_PART_SIZE, MAX_PARTS, OCTETS, T, s3_errors
+from .s3_parallel import put_blob
 
 if TYPE_CHECKING:
     from .s3 import S3Backend
@@ -98,14 +98,8 @@ class S3Writer(BlobWriter):
         self._hasher.update(chunk)
         digests = self._hasher.digests()
         verify_digests(digests, expected, expected_size)
-        backend, key = self._backend, self._backend.blob_key(digests.sha256)
-        if not backend.key_exists(key):
-            # The server checks the SHA-256 itself, so bytes damaged in transit are refused.
-            checksum = base64.b64encode(bytes.fromhex(digests.sha256)).decode()
-            with s3_errors(f"put of blob {digests.sha256}"):
-                backend.client.put_object(
-                    Bucket=backend.bucket, Key=key, Body=chunk, ContentType=OCTETS, ChecksumSHA256=checksum
-                )
+        if not self._backend.key_exists(self._backend.blob_key(digests.sha256)):
+            put_blob(self._backend, digests.sha256, chunk)
         return digests
 
     def _finish_multipart(self, expected: Mapping[str, str] | None, expected_size: int | None) -> Digests:

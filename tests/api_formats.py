@@ -26,8 +26,11 @@ from wire.manifest import Manifest, ManifestArtifact, encode
 
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 1024
-# The file the seeds put in the uploads repo, which specs select.
+# The file the seeds put in the uploads repo (downloads find it there) and in a source repo,
+# which specs select: a spec selecting uploads unmapped would target an edge's uploads repo,
+# a 400 whatever the body's shape.
 UPLOADS = "artifactory-edge-uploads"
+SPEC_SOURCE = "tools-local"
 
 
 def _fits(text: str, limit: int) -> bool:
@@ -110,17 +113,23 @@ def _manifests(draw: st.DrawFn) -> str:
 PLACEHOLDER_SIGNATURE = "-----BEGIN PGP SIGNATURE-----\n\niHUEABYKAB0WIQ==\n=AAAA\n-----END PGP SIGNATURE-----\n"
 # Specs that select the file the seeds deploy, by pattern and by JFrog CLI's AQL.
 BUNDLE_PATTERNS = st.sampled_from(
-    [f"{UPLOADS}/tools/app.tar.gz", f"{UPLOADS}/tools/*", f"{UPLOADS}/**", f"{UPLOADS}/*/app.*", f"{UPLOADS}/t?ols/*"]
+    [
+        f"{SPEC_SOURCE}/tools/app.tar.gz",
+        f"{SPEC_SOURCE}/tools/*",
+        f"{SPEC_SOURCE}/**",
+        f"{SPEC_SOURCE}/*/app.*",
+        f"{SPEC_SOURCE}/t?ols/*",
+    ]
 )
 AQLS = st.sampled_from(
     [
-        f'items.find({{"repo":"{UPLOADS}","path":"tools","name":"app.tar.gz"}})',
-        f'items.find({{"repo":"{UPLOADS}","path":{{"$match":"tools*"}}}})',
-        f'items.find({{"$and":[{{"repo":"{UPLOADS}"}},{{"name":{{"$match":"*.gz"}}}}]}}).include("name")',
+        f'items.find({{"repo":"{SPEC_SOURCE}","path":"tools","name":"app.tar.gz"}})',
+        f'items.find({{"repo":"{SPEC_SOURCE}","path":{{"$match":"tools*"}}}})',
+        f'items.find({{"$and":[{{"repo":"{SPEC_SOURCE}"}},{{"name":{{"$match":"*.gz"}}}}]}}).include("name")',
     ]
 )
 # Every input has a group 1, so every output may use it; outputs make a valid repo/path.
-MAPPING_INPUTS = st.sampled_from(["(.*)", f"{UPLOADS}/(.*)", r"([^/]+/tools/.+)", r"(?<all>[^/]+/.+)"])
+MAPPING_INPUTS = st.sampled_from(["(.*)", f"{SPEC_SOURCE}/(.*)", r"([^/]+/tools/.+)", r"(?<all>[^/]+/.+)"])
 MAPPING_OUTPUTS = st.sampled_from(["$1", "mapped-local/$1", "${1}", "mapped-local/copy/$1"])
 PRINTABLE = st.text(min_size=1, max_size=40).filter(str.isprintable)
 _OFFSETS = st.integers(min_value=0, max_value=10**19 - 1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -320,6 +321,7 @@ class S3Fault:
     lose_answer: bool = False
     # forward the call with the byte at this offset of its body flipped: damaged on the way to S3
     flip_byte_at: int | None = None
+    key_suffix: str = ""  # only calls on an object key ending with this (a blob's sha256, say)
     matched: int = 0
     hits: int = 0  # calls this fault misbehaved on
 
@@ -337,6 +339,11 @@ class S3Faults:
 
     faults: list[S3Fault] = field(default_factory=list)
     seen: list[tuple[str, int | None]] = field(default_factory=list)  # (operation, status or None: stalled)
+    # seconds each call of an operation is held before it is forwarded, so that calls made at
+    # once are seen at once; and the most calls of each operation the proxy held at one time
+    delays: dict[str, float] = field(default_factory=dict)
+    in_flight: Counter[str] = field(default_factory=Counter)
+    most_in_flight: Counter[str] = field(default_factory=Counter)
 
     def add(self, *faults: S3Fault) -> None:
         self.faults.extend(faults)
@@ -344,10 +351,12 @@ class S3Faults:
     def clear(self) -> None:
         self.faults.clear()
         self.seen.clear()
+        self.delays.clear()
+        self.most_in_flight.clear()
 
-    def fault_for(self, operation: str) -> S3Fault | None:
+    def fault_for(self, operation: str, path: str) -> S3Fault | None:
         for fault in list(self.faults):
-            if fault.operation == operation and fault.take():
+            if fault.operation == operation and path.endswith(fault.key_suffix) and fault.take():
                 return fault
         return None
 
@@ -383,7 +392,17 @@ def _s3_upstream(request: web.Request, body: bytes) -> Any:
 async def _s3_forward(request: web.Request) -> web.StreamResponse:
     faults = request.app[s3_faults_key]
     operation = s3_operation(request.method, request.path, request.query, request.headers)
-    fault = faults.fault_for(operation)
+    faults.in_flight[operation] += 1
+    faults.most_in_flight[operation] = max(faults.most_in_flight[operation], faults.in_flight[operation])
+    try:
+        await asyncio.sleep(faults.delays.get(operation, 0.0))
+        return await _s3_answer(request, faults, operation)
+    finally:
+        faults.in_flight[operation] -= 1
+
+
+async def _s3_answer(request: web.Request, faults: S3Faults, operation: str) -> web.StreamResponse:
+    fault = faults.fault_for(operation, request.path)
     body = await request.read()  # a server that stalls has still taken the request
     if fault is not None and fault.flip_byte_at is not None:
         body = flip_byte(body, fault.flip_byte_at)

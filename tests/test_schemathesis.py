@@ -118,20 +118,25 @@ def _seed_edge(edge: EdgeProcess, signer: TestKey) -> None:
 
 
 def _seed_distribution(service: DistributionProcess) -> None:
-    """The uploads repo with the file, and the bundle of it, signed; each call is idempotent."""
+    """The file in the uploads repo and in the specs' source repo, and the bundle of it, signed;
+    each call is idempotent."""
     name, version = BUNDLE
     # a bundle never targets an edge's uploads repo: its file lands in releases-local
-    mapping = {"input": f"{UPLOADS}/(.*)", "output": "releases-local/$1"}
-    spec = {"queries": [{"pattern": f"{UPLOADS}/tools/*", "mappings": [mapping]}]}
+    mapping = {"input": f"{api_formats.SPEC_SOURCE}/(.*)", "output": "releases-local/$1"}
+    spec = {"queries": [{"pattern": f"{api_formats.SPEC_SOURCE}/tools/*", "mappings": [mapping]}]}
     with _session() as session:
-        repo = session.put(
-            f"{service.artifactory_url}/api/repositories/{UPLOADS}", json={}, headers=_admin(service), timeout=30
-        )
-        assert repo.status_code in (200, 409), repo.text  # 409: an operation made it with other settings
-        answer = session.put(
-            f"{service.artifactory_url}/{UPLOADS}/{FILE_PATH}", data=FILE_BYTES, headers=_admin(service), timeout=30
-        )
-        assert answer.status_code in (201, 409), answer.text
+        for repo_key in (UPLOADS, api_formats.SPEC_SOURCE):
+            repo = session.put(
+                f"{service.artifactory_url}/api/repositories/{repo_key}", json={}, headers=_admin(service), timeout=30
+            )
+            assert repo.status_code in (200, 409), repo.text  # 409: an operation made it with other settings
+            answer = session.put(
+                f"{service.artifactory_url}/{repo_key}/{FILE_PATH}",
+                data=FILE_BYTES,
+                headers=_admin(service),
+                timeout=30,
+            )
+            assert answer.status_code in (201, 409), answer.text
         bundle = session.post(
             f"{service.url}/distribution/api/v1/release_bundle",
             json={"name": name, "version": version, "sign_immediately": True, "spec": spec},

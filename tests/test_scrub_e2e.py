@@ -167,7 +167,7 @@ def test_repair_goes_only_to_the_edges_that_hold_the_bundle(service: Service, ed
     service.add_edge("us-east-1", edge.url, distributor_token(edge))
     service.signed_bundle("1.0", FILES)
     nowhere = service.call("POST", "/distribution/api/v1/distribution/app/1.0/repair", {})
-    assert nowhere[0] == 400 and "No registered edge holds app/1.0" in nowhere[1]["message"], nowhere
+    assert nowhere[0] == 409 and "No registered edge holds app/1.0" in nowhere[1]["message"], nowhere
     assert service.wait("1.0", service.distribute("1.0"))["status"] == "Completed"
     dry = service_cli(service, "repair", "app", "1.0", "--dry-run")
     assert dry.returncode == 0 and "would go to us-east-1" in dry.stdout, dry.stderr

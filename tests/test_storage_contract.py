@@ -319,3 +319,20 @@ async def test_a_quarantined_blob_leaves_the_store_and_its_right_bytes_can_retur
         await backend.quarantine(sha)
     with pytest.raises(InvalidDigest):
         await backend.quarantine("../" + sha[3:])
+
+
+async def test_write_many_stores_the_blobs_before_a_wrong_one_and_none_after_it(backend: StorageBackend) -> None:
+    before, wrong, after = os.urandom(3000), os.urandom(2000), os.urandom(1000)
+    batch = [
+        (hashlib.sha256(before).hexdigest(), [before[:7], before[7:]]),
+        (hashlib.sha256(b"what the manifest says").hexdigest(), [wrong]),
+        (hashlib.sha256(after).hexdigest(), [after]),
+    ]
+    with pytest.raises(DigestMismatch) as refused:
+        await backend.write_many(batch)
+    assert (refused.value.field, refused.value.expected) == ("sha256", batch[1][0])
+    assert await read_all(backend, batch[0][0]) == before
+    assert await listed(backend) == {batch[0][0]}
+    await backend.write_many([])
+    await backend.write_many(batch[2:])
+    assert await listed(backend) == {batch[0][0], batch[2][0]}

@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from .errors import InvalidInput, InvalidPath
 from .jsonstrict import JsonRefused, loads
@@ -253,6 +253,37 @@ def _check_artifact_list(artifacts: tuple[ManifestArtifact, ...]) -> None:
                 _fail(f"artifacts[{index}].target", f"{artifact.target!r} is inside file {folder!r}")
 
 
+class ArtifactFields(Protocol):
+    """A ManifestArtifact's fields, as any record of an artifact (a stored bundle's) has them."""
+
+    @property
+    def target(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def sha1(self) -> str: ...
+    @property
+    def md5(self) -> str: ...
+    @property
+    def properties(self) -> dict[str, list[str]]: ...
+
+
+def _artifact_json(a: ArtifactFields) -> dict[str, Any]:
+    return {
+        "target": a.target,
+        "source": a.source,
+        "size": a.size,
+        "sha256": a.sha256,
+        "sha1": a.sha1,
+        "md5": a.md5,
+        "properties": a.properties,
+    }
+
+
 def _to_json(manifest: Manifest) -> dict[str, Any]:
     return {
         "format": FORMAT_VERSION,
@@ -262,25 +293,36 @@ def _to_json(manifest: Manifest) -> dict[str, Any]:
         "created_by": manifest.created_by,
         "description": manifest.description,
         "release_notes": manifest.release_notes,
-        "artifacts": [
-            {
-                "target": a.target,
-                "source": a.source,
-                "size": a.size,
-                "sha256": a.sha256,
-                "sha1": a.sha1,
-                "md5": a.md5,
-                "properties": a.properties,
-            }
-            for a in manifest.artifacts
-        ],
+        "artifacts": [_artifact_json(a) for a in manifest.artifacts],
     }
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def encode(manifest: Manifest) -> bytes:
     """The canonical bytes: what is signed, served and compared."""
-    text = json.dumps(_to_json(manifest), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return text.encode("utf-8")
+    return _canonical(_to_json(manifest))
+
+
+def artifact_bytes(artifact: ArtifactFields) -> int:
+    """What one artifact adds to a manifest's canonical bytes, the comma before the next included
+    (a little more where its properties still hold duplicate values, which a manifest drops)."""
+    return len(_canonical(_artifact_json(artifact))) + 1
+
+
+def check_limits(header: Manifest, count: int, artifacts_bytes: int) -> None:
+    """Refuse, before anything is stored, a bundle whose manifest no node would accept: more than
+    MAX_ARTIFACTS artifacts, or over MAX_MANIFEST_BYTES once ``count`` artifacts adding
+    ``artifacts_bytes`` (``artifact_bytes`` of each) join ``header``, the manifest without them."""
+    if count > MAX_ARTIFACTS:
+        _fail("artifacts", f"more than {MAX_ARTIFACTS} artifacts")
+    size = len(encode(header)) + max(artifacts_bytes - 1, 0)
+    if size > MAX_MANIFEST_BYTES:
+        raise ManifestTooLarge(
+            f"Release bundle manifest would be {size} bytes, over the limit of {MAX_MANIFEST_BYTES} bytes"
+        )
 
 
 def sha256_of(manifest: Manifest) -> str:
