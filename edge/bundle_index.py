@@ -16,7 +16,6 @@ removal is finished.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from functools import partial
@@ -57,12 +56,12 @@ class BundleIndex:
         self.claims = claims
         self.artifacts = artifacts
         self.bulk = artifacts.catalog.bulk
-        self._lock = asyncio.Lock()  # one bundle change at a time
+        self._lock = store.database.locks("bundle-change")  # one bundle change at a time, in every worker
 
     async def publish(self, tx: Transaction, manifest: Manifest, user: str, now: int) -> None:
         """Index every entry of ``manifest`` for ``tx`` and commit it, shown all at once; refused
         (409) anywhere, what was indexed is removed again and nothing shows."""
-        async with self._lock:
+        async with self._lock():
             change = BundleChange(tx.name, tx.version, tx.id, COMMIT, new_key())
             keys = sorted({split_target(a.target)[0] for a in manifest.artifacts})
             repos = [Repo(key, anonymous_read=True) for key in keys]
@@ -101,7 +100,7 @@ class BundleIndex:
 
     async def remove(self, name: str, version: str) -> None:
         """Take a committed bundle off this edge (or finish taking it off); 404 if it is not here."""
-        async with self._lock:
+        async with self._lock():
             change = await self.claims.change(name, version)
             if change is None or change.action != REMOVE:
                 bundle = await self.store.bundle(name, version)
@@ -131,7 +130,7 @@ class BundleIndex:
 
     async def resume(self) -> None:
         """At start-up: roll back each commit a crash cut short, and finish each removal."""
-        async with self._lock:
+        async with self._lock():
             for change in await self.claims.changes():
                 if change.action == COMMIT:
                     await self._abandon(change)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -63,19 +62,6 @@ class TransactionEnded(Conflict):
         super().__init__(
             f"Transaction {tx_id} was {state.lower()} while this upload was under way; nothing of it is kept"
         )
-
-
-class Locks:
-    """An asyncio lock per key (a transaction, a blob of one), kept while anyone holds or awaits it."""
-
-    def __init__(self) -> None:
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-
-    def __call__(self, key: str) -> asyncio.Lock:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        return lock
 
 
 @dataclass(eq=False)

@@ -8,8 +8,10 @@ So a crash at any moment leaves either no trace of the bundle or all of it, and 
 step can be retried: a transaction is named by its manifest's sha256, and each step
 answers the state it finds.
 
-Steps on one transaction are serialised by a per-transaction lock in this process;
-uploads of different blobs run in parallel, each under its own per-blob lock (edge/uploads.py).
+Steps on one transaction are serialised by a per-transaction lock held across the node's
+processes (repository/file_locks.py), so the steps may reach different workers; everything
+a step needs from an earlier one is in the database or the staging folder. Uploads of
+different blobs run in parallel, each under its own per-blob lock (edge/uploads.py).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from .claims import BundleClaims
 from .held import HeldBlobs
 from .pace import UploadPace
 from .raw_body import Receivers
-from .receiving import Locks, listed
+from .receiving import listed
 from .staging import Staging
 from .store import EdgeStore, ReceivedBundle, Transaction
 from .trust import TrustedKeys
@@ -107,7 +109,7 @@ class Transactions:
         self.held = HeldBlobs(artifacts, store)
         self.uploads = Uploads(self, store, artifacts, staging, receivers, pace)
         self.index = BundleIndex(store, BundleClaims(store.database), artifacts)
-        self._lock = Locks()
+        self._lock = store.database.locks("transaction")  # one step of a transaction at a time, in every worker
         # by transaction id, which is the sha256 of the manifest's bytes, so an entry cannot go stale
         self._manifests: LRUCache[str, Manifest] = LRUCache(DECODED_MANIFESTS)
 

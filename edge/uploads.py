@@ -29,7 +29,6 @@ from .raw_body import RawBody, Receivers
 from .receiving import (
     BlobRefused,
     InFlight,
-    Locks,
     ResumeMismatch,
     TransactionEnded,
     Upload,
@@ -79,7 +78,7 @@ class Uploads:
         self.store, self.artifacts, self.staging = store, artifacts, staging
         self.receivers, self.pace = receivers, pace
         self.in_flight = InFlight()
-        self._lock = Locks()
+        self._lock = store.database.locks("blob")  # one upload of a blob at a time, in every worker
 
     async def _held(self, tx: Transaction, sha256: str, size: int) -> bool:
         """Whether the edge holds the blob (edge/held.py); for a committed transaction, which

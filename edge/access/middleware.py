@@ -1,5 +1,8 @@
 """The first steps of the access pipeline: client address, IP rules, geo rules, signed URLs.
 
+Before them, the copies this process keeps (rules, keys, users, tokens, catalog entries) are
+refreshed if another process of the node changed what they copy (repository/generation.py).
+
 Runs after the audit step (which creates the ``AccessContext``) and the error mapping,
 before identity. It fills the context (client address, country, repo, path) for every
 request, refuses with 403 what the rules refuse (``denied_by`` says which rule), and
@@ -142,6 +145,9 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     ctx = request.get(access_context)
     if ctx is None:
         ctx = request[access_context] = AccessContext()
+    copies = request.app[database].copies
+    if copies.stale():  # another worker changed rules, keys, users, tokens or the catalog
+        await copies.wait()
     control = request.app[access_control]
     address = control.address
     client = address.resolve(request.remote, request.headers.getall(address.header, ()))

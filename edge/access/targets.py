@@ -127,6 +127,7 @@ class TargetStore:
     def __init__(self, database: Database, permissions: Permissions) -> None:
         self._database = database
         self.permissions = permissions
+        database.copies.register(self.load)  # another process changed a target
 
     async def load(self) -> None:
         rows = await self._database.run(
@@ -149,6 +150,7 @@ class TargetStore:
             [target.name, body, stamp, stamp],
         )
         self.permissions.replace([*(t for t in self.permissions.targets if t.name != target.name), target])
+        self._database.changed()
         return created
 
     async def delete(self, name: str) -> bool:
@@ -156,4 +158,5 @@ class TargetStore:
             return False
         await self._database.run(self._database.db.execute, "DELETE FROM permission_targets WHERE name = ?", [name])
         self.permissions.replace(t for t in self.permissions.targets if t.name != name)
+        self._database.changed()
         return True
