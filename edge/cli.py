@@ -19,6 +19,7 @@ from repository.tokens import Role
 from . import __version__
 from .app import create_app
 from .settings import load_edge_settings
+from .workers import supervise
 
 
 @click.group()
@@ -34,6 +35,7 @@ main.add_command(
         default_port=8082,
         load=load_edge_settings,
         create_app=create_app,
+        supervise=supervise,
     )
 )
 remote_options = cli_support.remote_options("EDGE", "http://127.0.0.1:8082")

@@ -21,6 +21,16 @@ from .access.signed_urls import ALGORITHMS, UrlKeySpec
 
 MiB = 1024 * 1024
 DAY = 24 * 3600
+# More worker processes than this is a typo, not a machine: each holds its database
+# connections, receiver threads and caches.
+MAX_WORKERS = 64
+
+
+def one_per_core() -> int:
+    """The default number of workers: the cores this process may run on (its CPU affinity)."""
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
+
+
 # An nginx location prefix: '/', segments of URL-safe characters, a closing '/'; no dot segments.
 ACCEL_PREFIX = re.compile(r"/(?:(?!\.{1,2}/)[A-Za-z0-9._~-]+/)+")
 
@@ -134,11 +144,16 @@ class EdgeSettings(ServiceSettings):
     # local blobs asked for by that nginx (X-Sendfile-Type: X-Accel-Redirect) are then sent by
     # nginx, the edge answering only the headers and X-Accel-Redirect; "" (the default) is off
     accel_redirect: str = ""
+    # processes serving the port (edge/workers.py): one per core by default; 1 is a single
+    # process, with no supervisor
+    workers: int = field(default_factory=one_per_core)
     access: AccessSettings = field(default_factory=AccessSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise InvalidSetting("workers", f"must be 1 to {MAX_WORKERS}")
         if self.transaction_ttl < 1:
             raise ValueError("setting 'transaction_ttl' must be at least 1 second")
         if self.max_manifest_bytes < 1024:

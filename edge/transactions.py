@@ -264,11 +264,14 @@ class Transactions:
             with contextlib.suppress(NotFound):  # gone meanwhile: what was asked is done
                 await self.index.remove(name, version)
 
-    async def recover(self) -> None:
-        """At start-up: a commit a crash cut short is rolled back and a removal finished; staging of
-        transactions no longer OPEN is removed; OPEN ones resume."""
+    async def recover(self, *, sweep_staging: bool = True) -> None:
+        """At start-up: a commit a crash cut short is rolled back and a removal finished (safe while
+        other workers run: a live worker holds the bundle-change lock for all of its change); with
+        ``sweep_staging``, when no other worker runs, staging of transactions no longer OPEN is
+        removed; OPEN ones resume."""
         await self.index.resume()
-        await self.staging.sweep(await self.store.open_ids())
+        if sweep_staging:
+            await self.staging.sweep(await self.store.open_ids())
 
     async def expire_forever(self, interval: float) -> None:
         while True:

@@ -30,7 +30,7 @@ from repository.tokens import Principal, Role
 from wire.errors import InvalidPath
 from wire.paths import check_artifact_path, check_repo_key
 
-from ..keys import settings_key
+from ..keys import settings_key, starts_node_key
 from .address import ClientAddress, parse_network
 from .context import AccessContext, IPAddress, access_context
 from .geo import GeoDatabase
@@ -95,7 +95,8 @@ async def access_ctx(app: web.Application) -> AsyncIterator[None]:
     geo, watcher = None, None
     if access.geoip_database is not None:
         geo = GeoDatabase(access.geoip_database, settings.data_dir / "geoip")
-        await asyncio.to_thread(geo.clear_snapshots)
+        if app[starts_node_key]:  # a restarted worker leaves the other workers' snapshots alone
+            await asyncio.to_thread(geo.clear_snapshots)
         await geo.refresh()
         if not geo.loaded:
             log.warning("geo database %s is not usable: geo rules answer '%s'", geo.path, access.geo_unknown)
