@@ -52,8 +52,11 @@ class EdgeProcess:
         admin_token: str | None = None,
         config: Path | None = None,
         env: Mapping[str, str] | None = None,
+        workers: int = 1,
     ) -> None:
         self.base_dir = Path(base_dir)
+        # one process per edge keeps a local topology light; more: edge/workers.py
+        self.workers = workers
         self.data_dir = self.base_dir / "data"
         self.log_path = self.base_dir / f"{self.program}.log"
         self.admin_token = admin_token or "adm_" + secrets.token_urlsafe(24)
@@ -87,7 +90,17 @@ class EdgeProcess:
         return cmd if self.config is None else [*cmd, "--config", str(self.config)]
 
     def environment(self) -> dict[str, str]:
-        return service_environment({"EDGE_ADMIN_TOKEN": self.admin_token, **self.extra_env})
+        return service_environment(
+            {"EDGE_ADMIN_TOKEN": self.admin_token, "EDGE_WORKERS": str(self.workers), **self.extra_env}
+        )
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the workers serving the port now (Linux); none for a single process."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        try:
+            return [int(pid) for pid in children.read_text().split()]
+        except FileNotFoundError:
+            return []
 
     def start(self, timeout: float = START_TIMEOUT) -> EdgeProcess:
         """Start and wait until it answers; another port if one was taken between choosing and binding."""

@@ -155,7 +155,10 @@ def load_settings(
     if flags:
         hints = typing.get_type_hints(cls)
         checked = {k: _coerce(k, hints[k], v, from_text=False) for k, v in flags.items()}
-        settings = dataclasses.replace(settings, **checked)  # type: ignore[type-var]
+        try:
+            settings = dataclasses.replace(settings, **checked)  # type: ignore[type-var]
+        except (TypeError, ValueError) as exc:  # InvalidSetting included: a flag names a top-level key
+            raise SettingsError(str(exc)) from None
     return settings
 
 
