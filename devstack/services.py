@@ -113,6 +113,7 @@ class EdgeProcess:
             assert self._child is not None
             try:
                 self._child.wait_ready(timeout)
+                self._wait_for_workers(timeout)
             except StartFailed:
                 self._child.wait_stopped(time.monotonic())  # killed if it still runs; its log closed
                 if attempt < BIND_ATTEMPTS and "address already in use" in self.log_tail().lower():
@@ -122,6 +123,17 @@ class EdgeProcess:
             self.port = port
             return self
         raise AssertionError("unreachable")
+
+    def _wait_for_workers(self, timeout: float) -> None:
+        """Several workers answer the ping from the first one's start: wait for the supervisor's word
+        that all of them are (edge/workers.py)."""
+        if self.workers == 1:
+            return
+        deadline = time.monotonic() + timeout
+        while f"ready with {self.workers} workers" not in self.log_tail(400):
+            if self.returncode is not None or time.monotonic() > deadline:
+                raise StartFailed(f"the {self.program} workers did not all start\n{self.log_tail()}")
+            time.sleep(0.05)
 
     def _spawn(self, port: int) -> None:
         if self._child is not None:

@@ -80,7 +80,10 @@ async def _serve(
         except OSError as exc:
             raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         bound = runner.addresses[0][1] if runner.addresses else port
-        log.info("%s ready", name, extra={"fields": {"url": f"http://{host}:{bound}", "port": bound}})
+        if listener.sock is None:
+            log.info("%s ready", name, extra={"fields": {"url": f"http://{host}:{bound}", "port": bound}})
+        else:  # one of several processes on the port: their supervisor says when the node is ready, and where
+            log.info("%s ready", name)
         if listener.on_ready is not None:
             listener.on_ready()
         await stop.wait()
