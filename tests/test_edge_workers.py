@@ -188,6 +188,8 @@ def test_a_transaction_started_on_one_worker_uploaded_to_another_and_committed_o
         session = two if index % 2 else three
         put_blob = session.put(f"{edge.url}{TX}/{tid}/blobs/{sha256(data)}", data=data, timeout=60)
         assert put_blob.status_code in (200, 201), put_blob.text
+    first = f"/artifactory/releases-local/app/1.0.0/{next(iter(files))}"
+    through_every_worker(edge, expect(404), lambda: call(edge, "GET", first))  # nothing shows before the commit
     committed = three.post(f"{edge.url}{TX}/{tid}/commit", timeout=60)
     assert (committed.status_code, committed.headers[WORKER]) == (200, "3"), committed.text
     assert committed.json()["state"] == "COMMITTED"
