@@ -11,6 +11,7 @@ from aiohttp import web
 from repository.catalog import Repo
 from repository.http import keys as core
 from repository.http.metrics import metrics_middleware
+from repository.http.metrics_shared import setup_shared_metrics
 from repository.http.middlewares import error_middleware, identity_middleware
 from repository.http.request_ids import request_id_middleware, setup_request_ids
 from repository.http.scrub_api import setup_scrub
@@ -64,6 +65,8 @@ def create_app(settings: EdgeSettings, *, worker: int = 0, starts_node: bool = T
         app.on_response_prepare.append(answer_worker)
     setup_request_ids(app)
     setup_edge_metrics(app, settings)
+    if worker:  # a scrape reaching any worker answers for the node
+        setup_shared_metrics(app, settings.data_dir / "metrics", worker, starts_node=starts_node)
     uploads = Repo(EDGE_UPLOADS_REPO, anonymous_read=settings.uploads_anonymous_read)
     setup_artifact_core(
         app,

@@ -314,3 +314,21 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def metric(text: str, line_start: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start))
+
+
+def test_a_scrape_through_any_worker_counts_the_requests_of_every_worker(edge: EdgeProcess) -> None:
+    """Every worker answers /metrics for the node: the sum of every worker's counts (another
+    worker's at most a second old), whichever worker the scrape reaches."""
+    put(edge, "app/metered.txt", b"metered\n")
+    sent = through_every_worker(edge, expect(200), lambda: get(edge, "app/metered.txt"))
+    time.sleep(1.5)  # every worker has written its counts since
+    downloads = 'http_requests_total{method="GET",route="download",status="200"}'
+
+    def check(response: requests.Response) -> None:
+        assert metric(response.text, downloads) == sent, response.headers[WORKER]
+
+    through_every_worker(edge, check, lambda: call(edge, "GET", "/metrics"))
