@@ -11,6 +11,7 @@ stops everything.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import signal
 import time
@@ -332,3 +333,53 @@ def test_a_scrape_through_any_worker_counts_the_requests_of_every_worker(edge: E
         assert metric(response.text, downloads) == sent, response.headers[WORKER]
 
     through_every_worker(edge, check, lambda: call(edge, "GET", "/metrics"))
+
+
+def test_an_upload_on_one_worker_is_cut_off_when_another_worker_aborts_its_transaction(
+    edge: EdgeProcess, keys: KeySet, key_factory: KeyFactory
+) -> None:
+    """The abort reaches a worker other than the upload's: the upload still ends with 409 within
+    seconds, and nothing of the transaction stays staged or stored."""
+    assert call(edge, "POST", KEYS, edge.admin_token, json={"alias": "alice", "public_key": keys.alice.public}).ok
+    big = os.urandom(8 * 1024 * 1024)
+    body = signed(key_factory, keys.alice, manifest_of({"big.bin": big}))
+    tid = tx_id(body)
+    assert call(edge, "POST", TX, edge.admin_token, json=body).status_code == 201
+    uploading, aborting = connection_to(edge, 2), connection_to(edge, 1)
+    try:
+        uploading.putrequest("PUT", f"{TX}/{tid}/blobs/{sha256(big)}")
+        uploading.putheader("Authorization", f"Bearer {edge.admin_token}")
+        uploading.putheader("Content-Length", str(len(big)))
+        uploading.endheaders()
+        uploading.send(big[: 2 * 1024 * 1024])  # then nothing more: the upload waits for the rest
+        staging = edge.data_dir / "staging" / tid
+        wait_until(lambda: any(staging.glob("*.part")))
+        aborting.request("POST", f"{TX}/{tid}/abort", headers={"Authorization": f"Bearer {edge.admin_token}"})
+        aborted = aborting.getresponse()
+        assert aborted.status in (200, 204), aborted.read()
+        aborted.read()
+        answer = uploading.getresponse()
+        assert answer.status == 409, answer.read()
+        assert b"aborted while this upload was under way" in answer.read()
+    finally:
+        uploading.close()
+        aborting.close()
+    assert call(edge, "GET", f"{TX}/{tid}", edge.admin_token).json()["state"] == "ABORTED"
+    wait_until(lambda: not staging.exists())
+    assert not (edge.data_dir / "blobs").exists() or sha256(big) not in {
+        p.name for p in (edge.data_dir / "blobs").rglob("*")
+    }
+
+
+def connection_to(edge: EdgeProcess, number: int) -> http.client.HTTPConnection:
+    """A kept-alive connection that reached worker ``number``."""
+    deadline = time.monotonic() + GIVE_UP
+    while time.monotonic() < deadline:
+        connection = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=GIVE_UP)
+        connection.request("GET", PING)
+        response = connection.getresponse()
+        response.read()
+        if response.headers[WORKER] == str(number):
+            return connection
+        connection.close()
+    pytest.fail(f"no connection reached worker {number}")
