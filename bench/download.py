@@ -8,7 +8,11 @@ against peers measured moments before on the same box. The edge is measured twic
 - through nginx running the shipped ``nginx/edge.conf`` (one worker, on the edge's
   core): the edge decides and answers ``X-Accel-Redirect``, nginx sends the file;
 
-and the peers are:
+and, for small files, the edge again with 1 and N worker processes (``edge serve --workers``,
+N one per core by default), neither pinned: what every core adds. On a machine with few
+cores the load generator shares them with the workers.
+
+The peers are:
 
 - nginx serving the same bytes from disk with sendfile (the practical ceiling for
   a static file server; one worker, as the edge is one process);
@@ -42,6 +46,7 @@ from common import BenchError, run_bench  # bench/ is no package: its folder is 
 from devstack.nginx import NginxError, NginxProcess, find_nginx, main_config
 from devstack.processes import ServiceProcess, StartFailed
 from devstack.services import EdgeProcess, free_port
+from edge.settings import one_per_core
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 UPLOADS_REPO = "artifactory-edge-uploads"
@@ -107,10 +112,12 @@ def write_random_file(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-def make_samples(www: Path) -> list[Sample]:
-    """The files nginx serves from ``www`` and the edge gets uploaded."""
+def make_samples(www: Path, *, small_only: bool = False) -> list[Sample]:
+    """The files nginx serves from ``www`` and the edge gets uploaded, the small one first."""
     samples = []
     for label, size in SIZES.items():
+        if small_only and size > MiB:
+            continue
         path = www / f"sample-{size}.bin"
         samples.append(Sample(label, path, size, write_random_file(path, size)))
     return samples
@@ -509,7 +516,35 @@ def print_table(results: dict[str, dict[str, Result]], rss: dict[str, float]) ->
     print("MB = 10^6 bytes received: wrk counts headers too (the edge sends ~600 B of them), partial bodies count.")
 
 
-def run(allow_wrk: bool) -> None:
+def measure_workers(stack: contextlib.ExitStack, tmp: Path, load: Load, sample: Sample, most: int) -> list[Result]:
+    """The small file from an edge of 1 worker, then of ``most``, each unpinned and loaded alone."""
+    results = []
+    for count in sorted({1, most}):
+        with contextlib.ExitStack() as own:
+            edge = start_node(own, EdgeProcess(tmp / f"edge-{count}-workers", admin_token=TOKEN, workers=count))
+            port = edge.port or 0
+            upload(port, sample)
+            url = f"http://127.0.0.1:{port}{edge_path(sample)}"
+            for _ in range(count * 4):  # each worker looks the file up once before the clock starts
+                verify(port, edge_path(sample), sample, f"edge of {count} workers")
+            print(
+                f"{sample.name}: edge of {count} worker(s), {SMALL_SECONDS} s after {WARMUP_SECONDS} s ...", flush=True
+            )
+            load.run(url, True, WARMUP_SECONDS)
+            results.append(load.run(url, True, SMALL_SECONDS))
+    return results
+
+
+def print_workers(sample: Sample, most: int, results: list[Result]) -> None:
+    one, many = results[0], results[-1]
+    print(f"\n{sample.name} edge req/s by workers (unpinned; the load generator shares the cores)")
+    gain = ratio(many.rps, one.rps)
+    print(f"1 worker {one.rps:10.1f}   {most} workers {many.rps:10.1f}   {most} workers/1 worker {gain}")
+    errors = one.errors + many.errors
+    print(f"errors (non-2xx, socket, timeouts): {errors or 'none'}")
+
+
+def run(allow_wrk: bool, workers: int, only_workers: bool) -> None:
     """Set up in a temp dir, measure, print; the ExitStack undoes everything in reverse."""
     started = time.monotonic()
     load_cpu = f"pinned: servers on CPU {SERVER_CPU}, load on CPUs {client_cpus()}" if can_pin() else "not pinned"
@@ -518,16 +553,19 @@ def run(allow_wrk: bool) -> None:
         stack.callback(shutil.rmtree, tmp, ignore_errors=True)
         (tmp / "www").mkdir()
         print(f"writing sample files to {tmp} ...", flush=True)
-        samples = make_samples(tmp / "www")
-        rss: dict[str, float] = {}
-        servers = setup_servers(stack, tmp, samples, rss)
+        samples = make_samples(tmp / "www", small_only=only_workers)
         load = Load(tmp, allow_wrk)
-        pin_self_to_client_cpus()
-        print(f"load: {load.describe()}\n{os.cpu_count()} CPUs, {load_cpu}")
-        print("nginx: worker_processes 1, sendfile on (the edge is a single process too)")
-        print("edge+nginx: nginx/edge.conf in front of the same edge, X-Accel-Redirect; both on the servers' core")
-        results = measure(load, servers, samples, rss)
-        print_table(results, rss)
+        if not only_workers:
+            rss: dict[str, float] = {}
+            servers = setup_servers(stack, tmp, samples, rss)
+            pin_self_to_client_cpus()
+            print(f"load: {load.describe()}\n{os.cpu_count()} CPUs, {load_cpu}")
+            print("nginx: worker_processes 1, sendfile on (the edge is a single process too)")
+            print("edge+nginx: nginx/edge.conf in front of the same edge, X-Accel-Redirect; both on the servers' core")
+            results = measure(load, servers, samples, rss)
+            print_table(results, rss)
+        small = samples[0]
+        print_workers(small, workers, measure_workers(stack, tmp, load, small, workers))
     print(f"\ntotal wall time: {time.monotonic() - started:.1f} s")
 
 
@@ -536,12 +574,16 @@ def main() -> int:
     parser.add_argument(
         "--python-client", action="store_true", help="use the Python load generator even if wrk is installed"
     )
+    parser.add_argument(
+        "--workers", type=int, default=one_per_core(), help="the N of the 1-and-N-workers comparison [one per core]"
+    )
+    parser.add_argument("--only-workers", action="store_true", help="only the 1-and-N-workers comparison")
     parser.add_argument("--bare-app", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_app is not None:
         bare_app(args.bare_app)
         return 0
-    run_bench(lambda: run(allow_wrk=not args.python_client))
+    run_bench(lambda: run(not args.python_client, args.workers, args.only_workers))
     return 0
 
 
