@@ -108,9 +108,12 @@ class HotCopies:
         self._refreshes.append(refresh)
 
     def changed(self) -> None:
-        """After a commit that changed something other processes may hold a copy of."""
+        """After a commit that changed something other processes may hold a copy of. A refresh
+        under way here may have read before it: the next request refreshes again."""
         if self.generation is not None:
             self.generation.bump()
+            if self._running is not None and not self._running.done():
+                self.generation.seen = -1
 
     def stale(self) -> bool:
         """Before each request (the fast path: one memory read): whether copies are being

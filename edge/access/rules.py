@@ -245,7 +245,7 @@ class RuleBook:
 
     async def load(self) -> None:
         """At start: the rules last stored through the API, else the settings file's."""
-        stored = await self._database.run(self._read)
+        stored = await self._database.read(self._read)
         self._use(stored)
 
     def _use(self, stored: StoredRules | None) -> None:

@@ -130,7 +130,7 @@ class TargetStore:
         database.copies.register(self.load)  # another process changed a target
 
     async def load(self) -> None:
-        rows = await self._database.run(
+        rows = await self._database.read(
             lambda: self._database.db.execute("SELECT name, body FROM permission_targets ORDER BY name").fetchall()
         )
         self.permissions.replace(parse_target(name, json.loads(body)) for name, body in rows)

@@ -49,7 +49,7 @@ class UrlKeyring:
             await self.rotate()
 
     async def _load(self) -> None:
-        rows = await self._database.run(
+        rows = await self._database.read(
             lambda: self._database.db.execute(
                 "SELECT kid, algorithm, public_key, own, created FROM url_signing_keys ORDER BY created, kid"
             ).fetchall()

@@ -113,7 +113,7 @@ class UserStore:
         database.copies.register(self.load)  # another process changed a user
 
     async def load(self) -> None:
-        rows = await self._database.run(
+        rows = await self._database.read(
             lambda: self._database.db.execute(
                 "SELECT name, role, email, groups, created, modified, password_hash FROM users"
             ).fetchall()
