@@ -277,7 +277,12 @@ def test_a_worker_killed_9_is_restarted_and_the_port_keeps_answering(edge: EdgeP
         time.sleep(0.1)
     after = edge.worker_pids()
     assert len(after) == 3 and victim not in after and set(before) - {victim} <= set(after)
-    assert "was killed by SIGKILL; restarting it" in edge.log_path.read_text()
+    assert "was killed by SIGKILL; restarting it in 0.5 s" in edge.log_path.read_text()
+    through_every_worker(edge, expect(200, b"kept\n"), lambda: get(edge, "app/kept.txt"))
+    (replacement,) = set(after) - set(before)
+    os.kill(replacement, signal.SIGKILL)  # dead again soon after its start: it waits twice as long
+    wait_until(lambda: "restarting it in 1.0 s" in edge.log_path.read_text())
+    wait_until(lambda: len(edge.worker_pids()) == 3 and replacement not in edge.worker_pids())
     through_every_worker(edge, expect(200, b"kept\n"), lambda: get(edge, "app/kept.txt"))
 
 
