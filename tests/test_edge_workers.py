@@ -14,6 +14,7 @@ import hashlib
 import http.client
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -388,3 +389,14 @@ def connection_to(edge: EdgeProcess, number: int) -> http.client.HTTPConnection:
             return connection
         connection.close()
     pytest.fail(f"no connection reached worker {number}")
+
+
+def test_a_node_whose_first_worker_cannot_start_stops_with_status_1_and_says_why(tmp_path: Path) -> None:
+    edge = EdgeProcess(tmp_path / "edge", workers=2)
+    (edge.data_dir / "catalog.db").mkdir(parents=True)  # a folder where the database should be
+    done = subprocess.run(
+        edge.command(0), env=edge.environment(), capture_output=True, text=True, timeout=GIVE_UP, check=False
+    )
+    assert done.returncode == 1
+    assert "worker 1 did not start" in done.stderr
+    assert "ready with" not in done.stderr
