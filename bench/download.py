@@ -323,10 +323,10 @@ end
 """
 
 
-def run_wrk(url: str, connections: int, seconds: int, script: Path) -> Result:
-    """wrk, one thread on the cores the servers don't use; bytes count partial bodies too."""
+def run_wrk(url: str, connections: int, seconds: int, script: Path, pinned: bool = True) -> Result:
+    """wrk, one thread on the cores the servers don't use (unless not ``pinned``); bytes count partial bodies too."""
     cmd = [
-        *pin_prefix(client_cpus()),
+        *(pin_prefix(client_cpus()) if pinned else []),
         "wrk",
         "-t1",
         f"-c{connections}",
@@ -412,11 +412,11 @@ class Load:
             f"1 GiB: sequential full downloads on 1 connection, {LARGE_SECONDS} s"
         )
 
-    def run(self, url: str, small: bool, seconds: int) -> Result:
+    def run(self, url: str, small: bool, seconds: int, pinned: bool = True) -> Result:
         if not small:
             return sequential_downloads(url, seconds)
         if self.wrk:
-            return run_wrk(url, SMALL_CONNECTIONS, seconds, self.script)
+            return run_wrk(url, SMALL_CONNECTIONS, seconds, self.script, pinned)
         return asyncio.run(python_load(url, SMALL_CONNECTIONS, seconds))
 
 
@@ -517,7 +517,8 @@ def print_table(results: dict[str, dict[str, Result]], rss: dict[str, float]) ->
 
 
 def measure_workers(stack: contextlib.ExitStack, tmp: Path, load: Load, sample: Sample, most: int) -> list[Result]:
-    """The small file from an edge of 1 worker, then of ``most``, each unpinned and loaded alone."""
+    """The small file from an edge of 1 worker, then of ``most``, each loaded alone; nothing is pinned:
+    pinned to one core, the load generator would be the bottleneck as soon as a worker shared it."""
     results = []
     for count in sorted({1, most}):
         with contextlib.ExitStack() as own:
@@ -530,14 +531,14 @@ def measure_workers(stack: contextlib.ExitStack, tmp: Path, load: Load, sample: 
             print(
                 f"{sample.name}: edge of {count} worker(s), {SMALL_SECONDS} s after {WARMUP_SECONDS} s ...", flush=True
             )
-            load.run(url, True, WARMUP_SECONDS)
-            results.append(load.run(url, True, SMALL_SECONDS))
+            load.run(url, True, WARMUP_SECONDS, pinned=False)
+            results.append(load.run(url, True, SMALL_SECONDS, pinned=False))
     return results
 
 
 def print_workers(sample: Sample, most: int, results: list[Result]) -> None:
     one, many = results[0], results[-1]
-    print(f"\n{sample.name} edge req/s by workers (unpinned; the load generator shares the cores)")
+    print(f"\n{sample.name} edge req/s by workers (nothing pinned: wrk shares the cores with the workers)")
     gain = ratio(many.rps, one.rps)
     print(f"1 worker {one.rps:10.1f}   {most} workers {many.rps:10.1f}   {most} workers/1 worker {gain}")
     errors = one.errors + many.errors
