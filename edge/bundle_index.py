@@ -7,8 +7,8 @@ lists the bundle. A removal first hands the paths another bundle claims too to t
 then in one transaction hides every entry of the bundle and takes it off the list; then it
 deletes the entries a page at a time, collecting the blobs nothing references any more
 after each page, and gives the freed database pages back. A removal asked with a limit
-stops after that many files and answers how far it got; asked again, it goes on. Downloads, uploads and status
-reads never wait for more than a page, and never see part of a bundle.
+stops after that many files and answers how far it got; asked again, it goes on. Downloads,
+uploads and status reads never wait for more than a page, and never see part of a bundle.
 
 One change runs at a time on this node. A crash leaves the work recorded (``edge.claims``):
 at start-up a commit cut short is rolled back (the Distribution service commits again), a
@@ -135,7 +135,8 @@ class BundleIndex:
             budget = None if budget is None else budget - len(paths)
         left, total = await self.claims.removal_progress(change)
         if left:
-            return Removal(max(0, total - left), max(total, left))
+            total = max(total, left)  # a transaction row gone (it never is before the end) says nothing
+            return Removal(total - left, total)
         while await self.claims.drop_transaction_blobs(change.transaction_id):
             pass
         await self.bulk.finish(change.bulk_key, extra=partial(self.claims.end_removal_rows, change))

@@ -136,19 +136,14 @@ class BundleClaims:
     async def removal_progress(self, change: BundleChange) -> tuple[int, int]:
         """``(left, total)``: how many paths a bundle being removed still claims, of how many files
         its transaction lists."""
-        return await self._database.run(
-            lambda: (
-                self._db.execute(
-                    "SELECT count(*) FROM bundle_files WHERE name = ? AND version = ?", [change.name, change.version]
-                ).fetchall()[0][0],
-                sum(
-                    r[0]
-                    for r in self._db.execute(
-                        "SELECT files FROM transactions WHERE id = ?", [change.transaction_id]
-                    ).fetchall()
-                ),
-            )
-        )
+        return await self._database.run(self._removal_progress, change)
+
+    def _removal_progress(self, change: BundleChange) -> tuple[int, int]:
+        ((left,),) = self._db.execute(
+            "SELECT count(*) FROM bundle_files WHERE name = ? AND version = ?", [change.name, change.version]
+        ).fetchall()
+        files = self._db.execute("SELECT files FROM transactions WHERE id = ?", [change.transaction_id]).fetchall()
+        return int(left), int(files[0][0]) if files else 0
 
     async def shared_claims(self, name: str, version: str) -> AsyncIterator[dict[Path, str]]:
         """The paths a bundle claims that another bundle claims too, with that bundle's owner, a page

@@ -305,8 +305,9 @@ class S3Backend(StorageBackend):
         reason = ""
         for start in range(0, len(listed), DELETE_BATCH):
             for key, why in await self._call(self._delete_batch, listed[start : start + DELETE_BATCH]):
-                failed.append(keys.get(key, key))
-                reason = why
+                if key in keys:  # an error for a key not asked for says nothing of ours
+                    failed.append(keys[key])
+                    reason = why
         if failed:
             raise BlobsNotDeleted(failed, reason)
 
