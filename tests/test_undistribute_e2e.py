@@ -23,8 +23,7 @@ from devstack.processes import find_program, service_environment
 from devstack.services import SOURCE_REPO, EdgeProcess
 from tests.edge_setup import distributor_token, download, http, trust
 from tests.fault_servers import Faults, ThreadedServer, proxy_app
-from tests.test_distribute_e2e import EVERYWHERE, V1, Service, public_key, sites_of
-from tests.test_distribute_e2e import service as service  # noqa: F401  (the fixture)
+from tests.test_distribute_e2e import EVERYWHERE, V1, Service, public_key, running_service, sites_of
 from wire.protocol import BUNDLES
 
 STEP = 2
@@ -87,6 +86,12 @@ class Setup:
             (200, d) for d in KEPT.values()
         ]
         assert self.edge_bundles() == ["app/1.0"]
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    """Quick retries; the default read time-out, far longer than any held answer is held."""
+    yield from running_service(tmp_path / "distribution", {"DISTRIBUTION_RETRY_BACKOFF_CAP": "1"})
 
 
 @pytest.fixture
