@@ -110,6 +110,7 @@ async def transactions_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.transaction_ttl,
         Receivers(),
         UploadPace(settings.upload_min_rate, settings.upload_rate_window, settings.upload_deadline),
+        settings.removal_files_per_request,
     )
     await transactions.recover(sweep_staging=app[starts_node_key])
     app[transactions_key] = transactions

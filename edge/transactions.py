@@ -17,7 +17,6 @@ different blobs run in parallel, each under its own per-blob lock (edge/uploads.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from repository.catalog import now_ms
 from repository.errors import Conflict, NotFound, RepositoryError
 from repository.policy import EDGE_UPLOADS_REPO
 from wire.manifest import Manifest, ManifestError, decode
+from wire.protocol import Removal
 from wire.protocol import TransactionState as State
 from wire.published import published_digest
 
@@ -99,6 +99,7 @@ class Transactions:
         ttl: int,
         receivers: Receivers,
         pace: UploadPace = UploadPace(),
+        removal_files_per_request: int | None = None,
     ) -> None:
         self.store = store
         self.trust = trust
@@ -106,6 +107,7 @@ class Transactions:
         self.staging = staging
         self.ttl = ttl
         self.receivers = receivers
+        self.removal_files_per_request = removal_files_per_request  # None: a removal in one call
         self.held = HeldBlobs(artifacts, store)
         self.uploads = Uploads(self, store, artifacts, staging, receivers, pace)
         self.index = BundleIndex(store, BundleClaims(store.database), artifacts)
@@ -249,20 +251,23 @@ class Transactions:
     async def bundles(self) -> list[ReceivedBundle]:
         return await self.store.bundles()
 
-    async def delete_bundle(self, name: str, version: str) -> None:
-        """Remove a committed bundle (``BundleIndex.remove``): hidden at once, its entries then
-        deleted a page at a time and the blobs nothing references any more collected. Paths
-        another bundle claims too are kept for it. Asked again while it runs, or after a crash
-        cut it short, it finishes the removal; one that waited for another to finish is answered
-        as that one is."""
+    async def delete_bundle(self, name: str, version: str) -> Removal:
+        """Remove a committed bundle, at most ``removal_files_per_request`` files per call
+        (``BundleIndex.remove``): hidden at once, its entries then deleted a page at a time and
+        the blobs nothing references any more collected; answers how far it has got, and the
+        caller asks again until it is done. Paths another bundle claims too are kept for it.
+        Asked again while one runs, or after a crash cut it short, it goes on with the removal;
+        one that waited for another to finish it is answered as done."""
         bundle = await self.store.bundle(name, version)
         change = await self.index.claims.change(name, version)
         tx_id = bundle.manifest_sha256 if bundle is not None else change.transaction_id if change else None
         if tx_id is None:
             raise NotFound(f"No release bundle {name}/{version} on this edge")
         async with self._lock(tx_id):
-            with contextlib.suppress(NotFound):  # gone meanwhile: what was asked is done
-                await self.index.remove(name, version)
+            try:
+                return await self.index.remove(name, version, self.removal_files_per_request)
+            except NotFound:  # gone meanwhile: what was asked is done
+                return Removal(0, 0)
 
     async def recover(self, *, sweep_staging: bool = True) -> None:
         """At start-up: a commit a crash cut short is rolled back and a removal finished (safe while

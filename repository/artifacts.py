@@ -21,7 +21,15 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from storage_backends import BlobInfo, BlobNotFound, DigestMismatch, Digests, StorageBackend, StorageError
+from storage_backends import (
+    BlobInfo,
+    BlobNotFound,
+    BlobsNotDeleted,
+    DigestMismatch,
+    Digests,
+    StorageBackend,
+    StorageError,
+)
 
 from .catalog import Artifact, Catalog, Folder, check_owner, now_ms
 from .errors import BadRequest, ChecksumMismatch, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable
@@ -45,6 +53,8 @@ SWEEP_PAGE = 500
 T = TypeVar("T")
 # Blobs checked and deleted per hold of the index lock.
 COLLECT_PAGE = 250
+# Blobs a failed delete left behind that the next collect tries again (the sweep finds the rest).
+UNCOLLECTED_KEPT = 100_000
 # Answers which of these blobs it holds outside the index; runs whenever a blob may be collected.
 BlobPin = Callable[[list[str]], Awaitable[set[str]]]
 
@@ -68,6 +78,9 @@ class ArtifactService:
         self.on_quarantine: list[QuarantineHook] = []
         # in every process serving the node: a worker's collect must not race another's deploy
         self._index_lock = catalog.database.locks("index")
+        # blobs a collect could not delete (the store failed): tried again by the next collect;
+        # beyond UNCOLLECTED_KEPT, and after a restart, the sweep finds them in the store itself
+        self._uncollected: set[str] = set()
         self._pins: list[BlobPin] = []
 
     def pin_with(self, pin: BlobPin) -> None:
@@ -262,8 +275,10 @@ class ArtifactService:
 
     async def collect(self, sha256s: Iterable[str]) -> None:
         """Delete those of these blobs that no index entry references and no pin holds (staged
-        bundle blobs of an aborted transaction, say), holding the index lock a page at a time."""
-        wanted = sorted(set(sha256s))
+        bundle blobs of an aborted transaction, say), holding the index lock a page at a time.
+        Blobs an earlier collect could not delete are tried again with them."""
+        wanted = sorted(set(sha256s) | self._uncollected)
+        self._uncollected.clear()
         for start in range(0, len(wanted), COLLECT_PAGE):
             async with self._index_lock():
                 await self._collect(wanted[start : start + COLLECT_PAGE])
@@ -323,5 +338,9 @@ class ArtifactService:
             return
         try:
             await self.storage.delete_many(unheld)  # one never stored, or already collected, is skipped
-        except StorageError as exc:  # left for a later sweep; the index is already right
-            log.warning("could not collect some of %d blobs: %s", len(unheld), exc)
+        except StorageError as exc:  # the index is already right: the next collect tries them again
+            failed = exc.sha256s if isinstance(exc, BlobsNotDeleted) else unheld
+            room = max(0, UNCOLLECTED_KEPT - len(self._uncollected))
+            self._uncollected.update(failed[:room])
+            log.warning("could not collect %d of %d blobs, tried again by the next collect: %s",
+                        len(failed), len(unheld), exc)  # fmt: skip
