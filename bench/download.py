@@ -42,6 +42,8 @@ from common import BenchError, run_bench  # bench/ is no package: its folder is 
 from devstack.nginx import NginxError, NginxProcess, find_nginx, main_config
 from devstack.processes import ServiceProcess, StartFailed
 from devstack.services import EdgeProcess, free_port
+from edge.settings import EdgeSettings
+from repository.serve import loop_factory
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 UPLOADS_REPO = "artifactory-edge-uploads"
@@ -270,8 +272,11 @@ def check_accel(edge_port: int, path: str, sample: Sample) -> None:
 
 
 def bare_app(port: int) -> None:
-    """The reference subprocess: aiohttp answering a fixed in-memory 4 KiB body, nothing else."""
+    """The reference subprocess: aiohttp answering a fixed in-memory 4 KiB body, nothing else,
+    on the event loop the edge runs on by default (uvloop where it is installed)."""
     from aiohttp import web
+
+    factory, _ = loop_factory(EdgeSettings().event_loop)
 
     body = os.urandom(4 * KiB)
 
@@ -280,7 +285,8 @@ def bare_app(port: int) -> None:
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handler)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+    loop = factory() if factory is not None else None
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=loop)
 
 
 def start_bare(stack: contextlib.ExitStack, tmp: Path) -> int:
@@ -524,6 +530,7 @@ def run(allow_wrk: bool) -> None:
         load = Load(tmp, allow_wrk)
         pin_self_to_client_cpus()
         print(f"load: {load.describe()}\n{os.cpu_count()} CPUs, {load_cpu}")
+        print(f"event loop of the edge and the bare aiohttp app: {loop_factory(EdgeSettings().event_loop)[1]}")
         print("nginx: worker_processes 1, sendfile on (the edge is a single process too)")
         print("edge+nginx: nginx/edge.conf in front of the same edge, X-Accel-Redirect; both on the servers' core")
         results = measure(load, servers, samples, rss)

@@ -51,6 +51,7 @@ def serve_command(
                 keepalive_timeout=settings.keepalive_timeout,
             ),
             name=name,
+            event_loop=settings.event_loop,
         )
 
     command.help = f"Run the {name} until Ctrl-C or SIGTERM."

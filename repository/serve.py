@@ -10,11 +10,12 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable
 
 from aiohttp import web
 
 from .http.connections import ConnectionLimits, GuardedAppRunner
-from .logs import JsonAccessLogger
+from .logs import JsonAccessLogger, flush_access_lines
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,30 @@ class ListenError(Exception):
     pass
 
 
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def loop_factory(choice: str) -> tuple[LoopFactory | None, str]:
+    """The event loop to run on (None: asyncio's default) and its name. uvloop when chosen and
+    importable; where it is not installed, the standard loop, with a warning."""
+    if choice == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("uvloop is not installed: running on the standard asyncio event loop")
+        else:
+            return uvloop.new_event_loop, "uvloop"
+    return None, "asyncio"
+
+
 async def _serve(
-    app: web.Application, host: str, port: int, shutdown_timeout: float, limits: ConnectionLimits, name: str
+    app: web.Application,
+    host: str,
+    port: int,
+    shutdown_timeout: float,
+    limits: ConnectionLimits,
+    name: str,
+    event_loop: str,
 ) -> None:
     runner = GuardedAppRunner(
         app,
@@ -57,7 +80,8 @@ async def _serve(
         except OSError as exc:
             raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         bound = runner.addresses[0][1] if runner.addresses else port
-        log.info("%s ready", name, extra={"fields": {"url": f"http://{host}:{bound}", "port": bound}})
+        fields = {"url": f"http://{host}:{bound}", "port": bound, "event_loop": event_loop}
+        log.info("%s ready", name, extra={"fields": fields})
         await stop.wait()
         log.info(
             "%s stopping: letting running requests finish (up to %ss; Ctrl-C again to quit now)",
@@ -66,15 +90,26 @@ async def _serve(
         )
     finally:
         await runner.cleanup()
+        flush_access_lines()
     log.info("%s stopped", name)
 
 
 def serve(
-    app: web.Application, *, host: str, port: int, shutdown_timeout: float, limits: ConnectionLimits, name: str
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    shutdown_timeout: float,
+    limits: ConnectionLimits,
+    name: str,
+    event_loop: str = "asyncio",
 ) -> None:
-    """Run until a stop signal; a port that cannot be bound is a one-line error, not a traceback."""
+    """Run until a stop signal on the chosen event loop (``loop_factory``); a port that cannot be
+    bound is a one-line error, not a traceback."""
+    factory, loop_name = loop_factory(event_loop)
     try:
-        asyncio.run(_serve(app, host, port, shutdown_timeout, limits, name))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(_serve(app, host, port, shutdown_timeout, limits, name, loop_name))
     except ListenError as exc:
         log.error("%s", exc)
         raise SystemExit(f"error: {exc} (choose another with --port)") from None
