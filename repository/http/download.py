@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from multidict import CIMultiDict
 
 from repository.catalog import Artifact
 from repository.errors import NotFound, RepositoryError
@@ -47,6 +48,10 @@ ACCEL_REQUEST_VALUE = "x-accel-redirect"
 CONDITIONAL_HEADERS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")
 
 
+# An artifact's response headers; handlers copy them before adding any.
+Headers = CIMultiDict[str]
+
+
 class PreconditionFailed(RepositoryError):
     status = 412
     default_message = "Precondition failed"
@@ -69,17 +74,18 @@ def modified_at(artifact: Artifact) -> datetime:
     return datetime.fromtimestamp(artifact.modified / 1000, tz=UTC)
 
 
-def served_headers(artifact: Artifact, node_id: str) -> tuple[dict[str, str], datetime]:
+def served_headers(artifact: Artifact, node_id: str) -> tuple[Headers, datetime]:
     """The headers every answer with this artifact's bytes carries, Last-Modified included, and
     its modification time: worked out once per entry the catalog keeps cached, not per request.
     Never changed by a caller (a range copies them first)."""
     key = ("download", node_id)
-    found: tuple[dict[str, str], datetime] | None = artifact.derived.get(key)
+    found: tuple[Headers, datetime] | None = artifact.derived.get(key)
     if found is None:
         modified = modified_at(artifact)
         headers = artifact_headers(artifact, node_id)
         headers["Last-Modified"] = _http_date(modified)
-        found = artifact.derived[key] = (headers, modified)
+        # a response copies a CIMultiDict faster than it builds one from a dict
+        found = artifact.derived[key] = (CIMultiDict(headers), modified)
     return found
 
 
@@ -106,7 +112,7 @@ class SendfileResponse(web.StreamResponse):
     says how far sendfile got).
     """
 
-    def __init__(self, fobj: IO[bytes], window: ByteRange, *, status: int, headers: dict[str, str]) -> None:
+    def __init__(self, fobj: IO[bytes], window: ByteRange, *, status: int, headers: Headers) -> None:
         super().__init__(status=status, headers=headers)
         self._fobj = fobj
         self._window = window
@@ -156,7 +162,8 @@ async def download(request: web.Request) -> web.StreamResponse:
     if range_applies(request, artifact.sha256, modified):
         window = parse_range(request.headers["Range"], artifact.size)
         status = 206
-        headers = {**headers, "Content-Range": window.content_range(artifact.size)}
+        headers = headers.copy()
+        headers["Content-Range"] = window.content_range(artifact.size)
         delegable = other_servers_agree(request.headers["Range"])
 
     if request.method == "HEAD":
@@ -171,7 +178,7 @@ async def _body(
     artifact: Artifact,
     window: ByteRange,
     status: int,
-    headers: dict[str, str],
+    headers: Headers,
     *,
     delegable: bool,
 ) -> web.StreamResponse:
@@ -219,7 +226,7 @@ async def _body(
     return response
 
 
-def _from_memory(body: bytes, window: ByteRange, status: int, headers: dict[str, str]) -> web.Response:
+def _from_memory(body: bytes, window: ByteRange, status: int, headers: Headers) -> web.Response:
     if window.length != len(body):
         body = body[window.start : window.start + window.length]
     return web.Response(body=body, status=status, headers=headers)
@@ -233,7 +240,7 @@ def _nginx_sends(request: web.Request, prefix: str) -> bool:
     return not any(name in request.headers for name in CONDITIONAL_HEADERS)
 
 
-def _accel_redirect(prefix: str, path: Path, status: int, headers: dict[str, str]) -> web.Response:
+def _accel_redirect(prefix: str, path: Path, status: int, headers: Headers) -> web.Response:
     """The status and headers decided here, no body, and where nginx finds the file.
 
     nginx replaces the status, applies Range (the edge has already refused what it
@@ -242,7 +249,8 @@ def _accel_redirect(prefix: str, path: Path, status: int, headers: dict[str, str
     The audit records the decision with 0 bytes: nginx sends them, and its log counts them.
     """
     shard = "/".join(path.parts[-2:])
-    answer = {**headers, "X-Accel-Redirect": prefix + shard}
+    answer = headers.copy()
+    answer["X-Accel-Redirect"] = prefix + shard
     if status == 200:  # nginx announces Accept-Ranges on the 200s it sends: carried over, it would be there twice
         del answer["Accept-Ranges"]
     return web.Response(status=status, headers=answer)
