@@ -5,19 +5,12 @@ asyncio's own loop sends a file with ``loop.sendfile``. uvloop has no ``sendfile
 ``os.sendfile`` on a duplicate of the connection's socket. The duplicate keeps the socket
 open until the file is sent, so the bytes can never land on another connection that
 reused a closed descriptor's number. Either way the kernel copies the bytes, not Python.
-
-uvloop refuses writer callbacks on a transport's descriptor, and libuv does not wake for
-a duplicate of one it already watches; so a full socket is waited for in an epoll set of
-our own (``Writable``), one per loop, whose descriptor the loop watches for reading: it
-becomes readable when one of the sockets in it can take more.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import select
-import weakref
 from typing import BinaryIO
 
 # Waits for what the transport still buffers (a response's headers) before the file's bytes.
@@ -63,37 +56,12 @@ async def _send_by_duplicate(
         file.seek(offset + sent)
 
 
-class Writable:
-    """Waits until sockets can take more bytes, for a loop that cannot be asked (see above)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._epoll = select.epoll()
-        self._waiting: dict[int, asyncio.Future[None]] = {}
-        loop.add_reader(self._epoll.fileno(), self._wake)
-
-    async def wait(self, fd: int) -> None:
-        ready = self._loop.create_future()
-        self._waiting[fd] = ready
-        self._epoll.register(fd, select.EPOLLOUT | select.EPOLLONESHOT)
-        try:
-            await ready
-        finally:
-            del self._waiting[fd]
-            self._epoll.unregister(fd)
-
-    def _wake(self) -> None:
-        for fd, _ in self._epoll.poll(0):
-            ready = self._waiting.get(fd)
-            if ready is not None and not ready.done():
-                ready.set_result(None)
-
-
-_writables: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Writable] = weakref.WeakKeyDictionary()
-
-
 async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
-    writable = _writables.get(loop)
-    if writable is None:
-        writable = _writables[loop] = Writable(loop)
-    await writable.wait(fd)
+    """Until the socket can take more. The duplicate has a descriptor of its own, which the
+    loop watches (it refuses to watch a transport's own descriptor for writing)."""
+    ready = loop.create_future()
+    loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_writer(fd)
