@@ -43,13 +43,16 @@ class RequestIdFilter(logging.Filter):
 
 def timestamp(created: float) -> str:
     """``2026-11-22T10:00:00.123Z``; the part up to the second is formatted once per second."""
-    second = int(created)
-    if second != _second[0]:
-        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
-    return f"{_second[1]}.{int((created - second) * 1000):03d}Z"
+    global _second
+    second, text = _second  # one tuple, read once: threads that log may replace it meanwhile
+    if second != int(created):
+        second = int(created)
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second = (second, text)
+    return f"{text}.{int((created - second) * 1000):03d}Z"
 
 
-_second: list[Any] = [None, ""]
+_second: tuple[int, str] = (-1, "")
 
 
 class JsonFormatter(logging.Formatter):

@@ -46,13 +46,7 @@ def loop_factory(choice: str) -> tuple[LoopFactory | None, str]:
 
 
 async def _serve(
-    app: web.Application,
-    host: str,
-    port: int,
-    shutdown_timeout: float,
-    limits: ConnectionLimits,
-    name: str,
-    event_loop: str,
+    app: web.Application, host: str, port: int, shutdown_timeout: float, limits: ConnectionLimits, name: str
 ) -> None:
     runner = GuardedAppRunner(
         app,
@@ -64,6 +58,7 @@ async def _serve(
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop_name = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
     def on_signal() -> None:
         if stop.is_set():  # a second Ctrl-C: the operator does not want to wait
@@ -80,7 +75,7 @@ async def _serve(
         except OSError as exc:
             raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         bound = runner.addresses[0][1] if runner.addresses else port
-        fields = {"url": f"http://{host}:{bound}", "port": bound, "event_loop": event_loop}
+        fields = {"url": f"http://{host}:{bound}", "port": bound, "event_loop": loop_name}
         log.info("%s ready", name, extra={"fields": fields})
         await stop.wait()
         log.info(
@@ -106,10 +101,10 @@ def serve(
 ) -> None:
     """Run until a stop signal on the chosen event loop (``loop_factory``); a port that cannot be
     bound is a one-line error, not a traceback."""
-    factory, loop_name = loop_factory(event_loop)
+    factory, _ = loop_factory(event_loop)
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(_serve(app, host, port, shutdown_timeout, limits, name, loop_name))
+            runner.run(_serve(app, host, port, shutdown_timeout, limits, name))
     except ListenError as exc:
         log.error("%s", exc)
         raise SystemExit(f"error: {exc} (choose another with --port)") from None

@@ -21,7 +21,6 @@ from edge.settings import EdgeSettings, load_edge_settings
 from repository.serve import loop_factory
 from repository.settings import SettingsError
 from tests.conftest import UPLOADS
-from tests.edge_setup import cut_off_download
 from tests.test_audit import put, records, wait_for
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -92,17 +91,6 @@ def test_files_small_and_large_are_served_alike_on_either_loop(tmp_path: Path, e
         finished = wait_for("the audit records", lambda: three_or_more(records(edge, action="download")))
         assert sorted(r["bytes"] for r in finished) == [1000, 4096, LARGE]
     assert edge.returncode == 0
-
-
-def test_a_download_cut_off_on_uvloop_is_recorded_with_the_bytes_that_went(tmp_path: Path) -> None:
-    size = 48 * 1024 * 1024  # more than loopback socket buffers hold
-    with EdgeProcess(tmp_path / "edge") as edge:
-        put(edge, "big.bin", os.urandom(size))
-        cut_off_download(edge, f"{UPLOADS}/big.bin")
-        (record,) = wait_for("the cut-off download", lambda: records(edge, action="download"))
-        assert record["aborted"] is True and 0 < record["bytes"] < size
-        status, _, body = get(f"{edge.artifactory_url}/api/system/ping")  # and the edge serves on
-        assert status == 200 and body == b"OK"
 
 
 def test_a_hot_file_overwritten_or_deleted_is_answered_as_it_now_is_by_the_very_next_request(
