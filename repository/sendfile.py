@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import BinaryIO
+from typing import IO
 
 # Waits for what the transport still buffers (a response's headers) before the file's bytes.
 BUFFER_POLL_SECONDS = 0.001
 
 
-async def send_file(transport: asyncio.Transport, file: BinaryIO, offset: int, count: int) -> int:
+async def send_file(transport: asyncio.Transport, file: IO[bytes], offset: int, count: int) -> int:
     """Send ``count`` bytes of ``file`` from ``offset``; answers how many went (fewer at the
     file's end). The file position ends after the last byte sent, also when the connection
     fails part way, so a caller can tell how far it got."""
@@ -29,7 +29,7 @@ async def send_file(transport: asyncio.Transport, file: BinaryIO, offset: int, c
 
 
 async def _send_by_duplicate(
-    loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, file: BinaryIO, offset: int, count: int
+    loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, file: IO[bytes], offset: int, count: int
 ) -> int:
     sock = transport.get_extra_info("socket")
     if sock is None or transport.is_closing():
@@ -59,8 +59,13 @@ async def _send_by_duplicate(
 async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
     """Until the socket can take more. The duplicate has a descriptor of its own, which the
     loop watches (it refuses to watch a transport's own descriptor for writing)."""
-    ready = loop.create_future()
-    loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_writer(fd, wake)
     try:
         await ready
     finally:
