@@ -117,8 +117,6 @@ class EdgeSettings(ServiceSettings):
     data_dir: Path = Path("edge-data")
     port: int = 8082
     node_id: str = "edge"
-    # an edge answers many small requests: uvloop by default (see ServiceSettings.event_loop)
-    event_loop: str = "uvloop"
     # whether anyone may download from artifactory-edge-uploads without a token
     uploads_anonymous_read: bool = True
     # seconds a distribution transaction may stay uncommitted before it expires and its staging goes

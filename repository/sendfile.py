@@ -13,7 +13,7 @@ import asyncio
 import os
 from typing import IO
 
-# Waits for what the transport still buffers (a response's headers) before the file's bytes.
+# Waits (after the first) for what the transport still buffers before the file's bytes.
 BUFFER_POLL_SECONDS = 0.001
 
 
@@ -34,10 +34,12 @@ async def _send_by_duplicate(
     sock = transport.get_extra_info("socket")
     if sock is None or transport.is_closing():
         raise ConnectionResetError("the connection closed before the file was sent")
-    while transport.get_write_buffer_size():  # what was written before goes first
+    pause = 0.0  # uvloop sends what was written (the headers) at the end of the loop's turn:
+    while transport.get_write_buffer_size():  # one turn is enough unless the socket is full
         if transport.is_closing():
             raise ConnectionResetError("the connection closed before the file was sent")
-        await asyncio.sleep(BUFFER_POLL_SECONDS)
+        await asyncio.sleep(pause)
+        pause = BUFFER_POLL_SECONDS
     fd = os.dup(sock.fileno())
     sent = 0
     try:

@@ -247,8 +247,8 @@ class ServiceSettings:
     body_timeout: float = 60.0
     # seconds an idle connection is kept open for the client's next request
     keepalive_timeout: float = 75.0
-    # the event loop: "uvloop" (less work per request; the standard loop where uvloop is not
-    # installed) or "asyncio" (the standard loop)
+    # the event loop: "asyncio" (the standard loop) or "uvloop" (less work per request; the
+    # standard loop where uvloop is not installed)
     event_loop: str = "asyncio"
     storage: StorageSettings = dataclasses.field(default_factory=StorageSettings)
     scrub: ScrubSettings = dataclasses.field(default_factory=ScrubSettings)

@@ -1,5 +1,5 @@
-"""The event loop an edge runs on: uvloop by default, the standard loop by setting or where uvloop is
-missing, and the same answers on both (files sent by sendfile included)."""
+"""The event loop an edge runs on: the standard loop by default, uvloop by setting (the standard loop
+where uvloop is missing), and the same answers on both (files sent by sendfile included)."""
 
 from __future__ import annotations
 
@@ -54,9 +54,9 @@ def ready_line(edge: EdgeProcess) -> dict[str, Any]:
     raise AssertionError(f"no ready line in the log: {edge.log_tail()}")
 
 
-def test_an_edge_runs_on_uvloop_unless_told_otherwise() -> None:
-    assert EdgeSettings().event_loop == "uvloop"
-    assert load_edge_settings(env={"EDGE_EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
+def test_an_edge_runs_on_the_standard_loop_unless_told_to_use_uvloop() -> None:
+    assert EdgeSettings().event_loop == "asyncio"
+    assert load_edge_settings(env={"EDGE_EVENT_LOOP": "uvloop"}).event_loop == "uvloop"
     with pytest.raises(SettingsError, match="event_loop"):
         load_edge_settings(env={"EDGE_EVENT_LOOP": "tokio"})
     import uvloop
@@ -117,7 +117,7 @@ def test_a_hot_file_overwritten_or_deleted_is_answered_as_it_now_is_by_the_very_
 def test_a_slow_reader_gets_a_large_file_whole_on_uvloop(tmp_path: Path) -> None:
     """The socket fills again and again: the edge waits for room each time, and sends on."""
     data = os.urandom(8 * 1024 * 1024)
-    with EdgeProcess(tmp_path / "edge") as edge:
+    with EdgeProcess(tmp_path / "edge", env={"EDGE_EVENT_LOOP": "uvloop"}) as edge:
         put(edge, "slow.bin", data)
         with socket.create_connection(("127.0.0.1", edge.port), timeout=60) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
