@@ -46,7 +46,9 @@ from common import BenchError, run_bench  # bench/ is no package: its folder is 
 from devstack.nginx import NginxError, NginxProcess, find_nginx, main_config
 from devstack.processes import ServiceProcess, StartFailed
 from devstack.services import EdgeProcess, free_port
-from edge.settings import one_per_core
+from edge.settings import EdgeSettings, one_per_core
+from repository.serve import loop_factory
+from repository.settings import EVENT_LOOPS
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 UPLOADS_REPO = "artifactory-edge-uploads"
@@ -197,10 +199,11 @@ def connect(port: int, timeout: float, blocksize: int = 8192) -> contextlib.clos
 # ---------------------------------------------------------------- the three servers
 
 
-def start_edge(stack: contextlib.ExitStack, tmp: Path) -> EdgeProcess:
+def start_edge(stack: contextlib.ExitStack, tmp: Path, event_loop: str) -> EdgeProcess:
     """A real ``edge serve`` from this interpreter's environment, with its own data dir and token."""
     # X-Accel-Redirect only for requests the nginx in front marks: direct ones still get sendfile
     env = {"EDGE_ACCEL_REDIRECT": ACCEL_PREFIX, "EDGE_ACCESS_TRUSTED_PROXIES": "127.0.0.1/32"}
+    env["EDGE_EVENT_LOOP"] = event_loop
     return start_node(stack, PinnedEdge(tmp / "edge", admin_token=TOKEN, env=env))
 
 
@@ -276,9 +279,12 @@ def check_accel(edge_port: int, path: str, sample: Sample) -> None:
         raise BenchError(f"the edge did not answer X-Accel-Redirect for {path}: {response.status}, {target!r}")
 
 
-def bare_app(port: int) -> None:
-    """The reference subprocess: aiohttp answering a fixed in-memory 4 KiB body, nothing else."""
+def bare_app(port: int, event_loop: str) -> None:
+    """The reference subprocess: aiohttp answering a fixed in-memory 4 KiB body, nothing else,
+    on the event loop the edge runs on."""
     from aiohttp import web
+
+    factory, _ = loop_factory(event_loop)
 
     body = os.urandom(4 * KiB)
 
@@ -287,12 +293,14 @@ def bare_app(port: int) -> None:
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handler)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+    loop = factory() if factory is not None else None
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=loop)
 
 
-def start_bare(stack: contextlib.ExitStack, tmp: Path) -> int:
+def start_bare(stack: contextlib.ExitStack, tmp: Path, event_loop: str) -> int:
     port = free_port()
     cmd = [*pin_prefix(SERVER_CPU), sys.executable, str(Path(__file__).resolve()), "--bare-app", str(port)]
+    cmd += ["--event-loop", event_loop]
     log = tmp / "bare.log"
     wait_ready(start_process(stack, "bare aiohttp", cmd, log), port, "/ping")
     return port
@@ -446,10 +454,12 @@ def edge_path(sample: Sample) -> str:
     return f"/artifactory/{UPLOADS_REPO}/bench/{sample.path.name}"
 
 
-def setup_servers(stack: contextlib.ExitStack, tmp: Path, samples: list[Sample], rss: dict[str, float]) -> Servers:
+def setup_servers(
+    stack: contextlib.ExitStack, tmp: Path, samples: list[Sample], rss: dict[str, float], event_loop: str
+) -> Servers:
     """Start the edge, upload the samples, start nginx and the bare app, and check every byte."""
     www = tmp / "www"
-    edge = start_edge(stack, tmp)
+    edge = start_edge(stack, tmp, event_loop)
     edge_port = edge.port or 0
     rss["after start"] = peak_rss_mib(edge.pid)
     for sample in samples:
@@ -457,7 +467,7 @@ def setup_servers(stack: contextlib.ExitStack, tmp: Path, samples: list[Sample],
     rss["after uploads"] = peak_rss_mib(edge.pid)
     front_port = start_front(stack, tmp, edge)
     nginx_port = start_nginx(stack, tmp, www, "/" + samples[0].path.name)
-    bare_port = start_bare(stack, tmp)
+    bare_port = start_bare(stack, tmp, event_loop)
     for sample in samples:
         verify(edge_port, edge_path(sample), sample, "edge")
         check_accel(edge_port, edge_path(sample), sample)
@@ -516,13 +526,20 @@ def print_table(results: dict[str, dict[str, Result]], rss: dict[str, float]) ->
     print("MB = 10^6 bytes received: wrk counts headers too (the edge sends ~600 B of them), partial bodies count.")
 
 
-def measure_workers(stack: contextlib.ExitStack, tmp: Path, load: Load, sample: Sample, most: int) -> list[Result]:
+def measure_workers(
+    stack: contextlib.ExitStack, tmp: Path, load: Load, sample: Sample, most: int, event_loop: str
+) -> list[Result]:
     """The small file from an edge of 1 worker, then of ``most``, each loaded alone; nothing is pinned:
     pinned to one core, the load generator would be the bottleneck as soon as a worker shared it."""
     results = []
     for count in sorted({1, most}):
         with contextlib.ExitStack() as own:
-            edge = start_node(own, EdgeProcess(tmp / f"edge-{count}-workers", admin_token=TOKEN, workers=count))
+            edge = start_node(
+                own,
+                EdgeProcess(
+                    tmp / f"edge-{count}-workers", admin_token=TOKEN, workers=count, env={"EDGE_EVENT_LOOP": event_loop}
+                ),
+            )
             port = edge.port or 0
             upload(port, sample)
             url = f"http://127.0.0.1:{port}{edge_path(sample)}"
@@ -545,7 +562,7 @@ def print_workers(sample: Sample, most: int, results: list[Result]) -> None:
     print(f"errors (non-2xx, socket, timeouts): {errors or 'none'}")
 
 
-def run(allow_wrk: bool, workers: int, only_workers: bool) -> None:
+def run(allow_wrk: bool, workers: int, only_workers: bool, event_loop: str) -> None:
     """Set up in a temp dir, measure, print; the ExitStack undoes everything in reverse."""
     started = time.monotonic()
     load_cpu = f"pinned: servers on CPU {SERVER_CPU}, load on CPUs {client_cpus()}" if can_pin() else "not pinned"
@@ -556,9 +573,10 @@ def run(allow_wrk: bool, workers: int, only_workers: bool) -> None:
         print(f"writing sample files to {tmp} ...", flush=True)
         samples = make_samples(tmp / "www", small_only=only_workers)
         load = Load(tmp, allow_wrk)
+        print(f"event loop of the edge and the bare aiohttp app: {loop_factory(event_loop)[1]}")
         if not only_workers:
             rss: dict[str, float] = {}
-            servers = setup_servers(stack, tmp, samples, rss)
+            servers = setup_servers(stack, tmp, samples, rss, event_loop)
             pin_self_to_client_cpus()
             print(f"load: {load.describe()}\n{os.cpu_count()} CPUs, {load_cpu}")
             print("nginx: worker_processes 1, sendfile on (the edge is a single process too)")
@@ -566,7 +584,7 @@ def run(allow_wrk: bool, workers: int, only_workers: bool) -> None:
             results = measure(load, servers, samples, rss)
             print_table(results, rss)
         small = samples[0]
-        print_workers(small, workers, measure_workers(stack, tmp, load, small, workers))
+        print_workers(small, workers, measure_workers(stack, tmp, load, small, workers, event_loop))
     print(f"\ntotal wall time: {time.monotonic() - started:.1f} s")
 
 
@@ -579,12 +597,25 @@ def main() -> int:
         "--workers", type=int, default=one_per_core(), help="the N of the 1-and-N-workers comparison [one per core]"
     )
     parser.add_argument("--only-workers", action="store_true", help="only the 1-and-N-workers comparison")
+    parser.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default=EdgeSettings().event_loop,
+        help="the event loop of the edge and of the bare aiohttp app (default: the edge's default)",
+    )
     parser.add_argument("--bare-app", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_app is not None:
-        bare_app(args.bare_app)
+        bare_app(args.bare_app, args.event_loop)
         return 0
-    run_bench(lambda: run(not args.python_client, args.workers, args.only_workers))
+    run_bench(
+        lambda: run(
+            allow_wrk=not args.python_client,
+            workers=args.workers,
+            only_workers=args.only_workers,
+            event_loop=args.event_loop,
+        )
+    )
     return 0
 
 

@@ -262,6 +262,7 @@ def _worker_main(supervisor: Supervisor, worker: Worker, ready_fd: int | None, s
             shutdown_timeout=settings.shutdown_timeout,
             limits=supervisor.limits,
             name=f"{supervisor.name} worker {worker.number}",
+            event_loop=settings.event_loop,
         )
         code = 0
     except SystemExit as exc:

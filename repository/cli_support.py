@@ -58,6 +58,7 @@ def serve_command(
             shutdown_timeout=settings.shutdown_timeout,
             limits=connection_limits(settings),
             name=name,
+            event_loop=settings.event_loop,
         )
 
     if supervise is not None:

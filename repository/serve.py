@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from .http.connections import ConnectionLimits, GuardedAppRunner
-from .logs import JsonAccessLogger
+from .logs import JsonAccessLogger, flush_access_lines
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,22 @@ class Listener:
     on_ready: Callable[[], None] | None = None
 
 
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def loop_factory(choice: str) -> tuple[LoopFactory | None, str]:
+    """The event loop to run on (None: asyncio's default) and its name. uvloop when chosen and
+    importable; where it is not installed, the standard loop, with a warning."""
+    if choice == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("uvloop is not installed: running on the standard asyncio event loop")
+        else:
+            return uvloop.new_event_loop, "uvloop"
+    return None, "asyncio"
+
+
 async def _serve(
     app: web.Application, listener: Listener, shutdown_timeout: float, limits: ConnectionLimits, name: str
 ) -> None:
@@ -60,6 +76,7 @@ async def _serve(
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop_name = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
     def on_signal() -> None:
         if stop.is_set():  # a second Ctrl-C: the operator does not want to wait
@@ -81,9 +98,10 @@ async def _serve(
             raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         bound = runner.addresses[0][1] if runner.addresses else port
         if listener.sock is None:
-            log.info("%s ready", name, extra={"fields": {"url": f"http://{host}:{bound}", "port": bound}})
+            fields = {"url": f"http://{host}:{bound}", "port": bound, "event_loop": loop_name}
         else:  # one of several processes on the port: their supervisor says when the node is ready, and where
-            log.info("%s ready", name)
+            fields = {"event_loop": loop_name}
+        log.info("%s ready", name, extra={"fields": fields})
         if listener.on_ready is not None:
             listener.on_ready()
         await stop.wait()
@@ -94,15 +112,25 @@ async def _serve(
         )
     finally:
         await runner.cleanup()
+        flush_access_lines()
     log.info("%s stopped", name)
 
 
 def serve(
-    app: web.Application, *, listener: Listener, shutdown_timeout: float, limits: ConnectionLimits, name: str
+    app: web.Application,
+    *,
+    listener: Listener,
+    shutdown_timeout: float,
+    limits: ConnectionLimits,
+    name: str,
+    event_loop: str = "asyncio",
 ) -> None:
-    """Run until a stop signal; a port that cannot be bound is a one-line error, not a traceback."""
+    """Run until a stop signal on the chosen event loop (``loop_factory``); a port that cannot be
+    bound is a one-line error, not a traceback."""
+    factory, _ = loop_factory(event_loop)
     try:
-        asyncio.run(_serve(app, listener, shutdown_timeout, limits, name))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(_serve(app, listener, shutdown_timeout, limits, name))
     except ListenError as exc:
         log.error("%s", exc)
         raise SystemExit(f"error: {exc} (choose another with --port)") from None

@@ -25,7 +25,7 @@ from repository.errors import Forbidden
 from repository.http import keys as core
 from repository.http.middlewares import Handler
 from repository.http.setup import database
-from repository.paths import decode_raw, split_repo_path
+from repository.paths import decode_raw, remembered, split_repo_path
 from repository.tokens import Principal, Role
 from wire.errors import InvalidPath
 from wire.paths import check_artifact_path, check_repo_key
@@ -117,7 +117,11 @@ async def access_ctx(app: web.Application) -> AsyncIterator[None]:
 def request_target(raw_path: str) -> tuple[str | None, str | None]:
     """The repo and path a request is about (artifact and storage API paths), decoded as the
     handlers decode them; None where it is about none, or they are not valid names."""
-    raw = raw_path.split("?", 1)[0]
+    return _target(raw_path.split("?", 1)[0])
+
+
+@remembered
+def _target(raw: str) -> tuple[str | None, str | None]:
     if raw.startswith(STORAGE_API):
         tail = raw[len(STORAGE_API) :]
     elif raw.startswith(ARTIFACTORY) and not raw.startswith(API):
