@@ -2,15 +2,16 @@
 
 A bundle and its artifact rows are written in one transaction, so a bundle is
 stored whole or not at all; signing stores the manifest bytes and signature in
-one update that only succeeds while the bundle is still OPEN.
+one update that only succeeds while the bundle is still OPEN. A bundle's artifacts and
+its manifest are read and written a page or a chunk at a time, never whole.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import sqlite_utils
 
@@ -18,6 +19,10 @@ from repository.db import Database
 from repository.scrub_store import CatalogBlobs
 
 PAGE_SIZE = 10
+# Artifacts read at once when a whole bundle is walked (signing, pushing, answering it).
+ARTIFACT_PAGE = 1000
+# Bytes of a manifest copied into the database at once.
+MANIFEST_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,26 @@ class BundleStore:
         )
         return [BundleArtifact(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
 
+    async def artifact_pages(self, name: str, version: str) -> AsyncIterator[list[BundleArtifact]]:
+        """A bundle's artifacts in target order, ``ARTIFACT_PAGE`` at a time: memory stays flat in
+        the bundle's size. Each page is a short read on the reader thread."""
+        after = ""
+        while True:
+            page = await self._database.read(self._artifact_page, name, version, after)
+            if page:
+                yield page
+            if len(page) < ARTIFACT_PAGE:
+                return
+            after = page[-1].target
+
+    def _artifact_page(self, name: str, version: str, after: str) -> list[BundleArtifact]:
+        rows = self._db.execute(
+            "SELECT target, source, sha256, sha1, md5, size, properties FROM bundle_artifacts"
+            " WHERE name = ? AND version = ? AND target > ? ORDER BY target LIMIT ?",
+            [name, version, after, ARTIFACT_PAGE],
+        )
+        return [BundleArtifact(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+
     async def pinned(self, sha256s: list[str]) -> set[str]:
         """Those of ``sha256s`` that a stored bundle version lists, in any state: a signed one
         must still be distributable, and an OPEN one names the exact bytes it will be signed
@@ -144,15 +169,35 @@ class BundleStore:
         return pinned
 
     async def mark_signed(
-        self, name: str, version: str, *, manifest: bytes, manifest_sha256: str, signature: str, signed_by: str, at: int
+        self,
+        name: str,
+        version: str,
+        *,
+        manifest: BinaryIO,
+        manifest_size: int,
+        manifest_sha256: str,
+        signature: str,
+        signed_by: str,
+        at: int,
     ) -> bool:
-        """Record a signature; False if the bundle is no longer OPEN (someone signed it first)."""
+        """Record a signature and the manifest read from ``manifest`` (``manifest_size`` bytes from
+        its current position); False if the bundle is no longer OPEN (someone signed it first).
+        The manifest is copied into its row a chunk at a time, within the one transaction that
+        marks the bundle signed: stored whole, or not at all."""
         return await self._database.run(
-            self._mark_signed, name, version, manifest, manifest_sha256, signature, signed_by, at
+            self._mark_signed, name, version, manifest, manifest_size, manifest_sha256, signature, signed_by, at
         )
 
     def _mark_signed(
-        self, name: str, version: str, manifest: bytes, manifest_sha256: str, signature: str, signed_by: str, at: int
+        self,
+        name: str,
+        version: str,
+        manifest: BinaryIO,
+        size: int,
+        manifest_sha256: str,
+        signature: str,
+        signed_by: str,
+        at: int,
     ) -> bool:
         with self._db.atomic():
             cursor = self._db.execute(
@@ -162,10 +207,16 @@ class BundleStore:
             )
             if not cursor.rowcount:
                 return False
-            self._db.execute(
-                "INSERT INTO bundle_manifests (name, version, manifest, signature) VALUES (?, ?, ?, ?)",
-                [name, version, manifest, signature],
-            )
+            rowid = self._db.execute(
+                "INSERT INTO bundle_manifests (name, version, manifest, signature) VALUES (?, ?, zeroblob(?), ?)",
+                [name, version, size, signature],
+            ).lastrowid
+            with self._db.conn.blobopen("bundle_manifests", "manifest", rowid) as blob:
+                while blob.tell() < size:
+                    chunk = manifest.read(min(MANIFEST_CHUNK, size - blob.tell()))
+                    if not chunk:
+                        raise ValueError(f"manifest of {name}/{version} ended before its {size} bytes")
+                    blob.write(chunk)
         return True
 
     async def signed_parts(self, name: str, version: str) -> tuple[bytes, str] | None:

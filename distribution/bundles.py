@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from repository.artifacts import ArtifactService
@@ -24,17 +25,16 @@ from repository.errors import BadRequest, Conflict, NotFound
 from repository.permissions import Readable
 from wire.manifest import (
     Manifest,
-    ManifestArtifact,
     ManifestError,
     artifact_bytes,
     check_bundle_name,
     check_bundle_version,
     check_limits,
-    encode,
 )
-from wire.timestamps import iso, utc_timestamp
+from wire.timestamps import utc_timestamp
 
 from .bundle_store import Bundle, BundleArtifact, BundleStore, total_size
+from .manifests import sign_bundle
 from .signing import KeyInfo, Signer
 from .specs import Query, SpecError, check_distinct_targets, parse_spec
 
@@ -135,8 +135,11 @@ def parse_bundle_request(body: dict[str, Any], *, name: str | None = None, versi
 
 
 class BundleService:
-    def __init__(self, store: BundleStore, artifacts: ArtifactService, signer: Signer, max_artifacts: int) -> None:
+    def __init__(
+        self, store: BundleStore, artifacts: ArtifactService, signer: Signer, max_artifacts: int, spool_dir: Path
+    ) -> None:
         self.store = store
+        self.spool_dir = spool_dir  # where a manifest is written while it is signed
         self.artifacts = artifacts
         self.catalog = artifacts.catalog
         self.signer = signer
@@ -281,18 +284,7 @@ class BundleService:
                 if bundle.signed_by != key.fingerprint:
                     raise Conflict(f"Release bundle {name}/{version} is already signed with another key")
                 return bundle
-            manifest = encode(await self._manifest(bundle))
-            signature = await asyncio.to_thread(self.signer.sign, manifest, key.alias)
-            sha256 = hashlib.sha256(manifest).hexdigest()
-            signed = await self.store.mark_signed(
-                name,
-                version,
-                manifest=manifest,
-                manifest_sha256=sha256,
-                signature=signature,
-                signed_by=key.fingerprint,
-                at=now_ms(),
-            )
+            signed = await sign_bundle(self.store, self.signer, bundle, key, self.spool_dir, now_ms())
             if not signed:
                 raise Conflict(f"Release bundle {name}/{version} changed while signing; retry")
             return await self.get(name, version)
@@ -305,29 +297,6 @@ class BundleService:
         if alias:
             raise NotFound(f"No signing key with alias '{alias}'")
         raise Conflict("No default signing key")
-
-    async def _manifest(self, bundle: Bundle) -> Manifest:
-        artifacts = await self.store.artifacts(bundle.name, bundle.version)
-        return Manifest(
-            name=bundle.name,
-            version=bundle.version,
-            created=iso(bundle.created),
-            created_by=bundle.created_by,
-            description=bundle.description,
-            release_notes=bundle.release_notes,
-            artifacts=tuple(
-                ManifestArtifact(
-                    target=a.target,
-                    source=a.source,
-                    size=a.size,
-                    sha256=a.sha256,
-                    sha1=a.sha1,
-                    md5=a.md5,
-                    properties=a.properties,
-                )
-                for a in artifacts
-            ),
-        )
 
     async def signed_parts(self, name: str, version: str) -> tuple[bytes, str]:
         bundle = await self.get(name, version)
