@@ -155,6 +155,24 @@ def check_distinct_targets(pairs: Iterable[tuple[str, str]]) -> None:
             raise SpecError(f"mappings make {source!r} and {other!r} collide at target path {target!r}")
 
 
+class NestedTargets:
+    """``check_distinct_targets``'s folder rule for targets given in sorted order, one at a time,
+    holding only the targets that are string prefixes of the last: all a target inside another
+    target's file can be checked against, in that order (the targets between a file and what
+    is inside it, like ``a-x`` between ``a`` and ``a/b``, all start with it)."""
+
+    def __init__(self) -> None:
+        self._open: list[tuple[str, str]] = []  # (target, source)
+
+    def add(self, source: str, target: str) -> None:
+        while self._open and not target.startswith(self._open[-1][0]):
+            self._open.pop()
+        for file, other in self._open:
+            if target.startswith(file + "/"):
+                raise SpecError(f"mappings make {source!r} and {other!r} collide at target path {target!r}")
+        self._open.append((target, source))
+
+
 # -- queries -------------------------------------------------------------------------
 
 
