@@ -12,13 +12,16 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 
-from repository.catalog import Artifact, Catalog, Repo
+from repository.catalog import Artifact, Catalog, Repo, now_ms
 from repository.errors import BadRequest
 from repository.permissions import Readable
 from wire.manifest import artifact_bytes
 
 from .bundle_store import BundleArtifact, BundleStore
 from .specs import NestedTargets, Query, SpecError
+
+# Staged rows older than this are a create's that a crash cut off (a create stages for seconds).
+STAGING_GRACE_MS = 3600 * 1000
 
 
 @dataclass
@@ -38,6 +41,7 @@ async def select(
     refused when empty, over ``max_artifacts`` or colliding, and then nothing stays staged.
     A file the caller may not read is left out, as a listing leaves it out: a bundle never
     copies bytes its creator could not read."""
+    await store.clear_staging(now_ms() - STAGING_GRACE_MS)  # left by a create a crash cut off
     selection = Selection(uuid.uuid4().hex)
     try:
         for query in queries:
