@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from distribution.bundle_store import Bundle, BundleStore
+from distribution.bundle_store import Bundle, BundleArtifact, BundleStore
 from distribution.edges import Edge
 from distribution.jobs import IN_QUEUE, JobStore
 from distribution.schema import distribution_migrations
@@ -66,12 +66,18 @@ async def test_catalog_reads_are_answered_while_the_writer_is_busy(database: Dat
 async def test_a_distribution_status_is_answered_while_the_writer_is_busy(database: Database) -> None:
     """A status read waits for no job's bulk work (loading a bundle's rows, say)."""
     jobs, bundles = JobStore(database), BundleStore(database)
-    bundle = Bundle("app", "1.0", "SIGNED", "", {}, "r", 1, "admin", 1, 0, 0)
-    await bundles.save(bundle, [], replace=False)
+    bundle = Bundle("app", "1.0", "SIGNED", "", {}, "r", 1, "admin", 1, 1, 1)
+    await bundles.stage("t", [BundleArtifact("r/a.bin", "src/a.bin", "0" * 64, "0" * 40, "0" * 32, 1)])
+    await bundles.commit_staged(bundle, "t", replace=False)
     edge = Edge("edge-1", "http://127.0.0.1:9/artifactory", "", "", "", "token", "service-1", 1)
     dist_id, _ = await jobs.create("distribute", "app", "1.0", (), [edge], (0, 0))
     async with writer_held(database) as busy:
         assert await answered(lambda: bundles.get("app", "1.0")) == bundle
+
+        async def pages() -> list[list[BundleArtifact]]:
+            return [page async for page in bundles.artifact_pages("app", "1.0")]
+
+        assert [a.target for (a,) in await answered(pages)] == ["r/a.bin"]
         found = await answered(lambda: jobs.get("app", "1.0", dist_id))
         assert found is not None and found.status == IN_QUEUE
         assert [d.id for d in await answered(lambda: jobs.history("app", "1.0"))] == [dist_id]
