@@ -125,7 +125,10 @@ class Push:
         tx = started["transaction_id"]
         self.progress.transaction_id = tx
         await self.on_started(tx)
-        missing = sorted(set(started["missing"]))  # committed already, the edge still names blobs its store lost
+        named = started["missing"]  # committed already, the edge still names blobs its store lost: a repair
+        if not all(isinstance(m, str) for m in named):
+            raise EdgeGarbage(f"edge {self.client.edge.name} names missing blobs that are not sha256 strings")
+        missing = sorted(set(named))
         await self.upload_missing(tx, missing)
         try:
             committed = await self.client.commit(tx)
