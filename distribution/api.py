@@ -67,7 +67,8 @@ async def bundle_response(
 ) -> web.StreamResponse:
     """``bundle_json`` with an ``artifacts`` list, written a page of artifacts at a time: a bundle
     of any size is answered without the whole list in memory."""
-    response = web.StreamResponse(status=status, headers={**(headers or {}), "Content-Type": "application/json"})
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_type, response.charset = "application/json", "utf-8"  # as json_response answers
     await response.prepare(request)
     await response.write(json.dumps(bundle_json(bundle))[:-1].encode() + b', "artifacts": [')
     separator = ""

@@ -76,6 +76,7 @@ async def test_pages_make_the_same_bundle_answered_signed_and_pushed_whole(dist:
     created = await dist.post(f"{V1}/release_bundle", json=body(sign_immediately=True), headers=admin())
     assert created.status == 201, await created.text()
     answer = await created.json()
+    assert (created.content_type, created.charset) == ("application/json", "utf-8")
     assert targets(answer) == EXPECTED and answer["artifacts_count"] == len(FILES)
     got = await (await dist.get(f"{V1}/release_bundle/app/1.0", headers=admin())).json()
     assert got == answer
