@@ -321,9 +321,9 @@ class BundleStore:
             )
             if not cursor.rowcount:
                 return False
-            rowid = self._db.execute(
-                "INSERT INTO bundle_manifests (name, version, manifest, signature) VALUES (?, ?, zeroblob(?), ?)",
-                [name, version, size, signature],
+            rowid = self._db.execute(  # the manifest is the row's last column: its zeroblob is never made
+                "INSERT INTO bundle_manifests (name, version, signature, manifest) VALUES (?, ?, ?, zeroblob(?))",
+                [name, version, signature, size],
             ).lastrowid
             with self._db.conn.blobopen("bundle_manifests", "manifest", rowid) as blob:
                 while blob.tell() < size:
