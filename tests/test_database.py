@@ -118,3 +118,36 @@ async def test_a_database_made_before_incremental_vacuum_is_converted_once_and_k
         assert await db.run(lambda: db.db.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2  # noqa: B023
         assert await db.read(lambda: db.db.execute("SELECT value FROM kept").fetchall()) == [("still here",)]  # noqa: B023
         await db.close()
+
+
+async def test_signed_manifests_survive_their_column_moving_to_the_end_of_the_row(tmp_path: Path) -> None:
+    """m006 moves the manifest after the signature, so its zeroblob is never made in memory."""
+    old = Database(tmp_path / "service.db")
+    await old.open(catalog_migrations, distribution_migrations)
+    store = BundleStore(old)
+    await store.commit_staged(Bundle("app", "1.0", "SIGNED", "", {}, "r", 1, "admin", 1, 0, 0), "t", replace=False)
+
+    def as_before_m006() -> None:
+        old.db.executescript(
+            """
+            DROP TABLE bundle_manifests;
+            CREATE TABLE bundle_manifests (
+                name TEXT NOT NULL, version TEXT NOT NULL, manifest BLOB NOT NULL, signature TEXT NOT NULL,
+                PRIMARY KEY (name, version),
+                FOREIGN KEY (name, version) REFERENCES bundles (name, version) ON DELETE CASCADE
+            );
+            INSERT INTO bundle_manifests VALUES ('app', '1.0', X'7b7d', '-----BEGIN PGP SIGNATURE-----');
+            DELETE FROM _sqlite_migrations WHERE name = 'm006_manifest_last';
+            """
+        )
+
+    await old.run(as_before_m006)
+    await old.close()
+    migrated = Database(tmp_path / "service.db")
+    await migrated.open(catalog_migrations, distribution_migrations)
+    try:
+        assert await BundleStore(migrated).signed_parts("app", "1.0") == (b"{}", "-----BEGIN PGP SIGNATURE-----")
+        columns = await migrated.run(lambda: [c[1] for c in migrated.db.execute("PRAGMA table_info(bundle_manifests)")])
+        assert columns == ["name", "version", "signature", "manifest"]
+    finally:
+        await migrated.close()
