@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -19,7 +21,7 @@ from repository.tokens import Role
 from wire.timestamps import iso
 
 from .bundle_store import PAGE_SIZE, Bundle, BundleArtifact
-from .bundles import BundleService, check_name_version, parse_bundle_request
+from .bundles import Answer, BundleService, check_name_version, parse_bundle_request
 from .keys import bundles_key, runner_key, signer_key
 from .orders import push_keys
 from .signing import KeyInfo
@@ -27,7 +29,7 @@ from .signing import KeyInfo
 READERS = (Role.reader, Role.deployer, Role.distributor, Role.admin)
 
 
-def bundle_json(b: Bundle, artifacts: list[BundleArtifact] | None = None) -> dict[str, Any]:
+def bundle_json(b: Bundle) -> dict[str, Any]:
     body: dict[str, Any] = {
         "name": b.name,
         "version": b.version,
@@ -42,18 +44,46 @@ def bundle_json(b: Bundle, artifacts: list[BundleArtifact] | None = None) -> dic
     if b.signed_by:
         body["signed_by"] = b.signed_by
         body["manifest_sha256"] = b.manifest_sha256
-    if artifacts is not None:
-        body["artifacts"] = [
-            {
-                "checksum": a.sha256,
-                "props": [{"key": k, "values": v} for k, v in sorted(a.properties.items())],
-                "sourceRepoPath": a.source,
-                "targetRepoPath": a.target,
-                "size": a.size,
-            }
-            for a in artifacts
-        ]
     return body
+
+
+def artifact_json(a: BundleArtifact) -> dict[str, Any]:
+    return {
+        "checksum": a.sha256,
+        "props": [{"key": k, "values": v} for k, v in sorted(a.properties.items())],
+        "sourceRepoPath": a.source,
+        "targetRepoPath": a.target,
+        "size": a.size,
+    }
+
+
+async def bundle_response(
+    request: web.Request,
+    bundle: Bundle,
+    pages: AsyncIterator[list[BundleArtifact]],
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> web.StreamResponse:
+    """``bundle_json`` with an ``artifacts`` list, written a page of artifacts at a time: a bundle
+    of any size is answered without the whole list in memory."""
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_type, response.charset = "application/json", "utf-8"  # as json_response answers
+    await response.prepare(request)
+    await response.write(json.dumps(bundle_json(bundle))[:-1].encode() + b', "artifacts": [')
+    separator = ""
+    async for page in pages:
+        await response.write((separator + ", ".join(json.dumps(artifact_json(a)) for a in page)).encode())
+        separator = ", "
+    await response.write(b"]}\n")
+    await response.write_eof()
+    return response
+
+
+def _artifact_pages(service: BundleService, answer: Answer) -> AsyncIterator[list[BundleArtifact]]:
+    if answer.staged is not None:
+        return service.store.staged_pages(answer.staged)
+    return service.store.artifact_pages(answer.bundle.name, answer.bundle.version)
 
 
 def _signed_headers(bundle: Bundle) -> dict[str, str]:
@@ -70,27 +100,37 @@ def _name_version(request: web.Request) -> tuple[str, str]:
     return name, version
 
 
-async def create_bundle(request: web.Request) -> web.Response:
+async def create_bundle(request: web.Request) -> web.StreamResponse:
     user = require_role(request, Role.admin).subject
     bundle_request = parse_bundle_request(await read_json_object(request))
     service = _service(request)
-    bundle, artifacts, _new = await service.create(bundle_request, user, reader(request))
-    if bundle_request.dry_run:
-        return json_response(bundle_json(bundle, artifacts), status=200)
-    if bundle_request.sign_immediately:
-        bundle = await service.sign(bundle.name, bundle.version, bundle_request.signing_key_alias)
-    return json_response(bundle_json(bundle, artifacts), status=201, headers=_signed_headers(bundle))
+    answer = await service.create(bundle_request, user, reader(request))
+    try:
+        if bundle_request.dry_run:
+            return await bundle_response(request, answer.bundle, _artifact_pages(service, answer))
+        bundle = answer.bundle
+        if bundle_request.sign_immediately:
+            bundle = await service.sign(bundle.name, bundle.version, bundle_request.signing_key_alias)
+        pages = _artifact_pages(service, answer)
+        return await bundle_response(request, bundle, pages, status=201, headers=_signed_headers(bundle))
+    finally:
+        await service.discard(answer)
 
 
-async def update_bundle(request: web.Request) -> web.Response:
+async def update_bundle(request: web.Request) -> web.StreamResponse:
     user = require_role(request, Role.admin).subject
     name, version = _name_version(request)
     bundle_request = parse_bundle_request(await read_json_object(request), name=name, version=version)
     service = _service(request)
-    bundle, artifacts = await service.update(bundle_request, user, reader(request))
-    if bundle_request.sign_immediately and not bundle_request.dry_run:
-        bundle = await service.sign(name, version, bundle_request.signing_key_alias)
-    return json_response(bundle_json(bundle, artifacts), headers=_signed_headers(bundle))
+    answer = await service.update(bundle_request, user, reader(request))
+    try:
+        bundle = answer.bundle
+        if bundle_request.sign_immediately and not bundle_request.dry_run:
+            bundle = await service.sign(name, version, bundle_request.signing_key_alias)
+        pages = _artifact_pages(service, answer)
+        return await bundle_response(request, bundle, pages, headers=_signed_headers(bundle))
+    finally:
+        await service.discard(answer)
 
 
 async def sign_bundle(request: web.Request) -> web.Response:
@@ -104,13 +144,13 @@ async def sign_bundle(request: web.Request) -> web.Response:
     return json_response(bundle_json(bundle), headers=_signed_headers(bundle))
 
 
-async def get_bundle(request: web.Request) -> web.Response:
+async def get_bundle(request: web.Request) -> web.StreamResponse:
     require_role(request, *READERS)
     name, version = _name_version(request)
     service = _service(request)
     bundle = await service.get(name, version)
-    artifacts = await service.store.artifacts(name, version)
-    return json_response(bundle_json(bundle, artifacts), headers=_signed_headers(bundle))
+    pages = service.store.artifact_pages(name, version)
+    return await bundle_response(request, bundle, pages, headers=_signed_headers(bundle))
 
 
 async def list_bundles(request: web.Request) -> web.Response:

@@ -69,7 +69,11 @@ async def bundles_ctx(app: web.Application) -> AsyncIterator[None]:
     store = BundleStore(app[database])
     app[core.artifacts].pin_with(store.pinned)
     app[bundles_key] = BundleService(
-        store, app[core.artifacts], app[signer_key], app[settings_key].max_bundle_artifacts
+        store,
+        app[core.artifacts],
+        app[signer_key],
+        app[settings_key].max_bundle_artifacts,
+        spool_dir=app[settings_key].data_dir,
     )
     yield
 

@@ -1,23 +1,30 @@
 """Every query of bundles and their artifacts, run on the database thread.
 
-A bundle and its artifact rows are written in one transaction, so a bundle is
-stored whole or not at all; signing stores the manifest bytes and signature in
-one update that only succeeds while the bundle is still OPEN.
+A bundle's artifact rows are staged a page at a time and become its content in
+one transaction with its row, so a bundle is stored whole or not at all; signing
+stores the manifest bytes and signature in one update that only succeeds while the
+bundle is still OPEN. A bundle's artifacts and its manifest are read and written a
+page or a chunk at a time, never whole.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import sqlite_utils
 
+from repository.catalog import now_ms
 from repository.db import Database
 from repository.scrub_store import CatalogBlobs
 
 PAGE_SIZE = 10
+# Artifacts read at once when a whole bundle is walked (signing, pushing, answering it).
+ARTIFACT_PAGE = 1000
+# Bytes of a manifest copied into the database at once.
+MANIFEST_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,26 @@ class BundleArtifact:
     md5: str
     size: int
     properties: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BundleBlob:
+    """One blob of a bundle: its size, the files that list it and their bytes, and one of its targets."""
+
+    sha256: str
+    size: int
+    files: int
+    bytes: int
+    target: str
+
+
+@dataclass(frozen=True)
+class TargetTaken:
+    """A target staged from one source that another source would be mapped to as well."""
+
+    target: str
+    held_source: str
+    source: str
 
 
 @dataclass(frozen=True)
@@ -80,11 +107,12 @@ class BundleStore:
         ).fetchone()
         return _bundle(row) if row else None
 
-    async def save(self, bundle: Bundle, artifacts: list[BundleArtifact], *, replace: bool) -> None:
-        """Insert a new bundle, or (``replace``) swap an OPEN bundle's content, atomically."""
-        await self._database.run(self._save, bundle, artifacts, replace)
+    async def commit_staged(self, bundle: Bundle, token: str, *, replace: bool) -> None:
+        """Make what is staged under ``token`` the content of a new bundle, or (``replace``) of an
+        OPEN one, in one transaction: the rows move in one statement, never through Python."""
+        await self._database.run(self._commit_staged, bundle, token, replace)
 
-    def _save(self, bundle: Bundle, artifacts: list[BundleArtifact], replace: bool) -> None:
+    def _commit_staged(self, bundle: Bundle, token: str, replace: bool) -> None:
         row = bundle.__dict__ | {"release_notes": json.dumps(bundle.release_notes, sort_keys=True)}
         with self._db.atomic():
             if replace:
@@ -96,13 +124,126 @@ class BundleStore:
             self._db.execute(
                 f"INSERT INTO bundles ({columns}) VALUES ({', '.join('?' * len(row))})", list(row.values())
             )
-            self._db.conn.executemany(
+            self._db.execute(
                 "INSERT INTO bundle_artifacts (name, version, target, source, sha256, sha1, md5, size, properties)"
+                " SELECT ?, ?, target, source, sha256, sha1, md5, size, properties FROM bundle_staging"
+                " WHERE token = ? ORDER BY target",
+                [bundle.name, bundle.version, token],
+            )
+            self._db.execute("DELETE FROM bundle_staging WHERE token = ?", [token])
+
+    async def blobs(self, name: str, version: str) -> list[str]:
+        """The distinct blobs a bundle lists (what to collect once it no longer does): strings
+        only, a few MiB for 100,000 files."""
+        return await self._database.run(
+            lambda: [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT DISTINCT sha256 FROM bundle_artifacts WHERE name = ? AND version = ? ORDER BY sha256",
+                    [name, version],
+                )
+            ]
+        )
+
+    async def artifact_pages(self, name: str, version: str) -> AsyncIterator[list[BundleArtifact]]:
+        """A bundle's artifacts in target order, ``ARTIFACT_PAGE`` at a time: memory stays flat in
+        the bundle's size. Each page is a short read on the reader thread."""
+        async for page in self._pages("bundle_artifacts", "name = ? AND version = ?", [name, version]):
+            yield page
+
+    async def staged_pages(self, token: str) -> AsyncIterator[list[BundleArtifact]]:
+        """What ``stage`` put under ``token``, in target order, a page at a time."""
+        async for page in self._pages("bundle_staging", "token = ?", [token]):
+            yield page
+
+    async def _pages(self, table: str, where: str, args: list[Any]) -> AsyncIterator[list[BundleArtifact]]:
+        after = ""
+        while True:
+            page = await self._database.read(self._artifact_page, table, where, args, after)
+            if page:
+                yield page
+            if len(page) < ARTIFACT_PAGE:
+                return
+            after = page[-1].target
+
+    def _artifact_page(self, table: str, where: str, args: list[Any], after: str) -> list[BundleArtifact]:
+        rows = self._db.execute(
+            f"SELECT target, source, sha256, sha1, md5, size, properties FROM {table}"
+            f" WHERE {where} AND target > ? ORDER BY target LIMIT ?",
+            [*args, after, ARTIFACT_PAGE],
+        )
+        return [BundleArtifact(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+
+    async def bundle_blobs(self, name: str, version: str, sha256s: list[str]) -> dict[str, BundleBlob]:
+        """Those of ``sha256s`` that the bundle lists, each with what it lists of them; asked a
+        page of blobs at a time (a push's missing blobs), a short read each."""
+        return await self._database.read(self._bundle_blobs, name, version, sha256s)
+
+    def _bundle_blobs(self, name: str, version: str, sha256s: list[str]) -> dict[str, BundleBlob]:
+        found: dict[str, BundleBlob] = {}
+        for start in range(0, len(sha256s), 500):
+            part = sha256s[start : start + 500]
+            rows = self._db.execute(
+                "SELECT sha256, max(size), count(*), sum(size), min(target) FROM bundle_artifacts"
+                f" WHERE name = ? AND version = ? AND sha256 IN ({', '.join('?' * len(part))}) GROUP BY sha256",
+                [name, version, *part],
+            )
+            found.update((r[0], BundleBlob(*r)) for r in rows)
+        return found
+
+    async def staged_blobs(self, token: str) -> AsyncIterator[list[str]]:
+        """The distinct blobs staged under ``token``, in sha256 order, a page at a time."""
+        after = ""
+        while True:
+            page = await self._database.read(
+                lambda after=after: [
+                    r[0]
+                    for r in self._db.execute(
+                        "SELECT DISTINCT sha256 FROM bundle_staging WHERE token = ? AND sha256 > ?"
+                        " ORDER BY sha256 LIMIT ?",
+                        [token, after, ARTIFACT_PAGE],
+                    )
+                ]
+            )
+            if page:
+                yield page
+            if len(page) < ARTIFACT_PAGE:
+                return
+            after = page[-1]
+
+    async def stage(self, token: str, page: list[BundleArtifact]) -> tuple[list[BundleArtifact], TargetTaken | None]:
+        """Add a page of selected artifacts under ``token``; answers those that were new (a target
+        already staged from the same source is skipped), or, for a target staged from another
+        source, which one, and then stages nothing of the page."""
+        return await self._database.run_page(self._stage, token, page)
+
+    def _stage(self, token: str, page: list[BundleArtifact]) -> tuple[list[BundleArtifact], TargetTaken | None]:
+        held: dict[str, str] = {}
+        targets = sorted({a.target for a in page})
+        for start in range(0, len(targets), 500):
+            part = targets[start : start + 500]
+            marks = ", ".join("?" * len(part))
+            held.update(
+                self._db.execute(
+                    f"SELECT target, source FROM bundle_staging WHERE token = ? AND target IN ({marks})", [token, *part]
+                ).fetchall()
+            )
+        new: list[BundleArtifact] = []
+        for a in page:
+            source = held.get(a.target)
+            if source is None:
+                held[a.target] = a.source
+                new.append(a)
+            elif source != a.source:
+                return [], TargetTaken(a.target, source, a.source)
+        at = now_ms()
+        with self._db.atomic():
+            self._db.conn.executemany(
+                "INSERT INTO bundle_staging (token, target, source, sha256, sha1, md5, size, properties, staged_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     (
-                        bundle.name,
-                        bundle.version,
+                        token,
                         a.target,
                         a.source,
                         a.sha256,
@@ -110,21 +251,19 @@ class BundleStore:
                         a.md5,
                         a.size,
                         json.dumps(a.properties, sort_keys=True),
+                        at,
                     )
-                    for a in artifacts
+                    for a in new
                 ),
             )
+        return new, None
 
-    async def artifacts(self, name: str, version: str) -> list[BundleArtifact]:
-        return await self._database.run(self._artifacts, name, version)
+    async def unstage(self, token: str) -> None:
+        await self._database.run(self._db.execute, "DELETE FROM bundle_staging WHERE token = ?", [token])
 
-    def _artifacts(self, name: str, version: str) -> list[BundleArtifact]:
-        rows = self._db.execute(
-            "SELECT target, source, sha256, sha1, md5, size, properties FROM bundle_artifacts"
-            " WHERE name = ? AND version = ? ORDER BY target",
-            [name, version],
-        )
-        return [BundleArtifact(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+    async def clear_staging(self, before: int) -> None:
+        """Drop what creates cut off by a crash staged before ``before`` (ms)."""
+        await self._database.run(self._db.execute, "DELETE FROM bundle_staging WHERE staged_at < ?", [before])
 
     async def pinned(self, sha256s: list[str]) -> set[str]:
         """Those of ``sha256s`` that a stored bundle version lists, in any state: a signed one
@@ -144,15 +283,35 @@ class BundleStore:
         return pinned
 
     async def mark_signed(
-        self, name: str, version: str, *, manifest: bytes, manifest_sha256: str, signature: str, signed_by: str, at: int
+        self,
+        name: str,
+        version: str,
+        *,
+        manifest: BinaryIO,
+        manifest_size: int,
+        manifest_sha256: str,
+        signature: str,
+        signed_by: str,
+        at: int,
     ) -> bool:
-        """Record a signature; False if the bundle is no longer OPEN (someone signed it first)."""
+        """Record a signature and the manifest read from ``manifest`` (``manifest_size`` bytes from
+        its current position); False if the bundle is no longer OPEN (someone signed it first).
+        The manifest is copied into its row a chunk at a time, within the one transaction that
+        marks the bundle signed: stored whole, or not at all."""
         return await self._database.run(
-            self._mark_signed, name, version, manifest, manifest_sha256, signature, signed_by, at
+            self._mark_signed, name, version, manifest, manifest_size, manifest_sha256, signature, signed_by, at
         )
 
     def _mark_signed(
-        self, name: str, version: str, manifest: bytes, manifest_sha256: str, signature: str, signed_by: str, at: int
+        self,
+        name: str,
+        version: str,
+        manifest: BinaryIO,
+        size: int,
+        manifest_sha256: str,
+        signature: str,
+        signed_by: str,
+        at: int,
     ) -> bool:
         with self._db.atomic():
             cursor = self._db.execute(
@@ -162,10 +321,16 @@ class BundleStore:
             )
             if not cursor.rowcount:
                 return False
-            self._db.execute(
-                "INSERT INTO bundle_manifests (name, version, manifest, signature) VALUES (?, ?, ?, ?)",
-                [name, version, manifest, signature],
-            )
+            rowid = self._db.execute(  # the manifest is the row's last column: its zeroblob is never made
+                "INSERT INTO bundle_manifests (name, version, signature, manifest) VALUES (?, ?, ?, zeroblob(?))",
+                [name, version, signature, size],
+            ).lastrowid
+            with self._db.conn.blobopen("bundle_manifests", "manifest", rowid) as blob:
+                while blob.tell() < size:
+                    chunk = manifest.read(min(MANIFEST_CHUNK, size - blob.tell()))
+                    if not chunk:
+                        raise ValueError(f"manifest of {name}/{version} ended before its {size} bytes")
+                    blob.write(chunk)
         return True
 
     async def signed_parts(self, name: str, version: str) -> tuple[bytes, str] | None:
@@ -195,10 +360,6 @@ class BundleStore:
             [*args, PAGE_SIZE, start],
         )
         return [_bundle(r) for r in rows], total
-
-
-def total_size(artifacts: Iterable[BundleArtifact]) -> int:
-    return sum(a.size for a in artifacts)
 
 
 class ServiceBlobs(CatalogBlobs):

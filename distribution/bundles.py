@@ -13,30 +13,29 @@ import asyncio
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from repository.artifacts import ArtifactService
-from repository.catalog import Artifact, Repo, now_ms
+from repository.catalog import now_ms
 from repository.errors import BadRequest, Conflict, NotFound
 from repository.permissions import Readable
 from wire.manifest import (
     Manifest,
-    ManifestArtifact,
     ManifestError,
-    artifact_bytes,
     check_bundle_name,
     check_bundle_version,
     check_limits,
-    encode,
 )
-from wire.timestamps import iso, utc_timestamp
+from wire.timestamps import utc_timestamp
 
-from .bundle_store import Bundle, BundleArtifact, BundleStore, total_size
+from .bundle_store import Bundle, BundleStore
+from .manifests import sign_bundle
+from .selection import Selection, select
 from .signing import KeyInfo, Signer
-from .specs import Query, SpecError, check_distinct_targets, parse_spec
+from .specs import Query, SpecError, parse_spec
 
 NOTES_SYNTAXES = ("plain_text", "markdown", "asciidoc")
 MAX_DESCRIPTION = 4096
@@ -54,12 +53,14 @@ _REQUEST_KEYS = {
 }
 
 
-@dataclass
-class Selection:
-    """What a spec selects, by target path, and the bytes it adds to the bundle's manifest."""
+@dataclass(frozen=True)
+class Answer:
+    """A created or updated bundle; for a dry run, the token its artifacts are staged under
+    until ``BundleService.discard`` (a stored bundle's are read from the bundle)."""
 
-    artifacts: dict[str, BundleArtifact] = field(default_factory=dict)
-    manifest_bytes: int = 0
+    bundle: Bundle
+    new: bool
+    staged: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,34 +136,23 @@ def parse_bundle_request(body: dict[str, Any], *, name: str | None = None, versi
 
 
 class BundleService:
-    def __init__(self, store: BundleStore, artifacts: ArtifactService, signer: Signer, max_artifacts: int) -> None:
+    def __init__(
+        self, store: BundleStore, artifacts: ArtifactService, signer: Signer, max_artifacts: int, spool_dir: Path
+    ) -> None:
         self.store = store
+        self.spool_dir = spool_dir  # where a manifest is written while it is signed
         self.artifacts = artifacts
         self.catalog = artifacts.catalog
         self.signer = signer
         self.max_artifacts = max_artifacts
         self._lock = asyncio.Lock()  # orders create/update/sign of bundles in this process
 
-    async def resolve(self, queries: tuple[Query, ...], readable: Readable) -> tuple[list[BundleArtifact], int]:
-        """Every artifact the queries select that the caller may read, with its target path, and
-        the bytes they add to the bundle's manifest; refused when empty, too many or colliding.
-        A file the caller may not read is left out, as a listing leaves it out: a bundle never
-        copies bytes its creator could not read."""
-        found = Selection()
-        for query in queries:
-            for scope in query.scopes:
-                repos = await self._repos(scope.repo)
-                for repo in repos:
-                    async for page in self.catalog.walk_pages(repo.key, scope.folder):
-                        # matching and mapping regexes cost per artifact: keep them off the loop
-                        await asyncio.to_thread(self._select, found, query, repo, page, readable)
-        if not found.artifacts:
-            raise SpecError("spec matches no artifacts")
-        check_distinct_targets((a.source, a.target) for a in found.artifacts.values())  # no file where a folder must be
-        return [found.artifacts[t] for t in sorted(found.artifacts)], found.manifest_bytes
+    async def resolve(self, queries: tuple[Query, ...], readable: Readable) -> Selection:
+        """Stage what the queries select (``selection.select``); the caller commits or unstages it."""
+        return await select(self.store, self.catalog, queries, readable, self.max_artifacts)
 
     @staticmethod
-    def _check_limits(request: BundleRequest, user: str, artifacts: list[BundleArtifact], size: int) -> None:
+    def _check_limits(request: BundleRequest, user: str, selection: Selection) -> None:
         """Refuse what could be stored but never signed: a manifest over the contract's limits."""
         try:
             header = Manifest(
@@ -174,41 +164,12 @@ class BundleService:
                 release_notes=request.release_notes,
                 artifacts=(),
             )
-            check_limits(header, len(artifacts), size)
+            check_limits(header, selection.count, selection.manifest_bytes)
         except ManifestError as exc:
             raise BadRequest(f"The bundle could never be signed: {exc.message}") from None
 
-    async def _repos(self, key: str | None) -> list[Repo]:
-        if key is None:
-            return await self.catalog.list_repos()
-        repo = await self.catalog.get_repo(key)
-        return [repo] if repo is not None else []
-
-    def _select(self, found: Selection, query: Query, repo: Repo, page: list[Artifact], readable: Readable) -> None:
-        for artifact in page:
-            if query.matches(repo.key, artifact.path) and readable(repo, artifact.path):
-                self._add(found, query, repo.key, artifact)
-
-    def _add(self, found: Selection, query: Query, repo: str, a: Artifact) -> None:
-        source = f"{repo}/{a.path}"
-        target = query.target(repo, a.path)
-        props = {k: list(v) for k, v in a.properties.items()}
-        for key, values in query.added_props.items():
-            props[key] = list(dict.fromkeys([*props.get(key, []), *values]))
-        existing = found.artifacts.get(target)
-        if existing is not None:
-            if existing.source != source:
-                raise SpecError(f"target path '{target}' would hold both '{existing.source}' and '{source}'")
-            return
-        if len(found.artifacts) >= self.max_artifacts:
-            raise BadRequest(f"spec selects more than the limit of {self.max_artifacts} artifacts")
-        added = found.artifacts[target] = BundleArtifact(target, source, a.sha256, a.sha1, a.md5, a.size, props)
-        found.manifest_bytes += artifact_bytes(added)
-
-    async def create(
-        self, request: BundleRequest, user: str, readable: Readable
-    ) -> tuple[Bundle, list[BundleArtifact], bool]:
-        """Create (or, for an identical retry, find) a bundle; answers whether it was new."""
+    async def create(self, request: BundleRequest, user: str, readable: Readable) -> Answer:
+        """Create (or, for an identical retry, find) a bundle; says whether it was new."""
         if request.sign_immediately:
             await self._signing_key(request.signing_key_alias)  # an unknown key refuses before anything is stored
         async with self._lock:
@@ -216,41 +177,56 @@ class BundleService:
             if existing is not None:
                 if existing.request_sha256 != request.request_sha256:
                     raise Conflict(f"Release bundle {request.name}/{request.version} already exists with other content")
-                return existing, await self.store.artifacts(request.name, request.version), False
-            artifacts, size = await self.resolve(request.queries, readable)
-            self._check_limits(request, user, artifacts, size)
-            bundle = self._new_bundle(request, artifacts, user, created=now_ms())
-            if not request.dry_run:
+                return Answer(existing, new=False)
+            selection = await self.resolve(request.queries, readable)
+            try:
+                self._check_limits(request, user, selection)
+                bundle = self._new_bundle(request, selection, user, created=now_ms())
+                if request.dry_run:
+                    return Answer(bundle, new=True, staged=selection.token)
                 try:
-                    await self._save(bundle, artifacts, replace=False)
+                    await self._save(bundle, selection.token, replace=False)
                 except sqlite3.IntegrityError:
                     raise Conflict(f"Release bundle {request.name}/{request.version} already exists") from None
-            return bundle, artifacts, True
+            except BaseException:
+                await self.store.unstage(selection.token)
+                raise
+            return Answer(bundle, new=True)
 
-    async def update(
-        self, request: BundleRequest, user: str, readable: Readable
-    ) -> tuple[Bundle, list[BundleArtifact]]:
+    async def update(self, request: BundleRequest, user: str, readable: Readable) -> Answer:
         if request.sign_immediately:
             await self._signing_key(request.signing_key_alias)
         async with self._lock:
             existing = await self.get(request.name, request.version)
             if existing.state != "OPEN":
                 raise Conflict(f"Release bundle {request.name}/{request.version} is signed and cannot change")
-            artifacts, size = await self.resolve(request.queries, readable)
-            self._check_limits(request, user, artifacts, size)
-            bundle = self._new_bundle(request, artifacts, user, created=existing.created)
-            if not request.dry_run:
-                replaced = await self.store.artifacts(request.name, request.version)
-                await self._save(bundle, artifacts, replace=True)
-                await self.artifacts.collect(_blobs(replaced))  # those no longer listed may go
-            return bundle, artifacts
+            selection = await self.resolve(request.queries, readable)
+            try:
+                self._check_limits(request, user, selection)
+                bundle = self._new_bundle(request, selection, user, created=existing.created)
+                if request.dry_run:
+                    return Answer(bundle, new=False, staged=selection.token)
+                replaced = await self.store.blobs(request.name, request.version)
+                await self._save(bundle, selection.token, replace=True)
+            except BaseException:
+                await self.store.unstage(selection.token)
+                raise
+            await self.artifacts.collect(replaced)  # those no longer listed may go
+            return Answer(bundle, new=False)
 
-    async def _save(self, bundle: Bundle, artifacts: list[BundleArtifact], *, replace: bool) -> None:
+    async def discard(self, answer: Answer) -> None:
+        """Drop what a dry run staged, once its answer was sent."""
+        if answer.staged is not None:
+            await self.store.unstage(answer.staged)
+
+    async def _save(self, bundle: Bundle, token: str, *, replace: bool) -> None:
         """Store the bundle, pinning its blobs, unless one was deleted since it was resolved (409)."""
-        await self.artifacts.keep(_blobs(artifacts), partial(self.store.save, bundle, artifacts, replace=replace))
+        await self.artifacts.keep_pages(
+            partial(self.store.staged_blobs, token), partial(self.store.commit_staged, bundle, token, replace=replace)
+        )
 
     @staticmethod
-    def _new_bundle(request: BundleRequest, artifacts: list[BundleArtifact], user: str, *, created: int) -> Bundle:
+    def _new_bundle(request: BundleRequest, selection: Selection, user: str, *, created: int) -> Bundle:
         return Bundle(
             name=request.name,
             version=request.version,
@@ -261,8 +237,8 @@ class BundleService:
             created=created,
             created_by=user,
             modified=now_ms(),
-            artifacts_count=len(artifacts),
-            artifacts_size=total_size(artifacts),
+            artifacts_count=selection.count,
+            artifacts_size=selection.size,
         )
 
     async def get(self, name: str, version: str) -> Bundle:
@@ -281,18 +257,7 @@ class BundleService:
                 if bundle.signed_by != key.fingerprint:
                     raise Conflict(f"Release bundle {name}/{version} is already signed with another key")
                 return bundle
-            manifest = encode(await self._manifest(bundle))
-            signature = await asyncio.to_thread(self.signer.sign, manifest, key.alias)
-            sha256 = hashlib.sha256(manifest).hexdigest()
-            signed = await self.store.mark_signed(
-                name,
-                version,
-                manifest=manifest,
-                manifest_sha256=sha256,
-                signature=signature,
-                signed_by=key.fingerprint,
-                at=now_ms(),
-            )
+            signed = await sign_bundle(self.store, self.signer, bundle, key, self.spool_dir, now_ms())
             if not signed:
                 raise Conflict(f"Release bundle {name}/{version} changed while signing; retry")
             return await self.get(name, version)
@@ -306,29 +271,6 @@ class BundleService:
             raise NotFound(f"No signing key with alias '{alias}'")
         raise Conflict("No default signing key")
 
-    async def _manifest(self, bundle: Bundle) -> Manifest:
-        artifacts = await self.store.artifacts(bundle.name, bundle.version)
-        return Manifest(
-            name=bundle.name,
-            version=bundle.version,
-            created=iso(bundle.created),
-            created_by=bundle.created_by,
-            description=bundle.description,
-            release_notes=bundle.release_notes,
-            artifacts=tuple(
-                ManifestArtifact(
-                    target=a.target,
-                    source=a.source,
-                    size=a.size,
-                    sha256=a.sha256,
-                    sha1=a.sha1,
-                    md5=a.md5,
-                    properties=a.properties,
-                )
-                for a in artifacts
-            ),
-        )
-
     async def signed_parts(self, name: str, version: str) -> tuple[bytes, str]:
         bundle = await self.get(name, version)
         parts = await self.store.signed_parts(name, version)
@@ -339,11 +281,7 @@ class BundleService:
     async def delete(self, name: str, version: str) -> None:
         """Delete a bundle version; the blobs it alone held (no path, no other bundle) are freed."""
         check_name_version(name, version)
-        listed = await self.store.artifacts(name, version)
+        listed = await self.store.blobs(name, version)
         if not await self.store.delete(name, version):
             raise NotFound(f"Release bundle {name}/{version} not found")
-        await self.artifacts.collect(_blobs(listed))
-
-
-def _blobs(artifacts: Iterable[BundleArtifact]) -> set[str]:
-    return {a.sha256 for a in artifacts}
+        await self.artifacts.collect(listed)

@@ -3,24 +3,26 @@
 Only the blobs the edge says it is missing cross the wire, streamed from the storage
 backend. A large blob interrupted mid-way resumes from the last byte the edge holds.
 Progress is counted per file as blobs land; blobs the edge already held count as
-distributed at once.
+distributed at once. Nothing is held per file of the bundle: the missing blobs are looked
+up in the database and sent a page at a time, and the verification reads the bundle's
+files a page at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from storage_backends import BlobNotFound, StorageBackend, StorageError
 from wire.batch import BATCH_BLOB_MAX, BATCH_MAX_BLOBS, body_length, head_line
 from wire.protocol import Removal, TransactionState
-from wire.published import published_digest
+from wire.published import PublishedHasher
 
-from .bundle_store import BundleArtifact
+from .bundle_store import BundleArtifact, BundleBlob, BundleStore
 from .jobs import Job
 from .sendfile import FileWindow
 from .transfer import (
@@ -41,6 +43,8 @@ BLOB_TRIES = 4
 BATCH_BYTES = 2 * 1024 * 1024
 # Bytes of a batch read from storage at once: few trips to storage, little held in memory.
 READ_GROUP = 256 * 1024
+# Missing blobs looked up in the database and sent as one group: bounds what a push holds.
+MISSING_PAGE = 10_000
 
 
 class SourceMissing(EdgeCallError):
@@ -53,9 +57,12 @@ class NotVerified(EdgeCallError):
 
 @dataclass
 class Progress:
-    """A running job's counters; the runner writes them to sqlite now and then."""
+    """A running job's counters; the runner writes them to sqlite now and then. Counters only,
+    whatever the bundle's size: what a blob adds when it lands comes with the page of missing
+    blobs it was sent in (``BundleBlob``)."""
 
-    artifacts: list[BundleArtifact]
+    total_files: int
+    total_bytes: int
     distributed_files: int = 0
     distributed_bytes: int = 0
     sent_files: int = 0
@@ -63,27 +70,22 @@ class Progress:
     transaction_id: str | None = None
     uploading: dict[str, str] = field(default_factory=dict)  # sha256 -> a target path, while it goes out
     changes: int = 0
-    by_sha: dict[str, list[BundleArtifact]] = field(default_factory=lambda: defaultdict(list))
     # told of every blob byte that goes out (the service's per-edge traffic counter)
     on_sent: Callable[[int], None] | None = None
 
-    def __post_init__(self) -> None:
-        for a in self.artifacts:
-            self.by_sha[a.sha256].append(a)
-
     @classmethod
-    def of(cls, job: Job, artifacts: list[BundleArtifact]) -> Progress:
-        return cls(artifacts, sent_files=job.sent_files, sent_bytes=job.sent_bytes)
+    def of(cls, job: Job) -> Progress:
+        return cls(job.total_files, job.total_bytes, sent_files=job.sent_files, sent_bytes=job.sent_bytes)
 
-    def held(self, missing: set[str]) -> None:
-        present = [a for a in self.artifacts if a.sha256 not in missing]
-        self.distributed_files, self.distributed_bytes = len(present), sum(a.size for a in present)
+    def held(self, missing_files: int, missing_bytes: int) -> None:
+        """The edge lacks blobs listed by ``missing_files`` files of ``missing_bytes``: it holds the rest."""
+        self.distributed_files = self.total_files - missing_files
+        self.distributed_bytes = self.total_bytes - missing_bytes
         self.changes += 1
 
-    def landed(self, sha256: str, *, sent: bool) -> None:
-        for a in self.by_sha[sha256]:
-            self.distributed_files += 1
-            self.distributed_bytes += a.size
+    def landed(self, blob: BundleBlob, *, sent: bool) -> None:
+        self.distributed_files += blob.files
+        self.distributed_bytes += blob.bytes
         self.sent_files += sent
         self.changes += 1
 
@@ -114,23 +116,20 @@ class Push:
     progress: Progress
     blob_concurrency: int
     on_started: Callable[[str], Awaitable[Any]]
-
-    @property
-    def artifacts(self) -> list[BundleArtifact]:
-        return self.progress.artifacts
+    bundle: BundleView  # the pushed bundle's rows, read a page at a time
+    # the blobs of the page of missing ones being sent
+    _blobs: dict[str, BundleBlob] = field(default_factory=dict, init=False)
 
     async def run(self) -> None:
         started = await self.client.start(self.manifest, self.signature)
         tx = started["transaction_id"]
         self.progress.transaction_id = tx
         await self.on_started(tx)
-        sizes = {a.sha256: a.size for a in self.artifacts}
-        missing = started["missing"]  # committed already, the edge still names blobs its store lost: a repair
-        strangers = [m for m in missing if m not in sizes]
-        if strangers:
-            raise EdgeGarbage(f"edge {self.client.edge.name} asks for blobs not in the bundle: {strangers[:3]}")
-        self.progress.held(set(missing))
-        await self.upload_all(tx, list(set(missing)), sizes)
+        named = started["missing"]  # committed already, the edge still names blobs its store lost: a repair
+        if not all(isinstance(m, str) for m in named):
+            raise EdgeGarbage(f"edge {self.client.edge.name} names missing blobs that are not sha256 strings")
+        missing = sorted(set(named))
+        await self.upload_missing(tx, missing)
         try:
             committed = await self.client.commit(tx)
         except EdgeRefused as exc:
@@ -141,6 +140,32 @@ class Push:
         if committed["state"] != TransactionState.COMMITTED:
             raise EdgeGarbage(f"edge {self.client.edge.name} answered commit with state {committed['state']!r}")
         await self.verify(tx)
+
+    async def upload_missing(self, tx: str, missing: list[str]) -> None:
+        """Send the blobs the edge lacks, ``MISSING_PAGE`` at a time, each page with what the
+        bundle lists of its blobs read from the database: first a pass that counts what the edge
+        already holds (and refuses a blob the bundle does not list), then one that sends."""
+        missing_files = missing_bytes = 0
+        for page in _slices(missing, MISSING_PAGE):
+            blobs = await self.bundle.blobs(page)
+            if strangers := [m for m in page if m not in blobs]:
+                raise EdgeGarbage(f"edge {self.client.edge.name} asks for blobs not in the bundle: {strangers[:3]}")
+            missing_files += sum(b.files for b in blobs.values())
+            missing_bytes += sum(b.bytes for b in blobs.values())
+        self.progress.held(missing_files, missing_bytes)
+        for page in _slices(missing, MISSING_PAGE):
+            self._blobs = await self.bundle.blobs(page)
+            await self.upload_all(tx, page, {s: b.size for s, b in self._blobs.items()})
+        self._blobs = {}
+
+    def _target(self, sha: str) -> str:
+        blob = self._blobs.get(sha)
+        return blob.target if blob is not None else sha
+
+    def _landed(self, sha: str, *, sent: bool) -> None:
+        blob = self._blobs.get(sha)
+        if blob is not None:
+            self.progress.landed(blob, sent=sent)
 
     async def upload_all(self, tx: str, missing: list[str], sizes: dict[str, int]) -> None:
         """Send ``missing`` over ``blob_concurrency`` slots: blobs of at most ``BATCH_BLOB_MAX``
@@ -174,7 +199,7 @@ class Push:
     async def send_blob(self, tx: str, sha: str, size: int) -> None:
         try:
             offset = await self.client.received(tx, sha) if size >= RESUME_FROM else 0
-            self.progress.uploading[sha] = self.progress.by_sha[sha][0].target
+            self.progress.uploading[sha] = self._target(sha)
             try:
                 if offset < size or size == 0:
                     await self._send(tx, sha, size, offset)
@@ -185,14 +210,14 @@ class Push:
                 raise
             # the transaction is no longer open there (expired, aborted): start it again, bounded by the runner
             raise EdgeServerError(f"{exc.message}; starting the transaction again", 409) from None
-        self.progress.landed(sha, sent=offset < size or size == 0)
+        self._landed(sha, sent=offset < size or size == 0)
 
     async def send_batch(self, tx: str, shas: tuple[str, ...], sizes: dict[str, int]) -> None:
         """One request for many small blobs (docs/transactions.md); a failed one is sent again whole."""
         head = head_line(shas)
         length = body_length(shas, sizes)
         for sha in shas:
-            self.progress.uploading[sha] = self.progress.by_sha[sha][0].target
+            self.progress.uploading[sha] = self._target(sha)
         try:
             for attempt in range(1, BLOB_TRIES + 1):
                 vanished: list[str] = []
@@ -212,7 +237,7 @@ class Push:
             for sha in shas:
                 self.progress.uploading.pop(sha, None)
         for sha in shas:
-            self.progress.landed(sha, sent=True)
+            self._landed(sha, sent=True)
 
     async def _batch_body(
         self, head: bytes, shas: tuple[str, ...], sizes: dict[str, int], vanished: list[str]
@@ -304,15 +329,39 @@ class Push:
             isinstance(published.get(k), kind) for k, kind in (("files", int), ("bytes", int), ("sha256", str))
         ):
             raise EdgeGarbage(f"edge {edge} answered the status of committed transaction {tx} without 'published'")
-        entries = [(a.target, a.sha256, a.size) for a in self.artifacts]
-        expected = await asyncio.to_thread(published_digest, entries)
+        hasher, files, size = PublishedHasher(), 0, 0
+        async for page in self.bundle.artifact_pages():
+            for a in page:
+                hasher.add(a.target, a.sha256, a.size)
+            files, size = files + len(page), size + sum(a.size for a in page)
+        expected = hasher.hexdigest()
         if published["sha256"] != expected:
             raise NotVerified(
                 f"verification failed on edge {edge}: it publishes {published['files']} files"
                 f" ({published['bytes']} bytes) of transaction {tx}, digest {published['sha256']}, where the"
-                f" manifest lists {len(entries)} files ({sum(a.size for a in self.artifacts)} bytes), digest"
+                f" manifest lists {files} files ({size} bytes), digest"
                 f" {expected}: its catalog was changed outside the protocol"
             )
+
+
+@dataclass(frozen=True)
+class BundleView:
+    """What a push reads of its bundle, from the database, a page at a time."""
+
+    store: BundleStore
+    name: str
+    version: str
+
+    async def blobs(self, sha256s: list[str]) -> dict[str, BundleBlob]:
+        return await self.store.bundle_blobs(self.name, self.version, sha256s)
+
+    def artifact_pages(self) -> AsyncIterator[list[BundleArtifact]]:
+        return self.store.artifact_pages(self.name, self.version)
+
+
+def _slices(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _groups(shas: Sequence[str], sizes: dict[str, int], max_bytes: int, max_count: int) -> list[tuple[str, ...]]:

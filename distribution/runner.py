@@ -28,7 +28,7 @@ from wire.protocol import Removal
 from .bundles import BundleService
 from .edges import EdgeStore
 from .jobs import COMPLETED, DELETE, DISTRIBUTE, FAILED, IN_PROGRESS, Distribution, Job, JobStore
-from .push import Progress, Push, SourceMissing, delete_from_edge
+from .push import BundleView, Progress, Push, SourceMissing, delete_from_edge
 from .settings import DistributionSettings
 from .transfer import EdgeCallError, EdgeClient, EdgeRefused, EdgeServerError, EdgeUnreachable
 
@@ -129,7 +129,7 @@ class JobRunner:
             manifest, signature = await self.bundles.signed_parts(job.name, job.version)
         except NotFound:
             raise SourceMissing(f"release bundle {job.name}/{job.version} no longer exists or is not signed") from None
-        progress = Progress.of(job, await self.bundles.store.artifacts(job.name, job.version))
+        progress = Progress.of(job)
         if self.on_sent is not None:
             progress.on_sent = functools.partial(self.on_sent, job.edge)
         self._progress[job.key] = progress
@@ -139,7 +139,9 @@ class JobRunner:
             await self.jobs.update(job.key, **fields, **({"started": now_ms()} if job.started is None else {}))
 
         flusher = asyncio.create_task(self._flush(job.key, progress))
-        push = Push(client, self.storage, manifest, signature, progress, self.settings.max_parallel_blobs, on_started)
+        bundle = BundleView(self.bundles.store, job.name, job.version)
+        blob_slots = self.settings.max_parallel_blobs
+        push = Push(client, self.storage, manifest, signature, progress, blob_slots, on_started, bundle)
         try:
             await push.run()
         finally:

@@ -129,3 +129,52 @@ def m004_bundle_artifacts_by_sha256(db: Database) -> None:
     """Every bundle version pins the blobs it lists; collecting a blob asks by sha256, and the
     scrub reads them in sha256 order (ServiceBlobs)."""
     db.execute("CREATE INDEX bundle_artifacts_by_sha256 ON bundle_artifacts (sha256)")
+
+
+@distribution_migrations()
+def m005_bundle_staging(db: Database) -> None:
+    """What a create or update selects, a page at a time, before it becomes a bundle's content in
+    one statement (``BundleStore.commit_staged``): the selection is never held in memory, and a
+    bundle is still stored whole or not at all. Rows of a create cut off by a crash are cleared
+    at the next start (``staged_at``)."""
+    db.executescript(
+        """
+        CREATE TABLE bundle_staging (
+            token TEXT NOT NULL,
+            target TEXT NOT NULL,
+            source TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            sha1 TEXT NOT NULL,
+            md5 TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            properties TEXT NOT NULL,
+            staged_at INTEGER NOT NULL,
+            PRIMARY KEY (token, target)
+        ) WITHOUT ROWID;
+        CREATE INDEX bundle_staging_by_sha256 ON bundle_staging (token, sha256);
+        """
+    )
+
+
+@distribution_migrations()
+def m006_manifest_last(db: Database) -> None:
+    """The manifest column last: sqlite writes a ``zeroblob`` without holding its bytes only when
+    nothing follows it in the row, and the manifest is written into one (``mark_signed``). With
+    the signature after it, sqlite made the whole manifest of zeros in memory (30 MB, twice, for
+    100,000 files)."""
+    db.executescript(
+        """
+        CREATE TABLE bundle_manifests_new (
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            signature TEXT NOT NULL,
+            manifest BLOB NOT NULL,
+            PRIMARY KEY (name, version),
+            FOREIGN KEY (name, version) REFERENCES bundles (name, version) ON DELETE CASCADE
+        );
+        INSERT INTO bundle_manifests_new (name, version, signature, manifest)
+            SELECT name, version, signature, manifest FROM bundle_manifests;
+        DROP TABLE bundle_manifests;
+        ALTER TABLE bundle_manifests_new RENAME TO bundle_manifests;
+        """
+    )

@@ -18,6 +18,7 @@ public material only.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 import gnupg
 
@@ -303,8 +304,10 @@ class Signer:
             raise GnupgFailure(f"gpg exported no public key for {fingerprint}")
         return str(armored)
 
-    def sign(self, data: bytes, alias: str | None = None) -> str:
-        """A detached ASCII-armored signature over exactly ``data`` by the key ``alias``."""
+    def sign(self, data: bytes | BinaryIO, alias: str | None = None) -> str:
+        """A detached ASCII-armored signature over exactly ``data`` by the key ``alias``; ``data``
+        may be a file, read from its current position to its end (gpg is fed a chunk at a time,
+        so a manifest of any size is signed without being held in memory)."""
         fingerprint = self._fingerprint(alias)
         try:
             return _sign_with(self._gpg, data, fingerprint)
@@ -387,10 +390,13 @@ def _remove_passphrase(scratch: GnupgHome, fingerprint: str, passphrase: str) ->
         raise SigningKeyError(f"The key's passphrase could not be checked: {gpg_said(stderr)}")
 
 
-def _sign_with(gpg: gnupg.GPG, data: bytes, fingerprint: str) -> str:
+def _sign_with(gpg: gnupg.GPG, data: bytes | BinaryIO, fingerprint: str) -> str:
     """Sign with exactly ``fingerprint`` (or its signing subkey) and check what gpg says it did."""
+    stream = io.BytesIO(data) if isinstance(data, bytes) else data
     # --local-user, unlike --default-key, never lets gpg fall back to another key.
-    result: Any = gpg.sign(data, detach=True, binary=False, clearsign=False, extra_args=["--local-user", fingerprint])
+    result: Any = gpg.sign_file(
+        stream, detach=True, binary=False, clearsign=False, extra_args=["--local-user", fingerprint]
+    )
     keywords = result.keywords
     signer = (result.fingerprint or "").upper()
     allowed = {fingerprint}

@@ -30,11 +30,10 @@ event loop like any other per-artifact work.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from repository.paths import ancestors
 from repository.policy import EDGE_UPLOADS_REPO
 from wire.errors import InvalidPath
 from wire.paths import check_artifact_path, check_repo_key
@@ -136,23 +135,24 @@ def parse_spec(spec: object, *, max_queries: int = 100) -> tuple[Query, ...]:
     return parsed
 
 
-def check_distinct_targets(pairs: Iterable[tuple[str, str]]) -> None:
-    """Refuse two sources mapped to one target, and a target that is a folder of another.
+class NestedTargets:
+    """Refuse a target inside another target's file (an edge could publish neither), for
+    targets given in sorted order, one at a time; two sources at one target are refused as
+    they are staged (``BundleStore.stage``). Holds only the targets that are string prefixes
+    of the last: in that order, all a target inside another target's file can be checked
+    against (the targets between a file and what is inside it, like ``a-x`` between ``a``
+    and ``a/b``, all start with it)."""
 
-    ``pairs`` are ``(source, target)`` as ``repo/path``; the same pair twice is fine.
-    """
-    files: dict[str, str] = {}
-    folders: dict[str, str] = {}
-    for source, target in pairs:
-        if target in files:
-            other: str | None = files[target] if files[target] != source else None
-        else:
-            other = folders.get(target) or next((files[a] for a in ancestors(target) if a in files), None)
-            files[target] = source
-            for folder in ancestors(target):
-                folders.setdefault(folder, source)
-        if other is not None:
-            raise SpecError(f"mappings make {source!r} and {other!r} collide at target path {target!r}")
+    def __init__(self) -> None:
+        self._open: list[tuple[str, str]] = []  # (target, source)
+
+    def add(self, source: str, target: str) -> None:
+        while self._open and not target.startswith(self._open[-1][0]):
+            self._open.pop()
+        for file, other in self._open:
+            if target.startswith(file + "/"):
+                raise SpecError(f"mappings make {source!r} and {other!r} collide at target path {target!r}")
+        self._open.append((target, source))
 
 
 # -- queries -------------------------------------------------------------------------

@@ -267,10 +267,20 @@ class ArtifactService:
         of them is confirmed still held; under the index lock, so no collect runs in between.
         A blob deleted since the caller found it is a 409: the caller looks again."""
         wanted = sorted(set(sha256s))
+
+        async def one_page() -> AsyncIterator[list[str]]:
+            yield wanted
+
+        return await self.keep_pages(one_page, record)
+
+    async def keep_pages(self, pages: Callable[[], AsyncIterator[list[str]]], record: Callable[[], Awaitable[T]]) -> T:
+        """``keep`` for blobs read a page at a time from ``pages()`` (a bundle's, from the
+        database), so that however many there are, they are never all in memory at once."""
         async with self._index_lock():
-            held = await self._held(wanted)
-            if gone := [s for s in wanted if s not in held]:
-                raise Conflict(f"Content was deleted meanwhile (sha256 {', '.join(gone[:3])}); retry")
+            async for page in pages():
+                held = await self._held(page)
+                if gone := [s for s in page if s not in held]:
+                    raise Conflict(f"Content was deleted meanwhile (sha256 {', '.join(gone[:3])}); retry")
             return await record()
 
     async def collect(self, sha256s: Iterable[str]) -> None:

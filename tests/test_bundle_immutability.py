@@ -150,7 +150,10 @@ async def test_a_spec_selects_only_what_its_creator_may_read_and_unreadable_is_l
 
     service = dist.app[bundles_key]
     every = parse_bundle_request(create_body(pattern=f"{REPO}/app/1.4.0/**", dry_run=True))
-    _, artifacts, _ = await service.create(every, "carol", readable)
+    answer = await service.create(every, "carol", readable)
+    assert answer.staged is not None
+    artifacts = [a async for page in service.store.staged_pages(answer.staged) for a in page]
+    await service.discard(answer)
     assert [a.source for a in artifacts] == [f"{REPO}/{p}" for p in sorted(FILES)]
     errors = []
     for pattern in (f"{REPO}/app/1.4.0/secret/*", f"{REPO}/app/1.4.0/nothing/*"):

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from distribution.bundle_store import Bundle, BundleStore
+from distribution.bundle_store import Bundle, BundleArtifact, BundleStore
 from distribution.edges import Edge
 from distribution.jobs import IN_QUEUE, JobStore
 from distribution.schema import distribution_migrations
@@ -66,12 +66,18 @@ async def test_catalog_reads_are_answered_while_the_writer_is_busy(database: Dat
 async def test_a_distribution_status_is_answered_while_the_writer_is_busy(database: Database) -> None:
     """A status read waits for no job's bulk work (loading a bundle's rows, say)."""
     jobs, bundles = JobStore(database), BundleStore(database)
-    bundle = Bundle("app", "1.0", "SIGNED", "", {}, "r", 1, "admin", 1, 0, 0)
-    await bundles.save(bundle, [], replace=False)
+    bundle = Bundle("app", "1.0", "SIGNED", "", {}, "r", 1, "admin", 1, 1, 1)
+    await bundles.stage("t", [BundleArtifact("r/a.bin", "src/a.bin", "0" * 64, "0" * 40, "0" * 32, 1)])
+    await bundles.commit_staged(bundle, "t", replace=False)
     edge = Edge("edge-1", "http://127.0.0.1:9/artifactory", "", "", "", "token", "service-1", 1)
     dist_id, _ = await jobs.create("distribute", "app", "1.0", (), [edge], (0, 0))
     async with writer_held(database) as busy:
         assert await answered(lambda: bundles.get("app", "1.0")) == bundle
+
+        async def pages() -> list[list[BundleArtifact]]:
+            return [page async for page in bundles.artifact_pages("app", "1.0")]
+
+        assert [a.target for (a,) in await answered(pages)] == ["r/a.bin"]
         found = await answered(lambda: jobs.get("app", "1.0", dist_id))
         assert found is not None and found.status == IN_QUEUE
         assert [d.id for d in await answered(lambda: jobs.history("app", "1.0"))] == [dist_id]
@@ -112,3 +118,36 @@ async def test_a_database_made_before_incremental_vacuum_is_converted_once_and_k
         assert await db.run(lambda: db.db.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2  # noqa: B023
         assert await db.read(lambda: db.db.execute("SELECT value FROM kept").fetchall()) == [("still here",)]  # noqa: B023
         await db.close()
+
+
+async def test_signed_manifests_survive_their_column_moving_to_the_end_of_the_row(tmp_path: Path) -> None:
+    """m006 moves the manifest after the signature, so its zeroblob is never made in memory."""
+    old = Database(tmp_path / "service.db")
+    await old.open(catalog_migrations, distribution_migrations)
+    store = BundleStore(old)
+    await store.commit_staged(Bundle("app", "1.0", "SIGNED", "", {}, "r", 1, "admin", 1, 0, 0), "t", replace=False)
+
+    def as_before_m006() -> None:
+        old.db.executescript(
+            """
+            DROP TABLE bundle_manifests;
+            CREATE TABLE bundle_manifests (
+                name TEXT NOT NULL, version TEXT NOT NULL, manifest BLOB NOT NULL, signature TEXT NOT NULL,
+                PRIMARY KEY (name, version),
+                FOREIGN KEY (name, version) REFERENCES bundles (name, version) ON DELETE CASCADE
+            );
+            INSERT INTO bundle_manifests VALUES ('app', '1.0', X'7b7d', '-----BEGIN PGP SIGNATURE-----');
+            DELETE FROM _sqlite_migrations WHERE name = 'm006_manifest_last';
+            """
+        )
+
+    await old.run(as_before_m006)
+    await old.close()
+    migrated = Database(tmp_path / "service.db")
+    await migrated.open(catalog_migrations, distribution_migrations)
+    try:
+        assert await BundleStore(migrated).signed_parts("app", "1.0") == (b"{}", "-----BEGIN PGP SIGNATURE-----")
+        columns = await migrated.run(lambda: [c[1] for c in migrated.db.execute("PRAGMA table_info(bundle_manifests)")])
+        assert columns == ["name", "version", "signature", "manifest"]
+    finally:
+        await migrated.close()

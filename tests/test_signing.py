@@ -99,6 +99,18 @@ def test_plain_gpg_verifies_a_signature_with_only_the_exported_public_key(
     assert plain_gpg_verifies(key_factory, signer.export_public(), DATA, signature) == info.fingerprint
 
 
+def test_a_file_is_signed_from_its_position_to_its_end(signer: Signer, key_factory: KeyFactory, tmp_path: Path) -> None:
+    """A manifest is signed from the file it was written to, never read whole into memory."""
+    info = signer.ensure_default_key(UID)
+    data = DATA * (3 * 1024 * 1024 // len(DATA))  # megabytes: more than a pipe holds at once
+    path = tmp_path / "manifest"
+    path.write_bytes(b"skipped" + data)
+    with path.open("rb") as file:
+        file.seek(len(b"skipped"))
+        signature = signer.sign(file)
+    assert plain_gpg_verifies(key_factory, signer.export_public(), data, signature) == info.fingerprint
+
+
 def test_plain_gpg_refuses_the_signature_over_a_manifest_changed_by_one_byte(
     signer: Signer, key_factory: KeyFactory
 ) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from distribution.specs import Query, Scope, SpecError, check_distinct_targets, parse_spec
+from distribution.specs import NestedTargets, Query, Scope, SpecError, parse_spec
 from repository.errors import BadRequest
 
 ANY = Scope(None, "")
@@ -376,14 +376,19 @@ def test_defaults_names_and_limits_that_are_accepted() -> None:
     assert len(parse_spec({"queries": [{"pattern": f"r/{i}"} for i in range(100)]})) == 100
 
 
-def test_colliding_targets_are_refused_by_the_helper() -> None:
-    check_distinct_targets([("r/a", "s/x"), ("r/b", "s/y"), ("r/a", "s/x")])
-    with pytest.raises(SpecError, match="'r/b' and 'r/a' collide at target path 's/x'"):
-        check_distinct_targets([("r/a", "s/x"), ("r/b", "s/x")])
-    with pytest.raises(SpecError, match="collide at target path 's/x/y'"):
-        check_distinct_targets([("r/a", "s/x"), ("r/b", "s/x/y")])
-    with pytest.raises(SpecError, match="collide at target path 's/x'"):
-        check_distinct_targets([("r/b", "s/x/y"), ("r/a", "s/x")])
+def nest(pairs: list[tuple[str, str]]) -> None:
+    nesting = NestedTargets()
+    for source, target in pairs:
+        nesting.add(source, target)
+
+
+def test_a_target_inside_another_targets_file_is_refused_in_target_order() -> None:
+    nest([("r/a", "s/x"), ("r/c", "s/x-y"), ("r/b", "s/y"), ("r/d", "s/y.d/z")])
+    with pytest.raises(SpecError, match="'r/b' and 'r/a' collide at target path 's/x/y'"):
+        nest([("r/a", "s/x"), ("r/b", "s/x/y")])
+    # the targets sorting between a file and what is inside it do not hide it
+    with pytest.raises(SpecError, match="'r/b' and 'r/a' collide at target path 's/x/y/z'"):
+        nest([("r/a", "s/x"), ("r/c", "s/x-y"), ("r/d", "s/x.e/f"), ("r/b", "s/x/y/z")])
 
 
 # -- refusals --------------------------------------------------------------------------
@@ -542,4 +547,4 @@ def test_the_operator_message_lists_what_is_supported() -> None:
 
 def test_one_source_mapped_to_a_file_and_to_a_folder_below_it_is_refused() -> None:
     with pytest.raises(SpecError, match="collide at target path 's/x/y'"):
-        check_distinct_targets([("r/a", "s/x"), ("r/a", "s/x/y")])
+        nest([("r/a", "s/x"), ("r/a", "s/x/y")])

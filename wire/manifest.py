@@ -17,7 +17,7 @@ import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NoReturn, Protocol
@@ -304,6 +304,90 @@ def _canonical(obj: Any) -> bytes:
 def encode(manifest: Manifest) -> bytes:
     """The canonical bytes: what is signed, served and compared."""
     return _canonical(_to_json(manifest))
+
+
+# -- streaming encoder: a manifest of any size, never whole in memory ---------------------
+
+_ARTIFACTS_OPEN = b'{"artifacts":['  # "artifacts" sorts first among the manifest's keys
+
+
+class ManifestEncoder:
+    """The canonical bytes of ``header`` (a manifest without artifacts) with artifacts added one
+    at a time, in target order: byte for byte what ``encode`` gives for the whole manifest.
+
+    It refuses, as ``Manifest`` does, artifacts unsorted or twice, a target inside another
+    target's file, more than ``MAX_ARTIFACTS`` of them, or more than ``MAX_MANIFEST_BYTES`` in
+    all; while holding only the targets that are string prefixes of the last one (a folder
+    check needs no more in target order), so a bundle of any size costs the same memory.
+    """
+
+    def __init__(self, header: Manifest) -> None:
+        if header.artifacts:
+            raise ValueError("the header of a streamed manifest holds no artifacts")
+        head = encode(header)
+        self._suffix = head[len(_ARTIFACTS_OPEN) :]  # '],"created":...}'
+        self.count = 0
+        self.size = len(head)
+        self._last: str | None = None
+        self._prefixes: list[str] = []  # earlier targets each a string prefix of the next
+
+    def start(self) -> bytes:
+        return _ARTIFACTS_OPEN
+
+    def add(self, artifact: ArtifactFields) -> bytes:
+        """The bytes ``artifact`` adds, the comma before it included."""
+        where = f"artifacts[{self.count}]"
+        checked = _as_manifest_artifact(artifact, where)
+        target = checked.target
+        if self.count >= MAX_ARTIFACTS:
+            _fail("artifacts", f"more than {MAX_ARTIFACTS} artifacts")
+        if self._last is not None and target <= self._last:
+            problem = "duplicate target" if target == self._last else "not sorted by target"
+            _fail(f"{where}.target", f"{problem} ({target!r})")
+        while self._prefixes and not target.startswith(self._prefixes[-1]):
+            self._prefixes.pop()  # sorted order: no later target starts with it either
+        for earlier in self._prefixes:
+            if target.startswith(earlier + "/"):
+                _fail(f"{where}.target", f"{target!r} is inside file {earlier!r}")
+        self._prefixes.append(target)
+        data = _canonical(_artifact_json(checked))
+        if self.count:
+            data = b"," + data
+        self.size += len(data)
+        if self.size > MAX_MANIFEST_BYTES:
+            raise ManifestTooLarge()
+        self.count += 1
+        self._last = target
+        return data
+
+    def finish(self) -> bytes:
+        return self._suffix
+
+
+def _as_manifest_artifact(artifact: ArtifactFields, where: str) -> ManifestArtifact:
+    if isinstance(artifact, ManifestArtifact):
+        return artifact
+    try:
+        return ManifestArtifact(
+            target=artifact.target,
+            source=artifact.source,
+            size=artifact.size,
+            sha256=artifact.sha256,
+            sha1=artifact.sha1,
+            md5=artifact.md5,
+            properties=artifact.properties,
+        )
+    except ManifestError as exc:
+        raise ManifestError(exc.message.replace(": artifact.", f": {where}.", 1)) from None
+
+
+def encode_stream(header: Manifest, artifacts: Iterable[ArtifactFields]) -> Iterator[bytes]:
+    """``encode`` of ``header`` with ``artifacts`` (sorted by target), a piece at a time."""
+    encoder = ManifestEncoder(header)
+    yield encoder.start()
+    for artifact in artifacts:
+        yield encoder.add(artifact)
+    yield encoder.finish()
 
 
 def artifact_bytes(artifact: ArtifactFields) -> int:
