@@ -562,7 +562,7 @@ def print_workers(sample: Sample, most: int, results: list[Result]) -> None:
     print(f"errors (non-2xx, socket, timeouts): {errors or 'none'}")
 
 
-def run(allow_wrk: bool, workers: int, only_workers: bool, event_loop: str) -> None:
+def run(allow_wrk: bool, workers: int, only_workers: bool, event_loop: str, only_small: bool = False) -> None:
     """Set up in a temp dir, measure, print; the ExitStack undoes everything in reverse."""
     started = time.monotonic()
     load_cpu = f"pinned: servers on CPU {SERVER_CPU}, load on CPUs {client_cpus()}" if can_pin() else "not pinned"
@@ -571,7 +571,7 @@ def run(allow_wrk: bool, workers: int, only_workers: bool, event_loop: str) -> N
         stack.callback(shutil.rmtree, tmp, ignore_errors=True)
         (tmp / "www").mkdir()
         print(f"writing sample files to {tmp} ...", flush=True)
-        samples = make_samples(tmp / "www", small_only=only_workers)
+        samples = make_samples(tmp / "www", small_only=only_workers or only_small)
         load = Load(tmp, allow_wrk)
         print(f"event loop of the edge and the bare aiohttp app: {loop_factory(event_loop)[1]}")
         if not only_workers:
@@ -583,8 +583,9 @@ def run(allow_wrk: bool, workers: int, only_workers: bool, event_loop: str) -> N
             print("edge+nginx: nginx/edge.conf in front of the same edge, X-Accel-Redirect; both on the servers' core")
             results = measure(load, servers, samples, rss)
             print_table(results, rss)
-        small = samples[0]
-        print_workers(small, workers, measure_workers(stack, tmp, load, small, workers, event_loop))
+        if not only_small:
+            small = samples[0]
+            print_workers(small, workers, measure_workers(stack, tmp, load, small, workers, event_loop))
     print(f"\ntotal wall time: {time.monotonic() - started:.1f} s")
 
 
@@ -597,6 +598,9 @@ def main() -> int:
         "--workers", type=int, default=one_per_core(), help="the N of the 1-and-N-workers comparison [one per core]"
     )
     parser.add_argument("--only-workers", action="store_true", help="only the 1-and-N-workers comparison")
+    parser.add_argument(
+        "--only-small", action="store_true", help="only the 4 KiB file against nginx and the bare app, one worker"
+    )
     parser.add_argument(
         "--event-loop",
         choices=EVENT_LOOPS,
@@ -614,6 +618,7 @@ def main() -> int:
             workers=args.workers,
             only_workers=args.only_workers,
             event_loop=args.event_loop,
+            only_small=args.only_small,
         )
     )
     return 0
