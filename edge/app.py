@@ -12,7 +12,7 @@ from repository.catalog import Repo
 from repository.http import keys as core
 from repository.http.metrics import metrics_middleware
 from repository.http.metrics_shared import setup_shared_metrics
-from repository.http.middlewares import error_middleware, identity_middleware
+from repository.http.middlewares import error_middleware
 from repository.http.request_ids import name_answer
 from repository.http.scrub_api import setup_scrub
 from repository.http.setup import database, setup_artifact_core
@@ -53,7 +53,6 @@ def create_app(settings: EdgeSettings, *, worker: int = 0, starts_node: bool = T
             audit_middleware,
             error_middleware,
             access_middleware,
-            identity_middleware,
         ],
         client_max_size=MAX_JSON_BODY,
     )
