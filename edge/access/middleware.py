@@ -5,9 +5,9 @@ refreshed if another process of the node changed what they copy (repository/gene
 
 Runs after the audit step (which creates the ``AccessContext``) and the error mapping, and
 ends with identity (``identify``), in the same layer. It fills the context (client address,
-country, repo, path) for every request, refuses with 403 what the rules refuse (``denied_by`` says which rule), and
-turns a valid ``sig`` into a reader identity for that one request; an invalid ``sig``
-is a 403, never a fall back to anonymous.
+country, repo, path) for every request, refuses with 403 what the rules refuse (``denied_by``
+says which rule), and turns a valid ``sig`` into a reader identity for that one request; an
+invalid ``sig`` is a 403, never a fall back to anonymous.
 """
 
 from __future__ import annotations
