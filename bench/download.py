@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import http.client
 import os
@@ -73,10 +74,15 @@ class Result:
     nbytes: int
     seconds: float
     errors: int
+    cpu_seconds: float = 0.0  # what the server process used meanwhile, where it was measured
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
+
+    @property
+    def per_cpu_second(self) -> float:
+        return self.requests / self.cpu_seconds if self.cpu_seconds else 0.0
 
     @property
     def mbps(self) -> float:
@@ -297,13 +303,15 @@ def bare_app(port: int, event_loop: str) -> None:
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=loop)
 
 
-def start_bare(stack: contextlib.ExitStack, tmp: Path, event_loop: str) -> int:
+def start_bare(stack: contextlib.ExitStack, tmp: Path, event_loop: str) -> tuple[int, int]:
+    """The bare app's port and process id (``taskset`` execs it: the id is the app's own)."""
     port = free_port()
     cmd = [*pin_prefix(SERVER_CPU), sys.executable, str(Path(__file__).resolve()), "--bare-app", str(port)]
     cmd += ["--event-loop", event_loop]
     log = tmp / "bare.log"
-    wait_ready(start_process(stack, "bare aiohttp", cmd, log), port, "/ping")
-    return port
+    bare = start_process(stack, "bare aiohttp", cmd, log)
+    wait_ready(bare, port, "/ping")
+    return port, bare.pid or 0
 
 
 # ---------------------------------------------------------------- checks and load
@@ -428,6 +436,13 @@ class Load:
         return asyncio.run(python_load(url, SMALL_CONNECTIONS, seconds))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system time the process used so far (Linux only): requests per CPU second hold
+    steady on a machine others load, where requests per second swing with their load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mib(pid: int) -> float:
     """VmHWM: the most resident memory the process ever had, in MiB (Linux only)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -448,6 +463,7 @@ class Servers:
     front_port: int
     nginx_port: int
     bare_port: int
+    bare_pid: int
 
 
 def edge_path(sample: Sample) -> str:
@@ -467,13 +483,13 @@ def setup_servers(
     rss["after uploads"] = peak_rss_mib(edge.pid)
     front_port = start_front(stack, tmp, edge)
     nginx_port = start_nginx(stack, tmp, www, "/" + samples[0].path.name)
-    bare_port = start_bare(stack, tmp, event_loop)
+    bare_port, bare_pid = start_bare(stack, tmp, event_loop)
     for sample in samples:
         verify(edge_port, edge_path(sample), sample, "edge")
         check_accel(edge_port, edge_path(sample), sample)
         verify(front_port, edge_path(sample), sample, "edge through nginx")
         verify(nginx_port, "/" + sample.path.name, sample, "nginx")
-    return Servers(edge.pid, edge_port, front_port, nginx_port, bare_port)
+    return Servers(edge.pid, edge_port, front_port, nginx_port, bare_port, bare_pid)
 
 
 def measure(load: Load, servers: Servers, samples: list[Sample], rss: dict[str, float]) -> dict[str, dict[str, Result]]:
@@ -491,9 +507,14 @@ def measure(load: Load, servers: Servers, samples: list[Sample], rss: dict[str, 
             urls["bare aiohttp"] = f"http://127.0.0.1:{servers.bare_port}/bare"
         print(f"{sample.name}: {secs} s per server, after {WARMUP_SECONDS} s of warm-up ...", flush=True)
         results[sample.name] = {}
+        pids = {"edge": servers.edge_pid, "bare aiohttp": servers.bare_pid}
         for name, url in urls.items():
             load.run(url, small, WARMUP_SECONDS)
-            results[sample.name][name] = load.run(url, small, secs)
+            used = cpu_seconds(pids[name]) if name in pids else 0.0
+            result = load.run(url, small, secs)
+            if name in pids:
+                result = dataclasses.replace(result, cpu_seconds=cpu_seconds(pids[name]) - used)
+            results[sample.name][name] = result
         rss[f"after {sample.name} load"] = peak_rss_mib(servers.edge_pid)
     return results
 
@@ -520,6 +541,11 @@ def print_table(results: dict[str, dict[str, Result]], rss: dict[str, float]) ->
                 bare = value(by_server["bare aiohttp"])
                 row += f" {bare:13.1f} {ratio(edge, bare):>10}"
             print(row)
+    for size, by_server in results.items():
+        if "bare aiohttp" in by_server:
+            edge, bare = by_server["edge"].per_cpu_second, by_server["bare aiohttp"].per_cpu_second
+            per_cpu = f"edge {edge:.1f}, bare aiohttp {bare:.1f}, edge/bare {ratio(edge, bare)}"
+            print(f"{size} requests per CPU second of the server process: {per_cpu}")
     errors = {f"{size}/{name}": r.errors for size, rs in results.items() for name, r in rs.items() if r.errors}
     print(f"\nerrors (non-2xx, socket, timeouts): {errors or 'none'}")
     print("edge peak RSS (VmHWM): " + ", ".join(f"{k} {v:.1f} MiB" for k, v in rss.items()))
@@ -562,7 +588,7 @@ def print_workers(sample: Sample, most: int, results: list[Result]) -> None:
     print(f"errors (non-2xx, socket, timeouts): {errors or 'none'}")
 
 
-def run(allow_wrk: bool, workers: int, only_workers: bool, event_loop: str) -> None:
+def run(allow_wrk: bool, workers: int, only_workers: bool, event_loop: str, only_small: bool = False) -> None:
     """Set up in a temp dir, measure, print; the ExitStack undoes everything in reverse."""
     started = time.monotonic()
     load_cpu = f"pinned: servers on CPU {SERVER_CPU}, load on CPUs {client_cpus()}" if can_pin() else "not pinned"
@@ -571,7 +597,7 @@ def run(allow_wrk: bool, workers: int, only_workers: bool, event_loop: str) -> N
         stack.callback(shutil.rmtree, tmp, ignore_errors=True)
         (tmp / "www").mkdir()
         print(f"writing sample files to {tmp} ...", flush=True)
-        samples = make_samples(tmp / "www", small_only=only_workers)
+        samples = make_samples(tmp / "www", small_only=only_workers or only_small)
         load = Load(tmp, allow_wrk)
         print(f"event loop of the edge and the bare aiohttp app: {loop_factory(event_loop)[1]}")
         if not only_workers:
@@ -583,8 +609,9 @@ def run(allow_wrk: bool, workers: int, only_workers: bool, event_loop: str) -> N
             print("edge+nginx: nginx/edge.conf in front of the same edge, X-Accel-Redirect; both on the servers' core")
             results = measure(load, servers, samples, rss)
             print_table(results, rss)
-        small = samples[0]
-        print_workers(small, workers, measure_workers(stack, tmp, load, small, workers, event_loop))
+        if not only_small:
+            small = samples[0]
+            print_workers(small, workers, measure_workers(stack, tmp, load, small, workers, event_loop))
     print(f"\ntotal wall time: {time.monotonic() - started:.1f} s")
 
 
@@ -597,6 +624,9 @@ def main() -> int:
         "--workers", type=int, default=one_per_core(), help="the N of the 1-and-N-workers comparison [one per core]"
     )
     parser.add_argument("--only-workers", action="store_true", help="only the 1-and-N-workers comparison")
+    parser.add_argument(
+        "--only-small", action="store_true", help="only the 4 KiB file against nginx and the bare app, one worker"
+    )
     parser.add_argument(
         "--event-loop",
         choices=EVENT_LOOPS,
@@ -614,6 +644,7 @@ def main() -> int:
             workers=args.workers,
             only_workers=args.only_workers,
             event_loop=args.event_loop,
+            only_small=args.only_small,
         )
     )
     return 0

@@ -12,7 +12,7 @@ from repository.catalog import Repo
 from repository.http import keys as core
 from repository.http.metrics import metrics_middleware
 from repository.http.middlewares import error_middleware, identity_middleware
-from repository.http.request_ids import request_id_middleware, setup_request_ids
+from repository.http.request_ids import setup_request_ids
 from repository.http.scrub_api import setup_scrub
 from repository.http.setup import database, setup_artifact_core
 from repository.policy import policy_for
@@ -35,7 +35,7 @@ MAX_JSON_BODY = 4 * 1024 * 1024
 
 def create_app(settings: DistributionSettings) -> web.Application:
     app = web.Application(
-        middlewares=[request_id_middleware, metrics_middleware, error_middleware, identity_middleware],
+        middlewares=[metrics_middleware, error_middleware, identity_middleware],
         client_max_size=MAX_JSON_BODY,
     )
     app[settings_key] = settings

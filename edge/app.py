@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -12,14 +12,14 @@ from repository.catalog import Repo
 from repository.http import keys as core
 from repository.http.metrics import metrics_middleware
 from repository.http.metrics_shared import setup_shared_metrics
-from repository.http.middlewares import error_middleware, identity_middleware
-from repository.http.request_ids import request_id_middleware, setup_request_ids
+from repository.http.middlewares import error_middleware
+from repository.http.request_ids import name_answer
 from repository.http.scrub_api import setup_scrub
 from repository.http.setup import database, setup_artifact_core
 from repository.policy import EDGE_UPLOADS_REPO, policy_for
 from repository.scrub_store import CatalogBlobs
 
-from .access.audit_middleware import audit_middleware
+from .access.audit_middleware import audit_middleware, remember_status
 from .access.middleware import access_ctx, access_middleware
 from .access.setup import setup_security
 from .keys import settings_key, starts_node_key, transactions_key, trusted_keys_key, worker_key
@@ -49,21 +49,17 @@ def create_app(settings: EdgeSettings, *, worker: int = 0, starts_node: bool = T
     (edge/workers.py), of which only the first to start ``starts_node``."""
     app = web.Application(
         middlewares=[
-            request_id_middleware,
             metrics_middleware,
             audit_middleware,
             error_middleware,
             access_middleware,
-            identity_middleware,
         ],
         client_max_size=MAX_JSON_BODY,
     )
     app[settings_key] = settings
     app[worker_key] = worker
     app[starts_node_key] = starts_node
-    if worker:
-        app.on_response_prepare.append(answer_worker)
-    setup_request_ids(app)
+    app.on_response_prepare.append(answer_hook(worker))
     setup_edge_metrics(app, settings)
     if worker:  # a scrape reaching any worker answers for the node
         setup_shared_metrics(app, settings.data_dir / "metrics", worker, starts_node=starts_node)
@@ -81,7 +77,6 @@ def create_app(settings: EdgeSettings, *, worker: int = 0, starts_node: bool = T
     )
     setup_scrub(app, settings, "edge", CatalogBlobs)
     app.cleanup_ctx.extend([trust_ctx, transactions_ctx])
-    app.on_response_prepare.append(close_after_raw_body)
     app.cleanup_ctx.append(access_ctx)
     setup_security(app)
     setup_routes(app)
@@ -123,6 +118,20 @@ async def transactions_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(transactions.receivers.close)  # every upload has ended by now
 
 
-async def answer_worker(request: web.BaseRequest, response: web.StreamResponse) -> None:
-    """``on_response_prepare`` of a worker: which worker answered, for operators reading a trace."""
-    response.headers[WORKER_HEADER] = str(request.app[worker_key])
+def answer_hook(worker: int) -> Callable[[web.BaseRequest, web.StreamResponse], Awaitable[None]]:
+    """The edge's one ``on_response_prepare`` hook, run for every answer (errors and redirects
+    raised past the middlewares too): one call where four would each cost a coroutine.
+
+    It names the request (``X-Request-ID``) and, in a worker, which worker answered
+    (``X-Edge-Worker``, for operators reading a trace); closes the connection after a request
+    whose body was taken raw; and remembers the status for the audit step."""
+    worker_id = str(worker) if worker else None
+
+    async def answer(request: web.BaseRequest, response: web.StreamResponse) -> None:
+        if worker_id is not None:
+            response.headers[WORKER_HEADER] = worker_id
+        name_answer(request, response)
+        close_after_raw_body(request, response)
+        remember_status(request, response)
+
+    return answer

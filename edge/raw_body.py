@@ -124,8 +124,8 @@ class Receivers:
 RECEIVER = web.RequestKey("receiver", Receivers)
 
 
-async def close_after_raw_body(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: an answer to a request whose body was taken says the connection
+def close_after_raw_body(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """From ``on_response_prepare``: an answer to a request whose body was taken says the connection
     closes, so the client does not send another request on it."""
     if request.get(RAW_BODY) is not None:
         response.force_close()

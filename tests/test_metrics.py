@@ -16,6 +16,7 @@ import shutil
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -433,6 +434,24 @@ def test_json_log_lines_carry_the_request_id_only_inside_a_request() -> None:
 
 
 async def test_access_lines_written_directly_read_as_logging_would_write_them_once_the_tick_ends() -> None:
+    written, logged = await _access_lines_both_ways("/artifactory/r/a%20b.bin", "rid-1")
+    assert written == logged
+    assert written["msg"] == "GET /artifactory/r/a b.bin 200" and written["request_id"] == "rid-1"
+
+
+@pytest.mark.parametrize(
+    "raw_path",
+    ["/artifactory/r/%22q%22%5Cb.bin", "/artifactory/r/%01%1f%7f.bin", "/artifactory/r/caf%C3%A9-%E2%9C%93.bin"],
+    ids=["quote-backslash", "control-characters", "non-ascii"],
+)
+async def test_access_lines_written_directly_encode_every_character_as_logging_would(raw_path: str) -> None:
+    written, logged = await _access_lines_both_ways(raw_path, None)
+    assert written == logged
+    assert written["path"] == urllib.parse.unquote(raw_path) and "request_id" not in written
+
+
+async def _access_lines_both_ways(raw_path: str, request_id: str | None) -> tuple[dict[str, object], dict[str, object]]:
+    """The same access logged by the direct writer, then through ``logging``; both parsed, ``ts`` apart."""
     from aiohttp import web
     from aiohttp.test_utils import make_mocked_request
 
@@ -444,8 +463,9 @@ async def test_access_lines_written_directly_read_as_logging_would_write_them_on
     direct, plain = JsonHandler(), logging.StreamHandler(io.StringIO())
     direct.setStream(io.StringIO())
     plain.setFormatter(JsonFormatter())
-    request = make_mocked_request("GET", "/artifactory/r/a%20b.bin", headers={"X-Request-ID": "rid-1"})
-    request[keys.request_id] = "rid-1"
+    request = make_mocked_request("GET", raw_path)
+    if request_id is not None:
+        request[keys.request_id] = request_id
     response = web.Response(body=b"x" * 10)
     access = JsonAccessLogger(logging.getLogger("aiohttp.access"), "")
     try:
@@ -461,5 +481,4 @@ async def test_access_lines_written_directly_read_as_logging_would_write_them_on
         root.setLevel(saved[1])
     written, logged = json.loads(direct.stream.getvalue()), json.loads(plain.stream.getvalue())
     assert written.pop("ts")[:4] == logged.pop("ts")[:4]
-    assert written == logged
-    assert written["msg"] == "GET /artifactory/r/a b.bin 200" and written["request_id"] == "rid-1"
+    return written, logged

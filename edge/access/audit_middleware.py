@@ -87,8 +87,8 @@ async def audit_middleware(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
-async def remember_status(request: web.BaseRequest, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: the status of a response a handler streams itself, for when it
+def remember_status(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """From ``on_response_prepare``: the status of a response a handler streams itself, for when it
     is cut off and the handler raises instead of returning the response."""
     ctx = request.get(access_context)
     if ctx is not None:

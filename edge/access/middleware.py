@@ -3,11 +3,11 @@
 Before them, the copies this process keeps (rules, keys, users, tokens, catalog entries) are
 refreshed if another process of the node changed what they copy (repository/generation.py).
 
-Runs after the audit step (which creates the ``AccessContext``) and the error mapping,
-before identity. It fills the context (client address, country, repo, path) for every
-request, refuses with 403 what the rules refuse (``denied_by`` says which rule), and
-turns a valid ``sig`` into a reader identity for that one request; an invalid ``sig``
-is a 403, never a fall back to anonymous.
+Runs after the audit step (which creates the ``AccessContext``) and the error mapping, and
+ends with identity (``identify``), in the same layer. It fills the context (client address,
+country, repo, path) for every request, refuses with 403 what the rules refuse (``denied_by``
+says which rule), and turns a valid ``sig`` into a reader identity for that one request; an
+invalid ``sig`` is a 403, never a fall back to anonymous.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from aiohttp import web
 
 from repository.errors import Forbidden
 from repository.http import keys as core
-from repository.http.middlewares import Handler
+from repository.http.middlewares import Handler, identify
 from repository.http.setup import database
 from repository.paths import decode_raw, remembered, split_repo_path
 from repository.tokens import Principal, Role
@@ -167,6 +167,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
             raise _refuse(ctx, denial.rule, denial.message)
     if "sig" in request.query:
         _open_signed_url(request, control.urls, ctx, client)
+    await identify(request)
     return await handler(request)
 
 

@@ -11,7 +11,6 @@ from repository.http.setup import database
 
 from ..keys import audit_trail_key, permission_targets_key, settings_key, users_key
 from .audit import AuditTrail
-from .audit_middleware import remember_status
 from .audit_store import AuditStore
 from .context import access_context
 from .targets import TargetStore
@@ -20,7 +19,6 @@ from .users import UserStore
 
 def setup_security(app: web.Application) -> None:
     app.cleanup_ctx.extend([security_ctx, audit_ctx])
-    app.on_response_prepare.append(remember_status)
     app[core.signed_read] = has_verified_signed_url
 
 

@@ -30,11 +30,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from repository.logs import current_request_id
 from repository.settings import ServiceSettings
 from repository.tokens import Role
 
 from .auth import require_role
 from .middlewares import Handler
+from .request_ids import begin_request
 
 log = logging.getLogger(__name__)
 
@@ -249,12 +251,14 @@ class _BodyBytes:
 
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Counts every request once it is answered, to its last byte.
+    """Gives the request its id (``request_ids``), then counts it once it is answered, to its last byte.
 
+    Outermost in both services' pipelines: one layer does both, as aiohttp's chain costs per layer.
     The response is sent here (``prepare`` and ``write_eof``, which aiohttp would do after the
     middlewares) so the duration and the bytes cover the body too; where a step inside sent it
     already, both calls do nothing.
     """
+    token = begin_request(request)
     metrics = request.app[metrics_key]
     started = time.perf_counter()
     counted = None
@@ -288,6 +292,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         metrics.requests.observe(method, route_label(request), status, time.perf_counter() - started, sent)
         for hook in metrics.on_request:
             hook(request, response, status)
+        current_request_id.reset(token)
 
 
 async def scrape(request: web.Request) -> web.Response:

@@ -1,7 +1,7 @@
 """The request pipeline shared by both services: errors mapped once, then identity.
 
-Later access rules (client address, IP and geo rules, audit) join this pipeline
-in the order DESIGN.md gives, each as its own middleware.
+The edge's access rules (client address, IP and geo rules, audit) join this pipeline in
+the order DESIGN.md gives; its access step calls ``identify`` itself, one layer fewer.
 """
 
 from __future__ import annotations
@@ -65,10 +65,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Who is calling. A credential presented is checked even beside a valid signed URL (a
+    await identify(request)
+    return await handler(request)
+
+
+async def identify(request: web.Request) -> None:
+    """Who is calling (the last step before the handler; the edge's access step ends with it, one
+    middleware layer fewer). A credential presented is checked even beside a valid signed URL (a
     step before may have made the request the URL's reader): a bad one is a 401 either way,
     and a good one is the caller, whom the URL still lets read its file."""
     identified = await request.app[keys.authenticator].identify(request.headers)
     if identified.authenticated or keys.principal not in request:
         request[keys.principal] = identified
-    return await handler(request)
