@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 
 from repository.artifacts import ArtifactService, guess_mime_type
-from repository.bulk import new_key, pages
+from repository.bulk import new_key
 from repository.catalog import Artifact, Repo
 from repository.errors import NotFound
-from wire.manifest import Manifest, ManifestArtifact
 
 from .claims import COMMIT, REMOVE, BundleChange, BundleClaims
 from .store import EdgeStore, Transaction
+from .transaction_files import TransactionFile
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,11 @@ def split_target(target: str) -> tuple[str, str]:
     return repo, path
 
 
-def entries(artifacts: Sequence[ManifestArtifact], owner: str, user: str, now: int) -> list[Artifact]:
-    """The index entries of some of a manifest's artifacts."""
+def entries(files: Sequence[TransactionFile], owner: str, user: str, now: int) -> list[Artifact]:
+    """The index entries of some of a manifest's files."""
     made = []
-    for a in artifacts:
-        repo, path = split_target(a.target)
+    for a in files:
+        repo, path = a.repo, a.path
         made.append(
             Artifact(repo=repo, path=path, sha256=a.sha256, sha1=a.sha1, md5=a.md5, size=a.size,
                      mime_type=guess_mime_type(path), created=now, created_by=user, modified=now,
@@ -59,21 +59,23 @@ class BundleIndex:
         self.bulk = artifacts.catalog.bulk
         self._lock = asyncio.Lock()  # one bundle change at a time
 
-    async def publish(self, tx: Transaction, manifest: Manifest, user: str, now: int) -> None:
-        """Index every entry of ``manifest`` for ``tx`` and commit it, shown all at once; refused
-        (409) anywhere, what was indexed is removed again and nothing shows."""
+    async def publish(
+        self, tx: Transaction, repos: list[str], files: AsyncIterator[list[TransactionFile]], user: str, now: int
+    ) -> None:
+        """Index every file of ``tx``'s manifest (in ``repos``, a page at a time from ``files``) and
+        commit it, shown all at once; refused (409) anywhere, what was indexed is removed again and
+        nothing shows."""
         async with self._lock:
             change = BundleChange(tx.name, tx.version, tx.id, COMMIT, new_key())
-            keys = sorted({split_target(a.target)[0] for a in manifest.artifacts})
-            repos = [Repo(key, anonymous_read=True) for key in keys]
+            created = [Repo(key, anonymous_read=True) for key in repos]
 
             def begin() -> None:
                 self.store.check_committable_rows(tx)
                 self.claims.begin_rows(change)
 
-            await self.bulk.begin_publish(change.bulk_key, tx.owner, repos, extra=begin)
+            await self.bulk.begin_publish(change.bulk_key, tx.owner, created, extra=begin)
             try:
-                for page in pages(manifest.artifacts):
+                async for page in files:
                     made = entries(page, tx.owner, user, now)
                     claim = partial(self.claims.claim_rows, tx, [(e.repo, e.path) for e in made])
                     await self.bulk.publish_page(change.bulk_key, made, extra=claim)

@@ -28,6 +28,7 @@ import shutil
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -37,6 +38,9 @@ from storage_backends.linux import start_writeback
 from .pace import PaceGuard
 
 log = logging.getLogger(__name__)
+
+# Manifests on their way in, or checked again at commit (staging.scratch); never a transaction id.
+SCRATCH = ".scratch"
 
 IO_CHUNK = 1024 * 1024
 # body chunks handed to a worker thread at once, at most
@@ -215,6 +219,13 @@ class StagedFile:
 class Staging:
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    async def scratch(self) -> Path:
+        """A new file name for a manifest on its way in or being checked again: its user removes
+        the file, and the next start-up's sweep whatever a crash left."""
+        folder = self.root / SCRATCH
+        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        return folder / uuid.uuid4().hex
 
     def path(self, tx_id: str, sha256: str) -> Path:
         return self.root / tx_id / f"{sha256}.part"

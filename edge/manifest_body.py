@@ -1,0 +1,98 @@
+"""The body of a transaction start, taken to a file in staging as it arrives (wire/protocol.py).
+
+A manifest of 100,000 files is some 30 MB: held as text, then bytes, then decoded objects,
+it cost an edge hundreds of MB. Streamed to a file, hashed on the way, its signature is
+checked where it lies and it is read back a page at a time (``Transactions.start``).
+The small form, a JSON object with the manifest as a string, lands in the same file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from aiohttp import web
+
+from repository.errors import BadRequest, PayloadTooLarge, RepositoryError
+from repository.http.json_body import read_json_object
+from wire import protocol
+
+from .staging import Staging
+
+BODY_CHUNK = 256 * 1024
+
+
+class LengthRequired(RepositoryError):
+    status = 411
+    default_message = "A manifest body needs a Content-Length"
+
+
+class UnsupportedMediaType(RepositoryError):
+    status = 415
+    default_message = f"A start request's body is {protocol.MANIFEST_MEDIA_TYPE} (or the JSON object form)"
+
+
+@dataclass(frozen=True)
+class ManifestBody:
+    path: Path  # the manifest's bytes
+    sha256: str  # of those bytes: the transaction's id
+    signature: str
+
+
+@contextlib.asynccontextmanager
+async def manifest_body(request: web.Request, staging: Staging, limit: int) -> AsyncIterator[ManifestBody]:
+    """The start request's manifest in a file of its own for the block's life, refused with a 4xx
+    (and nothing kept) when it is not one: 415 for another media type, 411 without a length, 413
+    over ``limit`` bytes, 400 for a body cut short or a missing or malformed signature."""
+    path = await staging.scratch()
+    try:
+        if request.content_type == protocol.MANIFEST_MEDIA_TYPE:
+            signature = protocol.signature_from_header(request.headers.get(protocol.SIGNATURE_HEADER))
+            sha256 = await _stream_to(path, request, limit)
+        elif request.content_type == "application/json":
+            obj = await read_json_object(request, limit=limit)
+            if set(obj) != protocol.START_FIELDS or not all(isinstance(v, str) for v in obj.values()):
+                fields = ", ".join(sorted(protocol.START_FIELDS))
+                raise BadRequest(f"The body must be a JSON object with exactly the string fields {fields}")
+            try:
+                data = obj.pop("manifest").encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest("Invalid manifest: not encodable as UTF-8") from None
+            signature, sha256 = obj["signature"], hashlib.sha256(data).hexdigest()
+            await asyncio.to_thread(path.write_bytes, data)
+            del data
+        else:
+            raise UnsupportedMediaType()
+        yield ManifestBody(path, sha256, signature)
+    finally:
+        await asyncio.to_thread(path.unlink, True)
+
+
+async def _stream_to(path: Path, request: web.Request, limit: int) -> str:
+    """Write the body to ``path``, hashing it; the sha256 of exactly Content-Length bytes."""
+    declared = request.content_length
+    if declared is None:
+        raise LengthRequired()
+    if declared > limit:
+        raise PayloadTooLarge(f"Release bundle manifest of {declared} bytes is larger than {limit} bytes")
+    digest, received = hashlib.sha256(), 0
+    with await asyncio.to_thread(open, path, "wb") as out:
+        try:
+            async for chunk in request.content.iter_chunked(BODY_CHUNK):
+                received += len(chunk)
+                digest.update(chunk)
+                await asyncio.to_thread(_write, out, chunk)
+        except ConnectionError:
+            pass  # counted short below
+    if received != declared:
+        raise BadRequest(f"The manifest body ended after {received} of its {declared} bytes")
+    return digest.hexdigest()
+
+
+def _write(out: BinaryIO, chunk: bytes) -> None:
+    out.write(chunk)
