@@ -30,6 +30,7 @@ from .transfer import (
     EdgeRefused,
     EdgeServerError,
     EdgeUnreachable,
+    ManifestSource,
     RangeMismatch,
 )
 
@@ -109,8 +110,7 @@ class Progress:
 class Push:
     client: EdgeClient
     storage: StorageBackend
-    manifest: bytes
-    signature: str
+    manifest: ManifestSource
     progress: Progress
     blob_concurrency: int
     on_started: Callable[[str], Awaitable[Any]]
@@ -120,15 +120,17 @@ class Push:
         return self.progress.artifacts
 
     async def run(self) -> None:
-        started = await self.client.start(self.manifest, self.signature)
+        started = await self.client.start(self.manifest)
         tx = started["transaction_id"]
         self.progress.transaction_id = tx
         await self.on_started(tx)
         sizes = {a.sha256: a.size for a in self.artifacts}
-        missing = started["missing"]  # committed already, the edge still names blobs its store lost: a repair
-        strangers = [m for m in missing if m not in sizes]
-        if strangers:
-            raise EdgeGarbage(f"edge {self.client.edge.name} asks for blobs not in the bundle: {strangers[:3]}")
+        missing: list[str] = []  # committed already, the edge still names blobs its store lost: a repair
+        async for page in self.client.missing(tx, started):
+            strangers = [m for m in page if m not in sizes]
+            if strangers:
+                raise EdgeGarbage(f"edge {self.client.edge.name} asks for blobs not in the bundle: {strangers[:3]}")
+            missing += page
         self.progress.held(set(missing))
         await self.upload_all(tx, list(set(missing)), sizes)
         try:

@@ -29,7 +29,7 @@ from .edges import EdgeStore
 from .jobs import COMPLETED, DELETE, DISTRIBUTE, FAILED, IN_PROGRESS, Distribution, Job, JobStore
 from .push import Progress, Push, SourceMissing, delete_from_edge
 from .settings import DistributionSettings
-from .transfer import EdgeCallError, EdgeClient, EdgeRefused, EdgeServerError, EdgeUnreachable
+from .transfer import EdgeCallError, EdgeClient, EdgeRefused, EdgeServerError, EdgeUnreachable, ManifestSource
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class JobRunner:
 
     async def _push(self, job: Job, client: EdgeClient) -> None:
         try:
-            manifest, signature = await self.bundles.signed_parts(job.name, job.version)
+            signed = await self.bundles.signed_manifest(job.name, job.version)
         except NotFound:
             raise SourceMissing(f"release bundle {job.name}/{job.version} no longer exists or is not signed") from None
         progress = Progress.of(job, await self.bundles.store.artifacts(job.name, job.version))
@@ -138,7 +138,10 @@ class JobRunner:
             await self.jobs.update(job.key, **fields, **({"started": now_ms()} if job.started is None else {}))
 
         flusher = asyncio.create_task(self._flush(job.key, progress))
-        push = Push(client, self.storage, manifest, signature, progress, self.settings.max_parallel_blobs, on_started)
+        manifest = ManifestSource(
+            signed.size, signed.signature, functools.partial(self.bundles.store.manifest_chunks, signed)
+        )
+        push = Push(client, self.storage, manifest, progress, self.settings.max_parallel_blobs, on_started)
         try:
             await push.run()
         finally:
