@@ -32,11 +32,6 @@ class LengthRequired(RepositoryError):
     default_message = "A manifest body needs a Content-Length"
 
 
-class UnsupportedMediaType(RepositoryError):
-    status = 415
-    default_message = f"A start request's body is {protocol.MANIFEST_MEDIA_TYPE} (or the JSON object form)"
-
-
 @dataclass(frozen=True)
 class ManifestBody:
     path: Path  # the manifest's bytes
@@ -47,14 +42,15 @@ class ManifestBody:
 @contextlib.asynccontextmanager
 async def manifest_body(request: web.Request, staging: Staging, limit: int) -> AsyncIterator[ManifestBody]:
     """The start request's manifest in a file of its own for the block's life, refused with a 4xx
-    (and nothing kept) when it is not one: 415 for another media type, 411 without a length, 413
-    over ``limit`` bytes, 400 for a body cut short or a missing or malformed signature."""
+    (and nothing kept) when it is not one: 411 without a length, 413 over ``limit`` bytes, 400 for
+    a body cut short or a missing or malformed signature, or a body of another media type that is
+    not the JSON object form."""
     path = await staging.scratch()
     try:
         if request.content_type == protocol.MANIFEST_MEDIA_TYPE:
             signature = protocol.signature_from_header(request.headers.get(protocol.SIGNATURE_HEADER))
             sha256 = await _stream_to(path, request, limit)
-        elif request.content_type == "application/json":
+        else:  # the small form, whatever it is labelled (as curl and scripts send it)
             obj = await read_json_object(request, limit=limit)
             if set(obj) != protocol.START_FIELDS or not all(isinstance(v, str) for v in obj.values()):
                 fields = ", ".join(sorted(protocol.START_FIELDS))
@@ -66,8 +62,6 @@ async def manifest_body(request: web.Request, staging: Staging, limit: int) -> A
             signature, sha256 = obj["signature"], hashlib.sha256(data).hexdigest()
             await asyncio.to_thread(path.write_bytes, data)
             del data
-        else:
-            raise UnsupportedMediaType()
         yield ManifestBody(path, sha256, signature)
     finally:
         await asyncio.to_thread(path.unlink, True)
@@ -85,6 +79,8 @@ async def _stream_to(path: Path, request: web.Request, limit: int) -> str:
         try:
             async for chunk in request.content.iter_chunked(BODY_CHUNK):
                 received += len(chunk)
+                if received > declared:  # a compressed body inflating past its length: stop here
+                    raise BadRequest(f"The manifest body is longer than its Content-Length of {declared} bytes")
                 digest.update(chunk)
                 await asyncio.to_thread(_write, out, chunk)
         except ConnectionError:

@@ -39,8 +39,9 @@ from .pace import PaceGuard
 
 log = logging.getLogger(__name__)
 
-# Manifests on their way in, or checked again at commit (staging.scratch); never a transaction id.
-SCRATCH = ".scratch"
+# Names of manifests on their way in, or checked again at commit (staging.scratch): never a
+# transaction id, and gone with the request that made them.
+SCRATCH = ".manifest-"
 
 IO_CHUNK = 1024 * 1024
 # body chunks handed to a worker thread at once, at most
@@ -223,9 +224,8 @@ class Staging:
     async def scratch(self) -> Path:
         """A new file name for a manifest on its way in or being checked again: its user removes
         the file, and the next start-up's sweep whatever a crash left."""
-        folder = self.root / SCRATCH
-        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-        return folder / uuid.uuid4().hex
+        await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+        return self.root / f"{SCRATCH}{uuid.uuid4().hex}"
 
     def path(self, tx_id: str, sha256: str) -> Path:
         return self.root / tx_id / f"{sha256}.part"

@@ -85,6 +85,12 @@ def _check_page(page: Sequence[ManifestArtifact]) -> None:
             raise ManifestError(f"Invalid manifest: sha256 {a.sha256} is listed with two sizes")
 
 
+def _refuse_clashes(clashes: list[str]) -> None:
+    """409 where target paths hold other bytes (a folder, a file of an upload or a bundle)."""
+    if clashes:
+        raise Conflict(f"Target paths already hold other content: {listed(clashes)}")
+
+
 class Transactions:
     def __init__(
         self,
@@ -124,13 +130,14 @@ class Transactions:
             if existing is not None and existing.state is State.OPEN:
                 await self._check_bundle_free(existing.id, existing.name, existing.version)
                 async for page in self.files.pages(existing.id):
-                    await self._check_targets_free([(f.repo, f.path, f.sha256) for f in page])
+                    _refuse_clashes(await self.artifacts.catalog.conflicts([(f.repo, f.path, f.sha256) for f in page]))
                 return Started(existing, False)
             await self.files.drop(sha256)  # what an earlier start of this manifest left
             try:
-                summary = await self._record(sha256, manifest)
+                summary, clashes = await self._record(sha256, manifest)
                 header = summary.header
                 await self._check_bundle_free(sha256, header.name, header.version)
+                _refuse_clashes(clashes)
                 await self.files.check_sizes(sha256)
                 now = now_ms()
                 tx = Transaction(sha256, header.name, header.version, State.OPEN, signer, now,
@@ -143,31 +150,28 @@ class Transactions:
             log.info("transaction %s open: %s/%s signed by %s", tx.id, tx.name, tx.version, signer)
         return Started(tx, created)
 
-    async def _record(self, tx_id: str, manifest: Path) -> ManifestSummary:
+    async def _record(self, tx_id: str, manifest: Path) -> tuple[ManifestSummary, list[str]]:
         """Read the manifest a page at a time (in a thread: decoding is CPU work), checking and
-        recording each page's files."""
+        recording each page's files; the target paths of the first page that clashes with what
+        the edge holds come back, for the caller to refuse once it knows the bundle's name."""
+        clashes: list[str] = []
         with await asyncio.to_thread(open, manifest, "rb") as stream:
             reader = ManifestReader(stream)
             pages = reader.pages()
             while (page := await asyncio.to_thread(next, pages, None)) is not None:
                 _check_page(page)
                 files = [file_of(a) for a in page]
-                await self._check_targets_free([(f.repo, f.path, f.sha256) for f in files])
+                if not clashes:
+                    clashes = await self.artifacts.catalog.conflicts([(f.repo, f.path, f.sha256) for f in files])
                 await self.files.add(tx_id, files)
         assert reader.summary is not None
-        return reader.summary
+        return reader.summary, clashes
 
     async def _check_bundle_free(self, tx_id: str, name: str, version: str) -> None:
         """409 if the bundle's name and version hold another manifest on this edge."""
         other = await self.store.bundle(name, version)
         if other is not None and other.manifest_sha256 != tx_id:
             raise Conflict(f"Release bundle {name}/{version} is already on this edge with another manifest")
-
-    async def _check_targets_free(self, targets: list[tuple[str, str, str]]) -> None:
-        """409 where a target path holds other bytes (a folder, a file of an upload or a bundle)."""
-        clashes = await self.artifacts.catalog.conflicts(targets)
-        if clashes:
-            raise Conflict(f"Target paths already hold other content: {listed(clashes)}")
 
     async def missing_page(
         self, tx: Transaction, after: str = "", limit: int = protocol.MISSING_PAGE
