@@ -14,7 +14,6 @@ import binascii
 import re
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
 from urllib.parse import quote
 
 from .errors import InvalidInput
@@ -103,11 +102,6 @@ def blob_path(tx_id: str, sha256: str) -> str:
 def bundle_path(name: str, version: str) -> str:
     """``DELETE`` a committed bundle from an edge."""
     return f"{BUNDLES}/{quote(name, safe='')}/{quote(version, safe='')}"
-
-
-def start_body(manifest: bytes, signature: str) -> dict[str, Any]:
-    """The JSON body of a start request in its small form."""
-    return {"manifest": manifest.decode("utf-8"), "signature": signature}
 
 
 def start_headers(length: int, signature: str) -> dict[str, str]:
