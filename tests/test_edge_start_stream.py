@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlite_utils
 
 from edge.app import create_app
 from edge.keys import transactions_key
+from edge.schema import edge_migrations
 from edge.staging import SCRATCH
+from repository.schema import catalog_migrations
 from tests.conftest import error_of, make_settings
 from tests.gpg_keys import KeyFactory, KeySet
 from tests.test_edge_transactions import FILES, TX, commit, manifest_of, put_blob, sha256, status_of, token, trust
@@ -202,3 +207,29 @@ async def test_a_missing_page_request_is_checked(
         assert len(page["missing"]) == min(len(MANY), int(query["limit"]))
     else:
         await error_of(resp)
+
+
+async def test_a_transaction_open_before_files_were_recorded_is_ended_and_a_start_opens_it_again(
+    tmp_path: Path, aiohttp_client: Any, keys: KeySet, key_factory: KeyFactory
+) -> None:
+    settings = make_settings(tmp_path)
+    data = encode(manifest_of(MANY))
+    settings.data_dir.mkdir(parents=True)
+    old = sqlite_utils.Database(sqlite3.connect(settings.data_dir / "catalog.db"))
+    catalog_migrations.apply(old)
+    edge_migrations.apply(old, stop_before="m006_transaction_files")
+    old.execute(
+        "INSERT INTO transactions (id, name, version, state, signature, signer, created, expires, committed,"
+        " files, bytes) VALUES (?, 'app', '1.0.0', 'OPEN', 'sig', 'fpr', 1, 9999999999999, NULL, 7, 70)",
+        [sha256(data)],
+    )
+    old.execute("INSERT INTO transaction_manifests VALUES (?, ?)", [sha256(data), data])
+    old.conn.commit()
+    old.close()
+    edge = await aiohttp_client(create_app(settings))
+    await trust(edge, keys.alice)
+    dist = await token(edge, "distributor")
+    assert (await status_of(edge, sha256(data), dist))["state"] == "ABORTED"
+    resp = await edge.post(TX, data=data, headers={**dist, **start_request(data, key_factory.sign(keys.alice, data))})
+    assert resp.status == 201 and len((await resp.json())["missing"]) == len(MANY)
+    assert (await state(edge))[:3] == (1, len(MANY), len(MANY))
