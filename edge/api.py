@@ -44,9 +44,9 @@ def _transactions(request: web.Request) -> Transactions:
     return request.app[transactions_key]
 
 
-async def _string_fields(request: web.Request, fields: frozenset[str], limit: int | None = None) -> dict[str, str]:
+async def _string_fields(request: web.Request, fields: frozenset[str]) -> dict[str, str]:
     """A JSON object body with exactly ``fields``, each a string; anything else is a 400."""
-    obj = await read_json_object(request, limit=limit)
+    obj = await read_json_object(request)
     if set(obj) != fields or not all(isinstance(v, str) for v in obj.values()):
         raise BadRequest(f"The body must be a JSON object with exactly the string fields {', '.join(sorted(fields))}")
     return obj
@@ -64,7 +64,10 @@ def _transaction_json(tx: Transaction, **extra: Any) -> dict[str, Any]:
 # -- transactions ------------------------------------------------------------------
 
 
-async def _missing_json(transactions: Transactions, tx: Transaction, after: str = "", limit: int = 0) -> dict[str, Any]:
+async def _missing_json(
+    transactions: Transactions, tx: Transaction, after: str = "", limit: int | None = None
+) -> dict[str, Any]:
+    """A page of missing blobs and where the next starts; the protocol's page size by default."""
     missing, after = await transactions.missing_page(tx, after, limit or protocol.MISSING_PAGE)
     return {"missing": missing, "missing_next": after}
 

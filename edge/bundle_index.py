@@ -41,12 +41,11 @@ def split_target(target: str) -> tuple[str, str]:
 def entries(files: Sequence[TransactionFile], owner: str, user: str, now: int) -> list[Artifact]:
     """The index entries of some of a manifest's files."""
     made = []
-    for a in files:
-        repo, path = a.repo, a.path
+    for f in files:
         made.append(
-            Artifact(repo=repo, path=path, sha256=a.sha256, sha1=a.sha1, md5=a.md5, size=a.size,
-                     mime_type=guess_mime_type(path), created=now, created_by=user, modified=now,
-                     modified_by=user, owner=owner, properties=a.properties)
+            Artifact(repo=f.repo, path=f.path, sha256=f.sha256, sha1=f.sha1, md5=f.md5, size=f.size,
+                     mime_type=guess_mime_type(f.path), created=now, created_by=user, modified=now,
+                     modified_by=user, owner=owner, properties=f.properties)
         )  # fmt: skip
     return made
 
