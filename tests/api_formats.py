@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import ipaddress
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 
 from tests.gpg_keys import KeyFactory, TestKey
 from wire.manifest import Manifest, ManifestArtifact, encode
+from wire.protocol import MANIFEST_MEDIA_TYPE
 
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 1024
@@ -186,3 +188,9 @@ def register() -> None:
     }
     for name, strategy in formats.items():
         schemathesis.openapi.format(name, strategy)
+    schemathesis.serializer(MANIFEST_MEDIA_TYPE)(_manifest_body)
+
+
+def _manifest_body(ctx: object, value: object) -> bytes:
+    """A manifest start body is the manifest's own bytes, not a JSON string holding them."""
+    return value.encode("utf-8") if isinstance(value, str) else json.dumps(value).encode()

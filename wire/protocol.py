@@ -28,8 +28,9 @@ SHA256_RE = re.compile(r"[0-9a-f]{64}")
 # A start request's body is the canonical manifest itself, the bytes that were signed, of this
 # media type and with a Content-Length, so an edge can stream it to disk and read it a page at
 # a time; the armored detached signature rides in a header, base64-encoded (armor has line
-# breaks, which a header cannot hold).
-MANIFEST_MEDIA_TYPE = "application/vnd.release-bundle-manifest+json"
+# breaks, which a header cannot hold). The bytes are JSON, but the type is not ``+json``: they
+# must arrive exactly as signed, never parsed and written again by a tool that knows JSON.
+MANIFEST_MEDIA_TYPE = "application/vnd.release-bundle-manifest"
 SIGNATURE_HEADER = "X-Manifest-Signature"
 MAX_SIGNATURE_HEADER = 16 * 1024
 # The small form, for scripts and curl: a JSON object with the manifest as a string (its UTF-8
