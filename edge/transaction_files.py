@@ -47,13 +47,15 @@ class TransactionFiles:
     async def add(self, tx_id: str, files: Sequence[TransactionFile]) -> None:
         """Record a page of a manifest's files (a start's, before its transaction is open)."""
         rows = [(tx_id, *f[:6], json.dumps(f.properties, sort_keys=True)) for f in files]
-        await self._database.run_page(
-            lambda: self._db.conn.executemany(
+        await self._database.run_page(self._add, rows)
+
+    def _add(self, rows: list[tuple[object, ...]]) -> None:
+        with self._db.atomic():  # one transaction for the page, not one per row
+            self._db.conn.executemany(
                 "INSERT INTO transaction_files (transaction_id, repo, path, sha256, size, sha1, md5, properties)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-        )
 
     async def check_sizes(self, tx_id: str) -> None:
         """400 if one sha256 is listed with two sizes (pages are checked one at a time as they come)."""
