@@ -14,7 +14,6 @@ import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from aiohttp import web
 
@@ -82,13 +81,9 @@ async def _stream_to(path: Path, request: web.Request, limit: int) -> str:
                 if received > declared:  # a compressed body inflating past its length: stop here
                     raise BadRequest(f"The manifest body is longer than its Content-Length of {declared} bytes")
                 digest.update(chunk)
-                await asyncio.to_thread(_write, out, chunk)
+                await asyncio.to_thread(out.write, chunk)
         except ConnectionError:
             pass  # counted short below
     if received != declared:
         raise BadRequest(f"The manifest body ended after {received} of its {declared} bytes")
     return digest.hexdigest()
-
-
-def _write(out: BinaryIO, chunk: bytes) -> None:
-    out.write(chunk)

@@ -189,6 +189,7 @@ async def test_missing_blobs_come_a_page_at_a_time_in_sha256_order(
         ({"limit": str(protocol.MAX_MISSING_PAGE + 1)}, 400),
         ({"limit": "-1"}, 400),
         ({"limit": "1e3"}, 400),
+        ({"limit": "1" * 5000}, 400),  # past Python's digit limit for int(): still a 400
         ({"after": "xyz"}, 400),
         ({"after": "A" * 64}, 400),
         ({"from": "a"}, 400),

@@ -85,7 +85,7 @@ def parse_missing_query(query: Mapping[str, str]) -> tuple[str, int]:
     after, limit = query.get("after", ""), query.get("limit", str(MISSING_PAGE))
     if after and not SHA256_RE.fullmatch(after):
         raise InvalidInput("'after' must be a sha256 (64 lowercase hex digits)")
-    if not limit.isascii() or not limit.isdigit() or not 1 <= int(limit) <= MAX_MISSING_PAGE:
+    if not limit.isascii() or not limit.isdigit() or len(limit) > 6 or not 1 <= int(limit) <= MAX_MISSING_PAGE:
         raise InvalidInput(f"'limit' must be an integer from 1 to {MAX_MISSING_PAGE}")
     return after, int(limit)
 
