@@ -19,6 +19,7 @@ from aiohttp import web
 
 from repository.errors import BadRequest, PayloadTooLarge, RepositoryError
 from repository.http.json_body import read_json_object
+from storage_backends import os_storage_error
 from wire import protocol
 
 from .staging import Staging
@@ -46,24 +47,33 @@ async def manifest_body(request: web.Request, staging: Staging, limit: int) -> A
     not the JSON object form."""
     path = await staging.scratch()
     try:
-        if request.content_type == protocol.MANIFEST_MEDIA_TYPE:
-            signature = protocol.signature_from_header(request.headers.get(protocol.SIGNATURE_HEADER))
-            sha256 = await _stream_to(path, request, limit)
-        else:  # the small form, whatever it is labelled (as curl and scripts send it)
-            obj = await read_json_object(request, limit=limit)
-            if set(obj) != protocol.START_FIELDS or not all(isinstance(v, str) for v in obj.values()):
-                fields = ", ".join(sorted(protocol.START_FIELDS))
-                raise BadRequest(f"The body must be a JSON object with exactly the string fields {fields}")
-            try:
-                data = obj.pop("manifest").encode("utf-8")
-            except UnicodeEncodeError:
-                raise BadRequest("Invalid manifest: not encodable as UTF-8") from None
-            signature, sha256 = obj["signature"], hashlib.sha256(data).hexdigest()
-            await asyncio.to_thread(path.write_bytes, data)
-            del data
+        try:
+            signature, sha256 = await _receive(path, request, limit)
+        except OSError as exc:
+            if isinstance(exc, ConnectionError):
+                raise
+            raise os_storage_error(exc, "writing the manifest to staging failed") from None  # full: a 507
         yield ManifestBody(path, sha256, signature)
     finally:
         await asyncio.to_thread(path.unlink, True)
+
+
+async def _receive(path: Path, request: web.Request, limit: int) -> tuple[str, str]:
+    """The signature, and the sha256 of the manifest written to ``path``."""
+    if request.content_type == protocol.MANIFEST_MEDIA_TYPE:
+        signature = protocol.signature_from_header(request.headers.get(protocol.SIGNATURE_HEADER))
+        return signature, await _stream_to(path, request, limit)
+    # the small form, whatever it is labelled (as curl and scripts send it)
+    obj = await read_json_object(request, limit=limit)
+    if set(obj) != protocol.START_FIELDS or not all(isinstance(v, str) for v in obj.values()):
+        fields = ", ".join(sorted(protocol.START_FIELDS))
+        raise BadRequest(f"The body must be a JSON object with exactly the string fields {fields}")
+    try:
+        data = obj.pop("manifest").encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("Invalid manifest: not encodable as UTF-8") from None
+    await asyncio.to_thread(path.write_bytes, data)
+    return obj["signature"], hashlib.sha256(data).hexdigest()
 
 
 async def _stream_to(path: Path, request: web.Request, limit: int) -> str:

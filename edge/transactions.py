@@ -25,6 +25,7 @@ from repository.artifacts import ArtifactService
 from repository.catalog import now_ms
 from repository.errors import Conflict, NotFound, RepositoryError
 from repository.policy import EDGE_UPLOADS_REPO
+from storage_backends import os_storage_error
 from wire import protocol
 from wire.manifest import ManifestArtifact, ManifestError
 from wire.manifest_reader import ManifestReader, ManifestSummary
@@ -247,7 +248,10 @@ class Transactions:
         """Check the signature of a transaction's stored manifest again, against a copy in staging."""
         copy = await self.staging.scratch()
         try:
-            await self.store.manifest_to(tx.id, copy)
+            try:
+                await self.store.manifest_to(tx.id, copy)
+            except OSError as exc:
+                raise os_storage_error(exc, "copying the manifest to staging failed") from None  # full: a 507
             await self.trust.verify(copy, await self.store.signature(tx.id))
         finally:
             await asyncio.to_thread(copy.unlink, True)
