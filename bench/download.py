@@ -8,7 +8,11 @@ against peers measured moments before on the same box. The edge is measured twic
 - through nginx running the shipped ``nginx/edge.conf`` (one worker, on the edge's
   core): the edge decides and answers ``X-Accel-Redirect``, nginx sends the file;
 
-and the peers are:
+and, for small files, the edge again with 1 and N worker processes (``edge serve --workers``,
+N one per core by default), neither pinned: what every core adds. On a machine with few
+cores the load generator shares them with the workers.
+
+The peers are:
 
 - nginx serving the same bytes from disk with sendfile (the practical ceiling for
   a static file server; one worker, as the edge is one process);
@@ -42,6 +46,9 @@ from common import BenchError, run_bench  # bench/ is no package: its folder is 
 from devstack.nginx import NginxError, NginxProcess, find_nginx, main_config
 from devstack.processes import ServiceProcess, StartFailed
 from devstack.services import EdgeProcess, free_port
+from edge.settings import EdgeSettings, one_per_core
+from repository.serve import loop_factory
+from repository.settings import EVENT_LOOPS
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 UPLOADS_REPO = "artifactory-edge-uploads"
@@ -107,10 +114,12 @@ def write_random_file(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-def make_samples(www: Path) -> list[Sample]:
-    """The files nginx serves from ``www`` and the edge gets uploaded."""
+def make_samples(www: Path, *, small_only: bool = False) -> list[Sample]:
+    """The files nginx serves from ``www`` and the edge gets uploaded, the small one first."""
     samples = []
     for label, size in SIZES.items():
+        if small_only and size > MiB:
+            continue
         path = www / f"sample-{size}.bin"
         samples.append(Sample(label, path, size, write_random_file(path, size)))
     return samples
@@ -190,10 +199,11 @@ def connect(port: int, timeout: float, blocksize: int = 8192) -> contextlib.clos
 # ---------------------------------------------------------------- the three servers
 
 
-def start_edge(stack: contextlib.ExitStack, tmp: Path) -> EdgeProcess:
+def start_edge(stack: contextlib.ExitStack, tmp: Path, event_loop: str) -> EdgeProcess:
     """A real ``edge serve`` from this interpreter's environment, with its own data dir and token."""
     # X-Accel-Redirect only for requests the nginx in front marks: direct ones still get sendfile
     env = {"EDGE_ACCEL_REDIRECT": ACCEL_PREFIX, "EDGE_ACCESS_TRUSTED_PROXIES": "127.0.0.1/32"}
+    env["EDGE_EVENT_LOOP"] = event_loop
     return start_node(stack, PinnedEdge(tmp / "edge", admin_token=TOKEN, env=env))
 
 
@@ -269,9 +279,12 @@ def check_accel(edge_port: int, path: str, sample: Sample) -> None:
         raise BenchError(f"the edge did not answer X-Accel-Redirect for {path}: {response.status}, {target!r}")
 
 
-def bare_app(port: int) -> None:
-    """The reference subprocess: aiohttp answering a fixed in-memory 4 KiB body, nothing else."""
+def bare_app(port: int, event_loop: str) -> None:
+    """The reference subprocess: aiohttp answering a fixed in-memory 4 KiB body, nothing else,
+    on the event loop the edge runs on."""
     from aiohttp import web
+
+    factory, _ = loop_factory(event_loop)
 
     body = os.urandom(4 * KiB)
 
@@ -280,12 +293,14 @@ def bare_app(port: int) -> None:
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handler)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+    loop = factory() if factory is not None else None
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=loop)
 
 
-def start_bare(stack: contextlib.ExitStack, tmp: Path) -> int:
+def start_bare(stack: contextlib.ExitStack, tmp: Path, event_loop: str) -> int:
     port = free_port()
     cmd = [*pin_prefix(SERVER_CPU), sys.executable, str(Path(__file__).resolve()), "--bare-app", str(port)]
+    cmd += ["--event-loop", event_loop]
     log = tmp / "bare.log"
     wait_ready(start_process(stack, "bare aiohttp", cmd, log), port, "/ping")
     return port
@@ -316,10 +331,10 @@ end
 """
 
 
-def run_wrk(url: str, connections: int, seconds: int, script: Path) -> Result:
-    """wrk, one thread on the cores the servers don't use; bytes count partial bodies too."""
+def run_wrk(url: str, connections: int, seconds: int, script: Path, pinned: bool = True) -> Result:
+    """wrk, one thread on the cores the servers don't use (unless not ``pinned``); bytes count partial bodies too."""
     cmd = [
-        *pin_prefix(client_cpus()),
+        *(pin_prefix(client_cpus()) if pinned else []),
         "wrk",
         "-t1",
         f"-c{connections}",
@@ -405,11 +420,11 @@ class Load:
             f"1 GiB: sequential full downloads on 1 connection, {LARGE_SECONDS} s"
         )
 
-    def run(self, url: str, small: bool, seconds: int) -> Result:
+    def run(self, url: str, small: bool, seconds: int, pinned: bool = True) -> Result:
         if not small:
             return sequential_downloads(url, seconds)
         if self.wrk:
-            return run_wrk(url, SMALL_CONNECTIONS, seconds, self.script)
+            return run_wrk(url, SMALL_CONNECTIONS, seconds, self.script, pinned)
         return asyncio.run(python_load(url, SMALL_CONNECTIONS, seconds))
 
 
@@ -439,10 +454,12 @@ def edge_path(sample: Sample) -> str:
     return f"/artifactory/{UPLOADS_REPO}/bench/{sample.path.name}"
 
 
-def setup_servers(stack: contextlib.ExitStack, tmp: Path, samples: list[Sample], rss: dict[str, float]) -> Servers:
+def setup_servers(
+    stack: contextlib.ExitStack, tmp: Path, samples: list[Sample], rss: dict[str, float], event_loop: str
+) -> Servers:
     """Start the edge, upload the samples, start nginx and the bare app, and check every byte."""
     www = tmp / "www"
-    edge = start_edge(stack, tmp)
+    edge = start_edge(stack, tmp, event_loop)
     edge_port = edge.port or 0
     rss["after start"] = peak_rss_mib(edge.pid)
     for sample in samples:
@@ -450,7 +467,7 @@ def setup_servers(stack: contextlib.ExitStack, tmp: Path, samples: list[Sample],
     rss["after uploads"] = peak_rss_mib(edge.pid)
     front_port = start_front(stack, tmp, edge)
     nginx_port = start_nginx(stack, tmp, www, "/" + samples[0].path.name)
-    bare_port = start_bare(stack, tmp)
+    bare_port = start_bare(stack, tmp, event_loop)
     for sample in samples:
         verify(edge_port, edge_path(sample), sample, "edge")
         check_accel(edge_port, edge_path(sample), sample)
@@ -509,7 +526,43 @@ def print_table(results: dict[str, dict[str, Result]], rss: dict[str, float]) ->
     print("MB = 10^6 bytes received: wrk counts headers too (the edge sends ~600 B of them), partial bodies count.")
 
 
-def run(allow_wrk: bool) -> None:
+def measure_workers(
+    stack: contextlib.ExitStack, tmp: Path, load: Load, sample: Sample, most: int, event_loop: str
+) -> list[Result]:
+    """The small file from an edge of 1 worker, then of ``most``, each loaded alone; nothing is pinned:
+    pinned to one core, the load generator would be the bottleneck as soon as a worker shared it."""
+    results = []
+    for count in sorted({1, most}):
+        with contextlib.ExitStack() as own:
+            edge = start_node(
+                own,
+                EdgeProcess(
+                    tmp / f"edge-{count}-workers", admin_token=TOKEN, workers=count, env={"EDGE_EVENT_LOOP": event_loop}
+                ),
+            )
+            port = edge.port or 0
+            upload(port, sample)
+            url = f"http://127.0.0.1:{port}{edge_path(sample)}"
+            for _ in range(count * 4):  # each worker looks the file up once before the clock starts
+                verify(port, edge_path(sample), sample, f"edge of {count} workers")
+            print(
+                f"{sample.name}: edge of {count} worker(s), {SMALL_SECONDS} s after {WARMUP_SECONDS} s ...", flush=True
+            )
+            load.run(url, True, WARMUP_SECONDS, pinned=False)
+            results.append(load.run(url, True, SMALL_SECONDS, pinned=False))
+    return results
+
+
+def print_workers(sample: Sample, most: int, results: list[Result]) -> None:
+    one, many = results[0], results[-1]
+    print(f"\n{sample.name} edge req/s by workers (nothing pinned: wrk shares the cores with the workers)")
+    gain = ratio(many.rps, one.rps)
+    print(f"1 worker {one.rps:10.1f}   {most} workers {many.rps:10.1f}   {most} workers/1 worker {gain}")
+    errors = one.errors + many.errors
+    print(f"errors (non-2xx, socket, timeouts): {errors or 'none'}")
+
+
+def run(allow_wrk: bool, workers: int, only_workers: bool, event_loop: str) -> None:
     """Set up in a temp dir, measure, print; the ExitStack undoes everything in reverse."""
     started = time.monotonic()
     load_cpu = f"pinned: servers on CPU {SERVER_CPU}, load on CPUs {client_cpus()}" if can_pin() else "not pinned"
@@ -518,16 +571,20 @@ def run(allow_wrk: bool) -> None:
         stack.callback(shutil.rmtree, tmp, ignore_errors=True)
         (tmp / "www").mkdir()
         print(f"writing sample files to {tmp} ...", flush=True)
-        samples = make_samples(tmp / "www")
-        rss: dict[str, float] = {}
-        servers = setup_servers(stack, tmp, samples, rss)
+        samples = make_samples(tmp / "www", small_only=only_workers)
         load = Load(tmp, allow_wrk)
-        pin_self_to_client_cpus()
-        print(f"load: {load.describe()}\n{os.cpu_count()} CPUs, {load_cpu}")
-        print("nginx: worker_processes 1, sendfile on (the edge is a single process too)")
-        print("edge+nginx: nginx/edge.conf in front of the same edge, X-Accel-Redirect; both on the servers' core")
-        results = measure(load, servers, samples, rss)
-        print_table(results, rss)
+        print(f"event loop of the edge and the bare aiohttp app: {loop_factory(event_loop)[1]}")
+        if not only_workers:
+            rss: dict[str, float] = {}
+            servers = setup_servers(stack, tmp, samples, rss, event_loop)
+            pin_self_to_client_cpus()
+            print(f"load: {load.describe()}\n{os.cpu_count()} CPUs, {load_cpu}")
+            print("nginx: worker_processes 1, sendfile on (the edge is a single process too)")
+            print("edge+nginx: nginx/edge.conf in front of the same edge, X-Accel-Redirect; both on the servers' core")
+            results = measure(load, servers, samples, rss)
+            print_table(results, rss)
+        small = samples[0]
+        print_workers(small, workers, measure_workers(stack, tmp, load, small, workers, event_loop))
     print(f"\ntotal wall time: {time.monotonic() - started:.1f} s")
 
 
@@ -536,12 +593,29 @@ def main() -> int:
     parser.add_argument(
         "--python-client", action="store_true", help="use the Python load generator even if wrk is installed"
     )
+    parser.add_argument(
+        "--workers", type=int, default=one_per_core(), help="the N of the 1-and-N-workers comparison [one per core]"
+    )
+    parser.add_argument("--only-workers", action="store_true", help="only the 1-and-N-workers comparison")
+    parser.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default=EdgeSettings().event_loop,
+        help="the event loop of the edge and of the bare aiohttp app (default: the edge's default)",
+    )
     parser.add_argument("--bare-app", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_app is not None:
-        bare_app(args.bare_app)
+        bare_app(args.bare_app, args.event_loop)
         return 0
-    run_bench(lambda: run(allow_wrk=not args.python_client))
+    run_bench(
+        lambda: run(
+            allow_wrk=not args.python_client,
+            workers=args.workers,
+            only_workers=args.only_workers,
+            event_loop=args.event_loop,
+        )
+    )
     return 0
 
 

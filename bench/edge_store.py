@@ -245,7 +245,8 @@ async def one_run(app: web.Application, signer: Signer, files: int, status_tx: s
     try:
         async with probing(app, status_tx) as probes["remove"]:
             t0 = time.perf_counter()
-            await transactions.delete_bundle(manifest.name, manifest.version)
+            while not (await transactions.delete_bundle(manifest.name, manifest.version)).done:
+                pass
             remove = time.perf_counter() - t0
     finally:
         delattr(storage, deleting)  # the class's own method again

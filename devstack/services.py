@@ -52,8 +52,11 @@ class EdgeProcess:
         admin_token: str | None = None,
         config: Path | None = None,
         env: Mapping[str, str] | None = None,
+        workers: int = 1,
     ) -> None:
         self.base_dir = Path(base_dir)
+        # one process per edge keeps a local topology light; more: edge/workers.py
+        self.workers = workers
         self.data_dir = self.base_dir / "data"
         self.log_path = self.base_dir / f"{self.program}.log"
         self.admin_token = admin_token or "adm_" + secrets.token_urlsafe(24)
@@ -87,7 +90,17 @@ class EdgeProcess:
         return cmd if self.config is None else [*cmd, "--config", str(self.config)]
 
     def environment(self) -> dict[str, str]:
-        return service_environment({"EDGE_ADMIN_TOKEN": self.admin_token, **self.extra_env})
+        return service_environment(
+            {"EDGE_ADMIN_TOKEN": self.admin_token, "EDGE_WORKERS": str(self.workers), **self.extra_env}
+        )
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the workers serving the port now (Linux); none for a single process."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        try:
+            return [int(pid) for pid in children.read_text().split()]
+        except FileNotFoundError:
+            return []
 
     def start(self, timeout: float = START_TIMEOUT) -> EdgeProcess:
         """Start and wait until it answers; another port if one was taken between choosing and binding."""
@@ -100,6 +113,7 @@ class EdgeProcess:
             assert self._child is not None
             try:
                 self._child.wait_ready(timeout)
+                self._wait_for_workers(timeout)
             except StartFailed:
                 self._child.wait_stopped(time.monotonic())  # killed if it still runs; its log closed
                 if attempt < BIND_ATTEMPTS and "address already in use" in self.log_tail().lower():
@@ -109,6 +123,17 @@ class EdgeProcess:
             self.port = port
             return self
         raise AssertionError("unreachable")
+
+    def _wait_for_workers(self, timeout: float) -> None:
+        """Several workers answer the ping from the first one's start: wait for the supervisor's word
+        that all of them are (edge/workers.py)."""
+        if self.workers == 1:
+            return
+        deadline = time.monotonic() + timeout
+        while f"ready with {self.workers} workers" not in self.log_tail(400):
+            if self.returncode is not None or time.monotonic() > deadline:
+                raise StartFailed(f"the {self.program} workers did not all start\n{self.log_tail()}")
+            time.sleep(0.05)
 
     def _spawn(self, port: int) -> None:
         if self._child is not None:

@@ -81,7 +81,9 @@ class LocalTopology:
         for index, port in enumerate(self.edge_ports):
             name = f"edge-{index + 1}"
             token = self._admin_token(name)
-            child = self._serve(name, "edge", port, {"EDGE_ADMIN_TOKEN": token, "EDGE_NODE_ID": name})
+            # one worker per edge keeps the local topology light (edge serve --workers N in production)
+            settings = {"EDGE_ADMIN_TOKEN": token, "EDGE_NODE_ID": name, "EDGE_WORKERS": "1"}
+            child = self._serve(name, "edge", port, settings)
             edges.append((child, token))
         dist_url = distribution.wait_ready()
         say(f"distribution service ready at {dist_url}")

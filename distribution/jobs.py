@@ -148,9 +148,16 @@ class JobStore:
         return await self._database.run(self._create, kind, name, version, rules, edges, totals, "keep")
 
     async def create_delete(
-        self, name: str, version: str, rules: tuple[Rule, ...], edges: list[Edge], on_success: str
+        self,
+        name: str,
+        version: str,
+        rules: tuple[Rule, ...],
+        edges: list[Edge],
+        on_success: str,
+        totals: tuple[int, int],
     ) -> tuple[int, bool]:
-        return await self._database.run(self._create, DELETE, name, version, rules, edges, (0, 0), on_success)
+        """A removal from edges: each job's ``distributed_files`` counts the files removed there."""
+        return await self._database.run(self._create, DELETE, name, version, rules, edges, totals, on_success)
 
     def _create(
         self,

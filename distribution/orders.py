@@ -101,12 +101,13 @@ async def repair(runner: JobRunner, name: str, version: str, dry_run: bool) -> t
 
 
 async def undistribute(runner: JobRunner, name: str, version: str, order: Order) -> tuple[int | None, list[Edge]]:
-    """Queue the removal of a bundle version from the matching edges."""
-    await runner.bundles.get(name, version)
+    """Queue the removal of a bundle version from the matching edges; each job counts its files."""
+    bundle = await runner.bundles.get(name, version)
     edges = select_edges(order.rules, await runner.edges.list())
     if order.dry_run:
         return None, edges
-    dist_id, _ = await runner.jobs.create_delete(name, version, order.rules, edges, order.on_success)
+    totals = (bundle.artifacts_count, bundle.artifacts_size)
+    dist_id, _ = await runner.jobs.create_delete(name, version, order.rules, edges, order.on_success, totals)
     runner.wake()
     return dist_id, edges
 

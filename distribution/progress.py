@@ -10,6 +10,8 @@ import click
 
 from repository.client import call
 
+from .jobs import DELETE
+
 V1 = "/distribution/api/v1"
 POLL_SECONDS = 1.0
 DONE = ("Completed", "Failed")
@@ -23,16 +25,24 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def site_line(site: dict[str, Any], rate: float | None = None) -> str:
+def site_line(site: dict[str, Any], rate: float | None = None, *, removal: bool = False) -> str:
+    """One edge's line; a removal from edges counts the files removed there."""
     name = site["target_artifactory"]["name"]
-    line = (
-        f"  {name:<20} {site['status']:<12} {site['distributed_files']}/{site['total_files']} files"
-        f"  {human_bytes(site['distributed_bytes'])}/{human_bytes(site['total_bytes'])}"
-        f"  sent {human_bytes(site.get('sent_bytes', 0))}"
-    )
-    if rate is not None and site["status"] not in DONE:
+    line = f"  {name:<20} {site['status']:<12} {site['distributed_files']}/{site['total_files']} files"
+    if removal:
+        line += " removed"
+    else:
+        line += (
+            f"  {human_bytes(site['distributed_bytes'])}/{human_bytes(site['total_bytes'])}"
+            f"  sent {human_bytes(site.get('sent_bytes', 0))}"
+        )
+    if rate is not None and not removal and site["status"] not in DONE:
         line += f"  {human_bytes(rate)}/s"
     return line + (f"  {site['general_error']}" if site["general_error"] else "")
+
+
+def is_removal(d: dict[str, Any]) -> bool:
+    return d["type"] == DELETE
 
 
 def status_text(d: dict[str, Any]) -> str:
@@ -40,7 +50,7 @@ def status_text(d: dict[str, Any]) -> str:
         f"{d['release_bundle_name']} {d['release_bundle_version']}  #{d['distribution_id']} {d['type']}"
         f"  {d['status']}  started {d['start_time']}"
     )
-    return "\n".join([head, *(site_line(s) for s in d["sites"])])
+    return "\n".join([head, *(site_line(s, removal=is_removal(d)) for s in d["sites"])])
 
 
 class Rates:
@@ -64,7 +74,10 @@ def follow(url: str, token: str | None, name: str, version: str, dist_id: int) -
     tty = sys.stderr.isatty()
     while True:
         status = call(url, token, "GET", f"{V1}/release_bundle/{name}/{version}/distribution/{dist_id}")
-        lines = [f"{status['status']}", *(site_line(s, rates.rate(s)) for s in status["sites"])]
+        lines = [
+            f"{status['status']}",
+            *(site_line(s, rates.rate(s), removal=is_removal(status)) for s in status["sites"]),
+        ]
         text = "\n".join(lines)
         if tty:
             click.echo(("\x1b[F\x1b[K" * drawn) + text, err=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 from storage_backends import BlobNotFound, StorageBackend, StorageError
 from wire.batch import BATCH_BLOB_MAX, BATCH_MAX_BLOBS, body_length, head_line
-from wire.protocol import TransactionState
+from wire.protocol import Removal, TransactionState
 from wire.published import published_digest
 
 from .bundle_store import BundleArtifact
@@ -342,9 +342,23 @@ async def _counted(first: bytes, rest: AsyncIterator[bytes], on_bytes: Callable[
         yield chunk
 
 
-async def delete_from_edge(client: EdgeClient, name: str, version: str) -> None:
-    """Remove a bundle version from an edge and check it is gone (already gone is success)."""
-    await client.delete_bundle(name, version)
+async def delete_from_edge(
+    client: EdgeClient, name: str, version: str, on_step: Callable[[Removal], Awaitable[Any]]
+) -> None:
+    """Remove a bundle version from an edge and check it is gone (already gone is success).
+
+    The edge removes a bounded part of the bundle per request and answers how far it got
+    (``on_step`` is told); the next request goes on from there, whether it comes next in this
+    loop or from a later attempt after an error or a restart, so any request may be repeated."""
+    before = -1
+    while (step := await client.remove_bundle(name, version)) is not None:
+        if step.removed <= before:
+            raise EdgeGarbage(
+                f"edge {client.edge.name} answered a removal step of {name}/{version} that removed nothing"
+                f" ({step.removed} of {step.total} files, as before)"
+            )
+        before = step.removed
+        await on_step(step)
     for b in await client.bundles():
         if isinstance(b, dict) and b.get("name") == name and b.get("version") == version:
             raise EdgeGarbage(f"edge {client.edge.name} still lists {name}/{version} after deleting it")

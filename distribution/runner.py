@@ -23,6 +23,7 @@ from repository.catalog import now_ms
 from repository.errors import NotFound
 from repository.logs import current_request_id
 from storage_backends import StorageBackend
+from wire.protocol import Removal
 
 from .bundles import BundleService
 from .edges import EdgeStore
@@ -116,7 +117,7 @@ class JobRunner:
             return
         client = EdgeClient(self.session, edge, read_timeout=self.settings.edge_read_timeout)
         if job.type == DELETE:
-            await delete_from_edge(client, job.name, job.version)
+            await self._remove(job, client)
         else:
             await self._push(job, client)
         self._server_errors.pop(job.key, None)
@@ -149,6 +150,27 @@ class JobRunner:
             await asyncio.gather(flusher, return_exceptions=True)
             self._progress.pop(job.key, None)
             await asyncio.shield(self.jobs.update(job.key, **progress.fields()))
+
+    async def _remove(self, job: Job, client: EdgeClient) -> None:
+        """Remove the bundle version from the edge a bounded step at a time, each step's count of
+        files removed written to the job (In progress, files removed of total)."""
+        first = True
+
+        async def on_step(step: Removal) -> None:
+            nonlocal first
+            fields: dict[str, Any] = {"distributed_files": step.removed, "total_files": step.total}
+            if first:
+                fields |= {"state": IN_PROGRESS, "general_error": "", "attempts": 0}
+                fields |= {"started": now_ms()} if job.started is None else {}
+                first = False
+            await self.jobs.update(job.key, **fields)
+
+        await delete_from_edge(client, job.name, job.version, on_step)
+        current = await self.jobs.job(job.key)
+        if current is not None:
+            await self.jobs.update(
+                job.key, distributed_files=current.total_files, distributed_bytes=current.total_bytes
+            )
 
     async def _flush(self, key: tuple[int, str], progress: Progress) -> None:
         """Write a running job's counters to sqlite at most every FLUSH_SECONDS, only when they moved."""

@@ -11,7 +11,6 @@ TLS, asyncio's ``loop.sendfile`` falls back to reading and writing by itself.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import BinaryIO
 
@@ -19,6 +18,7 @@ from aiohttp import ClientConnectionResetError
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 
+from repository.sendfile import send_file
 from storage_backends import StorageError
 
 # Bytes per sendfile call: the progress counters move at least this often.
@@ -29,7 +29,7 @@ class FileWindow(Payload):
     """``count`` bytes of an open file from ``offset``, as a request body.
 
     aiohttp writes the request's headers and then asks the payload to write itself: the
-    headers are flushed, then the bytes go with ``loop.sendfile`` on the connection's own
+    headers are flushed, then the bytes go by sendfile(2) (``send_file``) on the connection's own
     transport, in slices, telling ``on_bytes`` of each. The caller owns and closes the file.
     """
 
@@ -53,10 +53,9 @@ class FileWindow(Payload):
         transport = writer.transport
         if transport is None or transport.is_closing():
             raise ClientConnectionResetError("the connection closed before the body was sent")
-        loop = asyncio.get_running_loop()
         offset, end = self._offset, self._offset + count
         while offset < end:
-            sent = await loop.sendfile(transport, self._value, offset, min(SLICE, end - offset))  # type: ignore[arg-type]
+            sent = await send_file(transport, self._value, offset, min(SLICE, end - offset))  # type: ignore[arg-type]
             if sent == 0:
                 raise StorageError("blob shorter than its recorded size")
             offset += sent

@@ -18,8 +18,9 @@ from aiohttp.payload import Payload
 
 from repository.logs import current_request_id
 from wire import protocol
+from wire.errors import InvalidInput
 from wire.jsonstrict import JsonRefused, loads
-from wire.protocol import RECEIVED_BYTES
+from wire.protocol import RECEIVED_BYTES, Removal
 
 from .edges import Edge
 
@@ -201,15 +202,24 @@ class EdgeClient:
     async def abort(self, tx: str) -> None:
         await self.call("POST", protocol.abort_path(tx))
 
-    async def delete_bundle(self, name: str, version: str) -> bool:
-        """Remove a bundle from the edge; False when the edge did not hold it (already gone is done)."""
+    async def remove_bundle(self, name: str, version: str) -> Removal | None:
+        """One bounded step of a bundle's removal from the edge: how far it got (202), or None once
+        the bundle is gone (204; 404: it was not there, or an earlier step finished it)."""
+        path = protocol.bundle_path(name, version)
         try:
-            await self.call("DELETE", protocol.bundle_path(name, version), expect_json=False)
+            status, body, _ = await self.call("DELETE", path)
         except EdgeRefused as exc:
             if exc.status == 404:
-                return False
+                return None
             raise
-        return True
+        if status != 202:
+            return None
+        try:
+            return protocol.parse_removal(body)
+        except InvalidInput as exc:
+            raise EdgeGarbage(
+                f"{self._what('DELETE', path)} answered 202 with {exc}: {_quote(json.dumps(body))}"
+            ) from None
 
     async def bundles(self) -> list[dict[str, Any]]:
         _, body, _ = await self.call("GET", protocol.BUNDLES)

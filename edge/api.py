@@ -214,8 +214,11 @@ async def list_bundles(request: web.Request) -> web.Response:
 
 
 async def delete_bundle(request: web.Request) -> web.Response:
-    await _transactions(request).delete_bundle(request.match_info["name"], request.match_info["version"])
-    return web.Response(status=204)
+    """204 once the bundle is gone; 202 with how far the removal got while files are left."""
+    removal = await _transactions(request).delete_bundle(request.match_info["name"], request.match_info["version"])
+    if removal.done:
+        return web.Response(status=204)
+    return json_response(protocol.removal_body(removal), status=202)
 
 
 # -- trusted keys ------------------------------------------------------------------

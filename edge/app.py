@@ -11,6 +11,7 @@ from aiohttp import web
 from repository.catalog import Repo
 from repository.http import keys as core
 from repository.http.metrics import metrics_middleware
+from repository.http.metrics_shared import setup_shared_metrics
 from repository.http.middlewares import error_middleware, identity_middleware
 from repository.http.request_ids import request_id_middleware, setup_request_ids
 from repository.http.scrub_api import setup_scrub
@@ -21,7 +22,7 @@ from repository.scrub_store import CatalogBlobs
 from .access.audit_middleware import audit_middleware
 from .access.middleware import access_ctx, access_middleware
 from .access.setup import setup_security
-from .keys import settings_key, transactions_key, trusted_keys_key
+from .keys import settings_key, starts_node_key, transactions_key, trusted_keys_key, worker_key
 from .metrics import setup_edge_metrics
 from .pace import UploadPace
 from .raw_body import Receivers, close_after_raw_body
@@ -40,7 +41,12 @@ MAX_JSON_BODY = 1024 * 1024
 EXPIRY_INTERVAL = 60.0
 
 
-def create_app(settings: EdgeSettings) -> web.Application:
+WORKER_HEADER = "X-Edge-Worker"
+
+
+def create_app(settings: EdgeSettings, *, worker: int = 0, starts_node: bool = True) -> web.Application:
+    """The edge's app; ``worker`` (from 1) when it is one of several processes serving the port
+    (edge/workers.py), of which only the first to start ``starts_node``."""
     app = web.Application(
         middlewares=[
             request_id_middleware,
@@ -53,8 +59,14 @@ def create_app(settings: EdgeSettings) -> web.Application:
         client_max_size=MAX_JSON_BODY,
     )
     app[settings_key] = settings
+    app[worker_key] = worker
+    app[starts_node_key] = starts_node
+    if worker:
+        app.on_response_prepare.append(answer_worker)
     setup_request_ids(app)
     setup_edge_metrics(app, settings)
+    if worker:  # a scrape reaching any worker answers for the node
+        setup_shared_metrics(app, settings.data_dir / "metrics", worker, starts_node=starts_node)
     uploads = Repo(EDGE_UPLOADS_REPO, anonymous_read=settings.uploads_anonymous_read)
     setup_artifact_core(
         app,
@@ -98,8 +110,9 @@ async def transactions_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.transaction_ttl,
         Receivers(),
         UploadPace(settings.upload_min_rate, settings.upload_rate_window, settings.upload_deadline),
+        settings.removal_files_per_request,
     )
-    await transactions.recover()
+    await transactions.recover(sweep_staging=app[starts_node_key])
     app[transactions_key] = transactions
     interval = min(EXPIRY_INTERVAL, max(settings.transaction_ttl / 4, 1.0))
     task = asyncio.create_task(transactions.expire_forever(interval), name="expire-transactions")
@@ -108,3 +121,8 @@ async def transactions_ctx(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await asyncio.to_thread(transactions.receivers.close)  # every upload has ended by now
+
+
+async def answer_worker(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """``on_response_prepare`` of a worker: which worker answered, for operators reading a trace."""
+    response.headers[WORKER_HEADER] = str(request.app[worker_key])

@@ -6,8 +6,9 @@ on their paths; then one transaction shows them all, marks the transaction commi
 lists the bundle. A removal first hands the paths another bundle claims too to that bundle,
 then in one transaction hides every entry of the bundle and takes it off the list; then it
 deletes the entries a page at a time, collecting the blobs nothing references any more
-after each page, and gives the freed database pages back. Downloads, uploads and status
-reads never wait for more than a page, and never see part of a bundle.
+after each page, and gives the freed database pages back. A removal asked with a limit
+stops after that many files and answers how far it got; asked again, it goes on. Downloads,
+uploads and status reads never wait for more than a page, and never see part of a bundle.
 
 One change runs at a time on this node. A crash leaves the work recorded (``edge.claims``):
 at start-up a commit cut short is rolled back (the Distribution service commits again), a
@@ -16,15 +17,16 @@ removal is finished.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
 
+from repository import bulk
 from repository.artifacts import ArtifactService, guess_mime_type
 from repository.bulk import new_key
 from repository.catalog import Artifact, Repo
 from repository.errors import NotFound
+from wire.protocol import Removal
 
 from .claims import COMMIT, REMOVE, BundleChange, BundleClaims
 from .store import EdgeStore, Transaction
@@ -56,7 +58,7 @@ class BundleIndex:
         self.claims = claims
         self.artifacts = artifacts
         self.bulk = artifacts.catalog.bulk
-        self._lock = asyncio.Lock()  # one bundle change at a time
+        self._lock = store.database.locks("bundle-change")  # one bundle change at a time, in every worker
 
     async def publish(
         self, tx: Transaction, repos: list[str], files: AsyncIterator[list[TransactionFile]], user: str, now: int
@@ -64,7 +66,7 @@ class BundleIndex:
         """Index every file of ``tx``'s manifest (in ``repos``, a page at a time from ``files``) and
         commit it, shown all at once; refused (409) anywhere, what was indexed is removed again and
         nothing shows."""
-        async with self._lock:
+        async with self._lock():
             change = BundleChange(tx.name, tx.version, tx.id, COMMIT, new_key())
             created = [Repo(key, anonymous_read=True) for key in repos]
 
@@ -100,9 +102,10 @@ class BundleIndex:
         await self.bulk.end_abandoned(change.bulk_key, extra=partial(self.claims.end_rows, change))
         log.info("commit of %s/%s cut short: what it had indexed is removed", change.name, change.version)
 
-    async def remove(self, name: str, version: str) -> None:
-        """Take a committed bundle off this edge (or finish taking it off); 404 if it is not here."""
-        async with self._lock:
+    async def remove(self, name: str, version: str, limit: int | None = None) -> Removal:
+        """Take a committed bundle off this edge, or go on taking it off: at most ``limit`` of its
+        files per call (None: all of them), answering how far it has got; 404 if it is not here."""
+        async with self._lock():
             change = await self.claims.change(name, version)
             if change is None or change.action != REMOVE:
                 bundle = await self.store.bundle(name, version)
@@ -113,28 +116,39 @@ class BundleIndex:
                     await self.bulk.reassign(change.owner, shared)
                 begin = partial(self.claims.begin_removal_rows, change)
                 await self.bulk.begin_unpublish(change.bulk_key, change.owner, extra=begin)
-            await self._finish_removal(change)
+            return await self._removal_step(change, limit)
 
-    async def _finish_removal(self, change: BundleChange) -> None:
-        """Delete a hidden bundle's entries and claims a page at a time, collecting after each
-        page; then its transaction, and the database pages this freed."""
-        removed = 0
-        while paths := await self.claims.first_claims(change.name, change.version):
+    async def _removal_step(self, change: BundleChange, limit: int | None) -> Removal:
+        """Delete up to ``limit`` (None: all) of a hidden bundle's entries and claims, a page at a
+        time, collecting after each page; once none is left, its transaction, and the database
+        pages this freed. The count of claims left says how far the removal is, whoever did the
+        pages before (an earlier request, or one a crash cut short)."""
+        budget = limit
+        while budget is None or budget > 0:
+            size = bulk.PAGE if budget is None else min(bulk.PAGE, budget)
+            paths = await self.claims.first_claims(change.name, change.version, size)
+            if not paths:
+                break
             drop = partial(self.claims.drop_claim_rows, change, paths)
             gone = await self.bulk.remove_page(change.owner, paths, extra=drop)
             await self.artifacts.collect(gone)
-            removed += len(gone)
+            budget = None if budget is None else budget - len(paths)
+        left, total = await self.claims.removal_progress(change)
+        if left:
+            total = max(total, left)  # a transaction row gone (it never is before the end) says nothing
+            return Removal(total - left, total)
         while await self.claims.drop_transaction_blobs(change.transaction_id):
             pass
         await self.bulk.finish(change.bulk_key, extra=partial(self.claims.end_removal_rows, change))
         await self.bulk.reclaim()
-        log.info("bundle %s/%s removed: %d index entries", change.name, change.version, removed)
+        log.info("bundle %s/%s removed: %d files", change.name, change.version, total)
+        return Removal(total, total)
 
     async def resume(self) -> None:
         """At start-up: roll back each commit a crash cut short, and finish each removal."""
-        async with self._lock:
+        async with self._lock():
             for change in await self.claims.changes():
                 if change.action == COMMIT:
                     await self._abandon(change)
                 else:
-                    await self._finish_removal(change)
+                    await self._removal_step(change, None)

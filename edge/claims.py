@@ -121,17 +121,29 @@ class BundleClaims:
             [(change.name, change.version, repo, path) for repo, path in paths],
         )
 
-    async def first_claims(self, name: str, version: str) -> list[Path]:
-        """A page of the paths a bundle claims (the first ones: a removal drops each page it handled)."""
+    async def first_claims(self, name: str, version: str, limit: int = bulk.PAGE) -> list[Path]:
+        """The first ``limit`` paths a bundle claims (a removal drops each page it handled)."""
         return await self._database.run(
             lambda: [
                 (r[0], r[1])
                 for r in self._db.execute(
                     "SELECT repo, path FROM bundle_files WHERE name = ? AND version = ? ORDER BY repo, path LIMIT ?",
-                    [name, version, bulk.PAGE],
+                    [name, version, limit],
                 )
             ]
         )
+
+    async def removal_progress(self, change: BundleChange) -> tuple[int, int]:
+        """``(left, total)``: how many paths a bundle being removed still claims, of how many files
+        its transaction lists."""
+        return await self._database.run(self._removal_progress, change)
+
+    def _removal_progress(self, change: BundleChange) -> tuple[int, int]:
+        ((left,),) = self._db.execute(
+            "SELECT count(*) FROM bundle_files WHERE name = ? AND version = ?", [change.name, change.version]
+        ).fetchall()
+        files = self._db.execute("SELECT files FROM transactions WHERE id = ?", [change.transaction_id]).fetchall()
+        return int(left), int(files[0][0]) if files else 0
 
     async def shared_claims(self, name: str, version: str) -> AsyncIterator[dict[Path, str]]:
         """The paths a bundle claims that another bundle claims too, with that bundle's owner, a page

@@ -15,10 +15,12 @@ from repository.cli_scrub import scrub_group
 from repository.cli_support import serve_command
 from repository.client import call
 from repository.tokens import Role
+from wire import protocol
 
 from . import __version__
 from .app import create_app
 from .settings import load_edge_settings
+from .workers import supervise
 
 
 @click.group()
@@ -34,6 +36,7 @@ main.add_command(
         default_port=8082,
         load=load_edge_settings,
         create_app=create_app,
+        supervise=supervise,
     )
 )
 remote_options = cli_support.remote_options("EDGE", "http://127.0.0.1:8082")
@@ -139,9 +142,11 @@ def bundles_list(url: str, token: str | None) -> None:
 @click.argument("name")
 @click.argument("version")
 def bundles_delete(url: str, token: str | None, name: str, version: str) -> None:
-    """Remove bundle NAME VERSION from this edge; blobs nothing else references are collected."""
-    path = f"/artifactory/api/distribution/bundles/{quote(name, safe='')}/{quote(version, safe='')}"
-    call(url, token, "DELETE", path)
+    """Remove bundle NAME VERSION from this edge; blobs nothing else references are collected.
+    The edge removes part of a big bundle per request: this asks again until it is all gone."""
+    while isinstance(answer := call(url, token, "DELETE", protocol.bundle_path(name, version)), dict):
+        step = protocol.parse_removal(answer)
+        click.echo(f"removing {name} {version}: {step.removed}/{step.total} files", err=True)
     click.echo(f"deleted {name} {version}", err=True)
 
 

@@ -17,3 +17,9 @@ transactions_key = web.AppKey("transactions", Transactions)
 users_key = web.AppKey("users", UserStore)
 permission_targets_key = web.AppKey("permission_targets", TargetStore)
 audit_trail_key = web.AppKey("audit_trail", AuditTrail)
+# Whether this process starts the node (the only process, or the first worker at the node's
+# start): it alone clears what a stop of the whole node left behind (staging of transactions
+# no longer open, geo snapshots), which a restarted worker must leave to the others using it.
+starts_node_key = web.AppKey("starts_node", bool)
+# The worker number a process answers as X-Edge-Worker (edge/workers.py); 0: the only process.
+worker_key = web.AppKey("worker", int)

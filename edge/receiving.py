@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
-import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from repository.errors import BadRequest, Conflict, RepositoryError
@@ -28,6 +28,10 @@ from .staging import IO_CHUNK, IO_PIECES, StagedFile
 
 # sha256s named in one error message, at most
 LISTED_IN_ERRORS = 10
+# How often uploads under way look whether another worker ended their transaction.
+WATCH_SECONDS = 1.0
+
+log = logging.getLogger(__name__)
 
 
 def listed(items: list[str]) -> str:
@@ -65,19 +69,6 @@ class TransactionEnded(Conflict):
         )
 
 
-class Locks:
-    """An asyncio lock per key (a transaction, a blob of one), kept while anyone holds or awaits it."""
-
-    def __init__(self) -> None:
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-
-    def __call__(self, key: str) -> asyncio.Lock:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        return lock
-
-
 @dataclass(eq=False)
 class Upload:
     """One upload under way. ``stop`` records why it must end and interrupts its body read."""
@@ -107,15 +98,24 @@ class Upload:
 
 @dataclass
 class InFlight:
-    """The uploads under way, by transaction, in this process."""
+    """The uploads under way, by transaction, in this process.
 
+    Another worker of the node may end a transaction whose uploads run here: while any does,
+    a watcher asks ``ended`` every ``WATCH_SECONDS`` and stops them as the end in this process
+    would, so they let go of the staging the other worker frees.
+    """
+
+    ended: Callable[[str], Awaitable[str | None]] | None = None
     _uploads: dict[str, set[Upload]] = field(default_factory=dict)
+    _watchers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     @contextlib.contextmanager
     def upload(self, tx_id: str) -> Iterator[Upload]:
         """Register an upload of ``tx_id`` for as long as it uses the transaction's staging."""
         upload = Upload(asyncio.current_task(), asyncio.get_running_loop().create_future())
         self._uploads.setdefault(tx_id, set()).add(upload)
+        if self.ended is not None and tx_id not in self._watchers:
+            self._watchers[tx_id] = asyncio.create_task(self._watch(tx_id, self.ended), name=f"watch {tx_id}")
         try:
             yield upload
         finally:
@@ -123,7 +123,22 @@ class InFlight:
             uploads.discard(upload)
             if not uploads:
                 self._uploads.pop(tx_id, None)
+                watcher = self._watchers.pop(tx_id, None)
+                if watcher is not None:
+                    watcher.cancel()
             upload.done.set_result(None)
+
+    async def _watch(self, tx_id: str, ended: Callable[[str], Awaitable[str | None]]) -> None:
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            try:
+                state = await ended(tx_id)
+            except Exception:  # the next look tries again
+                log.exception("looking whether transaction %s ended failed", tx_id)
+                continue
+            if state is not None:
+                for upload in list(self._uploads.get(tx_id, ())):
+                    upload.stop(TransactionEnded(tx_id, state))
 
     async def stop(self, tx_id: str, state: str) -> None:
         """Stop every upload of ``tx_id`` under way, but the caller's own, and wait until each has

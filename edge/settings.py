@@ -20,7 +20,18 @@ from .access.rules import GEO_NEEDS_DATABASE, GEO_UNKNOWN, RuleSpec
 from .access.signed_urls import ALGORITHMS, UrlKeySpec
 
 MiB = 1024 * 1024
+MAX_REMOVAL_FILES_PER_REQUEST = 1_000_000
 DAY = 24 * 3600
+# More worker processes than this is a typo, not a machine: each holds its database
+# connections, receiver threads and caches.
+MAX_WORKERS = 64
+
+
+def one_per_core() -> int:
+    """The default number of workers: the cores this process may run on (its CPU affinity)."""
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
+
+
 # An nginx location prefix: '/', segments of URL-safe characters, a closing '/'; no dot segments.
 ACCEL_PREFIX = re.compile(r"/(?:(?!\.{1,2}/)[A-Za-z0-9._~-]+/)+")
 
@@ -134,11 +145,19 @@ class EdgeSettings(ServiceSettings):
     # local blobs asked for by that nginx (X-Sendfile-Type: X-Accel-Redirect) are then sent by
     # nginx, the edge answering only the headers and X-Accel-Redirect; "" (the default) is off
     accel_redirect: str = ""
+    # processes serving the port (edge/workers.py): one per core by default; 1 is a single
+    # process, with no supervisor
+    workers: int = field(default_factory=one_per_core)
+    # files of a bundle one DELETE of it removes at most (its blobs collected as it goes); the
+    # Distribution service calls again until the removal is done, so each request stays short
+    removal_files_per_request: int = 5000
     access: AccessSettings = field(default_factory=AccessSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise InvalidSetting("workers", f"must be 1 to {MAX_WORKERS}")
         if self.transaction_ttl < 1:
             raise ValueError("setting 'transaction_ttl' must be at least 1 second")
         if self.max_manifest_bytes < 1024:
@@ -147,6 +166,8 @@ class EdgeSettings(ServiceSettings):
             raise ValueError("settings 'upload_min_rate' and 'upload_deadline' must be 0 (off) or more")
         if not 0 < self.upload_rate_window <= 3600:
             raise ValueError("setting 'upload_rate_window' must be more than 0 and at most 3600 seconds")
+        if not 1 <= self.removal_files_per_request <= MAX_REMOVAL_FILES_PER_REQUEST:
+            raise ValueError(f"setting 'removal_files_per_request' must be 1 to {MAX_REMOVAL_FILES_PER_REQUEST} files")
         if self.accel_redirect and not ACCEL_PREFIX.fullmatch(self.accel_redirect):
             raise ValueError("setting 'accel_redirect' must be empty (off) or a path like '/_blobs/'")
 

@@ -8,14 +8,15 @@ So a crash at any moment leaves either no trace of the bundle or all of it, and 
 step can be retried: a transaction is named by its manifest's sha256, and each step
 answers the state it finds.
 
-Steps on one transaction are serialised by a per-transaction lock in this process;
-uploads of different blobs run in parallel, each under its own per-blob lock (edge/uploads.py).
+Steps on one transaction are serialised by a per-transaction lock held across the node's
+processes (repository/file_locks.py), so the steps may reach different workers; everything
+a step needs from an earlier one is in the database or the staging folder. Uploads of
+different blobs run in parallel, each under its own per-blob lock (edge/uploads.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from storage_backends import os_storage_error
 from wire import protocol
 from wire.manifest import ManifestArtifact, ManifestError
 from wire.manifest_reader import ManifestReader, ManifestSummary
+from wire.protocol import Removal
 from wire.protocol import TransactionState as State
 from wire.published import PublishedDigest
 
@@ -38,7 +40,7 @@ from .claims import BundleClaims
 from .held import HeldBlobs
 from .pace import UploadPace
 from .raw_body import Receivers
-from .receiving import Locks, listed
+from .receiving import listed
 from .staging import Staging
 from .store import EdgeStore, ReceivedBundle, Transaction
 from .transaction_files import TransactionFiles, file_of
@@ -102,6 +104,7 @@ class Transactions:
         ttl: int,
         receivers: Receivers,
         pace: UploadPace = UploadPace(),
+        removal_files_per_request: int | None = None,
     ) -> None:
         self.store = store
         self.trust = trust
@@ -109,11 +112,12 @@ class Transactions:
         self.staging = staging
         self.ttl = ttl
         self.receivers = receivers
+        self.removal_files_per_request = removal_files_per_request  # None: a removal in one call
         self.held = HeldBlobs(artifacts, store)
         self.uploads = Uploads(self, store, artifacts, staging, receivers, pace)
         self.index = BundleIndex(store, BundleClaims(store.database), artifacts)
         self.files = TransactionFiles(store.database)
-        self._lock = Locks()
+        self._lock = store.database.locks("transaction")  # one step of a transaction at a time, in every worker
 
     # -- start ------------------------------------------------------------------
 
@@ -297,27 +301,33 @@ class Transactions:
     async def bundles(self) -> list[ReceivedBundle]:
         return await self.store.bundles()
 
-    async def delete_bundle(self, name: str, version: str) -> None:
-        """Remove a committed bundle (``BundleIndex.remove``): hidden at once, its entries then
-        deleted a page at a time and the blobs nothing references any more collected. Paths
-        another bundle claims too are kept for it. Asked again while it runs, or after a crash
-        cut it short, it finishes the removal; one that waited for another to finish is answered
-        as that one is."""
+    async def delete_bundle(self, name: str, version: str) -> Removal:
+        """Remove a committed bundle, at most ``removal_files_per_request`` files per call
+        (``BundleIndex.remove``): hidden at once, its entries then deleted a page at a time and
+        the blobs nothing references any more collected; answers how far it has got, and the
+        caller asks again until it is done. Paths another bundle claims too are kept for it.
+        Asked again while one runs, or after a crash cut it short, it goes on with the removal;
+        one that waited for another to finish it is answered as done."""
         bundle = await self.store.bundle(name, version)
         change = await self.index.claims.change(name, version)
         tx_id = bundle.manifest_sha256 if bundle is not None else change.transaction_id if change else None
         if tx_id is None:
             raise NotFound(f"No release bundle {name}/{version} on this edge")
         async with self._lock(tx_id):
-            with contextlib.suppress(NotFound):  # gone meanwhile: what was asked is done
-                await self.index.remove(name, version)
+            try:
+                return await self.index.remove(name, version, self.removal_files_per_request)
+            except NotFound:  # gone meanwhile: what was asked is done
+                return Removal(0, 0)
 
-    async def recover(self) -> None:
-        """At start-up: a commit a crash cut short is rolled back and a removal finished; staging of
-        transactions no longer OPEN is removed; OPEN ones resume."""
+    async def recover(self, *, sweep_staging: bool = True) -> None:
+        """At start-up: a commit a crash cut short is rolled back and a removal finished (safe while
+        other workers run: a live worker holds the bundle-change lock for all of its change); with
+        ``sweep_staging``, when no other worker runs, staging of transactions no longer OPEN is
+        removed; OPEN ones resume."""
         await self.index.resume()
-        await self.files.sweep()
-        await self.staging.sweep(await self.store.open_ids())
+        if sweep_staging:  # another worker's start may be recording files, and staging its manifest
+            await self.files.sweep()
+            await self.staging.sweep(await self.store.open_ids())
 
     async def expire_forever(self, interval: float) -> None:
         while True:

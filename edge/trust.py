@@ -44,7 +44,7 @@ class TrustedKeys:
     def __init__(self, store: TrustStore, edge_store: EdgeStore) -> None:
         self._store = store
         self._edge_store = edge_store
-        self._lock = asyncio.Lock()  # one change of the key set at a time
+        self._lock = edge_store.database.locks("trusted-keys")  # one change of the key set at a time, in every worker
 
     @classmethod
     async def open(cls, homedir: Path, edge_store: EdgeStore) -> TrustedKeys:
@@ -61,7 +61,7 @@ class TrustedKeys:
         success (its import merges, which is how a revocation or a new expiry arrives); the
         alias naming another key is a 409."""
         alias = check_alias(alias)
-        async with self._lock:
+        async with self._lock():
             try:
                 fingerprint = await asyncio.to_thread(self._store.import_public_key, armored)
             except TrustedKeyError:
@@ -79,7 +79,7 @@ class TrustedKeys:
 
     async def remove(self, alias: str) -> None:
         """Stop trusting the key ``alias`` names; it leaves the GnuPG home once no alias names it."""
-        async with self._lock:
+        async with self._lock():
             keys = await self._edge_store.key_aliases()
             found = next((k for k in keys if k.alias == alias), None)
             if found is None:

@@ -29,7 +29,6 @@ from .raw_body import RawBody, Receivers
 from .receiving import (
     BlobRefused,
     InFlight,
-    Locks,
     ResumeMismatch,
     TransactionEnded,
     Upload,
@@ -78,8 +77,13 @@ class Uploads:
         self.transactions = transactions
         self.store, self.artifacts, self.staging = store, artifacts, staging
         self.receivers, self.pace = receivers, pace
-        self.in_flight = InFlight()
-        self._lock = Locks()
+        self.in_flight = InFlight(self._ended)
+        self._lock = store.database.locks("blob")  # one upload of a blob at a time, in every worker
+
+    async def _ended(self, tx_id: str) -> str | None:
+        """The state of a transaction that ended (ABORTED, EXPIRED), perhaps in another worker; else None."""
+        tx = await self.store.get(tx_id)
+        return None if tx is None or tx.state in (State.OPEN, State.COMMITTED) else tx.state.value
 
     async def _held(self, tx: Transaction, sha256: str, size: int) -> bool:
         """Whether the edge holds the blob (edge/held.py); for a committed transaction, which
@@ -177,6 +181,10 @@ class Uploads:
         except DigestMismatch as exc:  # the staged file changed under us: start the blob over
             await self.staging.drop(tx_id, sha256)
             raise BlobRefused(f"Blob {sha256}: {exc}") from None
+        except FileNotFoundError:  # its staging was freed: by another worker ending the transaction?
+            if (state := await self._ended(tx_id)) is not None:
+                raise TransactionEnded(tx_id, state) from None
+            raise
 
     @contextlib.asynccontextmanager
     async def _aborted_if_disk_full(self, tx_id: str, what: str) -> AsyncIterator[None]:
@@ -210,6 +218,7 @@ class Uploads:
                 await self.staging.tidy(tx_id)
             return
         await self.artifacts.collect(sha256s)
+        await self.staging.free(tx_id)  # made again by this upload, if another worker had freed it
         raise upload.ended or TransactionEnded(tx_id, tx.state)
 
     async def _stage(

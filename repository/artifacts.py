@@ -5,7 +5,7 @@ The ordering rule that keeps storage and catalog consistent: a blob is committed
 the last entry pointing at it is gone and no pin holds it. Pins are the holders of
 blobs outside the index: a stored bundle version on the Distribution service, a
 transaction in flight or a committed bundle on an edge. One lock orders "index or
-pin a blob" against "collect a blob" in this process, so a delete never removes
+pin a blob" against "collect a blob" in every process of the node, so a delete never removes
 bytes that a concurrent deploy or bundle of the same content is about to reference.
 Collecting holds that lock one page of blobs at a time, so a deploy waits for a page at
 most, never for the whole of a big collect.
@@ -13,7 +13,6 @@ most, never for the whole of a big collect.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import mimetypes
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
@@ -22,7 +21,15 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from storage_backends import BlobInfo, BlobNotFound, DigestMismatch, Digests, StorageBackend, StorageError
+from storage_backends import (
+    BlobInfo,
+    BlobNotFound,
+    BlobsNotDeleted,
+    DigestMismatch,
+    Digests,
+    StorageBackend,
+    StorageError,
+)
 
 from .catalog import Artifact, Catalog, Folder, check_owner, now_ms
 from .errors import BadRequest, ChecksumMismatch, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable
@@ -46,6 +53,8 @@ SWEEP_PAGE = 500
 T = TypeVar("T")
 # Blobs checked and deleted per hold of the index lock.
 COLLECT_PAGE = 250
+# Blobs a failed delete left behind that the next collect tries again (the sweep finds the rest).
+UNCOLLECTED_KEPT = 100_000
 # Answers which of these blobs it holds outside the index; runs whenever a blob may be collected.
 BlobPin = Callable[[list[str]], Awaitable[set[str]]]
 
@@ -67,7 +76,11 @@ class ArtifactService:
         self.policy = policy
         self.quarantined = quarantined
         self.on_quarantine: list[QuarantineHook] = []
-        self._index_lock = asyncio.Lock()
+        # in every process serving the node: a worker's collect must not race another's deploy
+        self._index_lock = catalog.database.locks("index")
+        # blobs a collect could not delete (the store failed): tried again by the next collect;
+        # beyond UNCOLLECTED_KEPT, and after a restart, the sweep finds them in the store itself
+        self._uncollected: set[str] = set()
         self._pins: list[BlobPin] = []
 
     def pin_with(self, pin: BlobPin) -> None:
@@ -181,7 +194,7 @@ class ArtifactService:
             modified_by=user,
             owner=UPLOAD_OWNER,
         )
-        async with self._index_lock:
+        async with self._index_lock():
             if not await self.storage.exists(digests.sha256):
                 if await self.quarantined.among([digests.sha256]):  # a checksum deploy of damaged bytes
                     raise NotFound("Checksum deploy failed: the stored bytes are quarantined; send the content")
@@ -218,7 +231,7 @@ class ArtifactService:
         lost it), and every path that names it answering 409 until the right bytes are stored
         again (``restored``). ``seen``: the copy found damaged; if the store holds another by
         now (deleted and written afresh meanwhile), nothing is done and None answered."""
-        async with self._index_lock:
+        async with self._index_lock():
             try:
                 held: BlobInfo | None = await self.storage.stat(sha256)
             except BlobNotFound:
@@ -254,7 +267,7 @@ class ArtifactService:
         of them is confirmed still held; under the index lock, so no collect runs in between.
         A blob deleted since the caller found it is a 409: the caller looks again."""
         wanted = sorted(set(sha256s))
-        async with self._index_lock:
+        async with self._index_lock():
             held = await self._held(wanted)
             if gone := [s for s in wanted if s not in held]:
                 raise Conflict(f"Content was deleted meanwhile (sha256 {', '.join(gone[:3])}); retry")
@@ -262,10 +275,12 @@ class ArtifactService:
 
     async def collect(self, sha256s: Iterable[str]) -> None:
         """Delete those of these blobs that no index entry references and no pin holds (staged
-        bundle blobs of an aborted transaction, say), holding the index lock a page at a time."""
-        wanted = sorted(set(sha256s))
+        bundle blobs of an aborted transaction, say), holding the index lock a page at a time.
+        Blobs an earlier collect could not delete are tried again with them."""
+        wanted = sorted(set(sha256s) | self._uncollected)
+        self._uncollected.clear()
         for start in range(0, len(wanted), COLLECT_PAGE):
-            async with self._index_lock:
+            async with self._index_lock():
                 await self._collect(wanted[start : start + COLLECT_PAGE])
 
     async def sweep(self, grace: timedelta = SWEEP_GRACE) -> int:
@@ -288,7 +303,7 @@ class ArtifactService:
 
     async def _sweep_page(self, sha256s: list[str], grace: timedelta) -> int:
         wanted = sorted(sha256s)
-        async with self._index_lock:
+        async with self._index_lock():
             held = await self._held(wanted)
             old = []
             for sha256 in (s for s in wanted if s not in held):
@@ -323,5 +338,9 @@ class ArtifactService:
             return
         try:
             await self.storage.delete_many(unheld)  # one never stored, or already collected, is skipped
-        except StorageError as exc:  # left for a later sweep; the index is already right
-            log.warning("could not collect some of %d blobs: %s", len(unheld), exc)
+        except StorageError as exc:  # the index is already right: the next collect tries them again
+            failed = exc.sha256s if isinstance(exc, BlobsNotDeleted) else unheld
+            room = max(0, UNCOLLECTED_KEPT - len(self._uncollected))
+            self._uncollected.update(failed[:room])
+            log.warning("could not collect %d of %d blobs, tried again by the next collect: %s",
+                        len(failed), len(unheld), exc)  # fmt: skip

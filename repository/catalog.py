@@ -73,10 +73,16 @@ class Catalog:
         self._database = database
         self._repos: dict[str, Repo] | None = None
         # Hot paths are looked up on every download. Every write of this catalog
-        # goes through this object, which drops what it changes from the cache.
+        # goes through this object, which drops what it changes from the cache and tells
+        # the node's other processes (repository/generation.py), which drop all of theirs.
         self._artifacts: LRUCache[tuple[str, str], Artifact] = LRUCache(ARTIFACT_CACHE_ENTRIES)
         self._writes = 0
         self.bulk = BulkIndex(self, database)
+        database.copies.register(self.forget_all)
+
+    @property
+    def database(self) -> Database:
+        return self._database
 
     @property
     def _db(self) -> sqlite_utils.Database:
@@ -94,6 +100,7 @@ class Catalog:
             result = await self._database.run(fn, *args)
         finally:
             self._writes += 1
+            self._database.changed()
         self.forget(changed(result))
         return result
 
@@ -105,8 +112,17 @@ class Catalog:
         """Drop every cached entry of ``owner`` (one pass over the cache, when its entries hide)."""
         self._writes += 1
         self.forget([key for key, artifact in self._artifacts.items() if artifact.owner == owner])
+        self._database.changed()
 
     def forget_repos(self) -> None:
+        self._writes += 1
+        self._repos = None
+        self._database.changed()
+
+    def forget_all(self) -> None:
+        """Another process changed the catalog: every copy goes, and reads under way do not keep theirs."""
+        self._writes += 1
+        self._artifacts.clear()
         self._repos = None
 
     # -- repos --------------------------------------------------------------
@@ -114,7 +130,11 @@ class Catalog:
     async def ensure_repo(self, repo: Repo, *, update: bool = False) -> Repo:
         """Create a repo if it is missing. An existing one keeps its settings unless ``update``."""
         self._repos = None
-        return await self._database.run(self._ensure_repo, repo, update)
+        try:
+            return await self._database.run(self._ensure_repo, repo, update)
+        finally:
+            self._repos = None
+            self._database.changed()
 
     def _ensure_repo(self, repo: Repo, update: bool) -> Repo:
         """A repo made here is visible at once, even one a bulk change made and still hides."""
@@ -139,12 +159,16 @@ class Catalog:
     async def get_repo(self, key: str) -> Repo | None:
         """Repos are few and read on every request: answered from memory after the first call.
 
-        Every repo change goes through this catalog, so the copy is refreshed on write.
+        Every repo change goes through this catalog, so the copy is refreshed on write; other
+        processes' changes drop it too (``forget_all``).
         """
-        if self._repos is None:
-            repos = await self.list_repos()
-            self._repos = {r.key: r for r in repos}
-        return self._repos.get(key)
+        repos = self._repos
+        if repos is None:
+            generation = self._writes
+            repos = {r.key: r for r in await self.list_repos()}
+            if generation == self._writes:  # no change raced the read
+                self._repos = repos
+        return repos.get(key)
 
     def _get_repo(self, key: str) -> Repo | None:
         row = self._db.execute(f"SELECT {_REPO_COLUMNS} FROM repos WHERE key = ? AND {VISIBLE_REPO}", [key]).fetchone()

@@ -12,10 +12,23 @@ from aiohttp import web
 
 from .http.connections import ConnectionLimits
 from .logs import setup_logging
-from .serve import serve
+from .serve import Listener, serve
 from .settings import ServiceSettings, SettingsError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+# Runs a service as several processes when its settings ask for more than one (the edge's
+# ``workers``): the settings, the service's name and its connection limits.
+Supervise = Callable[[Any, str, ConnectionLimits], None]
+
+
+def connection_limits(settings: ServiceSettings) -> ConnectionLimits:
+    return ConnectionLimits(
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        keepalive_timeout=settings.keepalive_timeout,
+    )
 
 
 def serve_command(
@@ -25,36 +38,46 @@ def serve_command(
     default_port: int,
     load: Callable[..., ServiceSettings],
     create_app: Callable[[Any], web.Application],
+    supervise: Supervise | None = None,
 ) -> click.Command:
-    """``NAME serve``: settings from file, environment and flags, then run until Ctrl-C or SIGTERM."""
+    """``NAME serve``: settings from file, environment and flags, then run until Ctrl-C or SIGTERM.
+    With ``supervise``, a ``--workers`` flag too, and more than one worker runs under it."""
 
-    @click.command("serve")
-    @click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help="TOML settings file.")
-    @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help=f"State [{default_data_dir}].")
-    @click.option("--host", help="Address to listen on [127.0.0.1].")
-    @click.option("--port", type=int, help=f"Port to listen on [{default_port}].")
-    def command(config: Path | None, data_dir: Path | None, host: str | None, port: int | None) -> None:
+    def command(config: Path | None, data_dir: Path | None, host: str | None, port: int | None, **more: Any) -> None:
         try:
-            settings = load(config, data_dir=data_dir, host=host, port=port)
+            settings = load(config, data_dir=data_dir, host=host, port=port, **more)
         except SettingsError as exc:
             raise click.UsageError(str(exc)) from None
         setup_logging(settings.log_level)
-        app = create_app(settings)
+        if supervise is not None and getattr(settings, "workers", 1) > 1:
+            supervise(settings, name, connection_limits(settings))
+            return
         serve(
-            app,
-            host=settings.host,
-            port=settings.port,
+            create_app(settings),
+            listener=Listener(settings.host, settings.port),
             shutdown_timeout=settings.shutdown_timeout,
-            limits=ConnectionLimits(
-                header_timeout=settings.header_timeout,
-                body_timeout=settings.body_timeout,
-                keepalive_timeout=settings.keepalive_timeout,
-            ),
+            limits=connection_limits(settings),
             name=name,
+            event_loop=settings.event_loop,
         )
 
-    command.help = f"Run the {name} until Ctrl-C or SIGTERM."
-    return command
+    if supervise is not None:
+        command = click.option(
+            "--workers",
+            type=int,
+            help="Processes serving the port [one per core]; 1: a single process.",
+        )(command)
+    command = click.option("--port", type=int, help=f"Port to listen on [{default_port}].")(command)
+    command = click.option("--host", help="Address to listen on [127.0.0.1].")(command)
+    command = click.option(
+        "--data-dir", type=click.Path(file_okay=False, path_type=Path), help=f"State [{default_data_dir}]."
+    )(command)
+    command = click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help="TOML settings file.")(
+        command
+    )
+    serve_cmd = click.command("serve")(command)
+    serve_cmd.help = f"Run the {name} until Ctrl-C or SIGTERM."
+    return serve_cmd
 
 
 def remote_options(env_prefix: str, default_url: str) -> Callable[[F], F]:

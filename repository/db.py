@@ -32,6 +32,9 @@ from sqlite_utils import Migrations
 
 from storage_backends import StorageFull
 
+from .file_locks import FileLocks
+from .generation import HotCopies, generation_path
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -59,10 +62,25 @@ class Database:
         self._local = threading.local()
         self._db: sqlite_utils.Database | None = None
         self._read_db: sqlite_utils.Database | None = None
+        # what this process keeps copies of; other processes serving the file say when they change
+        self.copies = HotCopies()
+        self._file_locks: dict[str, FileLocks] = {}
 
     async def open(self, *migration_sets: Migrations) -> None:
         await self.run(self._open, migration_sets)
         await self.read(self._open_reader)
+        self.copies.open(generation_path(self.path))
+
+    def locks(self, kind: str) -> FileLocks:
+        """The locks of ``kind`` that every process serving this database shares (repository/file_locks.py)."""
+        found = self._file_locks.get(kind)
+        if found is None:
+            found = self._file_locks[kind] = FileLocks(self.path.parent / "locks", kind)
+        return found
+
+    def changed(self) -> None:
+        """After a commit that changed what processes keep copies of (``HotCopies``)."""
+        self.copies.changed()
 
     def _open(self, migration_sets: tuple[Migrations, ...]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,6 +171,9 @@ class Database:
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     async def close(self) -> None:
+        self.copies.close()
+        for locks in self._file_locks.values():
+            locks.close()
         if self._read_db is not None:
             await self.read(self._read_db.close)
             self._read_db = None

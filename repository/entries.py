@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .paths import name_of, parent_of
@@ -46,6 +47,12 @@ class Artifact:
     @property
     def name(self) -> str:
         return name_of(self.path)
+
+    @cached_property
+    def derived(self) -> dict[Any, Any]:
+        """What is worked out from this entry to serve it (its response headers, say), kept with
+        it: an entry never changes, and the catalog's cache drops it when its path is written."""
+        return {}
 
     def row(self) -> dict[str, Any]:
         """The row's columns by name (spelled out: ``asdict`` deep-copies, ten times slower)."""

@@ -5,10 +5,17 @@ Every line written while a request is handled carries that request's ``request_i
 a context variable for the request's task, and a filter on the handler copies it onto
 each record. The access log line, written once the request's task is done, reads it
 from the request itself.
+
+Access lines are the one log line every request writes, so they skip the ``logging``
+machinery (a record, a caller lookup, a filter, a formatter, a flush per line) when the
+JSON handler ``setup_logging`` installs is the only place they would go: the line is built
+directly, in the same shape, and the lines of one event-loop tick reach the stream in one
+write. Under any other configuration they go through ``logging`` as usual.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -34,10 +41,24 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+def timestamp(created: float) -> str:
+    """``2026-11-22T10:00:00.123Z``; the part up to the second is formatted once per second."""
+    global _second
+    second, text = _second  # one tuple, read once: threads that log may replace it meanwhile
+    if second != int(created):
+        second = int(created)
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second = (second, text)
+    return f"{text}.{int((created - second) * 1000):03d}Z"
+
+
+_second: tuple[int, str] = (-1, "")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -51,13 +72,61 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The services' one log handler: JSON lines on stderr, plus the access lines written
+    directly (``write_line``), batched per event-loop tick."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(JsonFormatter())
+        self.addFilter(RequestIdFilter())
+        self._lines: list[str] = []
+
+    def write_line(self, line: str) -> None:
+        """Queue a finished line; the loop writes the tick's lines once it has run its callbacks."""
+        if not self._lines:
+            asyncio.get_running_loop().call_soon(self.flush_lines)
+        self._lines.append(line)
+
+    def flush_lines(self) -> None:
+        lines, self._lines = self._lines, []
+        if not lines:
+            return
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                self.stream.write("".join(lines))
+                self.flush()
+            except Exception:  # as logging does: a broken stderr never fails a request
+                self.handleError(logging.makeLogRecord({"msg": "access lines"}))
+
+    def close(self) -> None:
+        self.flush_lines()
+        super().close()
+
+
 def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [JsonHandler()]
     root.setLevel(level.upper())
+
+
+def direct_handler(logger: logging.Logger) -> JsonHandler | None:
+    """The JSON handler, when it alone would write what ``logger`` logs at INFO."""
+    root = logging.getLogger()
+    if logger.handlers or logger.filters or not logger.propagate or logger.parent is not root:
+        return None
+    handlers = root.handlers
+    if len(handlers) != 1 or root.filters:
+        return None
+    handler = handlers[0]
+    return handler if isinstance(handler, JsonHandler) and handler.level <= logging.INFO else None
+
+
+def flush_access_lines() -> None:
+    """Write the access lines still queued (the last tick's, when a service stops)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, JsonHandler):
+            handler.flush_lines()
 
 
 class JsonAccessLogger(AbstractAccessLogger):
@@ -65,19 +134,32 @@ class JsonAccessLogger(AbstractAccessLogger):
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         principal = request.get(keys.principal)
+        method, path, status = request.method, request.path, response.status
+        request_id = request.get(keys.request_id)
         fields = {
-            "method": request.method,
-            "path": request.path,
-            "status": response.status,
+            "method": method,
+            "path": path,
+            "status": status,
             "bytes": response.body_length,
             "ms": round(time * 1000, 2),
             "remote": request.remote,
             "user": getattr(principal, "subject", None),
         }
-        self.logger.info(
-            "%s %s %s",
-            request.method,
-            request.path,
-            response.status,
-            extra={"fields": fields, "request_id": request.get(keys.request_id)},
-        )
+        handler = direct_handler(self.logger)
+        if handler is None:
+            extra = {"fields": fields, "request_id": request_id}
+            self.logger.info("%s %s %s", method, path, status, extra=extra)
+            return
+        entry: dict[str, Any] = {
+            "ts": timestamp(_now()),
+            "level": "info",
+            "logger": self.logger.name,
+            "msg": f"{method} {path} {status}",
+        }
+        if request_id is not None:
+            entry["request_id"] = request_id
+        entry.update(fields)
+        handler.write_line(json.dumps(entry) + "\n")  # every value is a str, a number or None
+
+
+_now = time.time

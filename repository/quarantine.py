@@ -61,6 +61,7 @@ class Quarantine:
         self._known: frozenset[str] = frozenset()
         self._read_at = float("-inf")
         self._reading = asyncio.Lock()
+        database.copies.register(self._forget)  # another process quarantined or restored a blob
 
     @property
     def _db(self) -> sqlite_utils.Database:
@@ -77,6 +78,9 @@ class Quarantine:
                 if time.monotonic() - self._read_at > REFRESH_SECONDS:
                     await self._reload()
         return self._known
+
+    def _forget(self) -> None:
+        self._read_at = float("-inf")
 
     async def _reload(self) -> None:
         """On the reader thread: a download that finds the set stale never waits for the writer."""
@@ -109,6 +113,7 @@ class Quarantine:
             "INSERT OR REPLACE INTO quarantine (sha256, size, found, reason, location) VALUES (?, ?, ?, ?, ?)",
             [blob.sha256, blob.size, blob.found, blob.reason, blob.location],
         )
+        self._database.changed()
         await self._reload()
 
     async def release(self, sha256s: Iterable[str]) -> list[str]:
@@ -118,6 +123,7 @@ class Quarantine:
         if freed:
             marks = ", ".join("?" * len(freed))
             await self._database.run(self._db.execute, f"DELETE FROM quarantine WHERE sha256 IN ({marks})", freed)
+            self._database.changed()
             await self._reload()
         return freed
 

@@ -10,11 +10,14 @@ import asyncio
 import logging
 import os
 import signal
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from .http.connections import ConnectionLimits, GuardedAppRunner
-from .logs import JsonAccessLogger
+from .logs import JsonAccessLogger, flush_access_lines
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +25,47 @@ log = logging.getLogger(__name__)
 # twice this). Its default of 64 KiB makes a fast upload pause and resume the socket every few
 # reads; a megabyte keeps bodies flowing at disk speed, and memory stays bounded per connection.
 READ_BUFSIZE = 1024 * 1024
+# Connections the kernel queues for a listening socket before the server accepts them.
+BACKLOG = 1024
 
 
 class ListenError(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Listener:
+    """Where a process serves: ``host:port``, or a socket bound and listening already (a worker's,
+    handed over by its supervisor, edge/workers.py); the signals that stop it; what to call once
+    it accepts connections."""
+
+    host: str
+    port: int
+    sock: socket.socket | None = None
+    stop_signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM)
+    on_ready: Callable[[], None] | None = None
+
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def loop_factory(choice: str) -> tuple[LoopFactory | None, str]:
+    """The event loop to run on (None: asyncio's default) and its name. uvloop when chosen and
+    importable; where it is not installed, the standard loop, with a warning."""
+    if choice == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("uvloop is not installed: running on the standard asyncio event loop")
+        else:
+            return uvloop.new_event_loop, "uvloop"
+    return None, "asyncio"
+
+
 async def _serve(
-    app: web.Application, host: str, port: int, shutdown_timeout: float, limits: ConnectionLimits, name: str
+    app: web.Application, listener: Listener, shutdown_timeout: float, limits: ConnectionLimits, name: str
 ) -> None:
+    host, port = listener.host, listener.port
     runner = GuardedAppRunner(
         app,
         limits=limits,
@@ -41,6 +76,7 @@ async def _serve(
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop_name = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
     def on_signal() -> None:
         if stop.is_set():  # a second Ctrl-C: the operator does not want to wait
@@ -48,16 +84,26 @@ async def _serve(
             os._exit(1)
         stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in listener.stop_signals:
         loop.add_signal_handler(sig, on_signal)
     try:
-        site = web.TCPSite(runner, host, port, backlog=1024)
+        site: web.BaseSite
+        if listener.sock is not None:
+            site = web.SockSite(runner, listener.sock)
+        else:
+            site = web.TCPSite(runner, host, port, backlog=BACKLOG)
         try:
             await site.start()
         except OSError as exc:
             raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         bound = runner.addresses[0][1] if runner.addresses else port
-        log.info("%s ready", name, extra={"fields": {"url": f"http://{host}:{bound}", "port": bound}})
+        if listener.sock is None:
+            fields = {"url": f"http://{host}:{bound}", "port": bound, "event_loop": loop_name}
+        else:  # one of several processes on the port: their supervisor says when the node is ready, and where
+            fields = {"event_loop": loop_name}
+        log.info("%s ready", name, extra={"fields": fields})
+        if listener.on_ready is not None:
+            listener.on_ready()
         await stop.wait()
         log.info(
             "%s stopping: letting running requests finish (up to %ss; Ctrl-C again to quit now)",
@@ -66,15 +112,25 @@ async def _serve(
         )
     finally:
         await runner.cleanup()
+        flush_access_lines()
     log.info("%s stopped", name)
 
 
 def serve(
-    app: web.Application, *, host: str, port: int, shutdown_timeout: float, limits: ConnectionLimits, name: str
+    app: web.Application,
+    *,
+    listener: Listener,
+    shutdown_timeout: float,
+    limits: ConnectionLimits,
+    name: str,
+    event_loop: str = "asyncio",
 ) -> None:
-    """Run until a stop signal; a port that cannot be bound is a one-line error, not a traceback."""
+    """Run until a stop signal on the chosen event loop (``loop_factory``); a port that cannot be
+    bound is a one-line error, not a traceback."""
+    factory, _ = loop_factory(event_loop)
     try:
-        asyncio.run(_serve(app, host, port, shutdown_timeout, limits, name))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(_serve(app, listener, shutdown_timeout, limits, name))
     except ListenError as exc:
         log.error("%s", exc)
         raise SystemExit(f"error: {exc} (choose another with --port)") from None

@@ -155,7 +155,10 @@ def load_settings(
     if flags:
         hints = typing.get_type_hints(cls)
         checked = {k: _coerce(k, hints[k], v, from_text=False) for k, v in flags.items()}
-        settings = dataclasses.replace(settings, **checked)  # type: ignore[type-var]
+        try:
+            settings = dataclasses.replace(settings, **checked)  # type: ignore[type-var]
+        except (TypeError, ValueError) as exc:  # InvalidSetting included: a flag names a top-level key
+            raise SettingsError(str(exc)) from None
     return settings
 
 
@@ -205,6 +208,7 @@ GiB = 1024**3
 MiB = 1024**2
 DAY = 24 * 3600
 MIN_SCRUB_RATE = 1024
+EVENT_LOOPS = ("uvloop", "asyncio")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,6 +250,9 @@ class ServiceSettings:
     body_timeout: float = 60.0
     # seconds an idle connection is kept open for the client's next request
     keepalive_timeout: float = 75.0
+    # the event loop: "asyncio" (the standard loop) or "uvloop" (less work per request; the
+    # standard loop where uvloop is not installed)
+    event_loop: str = "asyncio"
     storage: StorageSettings = dataclasses.field(default_factory=StorageSettings)
     scrub: ScrubSettings = dataclasses.field(default_factory=ScrubSettings)
 
@@ -258,6 +265,8 @@ class ServiceSettings:
             raise ValueError("setting 'admin_token' must be at least 6 characters")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("setting 'log_level' must be DEBUG, INFO, WARNING or ERROR")
+        if self.event_loop not in EVENT_LOOPS:
+            raise ValueError(f"setting 'event_loop' must be one of {', '.join(EVENT_LOOPS)}")
         for key in ("header_timeout", "body_timeout", "keepalive_timeout"):
             if not 0.1 <= getattr(self, key) <= 3600:
                 raise ValueError(f"setting '{key}' must be 0.1 to 3600 seconds")

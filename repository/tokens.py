@@ -4,7 +4,7 @@ Secrets are 256 random bits, so a fast hash is enough to make a stolen database
 useless for logging in; a slow password hash would only slow every request.
 Resolved tokens are kept in memory so a download does not ask sqlite who is
 calling; every change of a token goes through this store, which drops the copies.
-As with the catalog's caches, one process owns a node's database.
+Other processes serving the same database say when they revoke one (repository/generation.py).
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ class TokenStore:
         # token hash -> the live token it stands for; unknown secrets are not remembered
         self._resolved: LRUCache[str, _Resolved] = LRUCache(RESOLVED_CACHE_ENTRIES)
         self._changes = 0
+        database.copies.register(self._forget)
 
     async def create(
         self, role: Role, subject: str, description: str = "", expires_in: int | None = None
@@ -139,6 +140,7 @@ class TokenStore:
             "UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL",
             [now_ms(), token_id],
         )
+        self._database.changed()
         return cursor.rowcount > 0
 
     async def revoke_subject(self, subject: str) -> int:
@@ -149,6 +151,7 @@ class TokenStore:
             "UPDATE tokens SET revoked = ? WHERE subject = ? AND revoked IS NULL",
             [now_ms(), subject],
         )
+        self._database.changed()
         return int(cursor.rowcount)
 
     def _forget(self) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from .base import BlobInfo, BlobWriter, Digests, StorageBackend, check_sha256, content_disposition
 from .errors import (
     BlobNotFound,
+    BlobsNotDeleted,
     DigestMismatch,
     InvalidDigest,
     InvalidOffset,
@@ -23,6 +24,7 @@ __all__ = [
     "BACKEND_NAMES",
     "BlobInfo",
     "BlobNotFound",
+    "BlobsNotDeleted",
     "BlobWriter",
     "DigestMismatch",
     "Digests",

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
 
-from .errors import BlobNotFound, DigestMismatch, InvalidDigest, InvalidOffset, StorageError
+from .errors import BlobNotFound, BlobsNotDeleted, DigestMismatch, InvalidDigest, InvalidOffset, StorageError
 
 # A megabyte per read: fewer thread hand-offs per byte streamed, while memory per stream stays flat.
 READ_CHUNK = 1024 * 1024
@@ -240,19 +240,22 @@ class StorageBackend(ABC):
         """Remove these blobs; those that are not there are skipped. One call for many lets a
         backend batch its work (a garbage collection deletes a page of blobs at a time); this
         default deletes them one by one. A name that is not a digest is refused (InvalidDigest)
-        before any is deleted; a failure raises StorageError once the rest are tried."""
+        before any is deleted. Once every blob is tried, those that could not be deleted are
+        named by a BlobsNotDeleted, so the caller can try them again."""
         for sha256 in sha256s:
             check_sha256(sha256)
-        failed: StorageError | None = None
+        failed: list[str] = []
+        reason = ""
         for sha256 in sha256s:
             try:
                 await self.delete(sha256)
             except BlobNotFound:
                 continue
             except StorageError as exc:
-                failed = exc
-        if failed is not None:
-            raise failed
+                failed.append(sha256)
+                reason = str(exc)
+        if failed:
+            raise BlobsNotDeleted(failed, reason)
 
     @abstractmethod
     def list(self) -> AsyncIterator[str]:

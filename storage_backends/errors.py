@@ -55,3 +55,13 @@ class InvalidDigest(StorageError):
     def __init__(self, value: str) -> None:
         super().__init__(f"not a sha256 digest: {value!r}")
         self.value = value
+
+
+class BlobsNotDeleted(StorageError):
+    """``delete_many`` could not delete these blobs (the others it was given are gone); they may
+    still be stored, so the caller keeps them to try again."""
+
+    def __init__(self, sha256s: list[str], reason: str) -> None:
+        shown = ", ".join(sha256s[:3]) + (f" and {len(sha256s) - 3} more" if len(sha256s) > 3 else "")
+        super().__init__(f"could not delete {len(sha256s)} blob(s) ({shown}): {reason}")
+        self.sha256s = sha256s

@@ -39,7 +39,7 @@ from .base import (
     check_sha256,
     verify_digests,
 )
-from .errors import BlobNotFound, DigestMismatch, StorageError, os_storage_error
+from .errors import BlobNotFound, BlobsNotDeleted, DigestMismatch, StorageError, os_storage_error
 from .linux import has_syncfs, syncfs
 
 log = logging.getLogger(__name__)
@@ -263,10 +263,11 @@ class LocalBackend(StorageBackend):
 
     async def delete_many(self, sha256s: Sequence[str]) -> None:
         """Unlink them all in one worker-thread trip (durable no more than ``delete`` is)."""
-        paths = [self.blob_path(sha256) for sha256 in sha256s]
-        failed = await asyncio.to_thread(_unlink_all, paths)
-        if failed is not None:
-            raise os_storage_error(failed, "deleting blobs failed")
+        paths = {self.blob_path(sha256): sha256 for sha256 in sha256s}
+        failed = await asyncio.to_thread(_unlink_all, list(paths))
+        if failed:
+            reason = os_storage_error(failed[-1][1], "deleting blobs failed")
+            raise BlobsNotDeleted([paths[path] for path, _ in failed], str(reason))
 
     async def list(self) -> AsyncIterator[str]:  # type: ignore[override]
         for shard in await asyncio.to_thread(_sorted_dirs, self.blob_dir):
@@ -471,16 +472,16 @@ def _make_dirs(path: Path) -> list[Path]:
     return [*created, path.parent]
 
 
-def _unlink_all(paths: Sequence[Path]) -> OSError | None:
-    """Unlink every path (a missing one is fine); the last error, once all are tried."""
-    failed = None
+def _unlink_all(paths: Sequence[Path]) -> list[tuple[Path, OSError]]:
+    """Unlink every path (a missing one is fine); each that failed, with why."""
+    failed = []
     for path in paths:
         try:
             os.unlink(path)
         except FileNotFoundError:
             continue
         except OSError as exc:
-            failed = exc
+            failed.append((path, exc))
     return failed
 
 

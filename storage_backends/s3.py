@@ -33,7 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from . import s3_parallel
 from .base import READ_CHUNK, BlobInfo, BlobWriter, StorageBackend, check_range, check_sha256, content_disposition
-from .errors import StorageError
+from .errors import BlobsNotDeleted, StorageError
 from .s3_common import (
     COPY_MULTIPART_THRESHOLD,
     COPY_PART_SIZE,
@@ -58,6 +58,8 @@ _NO_BUCKET = frozenset({"404", "NoSuchBucket", "NotFound"})
 # keep an S3 server busy through its round trips. They get threads of their own, so downloads
 # and single calls keep ``max_workers`` threads whatever is being written.
 WRITE_CONCURRENCY = 8
+# Keys one DeleteObjects request may carry (S3's limit).
+DELETE_BATCH = 1000
 
 
 class S3Backend(StorageBackend):
@@ -292,6 +294,37 @@ class S3Backend(StorageBackend):
         self._head(sha256)  # S3 deletes are silent about missing keys; the contract is not
         with s3_errors(f"delete of blob {sha256}"):
             self.client.delete_object(Bucket=self.bucket, Key=self.blob_key(sha256))
+
+    async def delete_many(self, sha256s: Sequence[str]) -> None:
+        """DeleteObjects, ``DELETE_BATCH`` keys a request; a key S3 reports it could not delete, or
+        every key of a request that failed after its retries, is named by BlobsNotDeleted once
+        every batch is tried. S3 reports no error for a key that is not there."""
+        keys = {self.blob_key(sha256): sha256 for sha256 in sha256s}  # every name checked first
+        listed = list(keys)
+        failed: list[str] = []
+        reason = ""
+        for start in range(0, len(listed), DELETE_BATCH):
+            for key, why in await self._call(self._delete_batch, listed[start : start + DELETE_BATCH]):
+                if key in keys:  # an error for a key not asked for says nothing of ours
+                    failed.append(keys[key])
+                    reason = why
+        if failed:
+            raise BlobsNotDeleted(failed, reason)
+
+    def _delete_batch(self, keys: list[str]) -> list[tuple[str, str]]:
+        """One DeleteObjects; answers each key not deleted, with S3's reason."""
+        try:
+            with s3_errors(f"delete of {len(keys)} blobs"):
+                answer = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True}
+                )
+        except StorageError as exc:
+            return [(key, str(exc)) for key in keys]
+        return [
+            (str(e.get("Key")), f"S3 {e.get('Code')}: {e.get('Message')}")
+            for e in answer.get("Errors", [])
+            if e.get("Code") not in NOT_FOUND_CODES
+        ]
 
     async def quarantine(self, sha256: str) -> str:
         check_sha256(sha256)

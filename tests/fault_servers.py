@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -322,6 +323,9 @@ class S3Fault:
     # forward the call with the byte at this offset of its body flipped: damaged on the way to S3
     flip_byte_at: int | None = None
     key_suffix: str = ""  # only calls on an object key ending with this (a blob's sha256, say)
+    # DeleteObjects: forward the call, then report S3 could not delete each of its keys ending with
+    # this (AccessDenied), as S3 does key by key in a 200 answer
+    refuse_keys_ending: str = ""
     matched: int = 0
     hits: int = 0  # calls this fault misbehaved on
 
@@ -406,6 +410,8 @@ async def _s3_answer(request: web.Request, faults: S3Faults, operation: str) -> 
     body = await request.read()  # a server that stalls has still taken the request
     if fault is not None and fault.flip_byte_at is not None:
         body = flip_byte(body, fault.flip_byte_at)
+    elif fault is not None and fault.refuse_keys_ending:
+        return await _refusing_keys(request, body, faults, operation, fault.refuse_keys_ending)
     elif fault is not None and fault.stall_after_bytes is None:
         if fault.lose_answer:
             async with _s3_upstream(request, body) as done:
@@ -434,6 +440,22 @@ async def _s3_answer(request: web.Request, faults: S3Faults, operation: str) -> 
                 await asyncio.sleep(STALL_SECONDS)  # the client sees the bytes stop coming
         await answer.write_eof()
         return answer
+
+
+async def _refusing_keys(
+    request: web.Request, body: bytes, faults: S3Faults, operation: str, ending: str
+) -> web.Response:
+    """S3's answer to a DeleteObjects, with an AccessDenied error added for each key ending with ``ending``."""
+    async with _s3_upstream(request, body) as upstream:
+        faults.seen.append((operation, upstream.status))
+        answer = await upstream.read()
+    refused = [key for key in re.findall(r"<Key>(.*?)</Key>", body.decode()) if key.endswith(ending)]
+    errors = "".join(
+        f"<Error><Key>{key}</Key><Code>AccessDenied</Code><Message>Access Denied</Message></Error>" for key in refused
+    )
+    text = answer.decode()
+    text = text.replace("</DeleteResult>", errors + "</DeleteResult>") if "</DeleteResult>" in text else text
+    return web.Response(status=upstream.status, body=text.encode(), content_type="application/xml")
 
 
 def s3_proxy_app(target: str, faults: S3Faults) -> Callable[[], web.Application]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,22 @@ async def test_one_key_under_two_aliases_stays_trusted_until_both_are_removed(
 def edge_cli(edge: EdgeProcess, *args: str) -> subprocess.CompletedProcess[str]:
     command = [str(Path(sys.executable).parent / "edge"), *args, "--url", edge.url, "--token", edge.admin_token]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+
+
+def test_the_edge_cli_deletes_a_bundle_bigger_than_one_removal_step_whole(
+    tmp_path: Path, keys: KeySet, key_factory: KeyFactory
+) -> None:
+    files = {f"releases-local/app/2.0/f{i}.bin": f"file {i}\n".encode() for i in range(5)}
+    with EdgeProcess(tmp_path / "edge", env={"EDGE_REMOVAL_FILES_PER_REQUEST": "2"}) as edge:
+        push_bundle(edge, key_factory, keys.alice, "app", "2.0", files)
+        command = [str(Path(sys.executable).parent / "edge"), "bundles", "delete", "app", "2.0"]
+        command += ["--url", edge.url, "--token", edge.admin_token]
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+        deleted = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+        assert deleted.returncode == 0, deleted.stderr
+        assert "removing app 2.0: 2/5 files" in deleted.stderr and "4/5 files" in deleted.stderr
+        assert "deleted app 2.0" in deleted.stderr
+        assert [download(edge.url, target)[0] for target in files] == [404] * len(files)
 
 
 def test_the_edge_cli_trusts_lists_and_removes_keys_and_lists_bundles(

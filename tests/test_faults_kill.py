@@ -97,10 +97,11 @@ class Node:
         return [(k["alias"], k["fingerprint"]) for k in listed]
 
 
-@pytest.fixture
-def node(tmp_path: Path, keys: KeySet, key_factory: KeyFactory) -> Iterator[Node]:
-    """An edge that trusts alice and serves version 1.0; it must stop cleanly at the end."""
-    edge = EdgeProcess(tmp_path / "edge").start()
+def running_node(
+    base: Path, keys: KeySet, key_factory: KeyFactory, env: dict[str, str] | None = None
+) -> Iterator[Node]:
+    """A fixture body: an edge that trusts alice and serves version 1.0; it must stop cleanly at the end."""
+    edge = EdgeProcess(base, env=env).start()
     try:
         remote = Remote(edge)
         body = {"alias": "alice", "public_key": keys.alice.public}
@@ -111,6 +112,17 @@ def node(tmp_path: Path, keys: KeySet, key_factory: KeyFactory) -> Iterator[Node
     finally:
         code = edge.stop()
     assert code == 0, edge.log_tail()
+
+
+@pytest.fixture
+def node(tmp_path: Path, keys: KeySet, key_factory: KeyFactory) -> Iterator[Node]:
+    yield from running_node(tmp_path / "edge", keys, key_factory)
+
+
+@pytest.fixture
+def stepped_node(tmp_path: Path, keys: KeySet, key_factory: KeyFactory) -> Iterator[Node]:
+    """The same, removing at most seven files of a bundle per request."""
+    yield from running_node(tmp_path / "edge", keys, key_factory, {"EDGE_REMOVAL_FILES_PER_REQUEST": "7"})
 
 
 def test_an_edge_killed_during_a_deploy_over_a_file_keeps_serving_the_old_bytes(node: Node) -> None:
@@ -169,6 +181,24 @@ def test_an_edge_killed_during_an_undistribute_serves_that_version_whole_or_not_
         assert node.served(version, files) == 0
     assert edge_bundles(node.edge) == [("app", "1.0")]
     print("files served after each kill:", found)
+
+
+def test_an_edge_killed_during_a_removal_step_finishes_the_removal_when_it_starts_again(
+    stepped_node: Node, keys: KeySet, key_factory: KeyFactory
+) -> None:
+    node = stepped_node
+    for i, delay in enumerate(DELAYS):
+        version, files = f"4.{i}", version_files(f"4.{i}")
+        node.push(signed(key_factory, keys.alice, manifest_of(files, version=version)), files)
+        first = node.remote.call("DELETE", f"{BUNDLES}/app/{version}")
+        assert (first.status_code, first.json()) == (202, {"status": "in_progress", "removed": 7, "total": 60})
+        kill_during(node.edge, request_bytes("DELETE", f"{BUNDLES}/app/{version}", node.token()), delay)
+        assert node.served(version, files) == 0
+        assert ("app", version) not in edge_bundles(node.edge)
+        assert node.served("1.0", node.kept) == len(node.kept)  # shares a blob with every version
+        again = node.remote.call("DELETE", f"{BUNDLES}/app/{version}")
+        assert again.status_code == 404, again.text  # the restart finished the removal
+    assert edge_bundles(node.edge) == [("app", "1.0")]
 
 
 def test_an_edge_killed_while_it_trusts_a_key_trusts_it_whole_or_not_and_the_same_request_trusts_it(

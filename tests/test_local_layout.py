@@ -6,6 +6,9 @@ import hashlib
 import os
 from pathlib import Path
 
+import pytest
+
+from storage_backends import BlobsNotDeleted
 from storage_backends.local import LocalBackend
 
 
@@ -50,3 +53,21 @@ async def test_a_store_of_the_two_level_layout_is_moved_when_opened(tmp_path: Pa
     assert leftovers == [], "no folder of the old layout is left"
     await backend.open()  # a second open finds nothing to move and changes nothing
     assert {sha async for sha in backend.list()} == set(blobs)
+
+
+async def test_delete_many_names_each_blob_it_could_not_unlink_and_deletes_the_others(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path)
+    await backend.open()
+    stored = []
+    for data in (b"first", b"second", b"third"):
+        async with await backend.writer() as writer:
+            await writer.write(data)
+            stored.append((await writer.commit()).sha256)
+    stuck = hashlib.sha256(b"a folder where a blob should be").hexdigest()
+    blob_dir = tmp_path / "blobs" / stuck[:2]
+    blob_dir.mkdir(parents=True, exist_ok=True)
+    (blob_dir / stuck).mkdir()  # unlink fails on it, whoever runs the test
+    with pytest.raises(BlobsNotDeleted) as raised:
+        await backend.delete_many([stored[0], stuck, stored[1], "0" * 64])
+    assert raised.value.sha256s == [stuck]
+    assert sorted([sha async for sha in backend.list()]) == sorted([stored[2], stuck])

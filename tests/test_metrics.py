@@ -8,6 +8,7 @@ storage goes, and the request id in the response and in the JSON log lines.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import os
@@ -429,3 +430,36 @@ def test_json_log_lines_carry_the_request_id_only_inside_a_request() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "outside", None, None)
     RequestIdFilter().filter(record)
     assert "request_id" not in json.loads(JsonFormatter().format(record))
+
+
+async def test_access_lines_written_directly_read_as_logging_would_write_them_once_the_tick_ends() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from repository.http import keys
+    from repository.logs import JsonAccessLogger, JsonHandler
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    direct, plain = JsonHandler(), logging.StreamHandler(io.StringIO())
+    direct.setStream(io.StringIO())
+    plain.setFormatter(JsonFormatter())
+    request = make_mocked_request("GET", "/artifactory/r/a%20b.bin", headers={"X-Request-ID": "rid-1"})
+    request[keys.request_id] = "rid-1"
+    response = web.Response(body=b"x" * 10)
+    access = JsonAccessLogger(logging.getLogger("aiohttp.access"), "")
+    try:
+        root.setLevel(logging.INFO)
+        root.handlers[:] = [direct]
+        access.log(request, response, 0.0123)
+        assert direct.stream.getvalue() == "", "written once the event loop's tick ends"
+        await asyncio.sleep(0)
+        root.handlers[:] = [plain]
+        access.log(request, response, 0.0123)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    written, logged = json.loads(direct.stream.getvalue()), json.loads(plain.stream.getvalue())
+    assert written.pop("ts")[:4] == logged.pop("ts")[:4]
+    assert written == logged
+    assert written["msg"] == "GET /artifactory/r/a b.bin 200" and written["request_id"] == "rid-1"

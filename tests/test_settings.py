@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from edge.settings import EdgeSettings, load_edge_settings
+from edge.cli import main as edge_cli
+from edge.settings import MAX_WORKERS, EdgeSettings, load_edge_settings
 from repository.settings import SettingsError
 
 
@@ -68,3 +71,46 @@ def test_bad_settings_are_refused_naming_the_key(tmp_path: Path, text: str, env:
 def test_a_missing_settings_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="cannot read settings file"):
         load_edge_settings(tmp_path / "nope.toml", env={})
+
+
+@pytest.mark.parametrize("workers", [1, 2, MAX_WORKERS - 1, MAX_WORKERS])
+def test_workers_from_1_to_the_limit_are_taken_from_file_environment_and_flag(tmp_path: Path, workers: int) -> None:
+    assert load_edge_settings(write(tmp_path, f"workers = {workers}\n"), env={}).workers == workers
+    assert load_edge_settings(env={"EDGE_WORKERS": str(workers)}).workers == workers
+    assert load_edge_settings(env={}, workers=workers).workers == workers
+
+
+def test_workers_default_to_one_per_core_this_process_may_use() -> None:
+    assert load_edge_settings(env={}).workers == min(len(os.sched_getaffinity(0)), MAX_WORKERS)
+
+
+@pytest.mark.parametrize("workers", [0, -1, MAX_WORKERS + 1])
+def test_workers_outside_1_to_the_limit_are_refused_from_file_environment_and_flag(
+    tmp_path: Path, workers: int
+) -> None:
+    message = f"setting 'workers' must be 1 to {MAX_WORKERS}"
+    with pytest.raises(SettingsError, match=message):
+        load_edge_settings(write(tmp_path, f"workers = {workers}\n"), env={})
+    with pytest.raises(SettingsError, match=message):
+        load_edge_settings(env={"EDGE_WORKERS": str(workers)})
+    with pytest.raises(SettingsError, match=message):
+        load_edge_settings(env={}, workers=workers)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "0"], f"setting 'workers' must be 1 to {MAX_WORKERS}"),
+        (["--workers", str(MAX_WORKERS + 1)], f"setting 'workers' must be 1 to {MAX_WORKERS}"),
+        (["--workers", "two"], "'two' is not a valid integer"),
+        (["--port", "70000"], "setting 'port' must be 0 to 65535"),
+    ],
+)
+def test_edge_serve_with_a_bad_flag_stops_at_once_with_a_one_line_error(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(edge_cli, ["serve", "--data-dir", str(tmp_path / "data"), *args], env={})
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "data").exists()

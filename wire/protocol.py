@@ -2,9 +2,10 @@
 
 docs/transactions.md describes each call; this module holds what both sides must spell
 the same way: the URLs, the start request's fields, the states a transaction answers,
-and the resume header and range. The edge routes by these paths (with route patterns
-for the ids) and the service calls them, so neither can drift from the other. The
-body of a blob batch has a module of its own (``wire.batch``).
+the resume header and range, and the answer of a bundle removal still under way. The
+edge routes by these paths (with route patterns for the ids) and the service calls them,
+so neither can drift from the other. The body of a blob batch has a module of its own
+(``wire.batch``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 from urllib.parse import quote
 
 from .errors import InvalidInput
@@ -46,6 +49,8 @@ MAX_MISSING_PAGE = 10_000
 # Bytes of a blob the edge holds: the answer to HEAD on a blob, and to a resume at the wrong offset.
 RECEIVED_BYTES = "X-Received-Bytes"
 CONTENT_RANGE_RE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19})")
+# The status of a bundle removal that answered 202: part of the bundle is removed, call again.
+REMOVAL_IN_PROGRESS = "in_progress"
 
 
 class TransactionState(StrEnum):
@@ -101,7 +106,7 @@ def blob_path(tx_id: str, sha256: str) -> str:
 
 
 def bundle_path(name: str, version: str) -> str:
-    """``DELETE`` a committed bundle from an edge."""
+    """``DELETE`` a committed bundle from an edge, part of it per request (``removal_body``)."""
     return f"{BUNDLES}/{quote(name, safe='')}/{quote(version, safe='')}"
 
 
@@ -121,6 +126,36 @@ def signature_from_header(value: str | None) -> str:
         return base64.b64decode(value, validate=True).decode("ascii")
     except (binascii.Error, UnicodeDecodeError):
         raise InvalidInput(f"{SIGNATURE_HEADER} must be the armored signature, base64-encoded") from None
+
+
+@dataclass(frozen=True)
+class Removal:
+    """How far a bundle's removal from an edge has got: ``removed`` of its ``total`` files."""
+
+    removed: int
+    total: int
+
+    @property
+    def done(self) -> bool:
+        return self.removed >= self.total
+
+
+def removal_body(removal: Removal) -> dict[str, Any]:
+    """The answer (202) to a bundle DELETE that removed part of the bundle: call again. The one
+    that removes the rest answers 204, and once the bundle is gone a DELETE answers 404."""
+    return {"status": REMOVAL_IN_PROGRESS, "removed": removal.removed, "total": removal.total}
+
+
+def parse_removal(body: Any) -> Removal:
+    """A 202's body as a ``Removal``; anything else is InvalidInput."""
+    if not isinstance(body, dict) or set(body) != {"status", "removed", "total"}:
+        raise InvalidInput("a removal in progress answers exactly the fields status, removed, total")
+    removed, total = body["removed"], body["total"]
+    if body["status"] != REMOVAL_IN_PROGRESS or not all(type(n) is int and n >= 0 for n in (removed, total)):
+        raise InvalidInput(f"a removal in progress answers status {REMOVAL_IN_PROGRESS!r} and two counts")
+    if removed >= total:
+        raise InvalidInput(f"a removal in progress answers fewer files removed than its total, not {removed}/{total}")
+    return Removal(removed, total)
 
 
 def content_range(offset: int, size: int) -> str:

@@ -1,5 +1,8 @@
 """The first steps of the access pipeline: client address, IP rules, geo rules, signed URLs.
 
+Before them, the copies this process keeps (rules, keys, users, tokens, catalog entries) are
+refreshed if another process of the node changed what they copy (repository/generation.py).
+
 Runs after the audit step (which creates the ``AccessContext``) and the error mapping,
 before identity. It fills the context (client address, country, repo, path) for every
 request, refuses with 403 what the rules refuse (``denied_by`` says which rule), and
@@ -22,12 +25,12 @@ from repository.errors import Forbidden
 from repository.http import keys as core
 from repository.http.middlewares import Handler
 from repository.http.setup import database
-from repository.paths import decode_raw, split_repo_path
+from repository.paths import decode_raw, remembered, split_repo_path
 from repository.tokens import Principal, Role
 from wire.errors import InvalidPath
 from wire.paths import check_artifact_path, check_repo_key
 
-from ..keys import settings_key
+from ..keys import settings_key, starts_node_key
 from .address import ClientAddress, parse_network
 from .context import AccessContext, IPAddress, access_context
 from .geo import GeoDatabase
@@ -92,7 +95,8 @@ async def access_ctx(app: web.Application) -> AsyncIterator[None]:
     geo, watcher = None, None
     if access.geoip_database is not None:
         geo = GeoDatabase(access.geoip_database, settings.data_dir / "geoip")
-        await asyncio.to_thread(geo.clear_snapshots)
+        if app[starts_node_key]:  # a restarted worker leaves the other workers' snapshots alone
+            await asyncio.to_thread(geo.clear_snapshots)
         await geo.refresh()
         if not geo.loaded:
             log.warning("geo database %s is not usable: geo rules answer '%s'", geo.path, access.geo_unknown)
@@ -113,7 +117,11 @@ async def access_ctx(app: web.Application) -> AsyncIterator[None]:
 def request_target(raw_path: str) -> tuple[str | None, str | None]:
     """The repo and path a request is about (artifact and storage API paths), decoded as the
     handlers decode them; None where it is about none, or they are not valid names."""
-    raw = raw_path.split("?", 1)[0]
+    return _target(raw_path.split("?", 1)[0])
+
+
+@remembered
+def _target(raw: str) -> tuple[str | None, str | None]:
     if raw.startswith(STORAGE_API):
         tail = raw[len(STORAGE_API) :]
     elif raw.startswith(ARTIFACTORY) and not raw.startswith(API):
@@ -142,6 +150,9 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     ctx = request.get(access_context)
     if ctx is None:
         ctx = request[access_context] = AccessContext()
+    copies = request.app[database].copies
+    if copies.stale():  # another worker changed rules, keys, users, tokens or the catalog
+        await copies.wait()
     control = request.app[access_control]
     address = control.address
     client = address.resolve(request.remote, request.headers.getall(address.header, ()))

@@ -241,10 +241,11 @@ class RuleBook:
         self.geo_unknown = geo_unknown
         self.current = RuleSet(configured, geo_unknown)
         self.stored: StoredRules | None = None
+        database.copies.register(self.load)  # another process changed the rules
 
     async def load(self) -> None:
         """At start: the rules last stored through the API, else the settings file's."""
-        stored = await self._database.run(self._read)
+        stored = await self._database.read(self._read)
         self._use(stored)
 
     def _use(self, stored: StoredRules | None) -> None:
@@ -271,8 +272,10 @@ class RuleBook:
             [text, stored.updated, stored.updated_by],
         )
         self._use(stored)
+        self._database.changed()
 
     async def reset(self) -> None:
         """Forget the stored set: the settings file's rules apply again."""
         await self._database.run(self._database.db.execute, "DELETE FROM access_rules WHERE id = 1")
         self._use(None)
+        self._database.changed()

@@ -127,9 +127,10 @@ class TargetStore:
     def __init__(self, database: Database, permissions: Permissions) -> None:
         self._database = database
         self.permissions = permissions
+        database.copies.register(self.load)  # another process changed a target
 
     async def load(self) -> None:
-        rows = await self._database.run(
+        rows = await self._database.read(
             lambda: self._database.db.execute("SELECT name, body FROM permission_targets ORDER BY name").fetchall()
         )
         self.permissions.replace(parse_target(name, json.loads(body)) for name, body in rows)
@@ -149,6 +150,7 @@ class TargetStore:
             [target.name, body, stamp, stamp],
         )
         self.permissions.replace([*(t for t in self.permissions.targets if t.name != target.name), target])
+        self._database.changed()
         return created
 
     async def delete(self, name: str) -> bool:
@@ -156,4 +158,5 @@ class TargetStore:
             return False
         await self._database.run(self._database.db.execute, "DELETE FROM permission_targets WHERE name = ?", [name])
         self.permissions.replace(t for t in self.permissions.targets if t.name != name)
+        self._database.changed()
         return True

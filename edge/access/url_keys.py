@@ -40,6 +40,7 @@ class UrlKeyring:
         self._own: dict[str, Ed25519PrivateKey] = {}
         self._verify: dict[str, VerifyKey] = {}
         self._signing: SigningKey | None = None
+        database.copies.register(self._load)  # another process rotated, trusted or removed a key
 
     async def open(self) -> None:
         """Load every key; make this edge's first own key if it has none."""
@@ -48,7 +49,7 @@ class UrlKeyring:
             await self.rotate()
 
     async def _load(self) -> None:
-        rows = await self._database.run(
+        rows = await self._database.read(
             lambda: self._database.db.execute(
                 "SELECT kid, algorithm, public_key, own, created FROM url_signing_keys ORDER BY created, kid"
             ).fetchall()
@@ -123,6 +124,7 @@ class UrlKeyring:
             [kid, public_pem(private.public_key()), now_ms()],
         )
         await self._load()
+        self._database.changed()
         log.info("url-signing key %s made; it signs new URLs", kid)
         return self._verify[kid]
 
@@ -163,6 +165,7 @@ class UrlKeyring:
             [kid, public_pem(public), now_ms()],
         )
         await self._load()
+        self._database.changed()
         return self._verify[kid], True
 
     async def remove(self, kid: str) -> None:
@@ -179,3 +182,4 @@ class UrlKeyring:
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(os.unlink, self._key_dir / f"{kid}.pem")
         await self._load()
+        self._database.changed()

@@ -110,9 +110,10 @@ class UserStore:
         self._users: dict[str, User] = {}
         self._verified: LRUCache[bytes, tuple[str, int]] = LRUCache(VERIFIED_CACHE_ENTRIES)
         self._cache_key = secrets.token_bytes(32)
+        database.copies.register(self.load)  # another process changed a user
 
     async def load(self) -> None:
-        rows = await self._database.run(
+        rows = await self._database.read(
             lambda: self._database.db.execute(
                 "SELECT name, role, email, groups, created, modified, password_hash FROM users"
             ).fetchall()
@@ -183,6 +184,7 @@ class UserStore:
         )
         await self._database.run(self._upsert, user)
         self._users[name] = user
+        self._database.changed()
         return user, previous is None
 
     def _upsert(self, u: User) -> None:
@@ -199,4 +201,5 @@ class UserStore:
             return False
         await self._database.run(self._database.db.execute, "DELETE FROM users WHERE name = ?", [name])
         self._users.pop(name, None)
+        self._database.changed()
         return True

@@ -21,11 +21,13 @@ from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from multidict import CIMultiDict
 
 from repository.catalog import Artifact
 from repository.errors import NotFound, RepositoryError
 from repository.paths import split_repo_path
 from repository.quarantine import BlobQuarantined
+from repository.sendfile import send_file
 from storage_backends import BlobNotFound, content_disposition
 
 from . import keys
@@ -44,6 +46,10 @@ ACCEL_REQUEST_VALUE = "x-accel-redirect"
 # the artifact's: a request carrying one gets its bytes from the edge. If-Range is fine: nginx
 # reads it against the edge's ETag and Last-Modified that nginx/edge.conf carries over.
 CONDITIONAL_HEADERS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")
+
+
+# An artifact's response headers; handlers copy them before adding any.
+Headers = CIMultiDict[str]
 
 
 class PreconditionFailed(RepositoryError):
@@ -68,6 +74,21 @@ def modified_at(artifact: Artifact) -> datetime:
     return datetime.fromtimestamp(artifact.modified / 1000, tz=UTC)
 
 
+def served_headers(artifact: Artifact, node_id: str) -> tuple[Headers, datetime]:
+    """The headers every answer with this artifact's bytes carries, Last-Modified included, and
+    its modification time: worked out once per entry the catalog keeps cached, not per request.
+    Never changed by a caller (a range copies them first)."""
+    key = ("download", node_id)
+    found: tuple[Headers, datetime] | None = artifact.derived.get(key)
+    if found is None:
+        modified = modified_at(artifact)
+        headers = artifact_headers(artifact, node_id)
+        headers["Last-Modified"] = _http_date(modified)
+        # a response copies a CIMultiDict faster than it builds one from a dict
+        found = artifact.derived[key] = (CIMultiDict(headers), modified)
+    return found
+
+
 def artifact_headers(artifact: Artifact, node_id: str) -> dict[str, str]:
     name = artifact.name
     return {
@@ -84,14 +105,14 @@ def artifact_headers(artifact: Artifact, node_id: str) -> dict[str, str]:
 
 
 class SendfileResponse(web.StreamResponse):
-    """A window of an open file sent with ``loop.sendfile``: the kernel copies, not Python.
+    """A window of an open file sent with sendfile(2) (``send_file``): the kernel copies, not Python.
 
     The bytes the kernel took are reported to the writer's ``on_body_write`` like any
     other body bytes, also when the client goes away part way (the file position
     says how far sendfile got).
     """
 
-    def __init__(self, fobj: IO[bytes], window: ByteRange, *, status: int, headers: dict[str, str]) -> None:
+    def __init__(self, fobj: IO[bytes], window: ByteRange, *, status: int, headers: Headers) -> None:
         super().__init__(status=status, headers=headers)
         self._fobj = fobj
         self._window = window
@@ -108,9 +129,7 @@ class SendfileResponse(web.StreamResponse):
             if transport is None:
                 raise ConnectionResetError("client went away")
             try:
-                await asyncio.get_running_loop().sendfile(
-                    transport, self._fobj, self._window.start, self._window.length
-                )
+                await send_file(transport, self._fobj, self._window.start, self._window.length)
             finally:
                 _report_sent(writer, max(0, self._fobj.tell() - self._window.start))
             await super().write_eof()
@@ -132,9 +151,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     artifacts = request.app[keys.artifacts]
     artifact = await artifacts.file(repo, path)
     await artifacts.servable(artifact)
-    modified = modified_at(artifact)
-    headers = artifact_headers(artifact, policy.node_id)
-    headers["Last-Modified"] = _http_date(modified)
+    headers, modified = served_headers(artifact, policy.node_id)
 
     if precondition_failed(request, artifact.sha256, modified):
         raise PreconditionFailed()
@@ -145,6 +162,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     if range_applies(request, artifact.sha256, modified):
         window = parse_range(request.headers["Range"], artifact.size)
         status = 206
+        headers = headers.copy()
         headers["Content-Range"] = window.content_range(artifact.size)
         delegable = other_servers_agree(request.headers["Range"])
 
@@ -160,7 +178,7 @@ async def _body(
     artifact: Artifact,
     window: ByteRange,
     status: int,
-    headers: dict[str, str],
+    headers: Headers,
     *,
     delegable: bool,
 ) -> web.StreamResponse:
@@ -178,20 +196,22 @@ async def _body(
         if url is not None:
             redirect = {k: v for k, v in headers.items() if k.startswith("X-")}
             raise web.HTTPFound(url, headers=redirect)
+    by_nginx = delegable and _nginx_sends(request, policy.accel_redirect)
+    small = request.app[keys.small_blobs]
+    body: bytes | None = None if by_nginx else small.get(artifact.sha256)  # held for local blobs only
+    if body is not None:
+        return _from_memory(body, window, status, headers)
     path = await storage.local_path(artifact.sha256)
-    if path is not None and delegable and _nginx_sends(request, policy.accel_redirect):
+    if path is not None and by_nginx:
         return _accel_redirect(policy.accel_redirect, path, status, headers)
     if path is not None and artifact.size <= SMALL_BODY:
-        small = request.app[keys.small_blobs]
-        body: bytes | None = small.get(artifact.sha256)
-        if body is None:
-            body = await asyncio.to_thread(_read_checked, path, artifact.sha256)
-            if body is None:  # the bytes at rest do not match: never served, taken out of service now
-                reason = "sha256 mismatch found when served"
-                await request.app[keys.artifacts].quarantine(artifact.sha256, artifact.size, reason)
-                raise BlobQuarantined(f"{artifact.repo}/{artifact.path}", reason)
-            small[artifact.sha256] = body  # content-addressed, and checked: never stale
-        return web.Response(body=body[window.start : window.start + window.length], status=status, headers=headers)
+        body = await asyncio.to_thread(_read_checked, path, artifact.sha256)
+        if body is None:  # the bytes at rest do not match: never served, taken out of service now
+            reason = "sha256 mismatch found when served"
+            await request.app[keys.artifacts].quarantine(artifact.sha256, artifact.size, reason)
+            raise BlobQuarantined(f"{artifact.repo}/{artifact.path}", reason)
+        small[artifact.sha256] = body  # content-addressed, and checked: never stale
+        return _from_memory(body, window, status, headers)
     if path is not None:
         fobj = await asyncio.to_thread(_open, path, artifact.sha256)
         return SendfileResponse(fobj, window, status=status, headers=headers)
@@ -206,6 +226,12 @@ async def _body(
     return response
 
 
+def _from_memory(body: bytes, window: ByteRange, status: int, headers: Headers) -> web.Response:
+    if window.length != len(body):
+        body = body[window.start : window.start + window.length]
+    return web.Response(body=body, status=status, headers=headers)
+
+
 def _nginx_sends(request: web.Request, prefix: str) -> bool:
     """Whether nginx should send this file: the node has a location for it, the nginx in front
     asked for X-Accel-Redirect, and the request carries no condition nginx would judge again."""
@@ -214,7 +240,7 @@ def _nginx_sends(request: web.Request, prefix: str) -> bool:
     return not any(name in request.headers for name in CONDITIONAL_HEADERS)
 
 
-def _accel_redirect(prefix: str, path: Path, status: int, headers: dict[str, str]) -> web.Response:
+def _accel_redirect(prefix: str, path: Path, status: int, headers: Headers) -> web.Response:
     """The status and headers decided here, no body, and where nginx finds the file.
 
     nginx replaces the status, applies Range (the edge has already refused what it
@@ -223,7 +249,8 @@ def _accel_redirect(prefix: str, path: Path, status: int, headers: dict[str, str
     The audit records the decision with 0 bytes: nginx sends them, and its log counts them.
     """
     shard = "/".join(path.parts[-2:])
-    answer = {**headers, "X-Accel-Redirect": prefix + shard}
+    answer = headers.copy()
+    answer["X-Accel-Redirect"] = prefix + shard
     if status == 200:  # nginx announces Accept-Ranges on the 200s it sends: carried over, it would be there twice
         del answer["Accept-Ranges"]
     return web.Response(status=status, headers=answer)

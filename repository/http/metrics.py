@@ -22,6 +22,7 @@ import logging
 import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -186,11 +187,15 @@ class HttpMetrics:
         # otherwise such a request counts as CLIENT_CLOSED
         self.said_status: Callable[[web.Request], int | None] | None = None
         self.on_request: list[Callable[[web.Request, web.StreamResponse | None, int], None]] = []
-        self._states: list[StateGauges] = []
+        self.states: list[StateGauges] = []
+        self.own_counters: list[Counters] = []
+        # where one of several worker processes answers for the node (repository/http/metrics_shared.py)
+        self.shared: SharedCounts | None = None
 
     def counters(self, name: str, documentation: str, labels: Sequence[str]) -> Counters:
         counters = Counters(name, documentation, labels)
         self.registry.register(counters)
+        self.own_counters.append(counters)
         return counters
 
     def add_state(
@@ -198,12 +203,18 @@ class HttpMetrics:
     ) -> None:
         state = StateGauges(name, documentation, labels, read)
         self.registry.register(state)
-        self._states.append(state)
+        self.states.append(state)
 
     async def exposition(self) -> bytes:
-        """The text format, with every state gauge read afresh."""
-        await asyncio.gather(*(s.refresh() for s in self._states))
-        return generate_latest(self.registry)
+        """The text format, with every state gauge read afresh; the node's sums where it has workers."""
+        await asyncio.gather(*(s.refresh() for s in self.states))
+        registry = self.registry if self.shared is None else await self.shared.registry()
+        return generate_latest(registry)
+
+
+class SharedCounts(Protocol):
+    async def registry(self) -> CollectorRegistry:
+        """Every worker's counts summed, with the state gauges as they were just read."""
 
 
 metrics_key = web.AppKey("metrics", HttpMetrics)
