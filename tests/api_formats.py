@@ -103,7 +103,8 @@ def manifest_artifact(target: str, source: str, data: bytes) -> ManifestArtifact
 @st.composite
 def _manifests(draw: st.DrawFn) -> str:
     data = draw(st.binary(max_size=64))
-    targets = draw(st.lists(ARTIFACT_PATHS, min_size=1, max_size=3, unique=True))
+    drawn = draw(st.lists(ARTIFACT_PATHS, min_size=1, max_size=3, unique=True))
+    targets = [t for t in drawn if not any(t.startswith(other + "/") for other in drawn)]  # no file in a file
     artifacts = [manifest_artifact(f"{UPLOADS}-bundles/{t}", f"releases-local/{t}", data) for t in targets]
     name = draw(st.from_regex(r"[a-z][a-z0-9-]{0,15}", fullmatch=True))
     version = draw(st.from_regex(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}", fullmatch=True))
