@@ -51,6 +51,7 @@ from distribution.schema import distribution_migrations
 from edge.app import create_app
 from edge.keys import transactions_key, trusted_keys_key
 from edge.settings import EdgeSettings
+from edge.transactions import Started
 from repository.db import Database
 from repository.http import keys as core
 from repository.policy import EDGE_UPLOADS_REPO
@@ -215,10 +216,13 @@ async def one_run(app: web.Application, signer: Signer, files: int, status_tx: s
     blobs = blobs_for(files, seed=files)
     manifest = manifest_of(f"{files}", blobs)
     data = encode(manifest)
-    started = await transactions.start(data.decode(), await asyncio.to_thread(signer.sign, data))
+    started = await start(app, signer, data)
     by_sha = {hashlib.sha256(b).hexdigest(): b for b in blobs}
-    for i in range(0, len(started.missing), WRITE_GROUP):
-        await storage.write_many([(s, [by_sha[s]]) for s in started.missing[i : i + WRITE_GROUP]])
+    after: str | None = ""
+    while after is not None:
+        missing, after = await transactions.missing_page(started.transaction, after)
+        for i in range(0, len(missing), WRITE_GROUP):
+            await storage.write_many([(s, [by_sha[s]]) for s in missing[i : i + WRITE_GROUP]])
     del by_sha, blobs
     probes: dict[str, Latencies | None] = {}
     async with probing(app, status_tx) as probes["commit"]:
@@ -254,9 +258,19 @@ async def prepare_probes(app: web.Application, signer: Signer) -> str:
     for i in range(PROBE_FILES):
         await app[core.artifacts].deploy(EDGE_UPLOADS_REPO, f"probe/{i:04d}.bin", one_chunk(os.urandom(2500)),
                                          expected={}, declared_size=2500, user=USER)  # fmt: skip
-    data = encode(manifest_of("status", blobs_for(3, seed=1)))
-    started = await app[transactions_key].start(data.decode(), await asyncio.to_thread(signer.sign, data))
+    started = await start(app, signer, encode(manifest_of("status", blobs_for(3, seed=1))))
     return started.transaction.id
+
+
+async def start(app: web.Application, signer: Signer, data: bytes) -> Started:
+    """Start a transaction of the manifest ``data``, as a start request's body reaches it: in a file."""
+    path = await app[transactions_key].staging.scratch()
+    try:
+        await asyncio.to_thread(path.write_bytes, data)
+        signature = await asyncio.to_thread(signer.sign, data)
+        return await app[transactions_key].start(path, hashlib.sha256(data).hexdigest(), signature)
+    finally:
+        path.unlink()
 
 
 def bare_sqlite(root: Path, rows: int, page: int) -> float:

@@ -18,6 +18,7 @@ import sqlite_utils
 
 from repository.catalog import now_ms
 from repository.db import Database
+from repository.errors import NotFound
 from repository.scrub_store import CatalogBlobs
 
 PAGE_SIZE = 10
@@ -80,6 +81,14 @@ _BUNDLE_COLUMNS = (
     "name, version, state, description, release_notes, request_sha256, created, created_by, modified,"
     " artifacts_count, artifacts_size, manifest_sha256, signed_by, signed_at"
 )
+
+
+@dataclass(frozen=True)
+class SignedManifest:
+    name: str
+    version: str
+    size: int
+    signature: str
 
 
 def _bundle(row: tuple[Any, ...]) -> Bundle:
@@ -341,6 +350,32 @@ class BundleStore:
             ).fetchone()
         )
         return (bytes(row[0]), row[1]) if row else None
+
+    async def signed_manifest(self, name: str, version: str) -> SignedManifest | None:
+        """The size and signature of a signed bundle's manifest, whose bytes ``manifest_chunks`` reads."""
+        row = await self._database.read(
+            lambda: self._db.execute(
+                "SELECT length(manifest), signature FROM bundle_manifests WHERE name = ? AND version = ?",
+                [name, version],
+            ).fetchone()
+        )
+        return SignedManifest(name, version, int(row[0]), row[1]) if row else None
+
+    async def manifest_chunks(self, manifest: SignedManifest) -> AsyncIterator[bytes]:
+        """The manifest's bytes, ``MANIFEST_CHUNK`` at a time (a 30 MB manifest is never held whole);
+        each chunk read on its own, so nothing waits behind the whole of it."""
+        for offset in range(0, manifest.size, MANIFEST_CHUNK):
+            yield await self._database.read(self._manifest_chunk, manifest, offset)
+
+    def _manifest_chunk(self, manifest: SignedManifest, offset: int) -> bytes:
+        row = self._db.execute(
+            "SELECT rowid FROM bundle_manifests WHERE name = ? AND version = ?", [manifest.name, manifest.version]
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"Release bundle {manifest.name}/{manifest.version} no longer exists")
+        with self._db.conn.blobopen("bundle_manifests", "manifest", row[0], readonly=True) as blob:
+            blob.seek(offset)
+            return blob.read(MANIFEST_CHUNK)
 
     async def delete(self, name: str, version: str) -> bool:
         cursor = await self._database.run(

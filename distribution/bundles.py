@@ -31,7 +31,7 @@ from wire.manifest import (
 )
 from wire.timestamps import utc_timestamp
 
-from .bundle_store import Bundle, BundleStore
+from .bundle_store import Bundle, BundleStore, SignedManifest
 from .manifests import sign_bundle
 from .selection import Selection, select
 from .signing import KeyInfo, Signer
@@ -277,6 +277,14 @@ class BundleService:
         if parts is None:
             raise NotFound(f"Release bundle {bundle.name}/{bundle.version} is not signed yet")
         return parts
+
+    async def signed_manifest(self, name: str, version: str) -> SignedManifest:
+        """The size and signature of a signed bundle's manifest (its bytes: ``store.manifest_chunks``)."""
+        bundle = await self.get(name, version)
+        signed = await self.store.signed_manifest(name, version)
+        if signed is None:
+            raise NotFound(f"Release bundle {bundle.name}/{bundle.version} is not signed yet")
+        return signed
 
     async def delete(self, name: str, version: str) -> None:
         """Delete a bundle version; the blobs it alone held (no path, no other bundle) are freed."""

@@ -20,7 +20,7 @@ from typing import Any
 from storage_backends import BlobNotFound, StorageBackend, StorageError
 from wire.batch import BATCH_BLOB_MAX, BATCH_MAX_BLOBS, body_length, head_line
 from wire.protocol import Removal, TransactionState
-from wire.published import PublishedHasher
+from wire.published import PublishedDigest
 
 from .bundle_store import BundleArtifact, BundleBlob, BundleStore
 from .jobs import Job
@@ -32,6 +32,7 @@ from .transfer import (
     EdgeRefused,
     EdgeServerError,
     EdgeUnreachable,
+    ManifestSource,
     RangeMismatch,
 )
 
@@ -111,8 +112,7 @@ class Progress:
 class Push:
     client: EdgeClient
     storage: StorageBackend
-    manifest: bytes
-    signature: str
+    manifest: ManifestSource
     progress: Progress
     blob_concurrency: int
     on_started: Callable[[str], Awaitable[Any]]
@@ -121,15 +121,16 @@ class Push:
     _blobs: dict[str, BundleBlob] = field(default_factory=dict, init=False)
 
     async def run(self) -> None:
-        started = await self.client.start(self.manifest, self.signature)
+        started = await self.client.start(self.manifest)
         tx = started["transaction_id"]
         self.progress.transaction_id = tx
         await self.on_started(tx)
-        named = started["missing"]  # committed already, the edge still names blobs its store lost: a repair
-        if not all(isinstance(m, str) for m in named):
-            raise EdgeGarbage(f"edge {self.client.edge.name} names missing blobs that are not sha256 strings")
-        missing = sorted(set(named))
-        await self.upload_missing(tx, missing)
+        missing: set[str] = set()  # committed already, the edge still names blobs its store lost: a repair
+        async for page in self.client.missing(tx, started):
+            if not all(isinstance(m, str) for m in page):
+                raise EdgeGarbage(f"edge {self.client.edge.name} names missing blobs that are not sha256 strings")
+            missing.update(page)
+        await self.upload_missing(tx, sorted(missing))
         try:
             committed = await self.client.commit(tx)
         except EdgeRefused as exc:
@@ -329,12 +330,10 @@ class Push:
             isinstance(published.get(k), kind) for k, kind in (("files", int), ("bytes", int), ("sha256", str))
         ):
             raise EdgeGarbage(f"edge {edge} answered the status of committed transaction {tx} without 'published'")
-        hasher, files, size = PublishedHasher(), 0, 0
+        digest = PublishedDigest()
         async for page in self.bundle.artifact_pages():
-            for a in page:
-                hasher.add(a.target, a.sha256, a.size)
-            files, size = files + len(page), size + sum(a.size for a in page)
-        expected = hasher.hexdigest()
+            digest.add((a.target, a.sha256, a.size) for a in page)
+        files, size, expected = digest.files, digest.bytes, digest.hexdigest()
         if published["sha256"] != expected:
             raise NotVerified(
                 f"verification failed on edge {edge}: it publishes {published['files']} files"

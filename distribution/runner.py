@@ -30,7 +30,7 @@ from .edges import EdgeStore
 from .jobs import COMPLETED, DELETE, DISTRIBUTE, FAILED, IN_PROGRESS, Distribution, Job, JobStore
 from .push import BundleView, Progress, Push, SourceMissing, delete_from_edge
 from .settings import DistributionSettings
-from .transfer import EdgeCallError, EdgeClient, EdgeRefused, EdgeServerError, EdgeUnreachable
+from .transfer import EdgeCallError, EdgeClient, EdgeRefused, EdgeServerError, EdgeUnreachable, ManifestSource
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class JobRunner:
 
     async def _push(self, job: Job, client: EdgeClient) -> None:
         try:
-            manifest, signature = await self.bundles.signed_parts(job.name, job.version)
+            signed = await self.bundles.signed_manifest(job.name, job.version)
         except NotFound:
             raise SourceMissing(f"release bundle {job.name}/{job.version} no longer exists or is not signed") from None
         progress = Progress.of(job)
@@ -140,8 +140,10 @@ class JobRunner:
 
         flusher = asyncio.create_task(self._flush(job.key, progress))
         bundle = BundleView(self.bundles.store, job.name, job.version)
-        blob_slots = self.settings.max_parallel_blobs
-        push = Push(client, self.storage, manifest, signature, progress, blob_slots, on_started, bundle)
+        manifest = ManifestSource(
+            signed.size, signed.signature, functools.partial(self.bundles.store.manifest_chunks, signed)
+        )
+        push = Push(client, self.storage, manifest, progress, self.settings.max_parallel_blobs, on_started, bundle)
         try:
             await push.run()
         finally:

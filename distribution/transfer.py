@@ -8,8 +8,10 @@ not the protocol (permanent, quoting the edge). Every call has a time-out; nothi
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp.payload import Payload
@@ -23,6 +25,16 @@ from wire.protocol import RECEIVED_BYTES, Removal
 from .edges import Edge
 
 MAX_ERROR_TEXT = 300
+
+
+@dataclass(frozen=True)
+class ManifestSource:
+    """A signed manifest to send: its size, its signature, and its bytes read afresh at each call
+    of ``chunks`` (a retried start sends them again)."""
+
+    size: int
+    signature: str
+    chunks: Callable[[], AsyncIterator[bytes]]
 
 
 class EdgeCallError(Exception):
@@ -132,10 +144,27 @@ class EdgeClient:
         except JsonRefused:
             raise EdgeGarbage(f"{what} answered {status} with a body that is not JSON: {_quote(text)!r}") from None
 
-    async def start(self, manifest: bytes, signature: str) -> dict[str, Any]:
-        _, body, _ = await self.call("POST", protocol.TRANSACTIONS, json_body=protocol.start_body(manifest, signature))
+    async def start(self, manifest: ManifestSource) -> dict[str, Any]:
+        """Open the transaction: the manifest streams out as the body (wire/protocol.py)."""
+        headers = protocol.start_headers(manifest.size, manifest.signature)
+        _, body, _ = await self.call("POST", protocol.TRANSACTIONS, data=manifest.chunks(), headers=headers)
         _require(body, {"transaction_id": str, "state": str, "missing": list}, self._what("POST", "start"))
         return body  # type: ignore[no-any-return]
+
+    async def missing(self, tx: str, first: dict[str, Any]) -> AsyncIterator[list[str]]:
+        """The blobs the edge is missing, a page at a time: ``first`` (a start or status answer) holds
+        the first page, and says where the next starts."""
+        page = first
+        while True:
+            yield page["missing"]
+            after = page.get("missing_next")
+            if after is None:
+                return
+            if not isinstance(after, str) or not protocol.SHA256_RE.fullmatch(after):
+                raise EdgeGarbage(f"{self._what('GET', 'missing')} answered 'missing_next' {_quote(str(after))!r}")
+            path = protocol.missing_path(tx) + "?" + urlencode(protocol.missing_query(after))
+            _, page, _ = await self.call("GET", path)
+            _require(page, {"missing": list}, self._what("GET", "missing"))
 
     async def received(self, tx: str, sha256: str) -> int:
         """Bytes of a blob the edge holds in staging (HEAD ``X-Received-Bytes``); 0 when it holds none."""

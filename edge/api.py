@@ -21,10 +21,11 @@ from repository.http.middlewares import error_body
 from repository.http.responses import json_response
 from repository.tokens import Role
 from wire import protocol
-from wire.protocol import RECEIVED_BYTES, START_FIELDS
+from wire.protocol import RECEIVED_BYTES
 from wire.timestamps import iso
 
 from .keys import settings_key, transactions_key, trusted_keys_key
+from .manifest_body import manifest_body
 from .pace import UploadTooSlow
 from .raw_body import RawBody
 from .receiving import TransactionEnded
@@ -43,9 +44,9 @@ def _transactions(request: web.Request) -> Transactions:
     return request.app[transactions_key]
 
 
-async def _string_fields(request: web.Request, fields: frozenset[str], limit: int | None = None) -> dict[str, str]:
+async def _string_fields(request: web.Request, fields: frozenset[str]) -> dict[str, str]:
     """A JSON object body with exactly ``fields``, each a string; anything else is a 400."""
-    obj = await read_json_object(request, limit=limit)
+    obj = await read_json_object(request)
     if set(obj) != fields or not all(isinstance(v, str) for v in obj.values()):
         raise BadRequest(f"The body must be a JSON object with exactly the string fields {', '.join(sorted(fields))}")
     return obj
@@ -63,27 +64,43 @@ def _transaction_json(tx: Transaction, **extra: Any) -> dict[str, Any]:
 # -- transactions ------------------------------------------------------------------
 
 
+async def _missing_json(
+    transactions: Transactions, tx: Transaction, after: str = "", limit: int | None = None
+) -> dict[str, Any]:
+    """A page of missing blobs and where the next starts; the protocol's page size by default."""
+    missing, after = await transactions.missing_page(tx, after, limit or protocol.MISSING_PAGE)
+    return {"missing": missing, "missing_next": after}
+
+
 async def start_transaction(request: web.Request) -> web.Response:
+    """The body is the manifest (or the small JSON form): docs/transactions.md."""
     transactions = _transactions(request)
-    fields = await _string_fields(request, START_FIELDS, request.app[settings_key].max_manifest_bytes)
-    started = await transactions.start(fields["manifest"], fields["signature"])
+    async with manifest_body(request, transactions.staging, request.app[settings_key].max_manifest_bytes) as body:
+        started = await transactions.start(body.path, body.sha256, body.signature)
     tx = started.transaction
-    answer = _transaction_json(tx, missing=started.missing, expires=iso(tx.expires))
+    answer = _transaction_json(tx, **await _missing_json(transactions, tx), expires=iso(tx.expires))
     return json_response(answer, status=201 if started.created else 200)
 
 
 async def transaction_status(request: web.Request) -> web.Response:
-    """An open transaction's missing blobs; a committed one's too (what the store lacks now),
-    and what it publishes: the Distribution service's check that the edge holds the manifest."""
+    """An open transaction's first page of missing blobs; a committed one's too (what the store
+    lacks now), and what it publishes: the Distribution service's check that the edge holds the
+    manifest."""
     transactions = _transactions(request)
     tx = await transactions.get(request.match_info["tx_id"])
+    extra = await _missing_json(transactions, tx)
     if tx.state is protocol.TransactionState.COMMITTED:
         published = await transactions.published(tx)
-        missing = await transactions.missing(tx.id, stored=True)
-        extra = {"published": {"files": published.files, "bytes": published.bytes, "sha256": published.sha256}}
-        return json_response(_transaction_json(tx, missing=missing, **extra))
-    missing = await transactions.missing(tx.id) if tx.state is protocol.TransactionState.OPEN else []
-    return json_response(_transaction_json(tx, missing=missing))
+        extra["published"] = {"files": published.files, "bytes": published.bytes, "sha256": published.sha256}
+    return json_response(_transaction_json(tx, **extra))
+
+
+async def missing_blobs(request: web.Request) -> web.Response:
+    """A page of the blobs the edge is missing, after ``after`` (wire/protocol.py)."""
+    transactions = _transactions(request)
+    after, limit = protocol.parse_missing_query(request.query)
+    tx = await transactions.get(request.match_info["tx_id"])
+    return json_response({"transaction_id": tx.id, **await _missing_json(transactions, tx, after, limit)})
 
 
 async def blob_received(request: web.Request) -> web.Response:

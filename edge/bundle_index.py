@@ -18,19 +18,19 @@ removal is finished.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 
 from repository import bulk
 from repository.artifacts import ArtifactService, guess_mime_type
-from repository.bulk import new_key, pages
+from repository.bulk import new_key
 from repository.catalog import Artifact, Repo
 from repository.errors import NotFound
-from wire.manifest import Manifest, ManifestArtifact
 from wire.protocol import Removal
 
 from .claims import COMMIT, REMOVE, BundleChange, BundleClaims
 from .store import EdgeStore, Transaction
+from .transaction_files import TransactionFile
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +40,14 @@ def split_target(target: str) -> tuple[str, str]:
     return repo, path
 
 
-def entries(artifacts: Sequence[ManifestArtifact], owner: str, user: str, now: int) -> list[Artifact]:
-    """The index entries of some of a manifest's artifacts."""
+def entries(files: Sequence[TransactionFile], owner: str, user: str, now: int) -> list[Artifact]:
+    """The index entries of some of a manifest's files."""
     made = []
-    for a in artifacts:
-        repo, path = split_target(a.target)
+    for f in files:
         made.append(
-            Artifact(repo=repo, path=path, sha256=a.sha256, sha1=a.sha1, md5=a.md5, size=a.size,
-                     mime_type=guess_mime_type(path), created=now, created_by=user, modified=now,
-                     modified_by=user, owner=owner, properties=a.properties)
+            Artifact(repo=f.repo, path=f.path, sha256=f.sha256, sha1=f.sha1, md5=f.md5, size=f.size,
+                     mime_type=guess_mime_type(f.path), created=now, created_by=user, modified=now,
+                     modified_by=user, owner=owner, properties=f.properties)
         )  # fmt: skip
     return made
 
@@ -61,21 +60,23 @@ class BundleIndex:
         self.bulk = artifacts.catalog.bulk
         self._lock = store.database.locks("bundle-change")  # one bundle change at a time, in every worker
 
-    async def publish(self, tx: Transaction, manifest: Manifest, user: str, now: int) -> None:
-        """Index every entry of ``manifest`` for ``tx`` and commit it, shown all at once; refused
-        (409) anywhere, what was indexed is removed again and nothing shows."""
+    async def publish(
+        self, tx: Transaction, repos: list[str], files: AsyncIterator[list[TransactionFile]], user: str, now: int
+    ) -> None:
+        """Index every file of ``tx``'s manifest (in ``repos``, a page at a time from ``files``) and
+        commit it, shown all at once; refused (409) anywhere, what was indexed is removed again and
+        nothing shows."""
         async with self._lock():
             change = BundleChange(tx.name, tx.version, tx.id, COMMIT, new_key())
-            keys = sorted({split_target(a.target)[0] for a in manifest.artifacts})
-            repos = [Repo(key, anonymous_read=True) for key in keys]
+            created = [Repo(key, anonymous_read=True) for key in repos]
 
             def begin() -> None:
                 self.store.check_committable_rows(tx)
                 self.claims.begin_rows(change)
 
-            await self.bulk.begin_publish(change.bulk_key, tx.owner, repos, extra=begin)
+            await self.bulk.begin_publish(change.bulk_key, tx.owner, created, extra=begin)
             try:
-                for page in pages(manifest.artifacts):
+                async for page in files:
                     made = entries(page, tx.owner, user, now)
                     claim = partial(self.claims.claim_rows, tx, [(e.repo, e.path) for e in made])
                     await self.bulk.publish_page(change.bulk_key, made, extra=claim)

@@ -23,6 +23,7 @@ def edge_routes() -> list[web.AbstractRouteDef]:
     return [
         web.post(protocol.TRANSACTIONS, api.start_transaction, name="tx_start"),
         web.get(protocol.transaction_path(TX_ID), api.transaction_status, name="tx_status", allow_head=False),
+        web.get(protocol.missing_path(TX_ID), api.missing_blobs, name="tx_missing", allow_head=False),
         web.post(protocol.commit_path(TX_ID), api.commit_transaction, name="tx_commit"),
         web.post(protocol.abort_path(TX_ID), api.abort_transaction, name="tx_abort"),
         web.head(BLOB, api.blob_received, name="tx_blob_received"),

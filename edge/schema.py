@@ -213,3 +213,31 @@ def m005_manifests_apart_bundle_changes(db: Database) -> None:
         ) WITHOUT ROWID;
         """
     )
+
+
+@edge_migrations()
+def m006_transaction_files(db: Database) -> None:
+    db.executescript(
+        """
+        -- The files of each OPEN transaction's manifest, written a page at a time as its start
+        -- reads the manifest (no reference to transactions: the pages come before the row) and
+        -- read a page at a time by its commit; gone once it is committed or ended.
+        CREATE TABLE transaction_files (
+            transaction_id TEXT NOT NULL,
+            repo TEXT NOT NULL,
+            path TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            sha1 TEXT NOT NULL,
+            md5 TEXT NOT NULL,
+            properties TEXT NOT NULL,         -- JSON: key -> sorted list of values
+            PRIMARY KEY (transaction_id, repo, path)
+        ) WITHOUT ROWID;
+        -- No index by sha256: pages arrive in path order, and an index in sha256 order would take
+        -- a write at a random place per file (9 times the cost of a page); the two queries by
+        -- sha256 (check_sizes, the blob list at open) sort once instead.
+        -- Transactions opened before had no such record: ended, the Distribution service's next
+        -- start opens them again and records their files.
+        UPDATE transactions SET state = 'ABORTED' WHERE state = 'OPEN';
+        """
+    )

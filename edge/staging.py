@@ -28,6 +28,7 @@ import shutil
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -37,6 +38,10 @@ from storage_backends.linux import start_writeback
 from .pace import PaceGuard
 
 log = logging.getLogger(__name__)
+
+# Names of manifests on their way in, or checked again at commit (staging.scratch): never a
+# transaction id, and gone with the request that made them.
+SCRATCH = ".manifest-"
 
 IO_CHUNK = 1024 * 1024
 # body chunks handed to a worker thread at once, at most
@@ -215,6 +220,12 @@ class StagedFile:
 class Staging:
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    async def scratch(self) -> Path:
+        """A new file name for a manifest on its way in or being checked again: its user removes
+        the file, and the next start-up's sweep whatever a crash left."""
+        await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+        return self.root / f"{SCRATCH}{uuid.uuid4().hex}"
 
     def path(self, tx_id: str, sha256: str) -> Path:
         return self.root / tx_id / f"{sha256}.part"

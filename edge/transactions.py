@@ -17,20 +17,22 @@ different blobs run in parallel, each under its own per-blob lock (edge/uploads.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-
-from cachetools import LRUCache
+from pathlib import Path
 
 from repository.artifacts import ArtifactService
 from repository.catalog import now_ms
 from repository.errors import Conflict, NotFound, RepositoryError
 from repository.policy import EDGE_UPLOADS_REPO
-from wire.manifest import Manifest, ManifestError, decode
+from storage_backends import os_storage_error
+from wire import protocol
+from wire.manifest import ManifestArtifact, ManifestError
+from wire.manifest_reader import ManifestReader, ManifestSummary
 from wire.protocol import Removal
 from wire.protocol import TransactionState as State
-from wire.published import published_digest
+from wire.published import PublishedDigest
 
 from .bundle_index import BundleIndex
 from .bundle_index import split_target as _split
@@ -41,14 +43,14 @@ from .raw_body import Receivers
 from .receiving import listed
 from .staging import Staging
 from .store import EdgeStore, ReceivedBundle, Transaction
+from .transaction_files import TransactionFiles, file_of
 from .trust import TrustedKeys
 from .uploads import Uploads
 
 log = logging.getLogger(__name__)
 
-# Manifests decoded at start, kept for their commit (a thousand-file manifest takes tens of
-# milliseconds to decode and check); a transaction not among them is decoded again.
-DECODED_MANIFESTS = 16
+# Missing blobs a failed commit names in its message.
+NAMED_MISSING = 10
 
 
 class UploadsTargeted(RepositoryError):
@@ -63,7 +65,6 @@ class UploadsTargeted(RepositoryError):
 class Started:
     transaction: Transaction
     created: bool  # opened (or reopened) by this start
-    missing: list[str]
 
 
 @dataclass(frozen=True)
@@ -73,20 +74,24 @@ class Published:
     sha256: str  # the digest of the list of what is served (wire/published.py)
 
 
-def _distinct_blobs(manifest: Manifest) -> dict[str, int]:
-    blobs: dict[str, int] = {}
-    for artifact in manifest.artifacts:
-        if blobs.setdefault(artifact.sha256, artifact.size) != artifact.size:
-            raise ManifestError(f"Invalid manifest: sha256 {artifact.sha256} is listed with two sizes")
-    return blobs
-
-
-def _refuse_uploads_targets(manifest: Manifest) -> None:
-    targets = [a.target for a in manifest.artifacts if _split(a.target)[0] == EDGE_UPLOADS_REPO]
+def _check_page(page: Sequence[ManifestArtifact]) -> None:
+    """A page's own checks: no target in the uploads repo, no sha256 with two sizes within it
+    (across pages: ``TransactionFiles.check_sizes``)."""
+    targets = [a.target for a in page if _split(a.target)[0] == EDGE_UPLOADS_REPO]
     if targets:
         raise UploadsTargeted(
             f"Release bundle content cannot go to the uploads repository {EDGE_UPLOADS_REPO}: {listed(targets)}"
         )
+    sizes: dict[str, int] = {}
+    for a in page:
+        if sizes.setdefault(a.sha256, a.size) != a.size:
+            raise ManifestError(f"Invalid manifest: sha256 {a.sha256} is listed with two sizes")
+
+
+def _refuse_clashes(clashes: list[str]) -> None:
+    """409 where target paths hold other bytes (a folder, a file of an upload or a bundle)."""
+    if clashes:
+        raise Conflict(f"Target paths already hold other content: {listed(clashes)}")
 
 
 class Transactions:
@@ -111,72 +116,106 @@ class Transactions:
         self.held = HeldBlobs(artifacts, store)
         self.uploads = Uploads(self, store, artifacts, staging, receivers, pace)
         self.index = BundleIndex(store, BundleClaims(store.database), artifacts)
+        self.files = TransactionFiles(store.database)
         self._lock = store.database.locks("transaction")  # one step of a transaction at a time, in every worker
-        # by transaction id, which is the sha256 of the manifest's bytes, so an entry cannot go stale
-        self._manifests: LRUCache[str, Manifest] = LRUCache(DECODED_MANIFESTS)
 
     # -- start ------------------------------------------------------------------
 
-    async def start(self, manifest_text: str, signature: str) -> Started:
-        """Verify a signed manifest, check it can be published, and open (or find) its transaction."""
-        try:
-            data = manifest_text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ManifestError("Invalid manifest: not encodable as UTF-8") from None
-        manifest = await asyncio.to_thread(decode, data)
-        blobs = _distinct_blobs(manifest)
-        tx_id = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
-        signer = await self.trust.verify(data, signature)
-        _refuse_uploads_targets(manifest)
-        async with self._lock(tx_id):
-            existing = await self.store.get(tx_id)
+    async def start(self, manifest: Path, sha256: str, signature: str) -> Started:
+        """Verify a signed manifest (the file ``manifest``, whose bytes hash to ``sha256``), check it
+        can be published, and open (or find) its transaction. The manifest is read a page at a time
+        and its files recorded as they come (``TransactionFiles``); the transaction opens, in one
+        short write, only once every page and the header have passed."""
+        signer = await self.trust.verify(manifest, signature)
+        async with self._lock(sha256):
+            existing = await self.store.get(sha256)
             if existing is not None and existing.state is State.COMMITTED:
                 # what its store lacks (lost, or quarantined by the scrub) is sent again: a repair
-                return Started(existing, False, await self.missing(tx_id, stored=True))
-            await self._check_publishable(tx_id, manifest)
-            now = now_ms()
-            tx = Transaction(tx_id, manifest.name, manifest.version, State.OPEN, signer, now,
-                             now + self.ttl * 1000, None, len(manifest.artifacts),
-                             sum(a.size for a in manifest.artifacts))  # fmt: skip
-            tx, created = await self.store.open(tx, data, signature, blobs)
-            self._manifests[tx_id] = manifest
+                return Started(existing, False)
+            if existing is not None and existing.state is State.OPEN:
+                await self._check_bundle_free(existing.id, existing.name, existing.version)
+                async for page in self.files.pages(existing.id):
+                    _refuse_clashes(await self.artifacts.catalog.conflicts([(f.repo, f.path, f.sha256) for f in page]))
+                return Started(existing, False)
+            await self.files.drop(sha256)  # what an earlier start of this manifest left
+            try:
+                summary, clashes = await self._record(sha256, manifest)
+                header = summary.header
+                await self._check_bundle_free(sha256, header.name, header.version)
+                _refuse_clashes(clashes)
+                await self.files.check_sizes(sha256)
+                now = now_ms()
+                tx = Transaction(sha256, header.name, header.version, State.OPEN, signer, now,
+                                 now + self.ttl * 1000, None, summary.files, summary.bytes)  # fmt: skip
+                tx, created = await self.store.open(tx, manifest, signature)
+            except BaseException:
+                await self.files.drop(sha256)
+                raise
         if created:
-            log.info("transaction %s open: %s/%s signed by %s", tx_id, tx.name, tx.version, signer)
-        return Started(tx, created, await self.missing(tx_id))
+            log.info("transaction %s open: %s/%s signed by %s", tx.id, tx.name, tx.version, signer)
+        return Started(tx, created)
 
-    async def _check_publishable(self, tx_id: str, manifest: Manifest) -> None:
-        """409 where the bundle could not be committed as it is: its name and version hold another
-        manifest, or a target path holds other bytes (a folder, a file of an upload or a bundle)."""
-        other = await self.store.bundle(manifest.name, manifest.version)
+    async def _record(self, tx_id: str, manifest: Path) -> tuple[ManifestSummary, list[str]]:
+        """Read the manifest a page at a time (in a thread: decoding is CPU work), checking and
+        recording each page's files; the target paths of the first page that clashes with what
+        the edge holds come back, for the caller to refuse once it knows the bundle's name."""
+        clashes: list[str] = []
+        with await asyncio.to_thread(open, manifest, "rb") as stream:
+            reader = ManifestReader(stream)
+            pages = reader.pages()
+            while (page := await asyncio.to_thread(next, pages, None)) is not None:
+                _check_page(page)
+                files = [file_of(a) for a in page]
+                if not clashes:
+                    clashes = await self.artifacts.catalog.conflicts([(f.repo, f.path, f.sha256) for f in files])
+                await self.files.add(tx_id, files)
+        assert reader.summary is not None
+        return reader.summary, clashes
+
+    async def _check_bundle_free(self, tx_id: str, name: str, version: str) -> None:
+        """409 if the bundle's name and version hold another manifest on this edge."""
+        other = await self.store.bundle(name, version)
         if other is not None and other.manifest_sha256 != tx_id:
-            raise Conflict(
-                f"Release bundle {manifest.name}/{manifest.version} is already on this edge with another manifest"
-            )
-        targets = [(*_split(a.target), a.sha256) for a in manifest.artifacts]
-        clashes = await self.artifacts.catalog.conflicts(targets)
-        if clashes:
-            raise Conflict(f"Target paths already hold other content: {listed(clashes)}")
+            raise Conflict(f"Release bundle {name}/{version} is already on this edge with another manifest")
 
-    async def missing(self, tx_id: str, *, stored: bool = False) -> list[str]:
-        """The transaction's distinct blobs this edge does not hold yet, from any bundle or upload.
+    async def missing_page(
+        self, tx: Transaction, after: str = "", limit: int = protocol.MISSING_PAGE
+    ) -> tuple[list[str], str | None]:
+        """Up to ``limit`` of the transaction's distinct blobs after ``after`` (in sha256 order) that
+        this edge does not hold yet, from any bundle or upload, and where the next page starts
+        (None: nowhere, these are the last). Only an OPEN or COMMITTED transaction misses any.
 
-        A blob some index entry references, or one a transaction recorded as stored, counts as
-        held (edge/held.py), unless ``stored``: then only the blob store's word counts, as for a
-        committed bundle, whose own entries reference all of its blobs whether the store still
-        holds them or not."""
-        blobs = await self.store.blobs(tx_id)
-        held = await self.held.held(blobs, stored=stored)
-        return sorted(s for s in blobs if s not in held)
+        For an OPEN one, a blob some index entry references, or one a transaction recorded as
+        stored, counts as held (edge/held.py); for a COMMITTED one only the blob store's word
+        counts, for its own entries reference all of its blobs whether the store still holds
+        them or not."""
+        if tx.state not in (State.OPEN, State.COMMITTED):
+            return [], None
+        found: list[str] = []
+        while blobs := await self.store.blob_page(tx.id, after):
+            held = await self.held.held(blobs, stored=tx.state is State.COMMITTED)
+            for sha256 in blobs:
+                if sha256 not in held:
+                    found.append(sha256)
+                    if len(found) == limit:
+                        return found, sha256
+            after = sha256
+        return found, None
 
     async def published(self, tx: Transaction) -> Published:
         """What the edge serves of a committed bundle: each path the bundle claims whose index
         entry is there and whose blob the store holds whole, and the digest of that list
-        (wire/published.py), for the Distribution service to compare with the manifest's."""
-        rows = await self.store.published_rows(tx.name, tx.version)
-        held = await self.artifacts.storage.sizes(sorted({sha256 for _, sha256, _ in rows}))
-        served = [(target, sha256, size) for target, sha256, size in rows if held.get(sha256) == size]
-        digest = await asyncio.to_thread(published_digest, served)
-        return Published(len(served), sum(size for *_, size in served), digest)
+        (wire/published.py), for the Distribution service to compare with the manifest's; read
+        a page at a time, in the list's order."""
+        digest = PublishedDigest()
+        for repo in await self.store.published_repos(tx.name, tx.version):
+            after = ""
+            while rows := await self.store.published_page(tx.name, tx.version, repo, after):
+                held = await self.artifacts.storage.sizes(sorted({sha256 for _, sha256, _ in rows}))
+                served = [(f"{repo}/{path}", sha256, size) for path, sha256, size in rows if held.get(sha256) == size]
+                await asyncio.to_thread(digest.add, served)
+                after = rows[-1][0]
+        return Published(digest.files, digest.bytes, digest.hexdigest())
 
     async def get(self, tx_id: str) -> Transaction:
         tx = await self.store.get(tx_id)
@@ -195,21 +234,31 @@ class Transactions:
                 return tx
             if tx.state is not State.OPEN:
                 raise Conflict(f"Transaction {tx_id} is {tx.state}; it cannot be committed")
-            data, signature = await self.store.manifest(tx_id)
-            await self.trust.verify(data, signature)  # its key may have been removed since start
-            manifest = self._manifests.pop(tx_id, None)
-            if manifest is None:
-                manifest = await asyncio.to_thread(decode, data)
+            await self._verify_stored(tx)  # its key may have been removed since start
             # The blobs are pinned by the OPEN transaction (EdgeStore.pinned), so nothing collects
             # one between this check and the page that indexes it.
-            missing = await self.missing(tx_id)
+            missing, more = await self.missing_page(tx, limit=NAMED_MISSING)
             if missing:
-                raise Conflict(f"Cannot commit: {len(missing)} blob(s) missing: {listed(missing)}")
+                raise Conflict(f"Cannot commit: blob(s) missing: {listed(missing)}{', ...' if more else ''}")
             await self.artifacts.storage.sync()  # every blob's name durable before an entry names it
-            await self.index.publish(tx, manifest, user, now_ms())
+            repos = await self.files.repos(tx_id)
+            await self.index.publish(tx, repos, self.files.pages(tx_id), user, now_ms())
             log.info("transaction %s committed: %s/%s, %d files", tx_id, tx.name, tx.version, tx.files)
         await self.staging.free(tx_id)
+        await self.files.drop(tx_id)
         return await self.get(tx_id)
+
+    async def _verify_stored(self, tx: Transaction) -> None:
+        """Check the signature of a transaction's stored manifest again, against a copy in staging."""
+        copy = await self.staging.scratch()
+        try:
+            try:
+                await self.store.manifest_to(tx.id, copy)
+            except OSError as exc:
+                raise os_storage_error(exc, "copying the manifest to staging failed") from None  # full: a 507
+            await self.trust.verify(copy, await self.store.signature(tx.id))
+        finally:
+            await asyncio.to_thread(copy.unlink, True)
 
     async def abort(self, tx_id: str) -> None:
         """Discard an uncommitted transaction and its staging; a committed one is refused (409).
@@ -243,6 +292,7 @@ class Transactions:
         """Staged files go, and blobs moved into storage for this transaction alone (those of
         other transactions in flight or committed are pinned: ``EdgeStore.pinned``)."""
         await self.staging.free(tx_id)
+        await self.files.drop(tx_id)
         async for page in self.store.blob_pages(tx_id):
             await self.artifacts.collect(page)
 
@@ -275,7 +325,8 @@ class Transactions:
         ``sweep_staging``, when no other worker runs, staging of transactions no longer OPEN is
         removed; OPEN ones resume."""
         await self.index.resume()
-        if sweep_staging:
+        if sweep_staging:  # another worker's start may be recording files, and staging its manifest
+            await self.files.sweep()
             await self.staging.sweep(await self.store.open_ids())
 
     async def expire_forever(self, interval: float) -> None:

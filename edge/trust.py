@@ -91,11 +91,12 @@ class TrustedKeys:
                     await asyncio.to_thread(self._store.remove, found.fingerprint)
         log.info("no longer trusting key %s (%s)", found.fingerprint, alias)
 
-    async def verify(self, data: bytes, signature: str) -> str:
-        """The fingerprint of the one trusted key that signed exactly ``data``, or SignatureRefused."""
+    async def verify(self, data: Path, signature: str) -> str:
+        """The fingerprint of the one trusted key that signed exactly the bytes of the file ``data``,
+        or SignatureRefused."""
         trusted = {k.fingerprint for k in await self._edge_store.key_aliases()}
         try:
-            return await asyncio.to_thread(self._store.verify, data, signature, trusted=trusted)
+            return await asyncio.to_thread(self._store.verify_file, data, signature, trusted=trusted)
         except SignatureRefused:
             await self._check_room()  # nor check a signature: a full disk is not the sender's fault
             raise

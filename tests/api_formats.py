@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import ipaddress
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 
 from tests.gpg_keys import KeyFactory, TestKey
 from wire.manifest import Manifest, ManifestArtifact, encode
+from wire.protocol import MANIFEST_MEDIA_TYPE
 
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 1024
@@ -101,7 +103,8 @@ def manifest_artifact(target: str, source: str, data: bytes) -> ManifestArtifact
 @st.composite
 def _manifests(draw: st.DrawFn) -> str:
     data = draw(st.binary(max_size=64))
-    targets = draw(st.lists(ARTIFACT_PATHS, min_size=1, max_size=3, unique=True))
+    drawn = draw(st.lists(ARTIFACT_PATHS, min_size=1, max_size=3, unique=True))
+    targets = [t for t in drawn if not any(t.startswith(other + "/") for other in drawn)]  # no file in a file
     artifacts = [manifest_artifact(f"{UPLOADS}-bundles/{t}", f"releases-local/{t}", data) for t in targets]
     name = draw(st.from_regex(r"[a-z][a-z0-9-]{0,15}", fullmatch=True))
     version = draw(st.from_regex(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}", fullmatch=True))
@@ -186,3 +189,9 @@ def register() -> None:
     }
     for name, strategy in formats.items():
         schemathesis.openapi.format(name, strategy)
+    schemathesis.serializer(MANIFEST_MEDIA_TYPE)(_manifest_body)
+
+
+def _manifest_body(ctx: object, value: object) -> bytes:
+    """A manifest start body is the manifest's own bytes, not a JSON string holding them."""
+    return value.encode("utf-8") if isinstance(value, str) else json.dumps(value).encode()

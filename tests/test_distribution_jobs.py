@@ -189,7 +189,7 @@ async def test_large_blobs_never_take_every_upload_slot_while_small_ones_wait() 
     async def started(tx: str) -> None:
         return None
 
-    push = Recording(None, None, b"", "", Progress(0, 0), 4, started, None)  # type: ignore[arg-type]
+    push = Recording(None, None, None, Progress(0, 0), 4, started, None)  # type: ignore[arg-type]
     await push.upload_all("tx", sorted(sizes, key=lambda s: (-sizes[s], s)), sizes)  # largest first
     assert sorted(s for unit in sent for s in unit) == sorted(sizes)
     assert [len(unit) for unit in sent].count(2) == 10, "small blobs go two to a batch, large ones alone"

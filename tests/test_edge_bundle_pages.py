@@ -349,7 +349,8 @@ async def test_an_edge_database_from_before_keeps_its_transactions_and_bundles(t
     store = EdgeStore(db)
     tx = await store.get("t1")
     assert tx is not None and (tx.name, tx.state.value, tx.committed) == ("app", "COMMITTED", 3)
-    assert await store.manifest("t1") == (b"the manifest bytes", "sig")
+    await store.manifest_to("t1", tmp_path / "copy")
+    assert (tmp_path / "copy").read_bytes() == b"the manifest bytes" and await store.signature("t1") == "sig"
     assert await db.run(lambda: db.db.execute("SELECT * FROM bundle_files").fetchall()) == [
         ("app", "1.0", "releases-local", "a.bin")
     ]

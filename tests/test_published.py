@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wire.published import published_digest, published_list
+from wire.published import PublishedDigest, published_digest, published_list
 
 A = "a" * 64
 B = "b" * 64
@@ -69,3 +69,28 @@ def test_the_digest_does_not_depend_on_the_order_entries_come_in(
     shuffled = list(entries)
     rnd.shuffle(shuffled)  # type: ignore[attr-defined]
     assert published_digest(entries) == published_digest(shuffled)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(min_size=1), st.tuples(st.text("0123456789abcdef", min_size=64, max_size=64), st.integers(0))
+    ),
+    st.integers(1, 5),
+)
+def test_the_digest_made_a_page_at_a_time_from_sorted_entries_is_the_same(
+    files: dict[str, tuple[str, int]], page: int
+) -> None:
+    entries = sorted((target, sha256, size) for target, (sha256, size) in files.items())
+    digest = PublishedDigest()
+    for start in range(0, len(entries), page):
+        digest.add(entries[start : start + page])
+    assert digest.hexdigest() == published_digest(entries)
+    assert (digest.files, digest.bytes) == (len(entries), sum(size for *_, size in entries))
+
+
+def test_entries_out_of_order_are_refused_when_made_a_page_at_a_time() -> None:
+    digest = PublishedDigest()
+    digest.add([("r/b", "a" * 64, 1)])
+    with pytest.raises(ValueError, match="comes after"):
+        digest.add([("r/a", "a" * 64, 1)])

@@ -24,6 +24,7 @@ and the rules API included, and would refuse this client everything.
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -38,6 +39,7 @@ from devstack.services import DistributionProcess, EdgeProcess
 from repository.http.openapi import load_document
 from tests import api_formats
 from tests.gpg_keys import TestKey
+from wire import protocol
 
 # Seeds the documents' examples point at: a file in the uploads repo, a signed bundle.
 UPLOADS = "artifactory-edge-uploads"
@@ -192,7 +194,12 @@ def _complete(case: schemathesis.Case, bench: dict[str, Any]) -> None:
     would change the test bench (see the module's docstring). An invalid case is sent as drawn:
     the field may be what makes it invalid."""
     body = case.body
-    if (case.meta is not None and not case.meta.generation.mode.is_positive) or not isinstance(body, dict):
+    if case.meta is not None and not case.meta.generation.mode.is_positive:
+        return
+    if case.operation.path == TX_START and isinstance(body, str):  # the manifest as the body: sign it
+        signature = base64.b64encode(bench["sign"](body.encode())).decode()
+        case.headers = {**(case.headers or {}), protocol.SIGNATURE_HEADER: signature}
+    if not isinstance(body, dict):
         return
     path, parameters = case.operation.path, case.path_parameters or {}
     for field in ("key", "name", "version"):  # a body field that must equal the path parameter

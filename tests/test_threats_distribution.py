@@ -26,6 +26,7 @@ from devstack.services import EdgeProcess
 from distribution.app import create_app
 from distribution.settings import DistributionSettings
 from edge.app import create_app as create_edge_app
+from edge.keys import transactions_key
 from tests.conftest import ADMIN_TOKEN, admin, make_settings
 from tests.edge_setup import distributor_token, download, http, trust
 from tests.fault_servers import Faults, ThreadedServer, proxy_app
@@ -46,6 +47,7 @@ from tests.test_edge_transactions import (
     tx_id,
 )
 from tests.test_edge_transactions import trust as trust_key
+from wire import protocol
 
 MiB = 1024 * 1024
 
@@ -350,8 +352,22 @@ async def test_oversized_chunked_or_compressed_bodies_and_huge_headers_are_refus
         for _ in range(times):
             yield piece
 
-    chunked = await client.post(TX, data=endless(b"y" * 64 * 1024, 64), headers=headers)  # no Content-Length
+    json_type = {**headers, "Content-Type": "application/json"}
+    chunked = await client.post(TX, data=endless(b"y" * 64 * 1024, 64), headers=json_type)  # no Content-Length
     assert chunked.status == 413 and chunked.request_info.headers.get("Transfer-Encoding") == "chunked"
+    # the manifest as the body: its length is declared, and what inflates past it is refused
+    signed_headers = {**headers, **protocol.start_headers(len(bomb), "sig")}
+    del signed_headers["Content-Length"]
+    no_length = await client.post(TX, data=endless(b"y" * 64 * 1024, 64), headers=signed_headers)
+    assert no_length.status == 411
+    tracemalloc.start()
+    try:
+        inflated = await client.post(TX, data=bomb, headers={**signed_headers, "Content-Encoding": "gzip"})
+        assert inflated.status == 400 and "longer than its Content-Length" in await inflated.text()
+        assert tracemalloc.get_traced_memory()[1] < 16 * MiB
+    finally:
+        tracemalloc.stop()
+    assert not list(client.server.app[transactions_key].staging.root.iterdir())
     data = os.urandom(1000)
     tid = (await start(client, signed(key_factory, keys.alice, manifest_of({"a.bin": data})), headers))[
         "transaction_id"

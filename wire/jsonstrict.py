@@ -20,9 +20,11 @@ class JsonRefused(InvalidInput):
 
     default_message = "Invalid JSON"
 
-    def __init__(self, problem: str) -> None:
+    def __init__(self, problem: str, *, syntax: bool = False) -> None:
         super().__init__(f"Invalid JSON: {problem}")
         self.problem = problem
+        # a syntax error, which in text cut short may only mean that the rest is still to come
+        self.syntax = syntax
 
 
 JSON_WHITESPACE = " \t\n\r"
@@ -64,7 +66,8 @@ def loads_prefix(text: str, pos: int = 0, *, floats: bool = True) -> tuple[Any, 
     try:
         return decoder.raw_decode(text, pos)
     except json.JSONDecodeError as exc:
-        raise JsonRefused(f"{exc.msg} at character {exc.pos} (line {exc.lineno} column {exc.colno})") from None
+        problem = f"{exc.msg} at character {exc.pos} (line {exc.lineno} column {exc.colno})"
+        raise JsonRefused(problem, syntax=True) from None
     except RecursionError:
         raise JsonRefused("nested too deeply") from None
     except ValueError as exc:  # an integer past Python's digit limit

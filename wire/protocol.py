@@ -10,7 +10,10 @@ so neither can drift from the other. The body of a blob batch has a module of it
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -25,9 +28,23 @@ TRUSTED_KEYS = "/artifactory/api/security/keys/trusted"
 # A transaction's id is the sha256 of its manifest's bytes, and a blob's name is its sha256.
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
-# The fields of a start request: the canonical manifest as a JSON string (its UTF-8 bytes are
-# what was signed) and the armored detached signature.
+# A start request's body is the canonical manifest itself, the bytes that were signed, of this
+# media type and with a Content-Length, so an edge can stream it to disk and read it a page at
+# a time; the armored detached signature rides in a header, base64-encoded (armor has line
+# breaks, which a header cannot hold). The bytes are JSON, but the type is not ``+json``: they
+# must arrive exactly as signed, never parsed and written again by a tool that knows JSON.
+MANIFEST_MEDIA_TYPE = "application/vnd.release-bundle-manifest"
+SIGNATURE_HEADER = "X-Manifest-Signature"
+MAX_SIGNATURE_HEADER = 16 * 1024
+# The small form, for scripts and curl: a JSON object with the manifest as a string (its UTF-8
+# bytes are what was signed) and the armored signature.
 START_FIELDS = frozenset({"manifest", "signature"})
+
+# The blobs an edge is missing come a page at a time, in sha256 order: the first page in the
+# start answer and the status (``missing``), the next from ``GET missing_path(tx)`` with
+# ``after`` set to the answer's ``missing_next`` (null: there are no more) and ``limit``.
+MISSING_PAGE = 1000
+MAX_MISSING_PAGE = 10_000
 
 # Bytes of a blob the edge holds: the answer to HEAD on a blob, and to a resume at the wrong offset.
 RECEIVED_BYTES = "X-Received-Bytes"
@@ -56,6 +73,28 @@ def abort_path(tx_id: str) -> str:
     return f"{transaction_path(tx_id)}/abort"
 
 
+def missing_path(tx_id: str) -> str:
+    """``GET`` a page of the blobs the edge is missing (``missing_query``)."""
+    return f"{transaction_path(tx_id)}/missing"
+
+
+def missing_query(after: str, limit: int = MISSING_PAGE) -> dict[str, str]:
+    return {"after": after, "limit": str(limit)}
+
+
+def parse_missing_query(query: Mapping[str, str]) -> tuple[str, int]:
+    """``(after, limit)`` of a missing-page request; anything else is a 400."""
+    unknown = sorted(set(query) - {"after", "limit"})
+    if unknown:
+        raise InvalidInput(f"Unknown query parameter(s): {', '.join(unknown)}")
+    after, limit = query.get("after", ""), query.get("limit", str(MISSING_PAGE))
+    if after and not SHA256_RE.fullmatch(after):
+        raise InvalidInput("'after' must be a sha256 (64 lowercase hex digits)")
+    if not limit.isascii() or not limit.isdigit() or len(limit) > 6 or not 1 <= int(limit) <= MAX_MISSING_PAGE:
+        raise InvalidInput(f"'limit' must be an integer from 1 to {MAX_MISSING_PAGE}")
+    return after, int(limit)
+
+
 def batch_path(tx_id: str) -> str:
     """``POST`` a blob batch (``wire.batch``)."""
     return f"{transaction_path(tx_id)}/blobs"
@@ -69,6 +108,24 @@ def blob_path(tx_id: str, sha256: str) -> str:
 def bundle_path(name: str, version: str) -> str:
     """``DELETE`` a committed bundle from an edge, part of it per request (``removal_body``)."""
     return f"{BUNDLES}/{quote(name, safe='')}/{quote(version, safe='')}"
+
+
+def start_headers(length: int, signature: str) -> dict[str, str]:
+    """The headers of a start request whose body is the manifest's ``length`` bytes."""
+    encoded = base64.b64encode(signature.encode("ascii")).decode("ascii")
+    return {"Content-Type": MANIFEST_MEDIA_TYPE, "Content-Length": str(length), SIGNATURE_HEADER: encoded}
+
+
+def signature_from_header(value: str | None) -> str:
+    """The armored signature a start request's header carries; missing or malformed is a 400."""
+    if not value:
+        raise InvalidInput(f"A start request needs its manifest's signature in {SIGNATURE_HEADER} (base64)")
+    if len(value) > MAX_SIGNATURE_HEADER:
+        raise InvalidInput(f"{SIGNATURE_HEADER} is longer than {MAX_SIGNATURE_HEADER} characters")
+    try:
+        return base64.b64decode(value, validate=True).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidInput(f"{SIGNATURE_HEADER} must be the armored signature, base64-encoded") from None
 
 
 @dataclass(frozen=True)
@@ -99,11 +156,6 @@ def parse_removal(body: Any) -> Removal:
     if removed >= total:
         raise InvalidInput(f"a removal in progress answers fewer files removed than its total, not {removed}/{total}")
     return Removal(removed, total)
-
-
-def start_body(manifest: bytes, signature: str) -> dict[str, Any]:
-    """The JSON body of a start request."""
-    return {"manifest": manifest.decode("utf-8"), "signature": signature}
 
 
 def content_range(offset: int, size: int) -> str:

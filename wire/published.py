@@ -25,24 +25,29 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 Entry = tuple[str, str, int]
 
 
-def published_list(entries: Iterable[Entry]) -> bytes:
-    """The canonical encoding of ``(target, sha256, size)`` entries, in any order given.
-    A target given twice, or an entry of the wrong shape, is a ValueError."""
-    listed = sorted(entries, key=lambda entry: entry[0])
-    for index, (target, sha256, size) in enumerate(listed):
-        _check_entry(index, target, sha256, size)
-        if index and listed[index - 1][0] == target:
-            raise ValueError(f"target {target!r} is listed twice")
-    return json.dumps([list(e) for e in listed], ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def _check_entry(index: int, target: object, sha256: object, size: object) -> None:
+def _check(entry: Entry, index: int, previous: str | None) -> None:
+    target, sha256, size = entry
     if not isinstance(target, str) or not target:
         raise ValueError(f"entry {index}: the target must be a non-empty string")
     if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
         raise ValueError(f"entry {target!r}: sha256 must be 64 lowercase hex digits")
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise ValueError(f"entry {target!r}: size must be a non-negative integer")
+    if previous == target:
+        raise ValueError(f"target {target!r} is listed twice")
+
+
+def _entry_bytes(entry: Entry) -> bytes:
+    return json.dumps(list(entry), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def published_list(entries: Iterable[Entry]) -> bytes:
+    """The canonical encoding of ``(target, sha256, size)`` entries, in any order given.
+    A target given twice, or an entry of the wrong shape, is a ValueError."""
+    listed = sorted(entries, key=lambda entry: entry[0])
+    for index, entry in enumerate(listed):
+        _check(entry, index, listed[index - 1][0] if index else None)
+    return b"[" + b",".join(_entry_bytes(e) for e in listed) + b"]"
 
 
 def published_digest(entries: Iterable[Entry]) -> str:
@@ -50,28 +55,27 @@ def published_digest(entries: Iterable[Entry]) -> str:
     return hashlib.sha256(published_list(entries)).hexdigest()
 
 
-class PublishedHasher:
-    """``published_digest`` of entries given one at a time in target order, for a list too long
-    to hold (a bundle's files, read from a database a page at a time): the same digest, the same
-    refusals of a bad entry, and an entry out of order or twice refused as well."""
+class PublishedDigest:
+    """``published_digest`` of entries given already sorted by target, a page at a time, so a list
+    of 100,000 files is never held whole; an entry out of order is a ValueError."""
 
     def __init__(self) -> None:
         self._hash = hashlib.sha256(b"[")
         self._last: str | None = None
-        self._count = 0
+        self.files = 0
+        self.bytes = 0
 
-    def add(self, target: str, sha256: str, size: int) -> None:
-        _check_entry(self._count, target, sha256, size)
-        if self._last is not None and target <= self._last:
-            raise ValueError(
-                f"target {target!r} is listed twice" if target == self._last else f"{target!r} out of order"
-            )
-        entry = json.dumps([target, sha256, size], ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        self._hash.update(entry if self._last is None else b"," + entry)
-        self._last = target
-        self._count += 1
+    def add(self, entries: Iterable[Entry]) -> None:
+        for entry in entries:
+            _check(entry, self.files, self._last)
+            if self._last is not None and entry[0] < self._last:
+                raise ValueError(f"target {entry[0]!r} comes after {self._last!r}")
+            self._hash.update((b"," if self.files else b"") + _entry_bytes(entry))
+            self._last = entry[0]
+            self.files += 1
+            self.bytes += entry[2]
 
     def hexdigest(self) -> str:
-        done = self._hash.copy()
-        done.update(b"]")
-        return done.hexdigest()
+        final = self._hash.copy()
+        final.update(b"]")
+        return final.hexdigest()

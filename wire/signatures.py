@@ -352,21 +352,26 @@ class TrustStore:
         service); by default every key in the store is. Anything else raises
         ``SignatureRefused`` naming the reason.
         """
-        raw_signature = _check_armored_signature(signature)
-        accepted = self.fingerprints()
-        if trusted is not None:
-            accepted &= {check_fingerprint(f) for f in trusted}
-        if not accepted:
-            raise SignatureRefused("this node trusts no signing key")
         # The data goes to gpg as a file in a private directory, so gpg always checks
         # the signature against these bytes and nobody can swap them meanwhile.
         with tempfile.TemporaryDirectory(prefix="verify-") as scratch:
             data_path = Path(scratch) / "data"
             with open(data_path, "wb") as out:
                 out.write(data)
-            result: Any = self._gpg.verify_file(
-                io.BytesIO(raw_signature), data_filename=str(data_path), extra_args=["--trust-model", "always"]
-            )
+            return self.verify_file(data_path, signature, trusted=trusted)
+
+    def verify_file(self, data_path: Path, signature: bytes | str, *, trusted: Collection[str] | None = None) -> str:
+        """``verify`` of the bytes in the file ``data_path``, which only this process writes (a
+        manifest of tens of MB is checked where it lies, never read into memory)."""
+        raw_signature = _check_armored_signature(signature)
+        accepted = self.fingerprints()
+        if trusted is not None:
+            accepted &= {check_fingerprint(f) for f in trusted}
+        if not accepted:
+            raise SignatureRefused("this node trusts no signing key")
+        result: Any = self._gpg.verify_file(
+            io.BytesIO(raw_signature), data_filename=str(data_path), extra_args=["--trust-model", "always"]
+        )
         return judge(result, accepted)
 
     def close(self) -> None:
