@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 import random
@@ -203,13 +204,16 @@ def run(args: argparse.Namespace) -> None:
     started_at = time.monotonic()
     with contextlib.ExitStack() as stack:
         tmp = Path(tempfile.mkdtemp(prefix="files-bench-"))
-        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+        if args.keep_failed:
+            stack.push(functools.partial(_remove_unless_failed, tmp))
+        else:
+            stack.callback(shutil.rmtree, tmp, ignore_errors=True)
         print(f"temp dir {tmp}; {os.cpu_count()} CPUs; file counts {', '.join(f'{n:,}' for n in args.files)}")
         runs = []
         for count in args.files:
             print(f"{count:,} files:", flush=True)
             runs.append(run_size(tmp / f"n{count}", count))
-            shutil.rmtree(tmp / f"n{count}", ignore_errors=True)
+            shutil.rmtree(tmp / f"n{count}", ignore_errors=True)  # reached only when that size went well
         s3_lines = [] if args.skip_s3 else s3_edges.run(stack, tmp / "s3", args.s3_rounds)
         print("\n" + "=" * 100)
         print("\n".join(report(runs)))
@@ -217,6 +221,15 @@ def run(args: argparse.Namespace) -> None:
             print("-" * 100)
             print("\n".join(s3_lines))
     print(f"\ntotal wall time: {time.monotonic() - started_at:.0f} s")
+
+
+def _remove_unless_failed(tmp: Path, exc_type: type[BaseException] | None, *_: object) -> bool:
+    """Keep the temp dir, with every process's log, when the run failed: the logs say why."""
+    if exc_type is None:
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        print(f"kept {tmp} with the processes' logs (*.log) for a look", file=sys.stderr)
+    return False
 
 
 def file_counts(text: str) -> list[int]:
@@ -230,6 +243,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=file_counts, default=list(SIZES), help="file counts [1000,10000,100000]")
     parser.add_argument("--quick", action="store_true", help="1,000 files and one S3 round only")
+    parser.add_argument("--keep-failed", action="store_true", help="keep the temp dir and logs of a failed run")
     parser.add_argument("--skip-s3", action="store_true", help="leave out the S3 comparison")
     parser.add_argument("--s3-rounds", type=int, default=3, help="rounds of the S3 comparison [3]")
     args = parser.parse_args()
