@@ -36,7 +36,7 @@ from wire.published import PublishedDigest
 
 from .bundle_index import BundleIndex
 from .bundle_index import split_target as _split
-from .claims import BundleClaims
+from .claims import REMOVE, BundleClaims
 from .held import HeldBlobs
 from .pace import UploadPace
 from .raw_body import Receivers
@@ -130,6 +130,7 @@ class Transactions:
         async with self._lock(sha256):
             existing = await self.store.get(sha256)
             if existing is not None and existing.state is State.COMMITTED:
+                await self._check_not_being_removed(existing.name, existing.version)
                 # what its store lacks (lost, or quarantined by the scrub) is sent again: a repair
                 return Started(existing, False)
             if existing is not None and existing.state is State.OPEN:
@@ -171,6 +172,17 @@ class Transactions:
                 await self.files.add(tx_id, files)
         assert reader.summary is not None
         return reader.summary, clashes
+
+    async def _check_not_being_removed(self, name: str, version: str) -> None:
+        """409 while a removal of the bundle is unfinished (an undistribute stopped part-way): the
+        bundle is hidden and part-removed, so it cannot count as committed, nor be pushed again
+        until the removal has run to its end."""
+        change = await self.index.claims.change(name, version)
+        if change is not None and change.action == REMOVE:
+            raise Conflict(
+                f"Release bundle {name}/{version} is being removed from this edge: undistribute it again"
+                " to finish the removal, then distribute it"
+            )
 
     async def _check_bundle_free(self, tx_id: str, name: str, version: str) -> None:
         """409 if the bundle's name and version hold another manifest on this edge."""

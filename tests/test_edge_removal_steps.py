@@ -14,7 +14,7 @@ from edge.settings import MAX_REMOVAL_FILES_PER_REQUEST, EdgeSettings
 from tests.conftest import error_of, make_settings
 from tests.gpg_keys import KeyFactory, KeySet
 from tests.test_edge_bundle_pages import listed, rows, served, stored, targets
-from tests.test_edge_transactions import BUNDLES, download, manifest_of, push, signed
+from tests.test_edge_transactions import BUNDLES, TX, download, manifest_of, push, signed
 from tests.test_edge_transactions import dist as dist  # noqa: F401  (the fixture)
 
 STEP = 3
@@ -110,3 +110,32 @@ def test_the_files_per_removal_request_setting_is_checked_at_start(tmp_path: Any
     else:
         with pytest.raises(ValueError, match="removal_files_per_request"):
             make_settings(tmp_path, removal_files_per_request=value)
+
+
+async def test_a_start_of_a_bundle_whose_removal_is_unfinished_is_a_409_until_the_removal_ends(
+    edge: Any, dist: dict[str, str], keys: KeySet, key_factory: KeyFactory
+) -> None:
+    """An undistribute stopped part-way (aborted, or its job failed) leaves the bundle hidden and
+    part-removed: a distribution of that version again must not find it "committed already" and
+    publish what is left; it is told to finish the removal first, and nothing changes meanwhile."""
+    files = files_of(2 * STEP + 1)
+    body = signed(key_factory, keys.alice, manifest_of(files))
+    await push(edge, body, dist, files)
+    first = await edge.delete(f"{BUNDLES}/app/1.0.0", headers=dist)
+    assert first.status == 202
+    before = await rows(edge, "SELECT path FROM bundle_files WHERE name = 'app' ORDER BY path")
+
+    resp = await edge.post(TX, json=body, headers=dist)
+    status, message = await error_of(resp)
+    assert status == 409
+    assert message == (
+        "Release bundle app/1.0.0 is being removed from this edge: undistribute it again to finish the removal,"
+        " then distribute it"
+    )
+    assert await rows(edge, "SELECT path FROM bundle_files WHERE name = 'app' ORDER BY path") == before
+    assert await served(edge, files) == [404] * len(files)
+
+    assert [status for status, _ in await removal_answers(edge, dist, "1.0.0")] == [202, 204]
+    again = await push(edge, body, dist, files)  # the removal over, the same manifest goes out again whole
+    assert again["state"] == "COMMITTED"
+    assert await served(edge, files) == [200] * len(files)
