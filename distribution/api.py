@@ -6,7 +6,6 @@ Writes need an admin token; any valid token may read; the public key is public.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -178,18 +177,28 @@ async def delete_bundle(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def bundle_manifest(request: web.Request) -> web.Response:
-    """Exactly the signed canonical bytes, so anyone can ``gpg --verify`` them."""
+async def bundle_manifest(request: web.Request) -> web.StreamResponse:
+    """Exactly the signed canonical bytes, so anyone can ``gpg --verify`` them; streamed a chunk
+    at a time from the database (a manifest of 100,000 files is tens of MB)."""
     require_role(request, *READERS)
-    manifest, _ = await _service(request).signed_parts(*_name_version(request))
-    sha256 = hashlib.sha256(manifest).hexdigest()
-    return web.Response(body=manifest, content_type="application/json", headers={"X-Checksum-Sha256": sha256})
+    service = _service(request)
+    name, version = _name_version(request)
+    signed = await service.signed_manifest(name, version)
+    bundle = await service.get(name, version)
+    headers = {"Content-Type": "application/json", "X-Checksum-Sha256": bundle.manifest_sha256 or ""}
+    response = web.StreamResponse(headers=headers)
+    response.content_length = signed.size
+    await response.prepare(request)
+    async for chunk in service.store.manifest_chunks(signed):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 async def bundle_signature(request: web.Request) -> web.Response:
     require_role(request, *READERS)
-    _, signature = await _service(request).signed_parts(*_name_version(request))
-    return web.Response(text=signature, content_type="application/pgp-signature")
+    signed = await _service(request).signed_manifest(*_name_version(request))
+    return web.Response(text=signed.signature, content_type="application/pgp-signature")
 
 
 def key_json(key: KeyInfo, public_key: str | None = None) -> dict[str, Any]:

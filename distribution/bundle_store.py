@@ -342,15 +342,6 @@ class BundleStore:
                     blob.write(chunk)
         return True
 
-    async def signed_parts(self, name: str, version: str) -> tuple[bytes, str] | None:
-        """The canonical manifest bytes and armored signature of a signed bundle."""
-        row = await self._database.run(
-            lambda: self._db.execute(
-                "SELECT manifest, signature FROM bundle_manifests WHERE name = ? AND version = ?", [name, version]
-            ).fetchone()
-        )
-        return (bytes(row[0]), row[1]) if row else None
-
     async def signed_manifest(self, name: str, version: str) -> SignedManifest | None:
         """The size and signature of a signed bundle's manifest, whose bytes ``manifest_chunks`` reads."""
         row = await self._database.read(

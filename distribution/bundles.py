@@ -271,13 +271,6 @@ class BundleService:
             raise NotFound(f"No signing key with alias '{alias}'")
         raise Conflict("No default signing key")
 
-    async def signed_parts(self, name: str, version: str) -> tuple[bytes, str]:
-        bundle = await self.get(name, version)
-        parts = await self.store.signed_parts(name, version)
-        if parts is None:
-            raise NotFound(f"Release bundle {bundle.name}/{bundle.version} is not signed yet")
-        return parts
-
     async def signed_manifest(self, name: str, version: str) -> SignedManifest:
         """The size and signature of a signed bundle's manifest (its bytes: ``store.manifest_chunks``)."""
         bundle = await self.get(name, version)
