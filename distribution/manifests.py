@@ -7,6 +7,7 @@ bytes it cost the service hundreds of MiB, and the cost grew with every file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -69,9 +70,10 @@ async def sign_bundle(
         spool = await asyncio.to_thread(tempfile.TemporaryFile, dir=spool_dir)
     except OSError as exc:
         raise _full(exc, spool_dir) from exc
-    with spool:
+    try:
         try:
             size, sha256 = await write_manifest(store, bundle, spool)
+            spool.flush()  # a full disk shows here at the latest, not at the seek below
         except OSError as exc:
             raise _full(exc, spool_dir) from exc
         spool.seek(0)
@@ -87,6 +89,11 @@ async def sign_bundle(
             signed_by=key.fingerprint,
             at=at,
         )
+    finally:
+        # after a flush that failed, closing flushes again and fails again; the file (unlinked
+        # already) is closed all the same, and the first error is the one to answer
+        with contextlib.suppress(OSError):
+            spool.close()
     return signed
 
 
