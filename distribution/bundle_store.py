@@ -168,7 +168,7 @@ class BundleStore:
     async def _pages(self, table: str, where: str, args: list[Any]) -> AsyncIterator[list[BundleArtifact]]:
         after = ""
         while True:
-            page = await self._database.read(self._artifact_page, table, where, args, after)
+            page = await self._database.walk(self._artifact_page, table, where, args, after)
             if page:
                 yield page
             if len(page) < ARTIFACT_PAGE:
@@ -186,7 +186,7 @@ class BundleStore:
     async def bundle_blobs(self, name: str, version: str, sha256s: list[str]) -> dict[str, BundleBlob]:
         """Those of ``sha256s`` that the bundle lists, each with what it lists of them; asked a
         page of blobs at a time (a push's missing blobs), a short read each."""
-        return await self._database.read(self._bundle_blobs, name, version, sha256s)
+        return await self._database.walk(self._bundle_blobs, name, version, sha256s)
 
     def _bundle_blobs(self, name: str, version: str, sha256s: list[str]) -> dict[str, BundleBlob]:
         found: dict[str, BundleBlob] = {}
@@ -204,7 +204,7 @@ class BundleStore:
         """The distinct blobs staged under ``token``, in sha256 order, a page at a time."""
         after = ""
         while True:
-            page = await self._database.read(
+            page = await self._database.walk(
                 lambda after=after: [
                     r[0]
                     for r in self._db.execute(
@@ -356,7 +356,7 @@ class BundleStore:
         """The manifest's bytes, ``MANIFEST_CHUNK`` at a time (a 30 MB manifest is never held whole);
         each chunk read on its own, so nothing waits behind the whole of it."""
         for offset in range(0, manifest.size, MANIFEST_CHUNK):
-            yield await self._database.read(self._manifest_chunk, manifest, offset)
+            yield await self._database.walk(self._manifest_chunk, manifest, offset)
 
     def _manifest_chunk(self, manifest: SignedManifest, offset: int) -> bytes:
         row = self._db.execute(

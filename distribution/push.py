@@ -11,9 +11,10 @@ files a page at a time.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,12 +126,8 @@ class Push:
         tx = started["transaction_id"]
         self.progress.transaction_id = tx
         await self.on_started(tx)
-        missing: set[str] = set()  # committed already, the edge still names blobs its store lost: a repair
-        async for page in self.client.missing(tx, started):
-            if not all(isinstance(m, str) for m in page):
-                raise EdgeGarbage(f"edge {self.client.edge.name} names missing blobs that are not sha256 strings")
-            missing.update(page)
-        await self.upload_missing(tx, sorted(missing))
+        # committed already, the edge still names blobs its store lost: a repair
+        await self.upload_missing(tx, functools.partial(self.client.missing, tx, started))
         try:
             committed = await self.client.commit(tx)
         except EdgeRefused as exc:
@@ -142,22 +139,36 @@ class Push:
             raise EdgeGarbage(f"edge {self.client.edge.name} answered commit with state {committed['state']!r}")
         await self.verify(tx)
 
-    async def upload_missing(self, tx: str, missing: list[str]) -> None:
-        """Send the blobs the edge lacks, ``MISSING_PAGE`` at a time, each page with what the
-        bundle lists of its blobs read from the database: first a pass that counts what the edge
-        already holds (and refuses a blob the bundle does not list), then one that sends."""
+    async def upload_missing(self, tx: str, missing: Callable[[], AsyncIterator[list[str]]]) -> None:
+        """Send the blobs the edge lacks, read from it a page at a time (``missing()``, asked twice;
+        never every name at once), ``MISSING_PAGE`` at a time, each page with what the bundle lists
+        of its blobs read from the database: first a pass that counts what the edge already holds
+        (and refuses a blob the bundle does not list), then one that sends."""
         missing_files = missing_bytes = 0
-        for page in _slices(missing, MISSING_PAGE):
+        async for page in self._gathered(missing()):
             blobs = await self.bundle.blobs(page)
             if strangers := [m for m in page if m not in blobs]:
                 raise EdgeGarbage(f"edge {self.client.edge.name} asks for blobs not in the bundle: {strangers[:3]}")
             missing_files += sum(b.files for b in blobs.values())
             missing_bytes += sum(b.bytes for b in blobs.values())
         self.progress.held(missing_files, missing_bytes)
-        for page in _slices(missing, MISSING_PAGE):
+        async for page in self._gathered(missing()):
             self._blobs = await self.bundle.blobs(page)
             await self.upload_all(tx, page, {s: b.size for s, b in self._blobs.items()})
         self._blobs = {}
+
+    async def _gathered(self, pages: AsyncIterator[list[str]]) -> AsyncIterator[list[str]]:
+        """The edge's pages of missing blobs, checked, in pages of ``MISSING_PAGE``."""
+        gathered: list[str] = []
+        async for page in pages:
+            if not all(isinstance(m, str) for m in page):
+                raise EdgeGarbage(f"edge {self.client.edge.name} names missing blobs that are not sha256 strings")
+            gathered += page
+            while len(gathered) >= MISSING_PAGE:
+                yield gathered[:MISSING_PAGE]
+                gathered = gathered[MISSING_PAGE:]
+        if gathered:
+            yield gathered
 
     def _target(self, sha: str) -> str:
         blob = self._blobs.get(sha)
@@ -356,11 +367,6 @@ class BundleView:
 
     def artifact_pages(self) -> AsyncIterator[list[BundleArtifact]]:
         return self.store.artifact_pages(self.name, self.version)
-
-
-def _slices(items: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _groups(shas: Sequence[str], sizes: dict[str, int], max_bytes: int, max_count: int) -> list[tuple[str, ...]]:

@@ -59,16 +59,19 @@ class Database:
         self.path = Path(path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{self.path.stem}")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{self.path.stem}-read")
+        self._walker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{self.path.stem}-walk")
         self._local = threading.local()
         self._db: sqlite_utils.Database | None = None
         self._read_db: sqlite_utils.Database | None = None
+        self._walk_db: sqlite_utils.Database | None = None
         # what this process keeps copies of; other processes serving the file say when they change
         self.copies = HotCopies()
         self._file_locks: dict[str, FileLocks] = {}
 
     async def open(self, *migration_sets: Migrations) -> None:
         await self.run(self._open, migration_sets)
-        await self.read(self._open_reader)
+        self._read_db = await self.read(self._open_reader)
+        self._walk_db = await self.walk(self._open_reader)
         self.copies.open(generation_path(self.path))
 
     def locks(self, kind: str) -> FileLocks:
@@ -95,10 +98,11 @@ class Database:
             migrations.apply(db)
         self._db = self._local.db = db
 
-    def _open_reader(self) -> None:
+    def _open_reader(self) -> sqlite_utils.Database:
         conn = _connect(self.path)
         conn.execute("PRAGMA query_only=ON")
-        self._read_db = self._local.db = sqlite_utils.Database(conn)
+        self._local.db = sqlite_utils.Database(conn)
+        return self._local.db
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)`` on the writer thread; ``fn`` uses ``self.db``."""
@@ -122,8 +126,14 @@ class Database:
     async def read(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)``, which only reads, on the reader thread: it sees every write committed
         before it starts and never waits for one in progress. Keep it short (one lookup, one
-        page): reads queue behind each other, and bulk reads belong on the writer thread."""
+        page): reads queue behind each other; the pages of a long walk go to ``walk``."""
         return await self._on(self._reader, fn, *args)
+
+    async def walk(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(*args)``, one page of a long read (every file of a big bundle, a manifest a
+        chunk at a time), on a reader of its own: a status read (``read``) never queues behind
+        a push walking 100,000 rows, nor the writer behind either."""
+        return await self._on(self._walker, fn, *args)
 
     async def _on(self, executor: ThreadPoolExecutor, fn: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
@@ -177,10 +187,14 @@ class Database:
         if self._read_db is not None:
             await self.read(self._read_db.close)
             self._read_db = None
+        if self._walk_db is not None:
+            await self.walk(self._walk_db.close)
+            self._walk_db = None
         if self._db is not None:
             await self.run(self._db.close)
             self._db = None
         self._reader.shutdown(wait=True)
+        self._walker.shutdown(wait=True)
         self._executor.shutdown(wait=True)
 
 
