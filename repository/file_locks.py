@@ -62,7 +62,7 @@ class FileLocks:
         """Hold ``key`` in every process of the node."""
         async with self.local(key):
             fd = self._file()
-            offset = int.from_bytes(hashlib.sha256(key.encode()).digest()[:_KEY_BYTES], "big")
+            offset = key_offset(key)
             await _take(fd, offset)
             try:
                 yield
@@ -73,6 +73,11 @@ class FileLocks:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def key_offset(key: str) -> int:
+    """The byte of the lock file that stands for ``key``."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:_KEY_BYTES], "big")
 
 
 async def _take(fd: int, offset: int) -> None:
