@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage_backends import BlobNotFound, StorageBackend, StorageError
+from storage_backends import BlobNotFound, StorageBackend, StorageError, open_in_thread
 from wire.batch import BATCH_BLOB_MAX, BATCH_MAX_BLOBS, body_length, head_line
 from wire.protocol import Removal, TransactionState
 from wire.published import PublishedDigest
@@ -296,7 +296,7 @@ class Push:
         path = await self.storage.local_path(sha)
         if path is not None:
             try:
-                file = await asyncio.to_thread(open, path, "rb")
+                file = await open_in_thread(open, path, "rb")
             except FileNotFoundError:
                 raise SourceMissing(f"blob {sha} of the bundle is missing from the service's storage") from None
             try:

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from repository.errors import BadRequest, PayloadTooLarge, RepositoryError
 from repository.http.json_body import read_json_object
-from storage_backends import os_storage_error
+from storage_backends import open_in_thread, os_storage_error
 from wire import protocol
 
 from .staging import Staging
@@ -84,7 +84,7 @@ async def _stream_to(path: Path, request: web.Request, limit: int) -> str:
     if declared > limit:
         raise PayloadTooLarge(f"Release bundle manifest of {declared} bytes is larger than {limit} bytes")
     digest, received = hashlib.sha256(), 0
-    with await asyncio.to_thread(open, path, "wb") as out:
+    with await open_in_thread(open, path, "wb") as out:
         try:
             async for chunk in request.content.iter_chunked(BODY_CHUNK):
                 received += len(chunk)

@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from storage_backends import StorageBackend
+from storage_backends import StorageBackend, open_in_thread
 from storage_backends.linux import start_writeback
 
 from .pace import PaceGuard
@@ -280,7 +280,7 @@ class Staging:
         path = self.path(tx_id, sha256)
         if await storage.adopt(path, sha256, size):
             return
-        f = await asyncio.to_thread(open, path, "rb")
+        f = await open_in_thread(open, path, "rb")
         try:
             async with await storage.writer(all_digests=False) as writer:
                 while chunk := await asyncio.to_thread(f.read, IO_CHUNK):

@@ -26,7 +26,7 @@ from repository.artifacts import ArtifactService
 from repository.catalog import now_ms
 from repository.errors import Conflict, NotFound, RepositoryError
 from repository.policy import EDGE_UPLOADS_REPO
-from storage_backends import os_storage_error
+from storage_backends import open_in_thread, os_storage_error
 from wire import protocol
 from wire.manifest import ManifestArtifact, ManifestError
 from wire.manifest_reader import ManifestReader, ManifestSummary
@@ -161,7 +161,7 @@ class Transactions:
         recording each page's files; the target paths of the first page that clashes with what
         the edge holds come back, for the caller to refuse once it knows the bundle's name."""
         clashes: list[str] = []
-        with await asyncio.to_thread(open, manifest, "rb") as stream:
+        with await open_in_thread(open, manifest, "rb") as stream:
             reader = ManifestReader(stream)
             pages = reader.pages()
             while (page := await asyncio.to_thread(next, pages, None)) is not None:

@@ -17,6 +17,7 @@ from .errors import (
     os_storage_error,
 )
 from .s3_common import MAX_WRITE_CONCURRENCY
+from .threads import open_in_thread
 
 BACKEND_NAMES = ("local", "s3")
 
@@ -34,6 +35,7 @@ __all__ = [
     "StorageBackend",
     "StorageError",
     "StorageFull",
+    "open_in_thread",
     "os_storage_error",
     "check_sha256",
     "content_disposition",

@@ -28,7 +28,7 @@ from repository.errors import NotFound, RepositoryError
 from repository.paths import split_repo_path
 from repository.quarantine import BlobQuarantined
 from repository.sendfile import send_file
-from storage_backends import BlobNotFound, content_disposition
+from storage_backends import BlobNotFound, content_disposition, open_in_thread
 
 from . import keys
 from .auth import require_read
@@ -213,7 +213,7 @@ async def _body(
         small[artifact.sha256] = body  # content-addressed, and checked: never stale
         return _from_memory(body, window, status, headers)
     if path is not None:
-        fobj = await asyncio.to_thread(_open, path, artifact.sha256)
+        fobj = await open_in_thread(_open, path, artifact.sha256)
         return SendfileResponse(fobj, window, status=status, headers=headers)
     chunks = await storage.read(artifact.sha256, window.start, window.length)
     async with aclosing(chunks):  # a client that goes away frees the backend's connection at once
