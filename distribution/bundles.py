@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import sqlite3
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+import sqlalchemy as sa
 
 from repository.artifacts import ArtifactService
 from repository.catalog import now_ms
@@ -186,7 +187,7 @@ class BundleService:
                     return Answer(bundle, new=True, staged=selection.token)
                 try:
                     await self._save(bundle, selection.token, replace=False)
-                except sqlite3.IntegrityError:
+                except sa.exc.IntegrityError:
                     raise Conflict(f"Release bundle {request.name}/{request.version} already exists") from None
             except BaseException:
                 await self.store.unstage(selection.token)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from sqlite_utils import Database, Migrations
 
+from repository.pg_schema import tables_of
+
+from .tables import distribution_tables
+
 distribution_migrations = Migrations("distribution")
 
 
@@ -178,3 +182,7 @@ def m006_manifest_last(db: Database) -> None:
         ALTER TABLE bundle_manifests_new RENAME TO bundle_manifests;
         """
     )
+
+
+# On PostgreSQL the schema is the tables these migrations add up to (repository/pg_schema.py).
+tables_of(distribution_migrations, distribution_tables)

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from sqlite_utils import Database, Migrations
 
+from repository.pg_schema import tables_of
+
+from .tables import edge_tables
+
 edge_migrations = Migrations("edge")
 
 
@@ -241,3 +245,7 @@ def m006_transaction_files(db: Database) -> None:
         UPDATE transactions SET state = 'ABORTED' WHERE state = 'OPEN';
         """
     )
+
+
+# On PostgreSQL the schema is the tables these migrations add up to (repository/pg_schema.py).
+tables_of(edge_migrations, edge_tables)

@@ -1,6 +1,7 @@
-"""One sqlite database per node: a writer thread, and a reader thread beside it.
+"""A node's database, sqlite (embedded, one file) or PostgreSQL (shared by replicas): a writer
+thread, and reader threads beside it.
 
-sqlite calls block, so none of them run on the event loop. One thread owns the
+Database calls block, so none of them run on the event loop. One thread owns the
 writing connection: writes are naturally serialised (one writer, as sqlite wants) and
 a multi-step change runs as one function inside ``db.atomic()``. Short reads that a
 client waits for (a download's lookup, a status) go to a second, read-only connection
@@ -14,6 +15,10 @@ system a bounded step at a time after a big delete, and the WAL is truncated aft
 
 A write that finds the disk full is rolled back by sqlite and raised as ``StorageFull``,
 which both services answer with 507, as they answer a blob that does not fit.
+
+On PostgreSQL (``Database("postgresql://...")``) the threads are the same, each with its own
+connection; the file-only parts (vacuum modes, WAL, reclaim) do not apply. Every statement goes
+through ``repository.sql``, which compiles it for the engine at hand.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+import sqlalchemy as sa
 import sqlite_utils
 from sqlite_utils import Migrations
 
@@ -34,6 +40,7 @@ from storage_backends import StorageFull
 
 from .file_locks import FileLocks
 from .generation import HotCopies, generation_path
+from .sql import SQLITE, Sql, engine_for, retryable
 
 log = logging.getLogger(__name__)
 
@@ -48,22 +55,41 @@ JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 RECLAIM_PAGES = 1024
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout=5000")
-    return conn
+# Times a transaction that lost a race with another replica's (PostgreSQL) is run again.
+RACE_TRIES = 8
+
+
+def _on_connect(dbapi_connection: object, _record: object) -> None:
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        dbapi_connection.execute("PRAGMA busy_timeout=5000")
 
 
 class Database:
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{self.path.stem}")
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{self.path.stem}-read")
-        self._walker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{self.path.stem}-walk")
+    def __init__(self, target: str | Path, *, local_dir: Path | None = None) -> None:
+        """``target``: a sqlite file's path, or a database URL (``sqlite:///...``, ``postgresql://...``).
+
+        ``path`` is the sqlite file; with PostgreSQL it is ``local_dir/database``, a name the
+        files this machine's processes share (the generation counter, lock files) are named after.
+        """
+        url = str(target) if "://" in str(target) else None
+        self.url = url or f"sqlite:///{target}"
+        self.engine = engine_for(self.url)
+        sa.event.listen(self.engine, "connect", _on_connect)
+        self.dialect = self.engine.dialect.name
+        if self.dialect == SQLITE:
+            self.path = Path(sa.make_url(self.url).database or "")
+        elif local_dir is None:
+            raise ValueError("a PostgreSQL database needs a local_dir for this machine's own files")
+        else:
+            self.path = local_dir / "database"
+        label = self.path.stem if self.dialect == SQLITE else sa.make_url(self.url).database or "pg"
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"db-{label}")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"db-{label}-read")
+        self._walker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"db-{label}-walk")
         self._local = threading.local()
-        self._db: sqlite_utils.Database | None = None
-        self._read_db: sqlite_utils.Database | None = None
-        self._walk_db: sqlite_utils.Database | None = None
+        self._db: Sql | None = None
+        self._read_db: Sql | None = None
+        self._walk_db: Sql | None = None
         # what this process keeps copies of; other processes serving the file say when they change
         self.copies = HotCopies()
         self._file_locks: dict[str, FileLocks] = {}
@@ -87,22 +113,28 @@ class Database:
 
     def _open(self, migration_sets: tuple[Migrations, ...]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = _connect(self.path)
-        db = sqlite_utils.Database(conn)
-        _incremental_vacuum_mode(db, self.path)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")  # a committed publish survives power loss
-        db.execute("PRAGMA foreign_keys=ON")
-        db.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
-        for migrations in migration_sets:
-            migrations.apply(db)
-        self._db = self._local.db = db
+        sql = Sql(self.engine.connect())
+        if self.dialect == SQLITE:
+            db = sqlite_utils.Database(sql.conn)
+            _incremental_vacuum_mode(db, self.path)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # a committed publish survives power loss
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+            for migrations in migration_sets:
+                migrations.apply(db)
+        else:
+            from .pg_schema import apply_schemas
 
-    def _open_reader(self) -> sqlite_utils.Database:
-        conn = _connect(self.path)
-        conn.execute("PRAGMA query_only=ON")
-        self._local.db = sqlite_utils.Database(conn)
-        return self._local.db
+            apply_schemas(sql, migration_sets)
+        self._db = self._local.db = sql
+
+    def _open_reader(self) -> Sql:
+        sql = Sql(self.engine.connect())
+        if self.dialect == SQLITE:
+            sql.execute("PRAGMA query_only=ON")
+        self._local.db = sql
+        return sql
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)`` on the writer thread; ``fn`` uses ``self.db``."""
@@ -117,6 +149,8 @@ class Database:
         return await self._on(self._executor, self._relaxed, fn, *args)
 
     def _relaxed(self, fn: Callable[..., T], *args: object) -> T:
+        if self.dialect != SQLITE:  # PostgreSQL's commit flushes its WAL, shared by every page alike
+            return fn(*args)
         self.db.execute("PRAGMA synchronous=NORMAL")
         try:
             return fn(*args)
@@ -137,22 +171,31 @@ class Database:
 
     async def _on(self, executor: ThreadPoolExecutor, fn: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(executor, fn, *args)
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
-                raise StorageFull(f"database {self.path}: {exc}") from exc
-            raise
+        for attempt in range(1, RACE_TRIES + 1):
+            try:
+                return await loop.run_in_executor(executor, fn, *args)
+            except (sqlite3.OperationalError, sa.exc.DBAPIError) as exc:
+                if _disk_full(exc):
+                    raise StorageFull(f"database {self.label}: {exc}") from exc
+                if not retryable(exc) or attempt == RACE_TRIES:
+                    raise
+                log.info("a transaction lost a race with another replica's; running it again (%s)", exc.orig)
+        raise AssertionError("unreachable")
+
+    @property
+    def label(self) -> str:
+        """The database as logs and errors name it: the file, or the URL without its password."""
+        return str(self.path) if self.dialect == SQLITE else sa.make_url(self.url).render_as_string(hide_password=True)
 
     async def check(self) -> None:
         """Raise unless the database thread answers a read of the file (a readiness check)."""
         await self.run(self._check)
 
     def _check(self) -> None:
-        self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        self.db.execute("SELECT 1").fetchone()
 
     @property
-    def db(self) -> sqlite_utils.Database:
+    def db(self) -> Sql:
         """The connection of the calling thread: the reader's on the reader thread, else the writer's."""
         found = getattr(self._local, "db", None) or self._db
         if found is None:
@@ -161,7 +204,10 @@ class Database:
 
     async def reclaim(self) -> int:
         """Hand the file's free pages back to the file system, ``RECLAIM_PAGES`` per write, then
-        truncate the WAL; answers the pages freed. Called after big deletes."""
+        truncate the WAL; answers the pages freed. Called after big deletes. (PostgreSQL's
+        autovacuum does this on its own: nothing to do there.)"""
+        if self.dialect != SQLITE:
+            return 0
         freed = 0
         while pages := await self.run_page(self._reclaim_step):
             freed += pages
@@ -171,7 +217,7 @@ class Database:
     def _reclaim_step(self) -> int:
         before = self._free_pages()
         if before:  # stepped to its end by executescript (a plain execute frees one page a call)
-            self.db.executescript(f"PRAGMA incremental_vacuum({RECLAIM_PAGES});")
+            self.db.conn.executescript(f"PRAGMA incremental_vacuum({RECLAIM_PAGES});")
         return before - self._free_pages()
 
     def _free_pages(self) -> int:
@@ -196,6 +242,15 @@ class Database:
         self._reader.shutdown(wait=True)
         self._walker.shutdown(wait=True)
         self._executor.shutdown(wait=True)
+        self.engine.dispose()
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """sqlite's SQLITE_FULL, or PostgreSQL's disk_full (53100)."""
+    orig = getattr(exc, "orig", exc)
+    if isinstance(orig, sqlite3.OperationalError):
+        return orig.sqlite_errorcode == sqlite3.SQLITE_FULL
+    return getattr(orig, "sqlstate", None) == "53100"
 
 
 def _incremental_vacuum_mode(db: sqlite_utils.Database, path: Path) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from sqlite_utils import Database, Migrations
 
+from .pg_schema import tables_of
+from .tables import catalog_tables
+
 catalog_migrations = Migrations("catalog")
 
 
@@ -136,3 +139,7 @@ def m004_bulk_changes(db: Database) -> None:
         CREATE INDEX folders_by_pending ON folders (pending) WHERE pending IS NOT NULL;
         """
     )
+
+
+# On PostgreSQL the schema is the tables these migrations add up to (repository/pg_schema.py).
+tables_of(catalog_migrations, catalog_tables)

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import sqlalchemy
 
 from devstack.services import EdgeProcess
 from edge.access.audit import AuditRecord, AuditTrail
@@ -479,9 +480,9 @@ async def test_retention_removes_only_old_records_and_nothing_rewrites_them(audi
     assert await store.prune(30) == 2
     assert [r.time for r in await store.query(_all())] == [now, now - 2 * DAY_MS]
     assert (await store.download_stats(UPLOADS, "f.bin")).count == 4  # statistics outlive the records
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    with pytest.raises(sqlalchemy.exc.IntegrityError, match="append-only"):
         await audit_db.run(audit_db.db.execute, "UPDATE audit SET subject = 'someone else'")
-    with pytest.raises(sqlite3.IntegrityError, match="younger than a day"):
+    with pytest.raises(sqlalchemy.exc.IntegrityError, match="younger than a day"):
         await audit_db.run(audit_db.db.execute, "DELETE FROM audit")
     assert len(await store.query(_all())) == 2
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlite_utils
 
 from repository.catalog import DEEP_LIST_PAGE, Artifact, Catalog, Repo
 from repository.db import Database
@@ -35,7 +36,7 @@ async def catalog(tmp_path: Path) -> AsyncIterator[Catalog]:
 
 
 def _applied(db: Database) -> list[str]:
-    return [m.name for m in catalog_migrations.applied(db.db)]
+    return [m.name for m in catalog_migrations.applied(sqlite_utils.Database(db.db.conn))]
 
 
 async def test_migrations_apply_once_and_reopen_cleanly(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 
 from distribution.bundle_store import Bundle, BundleArtifact, BundleStore
 from distribution.edges import Edge
@@ -85,7 +86,7 @@ async def test_a_distribution_status_is_answered_while_the_writer_is_busy(databa
 
 
 async def test_the_reader_cannot_write(database: Database) -> None:
-    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="readonly"):
         await database.read(lambda: database.db.execute("DELETE FROM repos"))
 
 
@@ -128,7 +129,7 @@ async def test_signed_manifests_survive_their_column_moving_to_the_end_of_the_ro
     await store.commit_staged(Bundle("app", "1.0", "SIGNED", "", {}, "r", 1, "admin", 1, 0, 0), "t", replace=False)
 
     def as_before_m006() -> None:
-        old.db.executescript(
+        old.db.conn.executescript(
             """
             DROP TABLE bundle_manifests;
             CREATE TABLE bundle_manifests (

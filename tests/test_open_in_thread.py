@@ -20,7 +20,7 @@ async def test_a_file_opened_for_a_cancelled_caller_is_closed(tmp_path: Path) ->
     def slow_open(p: Path) -> IO[Any]:
         entered.set()
         release.wait(timeout=30)  # a hang guard only
-        f = open(p, "rb")
+        f = open(p, "rb")  # noqa: SIM115 - handed to the caller, which closes it
         opened.append(f)
         return f
 

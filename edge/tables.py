@@ -1,0 +1,170 @@
+"""The edge's tables as SQLAlchemy Core declares them: the schema ``edge/schema.py``'s migrations
+add up to, created as it is on PostgreSQL (``repository/pg_schema.py``). Integers are BIGINT, as
+in ``repository/tables.py``."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+)
+
+edge_tables = MetaData()
+
+transactions = Table(
+    "transactions",
+    edge_tables,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("version", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("signature", Text, nullable=False),
+    Column("signer", Text, nullable=False),
+    Column("created", BigInteger, nullable=False),
+    Column("expires", BigInteger, nullable=False),
+    Column("committed", BigInteger),
+    Column("files", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+)
+Index("transactions_by_state", transactions.c.state, transactions.c.expires)
+transaction_blobs = Table(
+    "transaction_blobs",
+    edge_tables,
+    Column("transaction_id", Text, ForeignKey("transactions.id", ondelete="CASCADE"), primary_key=True),
+    Column("sha256", Text, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("stored", BigInteger, nullable=False, server_default="0"),
+)
+Index("transaction_blobs_by_sha256", transaction_blobs.c.sha256)
+Table(
+    "transaction_manifests",
+    edge_tables,
+    Column("transaction_id", Text, ForeignKey("transactions.id", ondelete="CASCADE"), primary_key=True),
+    Column("manifest", LargeBinary, nullable=False),
+)
+Table(
+    "transaction_files",
+    edge_tables,
+    Column("transaction_id", Text, primary_key=True),
+    Column("repo", Text, primary_key=True),
+    Column("path", Text, primary_key=True),
+    Column("sha256", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha1", Text, nullable=False),
+    Column("md5", Text, nullable=False),
+    Column("properties", Text, nullable=False),
+)
+Table(
+    "received_bundles",
+    edge_tables,
+    Column("name", Text, primary_key=True),
+    Column("version", Text, primary_key=True),
+    Column("manifest_sha256", Text, nullable=False),
+    Column("committed", BigInteger, nullable=False),
+    Column("files", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+)
+bundle_files = Table(
+    "bundle_files",
+    edge_tables,
+    Column("name", Text, primary_key=True),
+    Column("version", Text, primary_key=True),
+    Column("repo", Text, primary_key=True),
+    Column("path", Text, primary_key=True),
+)
+Index("bundle_files_by_path", bundle_files.c.repo, bundle_files.c.path)
+Table(
+    "bundle_changes",
+    edge_tables,
+    Column("name", Text, primary_key=True),
+    Column("version", Text, primary_key=True),
+    Column("transaction_id", Text, nullable=False),
+    Column("action", Text, CheckConstraint("action IN ('commit', 'remove')"), nullable=False),
+    Column("bulk_key", Text, nullable=False),
+)
+trusted_keys = Table(
+    "trusted_keys",
+    edge_tables,
+    Column("alias", Text, primary_key=True),
+    Column("fingerprint", Text, nullable=False),
+    Column("created", BigInteger, nullable=False),
+)
+Index("trusted_keys_by_fingerprint", trusted_keys.c.fingerprint)
+Table(
+    "users",
+    edge_tables,
+    Column("name", Text, primary_key=True),
+    Column("email", Text, nullable=False, server_default=""),
+    Column("password_hash", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("groups", Text, nullable=False, server_default="[]"),
+    Column("created", BigInteger, nullable=False),
+    Column("modified", BigInteger, nullable=False),
+)
+Table(
+    "permission_targets",
+    edge_tables,
+    Column("name", Text, primary_key=True),
+    Column("body", Text, nullable=False),
+    Column("created", BigInteger, nullable=False),
+    Column("modified", BigInteger, nullable=False),
+)
+audit = Table(
+    "audit",
+    edge_tables,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("time", BigInteger, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("token_id", Text),
+    Column("signed_kid", Text),
+    Column("signed_iat", BigInteger),
+    Column("client_ip", Text),
+    Column("country", Text),
+    Column("method", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("repo", Text),
+    Column("path", Text),
+    Column("status", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("denied_by", Text),
+    Column("aborted", BigInteger, nullable=False, server_default="0"),
+    Column("duration_ms", BigInteger, nullable=False, server_default="0"),
+    sqlite_autoincrement=True,
+)
+Index("audit_by_time", audit.c.time)
+Index("audit_by_repo", audit.c.repo, audit.c.path)
+Index("audit_by_subject", audit.c.subject)
+Index("audit_by_ip", audit.c.client_ip)
+Table(
+    "download_stats",
+    edge_tables,
+    Column("repo", Text, primary_key=True),
+    Column("path", Text, primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    Column("last_downloaded", BigInteger, nullable=False),
+    Column("last_downloaded_by", Text, nullable=False),
+)
+Table(
+    "access_rules",
+    edge_tables,
+    Column("id", BigInteger, CheckConstraint("id = 1"), primary_key=True, autoincrement=False),
+    Column("rules", Text, nullable=False),
+    Column("updated", BigInteger, nullable=False),
+    Column("updated_by", Text, nullable=False),
+)
+Table(
+    "url_signing_keys",
+    edge_tables,
+    Column("kid", Text, primary_key=True),
+    Column("algorithm", Text, nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("own", BigInteger, nullable=False),
+    Column("created", BigInteger, nullable=False),
+)

@@ -1,0 +1,139 @@
+"""One way to run SQL on both engines a node can keep its state in: sqlite (the embedded
+default) and PostgreSQL (replicas sharing one database).
+
+Store modules write their SQL once, with named parameters (``:repo``), and run it through a
+``Sql`` connection: SQLAlchemy Core compiles it for the engine (``?`` for sqlite, ``%(repo)s``
+for psycopg) and caches the compiled form. A list or tuple value is an expanding parameter
+(``sha256 IN :shas``). Statements run in autocommit; ``atomic()`` makes a block of them one
+transaction (a savepoint when nested), so the same code is all-or-nothing on both engines.
+
+On PostgreSQL an atomic block is SERIALIZABLE: replicas write the same rows at once, and the
+code was written for sqlite's one writer at a time. What that costs is a retry: a block that
+loses a race fails with a serialization error, which ``Database`` runs again (``retryable``).
+
+The SQL both engines share is the common part of the two: ``INSERT ... ON CONFLICT``, row
+values, ``RETURNING``, ``LIMIT``. Text keys compare by code point on both (sqlite's BINARY
+collation; the PostgreSQL database must use the ``C`` collation, checked at open).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.pool import NullPool
+
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+
+# SQLSTATEs of a transaction that lost a race with another one and may simply run again.
+_RETRYABLE = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+
+
+def engine_for(url: str) -> sa.Engine:
+    """An engine whose connections run in autocommit (``Sql.atomic`` opens transactions itself).
+
+    sqlite gets no pool: each database thread holds its one connection for the process's life.
+    PostgreSQL URLs use psycopg 3 (``postgresql://`` means ``postgresql+psycopg://``)."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, poolclass=NullPool, connect_args={"check_same_thread": False})
+    else:
+        engine = sa.create_engine(url, pool_size=1, max_overflow=8, pool_pre_ping=True)
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether ``exc`` is a transaction that lost a race (PostgreSQL) and may run again whole."""
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return code in _RETRYABLE
+
+
+@functools.lru_cache(maxsize=4096)
+def _statement(sql: str, expanding: frozenset[str]) -> sa.TextClause:
+    clause = sa.text(sql)
+    if expanding:
+        clause = clause.bindparams(*(sa.bindparam(name, expanding=True) for name in sorted(expanding)))
+    return clause
+
+
+def _expanding(params: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(name for name, value in params.items() if isinstance(value, list | tuple))
+
+
+class Sql:
+    """A connection of one database thread: SQL with named parameters, and ``atomic`` blocks."""
+
+    def __init__(self, connection: sa.Connection) -> None:
+        self.connection = connection
+        self.dialect = connection.dialect.name
+        self._depth = 0
+
+    @property
+    def conn(self) -> Any:
+        """The driver's own connection (sqlite3's ``blobopen``, ``create_function``)."""
+        return self.connection.connection.dbapi_connection
+
+    def execute(self, sql: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> CursorResult[Any]:
+        """Run one statement. A mapping binds ``:name`` parameters (on both engines); a sequence
+        binds sqlite's ``?`` parameters, which only sqlite understands."""
+        if params is None or isinstance(params, Mapping):
+            params = params or {}
+            return self.connection.execute(_statement(sql, _expanding(params)), params)
+        if self.dialect != SQLITE:
+            raise TypeError(f"positional parameters are sqlite's only; name them: {sql[:80]}")
+        return self.connection.exec_driver_sql(sql, tuple(params))
+
+    def executemany(self, sql: str, rows: Sequence[Mapping[str, Any]] | Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each of ``rows`` (mappings for ``:name``; sequences for sqlite's ``?``)."""
+        if not rows:
+            return
+        if isinstance(rows[0], Mapping):
+            self.connection.execute(_statement(sql, frozenset()), list(rows))
+            return
+        if self.dialect != SQLITE:
+            raise TypeError(f"positional parameters are sqlite's only; name them: {sql[:80]}")
+        self.connection.exec_driver_sql(sql, [tuple(r) for r in rows])
+
+    def scalar(self, sql: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> Any:
+        row = self.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[Sql]:
+        """A transaction (a savepoint inside one): every statement in the block or none.
+
+        sqlite's takes the write lock at once (``BEGIN IMMEDIATE``), so a block that reads and
+        then writes never fails halfway for a lock another process took in between."""
+        depth = self._depth
+        if depth == 0:
+            self._raw("BEGIN IMMEDIATE" if self.dialect == SQLITE else "BEGIN ISOLATION LEVEL SERIALIZABLE")
+        else:
+            self._raw(f"SAVEPOINT sp{depth}")
+        self._depth += 1
+        try:
+            yield self
+        except BaseException:
+            self._depth = depth
+            with contextlib.suppress(sa.exc.DBAPIError):  # a lost connection has rolled back already
+                self._raw("ROLLBACK" if depth == 0 else f"ROLLBACK TO SAVEPOINT sp{depth}")
+                if depth:
+                    self._raw(f"RELEASE SAVEPOINT sp{depth}")
+            raise
+        self._depth = depth
+        self._raw("COMMIT" if depth == 0 else f"RELEASE SAVEPOINT sp{depth}")
+
+    def _raw(self, statement: str) -> None:
+        self.connection.exec_driver_sql(statement)
+
+    def close(self) -> None:
+        self.connection.close()
