@@ -97,8 +97,12 @@ class PostgresServer:
         self._give_to_server(self.root)
 
     def url(self, dbname: str = "postgres") -> str:
-        """``postgresql+psycopg://postgres@127.0.0.1:<port>/<dbname>`` (trust auth: no password)."""
-        return f"postgresql+psycopg://{SUPERUSER}@{HOST}:{self.port}/{dbname}"
+        """``postgresql+psycopg://postgres@127.0.0.1:<port>/<dbname>``: SQLAlchemy over psycopg 3."""
+        return self.dsn(dbname).replace("postgresql://", "postgresql+psycopg://", 1)
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        """``postgresql://postgres@127.0.0.1:<port>/<dbname>`` for libpq and bare psycopg (trust: no password)."""
+        return f"postgresql://{SUPERUSER}@{HOST}:{self.port}/{dbname}"
 
     def start(self) -> PostgresServer:
         """Start the server (initialising the cluster first if there is none yet) and wait until
@@ -224,5 +228,5 @@ class PostgresServer:
         """Run ``statement`` as the superuser, starting the server first if a test left it stopped."""
         if not self.is_running():
             self.start()
-        with psycopg.connect(host=HOST, port=self.port, user=SUPERUSER, dbname="postgres", autocommit=True) as conn:
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
             conn.execute(statement)

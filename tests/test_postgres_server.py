@@ -111,7 +111,7 @@ def test_a_database_is_dropped_after_use_even_while_a_client_still_holds_a_conne
     with postgres_server.database() as url:
         name = url.rsplit("/", 1)[1]
         assert name in database_names(postgres_server)
-        held = psycopg.connect(url.replace("+psycopg", ""))
+        held = psycopg.connect(postgres_server.dsn(name))
     try:
         assert name not in database_names(postgres_server)
         with pytest.raises(psycopg.OperationalError):
@@ -192,7 +192,7 @@ def test_the_session_server_takes_the_configured_connections(postgres_url: str) 
 def test_a_server_takes_exactly_max_connections_at_once_and_refuses_the_next(tmp_path: Path) -> None:
     limit = 20
     with PostgresServer(tmp_path, max_connections=limit) as server:
-        dsn = server.url().replace("+psycopg", "")
+        dsn = server.dsn()
         conns = []
         try:
             for _ in range(limit):
