@@ -12,12 +12,14 @@ EDGE2_PORT ?= 8083
 .PHONY: install system-deps test-system-deps run demo test bench lint clean
 
 # System packages (apt on Debian/Ubuntu; only what is missing): what the services need to run,
-# and what the tests start for real besides.
+# and what the tests start for real besides. A package counts as present when its program is on
+# PATH, in /usr/sbin, or in a versioned PostgreSQL bindir (Debian keeps initdb out of PATH).
 SYSTEM_PACKAGES ?= gpg:gnupg curl:curl
-TEST_SYSTEM_PACKAGES ?= strace:strace nginx:nginx
+TEST_SYSTEM_PACKAGES ?= strace:strace nginx:nginx initdb:postgresql
 define apt_install
 	@missing=""; \
 	for pair in $(1); do command -v $${pair%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${pair%%:*} ] \
+	  || ls /usr/lib/postgresql/*/bin/$${pair%%:*} >/dev/null 2>&1 \
 	  || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \

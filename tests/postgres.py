@@ -1,0 +1,32 @@
+"""The PostgreSQL fixtures: one real server per test process (``devstack.postgres.PostgresServer``,
+which the benchmarks start too) and a fresh empty database for every test that asks for one.
+
+Starting a server costs a second or two, a database a few milliseconds: each pytest-xdist
+worker starts its server once, and every test gets a database no other test has seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from devstack.postgres import PostgresServer
+
+__all__ = ["PostgresServer", "postgres_server", "postgres_url"]
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A running PostgreSQL on 127.0.0.1 for the whole session (this worker's), stopped at the end.
+
+    A test may stop, restart or crash it; the next database it hands out starts it again."""
+    with PostgresServer(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """``postgresql+psycopg://...`` of a new empty database, dropped (connections cut) after the test."""
+    with postgres_server.database() as url:
+        yield url
