@@ -13,7 +13,7 @@ import pytest
 
 from devstack.postgres import PostgresServer
 
-__all__ = ["PostgresServer", "postgres_server", "postgres_url"]
+__all__ = ["PostgresServer", "db_target", "postgres_server", "postgres_url"]
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +30,12 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     """``postgresql+psycopg://...`` of a new empty database, dropped (connections cut) after the test."""
     with postgres_server.database() as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """What to open a ``Database`` on, once per engine: a fresh sqlite file, then a fresh
+    PostgreSQL database (``Database(db_target, local_dir=...)``)."""
+    if request.param == "sqlite":
+        return str(tmp_path_factory.mktemp("sqlite") / "node.db")
+    return str(request.getfixturevalue("postgres_url"))
