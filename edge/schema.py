@@ -1,7 +1,7 @@
 """The edge's own tables, beside the artifact catalog in the same database.
 
 They live in one database with the catalog on purpose: a bundle commit writes the
-index entries and the edge's record of the bundle in one sqlite transaction.
+index entries and the edge's record of the bundle in one database transaction.
 """
 
 from __future__ import annotations
@@ -248,7 +248,7 @@ def m006_transaction_files(db: Database) -> None:
 
 
 @edge_migrations()
-def m007_manifest_chunks(db: Database) -> None:
+def m008_manifest_chunks(db: Database) -> None:
     db.executescript(
         """
         -- A manifest as rows of at most a MiB each, in order (seq 0, 1, ...): written and read a

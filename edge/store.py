@@ -1,8 +1,15 @@
-"""Every query of the edge's transactions, bundles and trusted keys (see ``edge.schema``).
+"""Every query of the edge's transactions, bundles and trusted keys (see ``edge.schema``), in
+SQL that runs on sqlite and PostgreSQL alike (``repository.sql``).
 
 Functions named ``*_rows`` are not coroutines: they run *inside* a catalog write's
 ``db.atomic()`` block (``BulkIndex.finish(extra=...)``, say), so the edge's record of a
 bundle commits or rolls back together with the bundle's index entries.
+
+On PostgreSQL, replicas share these rows: a change that reads before it writes runs in one
+atomic block, so two replicas making it at once end with one result (the loser's block runs
+again and finds the winner's rows: ``repository.db``). A transaction's manifest is kept as
+rows of ``MANIFEST_CHUNK`` bytes, written and read one row at a time, so neither engine's
+driver ever holds a manifest of tens of MB whole.
 """
 
 from __future__ import annotations
@@ -383,6 +390,7 @@ class EdgeStore:
             row = self._db.execute(
                 "SELECT alias, fingerprint, created FROM trusted_keys WHERE alias = :alias", {"alias": key.alias}
             ).fetchone()
+        assert row is not None  # inserted, or there already
         return KeyAlias(*row), added == 1
 
     async def remove_key_alias(self, alias: str) -> None:

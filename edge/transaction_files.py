@@ -92,7 +92,10 @@ class TransactionFiles:
             " WHERE transaction_id = :id AND (repo, path) > (:repo, :path) ORDER BY repo, path LIMIT :limit",
             {"id": tx_id, "repo": after[0], "path": after[1], "limit": bulk.PAGE},
         )
-        return [TransactionFile(*r[:6], json.loads(r[6])) for r in rows]
+        return [
+            TransactionFile(repo, path, sha256, size, sha1, md5, json.loads(properties))
+            for repo, path, sha256, size, sha1, md5, properties in rows
+        ]
 
     async def drop(self, tx_id: str) -> None:
         """Forget a transaction's files, a page at a time."""
