@@ -169,3 +169,10 @@ Table(
     Column("own", BigInteger, nullable=False),
     Column("created", BigInteger, nullable=False),
 )
+Table(
+    "trusted_key_material",
+    edge_tables,
+    Column("fingerprint", Text, primary_key=True),
+    Column("public_key", Text, nullable=False),
+    Column("updated", BigInteger, nullable=False),
+)

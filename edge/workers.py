@@ -39,6 +39,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from repository.db import local_files_path
 from repository.generation import SharedGeneration, generation_path
 from repository.http.connections import ConnectionLimits
 from repository.serve import BACKLOG, Listener, serve
@@ -301,7 +302,7 @@ def _name_logs(number: int) -> None:
 
 
 def _bump_generation(settings: EdgeSettings) -> None:
-    path = generation_path(settings.database_path)
+    path = generation_path(local_files_path(settings.database_target, settings.data_dir))
     if path.exists():
         generation = SharedGeneration(path)
         generation.bump()

@@ -40,6 +40,7 @@ from storage_backends import StorageFull
 
 from .file_locks import FileLocks
 from .generation import HotCopies, generation_path
+from .replicas import AdvisoryLocks, ChangeListener, Coordination
 from .sql import SQLITE, Sql, engine_for, retryable
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,19 @@ def _on_connect(dbapi_connection: object, _record: object) -> None:
         dbapi_connection.execute("PRAGMA busy_timeout=5000")
 
 
+def local_files_path(target: str | Path, local_dir: Path | None) -> Path:
+    """What the files this machine's processes of a node share (the generation counter, lock
+    files) are named after: the sqlite file itself, or ``local_dir/database`` beside PostgreSQL."""
+    text = str(target)
+    if "://" not in text:
+        return Path(text)
+    if text.startswith("sqlite"):
+        return Path(sa.make_url(text).database or "")
+    if local_dir is None:
+        raise ValueError("a PostgreSQL database needs a local_dir for this machine's own files")
+    return local_dir / "database"
+
+
 class Database:
     def __init__(self, target: str | Path, *, local_dir: Path | None = None) -> None:
         """``target``: a sqlite file's path, or a database URL (``sqlite:///...``, ``postgresql://...``).
@@ -76,12 +90,7 @@ class Database:
         self.engine = engine_for(self.url)
         sa.event.listen(self.engine, "connect", _on_connect)
         self.dialect = self.engine.dialect.name
-        if self.dialect == SQLITE:
-            self.path = Path(sa.make_url(self.url).database or "")
-        elif local_dir is None:
-            raise ValueError("a PostgreSQL database needs a local_dir for this machine's own files")
-        else:
-            self.path = local_dir / "database"
+        self.path = local_files_path(target, local_dir)
         label = self.path.stem if self.dialect == SQLITE else sa.make_url(self.url).database or "pg"
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"db-{label}")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"db-{label}-read")
@@ -92,24 +101,39 @@ class Database:
         self._walk_db: Sql | None = None
         # what this process keeps copies of; other processes serving the file say when they change
         self.copies = HotCopies()
-        self._file_locks: dict[str, FileLocks] = {}
+        self._file_locks: dict[str, FileLocks | AdvisoryLocks] = {}
+        # replicas on PostgreSQL share locks and change notices through the database (replicas.py)
+        self._coordination: Coordination | None = None
+        self._listener: ChangeListener | None = None
 
     async def open(self, *migration_sets: Migrations) -> None:
         await self.run(self._open, migration_sets)
         self._read_db = await self.read(self._open_reader)
         self._walk_db = await self.walk(self._open_reader)
         self.copies.open(generation_path(self.path))
+        if self.dialect != SQLITE:
+            self._coordination = Coordination(self.engine)
+            self._listener = ChangeListener(self.url, self._coordination.origin, self.copies.changed_elsewhere)
+            await asyncio.to_thread(self._listener.start)
 
-    def locks(self, kind: str) -> FileLocks:
-        """The locks of ``kind`` that every process serving this database shares (repository/file_locks.py)."""
+    def locks(self, kind: str) -> FileLocks | AdvisoryLocks:
+        """The locks of ``kind`` that every process serving this database shares: a lock file on
+        sqlite (repository/file_locks.py), advisory locks on PostgreSQL (repository/replicas.py)."""
         found = self._file_locks.get(kind)
         if found is None:
-            found = self._file_locks[kind] = FileLocks(self.path.parent / "locks", kind)
+            if self._coordination is not None:
+                found = AdvisoryLocks(self._coordination, kind)
+            else:
+                found = FileLocks(self.path.parent / "locks", kind)
+            self._file_locks[kind] = found
         return found
 
     def changed(self) -> None:
-        """After a commit that changed what processes keep copies of (``HotCopies``)."""
+        """After a commit that changed what processes keep copies of (``HotCopies``): this
+        machine's processes see the shared counter move; other replicas get a notice."""
         self.copies.changed()
+        if self._coordination is not None:
+            self._coordination.notify()
 
     def _open(self, migration_sets: tuple[Migrations, ...]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -227,6 +251,12 @@ class Database:
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     async def close(self) -> None:
+        if self._listener is not None:
+            await asyncio.to_thread(self._listener.stop)
+            self._listener = None
+        if self._coordination is not None:
+            await asyncio.to_thread(self._coordination.close)
+            self._coordination = None
         self.copies.close()
         for locks in self._file_locks.values():
             locks.close()

@@ -115,6 +115,12 @@ class HotCopies:
             if self._running is not None and not self._running.done():
                 self.generation.seen = -1
 
+    def changed_elsewhere(self) -> None:
+        """Another replica changed something (repository/replicas.py): this process's copies go
+        before its next request, as if the counter had moved; the other processes hear it themselves."""
+        if self.generation is not None:
+            self.generation.seen = -1
+
     def stale(self) -> bool:
         """Before each request (the fast path: one memory read): whether copies are being
         refreshed, which the request must ``wait`` for. Starts the refresh when the counter moved."""

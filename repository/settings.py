@@ -27,6 +27,10 @@ class SettingsError(ValueError):
     pass
 
 
+# The database URLs a node takes (psycopg 3 is the PostgreSQL driver either way).
+DATABASE_SCHEMES = ("postgresql://", "postgresql+psycopg://")
+
+
 class InvalidSetting(ValueError):
     """Raised by a settings dataclass's own checks about one of its fields.
 
@@ -253,6 +257,9 @@ class ServiceSettings:
     # the event loop: "asyncio" (the standard loop) or "uvloop" (less work per request; the
     # standard loop where uvloop is not installed)
     event_loop: str = "asyncio"
+    # where the node keeps its state: unset, a sqlite file in data_dir (catalog.db); or a
+    # PostgreSQL URL shared by replicas of the node ("postgresql://user:password@host/db")
+    database_url: str | None = None
     storage: StorageSettings = dataclasses.field(default_factory=StorageSettings)
     scrub: ScrubSettings = dataclasses.field(default_factory=ScrubSettings)
 
@@ -267,6 +274,8 @@ class ServiceSettings:
             raise ValueError("setting 'log_level' must be DEBUG, INFO, WARNING or ERROR")
         if self.event_loop not in EVENT_LOOPS:
             raise ValueError(f"setting 'event_loop' must be one of {', '.join(EVENT_LOOPS)}")
+        if self.database_url is not None and not self.database_url.startswith(DATABASE_SCHEMES):
+            raise ValueError(f"setting 'database_url' must start with {' or '.join(DATABASE_SCHEMES)}")
         for key in ("header_timeout", "body_timeout", "keepalive_timeout"):
             if not 0.1 <= getattr(self, key) <= 3600:
                 raise ValueError(f"setting '{key}' must be 0.1 to 3600 seconds")
@@ -274,3 +283,8 @@ class ServiceSettings:
     @property
     def database_path(self) -> Path:
         return self.data_dir / "catalog.db"
+
+    @property
+    def database_target(self) -> str | Path:
+        """What the node's ``Database`` opens: the PostgreSQL URL when one is set, else the sqlite file."""
+        return self.database_url or self.database_path

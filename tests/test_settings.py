@@ -36,6 +36,14 @@ def test_file_then_environment_then_flags_win_in_that_order(tmp_path: Path) -> N
     assert s.data_dir == Path("edge-data")
 
 
+def test_the_database_is_the_sqlite_file_unless_a_postgresql_url_is_set(tmp_path: Path) -> None:
+    assert load_edge_settings(env={}, data_dir=tmp_path).database_target == tmp_path / "catalog.db"
+    url = "postgresql://edge:secret@db.internal:5432/edge"
+    assert load_edge_settings(env={"EDGE_DATABASE_URL": url}).database_target == url
+    psycopg_url = "postgresql+psycopg://edge@db/edge"
+    assert load_edge_settings(write(tmp_path, f"database_url = '{psycopg_url}'\n")).database_target == psycopg_url
+
+
 def test_s3_settings_come_from_the_environment() -> None:
     env = {"EDGE_STORAGE_BACKEND": "s3", "EDGE_STORAGE_BUCKET": "b", "EDGE_STORAGE_REDIRECT_DOWNLOADS": "false"}
     s = load_edge_settings(env=env)
@@ -61,6 +69,8 @@ def test_s3_settings_come_from_the_environment() -> None:
         ("upload_rate_window = 0\n", {}, "upload_rate_window"),
         ("", {"EDGE_UPLOAD_DEADLINE": "soon"}, "EDGE_UPLOAD_DEADLINE"),
         ("this is not toml", {}, "not valid TOML"),
+        ("database_url = 'mysql://db/edge'\n", {}, "database_url"),
+        ("", {"EDGE_DATABASE_URL": "edge.db"}, "database_url"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_key(tmp_path: Path, text: str, env: dict[str, str], names: str) -> None:

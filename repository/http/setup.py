@@ -34,7 +34,7 @@ def setup_artifact_core(
     extra_migrations: tuple[Migrations, ...] = (),
 ) -> None:
     """Open the catalog and the blob store at start-up, close them on shutdown."""
-    database_path = settings.database_path
+    database_target, data_dir = settings.database_target, settings.data_dir
     backend, backend_params = settings.storage.backend, settings.storage.backend_params(settings.data_dir)
     admin_token = settings.admin_token
     app[keys.policy] = policy
@@ -42,7 +42,7 @@ def setup_artifact_core(
     app[keys.permissions] = Permissions()
 
     async def database_ctx(app: web.Application) -> AsyncIterator[None]:
-        db = Database(database_path)
+        db = Database(database_target, local_dir=data_dir)
         await db.open(catalog_migrations, *extra_migrations)
         app[database] = db
         app[keys.catalog] = Catalog(db)
