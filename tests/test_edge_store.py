@@ -4,11 +4,9 @@ and replicas sharing one database that make the same change at once end with one
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import sqlite3
-import threading
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -27,7 +25,6 @@ from repository.db import Database
 from repository.entries import Artifact
 from repository.errors import Conflict
 from repository.schema import catalog_migrations
-from repository.sql import POSTGRESQL, Sql
 from wire.manifest import ManifestError
 from wire.protocol import TransactionState as State
 
@@ -49,14 +46,6 @@ async def opened(target: str, local_dir: Path) -> Database:
 @pytest.fixture
 async def database(db_target: str, tmp_path: Path) -> AsyncIterator[Database]:
     db = await opened(db_target, tmp_path / "local")
-    yield db
-    await db.close()
-
-
-@pytest.fixture
-async def replica(db_target: str, tmp_path: Path, database: Database) -> AsyncIterator[Database]:
-    """A second node process on the same database (another replica, on PostgreSQL)."""
-    db = await opened(db_target, tmp_path / "replica")
     yield db
     await db.close()
 
@@ -173,10 +162,10 @@ async def test_blobs_of_live_transactions_are_pinned_and_stored_ones_known_acros
 
 
 async def committed(db: Database, tx: Transaction, now: int = 5000) -> None:
-    await db.run(lambda: _in_one_transaction(db, lambda: EdgeStore(db).commit_rows(tx, now)))
+    await db.run(lambda: in_one_transaction(db, lambda: EdgeStore(db).commit_rows(tx, now)))
 
 
-def _in_one_transaction(db: Database, fn: Callable[[], None]) -> None:
+def in_one_transaction(db: Database, fn: Callable[[], None]) -> None:
     with db.db.atomic():
         fn()
 
@@ -298,93 +287,6 @@ async def test_a_key_alias_names_one_key_and_a_second_add_answers_what_it_names(
     assert [k.alias for k in await store.key_aliases()] == ["Zeta", "main"]  # by code point
     await store.remove_key_alias("main")
     assert await store.key_aliases() == [KeyAlias("Zeta", "B" * 40, 3)]
-
-
-# -- replicas on one database --------------------------------------------------------------
-
-
-def read_before_either_writes(monkeypatch: pytest.MonkeyPatch, database: Database, cls: type, name: str) -> None:
-    """On PostgreSQL, hold the first call of ``cls.name`` on each of two threads until both have
-    made it: both transactions have read that there is nothing yet before either writes. (On
-    sqlite a write transaction holds the file's write lock from its start, so the other waits.)"""
-    if database.dialect != POSTGRESQL:
-        return
-    barrier, waited = threading.Barrier(2, timeout=30), threading.local()
-    inner = getattr(cls, name)
-
-    def held(self: Any, *args: Any) -> Any:
-        found = inner(self, *args)
-        if not getattr(waited, "done", False):
-            waited.done = True
-            barrier.wait()
-        return found
-
-    monkeypatch.setattr(cls, name, held)
-
-
-async def test_two_replicas_opening_one_transaction_at_once_open_it_once(
-    database: Database, replica: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    await TransactionFiles(database).add("t1", FILES)
-    read_before_either_writes(monkeypatch, database, EdgeStore, "_get")
-    manifest = tmp_path / "manifest"
-    manifest.write_bytes(b"the manifest")
-    tx = transaction("t1", FILES)
-    answers = await asyncio.gather(*(EdgeStore(db).open(tx, manifest, "sig") for db in (database, replica)))
-    assert sorted(created for _, created in answers) == [False, True]
-    assert [found for found, _ in answers] == [tx, tx]
-    assert await rows(database, "SELECT count(*) FROM transaction_blobs") == [(3,)]
-    await EdgeStore(replica).manifest_to("t1", tmp_path / "copy")
-    assert (tmp_path / "copy").read_bytes() == b"the manifest"
-
-
-async def test_two_replicas_committing_one_transaction_at_once_commit_it_once(
-    database: Database, replica: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    tx = transaction("t1", FILES)
-    await started(database, tmp_path, tx, FILES)
-    read_before_either_writes(monkeypatch, database, EdgeStore, "_bundle")
-    answers = await asyncio.gather(*(committed(db, tx) for db in (database, replica)), return_exceptions=True)
-    assert sorted(type(a).__name__ for a in answers) == ["Conflict", "NoneType"]
-    assert await EdgeStore(replica).bundles() == [ReceivedBundle("app", "1.0", "t1", 5000, 4, 40)]
-
-
-async def test_two_replicas_changing_one_bundle_at_once_record_one_change(
-    database: Database, replica: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    read_before_either_writes(monkeypatch, database, Sql, "scalar")  # begin_rows's check
-    changes = [BundleChange("app", "1.0", "t1", COMMIT, key) for key in ("one", "two")]
-
-    def begin(db: Database, change: BundleChange) -> None:
-        _in_one_transaction(db, lambda: BundleClaims(db).begin_rows(change))
-
-    answers = await asyncio.gather(
-        *(db.run(begin, db, change) for db, change in zip((database, replica), changes, strict=True)),
-        return_exceptions=True,
-    )
-    assert sorted(type(a).__name__ for a in answers) == ["Conflict", "NoneType"]
-    winner = changes[answers.index(None)]
-    assert await BundleClaims(replica).changes() == [winner]
-
-
-async def test_two_replicas_ending_or_trusting_at_once_do_it_once(database: Database, replica: Database) -> None:
-    await TransactionFiles(database).add("t1", FILES)
-    await EdgeStore(database).open(transaction("t1", FILES), Path(os.devnull), "sig")
-    states = [State.ABORTED, State.EXPIRED]
-    ended = await asyncio.gather(
-        *(EdgeStore(db).end("t1", state) for db, state in zip((database, replica), states, strict=True))
-    )
-    assert sorted(ended) == [False, True]
-    assert (await EdgeStore(replica).get("t1")).state is states[ended.index(True)]  # type: ignore[union-attr]
-
-    keys = [KeyAlias(f"alias-{i}", fpr * 40, i) for i in range(8) for fpr in "AB"]
-    added = await asyncio.gather(
-        *(EdgeStore(db).add_key_alias(k) for k, db in zip(keys, [database, replica] * 8, strict=True))
-    )
-    for i in range(8):
-        (one, one_added), (two, two_added) = added[2 * i : 2 * i + 2]
-        assert one == two and sorted([one_added, two_added]) == [False, True]
-    assert len(await EdgeStore(database).key_aliases()) == 8
 
 
 MIB = 1024 * 1024
