@@ -586,7 +586,7 @@ async def test_replicas_writing_downloads_of_one_file_at_once_count_every_one(db
     try:
         stores = [AuditStore(db) for db in replicas]
         start = int(time.time() * 1000)
-        batches = 20
+        batches = 60
 
         async def flush_all(n: int, store: AuditStore) -> None:
             for b in range(batches):

@@ -133,7 +133,7 @@ class AuditStore:
             }
             for r in batch
         ]
-        with db.atomic():
+        with db.atomic(serializable=False):  # records appended, counts added to: replicas never conflict
             db.executemany(_INSERT, rows)
             # one upsert per file and batch; in order, so a delete between downloads resets the count
             counts: dict[tuple[str, str], list[Any]] = {}
