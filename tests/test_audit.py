@@ -541,6 +541,36 @@ async def test_a_search_by_network_finds_exactly_the_records_from_addresses_in_i
     assert sorted(r.client_ip or "" for r in await store.query(query)) == sorted(found)
 
 
+async def test_every_filter_and_the_cursor_select_the_same_records_on_both_engines(audit_db: Database) -> None:
+    store = AuditStore(audit_db)
+    now = int(time.time() * 1000)
+    written = [
+        record(now, "rel/a.bin"),
+        record(now + 1, "rel/a/b.bin", subject="mona"),
+        replace(record(now + 2, "rel/\u00e9.bin"), status=403, action="deploy", denied_by="rule"),
+        replace(record(now + 3, "rel/\U0001f600.bin"), status=401, repo="other"),
+        record(now + 4, "relx.bin"),
+        record(now + 5, "Rel/a.bin"),
+    ]
+    await store.write(written)
+
+    async def paths(**fields: Any) -> list[str | None]:
+        return [r.path for r in await store.query(AuditQuery(limit=1000, **fields))]
+
+    assert await paths(path="rel/*") == ["rel/\U0001f600.bin", "rel/\u00e9.bin", "rel/a/b.bin", "rel/a.bin"]
+    assert await paths(path="rel/a*") == ["rel/a/b.bin", "rel/a.bin"]  # a prefix, case and all
+    assert await paths(path="*") == [r.path for r in reversed(written)]
+    assert await paths(path="rel/a.bin") == ["rel/a.bin"]
+    assert await paths(action="denied") == ["rel/\U0001f600.bin", "rel/\u00e9.bin"]
+    assert await paths(action="deploy") == ["rel/\u00e9.bin"]
+    assert await paths(repo="other") == ["rel/\U0001f600.bin"]
+    assert await paths(subject="mona") == ["rel/a/b.bin"]
+    assert await paths(since=now + 1, until=now + 3) == ["rel/\u00e9.bin", "rel/a/b.bin"]
+    _, second = await store.query(AuditQuery(limit=2))
+    older = await store.query(AuditQuery(limit=3, before_id=second.id))
+    assert [r.path for r in older] == ["rel/\U0001f600.bin", "rel/\u00e9.bin", "rel/a/b.bin"]
+
+
 async def test_records_written_before_the_upgrade_are_found_by_network(tmp_path: Path) -> None:
     path = tmp_path / "catalog.db"
     with sqlite3.connect(path) as conn:  # the edge's database as the release before wrote it
