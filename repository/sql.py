@@ -22,7 +22,7 @@ import contextlib
 import functools
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import CursorResult
@@ -112,9 +112,8 @@ class Sql:
             # Straight to the driver's executemany: SQLAlchemy's own costs more per row than the
             # insert itself on sqlite, and a bulk page or an audit batch is thousands of rows.
             statement, to_params = _for_driver(sql, self.connection.dialect)
-            if to_params is not None:
-                rows = [to_params(row) for row in rows]  # type: ignore[arg-type]
-            self.connection.exec_driver_sql(statement, list(rows))  # type: ignore[arg-type]
+            named = cast(Sequence[Mapping[str, Any]], rows)
+            self.connection.exec_driver_sql(statement, [to_params(r) for r in named] if to_params else list(named))
             return
         if self.dialect != SQLITE:
             raise TypeError(f"positional parameters are sqlite's only; name them: {sql[:80]}")
