@@ -16,9 +16,7 @@ import pytest
 import sqlalchemy
 import sqlite_utils
 
-from distribution.bundle_store import Bundle, BundleArtifact, BundleStore
-from distribution.edges import Edge
-from distribution.jobs import IN_QUEUE, JobStore
+from distribution.bundle_store import BundleStore
 from distribution.schema import M007_CHUNK, distribution_migrations
 from repository.catalog import Artifact, Catalog, Repo
 from repository.db import Database
@@ -63,37 +61,6 @@ async def test_catalog_reads_are_answered_while_the_writer_is_busy(database: Dat
         assert [f.path for f in (await answered(lambda: catalog.children("r", "a"))).files] == ["a/b.bin"]
         assert await answered(lambda: catalog.get_folder("r", "a")) is not None
         assert [r.key for r in await answered(catalog.list_repos)] == ["r"]
-        assert not busy.done()
-
-
-@pytest.fixture
-async def service_database(db_target: str, tmp_path: Path) -> AsyncIterator[Database]:
-    """The Distribution service's database, on each engine."""
-    db = Database(db_target, local_dir=tmp_path / "local")
-    await db.open(catalog_migrations, distribution_migrations)
-    yield db
-    await db.close()
-
-
-async def test_a_distribution_status_is_answered_while_the_writer_is_busy(service_database: Database) -> None:
-    """A status read waits for no job's bulk work (loading a bundle's rows, say)."""
-    database = service_database
-    jobs, bundles = JobStore(database), BundleStore(database)
-    bundle = Bundle("app", "1.0", "SIGNED", "", {}, "r", 1, "admin", 1, 1, 1)
-    await bundles.stage("t", [BundleArtifact("r/a.bin", "src/a.bin", "0" * 64, "0" * 40, "0" * 32, 1)])
-    await bundles.commit_staged(bundle, "t", replace=False)
-    edge = Edge("edge-1", "http://127.0.0.1:9/artifactory", "", "", "", "token", "service-1", 1)
-    dist_id, _ = await jobs.create("distribute", "app", "1.0", (), [edge], (0, 0))
-    async with writer_held(database) as busy:
-        assert await answered(lambda: bundles.get("app", "1.0")) == bundle
-
-        async def pages() -> list[list[BundleArtifact]]:
-            return [page async for page in bundles.artifact_pages("app", "1.0")]
-
-        assert [a.target for (a,) in await answered(pages)] == ["r/a.bin"]
-        found = await answered(lambda: jobs.get("app", "1.0", dist_id))
-        assert found is not None and found.status == IN_QUEUE
-        assert [d.id for d in await answered(lambda: jobs.history("app", "1.0"))] == [dist_id]
         assert not busy.done()
 
 

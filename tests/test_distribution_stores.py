@@ -20,6 +20,7 @@ from distribution.schema import distribution_migrations
 from repository.db import Database
 from repository.errors import Conflict, NotFound
 from repository.schema import catalog_migrations
+from tests.test_database import answered, writer_held
 
 CHUNK = 16  # a manifest chunk in these tests, so that sizes around it stay small
 MiB = 1024 * 1024
@@ -251,6 +252,20 @@ async def test_a_manifest_whose_bundle_is_deleted_while_read_is_not_found(databa
     with pytest.raises(NotFound):
         await anext(chunks)
     assert await store.signed_manifest("app", "1.0") is None
+
+
+async def test_a_distribution_status_is_answered_while_the_writer_is_busy(database: Database) -> None:
+    """A status read waits for no job's bulk work (loading a bundle's rows, say)."""
+    jobs, bundles = JobStore(database), BundleStore(database)
+    await stored(bundles, bundle(), [art("r/a.bin")])
+    dist_id, _ = await jobs.create(DISTRIBUTE, "app", "1.0", (), [edge()], (0, 0))
+    async with writer_held(database) as busy:
+        assert await answered(lambda: bundles.get("app", "1.0")) == bundle()
+        assert [a.target for a in await answered(lambda: listed(bundles, "app", "1.0"))] == ["r/a.bin"]
+        found = await answered(lambda: jobs.get("app", "1.0", dist_id))
+        assert found is not None and found.status == IN_QUEUE
+        assert [d.id for d in await answered(lambda: jobs.history("app", "1.0"))] == [dist_id]
+        assert not busy.done()
 
 
 async def test_the_service_scrub_walks_the_blobs_of_bundles_in_sha256_order(database: Database) -> None:
