@@ -125,8 +125,7 @@ async def test_a_manifest_whose_bundle_is_deleted_while_read_is_not_found(databa
 
 
 def peak_over_now() -> int:
-    """Bytes this process's peak resident memory (VmHWM) rose over its resident memory when
-    ``reset_peak`` ran."""
+    """This process's peak resident memory (VmHWM), in bytes, since ``reset_peak`` ran."""
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
     return int(status["VmHWM"].split()[0]) * 1024
 
