@@ -14,6 +14,7 @@ driver ever holds a manifest of tens of MB whole.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from repository.catalog import IN_PAGE
 from repository.db import Database
 from repository.errors import Conflict
 from repository.sql import Sql
+from storage_backends import open_in_thread
 from wire.protocol import TransactionState as State
 
 MANIFEST_CHUNK = 1024 * 1024
@@ -107,22 +109,21 @@ class EdgeStore:
         )
 
     async def manifest_to(self, tx_id: str, path: Path) -> None:
-        """Copy the transaction's signed manifest bytes into the file ``path``, a chunk at a time."""
-        await self._database.run(self._manifest_to, tx_id, path)
-
-    def _manifest_to(self, tx_id: str, path: Path) -> None:
-        """One chunk per query, so no driver holds more than a chunk (a result set is read whole).
-        The chunks need no common snapshot: a transaction's id is its manifest's sha256, so its
-        chunks are the same bytes whoever wrote them."""
-        with open(path, "wb") as out:
+        """Copy the transaction's signed manifest bytes into the file ``path``, a chunk a query (a
+        driver reads a result whole) on the walker: neither writes nor short reads wait behind it.
+        The chunks need no common snapshot: a transaction's id is its manifest's sha256."""
+        with await open_in_thread(open, path, "wb") as out:
             for seq in itertools.count():
-                chunk = self._db.scalar(
-                    "SELECT data FROM transaction_manifest_chunks WHERE transaction_id = :id AND seq = :seq",
-                    {"id": tx_id, "seq": seq},
-                )
+                chunk = await self._database.walk(self._manifest_chunk, tx_id, seq)
                 if chunk is None:
                     return
-                out.write(chunk)
+                await asyncio.to_thread(out.write, chunk)
+
+    def _manifest_chunk(self, tx_id: str, seq: int) -> bytes | None:
+        return self._db.scalar(
+            "SELECT data FROM transaction_manifest_chunks WHERE transaction_id = :id AND seq = :seq",
+            {"id": tx_id, "seq": seq},
+        )
 
     async def open(self, tx: Transaction, manifest: Path, signature: str) -> tuple[Transaction, bool]:
         """Insert ``tx`` with its manifest (the bytes of the file ``manifest``) and the distinct blobs

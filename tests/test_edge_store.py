@@ -4,9 +4,11 @@ and replicas sharing one database that make the same change at once end with one
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import sqlite3
+import threading
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -118,6 +120,23 @@ async def test_a_manifest_comes_back_byte_for_byte_in_chunks_of_any_count(
     ]
     await database.run(lambda: database.db.execute("DELETE FROM transactions WHERE id = 't1'"))
     assert await rows(database, "SELECT seq FROM transaction_manifest_chunks") == []  # they go with it
+
+
+async def test_a_manifest_is_read_back_while_the_writer_is_busy(database: Database, tmp_path: Path) -> None:
+    """A commit checks the stored manifest's signature again: that copy, a long read, does not
+    wait for the database's writer (a page of another bundle's commit, say)."""
+    manifest = tmp_path / "manifest"
+    manifest.write_bytes(b"the manifest")
+    store = EdgeStore(database)
+    await store.open(transaction("t1", []), manifest, "sig")
+    release = threading.Event()
+    busy = asyncio.ensure_future(database.run(release.wait, 30))
+    try:
+        await asyncio.wait_for(store.manifest_to("t1", tmp_path / "copy"), 10)
+        assert (tmp_path / "copy").read_bytes() == b"the manifest" and not busy.done()
+    finally:
+        release.set()
+        await busy
 
 
 async def test_a_large_manifest_is_stored_and_read_back_a_chunk_at_a_time(database: Database, tmp_path: Path) -> None:
