@@ -27,12 +27,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
-
 from .db import Database
-from .entries import ARTIFACT_COLUMNS, IN_PAGE, Artifact, Repo, artifact_of, now_ms
+from .entries import ARTIFACT_COLUMNS, IN_PAGE, Artifact, Repo, artifact_of, insert_artifacts, now_ms
 from .errors import Conflict
 from .paths import ancestors, name_of, parent_of
+from .sql import Sql
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -66,7 +65,7 @@ def pages(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
 
 
 def _by_repo(keys: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
-    """``(repo, paths)`` in pages of at most ``IN_PAGE`` paths, for ``path IN (...)`` queries."""
+    """``(repo, paths)`` in pages of at most ``IN_PAGE`` paths, for ``path IN :paths`` queries."""
     by_repo: dict[str, list[str]] = {}
     for repo, path in keys:
         by_repo.setdefault(repo, []).append(path)
@@ -79,7 +78,7 @@ class BulkIndex:
         self._database = database
 
     @property
-    def _db(self) -> sqlite_utils.Database:
+    def _db(self) -> Sql:
         return self._database.db
 
     async def changes(self) -> list[BulkChange]:
@@ -123,8 +122,8 @@ class BulkIndex:
         found: dict[tuple[str, str], Artifact] = {}
         for repo, page in _by_repo(keys):
             rows = self._db.execute(
-                f"SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE repo = ? AND path IN ({', '.join('?' * len(page))})",
-                [repo, *page],
+                f"SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE repo = :repo AND path IN :paths",
+                {"repo": repo, "paths": page},
             )
             for row in rows.fetchall():
                 artifact = artifact_of(row)
@@ -136,7 +135,7 @@ class BulkIndex:
         found: set[tuple[str, str]] = set()
         for repo, page in _by_repo(keys):
             rows = self._db.execute(
-                f"SELECT path FROM folders WHERE repo = ? AND path IN ({', '.join('?' * len(page))})", [repo, *page]
+                "SELECT path FROM folders WHERE repo = :repo AND path IN :paths", {"repo": repo, "paths": page}
             )
             found.update((repo, path) for (path,) in rows.fetchall())
         return found
@@ -152,10 +151,12 @@ class BulkIndex:
         with self._db.atomic():
             self._begin(key, owner, PUBLISH)
             now = now_ms()
-            self._db.conn.executemany(
+            self._db.executemany(
                 "INSERT INTO repos (key, type, package_type, description, anonymous_read, created, pending)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
-                [(r.key, r.type, r.package_type, r.description, int(r.anonymous_read), r.created or now, key)
+                " VALUES (:key, :type, :package_type, :description, :anonymous_read, :created, :pending)"
+                " ON CONFLICT (key) DO NOTHING",
+                [{"key": r.key, "type": r.type, "package_type": r.package_type, "description": r.description,
+                  "anonymous_read": int(r.anonymous_read), "created": r.created or now, "pending": key}
                  for r in repos],
             )  # fmt: skip
             if extra is not None:
@@ -163,7 +164,8 @@ class BulkIndex:
 
     def _begin(self, key: str, owner: str, action: str) -> None:
         self._db.execute(
-            "INSERT INTO bulk_changes (key, owner, action, started) VALUES (?, ?, ?, ?)", [key, owner, action, now_ms()]
+            "INSERT INTO bulk_changes (key, owner, action, started) VALUES (:key, :owner, :action, :started)",
+            {"key": key, "owner": owner, "action": action, "started": now_ms()},
         )
 
     async def publish_page(self, key: str, artifacts: Sequence[Artifact], *, extra: Extra = None) -> None:
@@ -179,7 +181,9 @@ class BulkIndex:
     def _publish_page(self, key: str, artifacts: Sequence[Artifact], extra: Extra) -> None:
         with self._db.atomic():
             if (
-                self._db.execute("SELECT 1 FROM bulk_changes WHERE key = ? AND action = ?", [key, PUBLISH]).fetchone()
+                self._db.execute(
+                    "SELECT 1 FROM bulk_changes WHERE key = :key AND action = :action", {"key": key, "action": PUBLISH}
+                ).fetchone()
                 is None
             ):
                 raise Conflict("The publish this page belongs to is no longer in progress")
@@ -203,16 +207,15 @@ class BulkIndex:
                     new_folders.setdefault((repo, folder), (artifact.modified, artifact.modified_by))
                 if previous is None:
                     rows.append(artifact.row() | {"pending": key})
-            self._db.conn.executemany(
-                "INSERT OR IGNORE INTO folders (repo, path, parent, name, created, created_by, pending)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(repo, f, parent_of(f), name_of(f), *first, key) for (repo, f), first in new_folders.items()],
-            )
-            if rows:
-                self._db.conn.executemany(
-                    f"INSERT INTO artifacts ({', '.join(rows[0])}) VALUES ({', '.join('?' * len(rows[0]))})",
-                    [list(row.values()) for row in rows],
-                )
+            self._db.executemany(
+                "INSERT INTO folders (repo, path, parent, name, created, created_by, pending)"
+                " VALUES (:repo, :path, :parent, :name, :created, :created_by, :pending)"
+                " ON CONFLICT (repo, path) DO NOTHING",
+                [{"repo": repo, "path": f, "parent": parent_of(f), "name": name_of(f), "created": created,
+                  "created_by": created_by, "pending": key}
+                 for (repo, f), (created, created_by) in new_folders.items()],
+            )  # fmt: skip
+            self._db.executemany(insert_artifacts("pending"), rows)
             if extra is not None:
                 extra()
 
@@ -224,7 +227,7 @@ class BulkIndex:
 
     def _finish(self, key: str, extra: Extra) -> None:
         with self._db.atomic():
-            self._db.execute("DELETE FROM bulk_changes WHERE key = ?", [key])
+            self._db.execute("DELETE FROM bulk_changes WHERE key = :key", {"key": key})
             if extra is not None:
                 extra()
 
@@ -253,15 +256,16 @@ class BulkIndex:
     def _drop_pending(self, key: str) -> int:
         with self._db.atomic():
             gone = self._db.execute(
-                "DELETE FROM folders WHERE (repo, path) IN (SELECT repo, path FROM folders WHERE pending = ? LIMIT ?)",
-                [key, PAGE],
+                "DELETE FROM folders WHERE (repo, path) IN"
+                " (SELECT repo, path FROM folders WHERE pending = :key LIMIT :limit)",
+                {"key": key, "limit": PAGE},
             ).rowcount
             if gone < PAGE:
                 self._db.execute(
-                    "DELETE FROM repos WHERE pending = ?"
+                    "DELETE FROM repos WHERE pending = :key"
                     " AND NOT EXISTS (SELECT 1 FROM artifacts a WHERE a.repo = repos.key)"
                     " AND NOT EXISTS (SELECT 1 FROM folders f WHERE f.repo = repos.key)",
-                    [key],
+                    {"key": key},
                 )
         return int(gone)
 
@@ -291,9 +295,9 @@ class BulkIndex:
 
     def _reassign(self, owner: str, reassign: Mapping[tuple[str, str], str], extra: Extra) -> None:
         with self._db.atomic():
-            self._db.conn.executemany(
-                "UPDATE artifacts SET owner = ? WHERE repo = ? AND path = ? AND owner = ?",
-                [(new, repo, path, owner) for (repo, path), new in reassign.items()],
+            self._db.executemany(
+                "UPDATE artifacts SET owner = :new WHERE repo = :repo AND path = :path AND owner = :owner",
+                [{"new": new, "repo": repo, "path": path, "owner": owner} for (repo, path), new in reassign.items()],
             )
             if extra is not None:
                 extra()
@@ -318,16 +322,15 @@ class BulkIndex:
         return await self._database.run_page(self._remove_page, owner, paths, key, extra)
 
     def _remove_page(self, owner: str, paths: Sequence[tuple[str, str]], key: str | None, extra: Extra) -> list[str]:
-        removed = []
-        which = "owner = ?" if key is None else "owner = ? AND pending = ?"
+        which = "owner = :owner" if key is None else "owner = :owner AND pending = :key"
+        gone: dict[tuple[str, str], str] = {}
         with self._db.atomic():
-            for repo, path in paths:
-                row = self._db.execute(
-                    f"DELETE FROM artifacts WHERE repo = ? AND path = ? AND {which} RETURNING sha256",
-                    [repo, path, owner, *([] if key is None else [key])],
-                ).fetchone()
-                if row is not None:
-                    removed.append(row[0])
+            for repo, page in _by_repo(list(paths)):
+                rows = self._db.execute(
+                    f"DELETE FROM artifacts WHERE repo = :repo AND path IN :paths AND {which} RETURNING path, sha256",
+                    {"repo": repo, "paths": page, "owner": owner, "key": key},
+                )
+                gone.update(((repo, path), sha256) for path, sha256 in rows.fetchall())
             if extra is not None:
                 extra()
-        return removed
+        return [gone.pop(at) for at in paths if at in gone]

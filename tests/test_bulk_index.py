@@ -1,5 +1,5 @@
-"""Changes of many index entries a page at a time (``repository.bulk``): readers see all of a
-bundle or none of it, at every page, and after a restart in the middle."""
+"""Changes of many index entries a page at a time (``repository.bulk``), on both engines:
+readers see all of a bundle or none of it, at every page, and after a restart in the middle."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bulk, "PAGE", PAGE)
 
 
-async def open_catalog(path: Path) -> tuple[Database, Catalog]:
-    db = Database(path)
+async def open_catalog(target: str, tmp_path: Path) -> tuple[Database, Catalog]:
+    db = Database(target, local_dir=tmp_path / "local")
     await db.open(catalog_migrations)
     catalog = Catalog(db)
     await catalog.ensure_repo(Repo("r"))
@@ -41,8 +41,8 @@ async def open_catalog(path: Path) -> tuple[Database, Catalog]:
 
 
 @pytest.fixture
-async def catalog(tmp_path: Path) -> AsyncIterator[Catalog]:
-    db, cat = await open_catalog(tmp_path / "catalog.db")
+async def catalog(db_target: str, tmp_path: Path) -> AsyncIterator[Catalog]:
+    db, cat = await open_catalog(db_target, tmp_path)
     yield cat
     await db.close()
 
@@ -123,9 +123,9 @@ async def test_writers_respect_the_paths_a_publish_in_progress_holds(catalog: Ca
 
 @pytest.mark.parametrize("pages_done", [0, 1, 2])
 async def test_a_publish_cut_short_by_a_restart_shows_nothing_and_is_removed_whole(
-    tmp_path: Path, pages_done: int
+    db_target: str, tmp_path: Path, pages_done: int
 ) -> None:
-    db, catalog = await open_catalog(tmp_path / "c.db")
+    db, catalog = await open_catalog(db_target, tmp_path)
     await catalog.put_artifact(artifact("app/d0/kept.bin", repo="r", owner="upload"))
     before = await index_rows(catalog)
     entries = files(3 * PAGE)
@@ -134,7 +134,7 @@ async def test_a_publish_cut_short_by_a_restart_shows_nothing_and_is_removed_who
         await catalog.bulk.publish_page("k1", page)
     await db.close()  # the process stops here
 
-    db, catalog = await open_catalog(tmp_path / "c.db")
+    db, catalog = await open_catalog(db_target, tmp_path)
     assert await seen(catalog, entries) == none_seen()
     [change] = await catalog.bulk.changes()
     assert (change.key, change.owner, change.action) == ("k1", OWNER, "publish")
@@ -165,8 +165,10 @@ async def test_the_same_bytes_published_again_keep_their_entry_visible_throughou
     assert await seen(catalog, first) == all_seen(len(first)), "abandoning the second keeps the first's"
 
 
-async def test_an_unpublish_hides_every_entry_at_once_and_a_restart_keeps_them_hidden(tmp_path: Path) -> None:
-    db, catalog = await open_catalog(tmp_path / "c.db")
+async def test_an_unpublish_hides_every_entry_at_once_and_a_restart_keeps_them_hidden(
+    db_target: str, tmp_path: Path
+) -> None:
+    db, catalog = await open_catalog(db_target, tmp_path)
     entries = files(3 * PAGE + 1)
     other = artifact("app/other.bin", repo="r", sha="e" * 64, owner="upload")
     await catalog.put_artifact(other)
@@ -184,7 +186,7 @@ async def test_an_unpublish_hides_every_entry_at_once_and_a_restart_keeps_them_h
     await catalog.bulk.remove_page(OWNER, [(a.repo, a.path) for a in rest[:PAGE]])
     await db.close()  # the process stops here
 
-    db, catalog = await open_catalog(tmp_path / "c.db")
+    db, catalog = await open_catalog(db_target, tmp_path)
     assert sum([await catalog.get_artifact(a.repo, a.path) is not None for a in rest]) == 0
     for page in bulk.pages(rest[PAGE:]):
         removed = await catalog.bulk.remove_page(OWNER, [(a.repo, a.path) for a in page])
