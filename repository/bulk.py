@@ -86,7 +86,7 @@ class BulkIndex:
         return await self._database.run(
             lambda: [
                 BulkChange(*r)
-                for r in self._db.execute("SELECT key, owner, action, started FROM bulk_changes ORDER BY started")
+                for r in self._db.execute("SELECT key, owner, action, started FROM bulk_changes ORDER BY started, key")
             ]
         )
 

@@ -169,7 +169,7 @@ class TokenStore:
     async def list(self) -> list[TokenInfo]:
         rows = await self._database.run(
             lambda: self._database.db.execute(
-                "SELECT id, role, subject, description, created, expires, revoked FROM tokens ORDER BY created"
+                "SELECT id, role, subject, description, created, expires, revoked FROM tokens ORDER BY created, id"
             ).fetchall()
         )
         return [TokenInfo(r[0], Role(r[1]), *r[2:]) for r in rows]

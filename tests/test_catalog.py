@@ -9,6 +9,7 @@ thousand.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -35,6 +36,15 @@ async def catalog(db_target: str, tmp_path: Path) -> AsyncIterator[Catalog]:
     cat = Catalog(db)
     await cat.ensure_repo(Repo("r"))
     yield cat
+    await db.close()
+
+
+@pytest.fixture
+async def replica(db_target: str, tmp_path: Path, catalog: Catalog) -> AsyncIterator[Catalog]:
+    """The same catalog as another process serves it (on PostgreSQL, a replica on another machine)."""
+    db = Database(db_target, local_dir=tmp_path / "replica")
+    await db.open(catalog_migrations)
+    yield Catalog(db)
     await db.close()
 
 
@@ -72,6 +82,26 @@ async def test_files_create_their_folders_and_deletes_remove_subtrees(catalog: C
     assert await catalog.get_artifact("r", "a/d.bin") is not None
     with pytest.raises(NotFound):
         await catalog.delete("r", "a/b", owner="upload")
+
+
+async def test_replicas_writing_into_the_same_new_repo_and_folders_at_once_index_each_file_and_folder_once(
+    catalog: Catalog, replica: Catalog
+) -> None:
+    paths = [f"a/b/{i:02d}.bin" for i in range(20)]
+    writers = [catalog, replica]
+    await asyncio.gather(*(writer.ensure_repo(Repo("new")) for writer in writers))
+    await asyncio.gather(
+        *(writers[i % 2].put_artifact(artifact(path, repo="new")) for i, path in enumerate(paths)),
+        *(writers[i % 2].make_folder("new", f"a/b/{i:02d}", "u") for i in range(20, 30)),
+    )
+    for reader in writers:
+        assert [a.path async for a in reader.walk_files("new", "")] == paths
+        listing = await reader.children("new", "a/b")
+        assert [f.path for f in listing.folders] == [f"a/b/{i}" for i in range(20, 30)]
+        assert [r.key for r in await reader.list_repos()] == ["new", "r"]
+    assert [row for row in await index_of(catalog) if row[0] == "folder"] == sorted(
+        ("folder", f"new/{path}", "u") for path in ["a", "a/b", *(f"a/b/{i}" for i in range(20, 30))]
+    )
 
 
 async def test_a_path_is_either_a_file_or_a_folder(catalog: Catalog) -> None:
