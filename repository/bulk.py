@@ -333,4 +333,4 @@ class BulkIndex:
                 gone.update(((repo, path), sha256) for path, sha256 in rows.fetchall())
             if extra is not None:
                 extra()
-        return [gone.pop(at) for at in paths if at in gone]
+        return [gone.pop((repo, path)) for repo, path in paths if (repo, path) in gone]
