@@ -32,6 +32,7 @@ from .entries import ARTIFACT_COLUMNS, IN_PAGE, Artifact, Repo, artifact_of, ins
 from .errors import Conflict
 from .paths import ancestors, name_of, parent_of
 from .sql import Sql
+from .write_lock import one_writer
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -148,7 +149,7 @@ class BulkIndex:
         await self._database.run(self._begin_publish, key, owner, repos, extra)
 
     def _begin_publish(self, key: str, owner: str, repos: list[Repo], extra: Extra) -> None:
-        with self._db.atomic():
+        with one_writer(self._db):
             self._begin(key, owner, PUBLISH)
             now = now_ms()
             self._db.executemany(
@@ -179,7 +180,7 @@ class BulkIndex:
         await self._database.run_page(self._publish_page, key, artifacts, extra)
 
     def _publish_page(self, key: str, artifacts: Sequence[Artifact], extra: Extra) -> None:
-        with self._db.atomic():
+        with one_writer(self._db):
             if (
                 self._db.execute(
                     "SELECT 1 FROM bulk_changes WHERE key = :key AND action = :action", {"key": key, "action": PUBLISH}
@@ -226,7 +227,7 @@ class BulkIndex:
         self._catalog.forget_repos()
 
     def _finish(self, key: str, extra: Extra) -> None:
-        with self._db.atomic():
+        with one_writer(self._db):
             self._db.execute("DELETE FROM bulk_changes WHERE key = :key", {"key": key})
             if extra is not None:
                 extra()
@@ -254,7 +255,7 @@ class BulkIndex:
         return await self._database.run_page(self._drop_pending, key)
 
     def _drop_pending(self, key: str) -> int:
-        with self._db.atomic():
+        with one_writer(self._db):
             gone = self._db.execute(
                 "DELETE FROM folders WHERE (repo, path) IN"
                 " (SELECT repo, path FROM folders WHERE pending = :key LIMIT :limit)",
@@ -294,7 +295,7 @@ class BulkIndex:
         await self._catalog.write(self._reassign, owner, reassign, extra, changed=lambda _: reassign.keys())
 
     def _reassign(self, owner: str, reassign: Mapping[tuple[str, str], str], extra: Extra) -> None:
-        with self._db.atomic():
+        with one_writer(self._db):
             self._db.executemany(
                 "UPDATE artifacts SET owner = :new WHERE repo = :repo AND path = :path AND owner = :owner",
                 [{"new": new, "repo": repo, "path": path, "owner": owner} for (repo, path), new in reassign.items()],
@@ -309,7 +310,7 @@ class BulkIndex:
         self._catalog.forget_owner(owner)
 
     def _begin_unpublish(self, key: str, owner: str, extra: Extra) -> None:
-        with self._db.atomic():
+        with one_writer(self._db):
             self._begin(key, owner, UNPUBLISH)
             if extra is not None:
                 extra()
@@ -324,7 +325,7 @@ class BulkIndex:
     def _remove_page(self, owner: str, paths: Sequence[tuple[str, str]], key: str | None, extra: Extra) -> list[str]:
         which = "owner = :owner" if key is None else "owner = :owner AND pending = :key"
         gone: dict[tuple[str, str], str] = {}
-        with self._db.atomic():
+        with one_writer(self._db):
             for repo, page in _by_repo(list(paths)):
                 rows = self._db.execute(
                     f"DELETE FROM artifacts WHERE repo = :repo AND path IN :paths AND {which} RETURNING path, sha256",

@@ -3,7 +3,8 @@
 Every query of repos, folders and artifacts lives here or, for changes of many entries
 at once (a bundle's), in ``repository.bulk``. Each public coroutine runs one synchronous
 function on a database thread: reads a client waits for on the reader thread, changes on
-the writer thread, multi-step ones inside ``db.atomic()`` so they are all-or-nothing.
+the writer thread, multi-step ones as one transaction so they are all-or-nothing, and one
+at a time across every process on the database (``write_lock.one_writer``).
 
 Readers never see what a bulk change is still publishing, nor the entries of an owner
 being removed (``VISIBLE_ARTIFACT`` and friends); writers see every row, so a path a
@@ -35,6 +36,7 @@ from .entries import (  # re-exported: the catalog's callers know these types by
 from .errors import Conflict, NotFound, PathOwned
 from .paths import ancestors, name_of, parent_of
 from .sql import Sql
+from .write_lock import one_writer
 
 DEEP_LIST_PAGE = 1000
 ARTIFACT_CACHE_ENTRIES = 50_000
@@ -266,7 +268,7 @@ class Catalog:
         return await self.write(self._put_artifact, artifact, changed=lambda stored: [(stored.repo, stored.path)])
 
     def _put_artifact(self, artifact: Artifact) -> Artifact:
-        with self._db.atomic():
+        with one_writer(self._db):
             self._check_no_clash(artifact.repo, artifact.path)
             self._insert_folders(artifact.repo, ancestors(artifact.path), artifact.modified, artifact.modified_by)
             previous = self._stored_artifact(artifact.repo, artifact.path)
@@ -281,7 +283,7 @@ class Catalog:
         return await self._database.run(self._make_folder, repo, path, user)
 
     def _make_folder(self, repo: str, path: str, user: str) -> Folder:
-        with self._db.atomic():
+        with one_writer(self._db):
             if self._stored_artifact(repo, path) is not None:
                 raise Conflict(f"Cannot create folder '{path}': a file with that name exists")
             self._check_ancestors_are_folders(repo, path)
@@ -322,7 +324,7 @@ class Catalog:
         return await self.write(self._delete, repo, path, owner, changed=lambda gone: [(a.repo, a.path) for a in gone])
 
     def _delete(self, repo: str, path: str, owner: str) -> list[Artifact]:
-        with self._db.atomic():
+        with one_writer(self._db):
             single = self._stored_artifact(repo, path)
             if single is not None:
                 check_owner(single, owner)

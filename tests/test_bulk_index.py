@@ -246,3 +246,30 @@ async def test_replicas_publishing_the_same_bundle_at_once_both_succeed_and_inde
         ("file", f"bundles/{a.path}", OWNER) for a in entries
     )
     assert [row[1] for row in stored if row[0] == "repo"] == ["bundles", "r"]
+
+
+async def test_replicas_publishing_different_bundles_while_files_are_uploaded_index_every_one(
+    catalog: Catalog, replica: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changes of unrelated paths, side by side in the tables, never refuse each other, however
+    many run at once (on PostgreSQL they would take each other for races, run again and again,
+    and give up)."""
+    monkeypatch.setattr(bulk, "PAGE", 1000)  # pages of the real size
+    bundles = [
+        [
+            artifact(f"{name}/d{i // 1000}/f{i:04d}.bin", sha=f"{n}{i:063x}", owner=f"bundle:{name}")
+            for i in range(5000)
+        ]
+        for n, name in enumerate(["app/1.0", "lib/2.0"])
+    ]
+    uploads = [artifact(f"up/{i:03d}.bin", sha="e" * 64, owner="upload") for i in range(200)]
+    await asyncio.gather(
+        catalog.publish(bundles[0], [Repo("bundles")]),
+        replica.publish(bundles[1], [Repo("bundles")]),
+        *(writer.put_artifact(a) for writer, a in zip([catalog, replica] * 100, uploads, strict=True)),
+    )
+    for reader in (catalog, replica):
+        assert [a.path async for a in reader.walk_files("bundles", "")] == sorted(
+            a.path for a in bundles[0] + bundles[1] + uploads
+        )
+        assert [a.path async for a in reader.walk_files("bundles", "up")] == [a.path for a in uploads]
