@@ -114,7 +114,7 @@ class TokenStore:
                 "description": info.description,
                 "created": info.created,
                 "expires": info.expires,
-            },  # fmt: skip
+            },
         )
 
     async def resolve(self, secret: str) -> Principal | None:

@@ -256,10 +256,7 @@ async def test_replicas_publishing_different_bundles_while_files_are_uploaded_in
     and give up)."""
     monkeypatch.setattr(bulk, "PAGE", 1000)  # pages of the real size
     bundles = [
-        [
-            artifact(f"{name}/d{i // 1000}/f{i:04d}.bin", sha=f"{n}{i:063x}", owner=f"bundle:{name}")
-            for i in range(5000)
-        ]
+        [artifact(f"{name}/d{i // 1000}/f{i:04d}.bin", sha=f"{n}{i:063x}", owner=f"bundle:{name}") for i in range(5000)]
         for n, name in enumerate(["app/1.0", "lib/2.0"])
     ]
     uploads = [artifact(f"up/{i:03d}.bin", sha="e" * 64, owner="upload") for i in range(200)]
