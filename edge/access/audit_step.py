@@ -21,15 +21,12 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
-import time
 
 from aiohttp import web
 
 from repository.catalog import now_ms
 from repository.http import keys as core
-from repository.http.middlewares import Handler
 
-from ..keys import audit_trail_key
 from .audit import AuditRecord, AuditTrail
 from .context import AccessContext, IPAddress, access_context
 from .middleware import request_target
@@ -53,40 +50,6 @@ ADMIN_PREFIXES = ("/access/", "/artifactory/api/security/", "/artifactory/api/v2
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
-@web.middleware
-async def audit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    ctx = AccessContext(client_ip=_peer(request))
-    request[access_context] = ctx
-
-    def count(sent: int, *_: object) -> None:
-        ctx.bytes_sent += sent
-
-    request.writer.on_body_write = count
-    trail = request.app[audit_trail_key]
-    if not trail.enabled or request.match_info.route.name in UNRECORDED_ROUTES:
-        return await handler(request)
-    started = time.monotonic()
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:  # redirects (presigned S3 downloads), sent by aiohttp as they are
-        _record(trail, request, ctx, exc, exc.status, started, aborted=False)
-        raise
-    except BaseException:  # the client went away while the handler streamed, or the task was cancelled
-        _record(trail, request, ctx, None, ctx.status or 499, started, aborted=True)
-        raise
-    aborted = False
-    try:
-        await response.prepare(request)
-        await response.write_eof()
-    except ConnectionError:
-        aborted = True  # aiohttp's own finish of this response sees the same and stays quiet
-    except BaseException:
-        _record(trail, request, ctx, response, response.status, started, aborted=True)
-        raise
-    _record(trail, request, ctx, response, response.status, started, aborted=aborted)
-    return response
-
-
 def remember_status(request: web.BaseRequest, response: web.StreamResponse) -> None:
     """From ``on_response_prepare``: the status of a response a handler streams itself, for when it
     is cut off and the handler raises instead of returning the response."""
@@ -95,7 +58,7 @@ def remember_status(request: web.BaseRequest, response: web.StreamResponse) -> N
         ctx.status = response.status
 
 
-def _peer(request: web.Request) -> IPAddress | None:
+def peer(request: web.Request) -> IPAddress | None:
     transport = request.transport
     peer = transport.get_extra_info("peername") if transport is not None else None
     return _address(peer[0]) if isinstance(peer, tuple) else None
@@ -115,16 +78,17 @@ def _text(address: IPAddress) -> str:
     return str(address)
 
 
-def _record(
+def record_request(
     trail: AuditTrail,
     request: web.Request,
     ctx: AccessContext,
     response: web.StreamResponse | None,
     status: int,
-    started: float,
+    seconds: float,
     *,
     aborted: bool,
 ) -> None:
+    """The audit record of a finished request (``seconds``: from its arrival to its end)."""
     principal = request.get(core.principal)
     subject = principal.subject if principal is not None else ctx.subject
     token_id = principal.token_id if principal is not None and principal.token_id else ctx.token_id
@@ -152,7 +116,7 @@ def _record(
             bytes=ctx.bytes_sent,
             denied_by=denied_by,
             aborted=aborted,
-            duration_ms=round((time.monotonic() - started) * 1000),
+            duration_ms=round(seconds * 1000),
             counts_as_download=action == "download" and not aborted and _delivers_file(request, response, status),
         )
     )
