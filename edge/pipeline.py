@@ -26,7 +26,7 @@ from repository.http.request_ids import begin_request
 from repository.logs import current_request_id
 
 from .access.audit import AuditTrail
-from .access.audit_step import UNRECORDED_ROUTES, peer, record_request
+from .access.audit_step import UNRECORDED_ROUTES, record_request
 from .access.context import AccessContext, access_context
 from .access.middleware import AccessControl, access_control
 from .keys import audit_trail_key
@@ -52,7 +52,7 @@ def setup_pipeline(app: web.Application) -> None:
     async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         token = begin_request(request)
         steps = found[0]
-        ctx = AccessContext(client_ip=peer(request))
+        ctx = AccessContext()
         request[access_context] = ctx
         request.writer.on_body_write = ctx.count_sent
         audited = steps.trail.enabled and request.match_info.route.name not in UNRECORDED_ROUTES

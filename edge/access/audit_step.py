@@ -1,11 +1,5 @@
-"""The audit step: outermost in the pipeline, so every request is recorded, refused ones too.
-
-It creates the request's ``AccessContext``, lets the rest of the pipeline and the
-handler run, then sends the response itself (``prepare`` and ``write_eof``, which
-aiohttp would otherwise call after the middlewares return) so that it knows how
-the response ended: complete or cut off, and how many body bytes went out. Bytes
-are counted by the response writer's ``on_body_write`` hook (in-memory and streamed
-bodies) and by ``SendfileResponse`` for what the kernel sent, also part way.
+"""The audit step: what the edge's pipeline (edge/pipeline.py) records of every request, refused
+ones too, once the response has ended: complete or cut off, and how many body bytes went out.
 
 Actions: ``download`` (GET/HEAD of an artifact), ``deploy``, ``delete``, ``read``
 (storage API, repository list, other metadata), ``distribute`` (the transaction and
@@ -19,7 +13,6 @@ recorded as 499 (nginx's "client closed request").
 from __future__ import annotations
 
 import functools
-import ipaddress
 import json
 
 from aiohttp import web
@@ -58,21 +51,6 @@ def remember_status(request: web.BaseRequest, response: web.StreamResponse) -> N
         ctx.status = response.status
 
 
-def peer(request: web.Request) -> IPAddress | None:
-    transport = request.transport
-    peer = transport.get_extra_info("peername") if transport is not None else None
-    return _address(peer[0]) if isinstance(peer, tuple) else None
-
-
-@functools.lru_cache(maxsize=4096)
-def _address(host: str) -> IPAddress | None:
-    """Parsing an address costs microseconds; the same clients come back again and again."""
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
-
-
 @functools.lru_cache(maxsize=4096)
 def _text(address: IPAddress) -> str:
     return str(address)
@@ -101,23 +79,23 @@ def record_request(
         denied_by = _error_message(response)
     trail.record(
         AuditRecord(
-            time=now_ms(),
-            subject=subject,
-            token_id=token_id,
-            signed_kid=ctx.signed_kid,
-            signed_iat=ctx.signed_iat,
-            client_ip=_text(ctx.client_ip) if ctx.client_ip is not None else None,
-            country=ctx.country,
-            method=request.method,
-            action=action,
-            repo=repo,
-            path=path,
-            status=status,
-            bytes=ctx.bytes_sent,
-            denied_by=denied_by,
-            aborted=aborted,
-            duration_ms=round(seconds * 1000),
-            counts_as_download=action == "download" and not aborted and _delivers_file(request, response, status),
+            now_ms(),
+            subject,
+            token_id,
+            ctx.signed_kid,
+            ctx.signed_iat,
+            _text(ctx.client_ip) if ctx.client_ip is not None else None,
+            ctx.country,
+            request.method,
+            action,
+            repo,
+            path,
+            status,
+            ctx.bytes_sent,
+            denied_by,
+            aborted,
+            round(seconds * 1000),
+            action == "download" and not aborted and _delivers_file(request, response, status),
         )
     )
 

@@ -67,12 +67,12 @@ class AccessControl:
         """The access steps for one request, up to the handler: fills ``ctx`` (client address,
         country, repo, path), refuses with 403 what the rules refuse, opens a signed URL, and
         ends with identity. Before them, the copies this process keeps are brought up to date."""
+        address = self.address
+        client = address.resolve(request.remote, request.headers.getall(address.header, ()))
+        ctx.client_ip = client  # first: a request that fails any later step is still recorded with it
         copies = self.copies
         if copies.stale():  # another worker changed rules, keys, users, tokens or the catalog
             await copies.wait()
-        address = self.address
-        client = address.resolve(request.remote, request.headers.getall(address.header, ()))
-        ctx.client_ip = client
         ctx.repo, ctx.path = request_target(request.raw_path)
         if self.geo is not None:
             ctx.country = self.geo.country(client)
