@@ -1,13 +1,13 @@
 """The first steps of the access pipeline: client address, IP rules, geo rules, signed URLs.
 
-Before them, the copies this process keeps (rules, keys, users, tokens, catalog entries) are
-refreshed if another process of the node changed what they copy (repository/generation.py).
-
-Runs after the audit step (which creates the ``AccessContext``) and the error mapping, and
-ends with identity (``identify``), in the same layer. It fills the context (client address,
-country, repo, path) for every request, refuses with 403 what the rules refuse (``denied_by``
-says which rule), and turns a valid ``sig`` into a reader identity for that one request; an
-invalid ``sig`` is a 403, never a fall back to anonymous.
+``AccessControl.admit`` runs them for every request, inside the edge's one middleware layer
+(edge/pipeline.py): after the audit step has made the request's ``AccessContext`` and inside
+the error mapping, ending with identity (``identify``). Before the rules, the copies this
+process keeps (rules, keys, users, tokens, catalog entries) are refreshed if another process of
+the node changed what they copy (repository/generation.py). It fills the context (client
+address, country, repo, path), refuses with 403 what the rules refuse (``denied_by`` says which
+rule), and turns a valid ``sig`` into a reader identity for that one request; an invalid
+``sig`` is a 403, never a fall back to anonymous.
 """
 
 from __future__ import annotations
