@@ -71,6 +71,11 @@ class Quarantine:
         known = await self._current()
         return {s for s in sha256s if s in known}
 
+    def surely_clear(self, sha256: str) -> bool:
+        """Whether the set held in memory is fresh and ``sha256`` is not in it: the download's
+        answer without a coroutine; otherwise ``among`` (which may read the set again) decides."""
+        return sha256 not in self._known and time.monotonic() - self._read_at <= REFRESH_SECONDS
+
     async def _current(self) -> frozenset[str]:
         if time.monotonic() - self._read_at > REFRESH_SECONDS:
             async with self._reading:
