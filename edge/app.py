@@ -10,21 +10,20 @@ from aiohttp import web
 
 from repository.catalog import Repo
 from repository.http import keys as core
-from repository.http.metrics import metrics_middleware
 from repository.http.metrics_shared import setup_shared_metrics
-from repository.http.middlewares import error_middleware
 from repository.http.request_ids import name_answer
 from repository.http.scrub_api import setup_scrub
 from repository.http.setup import database, setup_artifact_core
 from repository.policy import EDGE_UPLOADS_REPO, policy_for
 from repository.scrub_store import CatalogBlobs
 
-from .access.audit_middleware import audit_middleware, remember_status
-from .access.middleware import access_ctx, access_middleware
+from .access.audit_step import remember_status
+from .access.middleware import access_ctx
 from .access.setup import setup_security
 from .keys import settings_key, starts_node_key, transactions_key, trusted_keys_key, worker_key
 from .metrics import setup_edge_metrics
 from .pace import UploadPace
+from .pipeline import setup_pipeline
 from .raw_body import Receivers, close_after_raw_body
 from .routes import setup_routes
 from .schema import edge_migrations
@@ -47,15 +46,8 @@ WORKER_HEADER = "X-Edge-Worker"
 def create_app(settings: EdgeSettings, *, worker: int = 0, starts_node: bool = True) -> web.Application:
     """The edge's app; ``worker`` (from 1) when it is one of several processes serving the port
     (edge/workers.py), of which only the first to start ``starts_node``."""
-    app = web.Application(
-        middlewares=[
-            metrics_middleware,
-            audit_middleware,
-            error_middleware,
-            access_middleware,
-        ],
-        client_max_size=MAX_JSON_BODY,
-    )
+    app = web.Application(client_max_size=MAX_JSON_BODY)
+    setup_pipeline(app)
     app[settings_key] = settings
     app[worker_key] = worker
     app[starts_node_key] = starts_node

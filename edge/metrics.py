@@ -1,8 +1,8 @@
 """What an edge adds to the request metrics: refusals by the kind of rule, transactions by state.
 
-Body bytes are the audit step's count (``AccessContext.bytes_sent``: what the kernel took,
-sendfile included), not counted a second time; a response cut off part way counts with the
-status it had said (``AccessContext.status``), as in the audit trail.
+The edge's pipeline (edge/pipeline.py) counts its requests with the audit step's numbers: body
+bytes are ``AccessContext.bytes_sent`` (what the kernel took, sendfile included), and a response
+cut off part way counts with the status it had said (``AccessContext.status``), as in the audit trail.
 """
 
 from __future__ import annotations
@@ -39,20 +39,8 @@ def denial_rule(request: web.Request, status: int) -> str | None:
     return "credentials" if status == 401 else "policy"
 
 
-def _sent_bytes(request: web.Request) -> int:
-    ctx = request.get(access_context)
-    return ctx.bytes_sent if ctx is not None else 0
-
-
-def _said_status(request: web.Request) -> int | None:
-    ctx = request.get(access_context)
-    return ctx.status if ctx is not None else None
-
-
 def setup_edge_metrics(app: web.Application, settings: EdgeSettings) -> HttpMetrics:
     metrics = setup_metrics(app, settings)
-    metrics.sent_bytes = _sent_bytes
-    metrics.said_status = _said_status
     denials = metrics.counters(
         "edge_access_denials", "Requests refused (401, 403), by the kind of rule that refused them.", ["rule"]
     )

@@ -220,6 +220,8 @@ class ArtifactService:
 
     async def servable(self, artifact: Artifact) -> None:
         """BlobQuarantined (409) for a file whose blob is out of service: never its damaged bytes."""
+        if self.quarantined.surely_clear(artifact.sha256):
+            return
         if await self.quarantined.among([artifact.sha256]):
             blob = await self.quarantined.get(artifact.sha256)
             raise BlobQuarantined(f"{artifact.repo}/{artifact.path}", blob.reason if blob else "quarantined")

@@ -134,35 +134,47 @@ class JsonAccessLogger(AbstractAccessLogger):
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         principal = request.get(keys.principal)
+        user = getattr(principal, "subject", None)
         method, path, status = request.method, request.path, response.status
         request_id = request.get(keys.request_id)
+        ms, remote = round(time * 1000, 2), request.remote
+        handler = direct_handler(self.logger)
+        if handler is not None:
+            handler.write_line(
+                _access_line(self.logger.name, request_id, method, path, status, response.body_length, ms, remote, user)
+            )
+            return
         fields = {
             "method": method,
             "path": path,
             "status": status,
             "bytes": response.body_length,
-            "ms": round(time * 1000, 2),
-            "remote": request.remote,
-            "user": getattr(principal, "subject", None),
+            "ms": ms,
+            "remote": remote,
+            "user": user,
         }
-        handler = direct_handler(self.logger)
-        if handler is None:
-            extra = {"fields": fields, "request_id": request_id}
-            self.logger.info("%s %s %s", method, path, status, extra=extra)
-            return
-        handler.write_line(_access_line(self.logger.name, request_id, fields))
+        self.logger.info("%s %s %s", method, path, status, extra={"fields": fields, "request_id": request_id})
 
 
-def _access_line(logger: str, request_id: str | None, fields: dict[str, Any]) -> str:
+def _access_line(
+    logger: str,
+    request_id: str | None,
+    method: str,
+    path: str,
+    status: int,
+    sent: int,
+    ms: float,
+    remote: str | None,
+    user: str | None,
+) -> str:
     """The line ``JsonFormatter`` would write for this access, without building a dict for
     ``json.dumps`` to walk: the keys are fixed, only the values are encoded, each by its type."""
-    method, path, status = fields["method"], fields["path"], fields["status"]
     rid = f' "request_id": {_json(request_id)},' if request_id is not None else ""
     return (
         f'{{"ts": "{timestamp(_now())}", "level": "info", "logger": {_json(logger)},'
         f' "msg": {_json(f"{method} {path} {status}")},{rid} "method": {_json(method)},'
-        f' "path": {_json(path)}, "status": {status}, "bytes": {fields["bytes"]}, "ms": {fields["ms"]!r},'
-        f' "remote": {_json(fields["remote"])}, "user": {_json(fields["user"])}}}\n'
+        f' "path": {_json(path)}, "status": {status}, "bytes": {sent}, "ms": {ms!r},'
+        f' "remote": {_json(remote)}, "user": {_json(user)}}}\n'
     )
 
 

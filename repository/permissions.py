@@ -130,6 +130,9 @@ class Decision:
     rule: str
 
 
+_ALLOWED_BY_ROLE = {role: Decision(True, f"role {role.value}") for role in Role}
+
+
 class Permissions:
     """The node's permission targets, replaced as a whole when one changes."""
 
@@ -140,6 +143,9 @@ class Permissions:
         self._targets = tuple(targets)
         self._by_repo: dict[str, tuple[PermissionTarget, ...]] = {}
         self._decisions: dict[tuple[Principal, Action, Repo, str], Decision] = {}
+        # an anonymous read allowed by the repo alone, by repo key: the decision every anonymous
+        # download asks for, made once rather than per request (only repos that allow it get here)
+        self._open_reads: dict[str, Decision] = {}
 
     @property
     def targets(self) -> tuple[PermissionTarget, ...]:
@@ -164,7 +170,7 @@ class Permissions:
 
     def _decide(self, principal: Principal, action: Action, repo: Repo, path: str) -> Decision:
         if principal.role is Role.admin:
-            return Decision(True, "role admin")
+            return _ALLOWED_BY_ROLE[Role.admin]
         if not principal.authenticated:
             if action is not Action.read:
                 return Decision(False, f"anonymous may not {action.value}")
@@ -178,9 +184,12 @@ class Permissions:
             names = ", ".join(f"'{t.name}'" for t in covering)
             return Decision(False, f"target {names} grants no {action.value} to '{principal.subject}'")
         if principal.role is None:
-            return Decision(True, f"repo '{repo.key}' allows anonymous read")
+            found = self._open_reads.get(repo.key)
+            if found is None:
+                found = self._open_reads[repo.key] = Decision(True, f"repo '{repo.key}' allows anonymous read")
+            return found
         if action in ROLE_ACTIONS[principal.role]:
-            return Decision(True, f"role {principal.role.value}")
+            return _ALLOWED_BY_ROLE[principal.role]
         return Decision(False, f"role {principal.role.value} has no {action.value}")
 
     def may_manage_repo(self, principal: Principal, repo: str) -> bool:

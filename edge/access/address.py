@@ -160,7 +160,7 @@ class ClientAddress:
     def resolve(self, peer: str | None, header_values: Sequence[str]) -> IPAddress | None:
         """The client, given the peer's address text and every value of the forwarding header."""
         address = parse_address(peer) if peer else None
-        if address is None or not self.trusted(address) or not header_values:
+        if address is None or not header_values or not self.trusted(address):
             return address
         forwarded = self.header == "Forwarded"
         entries = forwarded_for(header_values) if forwarded else x_forwarded_for(header_values)

@@ -15,7 +15,7 @@ from aiohttp import web
 IPAddress = IPv4Address | IPv6Address
 
 
-@dataclass
+@dataclass(slots=True)
 class AccessContext:
     # the client as the rules see it: the peer, or the forwarded address a trusted proxy gave
     client_ip: IPAddress | None = None
@@ -36,6 +36,10 @@ class AccessContext:
     # bytes handed to the kernel so far (sendfile included)
     status: int | None = None
     bytes_sent: int = 0
+
+    def count_sent(self, sent: int, *_: object) -> None:
+        """The response writer's ``on_body_write`` hook."""
+        self.bytes_sent += sent
 
 
 access_context = web.RequestKey("access_context", AccessContext)

@@ -1,13 +1,13 @@
 """The first steps of the access pipeline: client address, IP rules, geo rules, signed URLs.
 
-Before them, the copies this process keeps (rules, keys, users, tokens, catalog entries) are
-refreshed if another process of the node changed what they copy (repository/generation.py).
-
-Runs after the audit step (which creates the ``AccessContext``) and the error mapping, and
-ends with identity (``identify``), in the same layer. It fills the context (client address,
-country, repo, path) for every request, refuses with 403 what the rules refuse (``denied_by``
-says which rule), and turns a valid ``sig`` into a reader identity for that one request; an
-invalid ``sig`` is a 403, never a fall back to anonymous.
+``AccessControl.admit`` runs them for every request, inside the edge's one middleware layer
+(edge/pipeline.py): after the audit step has made the request's ``AccessContext`` and inside
+the error mapping, ending with identity (``identify``). Before the rules, the copies this
+process keeps (rules, keys, users, tokens, catalog entries) are refreshed if another process of
+the node changed what they copy (repository/generation.py). It fills the context (client
+address, country, repo, path), refuses with 403 what the rules refuse (``denied_by`` says which
+rule), and turns a valid ``sig`` into a reader identity for that one request; an invalid
+``sig`` is a 403, never a fall back to anonymous.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from repository.errors import Forbidden
+from repository.generation import HotCopies
 from repository.http import keys as core
-from repository.http.middlewares import Handler, identify
+from repository.http.middlewares import identify
 from repository.http.setup import database
 from repository.paths import decode_raw, remembered, split_repo_path
 from repository.tokens import Principal, Role
@@ -32,7 +33,7 @@ from wire.paths import check_artifact_path, check_repo_key
 
 from ..keys import settings_key, starts_node_key
 from .address import ClientAddress, parse_network
-from .context import AccessContext, IPAddress, access_context
+from .context import AccessContext, IPAddress
 from .geo import GeoDatabase
 from .rules import RuleBook
 from .signed_urls import SignedUrls, UrlRefused
@@ -58,7 +59,31 @@ class AccessControl:
     keyring: UrlKeyring
     urls: SignedUrls
     base_url: str | None
+    # what this process keeps copies of (rules, keys, users, tokens, catalog entries)
+    copies: HotCopies
     geo_max_age_days: int = 0
+
+    async def admit(self, request: web.Request, ctx: AccessContext) -> None:
+        """The access steps for one request, up to the handler: fills ``ctx`` (client address,
+        country, repo, path), refuses with 403 what the rules refuse, opens a signed URL, and
+        ends with identity. Before them, the copies this process keeps are brought up to date."""
+        address = self.address
+        client = address.resolve(request.remote, request.headers.getall(address.header, ()))
+        ctx.client_ip = client  # first: a request that fails any later step is still recorded with it
+        copies = self.copies
+        if copies.stale():  # another worker changed rules, keys, users, tokens or the catalog
+            await copies.wait()
+        ctx.repo, ctx.path = request_target(request.raw_path)
+        if self.geo is not None:
+            ctx.country = self.geo.country(client)
+        rules = self.rules.current
+        if rules:
+            denial = rules.check(ctx.repo, client, ctx.country)
+            if denial is not None:
+                raise _refuse(ctx, denial.rule, denial.message)
+        if "sig" in request.query:
+            _open_signed_url(request, self.urls, ctx, client)
+        await identify(request)
 
     def readiness_checks(self) -> dict[str, Callable[[], Awaitable[None]]]:
         """``geoip`` while countries are in use: a database is configured, or country rules are
@@ -102,7 +127,7 @@ async def access_ctx(app: web.Application) -> AsyncIterator[None]:
             log.warning("geo database %s is not usable: geo rules answer '%s'", geo.path, access.geo_unknown)
         watcher = asyncio.create_task(geo.watch(), name="geo-database-watch")
     address = ClientAddress([parse_network(c) for c in access.trusted_proxies], access.forwarded_header)
-    control = AccessControl(address, rules, geo, keyring, urls, signed.base_url, access.geoip_max_age_days)
+    control = AccessControl(address, rules, geo, keyring, urls, signed.base_url, db.copies, access.geoip_max_age_days)
     app[access_control] = control
     app[core.readiness_checks] = control.readiness_checks
     yield
@@ -143,32 +168,6 @@ def _target(raw: str) -> tuple[str | None, str | None]:
 def _refuse(ctx: AccessContext, rule: str, message: str) -> Forbidden:
     ctx.denied_by = rule
     return Forbidden(message)
-
-
-@web.middleware
-async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    ctx = request.get(access_context)
-    if ctx is None:
-        ctx = request[access_context] = AccessContext()
-    copies = request.app[database].copies
-    if copies.stale():  # another worker changed rules, keys, users, tokens or the catalog
-        await copies.wait()
-    control = request.app[access_control]
-    address = control.address
-    client = address.resolve(request.remote, request.headers.getall(address.header, ()))
-    ctx.client_ip = client
-    ctx.repo, ctx.path = request_target(request.raw_path)
-    if control.geo is not None:
-        ctx.country = control.geo.country(client)
-    rules = control.rules.current
-    if rules:
-        denial = rules.check(ctx.repo, client, ctx.country)
-        if denial is not None:
-            raise _refuse(ctx, denial.rule, denial.message)
-    if "sig" in request.query:
-        _open_signed_url(request, control.urls, ctx, client)
-    await identify(request)
-    return await handler(request)
 
 
 def _open_signed_url(request: web.Request, urls: SignedUrls, ctx: AccessContext, client: IPAddress | None) -> None:

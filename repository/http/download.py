@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from repository.catalog import Artifact
 from repository.errors import NotFound, RepositoryError
@@ -153,18 +153,18 @@ async def download(request: web.Request) -> web.StreamResponse:
     await artifacts.servable(artifact)
     headers, modified = served_headers(artifact, policy.node_id)
 
-    if precondition_failed(request, artifact.sha256, modified):
-        raise PreconditionFailed()
-    if not_modified(request, artifact.sha256, modified):
-        return web.Response(status=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
-
     status, window, delegable = 200, ByteRange(0, artifact.size), True
-    if range_applies(request, artifact.sha256, modified):
-        window = parse_range(request.headers["Range"], artifact.size)
-        status = 206
-        headers = headers.copy()
-        headers["Content-Range"] = window.content_range(artifact.size)
-        delegable = other_servers_agree(request.headers["Range"])
+    if _conditional(request.headers):  # most downloads carry neither a condition nor a range
+        if precondition_failed(request, artifact.sha256, modified):
+            raise PreconditionFailed()
+        if not_modified(request, artifact.sha256, modified):
+            return web.Response(status=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
+        if range_applies(request, artifact.sha256, modified):
+            window = parse_range(request.headers["Range"], artifact.size)
+            status = 206
+            headers = headers.copy()
+            headers["Content-Range"] = window.content_range(artifact.size)
+            delegable = other_servers_agree(request.headers["Range"])
 
     if request.method == "HEAD":
         response = web.StreamResponse(status=status, headers=headers)
@@ -224,6 +224,17 @@ async def _body(
             await response.write(chunk)
         await response.write_eof()
     return response
+
+
+def _conditional(headers: CIMultiDictProxy[str]) -> bool:
+    """Whether the request carries a precondition or a range, which the download must judge."""
+    return (
+        "Range" in headers
+        or "If-Match" in headers
+        or "If-None-Match" in headers
+        or "If-Modified-Since" in headers
+        or "If-Unmodified-Since" in headers
+    )
 
 
 def _from_memory(body: bytes, window: ByteRange, status: int, headers: Headers) -> web.Response:

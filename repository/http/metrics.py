@@ -173,10 +173,9 @@ class HttpMetrics:
     """A service's metrics: the request metrics, plus what the service adds (``counters`` of its
     own, ``add_state`` for gauges read at scrape time).
 
-    ``sent_bytes`` reads the body bytes of a finished request where the service counts them
-    already (the edge's audit step); otherwise the middleware counts them itself. ``said_status``
-    reads, where the service knows it, the status a response cut off part way had said.
     ``on_request`` hooks see every finished request with its status (the edge's denials).
+    ``metrics_middleware`` counts requests; a service with a pipeline of its own (the edge's)
+    calls ``count`` itself.
     """
 
     def __init__(self, *, public: bool = True) -> None:
@@ -184,15 +183,20 @@ class HttpMetrics:
         self.registry = CollectorRegistry()
         self.requests = RequestMetrics()
         self.registry.register(self.requests)
-        self.sent_bytes: Callable[[web.Request], int] | None = None
-        # the status a response had said before its handler was cut off, where a step knows it;
-        # otherwise such a request counts as CLIENT_CLOSED
-        self.said_status: Callable[[web.Request], int | None] | None = None
         self.on_request: list[Callable[[web.Request, web.StreamResponse | None, int], None]] = []
         self.states: list[StateGauges] = []
         self.own_counters: list[Counters] = []
         # where one of several worker processes answers for the node (repository/http/metrics_shared.py)
         self.shared: SharedCounts | None = None
+
+    def count(
+        self, request: web.Request, response: web.StreamResponse | None, status: int, seconds: float, sent: int
+    ) -> None:
+        """One finished request: its route's counts, then the service's ``on_request`` hooks."""
+        method = request.method if request.method in METHODS else "other"
+        self.requests.observe(method, route_label(request), status, seconds, sent)
+        for hook in self.on_request:
+            hook(request, response, status)
 
     def counters(self, name: str, documentation: str, labels: Sequence[str]) -> Counters:
         counters = Counters(name, documentation, labels)
@@ -238,7 +242,7 @@ def route_label(request: web.Request) -> str:
 
 
 class _BodyBytes:
-    """The response writer's ``on_body_write`` hook, where no other step counts."""
+    """The response writer's ``on_body_write`` hook."""
 
     __slots__ = ("sent",)
 
@@ -253,7 +257,7 @@ class _BodyBytes:
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Gives the request its id (``request_ids``), then counts it once it is answered, to its last byte.
 
-    Outermost in both services' pipelines: one layer does both, as aiohttp's chain costs per layer.
+    Outermost in the pipeline: one layer does both, as aiohttp's chain costs per layer.
     The response is sent here (``prepare`` and ``write_eof``, which aiohttp would do after the
     middlewares) so the duration and the bytes cover the body too; where a step inside sent it
     already, both calls do nothing.
@@ -261,10 +265,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     token = begin_request(request)
     metrics = request.app[metrics_key]
     started = time.perf_counter()
-    counted = None
-    if metrics.sent_bytes is None:
-        counted = _BodyBytes()
-        request.writer.on_body_write = counted
+    counted = request.writer.on_body_write = _BodyBytes()
     response: web.StreamResponse | None = None
     status = CLIENT_CLOSED
     try:
@@ -279,19 +280,8 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:  # redirects, which aiohttp sends as they are
         response, status = exc, exc.status
         raise
-    except BaseException:  # the client went away while the handler streamed, or the task was cancelled
-        said = metrics.said_status(request) if metrics.said_status is not None else None
-        status = said or CLIENT_CLOSED
-        raise
     finally:
-        if counted is not None:
-            sent = counted.sent
-        else:
-            sent = metrics.sent_bytes(request) if metrics.sent_bytes is not None else 0
-        method = request.method if request.method in METHODS else "other"
-        metrics.requests.observe(method, route_label(request), status, time.perf_counter() - started, sent)
-        for hook in metrics.on_request:
-            hook(request, response, status)
+        metrics.count(request, response, status, time.perf_counter() - started, counted.sent)
         current_request_id.reset(token)
 
 

@@ -35,32 +35,42 @@ def error_body(path: str, status: int, message: str) -> dict[str, object]:
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure leaves as a JSON error body (see ``error_body``) with its real status."""
-
-    def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-        return json_response(error_body(request.path, status, message), status=status, headers=headers)
-
     try:
         return await handler(request)
-    except WireError as exc:  # the repository's errors and the wire contract's
-        return error_response(exc.status, exc.message, exc.headers)
-    except InvalidDigest:
-        return error_response(400, "Invalid checksum")
-    except StorageFull as exc:
-        log.error("storage full on %s %s: %s", request.method, request.path, exc)
-        return error_response(507, "Insufficient storage: the node is out of disk space")
-    except StorageError as exc:
-        log.error("storage failure on %s %s: %s", request.method, request.path, exc)
-        return error_response(503, "Storage is unavailable, retry later")
-    except web.HTTPException as exc:
-        if exc.status < 400:
+    except Exception as exc:
+        response = error_response(request, exc)
+        if response is None:
             raise
+        return response
+
+
+def error_response(request: web.Request, exc: Exception) -> web.Response | None:
+    """The JSON error answer for a failure of ``request``; None for what must travel on as it is
+    (redirects, a client gone, a time-out). Shared by ``error_middleware`` and the edge's one
+    middleware layer, so the mapping is written once."""
+
+    def answer(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+        return json_response(error_body(request.path, status, message), status=status, headers=headers)
+
+    if isinstance(exc, WireError):  # the repository's errors and the wire contract's
+        return answer(exc.status, exc.message, exc.headers)
+    if isinstance(exc, InvalidDigest):
+        return answer(400, "Invalid checksum")
+    if isinstance(exc, StorageFull):
+        log.error("storage full on %s %s: %s", request.method, request.path, exc)
+        return answer(507, "Insufficient storage: the node is out of disk space")
+    if isinstance(exc, StorageError):
+        log.error("storage failure on %s %s: %s", request.method, request.path, exc)
+        return answer(503, "Storage is unavailable, retry later")
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            return None
         headers = {k: v for k, v in exc.headers.items() if k not in ("Content-Type", "Content-Length")}
-        return error_response(exc.status, exc.reason, headers)
-    except (ConnectionResetError, TimeoutError):
-        raise
-    except Exception:
-        log.exception("unexpected error on %s %s", request.method, request.path)
-        return error_response(500, "Internal server error")
+        return answer(exc.status, exc.reason, headers)
+    if isinstance(exc, ConnectionResetError | TimeoutError):
+        return None
+    log.exception("unexpected error on %s %s", request.method, request.path, exc_info=exc)
+    return answer(500, "Internal server error")
 
 
 @web.middleware

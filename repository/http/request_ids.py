@@ -8,9 +8,9 @@ header. The id is only for correlating lines and nothing trusts it, so its bits 
 ``random`` (no system call, which would also hand the GIL to another thread mid-request)
 rather than from the kernel.
 
-The id is given in the outermost middleware (``metrics_middleware``, which calls
-``begin_request``: one layer fewer on every request), so the refusals and errors of every
-later step carry the id too. The header is added when a response is prepared
+The id is given first of all (``begin_request``, called by the Distribution service's
+``metrics_middleware`` and by the edge's one middleware layer, edge/pipeline.py), so the
+refusals and errors of every later step carry the id too. The header is added when a response is prepared
 (``on_response_prepare``), which is also when aiohttp sends redirects and errors raised past
 the middlewares.
 """

@@ -1,11 +1,5 @@
-"""The audit step: outermost in the pipeline, so every request is recorded, refused ones too.
-
-It creates the request's ``AccessContext``, lets the rest of the pipeline and the
-handler run, then sends the response itself (``prepare`` and ``write_eof``, which
-aiohttp would otherwise call after the middlewares return) so that it knows how
-the response ended: complete or cut off, and how many body bytes went out. Bytes
-are counted by the response writer's ``on_body_write`` hook (in-memory and streamed
-bodies) and by ``SendfileResponse`` for what the kernel sent, also part way.
+"""The audit step: what the edge's pipeline (edge/pipeline.py) records of every request, refused
+ones too, once the response has ended: complete or cut off, and how many body bytes went out.
 
 Actions: ``download`` (GET/HEAD of an artifact), ``deploy``, ``delete``, ``read``
 (storage API, repository list, other metadata), ``distribute`` (the transaction and
@@ -19,17 +13,13 @@ recorded as 499 (nginx's "client closed request").
 from __future__ import annotations
 
 import functools
-import ipaddress
 import json
-import time
 
 from aiohttp import web
 
 from repository.catalog import now_ms
 from repository.http import keys as core
-from repository.http.middlewares import Handler
 
-from ..keys import audit_trail_key
 from .audit import AuditRecord, AuditTrail
 from .context import AccessContext, IPAddress, access_context
 from .middleware import request_target
@@ -53,40 +43,6 @@ ADMIN_PREFIXES = ("/access/", "/artifactory/api/security/", "/artifactory/api/v2
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
-@web.middleware
-async def audit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    ctx = AccessContext(client_ip=_peer(request))
-    request[access_context] = ctx
-
-    def count(sent: int, *_: object) -> None:
-        ctx.bytes_sent += sent
-
-    request.writer.on_body_write = count
-    trail = request.app[audit_trail_key]
-    if not trail.enabled or request.match_info.route.name in UNRECORDED_ROUTES:
-        return await handler(request)
-    started = time.monotonic()
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:  # redirects (presigned S3 downloads), sent by aiohttp as they are
-        _record(trail, request, ctx, exc, exc.status, started, aborted=False)
-        raise
-    except BaseException:  # the client went away while the handler streamed, or the task was cancelled
-        _record(trail, request, ctx, None, ctx.status or 499, started, aborted=True)
-        raise
-    aborted = False
-    try:
-        await response.prepare(request)
-        await response.write_eof()
-    except ConnectionError:
-        aborted = True  # aiohttp's own finish of this response sees the same and stays quiet
-    except BaseException:
-        _record(trail, request, ctx, response, response.status, started, aborted=True)
-        raise
-    _record(trail, request, ctx, response, response.status, started, aborted=aborted)
-    return response
-
-
 def remember_status(request: web.BaseRequest, response: web.StreamResponse) -> None:
     """From ``on_response_prepare``: the status of a response a handler streams itself, for when it
     is cut off and the handler raises instead of returning the response."""
@@ -95,36 +51,22 @@ def remember_status(request: web.BaseRequest, response: web.StreamResponse) -> N
         ctx.status = response.status
 
 
-def _peer(request: web.Request) -> IPAddress | None:
-    transport = request.transport
-    peer = transport.get_extra_info("peername") if transport is not None else None
-    return _address(peer[0]) if isinstance(peer, tuple) else None
-
-
-@functools.lru_cache(maxsize=4096)
-def _address(host: str) -> IPAddress | None:
-    """Parsing an address costs microseconds; the same clients come back again and again."""
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
-
-
 @functools.lru_cache(maxsize=4096)
 def _text(address: IPAddress) -> str:
     return str(address)
 
 
-def _record(
+def record_request(
     trail: AuditTrail,
     request: web.Request,
     ctx: AccessContext,
     response: web.StreamResponse | None,
     status: int,
-    started: float,
+    seconds: float,
     *,
     aborted: bool,
 ) -> None:
+    """The audit record of a finished request (``seconds``: from its arrival to its end)."""
     principal = request.get(core.principal)
     subject = principal.subject if principal is not None else ctx.subject
     token_id = principal.token_id if principal is not None and principal.token_id else ctx.token_id
@@ -137,23 +79,23 @@ def _record(
         denied_by = _error_message(response)
     trail.record(
         AuditRecord(
-            time=now_ms(),
-            subject=subject,
-            token_id=token_id,
-            signed_kid=ctx.signed_kid,
-            signed_iat=ctx.signed_iat,
-            client_ip=_text(ctx.client_ip) if ctx.client_ip is not None else None,
-            country=ctx.country,
-            method=request.method,
-            action=action,
-            repo=repo,
-            path=path,
-            status=status,
-            bytes=ctx.bytes_sent,
-            denied_by=denied_by,
-            aborted=aborted,
-            duration_ms=round((time.monotonic() - started) * 1000),
-            counts_as_download=action == "download" and not aborted and _delivers_file(request, response, status),
+            now_ms(),
+            subject,
+            token_id,
+            ctx.signed_kid,
+            ctx.signed_iat,
+            _text(ctx.client_ip) if ctx.client_ip is not None else None,
+            ctx.country,
+            request.method,
+            action,
+            repo,
+            path,
+            status,
+            ctx.bytes_sent,
+            denied_by,
+            aborted,
+            round(seconds * 1000),
+            action == "download" and not aborted and _delivers_file(request, response, status),
         )
     )
 
