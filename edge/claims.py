@@ -19,7 +19,7 @@ from repository.db import Database
 from repository.errors import Conflict
 from repository.sql import Sql
 
-from .store import Transaction, bundle_owner
+from .store import Transaction, absent_key, bundle_owner
 
 COMMIT = "commit"
 REMOVE = "remove"
@@ -61,6 +61,8 @@ class BundleClaims:
         )
 
     async def change(self, name: str, version: str) -> BundleChange | None:
+        if absent_key(name, version):
+            return None
         row = await self._database.run(
             lambda: self._db.execute(
                 "SELECT name, version, transaction_id, action, bulk_key FROM bundle_changes"

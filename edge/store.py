@@ -73,6 +73,13 @@ def bundle_owner(name: str, version: str) -> str:
     return f"bundle:{name}/{version}"
 
 
+def absent_key(*texts: str) -> bool:
+    """Whether a key made of ``texts`` (a bundle's name and version, from a URL) can be in no row:
+    PostgreSQL's text holds no NUL (nothing ever stores one in sqlite), so such a lookup answers
+    "not there" without asking, as sqlite does."""
+    return any("\x00" in text for text in texts)
+
+
 def _transaction(row: tuple[Any, ...]) -> Transaction:
     values = list(row)
     values[3] = State(values[3])
@@ -317,7 +324,7 @@ class EdgeStore:
     # -- bundles ----------------------------------------------------------------
 
     async def bundle(self, name: str, version: str) -> ReceivedBundle | None:
-        return await self._database.read(self._bundle, name, version)
+        return None if absent_key(name, version) else await self._database.read(self._bundle, name, version)
 
     def _bundle(self, name: str, version: str) -> ReceivedBundle | None:
         row = self._db.execute(
