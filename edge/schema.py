@@ -247,5 +247,27 @@ def m006_transaction_files(db: Database) -> None:
     )
 
 
+@edge_migrations()
+def m008_staged_chunks(db: Database) -> None:
+    db.executescript(
+        """
+        -- Where the bytes of a blob still arriving lie, when they are staged in a blob store every
+        -- replica shares (edge/shared_staging.py): one row per chunk stored, in the order of the
+        -- blob. Their sizes add up to the bytes received, which any replica answers and resumes
+        -- from. No reference to transactions: a chunk's row may outlive its transaction's row
+        -- for as long as freeing its objects takes.
+        CREATE TABLE staged_chunks (
+            transaction_id TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            first_byte INTEGER NOT NULL,      -- where the chunk starts in the blob
+            size INTEGER NOT NULL,
+            name TEXT NOT NULL,               -- the chunk's name in the store's staging area
+            etag TEXT NOT NULL,               -- the store's tag of the bytes it holds
+            PRIMARY KEY (transaction_id, sha256, first_byte)
+        ) WITHOUT ROWID;
+        """
+    )
+
+
 # On PostgreSQL the schema is the tables these migrations add up to (repository/pg_schema.py).
 tables_of(edge_migrations, edge_tables)

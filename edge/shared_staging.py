@@ -1,0 +1,173 @@
+"""Staging in a blob store every replica shares (S3), so a blob upload outlives the replica that
+received its first bytes (docs/transactions.md, "upload").
+
+The bytes of a blob go to the store as chunks of the store's part size (a buffer's worth each,
+one being stored while the next fills) and, at the end of each request, whatever is left; each
+chunk is recorded in the database (edge/staged_chunks.py) once stored. The bytes received are
+the recorded chunks' sizes added up: any replica answers the same, and continues from there.
+
+A hash cannot move between processes, so a request that continues a blob reads the chunks
+already stored once and hashes them before it takes new bytes; the blob is then verified over
+every byte and its size exactly as on local disk, and published by copying its chunks inside
+the store (storage_backends/staging_area.py), which refuses a chunk changed since it was stored.
+
+Two requests never append to one blob at once: uploads hold the blob's lock, which the database
+gives every replica (edge/uploads.py), and a chunk is recorded only where the recorded bytes
+end (``StagedChunks.add``), so a stray writer is refused rather than interleaved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import logging
+import uuid
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+from repository.db import Database
+from storage_backends import DigestMismatch, StagingArea, StorageBackend
+
+from .receiving import ResumeMismatch
+from .staged_chunks import StagedChunks
+from .staging import StagedBytes, Staging
+
+log = logging.getLogger(__name__)
+
+
+class SharedStagedFile(StagedBytes):
+    """A blob's bytes going to the shared store a chunk at a time, from a worker thread.
+
+    Two buffers of the store's part size: a full one is hashed and handed to the event loop to
+    be stored and recorded while the other fills, and waited for before it is filled again, so
+    chunks are recorded in order and an upload holds two parts of memory at most.
+    """
+
+    _buffer: bytearray | None
+
+    def __init__(
+        self, staging: SharedStaging, tx_id: str, sha256: str, start: int, hasher: Any, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._staging, self._tx_id, self._sha256, self._loop = staging, tx_id, sha256, loop
+        self._hash = hasher
+        self.size = self._recorded = start
+        self._capacity = staging.area.part_size
+        self._spare: bytearray | None = bytearray(self._capacity)
+        self._buffer = bytearray(self._capacity)
+        self._filled = 0
+        self._storing: concurrent.futures.Future[None] | None = None
+        self._failed = False  # a chunk could not be stored: what follows it is not kept
+
+    def _run(self, coroutine: Coroutine[Any, Any, None]) -> concurrent.futures.Future[None]:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
+    def _write_buffer(self, end: int) -> None:
+        """Hash ``buffer[:end]``, then store it as the blob's next chunk while the other buffer fills."""
+        assert self._buffer is not None and self._spare is not None
+        with memoryview(self._buffer) as whole:
+            self._hash.update(whole[:end])
+        body = self._buffer if end == self._capacity else self._buffer[:end]
+        self._settle()  # the spare is free once the chunk before has been stored
+        self._buffer, self._spare = self._spare, self._buffer
+        self._storing = self._run(self._store(body, self._recorded))
+        self._recorded += end
+        self._filled = 0
+
+    async def _store(self, body: bytearray, first_byte: int) -> None:
+        staging = self._staging
+        name = f"{self._tx_id}/{self._sha256}/{first_byte:016d}-{uuid.uuid4().hex[:12]}"
+        chunk = await staging.area.put(name, body)
+        if not await staging.chunks.add(self._tx_id, self._sha256, first_byte, chunk):
+            # another process appended to this blob meanwhile: its bytes stand, these go
+            await staging.area.delete(name)
+            raise ResumeMismatch(await staging.chunks.extent(self._tx_id, self._sha256))
+
+    def _settle(self) -> None:
+        """Wait for the chunk being stored; its failure is raised here (and ends the upload)."""
+        storing, self._storing = self._storing, None
+        if storing is not None:
+            try:
+                storing.result()
+            except BaseException:
+                self._failed = True
+                raise
+
+    def sha256(self) -> str:
+        return str(self._hash.hexdigest())
+
+    def close(self, *, fsync: bool = True, keep: bool = True) -> None:
+        """Store what the buffer holds as a last chunk (``keep``), and wait until every chunk is
+        stored and recorded, or has failed: nothing of this upload lands after it has ended.
+        Every stored chunk is durable: ``fsync`` has nothing left to do."""
+        try:
+            if keep and self._filled and not self._failed:
+                self._write_buffer(self._filled)
+        finally:
+            try:
+                self._settle()
+            finally:
+                self._buffer = self._spare = None
+
+
+class SharedStaging(Staging):
+    """``Staging`` whose blobs are kept in a shared store's staging area; manifests on their way
+    in (``scratch``) stay on the local disk, being read by the request that brought them only."""
+
+    def __init__(self, local: Staging, area: StagingArea, database: Database) -> None:
+        super().__init__(local.root)
+        self.area = area
+        self.chunks = StagedChunks(database)
+
+    async def received(self, tx_id: str, sha256: str) -> int:
+        return await self.chunks.extent(tx_id, sha256)
+
+    async def open(self, tx_id: str, sha256: str, start: int) -> StagedBytes:
+        """Continue a blob at ``start`` bytes (0: start over): its chunks so far are read back and
+        hashed, once. ValueError unless the recorded bytes end at ``start``; DigestMismatch if
+        a chunk changed in the store since it was stored."""
+        if start == 0:
+            await self.drop(tx_id, sha256)
+        chunks = await self.chunks.chunks(tx_id, sha256)
+        if sum(c.size for c in chunks) != start:
+            raise ValueError(
+                f"blob {sha256} of transaction {tx_id} holds {sum(c.size for c in chunks)} bytes, not {start}"
+            )
+        hasher = hashlib.sha256()
+        for chunk in chunks:
+            await self.area.read_into(chunk, hasher.update)
+        return SharedStagedFile(self, tx_id, sha256, start, hasher, asyncio.get_running_loop())
+
+    async def drop(self, tx_id: str, sha256: str) -> None:
+        await self.chunks.drop(tx_id, sha256)
+        await self.area.delete(f"{tx_id}/{sha256}/")
+
+    async def free(self, tx_id: str) -> None:
+        await self.chunks.free(tx_id)
+        await self.area.delete(f"{tx_id}/")
+        await super().free(tx_id)
+
+    async def sweep(self, keep: Iterable[str]) -> None:
+        """Local leftovers as ``Staging`` sweeps them, and the chunks of every transaction not in ``keep``."""
+        keep = set(keep)
+        await super().sweep(keep)
+        for tx_id in (await self.chunks.transactions() | await self.area.groups()) - keep:
+            log.info("removing staged chunks of transaction %s, no longer open", tx_id)
+            await self.free(tx_id)
+
+    async def move_into(self, storage: StorageBackend, tx_id: str, sha256: str, size: int) -> None:
+        """Publish a complete blob, whose sha256 the caller has verified, from its chunks (copied
+        inside the store: ``StagingArea.publish``), then remove them."""
+        chunks = await self.chunks.chunks(tx_id, sha256)
+        staged = sum(c.size for c in chunks)
+        if staged != size:
+            raise DigestMismatch("size", size, staged)
+        await self.area.publish(sha256, chunks)
+        await self.drop(tx_id, sha256)
+
+
+def staging_for(local: Staging, storage: StorageBackend, database: Database) -> Staging:
+    """The staging a node uses: in the blob store where every replica sharing it must reach it
+    (``StorageBackend.staging_area``), else on the local disk."""
+    area = storage.staging_area()
+    return local if area is None else SharedStaging(local, area, database)
