@@ -37,7 +37,7 @@ TX = "/artifactory/api/distribution/transactions"
 def upload_once(edge: EdgeProcess, signer: Signer, blob: Path, sha256: str, version: str) -> float:
     """Start a transaction of the one blob and PUT it; the seconds the PUT took."""
     artifact = ManifestArtifact(
-        target=f"releases-local/big/{version}/big.bin", source="big.bin", size=SIZE, sha256=sha256, sha1="0" * 40,
+        target=f"releases-local/big/{version}/big.bin", source="src/big.bin", size=SIZE, sha256=sha256, sha1="0" * 40,
         md5="0" * 32,
     )  # fmt: skip
     data = encode(Manifest.create("big", version, [artifact], created_by="bench"))

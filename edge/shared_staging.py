@@ -19,11 +19,12 @@ end (``StagedChunks.add``), so a stray writer is refused rather than interleaved
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import hashlib
 import logging
 import uuid
-from collections.abc import Coroutine, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from repository.db import Database
@@ -35,13 +36,17 @@ from .staging import StagedBytes, Staging
 
 log = logging.getLogger(__name__)
 
+# Chunks of one upload being stored at once, at most: each holds a buffer of the store's part size.
+CHUNKS_IN_FLIGHT = 4
+
 
 class SharedStagedFile(StagedBytes):
     """A blob's bytes going to the shared store a chunk at a time, from a worker thread.
 
-    Two buffers of the store's part size: a full one is hashed and handed to the event loop to
-    be stored and recorded while the other fills, and waited for before it is filled again, so
-    chunks are recorded in order and an upload holds two parts of memory at most.
+    A full buffer is hashed and handed to the event loop to be stored while the next one fills:
+    up to ``CHUNKS_IN_FLIGHT`` chunks are stored at once (one PUT at a time would leave the link
+    idle for a round trip per chunk), each recorded only once the one before it is, so the record
+    never has a gap. An upload holds ``CHUNKS_IN_FLIGHT + 1`` parts of memory at most.
     """
 
     _buffer: bytearray | None
@@ -53,45 +58,57 @@ class SharedStagedFile(StagedBytes):
         self._hash = hasher
         self.size = self._recorded = start
         self._capacity = staging.area.part_size
-        self._spare: bytearray | None = bytearray(self._capacity)
         self._buffer = bytearray(self._capacity)
         self._filled = 0
-        self._storing: concurrent.futures.Future[None] | None = None
+        self._free: list[bytearray] = []
+        self._storing: collections.deque[tuple[concurrent.futures.Future[None], bytearray]] = collections.deque()
         self._failed = False  # a chunk could not be stored: what follows it is not kept
 
-    def _run(self, coroutine: Coroutine[Any, Any, None]) -> concurrent.futures.Future[None]:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-
     def _write_buffer(self, end: int) -> None:
-        """Hash ``buffer[:end]``, then store it as the blob's next chunk while the other buffer fills."""
-        assert self._buffer is not None and self._spare is not None
-        with memoryview(self._buffer) as whole:
+        self._hand_off(end)
+        self._buffer = self._next_buffer()
+
+    def _hand_off(self, end: int) -> None:
+        """Hash ``buffer[:end]`` and start storing it as the blob's next chunk."""
+        full = self._buffer
+        assert full is not None
+        with memoryview(full) as whole:
             self._hash.update(whole[:end])
-        body = self._buffer if end == self._capacity else self._buffer[:end]
-        self._settle()  # the spare is free once the chunk before has been stored
-        self._buffer, self._spare = self._spare, self._buffer
-        self._storing = self._run(self._store(body, self._recorded))
+        body = full if end == self._capacity else full[:end]
+        previous = self._storing[-1][0] if self._storing else None
+        storing = asyncio.run_coroutine_threadsafe(self._store(body, self._recorded, previous), self._loop)
+        self._storing.append((storing, full))
         self._recorded += end
         self._filled = 0
 
-    async def _store(self, body: bytearray, first_byte: int) -> None:
+    def _next_buffer(self) -> bytearray:
+        if self._free:
+            return self._free.pop()
+        if len(self._storing) < CHUNKS_IN_FLIGHT:
+            return bytearray(self._capacity)
+        return self._settle_oldest()
+
+    async def _store(self, body: bytearray, first_byte: int, previous: concurrent.futures.Future[None] | None) -> None:
         staging = self._staging
         name = f"{self._tx_id}/{self._sha256}/{first_byte:016d}-{uuid.uuid4().hex[:12]}"
         chunk = await staging.area.put(name, body)
+        if previous is not None:
+            await asyncio.wrap_future(previous)  # failed: this chunk stays unrecorded, freed with the blob
         if not await staging.chunks.add(self._tx_id, self._sha256, first_byte, chunk):
             # another process appended to this blob meanwhile: its bytes stand, these go
             await staging.area.delete(name)
             raise ResumeMismatch(await staging.chunks.extent(self._tx_id, self._sha256))
 
-    def _settle(self) -> None:
-        """Wait for the chunk being stored; its failure is raised here (and ends the upload)."""
-        storing, self._storing = self._storing, None
-        if storing is not None:
-            try:
-                storing.result()
-            except BaseException:
-                self._failed = True
-                raise
+    def _settle_oldest(self) -> bytearray:
+        """Wait for the oldest chunk being stored, and answer its buffer; its failure is raised
+        here (and ends the upload)."""
+        storing, buffer = self._storing.popleft()
+        try:
+            storing.result()
+        except BaseException:
+            self._failed = True
+            raise
+        return buffer
 
     def sha256(self) -> str:
         return str(self._hash.hexdigest())
@@ -102,12 +119,18 @@ class SharedStagedFile(StagedBytes):
         Every stored chunk is durable: ``fsync`` has nothing left to do."""
         try:
             if keep and self._filled and not self._failed:
-                self._write_buffer(self._filled)
+                self._hand_off(self._filled)
         finally:
-            try:
-                self._settle()
-            finally:
-                self._buffer = self._spare = None
+            self._buffer = None
+            self._free.clear()
+            first: BaseException | None = None
+            while self._storing:
+                try:
+                    self._settle_oldest()
+                except BaseException as exc:
+                    first = first or exc
+            if first is not None:
+                raise first
 
 
 class SharedStaging(Staging):
