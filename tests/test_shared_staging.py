@@ -17,16 +17,23 @@ from typing import Any
 
 import pytest
 
+from edge.app import create_app
+from edge.keys import transactions_key
 from edge.receiving import ResumeMismatch
 from edge.schema import edge_migrations
 from edge.shared_staging import SharedStaging, staging_for
 from edge.staging import Staging
+from repository.catalog import now_ms
 from repository.db import Database
 from repository.schema import catalog_migrations
-from storage_backends import DigestMismatch, StagedChunk, create_backend
+from storage_backends import DigestMismatch, StagedChunk, StorageError, create_backend
 from storage_backends.s3_common import MIN_PART_SIZE
 from storage_backends.s3_staging import Part, plan_parts
-from tests.conftest import backend_params
+from tests.conftest import backend_params, make_settings, storage_settings
+from tests.gpg_keys import KeyFactory, KeySet
+from tests.test_edge_transactions import TX as TX_PATH
+from tests.test_edge_transactions import start as start_transaction
+from tests.test_edge_transactions import _cut_off, manifest_of, received_bytes, signed, token, trust
 
 PART = MIN_PART_SIZE  # the smallest part S3 allows keeps the blobs of these tests small
 TX = "a" * 64
@@ -176,6 +183,38 @@ async def test_a_second_writer_at_the_same_offset_is_refused_and_the_first_ones_
     assert await stored(first, sha256) == data
 
 
+class FailingArea:
+    """The bucket's staging area, but the ``failing``-th chunk put (from 1) fails."""
+
+    def __init__(self, area: Any, failing: int) -> None:
+        self.area, self.failing, self.puts = area, failing, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.area, name)
+
+    async def put(self, name: str, body: bytes | bytearray) -> StagedChunk:
+        self.puts += 1
+        if self.puts == self.failing:
+            raise StorageError("S3 put of staged chunk failed: 503 Slow Down")
+        return await self.area.put(name, body)
+
+
+async def test_a_chunk_that_fails_to_store_ends_the_upload_and_the_chunks_after_it_are_not_counted(
+    replicas: list[Replica],
+) -> None:
+    first, second = replicas
+    data = os.urandom(6 * PART)
+    sha256 = hashlib.sha256(data).hexdigest()
+    first.staging.area = FailingArea(first.staging.area, failing=2)  # type: ignore[assignment]
+    with pytest.raises(StorageError):
+        await stage(first, sha256, 0, data[: 5 * PART])
+    assert await second.staging.received(TX, sha256) == PART, "the chunks stored after the failed one do not count"
+    assert await stage(second, sha256, PART, data[PART:]) == sha256
+    await second.staging.move_into(second.storage, TX, sha256, len(data))
+    assert await stored(second, sha256) == data
+    assert await leftovers(first) == set(), "the chunks stored but never counted are deleted with the blob's"
+
+
 async def test_freeing_a_transaction_removes_its_chunks_and_a_sweep_keeps_only_open_ones(
     replicas: list[Replica],
 ) -> None:
@@ -237,3 +276,23 @@ def test_staged_chunks_are_copied_where_their_size_allows_and_gathered_where_not
     plan = plan_parts(given, P, M)
     assert [("copy" if p.copied else "send", p.size) for p in plan] == expected
     check_plan(plan, given, P, M)
+
+
+async def test_an_expired_transactions_staged_chunks_are_swept_from_the_bucket(
+    aiohttp_client: Any, tmp_path: Path, request: pytest.FixtureRequest, keys: KeySet, key_factory: KeyFactory
+) -> None:
+    settings = make_settings(tmp_path, transaction_ttl=1, storage=storage_settings("s3-stream", tmp_path, request))
+    client = await aiohttp_client(create_app(settings))
+    await trust(client, keys.alice)
+    headers = await token(client, "distributor")
+    big = os.urandom(3 * 1024 * 1024)
+    body = signed(key_factory, keys.alice, manifest_of({"big.bin": big}))
+    tid = (await start_transaction(client, body, headers))["transaction_id"]
+    url = f"{TX_PATH}/{tid}/blobs/{hashlib.sha256(big).hexdigest()}"
+    await _cut_off(client, url, big, 2 * 1024 * 1024, headers)
+    assert await received_bytes(client, url, headers) == 2 * 1024 * 1024
+    staging = client.server.app[transactions_key].staging
+    assert await staging.area.groups() == {tid}
+    assert await client.server.app[transactions_key].expire(now=now_ms() + 2000) == [tid]
+    assert await staging.area.groups() == set()
+    assert await staging.chunks.transactions() == set()

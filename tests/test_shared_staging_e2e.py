@@ -166,3 +166,24 @@ def test_a_resumed_blob_whose_bytes_do_not_match_is_refused_as_on_local_disk_and
     assert remote.call("HEAD", url).headers["X-Received-Bytes"] == "0"
     assert staged_keys(bucket, s3_server["bucket"], prefix) == []
     assert remote.call("GET", f"{TX}/{tid}").json()["missing"] == [sha256(big)]
+
+
+def test_an_abort_deletes_the_chunks_staged_in_the_bucket_and_their_record(
+    edge: EdgeProcess, keys: KeySet, key_factory: KeyFactory, bucket: Any, s3_server: dict[str, str], prefix: str
+) -> None:
+    big = os.urandom(PART + MiB)
+    body = signed(key_factory, keys.alice, manifest_of({"big.bin": big}))
+    tid = tx_id(body)
+    remote = Remote(edge)
+    assert remote.call("POST", KEYS, json={"alias": "a", "public_key": keys.alice.public}, headers=remote.admin).ok
+    assert remote.call("POST", TX, json=body).status_code == 201
+    url = f"{TX}/{tid}/blobs/{sha256(big)}"
+    with socket.create_connection(("127.0.0.1", edge.port or 0), timeout=60) as sock:  # cut off mid-body
+        head = f"PUT {url} HTTP/1.1\r\nHost: x\r\nAuthorization: {remote.session.headers['Authorization']}\r\n"
+        sock.sendall(f"{head}Content-Length: {len(big)}\r\n\r\n".encode() + big[:PART])
+    wait_until(lambda: remote.call("HEAD", url).headers["X-Received-Bytes"] == str(PART))
+    assert staged_keys(bucket, s3_server["bucket"], prefix) != []
+    aborted = remote.call("POST", f"{TX}/{tid}/abort")
+    assert aborted.status_code == 200 and aborted.json()["state"] == "ABORTED"
+    assert staged_keys(bucket, s3_server["bucket"], prefix) == []
+    assert recorded_chunks(edge, tid) == 0
