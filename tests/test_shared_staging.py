@@ -32,8 +32,8 @@ from storage_backends.s3_staging import Part, plan_parts
 from tests.conftest import backend_params, make_settings, storage_settings
 from tests.gpg_keys import KeyFactory, KeySet
 from tests.test_edge_transactions import TX as TX_PATH
-from tests.test_edge_transactions import start as start_transaction
 from tests.test_edge_transactions import _cut_off, manifest_of, received_bytes, signed, token, trust
+from tests.test_edge_transactions import start as start_transaction
 
 PART = MIN_PART_SIZE  # the smallest part S3 allows keeps the blobs of these tests small
 TX = "a" * 64
