@@ -269,5 +269,21 @@ def m008_staged_chunks(db: Database) -> None:
     )
 
 
+@edge_migrations()
+def m009_trusted_key_material(db: Database) -> None:
+    db.executescript(
+        """
+        -- The public key each trusted fingerprint stands for, as the edge holds it after its
+        -- last import (revocations and expiry merged): replicas of an edge each have a GnuPG
+        -- home of their own, and import from here the keys an alias names that theirs lacks.
+        CREATE TABLE trusted_key_material (
+            fingerprint TEXT PRIMARY KEY,
+            public_key TEXT NOT NULL,
+            updated INTEGER NOT NULL
+        );
+        """
+    )
+
+
 # On PostgreSQL the schema is the tables these migrations add up to (repository/pg_schema.py).
 tables_of(edge_migrations, edge_tables)

@@ -178,3 +178,10 @@ Table(
     Column("name", Text, nullable=False),
     Column("etag", Text, nullable=False),
 )
+Table(
+    "trusted_key_material",
+    edge_tables,
+    Column("fingerprint", Text, primary_key=True),
+    Column("public_key", Text, nullable=False),
+    Column("updated", BigInteger, nullable=False),
+)

@@ -5,6 +5,10 @@ keys count is decided by the alias table: a signature is accepted only from a
 fingerprint some alias names. So a key is trusted only once its alias is recorded,
 and stops being trusted the moment its last alias is removed, even if removing it
 from the GnuPG home failed. gpg calls block, so they run in a thread.
+
+Replicas of an edge share the alias table but each has a GnuPG home of its own: the key
+material is kept in the database as well (``edge/key_material.py``), and a replica imports a
+trusted key its home lacks before it verifies a signature.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from repository.disk_space import check_room
 from repository.errors import BadRequest, Conflict, NotFound
 from wire.signatures import SignatureRefused, TrustedKeyError, TrustStore
 
+from .key_material import KeyMaterial
 from .store import EdgeStore, KeyAlias
 
 log = logging.getLogger(__name__)
@@ -44,11 +49,27 @@ class TrustedKeys:
     def __init__(self, store: TrustStore, edge_store: EdgeStore) -> None:
         self._store = store
         self._edge_store = edge_store
+        self._material = KeyMaterial(edge_store.database)
         self._lock = edge_store.database.locks("trusted-keys")  # one change of the key set at a time, in every worker
 
     @classmethod
     async def open(cls, homedir: Path, edge_store: EdgeStore) -> TrustedKeys:
-        return cls(await asyncio.to_thread(TrustStore, homedir), edge_store)
+        keys = cls(await asyncio.to_thread(TrustStore, homedir), edge_store)
+        await keys._share_local_keys()
+        return keys
+
+    async def _share_local_keys(self) -> None:
+        """Keys trusted before their material was kept in the database are in this home only:
+        put them there, so that other replicas can verify with them too."""
+        trusted = {k.fingerprint for k in await self._edge_store.key_aliases()}
+        held = await self._material.get(sorted(trusted))
+        local = await asyncio.to_thread(self._store.fingerprints)
+        for fingerprint in sorted((trusted - held.keys()) & local):
+            await self._share(fingerprint)
+
+    async def _share(self, fingerprint: str) -> None:
+        armored = await asyncio.to_thread(self._store.export_public_key, fingerprint)
+        await self._material.put(fingerprint, armored)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._store.close)
@@ -71,8 +92,10 @@ class TrustedKeys:
             if existing is not None:
                 if existing.fingerprint != fingerprint:
                     raise Conflict(f"Alias '{alias}' already names key {existing.fingerprint}; remove it first")
+                await self._share(fingerprint)  # a repeat may carry a revocation or a new expiry
                 return Trusted(existing, created=False)
             key = KeyAlias(alias, fingerprint, now_ms())
+            await self._share(fingerprint)  # before the alias: a key is never trusted without its material
             await self._edge_store.add_key_alias(key)
         log.info("trusting key %s as %s", fingerprint, alias)
         return Trusted(key, created=True)
@@ -86,6 +109,7 @@ class TrustedKeys:
                 raise NotFound(f"No trusted key with alias '{alias}'")
             await self._edge_store.remove_key_alias(alias)
             if not any(k.fingerprint == found.fingerprint and k.alias != alias for k in keys):
+                await self._material.forget(found.fingerprint)
                 # Already gone from the home is fine: the alias table is what counts.
                 with contextlib.suppress(NotFound):
                     await asyncio.to_thread(self._store.remove, found.fingerprint)
@@ -95,11 +119,21 @@ class TrustedKeys:
         """The fingerprint of the one trusted key that signed exactly the bytes of the file ``data``,
         or SignatureRefused."""
         trusted = {k.fingerprint for k in await self._edge_store.key_aliases()}
+        await self._import_missing(trusted)
         try:
             return await asyncio.to_thread(self._store.verify_file, data, signature, trusted=trusted)
         except SignatureRefused:
             await self._check_room()  # nor check a signature: a full disk is not the sender's fault
             raise
+
+    async def _import_missing(self, trusted: set[str]) -> None:
+        """Import the trusted keys this replica's GnuPG home lacks (trusted through another replica)."""
+        missing = trusted - await asyncio.to_thread(self._store.fingerprints)
+        for fingerprint, armored in (await self._material.get(sorted(missing))).items():
+            try:
+                await asyncio.to_thread(self._store.import_public_key, armored)
+            except TrustedKeyError as exc:
+                log.error("could not import trusted key %s from the database: %s", fingerprint, exc)
 
     async def _check_room(self) -> None:
         await asyncio.to_thread(check_room, self._store.homedir, "the GnuPG home of the trusted keys")

@@ -334,6 +334,14 @@ class TrustStore:
         log.info("trusted public key %s", fingerprint)
         return fingerprint
 
+    def export_public_key(self, fingerprint: str) -> str:
+        """The key as this store holds it now (its merged revocations and expiry), ASCII-armored."""
+        fingerprint = check_fingerprint(fingerprint)
+        armored = str(self._gpg.export_keys(fingerprint))
+        if PUBLIC_KEY_BEGIN not in armored:
+            raise TrustedKeyNotFound(f"No trusted key {fingerprint}")
+        return armored
+
     def remove(self, fingerprint: str) -> None:
         """Stop trusting a key; later signatures by it are refused as unknown."""
         fingerprint = check_fingerprint(fingerprint)
