@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 # Chunks of one upload being stored at once, at most: each holds a buffer of the store's part size.
 CHUNKS_IN_FLIGHT = 4
+# Blobs whose hash a process keeps after a request that stored their chunks, for a resume that
+# reaches the same process (a few hundred bytes each); a resume elsewhere reads the chunks back.
+HASHES_KEPT = 256
 
 
 class SharedStagedFile(StagedBytes):
@@ -52,10 +55,20 @@ class SharedStagedFile(StagedBytes):
     _buffer: bytearray | None
 
     def __init__(
-        self, staging: SharedStaging, tx_id: str, sha256: str, start: int, hasher: Any, loop: asyncio.AbstractEventLoop
+        self,
+        staging: SharedStaging,
+        tx_id: str,
+        sha256: str,
+        start: int,
+        names: list[str],
+        hasher: Any,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
+        """Continue at ``start`` bytes, after the chunks ``names`` (recorded, in order), whose
+        bytes ``hasher`` has hashed."""
         self._staging, self._tx_id, self._sha256, self._loop = staging, tx_id, sha256, loop
         self._hash = hasher
+        self._names = names  # of the chunks recorded, in order
         self.size = self._recorded = start
         self._capacity = staging.area.part_size
         self._buffer = bytearray(self._capacity)
@@ -98,6 +111,7 @@ class SharedStagedFile(StagedBytes):
             # another process appended to this blob meanwhile: its bytes stand, these go
             await staging.area.delete(name)
             raise ResumeMismatch(await staging.chunks.extent(self._tx_id, self._sha256))
+        self._names.append(name)
 
     def _settle_oldest(self) -> bytearray:
         """Wait for the oldest chunk being stored, and answer its buffer; its failure is raised
@@ -131,6 +145,9 @@ class SharedStagedFile(StagedBytes):
                     first = first or exc
             if first is not None:
                 raise first
+        if keep and not self._failed:  # the hash covers exactly the chunks recorded
+            names = tuple(self._names)
+            self._loop.call_soon_threadsafe(self._staging.remember, self._tx_id, self._sha256, names, self._hash)
 
 
 class SharedStaging(Staging):
@@ -141,31 +158,46 @@ class SharedStaging(Staging):
         super().__init__(local.root)
         self.area = area
         self.chunks = StagedChunks(database)
+        # (transaction, blob) -> the chunks this process stored and the hash of their bytes
+        self._hashes: dict[tuple[str, str], tuple[tuple[str, ...], Any]] = {}
 
     async def received(self, tx_id: str, sha256: str) -> int:
         return await self.chunks.extent(tx_id, sha256)
 
     async def open(self, tx_id: str, sha256: str, start: int) -> StagedBytes:
-        """Continue a blob at ``start`` bytes (0: start over): its chunks so far are read back and
-        hashed, once. ValueError unless the recorded bytes end at ``start``; DigestMismatch if
-        a chunk changed in the store since it was stored."""
+        """Continue a blob at ``start`` bytes (0: start over). Its chunks so far are read back and
+        hashed, once, unless this process stored every one of them itself and still holds their
+        hash. ValueError unless the recorded bytes end at ``start``; DigestMismatch if a chunk
+        changed in the store since it was stored."""
         if start == 0:
             await self.drop(tx_id, sha256)
         chunks = await self.chunks.chunks(tx_id, sha256)
-        if sum(c.size for c in chunks) != start:
-            raise ValueError(
-                f"blob {sha256} of transaction {tx_id} holds {sum(c.size for c in chunks)} bytes, not {start}"
-            )
-        hasher = hashlib.sha256()
-        for chunk in chunks:
-            await self.area.read_into(chunk, hasher.update)
-        return SharedStagedFile(self, tx_id, sha256, start, hasher, asyncio.get_running_loop())
+        if (staged := sum(c.size for c in chunks)) != start:
+            raise ValueError(f"blob {sha256} of transaction {tx_id} holds {staged} bytes, not {start}")
+        names = [c.name for c in chunks]
+        known = self._hashes.pop((tx_id, sha256), None)
+        if known is not None and known[0] == tuple(names):
+            hasher = known[1]
+        else:
+            hasher = hashlib.sha256()
+            for chunk in chunks:
+                await self.area.read_into(chunk, hasher.update)
+        return SharedStagedFile(self, tx_id, sha256, start, names, hasher, asyncio.get_running_loop())
+
+    def remember(self, tx_id: str, sha256: str, names: tuple[str, ...], hasher: Any) -> None:
+        """Keep the hash of a blob's chunks ``names``, which this process stored, for its next resume here."""
+        self._hashes[(tx_id, sha256)] = (names, hasher)
+        while len(self._hashes) > HASHES_KEPT:
+            del self._hashes[next(iter(self._hashes))]
 
     async def drop(self, tx_id: str, sha256: str) -> None:
+        self._hashes.pop((tx_id, sha256), None)
         await self.chunks.drop(tx_id, sha256)
         await self.area.delete(f"{tx_id}/{sha256}/")
 
     async def free(self, tx_id: str) -> None:
+        for key in [key for key in self._hashes if key[0] == tx_id]:
+            del self._hashes[key]
         await self.chunks.free(tx_id)
         await self.area.delete(f"{tx_id}/")
         await super().free(tx_id)

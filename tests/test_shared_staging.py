@@ -183,6 +183,39 @@ async def test_a_second_writer_at_the_same_offset_is_refused_and_the_first_ones_
     assert await stored(first, sha256) == data
 
 
+class CountingArea:
+    """The bucket's staging area, counting the chunks read back."""
+
+    def __init__(self, area: Any) -> None:
+        self.area, self.reads = area, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.area, name)
+
+    async def read_into(self, chunk: StagedChunk, consume: Any) -> None:
+        self.reads += 1
+        await self.area.read_into(chunk, consume)
+
+
+async def test_a_resume_reads_the_staged_chunks_back_once_on_a_replica_that_takes_over_and_not_where_they_were_stored(
+    replicas: list[Replica],
+) -> None:
+    first, second = replicas
+    counted = [CountingArea(r.staging.area) for r in replicas]
+    first.staging.area, second.staging.area = counted  # type: ignore[assignment]
+    data = os.urandom(3 * PART)
+    sha256 = hashlib.sha256(data).hexdigest()
+    await stage(first, sha256, 0, data[:PART])
+    await stage(first, sha256, PART, data[PART : PART + 10])
+    assert counted[0].reads == 0, "the replica that stored them still holds their hash"
+    await stage(second, sha256, PART + 10, data[PART + 10 : 2 * PART])
+    assert counted[1].reads == 2, "the replica that takes over hashes each chunk stored so far, once"
+    assert await stage(first, sha256, 2 * PART, data[2 * PART :]) == sha256
+    assert counted[0].reads == 3, "another replica appended since: the chunks are read back"
+    await first.staging.move_into(first.storage, TX, sha256, len(data))
+    assert await stored(second, sha256) == data
+
+
 class FailingArea:
     """The bucket's staging area, but the ``failing``-th chunk put (from 1) fails."""
 
