@@ -183,11 +183,12 @@ async def test_a_second_writer_at_the_same_offset_is_refused_and_the_first_ones_
     assert await stored(first, sha256) == data
 
 
-class CountingArea:
-    """The bucket's staging area, counting the chunks read back."""
+class WatchedArea:
+    """The bucket's staging area, counting the chunks read back; the ``failing``-th chunk put
+    (from 1) fails, if any."""
 
-    def __init__(self, area: Any) -> None:
-        self.area, self.reads = area, 0
+    def __init__(self, area: Any, failing: int = 0) -> None:
+        self.area, self.failing, self.puts, self.reads = area, failing, 0, 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.area, name)
@@ -196,12 +197,18 @@ class CountingArea:
         self.reads += 1
         await self.area.read_into(chunk, consume)
 
+    async def put(self, name: str, body: bytes | bytearray) -> StagedChunk:
+        self.puts += 1
+        if self.puts == self.failing:
+            raise StorageError("S3 put of staged chunk failed: 503 Slow Down")
+        return await self.area.put(name, body)
+
 
 async def test_a_resume_reads_the_staged_chunks_back_once_on_a_replica_that_takes_over_and_not_where_they_were_stored(
     replicas: list[Replica],
 ) -> None:
     first, second = replicas
-    counted = [CountingArea(r.staging.area) for r in replicas]
+    counted = [WatchedArea(r.staging.area) for r in replicas]
     first.staging.area, second.staging.area = counted  # type: ignore[assignment]
     data = os.urandom(3 * PART)
     sha256 = hashlib.sha256(data).hexdigest()
@@ -216,29 +223,13 @@ async def test_a_resume_reads_the_staged_chunks_back_once_on_a_replica_that_take
     assert await stored(second, sha256) == data
 
 
-class FailingArea:
-    """The bucket's staging area, but the ``failing``-th chunk put (from 1) fails."""
-
-    def __init__(self, area: Any, failing: int) -> None:
-        self.area, self.failing, self.puts = area, failing, 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.area, name)
-
-    async def put(self, name: str, body: bytes | bytearray) -> StagedChunk:
-        self.puts += 1
-        if self.puts == self.failing:
-            raise StorageError("S3 put of staged chunk failed: 503 Slow Down")
-        return await self.area.put(name, body)
-
-
 async def test_a_chunk_that_fails_to_store_ends_the_upload_and_the_chunks_after_it_are_not_counted(
     replicas: list[Replica],
 ) -> None:
     first, second = replicas
     data = os.urandom(6 * PART)
     sha256 = hashlib.sha256(data).hexdigest()
-    first.staging.area = FailingArea(first.staging.area, failing=2)  # type: ignore[assignment]
+    first.staging.area = WatchedArea(first.staging.area, failing=2)  # type: ignore[assignment]
     with pytest.raises(StorageError):
         await stage(first, sha256, 0, data[: 5 * PART])
     assert await second.staging.received(TX, sha256) == PART, "the chunks stored after the failed one do not count"

@@ -18,6 +18,7 @@ import boto3
 import pytest
 import requests
 
+from devstack.replicas import s3_environment
 from devstack.services import EdgeProcess
 from tests.gpg_keys import KeyFactory, KeySet
 from tests.test_edge_transactions import KEYS, REPO, TX, Remote, manifest_of, sha256, signed, tx_id
@@ -46,17 +47,7 @@ def bucket(s3_server: dict[str, str]) -> Any:
 @pytest.fixture
 def edge(s3_server: dict[str, str], prefix: str, tmp_path: Path) -> Iterator[EdgeProcess]:
     """Two workers of an edge storing its blobs under a fresh prefix of the shared bucket."""
-    env = {
-        "EDGE_STORAGE_BACKEND": "s3",
-        "EDGE_STORAGE_ENDPOINT_URL": s3_server["endpoint_url"],
-        "EDGE_STORAGE_BUCKET": s3_server["bucket"],
-        "EDGE_STORAGE_PREFIX": prefix,
-        "EDGE_STORAGE_REGION": s3_server["region"],
-        "EDGE_STORAGE_ACCESS_KEY_ID": s3_server["access_key_id"],
-        "EDGE_STORAGE_SECRET_ACCESS_KEY": s3_server["secret_access_key"],
-        "EDGE_STORAGE_REDIRECT_DOWNLOADS": "false",
-    }
-    process = EdgeProcess(tmp_path / "edge", workers=2, env=env).start()
+    process = EdgeProcess(tmp_path / "edge", workers=2, env=s3_environment(s3_server, prefix)).start()
     try:
         yield process
     finally:
@@ -100,22 +91,37 @@ def staged_keys(bucket: Any, name: str, prefix: str) -> list[str]:
     return [obj["Key"] for obj in listed.get("Contents", [])]
 
 
+def started(edge: EdgeProcess, keys: KeySet, key_factory: KeyFactory, files: dict[str, bytes]) -> tuple[Remote, str]:
+    """The Distribution service's side, with a transaction of ``files`` started on ``edge``."""
+    body = signed(key_factory, keys.alice, manifest_of(files))
+    remote = Remote(edge)
+    assert remote.call("POST", KEYS, json={"alias": "a", "public_key": keys.alice.public}, headers=remote.admin).ok
+    assert remote.call("POST", TX, json=body).status_code == 201
+    return remote, tx_id(body)
+
+
+def send_part_of(sock: socket.socket, remote: Remote, url: str, blob: bytes, count: int) -> None:
+    """The head of a PUT of all of ``blob`` and its first ``count`` bytes, on ``sock``."""
+    head = f"PUT {url} HTTP/1.1\r\nHost: x\r\nAuthorization: {remote.session.headers['Authorization']}\r\n"
+    sock.sendall(f"{head}Content-Length: {len(blob)}\r\n\r\n".encode() + blob[:count])
+
+
+def cut_off(edge: EdgeProcess, remote: Remote, url: str, blob: bytes, count: int) -> None:
+    """A PUT of ``blob`` whose connection drops after ``count`` bytes; returns once the edge holds them."""
+    with socket.create_connection(("127.0.0.1", edge.port or 0), timeout=60) as sock:
+        send_part_of(sock, remote, url, blob, count)
+    wait_until(lambda: remote.call("HEAD", url).headers["X-Received-Bytes"] == str(count))
+
+
 def test_a_blob_half_received_by_a_worker_killed_9_is_finished_by_the_other_and_serves_its_sha256(
     edge: EdgeProcess, keys: KeySet, key_factory: KeyFactory, bucket: Any, s3_server: dict[str, str], prefix: str
 ) -> None:
     big = os.urandom(2 * PART + 3 * MiB)
-    files = {"big.bin": big, "small.txt": b"small"}
-    body = signed(key_factory, keys.alice, manifest_of(files))
-    tid = tx_id(body)
-    remote = Remote(edge)
-    assert remote.call("POST", KEYS, json={"alias": "a", "public_key": keys.alice.public}, headers=remote.admin).ok
-    assert remote.call("POST", TX, json=body).status_code == 201
+    remote, tid = started(edge, keys, key_factory, {"big.bin": big, "small.txt": b"small"})
     url = f"{TX}/{tid}/blobs/{sha256(big)}"
-
     sock, first = connection_to_a_worker(edge)
     with sock:
-        head = f"PUT {url} HTTP/1.1\r\nHost: x\r\nAuthorization: {remote.session.headers['Authorization']}\r\n"
-        sock.sendall(f"{head}Content-Length: {len(big)}\r\n\r\n".encode() + big[: PART + 2 * MiB])
+        send_part_of(sock, remote, url, big, PART + 2 * MiB)
         wait_until(lambda: recorded_chunks(edge, tid) == 1)
         os.kill(worker_pid(edge, first), signal.SIGKILL)
         wait_until(lambda: sock.recv(65536) == b"")
@@ -148,17 +154,10 @@ def test_a_resumed_blob_whose_bytes_do_not_match_is_refused_as_on_local_disk_and
     edge: EdgeProcess, keys: KeySet, key_factory: KeyFactory, bucket: Any, s3_server: dict[str, str], prefix: str
 ) -> None:
     big = os.urandom(PART + MiB)
-    body = signed(key_factory, keys.alice, manifest_of({"big.bin": big}))
-    tid = tx_id(body)
-    remote = Remote(edge)
-    assert remote.call("POST", KEYS, json={"alias": "a", "public_key": keys.alice.public}, headers=remote.admin).ok
-    assert remote.call("POST", TX, json=body).status_code == 201
+    remote, tid = started(edge, keys, key_factory, {"big.bin": big})
     url = f"{TX}/{tid}/blobs/{sha256(big)}"
-    with socket.create_connection(("127.0.0.1", edge.port or 0), timeout=60) as sock:  # cut off mid-body
-        head = f"PUT {url} HTTP/1.1\r\nHost: x\r\nAuthorization: {remote.session.headers['Authorization']}\r\n"
-        sock.sendall(f"{head}Content-Length: {len(big)}\r\n\r\n".encode() + big[: PART + 1000])
-    held = PART + 1000  # what arrived before the connection dropped is kept
-    wait_until(lambda: remote.call("HEAD", url).headers["X-Received-Bytes"] == str(held))
+    held = PART + 1000
+    cut_off(edge, remote, url, big, held)  # what arrived before the connection dropped is kept
     wrong = os.urandom(len(big) - held)
     refused = remote.call("PUT", url, data=wrong, headers={"Content-Range": f"bytes {held}-{len(big) - 1}/{len(big)}"})
     assert refused.status_code == 422
@@ -172,16 +171,9 @@ def test_an_abort_deletes_the_chunks_staged_in_the_bucket_and_their_record(
     edge: EdgeProcess, keys: KeySet, key_factory: KeyFactory, bucket: Any, s3_server: dict[str, str], prefix: str
 ) -> None:
     big = os.urandom(PART + MiB)
-    body = signed(key_factory, keys.alice, manifest_of({"big.bin": big}))
-    tid = tx_id(body)
-    remote = Remote(edge)
-    assert remote.call("POST", KEYS, json={"alias": "a", "public_key": keys.alice.public}, headers=remote.admin).ok
-    assert remote.call("POST", TX, json=body).status_code == 201
+    remote, tid = started(edge, keys, key_factory, {"big.bin": big})
     url = f"{TX}/{tid}/blobs/{sha256(big)}"
-    with socket.create_connection(("127.0.0.1", edge.port or 0), timeout=60) as sock:  # cut off mid-body
-        head = f"PUT {url} HTTP/1.1\r\nHost: x\r\nAuthorization: {remote.session.headers['Authorization']}\r\n"
-        sock.sendall(f"{head}Content-Length: {len(big)}\r\n\r\n".encode() + big[:PART])
-    wait_until(lambda: remote.call("HEAD", url).headers["X-Received-Bytes"] == str(PART))
+    cut_off(edge, remote, url, big, PART)
     assert staged_keys(bucket, s3_server["bucket"], prefix) != []
     aborted = remote.call("POST", f"{TX}/{tid}/abort")
     assert aborted.status_code == 200 and aborted.json()["state"] == "ABORTED"
