@@ -169,9 +169,10 @@ class SharedStaging(Staging):
         hashed, once, unless this process stored every one of them itself and still holds their
         hash. ValueError unless the recorded bytes end at ``start``; DigestMismatch if a chunk
         changed in the store since it was stored."""
-        if start == 0:
-            await self.drop(tx_id, sha256)
         chunks = await self.chunks.chunks(tx_id, sha256)
+        if start == 0 and chunks:  # chunks stored and never recorded go with the transaction's staging
+            await self.drop(tx_id, sha256)
+            chunks = []
         if (staged := sum(c.size for c in chunks)) != start:
             raise ValueError(f"blob {sha256} of transaction {tx_id} holds {staged} bytes, not {start}")
         names = [c.name for c in chunks]
