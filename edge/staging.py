@@ -11,6 +11,10 @@ before its commit anyway (it is fsynced); through the page cache that costs a co
 freshly allocated cache pages and a writeback of them, which on the edges measured was
 the largest single cost of receiving a blob, larger than hashing it (bench/distribute.py).
 Reading a blob back later goes through the page cache as usual.
+
+On a blob store that several machines share (S3), blobs are staged in the store itself
+instead, so that any replica can continue them (edge/shared_staging.py); the manifests of
+starts (``scratch``) stay here.
 """
 
 from __future__ import annotations
