@@ -141,8 +141,7 @@ class S3StagingArea(StagingArea):
             raise StorageError(f"blob {sha256} would take more than {MAX_PARTS} parts; raise part_size")
         target = self.backend.blob_key(sha256)
         if len(parts) <= 1:  # one copy, or one small body (nothing at all: an empty blob)
-            job = partial(self._copy_whole, target, parts[0]) if parts else partial(self._send_whole, target, None)
-            await s3_parallel.run_all(self.backend, [job])
+            await s3_parallel.run_all(self.backend, [partial(self._whole, sha256, parts[0] if parts else None)])
             return
         upload_id = await s3_parallel.one(self.backend, partial(s3_parallel.create_upload, self.backend, target))
         try:
@@ -153,25 +152,21 @@ class S3StagingArea(StagingArea):
             await s3_parallel.abandon(self.backend, target, upload_id)
             raise
 
-    def _copy_whole(self, target: str, part: Part) -> None:
-        if not part.copied:
-            self._send_whole(target, part)
+    def _whole(self, sha256: str, part: Part | None) -> None:
+        """A blob of one part: copied from its one chunk, or sent with its SHA-256 for S3 to check."""
+        if part is None or not part.copied:
+            s3_parallel.put_blob(self.backend, sha256, b"" if part is None else self._gather(part))
             return
         chunk = part.pieces[0].chunk
         with chunk_errors(chunk):
             self.backend.client.copy_object(
                 Bucket=self.backend.bucket,
-                Key=target,
+                Key=self.backend.blob_key(sha256),
                 CopySource={"Bucket": self.backend.bucket, "Key": self.key(chunk.name)},
                 CopySourceIfMatch=chunk.etag,
                 ContentType=OCTETS,
                 MetadataDirective="REPLACE",
             )
-
-    def _send_whole(self, target: str, part: Part | None) -> None:
-        body = b"" if part is None else self._gather(part)
-        with s3_errors("put of a staged blob"):
-            self.backend.client.put_object(Bucket=self.backend.bucket, Key=target, Body=body, ContentType=OCTETS)
 
     def _gather(self, part: Part) -> bytes:
         """A sent part's bytes, read from its chunks: one part in memory per write slot."""

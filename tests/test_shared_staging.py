@@ -120,6 +120,16 @@ async def test_a_blob_staged_in_one_request_is_published_whole(replicas: list[Re
     assert await stored(replica, sha256) == data
 
 
+async def test_a_small_blob_staged_in_two_requests_is_published_whole(replicas: list[Replica]) -> None:
+    first, second = replicas
+    data = os.urandom(1000)
+    sha256 = hashlib.sha256(data).hexdigest()
+    await stage(first, sha256, 0, data[:400])
+    assert await stage(second, sha256, 400, data[400:]) == sha256
+    await second.staging.move_into(second.storage, TX, sha256, len(data))
+    assert await stored(first, sha256) == data
+
+
 async def test_a_blob_resumed_many_times_in_small_pieces_is_published_whole(replicas: list[Replica]) -> None:
     data = os.urandom(2 * PART + 3)
     sha256 = hashlib.sha256(data).hexdigest()
