@@ -14,17 +14,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-import sqlite_utils
-
 from repository.catalog import now_ms
 from repository.db import Database
 from repository.errors import NotFound
 from repository.scrub_store import CatalogBlobs
+from repository.sql import Sql
 
 PAGE_SIZE = 10
 # Artifacts read at once when a whole bundle is walked (signing, pushing, answering it).
 ARTIFACT_PAGE = 1000
-# Bytes of a manifest copied into the database at once.
+# Bytes of a manifest in one of its rows (``bundle_manifest_chunks``): written and read at once.
 MANIFEST_CHUNK = 1024 * 1024
 
 
@@ -102,7 +101,7 @@ class BundleStore:
         self._database = database
 
     @property
-    def _db(self) -> sqlite_utils.Database:
+    def _db(self) -> Sql:
         return self._database.db
 
     async def get(self, name: str, version: str) -> Bundle | None:
@@ -112,7 +111,8 @@ class BundleStore:
 
     def _get(self, name: str, version: str) -> Bundle | None:
         row = self._db.execute(
-            f"SELECT {_BUNDLE_COLUMNS} FROM bundles WHERE name = ? AND version = ?", [name, version]
+            f"SELECT {_BUNDLE_COLUMNS} FROM bundles WHERE name = :name AND version = :version",
+            {"name": name, "version": version},
         ).fetchone()
         return _bundle(row) if row else None
 
@@ -123,23 +123,21 @@ class BundleStore:
 
     def _commit_staged(self, bundle: Bundle, token: str, replace: bool) -> None:
         row = bundle.__dict__ | {"release_notes": json.dumps(bundle.release_notes, sort_keys=True)}
+        keys = {"name": bundle.name, "version": bundle.version, "token": token}
         with self._db.atomic():
             if replace:
                 self._db.execute(
-                    "DELETE FROM bundles WHERE name = ? AND version = ? AND state = 'OPEN'",
-                    [bundle.name, bundle.version],
+                    "DELETE FROM bundles WHERE name = :name AND version = :version AND state = 'OPEN'", keys
                 )
-            columns = ", ".join(row)
-            self._db.execute(
-                f"INSERT INTO bundles ({columns}) VALUES ({', '.join('?' * len(row))})", list(row.values())
-            )
+            columns, values = ", ".join(row), ", ".join(f":{column}" for column in row)
+            self._db.execute(f"INSERT INTO bundles ({columns}) VALUES ({values})", row)
             self._db.execute(
                 "INSERT INTO bundle_artifacts (name, version, target, source, sha256, sha1, md5, size, properties)"
-                " SELECT ?, ?, target, source, sha256, sha1, md5, size, properties FROM bundle_staging"
-                " WHERE token = ? ORDER BY target",
-                [bundle.name, bundle.version, token],
+                " SELECT :name, :version, target, source, sha256, sha1, md5, size, properties FROM bundle_staging"
+                " WHERE token = :token ORDER BY target",
+                keys,
             )
-            self._db.execute("DELETE FROM bundle_staging WHERE token = ?", [token])
+            self._db.execute("DELETE FROM bundle_staging WHERE token = :token", keys)
 
     async def blobs(self, name: str, version: str) -> list[str]:
         """The distinct blobs a bundle lists (what to collect once it no longer does): strings
@@ -148,8 +146,9 @@ class BundleStore:
             lambda: [
                 r[0]
                 for r in self._db.execute(
-                    "SELECT DISTINCT sha256 FROM bundle_artifacts WHERE name = ? AND version = ? ORDER BY sha256",
-                    [name, version],
+                    "SELECT DISTINCT sha256 FROM bundle_artifacts WHERE name = :name AND version = :version"
+                    " ORDER BY sha256",
+                    {"name": name, "version": version},
                 )
             ]
         )
@@ -157,29 +156,31 @@ class BundleStore:
     async def artifact_pages(self, name: str, version: str) -> AsyncIterator[list[BundleArtifact]]:
         """A bundle's artifacts in target order, ``ARTIFACT_PAGE`` at a time: memory stays flat in
         the bundle's size. Each page is a short read on the reader thread."""
-        async for page in self._pages("bundle_artifacts", "name = ? AND version = ?", [name, version]):
+        async for page in self._pages(
+            "bundle_artifacts", "name = :name AND version = :version", {"name": name, "version": version}
+        ):
             yield page
 
     async def staged_pages(self, token: str) -> AsyncIterator[list[BundleArtifact]]:
         """What ``stage`` put under ``token``, in target order, a page at a time."""
-        async for page in self._pages("bundle_staging", "token = ?", [token]):
+        async for page in self._pages("bundle_staging", "token = :token", {"token": token}):
             yield page
 
-    async def _pages(self, table: str, where: str, args: list[Any]) -> AsyncIterator[list[BundleArtifact]]:
+    async def _pages(self, table: str, where: str, params: dict[str, Any]) -> AsyncIterator[list[BundleArtifact]]:
         after = ""
         while True:
-            page = await self._database.walk(self._artifact_page, table, where, args, after)
+            page = await self._database.walk(self._artifact_page, table, where, params, after)
             if page:
                 yield page
             if len(page) < ARTIFACT_PAGE:
                 return
             after = page[-1].target
 
-    def _artifact_page(self, table: str, where: str, args: list[Any], after: str) -> list[BundleArtifact]:
+    def _artifact_page(self, table: str, where: str, params: dict[str, Any], after: str) -> list[BundleArtifact]:
         rows = self._db.execute(
             f"SELECT target, source, sha256, sha1, md5, size, properties FROM {table}"
-            f" WHERE {where} AND target > ? ORDER BY target LIMIT ?",
-            [*args, after, ARTIFACT_PAGE],
+            f" WHERE {where} AND target > :after ORDER BY target LIMIT :limit",
+            params | {"after": after, "limit": ARTIFACT_PAGE},
         )
         return [BundleArtifact(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
 
@@ -191,11 +192,10 @@ class BundleStore:
     def _bundle_blobs(self, name: str, version: str, sha256s: list[str]) -> dict[str, BundleBlob]:
         found: dict[str, BundleBlob] = {}
         for start in range(0, len(sha256s), 500):
-            part = sha256s[start : start + 500]
-            rows = self._db.execute(
-                "SELECT sha256, max(size), count(*), sum(size), min(target) FROM bundle_artifacts"
-                f" WHERE name = ? AND version = ? AND sha256 IN ({', '.join('?' * len(part))}) GROUP BY sha256",
-                [name, version, *part],
+            rows = self._db.execute(  # sum of BIGINTs is NUMERIC on PostgreSQL: cast back to an integer
+                "SELECT sha256, max(size), count(*), CAST(sum(size) AS BIGINT), min(target) FROM bundle_artifacts"
+                " WHERE name = :name AND version = :version AND sha256 IN :shas GROUP BY sha256",
+                {"name": name, "version": version, "shas": sha256s[start : start + 500]},
             )
             found.update((r[0], BundleBlob(*r)) for r in rows)
         return found
@@ -208,9 +208,9 @@ class BundleStore:
                 lambda after=after: [
                     r[0]
                     for r in self._db.execute(
-                        "SELECT DISTINCT sha256 FROM bundle_staging WHERE token = ? AND sha256 > ?"
-                        " ORDER BY sha256 LIMIT ?",
-                        [token, after, ARTIFACT_PAGE],
+                        "SELECT DISTINCT sha256 FROM bundle_staging WHERE token = :token AND sha256 > :after"
+                        " ORDER BY sha256 LIMIT :limit",
+                        {"token": token, "after": after, "limit": ARTIFACT_PAGE},
                     )
                 ]
             )
@@ -230,11 +230,10 @@ class BundleStore:
         held: dict[str, str] = {}
         targets = sorted({a.target for a in page})
         for start in range(0, len(targets), 500):
-            part = targets[start : start + 500]
-            marks = ", ".join("?" * len(part))
             held.update(
                 self._db.execute(
-                    f"SELECT target, source FROM bundle_staging WHERE token = ? AND target IN ({marks})", [token, *part]
+                    "SELECT target, source FROM bundle_staging WHERE token = :token AND target IN :targets",
+                    {"token": token, "targets": targets[start : start + 500]},
                 ).fetchall()
             )
         new: list[BundleArtifact] = []
@@ -247,32 +246,25 @@ class BundleStore:
                 return [], TargetTaken(a.target, source, a.source)
         at = now_ms()
         with self._db.atomic():
-            self._db.conn.executemany(
+            self._db.executemany(
                 "INSERT INTO bundle_staging (token, target, source, sha256, sha1, md5, size, properties, staged_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    (
-                        token,
-                        a.target,
-                        a.source,
-                        a.sha256,
-                        a.sha1,
-                        a.md5,
-                        a.size,
-                        json.dumps(a.properties, sort_keys=True),
-                        at,
-                    )
+                " VALUES (:token, :target, :source, :sha256, :sha1, :md5, :size, :properties, :staged_at)",
+                [
+                    a.__dict__
+                    | {"token": token, "properties": json.dumps(a.properties, sort_keys=True), "staged_at": at}
                     for a in new
-                ),
+                ],
             )
         return new, None
 
     async def unstage(self, token: str) -> None:
-        await self._database.run(self._db.execute, "DELETE FROM bundle_staging WHERE token = ?", [token])
+        await self._database.run(self._db.execute, "DELETE FROM bundle_staging WHERE token = :token", {"token": token})
 
     async def clear_staging(self, before: int) -> None:
         """Drop what creates cut off by a crash staged before ``before`` (ms)."""
-        await self._database.run(self._db.execute, "DELETE FROM bundle_staging WHERE staged_at < ?", [before])
+        await self._database.run(
+            self._db.execute, "DELETE FROM bundle_staging WHERE staged_at < :before", {"before": before}
+        )
 
     async def pinned(self, sha256s: list[str]) -> set[str]:
         """Those of ``sha256s`` that a stored bundle version lists, in any state: a signed one
@@ -284,9 +276,9 @@ class BundleStore:
     def _pinned(self, sha256s: list[str]) -> set[str]:
         pinned: set[str] = set()
         for start in range(0, len(sha256s), 500):
-            page = sha256s[start : start + 500]
             rows = self._db.execute(
-                f"SELECT DISTINCT sha256 FROM bundle_artifacts WHERE sha256 IN ({', '.join('?' * len(page))})", page
+                "SELECT DISTINCT sha256 FROM bundle_artifacts WHERE sha256 IN :shas",
+                {"shas": sha256s[start : start + 500]},
             )
             pinned.update(r[0] for r in rows)
         return pinned
@@ -305,72 +297,78 @@ class BundleStore:
     ) -> bool:
         """Record a signature and the manifest read from ``manifest`` (``manifest_size`` bytes from
         its current position); False if the bundle is no longer OPEN (someone signed it first).
-        The manifest is copied into its row a chunk at a time, within the one transaction that
-        marks the bundle signed: stored whole, or not at all."""
+        The manifest is stored as rows of ``MANIFEST_CHUNK`` bytes, a chunk read and written at a
+        time, within the one transaction that marks the bundle signed: stored whole, or not at all."""
+        signed = SignedManifest(name, version, manifest_size, signature)
         return await self._database.run(
-            self._mark_signed, name, version, manifest, manifest_size, manifest_sha256, signature, signed_by, at
+            self._mark_signed, signed, manifest, manifest.tell(), manifest_sha256, signed_by, at
         )
 
     def _mark_signed(
-        self,
-        name: str,
-        version: str,
-        manifest: BinaryIO,
-        size: int,
-        manifest_sha256: str,
-        signature: str,
-        signed_by: str,
-        at: int,
+        self, signed: SignedManifest, manifest: BinaryIO, start: int, manifest_sha256: str, signed_by: str, at: int
     ) -> bool:
+        keys = {"name": signed.name, "version": signed.version}
+        # a transaction that lost a race with another replica's runs again whole: from the first byte
+        manifest.seek(start)
         with self._db.atomic():
             cursor = self._db.execute(
-                "UPDATE bundles SET state = 'SIGNED', manifest_sha256 = ?, signed_by = ?, signed_at = ?, modified = ?"
-                " WHERE name = ? AND version = ? AND state = 'OPEN'",
-                [manifest_sha256, signed_by, at, at, name, version],
+                "UPDATE bundles SET state = 'SIGNED', manifest_sha256 = :sha256, signed_by = :signed_by,"
+                " signed_at = :at, modified = :at WHERE name = :name AND version = :version AND state = 'OPEN'",
+                keys | {"sha256": manifest_sha256, "signed_by": signed_by, "at": at},
             )
             if not cursor.rowcount:
                 return False
-            rowid = self._db.execute(  # the manifest is the row's last column: its zeroblob is never made
-                "INSERT INTO bundle_manifests (name, version, signature, manifest) VALUES (?, ?, ?, zeroblob(?))",
-                [name, version, signature, size],
-            ).lastrowid
-            with self._db.conn.blobopen("bundle_manifests", "manifest", rowid) as blob:
-                while blob.tell() < size:
-                    chunk = manifest.read(min(MANIFEST_CHUNK, size - blob.tell()))
-                    if not chunk:
-                        raise ValueError(f"manifest of {name}/{version} ended before its {size} bytes")
-                    blob.write(chunk)
+            self._db.execute(
+                "INSERT INTO bundle_manifests (name, version, signature, size)"
+                " VALUES (:name, :version, :signature, :size)",
+                keys | {"signature": signed.signature, "size": signed.size},
+            )
+            left, seq = signed.size, 0
+            while left:
+                chunk = manifest.read(min(MANIFEST_CHUNK, left))
+                if not chunk:
+                    raise ValueError(f"manifest of {signed.name}/{signed.version} ended before its {signed.size} bytes")
+                self._db.execute(
+                    "INSERT INTO bundle_manifest_chunks (name, version, seq, data)"
+                    " VALUES (:name, :version, :seq, :data)",
+                    keys | {"seq": seq, "data": chunk},
+                )
+                left, seq = left - len(chunk), seq + 1
         return True
 
     async def signed_manifest(self, name: str, version: str) -> SignedManifest | None:
         """The size and signature of a signed bundle's manifest, whose bytes ``manifest_chunks`` reads."""
         row = await self._database.read(
             lambda: self._db.execute(
-                "SELECT length(manifest), signature FROM bundle_manifests WHERE name = ? AND version = ?",
-                [name, version],
+                "SELECT size, signature FROM bundle_manifests WHERE name = :name AND version = :version",
+                {"name": name, "version": version},
             ).fetchone()
         )
         return SignedManifest(name, version, int(row[0]), row[1]) if row else None
 
     async def manifest_chunks(self, manifest: SignedManifest) -> AsyncIterator[bytes]:
-        """The manifest's bytes, ``MANIFEST_CHUNK`` at a time (a 30 MB manifest is never held whole);
+        """The manifest's bytes, a stored chunk at a time (a 30 MB manifest is never held whole);
         each chunk read on its own, so nothing waits behind the whole of it."""
-        for offset in range(0, manifest.size, MANIFEST_CHUNK):
-            yield await self._database.walk(self._manifest_chunk, manifest, offset)
+        read, seq = 0, 0
+        while read < manifest.size:
+            chunk = await self._database.walk(self._manifest_chunk, manifest, seq)
+            yield chunk
+            read, seq = read + len(chunk), seq + 1
 
-    def _manifest_chunk(self, manifest: SignedManifest, offset: int) -> bytes:
+    def _manifest_chunk(self, manifest: SignedManifest, seq: int) -> bytes:
         row = self._db.execute(
-            "SELECT rowid FROM bundle_manifests WHERE name = ? AND version = ?", [manifest.name, manifest.version]
+            "SELECT data FROM bundle_manifest_chunks WHERE name = :name AND version = :version AND seq = :seq",
+            {"name": manifest.name, "version": manifest.version, "seq": seq},
         ).fetchone()
         if row is None:
             raise NotFound(f"Release bundle {manifest.name}/{manifest.version} no longer exists")
-        with self._db.conn.blobopen("bundle_manifests", "manifest", row[0], readonly=True) as blob:
-            blob.seek(offset)
-            return blob.read(MANIFEST_CHUNK)
+        return bytes(row[0])
 
     async def delete(self, name: str, version: str) -> bool:
         cursor = await self._database.run(
-            self._db.execute, "DELETE FROM bundles WHERE name = ? AND version = ?", [name, version]
+            self._db.execute,
+            "DELETE FROM bundles WHERE name = :name AND version = :version",
+            {"name": name, "version": version},
         )
         return bool(cursor.rowcount)
 
@@ -379,11 +377,12 @@ class BundleStore:
         return await self._database.run(self._page, name, start)
 
     def _page(self, name: str | None, start: int) -> tuple[list[Bundle], int]:
-        where, args = ("WHERE name = ?", [name]) if name is not None else ("", [])
-        total = self._db.execute(f"SELECT count(*) FROM bundles {where}", args).fetchone()[0]
+        where = "WHERE name = :name" if name is not None else ""
+        total = self._db.execute(f"SELECT count(*) FROM bundles {where}", {"name": name}).scalar_one()
         rows = self._db.execute(
-            f"SELECT {_BUNDLE_COLUMNS} FROM bundles {where} ORDER BY created DESC, name, version LIMIT ? OFFSET ?",
-            [*args, PAGE_SIZE, start],
+            f"SELECT {_BUNDLE_COLUMNS} FROM bundles {where}"
+            " ORDER BY created DESC, name, version LIMIT :limit OFFSET :offset",
+            {"name": name, "limit": PAGE_SIZE, "offset": start},
         )
         return [_bundle(r) for r in rows], total
 
@@ -397,9 +396,10 @@ class ServiceBlobs(CatalogBlobs):
             lambda: [
                 (r[0], r[1])
                 for r in self._db.execute(
-                    "SELECT sha256, size FROM artifacts WHERE sha256 > ?"
-                    " UNION SELECT sha256, size FROM bundle_artifacts WHERE sha256 > ? ORDER BY sha256 LIMIT ?",
-                    [after, after, limit],
+                    "SELECT sha256, size FROM artifacts WHERE sha256 > :after"
+                    " UNION SELECT sha256, size FROM bundle_artifacts WHERE sha256 > :after"
+                    " ORDER BY sha256 LIMIT :limit",
+                    {"after": after, "limit": limit},
                 )
             ]
         )
@@ -407,7 +407,9 @@ class ServiceBlobs(CatalogBlobs):
     async def references(self, sha256: str) -> bool:
         return await super().references(sha256) or await self._database.run(
             lambda: (
-                self._db.execute("SELECT 1 FROM bundle_artifacts WHERE sha256 = ? LIMIT 1", [sha256]).fetchone()
+                self._db.execute(
+                    "SELECT 1 FROM bundle_artifacts WHERE sha256 = :sha256 LIMIT 1", {"sha256": sha256}
+                ).fetchone()
                 is not None
             )
         )

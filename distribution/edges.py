@@ -15,11 +15,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import sqlite_utils
 
 from repository.catalog import now_ms
 from repository.db import Database
 from repository.errors import BadRequest, Conflict, NotFound
+from repository.sql import Sql
 from wire.errors import InvalidPath
 from wire.paths import CONTROL_RE, check_repo_key
 from wire.timestamps import iso
@@ -136,7 +136,7 @@ class EdgeStore:
         self._database = database
 
     @property
-    def _db(self) -> sqlite_utils.Database:
+    def _db(self) -> Sql:
         return self._database.db
 
     async def add(self, edge: Edge) -> tuple[Edge, bool]:
@@ -152,9 +152,8 @@ class EdgeStore:
                 return existing, False
             self._db.execute(
                 "INSERT INTO edges (name, url, site_name, city_name, country_code, token, service_id, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [edge.name, edge.url, edge.site_name, edge.city_name, edge.country_code, edge.token]
-                + [edge.service_id, edge.created],
+                " VALUES (:name, :url, :site_name, :city_name, :country_code, :token, :service_id, :created)",
+                edge.__dict__,
             )
         return edge, True
 
@@ -162,7 +161,7 @@ class EdgeStore:
         return await self._database.run(self._get, name)
 
     def _get(self, name: str) -> Edge | None:
-        row = self._db.execute(f"SELECT {_COLUMNS} FROM edges WHERE name = ?", [name]).fetchone()
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM edges WHERE name = :name", {"name": name}).fetchone()
         return _edge(row) if row else None
 
     async def list(self) -> list[Edge]:
@@ -172,18 +171,17 @@ class EdgeStore:
         return [_edge(r) for r in rows]
 
     async def remove(self, name: str) -> None:
-        cursor = await self._database.run(self._db.execute, "DELETE FROM edges WHERE name = ?", [name])
+        cursor = await self._database.run(self._db.execute, "DELETE FROM edges WHERE name = :name", {"name": name})
         if not cursor.rowcount:
             raise NotFound(f"Edge '{name}' is not registered")
 
     async def record_health(self, name: str, healthy: bool, error: str | None = None) -> None:
         """What the last call to the edge showed: reachable (``last_seen`` now) or not, and why."""
         if healthy:
-            sql = "UPDATE edges SET healthy = 1, last_seen = ?, last_error = NULL WHERE name = ?"
-            args: list[object] = [now_ms(), name]
+            sql = "UPDATE edges SET healthy = 1, last_seen = :at, last_error = NULL WHERE name = :name"
         else:
-            sql, args = "UPDATE edges SET healthy = 0, last_error = ? WHERE name = ?", [error, name]
-        await self._database.run(self._db.execute, sql, args)
+            sql = "UPDATE edges SET healthy = 0, last_error = :error WHERE name = :name"
+        await self._database.run(self._db.execute, sql, {"name": name, "at": now_ms(), "error": error})
 
 
 async def ping(session: aiohttp.ClientSession, edge: Edge) -> str | None:

@@ -1,4 +1,4 @@
-"""Distributions and their jobs, one per (distribution, edge), kept in sqlite.
+"""Distributions and their jobs, one per (distribution, edge), kept in the service's database.
 
 A job's state is one of JFrog's status strings, never another: ``In queue`` until the
 edge first answers, ``In progress`` while it runs or waits to retry, then ``Completed``
@@ -12,10 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
 from repository.catalog import now_ms
 from repository.db import Database
+from repository.sql import Sql
 from wire.timestamps import iso
 
 from .edges import Edge
@@ -133,12 +132,17 @@ _DIST_COLUMNS = "id, friendly_id, type, name, version, rules, on_success, create
 _STILL_RUNNING = f"state IN ('{IN_QUEUE}', '{IN_PROGRESS}')"
 
 
+def _job_key(key: tuple[int, str]) -> dict[str, Any]:
+    """A job's key as the parameters ``:id`` and ``:edge``."""
+    return {"id": key[0], "edge": key[1]}
+
+
 class JobStore:
     def __init__(self, database: Database) -> None:
         self._database = database
 
     @property
-    def _db(self) -> sqlite_utils.Database:
+    def _db(self) -> Sql:
         return self._database.db
 
     async def create(
@@ -169,32 +173,47 @@ class JobStore:
         totals: tuple[int, int],
         on_success: str,
     ) -> tuple[int, bool]:
-        rules_json = json.dumps([r.as_json() for r in rules], sort_keys=True)
+        asked = {
+            "name": name,
+            "version": version,
+            "type": kind,
+            "rules": json.dumps([r.as_json() for r in rules], sort_keys=True),
+            "on_success": on_success,
+        }
         names = sorted(e.name for e in edges)
         with self._db.atomic():
             for (existing_id,) in self._db.execute(
-                "SELECT id FROM distributions WHERE name = ? AND version = ? AND type = ? AND rules = ?"
-                " AND on_success = ? AND finished IS NULL",
-                [name, version, kind, rules_json, on_success],
+                "SELECT id FROM distributions WHERE name = :name AND version = :version AND type = :type"
+                " AND rules = :rules AND on_success = :on_success AND finished IS NULL",
+                asked,
             ).fetchall():
                 jobs = self._db.execute(
-                    "SELECT edge FROM distribution_jobs WHERE distribution_id = ? ORDER BY edge", [existing_id]
+                    "SELECT edge FROM distribution_jobs WHERE distribution_id = :id ORDER BY edge", {"id": existing_id}
                 )
                 if [r[0] for r in jobs] == names:
                     return existing_id, False  # a retry of a request whose answer was lost
-            (count,) = self._db.execute(
-                "SELECT count(*) FROM distributions WHERE name = ? AND version = ?", [name, version]
-            ).fetchone()
-            cursor = self._db.execute(
+            count = self._db.execute(
+                "SELECT count(*) FROM distributions WHERE name = :name AND version = :version", asked
+            ).scalar_one()
+            dist_id = self._db.execute(
                 "INSERT INTO distributions (friendly_id, type, name, version, rules, on_success, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [count + 1, kind, name, version, rules_json, on_success, now_ms()],
-            )
-            dist_id = int(cursor.lastrowid or 0)
-            self._db.conn.executemany(
+                " VALUES (:friendly_id, :type, :name, :version, :rules, :on_success, :created) RETURNING id",
+                asked | {"friendly_id": count + 1, "created": now_ms()},
+            ).scalar_one()
+            self._db.executemany(
                 "INSERT INTO distribution_jobs (distribution_id, edge, service_id, state, total_files, total_bytes)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [(dist_id, e.name, e.service_id, IN_QUEUE, totals[0], totals[1]) for e in edges],
+                " VALUES (:distribution_id, :edge, :service_id, :state, :total_files, :total_bytes)",
+                [
+                    {
+                        "distribution_id": dist_id,
+                        "edge": e.name,
+                        "service_id": e.service_id,
+                        "state": IN_QUEUE,
+                        "total_files": totals[0],
+                        "total_bytes": totals[1],
+                    }
+                    for e in edges
+                ],
             )
         return dist_id, True
 
@@ -208,13 +227,14 @@ class JobStore:
         return await self._database.read(self._distributions, name, version, None)
 
     def _distributions(self, name: str, version: str, dist_id: int | None) -> list[Distribution]:
-        where, args = "name = ? AND version = ?", [name, version, *([] if dist_id is None else [dist_id])]
-        if dist_id is not None:
-            where += " AND id = ?"
-        rows = self._db.execute(f"SELECT {_DIST_COLUMNS} FROM distributions WHERE {where} ORDER BY id DESC", args)
+        where = "name = :name AND version = :version" + ("" if dist_id is None else " AND id = :id")
+        rows = self._db.execute(
+            f"SELECT {_DIST_COLUMNS} FROM distributions WHERE {where} ORDER BY id DESC",
+            {"name": name, "version": version, "id": dist_id},
+        )
         found = []
         for row in rows.fetchall():
-            jobs = self._jobs("j.distribution_id = ?", [row[0]])
+            jobs = self._jobs("j.distribution_id = :id", {"id": row[0]})
             found.append(
                 Distribution(
                     id=row[0],
@@ -231,20 +251,20 @@ class JobStore:
             )
         return found
 
-    def _jobs(self, where: str, args: list[Any], tail: str = "ORDER BY j.edge") -> list[Job]:
-        rows = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM {_JOINED} WHERE {where} {tail}", args)
+    def _jobs(self, where: str, params: dict[str, Any], tail: str = "ORDER BY j.edge") -> list[Job]:
+        rows = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM {_JOINED} WHERE {where} {tail}", params)
         return [Job(*r) for r in rows.fetchall()]
 
     async def job(self, key: tuple[int, str]) -> Job | None:
-        found = await self._database.run(self._jobs, "j.distribution_id = ? AND j.edge = ?", list(key))
+        found = await self._database.run(self._jobs, "j.distribution_id = :id AND j.edge = :edge", _job_key(key))
         return found[0] if found else None
 
     async def runnable(self, busy_edges: set[str], limit: int) -> list[Job]:
         """Jobs due to run (oldest distribution first) on edges not busy with another job."""
         jobs = await self._database.run(
             self._jobs,
-            f"j.{_STILL_RUNNING} AND j.next_attempt <= ?",
-            [now_ms()],
+            f"j.{_STILL_RUNNING} AND j.next_attempt <= :now",
+            {"now": now_ms()},
             "ORDER BY j.distribution_id, j.edge LIMIT 1000",
         )
         chosen: list[Job] = []
@@ -275,9 +295,9 @@ class JobStore:
         it there (a distribution, not a removal)."""
         rows = await self._database.run(
             lambda: self._db.execute(
-                f"SELECT j.edge, j.service_id, d.type FROM {_JOINED} WHERE d.name = ? AND d.version = ?"
-                " AND j.state = ? ORDER BY d.id",
-                [name, version, COMPLETED],
+                f"SELECT j.edge, j.service_id, d.type FROM {_JOINED} WHERE d.name = :name AND d.version = :version"
+                " AND j.state = :state ORDER BY d.id",
+                {"name": name, "version": version, "state": COMPLETED},
             ).fetchall()
         )
         last = {(edge, service_id): kind for edge, service_id, kind in rows}
@@ -287,20 +307,20 @@ class JobStore:
         """Whether another running job pushes the same bundle version to the same edge."""
         row = await self._database.run(
             lambda: self._db.execute(
-                f"SELECT 1 FROM {_JOINED} WHERE d.name = ? AND d.version = ? AND d.type = ? AND j.edge = ?"
-                f" AND j.{_STILL_RUNNING} AND j.distribution_id != ? LIMIT 1",
-                [job.name, job.version, DISTRIBUTE, job.edge, job.distribution_id],
+                f"SELECT 1 FROM {_JOINED} WHERE d.name = :name AND d.version = :version AND d.type = :type"
+                f" AND j.edge = :edge AND j.{_STILL_RUNNING} AND j.distribution_id != :id LIMIT 1",
+                {"name": job.name, "version": job.version, "type": DISTRIBUTE} | _job_key(job.key),
             ).fetchone()
         )
         return row is not None
 
     async def update(self, key: tuple[int, str], **fields: Any) -> bool:
         """Set fields of a job that is still running; False when it is not (aborted, finished, deleted)."""
-        sets = ", ".join(f"{k} = ?" for k in fields)
+        sets = ", ".join(f"{k} = :set_{k}" for k in fields)
         cursor = await self._database.run(
             self._db.execute,
-            f"UPDATE distribution_jobs SET {sets} WHERE distribution_id = ? AND edge = ? AND {_STILL_RUNNING}",
-            [*fields.values(), *key],
+            f"UPDATE distribution_jobs SET {sets} WHERE distribution_id = :id AND edge = :edge AND {_STILL_RUNNING}",
+            {f"set_{k}": v for k, v in fields.items()} | _job_key(key),
         )
         return bool(cursor.rowcount)
 
@@ -312,22 +332,23 @@ class JobStore:
         at = now_ms()
         with self._db.atomic():
             cursor = self._db.execute(
-                "UPDATE distribution_jobs SET state = ?, general_error = ?, finished = ?"
-                f" WHERE distribution_id = ? AND edge = ? AND {_STILL_RUNNING}",
-                [state, error, at, *key],
+                "UPDATE distribution_jobs SET state = :state, general_error = :error, finished = :at"
+                f" WHERE distribution_id = :id AND edge = :edge AND {_STILL_RUNNING}",
+                {"state": state, "error": error, "at": at} | _job_key(key),
             )
             if not cursor.rowcount:
                 return None
             return self._close_if_done(key[0], at)
 
     def _close_if_done(self, dist_id: int, at: int) -> Distribution | None:
-        (running,) = self._db.execute(
-            f"SELECT count(*) FROM distribution_jobs WHERE distribution_id = ? AND {_STILL_RUNNING}", [dist_id]
-        ).fetchone()
+        keys = {"id": dist_id, "at": at}
+        running = self._db.execute(
+            f"SELECT count(*) FROM distribution_jobs WHERE distribution_id = :id AND {_STILL_RUNNING}", keys
+        ).scalar_one()
         if running:
             return None
-        self._db.execute("UPDATE distributions SET finished = ? WHERE id = ? AND finished IS NULL", [at, dist_id])
-        row = self._db.execute("SELECT name, version FROM distributions WHERE id = ?", [dist_id]).fetchone()
+        self._db.execute("UPDATE distributions SET finished = :at WHERE id = :id AND finished IS NULL", keys)
+        row = self._db.execute("SELECT name, version FROM distributions WHERE id = :id", keys).one()
         return self._distributions(row[0], row[1], dist_id)[0]
 
     async def abort(self, name: str, version: str) -> list[Job]:
@@ -337,13 +358,14 @@ class JobStore:
     def _abort(self, name: str, version: str) -> list[Job]:
         at = now_ms()
         with self._db.atomic():
-            jobs = self._jobs(f"d.name = ? AND d.version = ? AND j.{_STILL_RUNNING}", [name, version])
-            for job in jobs:
-                self._db.execute(
-                    "UPDATE distribution_jobs SET state = ?, general_error = ?, finished = ?"
-                    " WHERE distribution_id = ? AND edge = ?",
-                    [FAILED, ABORTED, at, *job.key],
-                )
+            jobs = self._jobs(
+                f"d.name = :name AND d.version = :version AND j.{_STILL_RUNNING}", {"name": name, "version": version}
+            )
+            self._db.executemany(
+                "UPDATE distribution_jobs SET state = :state, general_error = :error, finished = :at"
+                " WHERE distribution_id = :id AND edge = :edge",
+                [{"state": FAILED, "error": ABORTED, "at": at} | _job_key(job.key) for job in jobs],
+            )
             for dist_id in sorted({j.distribution_id for j in jobs}):
                 self._close_if_done(dist_id, at)
         return jobs

@@ -59,7 +59,7 @@ class NotVerified(EdgeCallError):
 
 @dataclass
 class Progress:
-    """A running job's counters; the runner writes them to sqlite now and then. Counters only,
+    """A running job's counters; the runner writes them to the database now and then. Counters only,
     whatever the bundle's size: what a blob adds when it lands comes with the page of missing
     blobs it was sent in (``BundleBlob``)."""
 

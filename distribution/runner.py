@@ -1,6 +1,6 @@
 """The job runner: a background task that pushes queued jobs to their edges, retrying until they end.
 
-It picks due jobs from sqlite (so jobs left unfinished by a crash or a stop resume when
+It picks due jobs from the database (so jobs left unfinished by a crash or a stop resume when
 the service starts again), runs at most ``max_parallel_edges`` at once and one per edge,
 and after a failure either ends the job (``Failed`` with the edge's own words) or, when
 a retry can help, schedules the next attempt with exponential backoff. An unreachable
@@ -174,7 +174,7 @@ class JobRunner:
             )
 
     async def _flush(self, key: tuple[int, str], progress: Progress) -> None:
-        """Write a running job's counters to sqlite at most every FLUSH_SECONDS, only when they moved."""
+        """Write a running job's counters to the database at most every FLUSH_SECONDS, only when they moved."""
         seen = -1
         while True:
             await asyncio.sleep(FLUSH_SECONDS)

@@ -184,5 +184,50 @@ def m006_manifest_last(db: Database) -> None:
     )
 
 
+# Bytes of each chunk a manifest stored whole is cut into by m007 (what ``BundleStore`` writes
+# since may differ: it reads the chunks in order, whatever their sizes).
+M007_CHUNK = 1024 * 1024
+
+
+@distribution_migrations()
+def m007_manifest_chunks(db: Database) -> None:
+    """A manifest is kept as rows of chunks beside a row of its size and signature: written and
+    read a chunk at a time with plain SQL, which PostgreSQL runs as sqlite does (sqlite's
+    ``zeroblob`` and incremental blob I/O have no PostgreSQL form), and never held whole. A
+    manifest stored whole before is cut into chunks here, read a chunk at a time."""
+    db.executescript(
+        """
+        ALTER TABLE bundle_manifests RENAME TO bundle_manifests_whole;
+        CREATE TABLE bundle_manifests (
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            signature TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            PRIMARY KEY (name, version),
+            FOREIGN KEY (name, version) REFERENCES bundles (name, version) ON DELETE CASCADE
+        );
+        CREATE TABLE bundle_manifest_chunks (
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            seq INTEGER NOT NULL,             -- 0, 1, ...: the chunks in order
+            data BLOB NOT NULL,
+            PRIMARY KEY (name, version, seq),
+            FOREIGN KEY (name, version) REFERENCES bundle_manifests (name, version) ON DELETE CASCADE
+        );
+        INSERT INTO bundle_manifests (name, version, signature, size)
+            SELECT name, version, signature, length(manifest) FROM bundle_manifests_whole;
+        """
+    )
+    whole = db.execute("SELECT rowid, name, version, length(manifest) FROM bundle_manifests_whole").fetchall()
+    for rowid, name, version, size in whole:
+        with db.conn.blobopen("bundle_manifests_whole", "manifest", rowid, readonly=True) as blob:
+            for seq, offset in enumerate(range(0, size, M007_CHUNK)):
+                db.execute(
+                    "INSERT INTO bundle_manifest_chunks (name, version, seq, data) VALUES (?, ?, ?, ?)",
+                    [name, version, seq, blob.read(min(M007_CHUNK, size - offset))],
+                )
+    db.execute("DROP TABLE bundle_manifests_whole")
+
+
 # On PostgreSQL the schema is the tables these migrations add up to (repository/pg_schema.py).
 tables_of(distribution_migrations, distribution_tables)

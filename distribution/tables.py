@@ -54,8 +54,19 @@ Table(
     Column("name", Text, primary_key=True),
     Column("version", Text, primary_key=True),
     Column("signature", Text, nullable=False),
-    Column("manifest", LargeBinary, nullable=False),
+    Column("size", BigInteger, nullable=False),
     _of_bundle(),
+)
+Table(
+    "bundle_manifest_chunks",
+    distribution_tables,
+    Column("name", Text, primary_key=True),
+    Column("version", Text, primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("data", LargeBinary, nullable=False),
+    ForeignKeyConstraint(
+        ["name", "version"], ["bundle_manifests.name", "bundle_manifests.version"], ondelete="CASCADE"
+    ),
 )
 bundle_staging = Table(
     "bundle_staging",

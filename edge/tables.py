@@ -5,6 +5,7 @@ in ``repository/tables.py``."""
 from __future__ import annotations
 
 from sqlalchemy import (
+    DDL,
     BigInteger,
     CheckConstraint,
     Column,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    event,
 )
 
 edge_tables = MetaData()
@@ -136,12 +138,34 @@ audit = Table(
     Column("denied_by", Text),
     Column("aborted", BigInteger, nullable=False, server_default="0"),
     Column("duration_ms", BigInteger, nullable=False, server_default="0"),
+    Column("client_ip_packed", LargeBinary),
     sqlite_autoincrement=True,
 )
 Index("audit_by_time", audit.c.time)
 Index("audit_by_repo", audit.c.repo, audit.c.path)
 Index("audit_by_subject", audit.c.subject)
-Index("audit_by_ip", audit.c.client_ip)
+Index("audit_by_ip", audit.c.client_ip_packed)
+# The audit trail's two rules, as sqlite's triggers have them (edge/schema.py): records are never
+# changed, and none younger than a day is removed. Raised as integrity violations, which is what
+# sqlite's RAISE(ABORT) is, so both engines answer a breach with the same error.
+for _rule in (
+    """
+    CREATE FUNCTION audit_rules() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'UPDATE' THEN
+            RAISE EXCEPTION 'audit records are append-only' USING ERRCODE = 'integrity_constraint_violation';
+        END IF;
+        IF OLD.time > (floor(extract(epoch FROM now()))::bigint - 86400) * 1000 THEN
+            RAISE EXCEPTION 'audit records younger than a day are kept'
+                USING ERRCODE = 'integrity_constraint_violation';
+        END IF;
+        RETURN OLD;
+    END $$
+    """,
+    "CREATE TRIGGER audit_append_only BEFORE UPDATE ON audit FOR EACH ROW EXECUTE FUNCTION audit_rules()",
+    "CREATE TRIGGER audit_keep_recent BEFORE DELETE ON audit FOR EACH ROW EXECUTE FUNCTION audit_rules()",
+):
+    event.listen(audit, "after_create", DDL(_rule).execute_if(dialect="postgresql"))
 Table(
     "download_stats",
     edge_tables,

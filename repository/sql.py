@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+import operator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import CursorResult
@@ -62,6 +63,20 @@ def _statement(sql: str, expanding: frozenset[str]) -> sa.TextClause:
     return clause
 
 
+@functools.lru_cache(maxsize=1024)
+def _for_driver(sql: str, dialect: sa.Dialect) -> tuple[str, Callable[[Mapping[str, Any]], Any] | None]:
+    """``sql`` as the driver takes it, and what makes one row of named values its parameters
+    (None: the driver takes the mapping itself, as psycopg's ``%(name)s`` does)."""
+    compiled = _statement(sql, frozenset()).compile(dialect=dialect)
+    names = compiled.positiontup
+    if not compiled.positional or not names:
+        return compiled.string, None
+    if len(names) == 1:
+        (name,) = names
+        return compiled.string, lambda row: (row[name],)
+    return compiled.string, operator.itemgetter(*names)
+
+
 def _expanding(params: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(name for name, value in params.items() if isinstance(value, list | tuple))
 
@@ -94,7 +109,11 @@ class Sql:
         if not rows:
             return
         if isinstance(rows[0], Mapping):
-            self.connection.execute(_statement(sql, frozenset()), list(rows))
+            # Straight to the driver's executemany: SQLAlchemy's own costs more per row than the
+            # insert itself on sqlite, and a bulk page or an audit batch is thousands of rows.
+            statement, to_params = _for_driver(sql, self.connection.dialect)
+            named = cast(Sequence[Mapping[str, Any]], rows)
+            self.connection.exec_driver_sql(statement, [to_params(r) for r in named] if to_params else list(named))
             return
         if self.dialect != SQLITE:
             raise TypeError(f"positional parameters are sqlite's only; name them: {sql[:80]}")
@@ -109,14 +128,23 @@ class Sql:
         return self._depth > 0
 
     @contextlib.contextmanager
-    def atomic(self) -> Iterator[Sql]:
+    def atomic(self, *, serializable: bool = True) -> Iterator[Sql]:
         """A transaction (a savepoint inside one): every statement in the block or none.
 
         sqlite's takes the write lock at once (``BEGIN IMMEDIATE``), so a block that reads and
-        then writes never fails halfway for a lock another process took in between."""
+        then writes never fails halfway for a lock another process took in between.
+
+        ``serializable=False`` is for a block whose writes commute with any other's (rows
+        appended, counters added to by ``ON CONFLICT DO UPDATE``): on PostgreSQL it runs READ
+        COMMITTED, where such a write waits for a row another replica holds and then applies to
+        it, instead of losing the race and running again, which a busy row can make it do
+        again and again. (sqlite has one writer at a time either way.)"""
         depth = self._depth
         if depth == 0:
-            self._raw("BEGIN IMMEDIATE" if self.dialect == SQLITE else "BEGIN ISOLATION LEVEL SERIALIZABLE")
+            if self.dialect == SQLITE:
+                self._raw("BEGIN IMMEDIATE")
+            else:
+                self._raw(f"BEGIN ISOLATION LEVEL {'SERIALIZABLE' if serializable else 'READ COMMITTED'}")
         else:
             self._raw(f"SAVEPOINT sp{depth}")
         self._depth += 1

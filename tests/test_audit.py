@@ -5,6 +5,7 @@ statistics kept from it."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import sqlite3
@@ -14,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 import sqlalchemy
+import sqlite_utils
 
 from devstack.services import EdgeProcess
 from edge.access.audit import AuditRecord, AuditTrail
@@ -340,6 +343,8 @@ async def test_the_audit_api_filters_pages_newest_first_and_exports_json_lines(e
         {"cursor": "-1"},
         {"action": "fly"},
         {"ip": "300.1.1.1"},
+        {"path": "rel/a\x00.bin"},
+        {"subject": "\x00"},
         {"format": "xml"},
         {"colour": "blue"},
     ],
@@ -423,14 +428,16 @@ async def test_health_checks_are_not_recorded(edge: Any) -> None:
     assert [r["action"] for r in (await query(edge))["records"]] == ["read"]
 
 
-def record(time_ms: int, path: str = "f.bin") -> AuditRecord:
+def record(
+    time_ms: int, path: str = "f.bin", *, client_ip: str | None = "192.0.2.1", subject: str = "u"
+) -> AuditRecord:
     return AuditRecord(
         time=time_ms,
-        subject="u",
+        subject=subject,
         token_id=None,
         signed_kid=None,
         signed_iat=None,
-        client_ip="192.0.2.1",
+        client_ip=client_ip,
         country=None,
         method="GET",
         action="download",
@@ -446,8 +453,9 @@ def record(time_ms: int, path: str = "f.bin") -> AuditRecord:
 
 
 @pytest.fixture
-async def audit_db(tmp_path: Path) -> Any:
-    db = Database(tmp_path / "catalog.db")
+async def audit_db(db_target: str, tmp_path: Path) -> Any:
+    """The edge's database, on sqlite and on PostgreSQL."""
+    db = Database(db_target, local_dir=tmp_path / "local")
     await db.open(catalog_migrations, edge_migrations)
     yield db
     await db.close()
@@ -489,3 +497,140 @@ async def test_retention_removes_only_old_records_and_nothing_rewrites_them(audi
 
 def _all() -> AuditQuery:
     return AuditQuery(limit=1000)
+
+
+ADDRESSES = (
+    "192.0.1.255",
+    "192.0.2.0",
+    "192.0.2.1",
+    "192.0.2.255",
+    "192.0.3.0",
+    "198.51.100.7",
+    "2001:db8::",
+    "2001:db8:0:1::1",
+    "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
+    "2001:db9::",
+    "::ffff:192.0.2.1",
+)
+
+
+@pytest.mark.parametrize(
+    ("ip", "found"),
+    [
+        ("0.0.0.0/0", ADDRESSES[:6]),
+        ("192.0.2.0/23", ("192.0.2.0", "192.0.2.1", "192.0.2.255", "192.0.3.0")),
+        ("192.0.2.0/24", ("192.0.2.0", "192.0.2.1", "192.0.2.255")),
+        ("192.0.2.0/31", ("192.0.2.0", "192.0.2.1")),
+        ("192.0.2.1/32", ("192.0.2.1",)),
+        ("192.0.2.2/32", ()),
+        ("192.0.2.7/24", ("192.0.2.0", "192.0.2.1", "192.0.2.255")),  # host bits set: the block
+        ("::/0", ADDRESSES[6:]),
+        ("2001:db8::/32", ("2001:db8::", "2001:db8:0:1::1", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff")),
+        ("2001:db8::/64", ("2001:db8::",)),
+        ("2001:db8::/128", ("2001:db8::",)),
+        ("::ffff:0:0/96", ("::ffff:192.0.2.1",)),
+    ],
+)
+async def test_a_search_by_network_finds_exactly_the_records_from_addresses_in_it(
+    audit_db: Database, ip: str, found: tuple[str, ...]
+) -> None:
+    store = AuditStore(audit_db)
+    now = int(time.time() * 1000)
+    await store.write([record(now, client_ip=address) for address in (*ADDRESSES, None)])
+    query = AuditQuery(ip=ipaddress.ip_network(ip, strict=False), limit=1000)
+    assert sorted(r.client_ip or "" for r in await store.query(query)) == sorted(found)
+
+
+async def test_every_filter_and_the_cursor_select_the_same_records_on_both_engines(audit_db: Database) -> None:
+    store = AuditStore(audit_db)
+    now = int(time.time() * 1000)
+    written = [
+        record(now, "rel/a.bin"),
+        record(now + 1, "rel/a/b.bin", subject="mona"),
+        replace(record(now + 2, "rel/\u00e9.bin"), status=403, action="deploy", denied_by="rule"),
+        replace(record(now + 3, "rel/\U0001f600.bin"), status=401, repo="other"),
+        record(now + 4, "relx.bin"),
+        record(now + 5, "Rel/a.bin"),
+    ]
+    await store.write(written)
+
+    async def paths(**fields: Any) -> list[str | None]:
+        return [r.path for r in await store.query(AuditQuery(limit=1000, **fields))]
+
+    assert await paths(path="rel/*") == ["rel/\U0001f600.bin", "rel/\u00e9.bin", "rel/a/b.bin", "rel/a.bin"]
+    assert await paths(path="rel/a*") == ["rel/a/b.bin", "rel/a.bin"]  # a prefix, case and all
+    assert await paths(path="*") == [r.path for r in reversed(written)]
+    assert await paths(path="rel/a.bin") == ["rel/a.bin"]
+    assert await paths(action="denied") == ["rel/\U0001f600.bin", "rel/\u00e9.bin"]
+    assert await paths(action="deploy") == ["rel/\u00e9.bin"]
+    assert await paths(repo="other") == ["rel/\U0001f600.bin"]
+    assert await paths(subject="mona") == ["rel/a/b.bin"]
+    assert await paths(since=now + 1, until=now + 3) == ["rel/\u00e9.bin", "rel/a/b.bin"]
+    _, second = await store.query(AuditQuery(limit=2))
+    older = await store.query(AuditQuery(limit=3, before_id=second.id))
+    assert [r.path for r in older] == ["rel/\U0001f600.bin", "rel/\u00e9.bin", "rel/a/b.bin"]
+
+
+async def test_records_written_before_the_upgrade_are_found_by_network(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.db"
+    with sqlite3.connect(path) as conn:  # the edge's database as the release before wrote it
+        old = sqlite_utils.Database(conn)
+        catalog_migrations.apply(old)
+        edge_migrations.apply(old, stop_before="m007_audit_packed_addresses")
+        row = "(1, 'old', ?, 'GET', 'download', 200, 1)"
+        sql = f"INSERT INTO audit (time, subject, client_ip, method, action, status, bytes) VALUES {row}, {row}, {row}"
+        conn.execute(sql, ["10.1.2.3", "2001:db8::5", None])
+    db = Database(path)
+    await db.open(catalog_migrations, edge_migrations)
+    try:
+        store = AuditStore(db)
+        found = await store.query(AuditQuery(ip=ipaddress.ip_network("10.0.0.0/8")))
+        assert [r.client_ip for r in found] == ["10.1.2.3"]
+        found = await store.query(AuditQuery(ip=ipaddress.ip_network("2001:db8::5")))
+        assert [r.client_ip for r in found] == ["2001:db8::5"]
+        with pytest.raises(sqlalchemy.exc.IntegrityError, match="append-only"):
+            await db.run(db.db.execute, "UPDATE audit SET subject = 'someone else'")
+    finally:
+        await db.close()
+
+
+async def test_text_from_outside_with_a_nul_is_recorded_and_holds_up_nothing(audit_db: Database) -> None:
+    store = AuditStore(audit_db)
+    now = int(time.time() * 1000)
+    odd = replace(record(now, subject="issuer\x00x"), denied_by="bad \x00 token")
+    trail = AuditTrail(store, enabled=True, flush_interval=60, retention_days=0)
+    trail.record(odd)
+    trail.record(record(now + 1))
+    assert await trail.flush() == 2 and trail.pending == 0
+    second, first = await store.query(_all())
+    assert (first.subject, first.denied_by, second.subject) == ("issuer\ufffdx", "bad \ufffd token", "u")
+    assert (await store.download_stats(UPLOADS, "f.bin")).last_downloaded_by == "u"
+
+
+async def test_replicas_writing_downloads_of_one_file_at_once_count_every_one(db_target: str, tmp_path: Path) -> None:
+    """Two edges on one database (replicas, or worker processes) flush batches that count the
+    same file at the same time: on PostgreSQL they race for its row, and the loser runs again."""
+    replicas = [Database(db_target, local_dir=tmp_path / f"local{i}") for i in range(2)]
+    for db in replicas:
+        await db.open(catalog_migrations, edge_migrations)
+    try:
+        stores = [AuditStore(db) for db in replicas]
+        start = int(time.time() * 1000)
+        batches = 60
+
+        async def flush_all(n: int, store: AuditStore) -> None:
+            for b in range(batches):
+                stamp = start + 2 * b + n  # the last of all: replica 1's last batch
+                await store.write([record(stamp, subject=f"replica{n}") for _ in range(5)])
+
+        await asyncio.gather(*(flush_all(n, store) for n, store in enumerate(stores)))
+        stats = await stores[0].download_stats(UPLOADS, "f.bin")
+        assert (stats.count, stats.last_downloaded, stats.last_downloaded_by) == (
+            2 * batches * 5,
+            start + 2 * (batches - 1) + 1,
+            "replica1",
+        )
+        assert len(await stores[1].query(_all())) == 2 * batches * 5
+    finally:
+        for db in replicas:
+            await db.close()

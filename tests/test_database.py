@@ -4,6 +4,7 @@ space big deletes free goes back to the file system."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,11 +14,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy
+import sqlite_utils
 
-from distribution.bundle_store import Bundle, BundleArtifact, BundleStore
-from distribution.edges import Edge
-from distribution.jobs import IN_QUEUE, JobStore
-from distribution.schema import distribution_migrations
+from distribution.bundle_store import BundleStore
+from distribution.schema import M007_CHUNK, distribution_migrations
 from repository.catalog import Artifact, Catalog, Repo
 from repository.db import Database
 from repository.schema import catalog_migrations
@@ -64,27 +64,6 @@ async def test_catalog_reads_are_answered_while_the_writer_is_busy(database: Dat
         assert not busy.done()
 
 
-async def test_a_distribution_status_is_answered_while_the_writer_is_busy(database: Database) -> None:
-    """A status read waits for no job's bulk work (loading a bundle's rows, say)."""
-    jobs, bundles = JobStore(database), BundleStore(database)
-    bundle = Bundle("app", "1.0", "SIGNED", "", {}, "r", 1, "admin", 1, 1, 1)
-    await bundles.stage("t", [BundleArtifact("r/a.bin", "src/a.bin", "0" * 64, "0" * 40, "0" * 32, 1)])
-    await bundles.commit_staged(bundle, "t", replace=False)
-    edge = Edge("edge-1", "http://127.0.0.1:9/artifactory", "", "", "", "token", "service-1", 1)
-    dist_id, _ = await jobs.create("distribute", "app", "1.0", (), [edge], (0, 0))
-    async with writer_held(database) as busy:
-        assert await answered(lambda: bundles.get("app", "1.0")) == bundle
-
-        async def pages() -> list[list[BundleArtifact]]:
-            return [page async for page in bundles.artifact_pages("app", "1.0")]
-
-        assert [a.target for (a,) in await answered(pages)] == ["r/a.bin"]
-        found = await answered(lambda: jobs.get("app", "1.0", dist_id))
-        assert found is not None and found.status == IN_QUEUE
-        assert [d.id for d in await answered(lambda: jobs.history("app", "1.0"))] == [dist_id]
-        assert not busy.done()
-
-
 async def test_the_reader_cannot_write(database: Database) -> None:
     with pytest.raises(sqlalchemy.exc.OperationalError, match="readonly"):
         await database.read(lambda: database.db.execute("DELETE FROM repos"))
@@ -121,37 +100,34 @@ async def test_a_database_made_before_incremental_vacuum_is_converted_once_and_k
         await db.close()
 
 
-async def test_signed_manifests_survive_their_column_moving_to_the_end_of_the_row(tmp_path: Path) -> None:
-    """m006 moves the manifest after the signature, so its zeroblob is never made in memory."""
-    old = Database(tmp_path / "service.db")
-    await old.open(catalog_migrations, distribution_migrations)
-    store = BundleStore(old)
-    await store.commit_staged(Bundle("app", "1.0", "SIGNED", "", {}, "r", 1, "admin", 1, 0, 0), "t", replace=False)
-
-    def as_before_m006() -> None:
-        old.db.conn.executescript(
-            """
-            DROP TABLE bundle_manifests;
-            CREATE TABLE bundle_manifests (
-                name TEXT NOT NULL, version TEXT NOT NULL, manifest BLOB NOT NULL, signature TEXT NOT NULL,
-                PRIMARY KEY (name, version),
-                FOREIGN KEY (name, version) REFERENCES bundles (name, version) ON DELETE CASCADE
-            );
-            INSERT INTO bundle_manifests VALUES ('app', '1.0', X'7b7d', '-----BEGIN PGP SIGNATURE-----');
-            DELETE FROM _sqlite_migrations WHERE name = 'm006_manifest_last';
-            """
+@pytest.mark.parametrize("before", ["m006_manifest_last", "m007_manifest_chunks"])
+async def test_a_manifest_signed_before_it_was_kept_in_chunks_reads_back_whole(tmp_path: Path, before: str) -> None:
+    """m006 moved the manifest column last; m007 cuts each manifest into rows of chunks."""
+    data = os.urandom(M007_CHUNK * 5 // 2)
+    old = sqlite_utils.Database(tmp_path / "service.db")
+    distribution_migrations.apply(old, stop_before=before)
+    with old.atomic():
+        old.execute(
+            "INSERT INTO bundles (name, version, state, description, release_notes, request_sha256, created,"
+            " created_by, modified, artifacts_count, artifacts_size) VALUES ('app', '1.0', 'SIGNED', '', '{}',"
+            " 'r', 1, 'admin', 1, 0, 0)"
         )
-
-    await old.run(as_before_m006)
-    await old.close()
+        old.execute(
+            "INSERT INTO bundle_manifests (name, version, manifest, signature) VALUES ('app', '1.0', ?, 'sig')",
+            [data],
+        )
+    old.close()
     migrated = Database(tmp_path / "service.db")
     await migrated.open(catalog_migrations, distribution_migrations)
     try:
         store = BundleStore(migrated)
         signed = await store.signed_manifest("app", "1.0")
-        assert signed is not None and signed.signature == "-----BEGIN PGP SIGNATURE-----"
-        assert [chunk async for chunk in store.manifest_chunks(signed)] == [b"{}"]
-        columns = await migrated.run(lambda: [c[1] for c in migrated.db.execute("PRAGMA table_info(bundle_manifests)")])
-        assert columns == ["name", "version", "signature", "manifest"]
+        assert signed is not None and (signed.size, signed.signature) == (len(data), "sig")
+        chunks = [chunk async for chunk in store.manifest_chunks(signed)]
+        assert [len(c) for c in chunks] == [M007_CHUNK, M007_CHUNK, M007_CHUNK // 2]
+        assert b"".join(chunks) == data
+        assert await store.delete("app", "1.0")
+        left = await migrated.run(lambda: migrated.db.scalar("SELECT count(*) FROM bundle_manifest_chunks"))
+        assert left == 0
     finally:
         await migrated.close()

@@ -25,8 +25,8 @@ MiB = 1024 * 1024
 WARM_UP = 2_000  # two pages of everything that goes a page at a time
 FILES = 12_000
 # Holding every file as Python objects costs some 3 to 5 KiB a file (artifacts, their manifest
-# objects and JSON, the answer's list): 30 MiB and more here; a manifest written into a zeroblob
-# that sqlite makes in memory, 7 MiB. Paged, the growth is a MiB or two.
+# objects and JSON, the answer's list): 30 MiB and more here; a manifest held whole,
+# 7 MiB. Paged, the growth is a MiB or two.
 GROWTH_LIMIT = 6 * MiB
 V1 = "/distribution/api/v1"
 

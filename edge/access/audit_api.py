@@ -81,6 +81,8 @@ def parse_query(params: Any) -> tuple[AuditQuery, str, bool]:
             raise BadRequest(f"Parameter '{key}' is given more than once")
         if len(params[key]) > MAX_TEXT:
             raise BadRequest(f"Parameter '{key}' is too long")
+        if "\x00" in params[key]:  # no record holds one, and PostgreSQL cannot even compare with it
+            raise BadRequest(f"Parameter '{key}' may not contain a NUL character")
     fmt = params.get("format", "json")
     if fmt not in ("json", "jsonl"):
         raise BadRequest("'format' must be json or jsonl")

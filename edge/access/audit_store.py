@@ -1,7 +1,13 @@
-"""Every query of the audit trail and the download statistics, run on the database thread."""
+"""Every query of the audit trail and the download statistics, run on the database thread.
+
+The same SQL runs on sqlite and PostgreSQL. A search by network is a range of an index: each
+record keeps its client address packed (``packed_address``), and a network is the range from
+its first address to its last in that form, so no engine needs a function of its own.
+"""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,16 +28,20 @@ COLUMNS = (
     " status, bytes, denied_by, aborted, duration_ms"
 )
 _INSERT = (
-    "INSERT INTO audit (time, subject, token_id, signed_kid, signed_iat, client_ip, country, method, action,"
-    " repo, path, status, bytes, denied_by, aborted, duration_ms)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO audit (time, subject, token_id, signed_kid, signed_iat, client_ip, client_ip_packed, country,"
+    " method, action, repo, path, status, bytes, denied_by, aborted, duration_ms)"
+    " VALUES (:time, :subject, :token_id, :signed_kid, :signed_iat, :client_ip, :client_ip_packed, :country,"
+    " :method, :action, :repo, :path, :status, :bytes, :denied_by, :aborted, :duration_ms)"
 )
+# Both assignments read the row as it was (SQL's rule on both engines): the later download wins.
+_LATER = "excluded.last_downloaded >= download_stats.last_downloaded"
 _COUNT_DOWNLOAD = (
-    "INSERT INTO download_stats (repo, path, count, last_downloaded, last_downloaded_by) VALUES (?, ?, ?, ?, ?)"
-    " ON CONFLICT (repo, path) DO UPDATE SET count = count + excluded.count,"
-    " last_downloaded_by = CASE WHEN excluded.last_downloaded >= last_downloaded"
-    " THEN excluded.last_downloaded_by ELSE last_downloaded_by END,"
-    " last_downloaded = max(last_downloaded, excluded.last_downloaded)"
+    "INSERT INTO download_stats (repo, path, count, last_downloaded, last_downloaded_by)"
+    " VALUES (:repo, :path, :count, :last_downloaded, :last_downloaded_by)"
+    " ON CONFLICT (repo, path) DO UPDATE SET count = download_stats.count + excluded.count,"
+    f" last_downloaded_by = CASE WHEN {_LATER} THEN excluded.last_downloaded_by"
+    " ELSE download_stats.last_downloaded_by END,"
+    f" last_downloaded = CASE WHEN {_LATER} THEN excluded.last_downloaded ELSE download_stats.last_downloaded END"
 )
 
 
@@ -69,19 +79,30 @@ class AuditRow:
     duration_ms: int
 
 
-def _in_network(address: str | None, network: str) -> bool:
+@functools.lru_cache(maxsize=4096)
+def packed_address(address: str | None) -> bytes | None:
+    """``client_ip`` as ``client_ip_packed`` keeps it: the IP version, then the address's bytes.
+    Both engines order these bytes as unsigned numbers (memcmp), and an IPv4 key never falls in
+    an IPv6 range, so the addresses of a network are exactly one range of the index. The same
+    clients come back again and again: parsing is remembered."""
     if address is None:
-        return False
+        return None
     try:
-        return ipaddress.ip_address(address) in ipaddress.ip_network(network)
+        ip = ipaddress.ip_address(address)
     except ValueError:
-        return False
+        return None
+    return bytes([ip.version]) + ip.packed
+
+
+def network_range(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[bytes, bytes]:
+    """The first and the last packed address of ``network``."""
+    version = bytes([network.version])
+    return version + network.network_address.packed, version + network.broadcast_address.packed
 
 
 class AuditStore:
     def __init__(self, database: Database) -> None:
         self._database = database
-        self._functions_ready = False
 
     # -- writing ----------------------------------------------------------------
 
@@ -91,39 +112,40 @@ class AuditStore:
     def _write(self, batch: Sequence[AuditRecord]) -> None:
         db = self._database.db
         rows = [
-            (
-                r.time,
-                r.subject,
-                r.token_id,
-                r.signed_kid,
-                r.signed_iat,
-                r.client_ip,
-                r.country,
-                r.method,
-                r.action,
-                r.repo,
-                r.path,
-                r.status,
-                r.bytes,
-                r.denied_by,
-                int(r.aborted),
-                r.duration_ms,
-            )
+            {
+                "time": r.time,
+                "subject": _storable(r.subject),
+                "token_id": r.token_id,
+                "signed_kid": r.signed_kid,
+                "signed_iat": r.signed_iat,
+                "client_ip": r.client_ip,
+                "client_ip_packed": packed_address(r.client_ip),
+                "country": r.country,
+                "method": r.method,
+                "action": r.action,
+                "repo": r.repo,
+                "path": r.path,
+                "status": r.status,
+                "bytes": r.bytes,
+                "denied_by": _storable(r.denied_by),
+                "aborted": int(r.aborted),
+                "duration_ms": r.duration_ms,
+            }
             for r in batch
         ]
-        with db.atomic():
-            db.conn.executemany(_INSERT, rows)
+        with db.atomic(serializable=False):  # records appended, counts added to: replicas never conflict
+            db.executemany(_INSERT, rows)
             # one upsert per file and batch; in order, so a delete between downloads resets the count
             counts: dict[tuple[str, str], list[Any]] = {}
-            for r in batch:
+            for r, row in zip(batch, rows, strict=True):
                 if r.counts_as_download and r.repo and r.path:
                     found = counts.get((r.repo, r.path))
                     if found is None:
-                        counts[(r.repo, r.path)] = [1, r.time, r.subject]
+                        counts[(r.repo, r.path)] = [1, r.time, row["subject"]]
                     else:
                         found[0] += 1
                         if r.time >= found[1]:
-                            found[1:] = [r.time, r.subject]
+                            found[1:] = [r.time, row["subject"]]
                 elif r.action == "delete" and r.status == 204 and r.repo:
                     self._add_counts(counts)
                     counts = {}
@@ -132,16 +154,22 @@ class AuditStore:
 
     def _add_counts(self, counts: dict[tuple[str, str], list[Any]]) -> None:
         if counts:
-            self._database.db.conn.executemany(_COUNT_DOWNLOAD, [(*key, *value) for key, value in counts.items()])
+            self._database.db.executemany(
+                _COUNT_DOWNLOAD,
+                [
+                    {"repo": repo, "path": path, "count": count, "last_downloaded": last, "last_downloaded_by": by}
+                    for (repo, path), (count, last, by) in counts.items()
+                ],
+            )
 
     def _forget_stats(self, repo: str, path: str) -> None:
         db = self._database.db
         if not path:
-            db.execute("DELETE FROM download_stats WHERE repo = ?", [repo])
+            db.execute("DELETE FROM download_stats WHERE repo = :repo", {"repo": repo})
             return
         db.execute(
-            "DELETE FROM download_stats WHERE repo = ? AND (path = ? OR (path >= ? AND path < ?))",
-            [repo, path, path + "/", path + "0"],  # '0' sorts right after '/'
+            "DELETE FROM download_stats WHERE repo = :repo AND (path = :path OR (path >= :below AND path < :after))",
+            {"repo": repo, "path": path, "below": path + "/", "after": path + "0"},  # '0' sorts right after '/'
         )
 
     async def prune(self, retention_days: int, now: int | None = None) -> int:
@@ -151,8 +179,8 @@ class AuditStore:
         while True:
             cursor = await self._database.run(
                 self._database.db.execute,
-                "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE time < ? ORDER BY id LIMIT ?)",
-                [cutoff, PRUNE_CHUNK],
+                "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE time < :cutoff ORDER BY id LIMIT :chunk)",
+                {"cutoff": cutoff, "chunk": PRUNE_CHUNK},
             )
             removed += cursor.rowcount
             if cursor.rowcount < PRUNE_CHUNK:
@@ -165,58 +193,61 @@ class AuditStore:
         return await self._database.run(self._query, q)
 
     def _query(self, q: AuditQuery) -> list[AuditRow]:
-        if not self._functions_ready:
-            self._database.db.conn.create_function("in_network", 2, _in_network, deterministic=True)
-            self._functions_ready = True
-        where, args = _conditions(q)
+        where, params = _conditions(q)
         sql = f"SELECT {COLUMNS} FROM audit"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        rows = self._database.db.execute(sql, [*args, q.limit]).fetchall()
+        sql += " ORDER BY id DESC LIMIT :limit"
+        rows = self._database.db.execute(sql, {**params, "limit": q.limit}).fetchall()
         return [AuditRow(*r) for r in rows]
 
     async def download_stats(self, repo: str, path: str) -> DownloadStats:
         row = await self._database.run(
             lambda: self._database.db.execute(
-                "SELECT count, last_downloaded, last_downloaded_by FROM download_stats WHERE repo = ? AND path = ?",
-                [repo, path],
+                "SELECT count, last_downloaded, last_downloaded_by FROM download_stats"
+                " WHERE repo = :repo AND path = :path",
+                {"repo": repo, "path": path},
             ).fetchone()
         )
         return DownloadStats(*row) if row else DownloadStats()
 
 
-def _conditions(q: AuditQuery) -> tuple[list[str], list[Any]]:
+def _conditions(q: AuditQuery) -> tuple[list[str], dict[str, Any]]:
     where: list[str] = []
-    args: list[Any] = []
+    params: dict[str, Any] = {}
 
-    def add(condition: str, *values: Any) -> None:
+    def add(condition: str, **values: Any) -> None:
         where.append(condition)
-        args.extend(values)
+        params.update(values)
 
     if q.since is not None:
-        add("time >= ?", q.since)
+        add("time >= :since", since=q.since)
     if q.until is not None:
-        add("time < ?", q.until)
+        add("time < :until", until=q.until)
     if q.repo is not None:
-        add("repo = ?", q.repo)
+        add("repo = :repo", repo=q.repo)
     if q.path is not None:
         if q.path.endswith("*"):
             prefix = q.path[:-1]
-            add("path >= ? AND path < ?", prefix, prefix + "\U0010ffff")
+            add("path >= :prefix AND path < :prefix_end", prefix=prefix, prefix_end=prefix + "\U0010ffff")
         else:
-            add("path = ?", q.path)
+            add("path = :path", path=q.path)
     if q.ip is not None:
-        if q.ip.num_addresses == 1:
-            add("client_ip = ?", str(q.ip.network_address))
-        else:
-            add("in_network(client_ip, ?)", str(q.ip))
+        first, last = network_range(q.ip)
+        add("client_ip_packed BETWEEN :ip_first AND :ip_last", ip_first=first, ip_last=last)
     if q.action == "denied":
-        add(f"status IN ({', '.join('?' * len(DENIED_STATUSES))})", *DENIED_STATUSES)
+        add("status IN :denied", denied=DENIED_STATUSES)
     elif q.action is not None:
-        add("action = ?", q.action)
+        add("action = :action", action=q.action)
     if q.subject is not None:
-        add("subject = ?", q.subject)
+        add("subject = :subject", subject=q.subject)
     if q.before_id is not None:
-        add("id < ?", q.before_id)
-    return where, args
+        add("id < :before_id", before_id=q.before_id)
+    return where, params
+
+
+def _storable(text: str | None) -> str | None:
+    """Text PostgreSQL can keep, for the fields whose text comes from outside (a signed URL's
+    issuer, an error message): it refuses NUL, and a batch that cannot be written would hold up
+    every record queued behind it. Both engines keep U+FFFD in its place."""
+    return text.replace("\x00", "\ufffd") if text and "\x00" in text else text

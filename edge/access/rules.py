@@ -266,10 +266,10 @@ class RuleBook:
         text = json.dumps([spec.to_json() for spec in specs], sort_keys=True)
         await self._database.run(
             self._database.db.execute,
-            "INSERT INTO access_rules (id, rules, updated, updated_by) VALUES (1, ?, ?, ?)"
+            "INSERT INTO access_rules (id, rules, updated, updated_by) VALUES (1, :rules, :updated, :updated_by)"
             " ON CONFLICT (id) DO UPDATE SET rules = excluded.rules, updated = excluded.updated,"
             " updated_by = excluded.updated_by",
-            [text, stored.updated, stored.updated_by],
+            {"rules": text, "updated": stored.updated, "updated_by": stored.updated_by},
         )
         self._use(stored)
         self._database.changed()

@@ -145,9 +145,9 @@ class TargetStore:
         stamp = now_ms()
         await self._database.run(
             self._database.db.execute,
-            "INSERT INTO permission_targets (name, body, created, modified) VALUES (?, ?, ?, ?)"
+            "INSERT INTO permission_targets (name, body, created, modified) VALUES (:name, :body, :stamp, :stamp)"
             " ON CONFLICT (name) DO UPDATE SET body = excluded.body, modified = excluded.modified",
-            [target.name, body, stamp, stamp],
+            {"name": target.name, "body": body, "stamp": stamp},
         )
         self.permissions.replace([*(t for t in self.permissions.targets if t.name != target.name), target])
         self._database.changed()
@@ -156,7 +156,9 @@ class TargetStore:
     async def delete(self, name: str) -> bool:
         if self.get(name) is None:
             return False
-        await self._database.run(self._database.db.execute, "DELETE FROM permission_targets WHERE name = ?", [name])
+        await self._database.run(
+            self._database.db.execute, "DELETE FROM permission_targets WHERE name = :name", {"name": name}
+        )
         self.permissions.replace(t for t in self.permissions.targets if t.name != name)
         self._database.changed()
         return True

@@ -118,11 +118,7 @@ class UrlKeyring:
         private = Ed25519PrivateKey.generate()
         kid = key_id(private.public_key())
         await asyncio.to_thread(self._write_private, kid, private)
-        await self._database.run(
-            self._database.db.execute,
-            "INSERT INTO url_signing_keys (kid, algorithm, public_key, own, created) VALUES (?, 'EdDSA', ?, 1, ?)",
-            [kid, public_pem(private.public_key()), now_ms()],
-        )
+        await self._database.run(self._add, kid, public_pem(private.public_key()), True)
         await self._load()
         self._database.changed()
         log.info("url-signing key %s made; it signs new URLs", kid)
@@ -159,14 +155,28 @@ class UrlKeyring:
             if existing.public_pem == public_pem(public):
                 return existing, False  # the same key again: nothing to do
             raise Conflict(f"A url-signing key with kid '{kid}' already exists")
-        await self._database.run(
-            self._database.db.execute,
-            "INSERT INTO url_signing_keys (kid, algorithm, public_key, own, created) VALUES (?, 'EdDSA', ?, 0, ?)",
-            [kid, public_pem(public), now_ms()],
-        )
+        taken_by = await self._database.run(self._add, kid, public_pem(public), False)
         await self._load()
-        self._database.changed()
-        return self._verify[kid], True
+        if taken_by is None:
+            self._database.changed()
+            return self._verify[kid], True
+        if taken_by == public_pem(public):  # another process trusted the same key first
+            return self._verify[kid], False
+        raise Conflict(f"A url-signing key with kid '{kid}' already exists")
+
+    def _add(self, kid: str, pem: str, own: bool) -> str | None:
+        """Store a key unless ``kid`` is taken (by another process since this one last loaded);
+        answers None when stored, else the public key stored under ``kid``."""
+        db = self._database.db
+        with db.atomic():
+            added = db.execute(
+                "INSERT INTO url_signing_keys (kid, algorithm, public_key, own, created)"
+                " VALUES (:kid, 'EdDSA', :public_key, :own, :created) ON CONFLICT (kid) DO NOTHING RETURNING kid",
+                {"kid": kid, "public_key": pem, "own": int(own), "created": now_ms()},
+            ).fetchone()
+            if added is not None:
+                return None
+            return str(db.scalar("SELECT public_key FROM url_signing_keys WHERE kid = :kid", {"kid": kid}))
 
     async def remove(self, kid: str) -> None:
         """Stop trusting ``kid``: its URLs are refused from now on. The key that signs must be rotated first."""
@@ -177,7 +187,9 @@ class UrlKeyring:
             raise Conflict(f"Key '{kid}' comes from the settings file; remove it there")
         if kid == self.signing_kid:
             raise Conflict(f"Key '{kid}' signs new URLs; rotate to a new key before removing it")
-        await self._database.run(self._database.db.execute, "DELETE FROM url_signing_keys WHERE kid = ?", [kid])
+        await self._database.run(
+            self._database.db.execute, "DELETE FROM url_signing_keys WHERE kid = :kid", {"kid": kid}
+        )
         if key.source == "own":
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(os.unlink, self._key_dir / f"{kid}.pem")

@@ -190,16 +190,24 @@ class UserStore:
     def _upsert(self, u: User) -> None:
         self._database.db.execute(
             "INSERT INTO users (name, email, password_hash, role, groups, created, modified)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET email = excluded.email,"
-            " password_hash = excluded.password_hash, role = excluded.role, groups = excluded.groups,"
-            " modified = excluded.modified",
-            [u.name, u.email, u.password_hash, u.role.value, json.dumps(list(u.groups)), u.created, u.modified],
+            " VALUES (:name, :email, :password_hash, :role, :groups, :created, :modified)"
+            " ON CONFLICT (name) DO UPDATE SET email = excluded.email, password_hash = excluded.password_hash,"
+            " role = excluded.role, groups = excluded.groups, modified = excluded.modified",
+            {
+                "name": u.name,
+                "email": u.email,
+                "password_hash": u.password_hash,
+                "role": u.role.value,
+                "groups": json.dumps(list(u.groups)),
+                "created": u.created,
+                "modified": u.modified,
+            },
         )
 
     async def delete(self, name: str) -> bool:
         if name not in self._users:
             return False
-        await self._database.run(self._database.db.execute, "DELETE FROM users WHERE name = ?", [name])
+        await self._database.run(self._database.db.execute, "DELETE FROM users WHERE name = :name", {"name": name})
         self._users.pop(name, None)
         self._database.changed()
         return True
