@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -93,10 +97,24 @@ async def edge_client_ctx(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
+def replica_id(path: Path) -> str:
+    """This replica's lasting name: made once, kept in its data directory, so that a replica
+    restarted takes back at once the job leases it held (``JobRunner.run``)."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        name = f"{socket.gethostname()}-{uuid.uuid4().hex[:12]}"
+        temp = path.with_name(path.name + ".tmp")
+        temp.write_text(name + "\n")
+        os.replace(temp, path)
+        return name
+
+
 async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
     """The job runner: started with the service (unfinished jobs resume), cancelled and awaited on shutdown."""
+    settings = app[settings_key]
     runner = JobRunner(
-        JobStore(app[database]),
+        JobStore(app[database], holder=await asyncio.to_thread(replica_id, settings.replica_id_path)),
         EdgeStore(app[database]),
         app[bundles_key],
         app[core.storage],

@@ -138,8 +138,13 @@ def _job_key(key: tuple[int, str]) -> dict[str, Any]:
 
 
 class JobStore:
-    def __init__(self, database: Database) -> None:
+    """The job queue. Given a ``holder`` (a runner's), it changes only the jobs whose lease that
+    holder has: a runner that lost a job's lease (it stopped renewing, another replica took the
+    job over) can no longer write the job's state."""
+
+    def __init__(self, database: Database, holder: str | None = None) -> None:
         self._database = database
+        self.holder = holder
 
     @property
     def _db(self) -> Sql:
@@ -259,20 +264,81 @@ class JobStore:
         found = await self._database.run(self._jobs, "j.distribution_id = :id AND j.edge = :edge", _job_key(key))
         return found[0] if found else None
 
-    async def runnable(self, busy_edges: set[str], limit: int) -> list[Job]:
-        """Jobs due to run (oldest distribution first) on edges not busy with another job."""
-        jobs = await self._database.run(
-            self._jobs,
-            f"j.{_STILL_RUNNING} AND j.next_attempt <= :now",
-            {"now": now_ms()},
-            "ORDER BY j.distribution_id, j.edge LIMIT 1000",
-        )
-        chosen: list[Job] = []
-        for job in jobs:
-            if job.edge not in busy_edges and len(chosen) < limit:
-                busy_edges = busy_edges | {job.edge}
-                chosen.append(job)
+    async def claim(self, busy_edges: set[str], limit: int, lease_ms: int) -> list[Job]:
+        """Take the lease of up to ``limit`` jobs due to run (oldest distribution first), one per
+        edge, on edges where no job is leased (by any replica) and not in ``busy_edges``."""
+        return await self._database.run(self._claim, busy_edges, limit, lease_ms)
+
+    def _claim(self, busy_edges: set[str], limit: int, lease_ms: int) -> list[Job]:
+        """Replicas claiming at once: each lease is taken by a conditional update, and the whole
+        claim is one serializable transaction, so of two claims that read the same free jobs, or
+        free jobs of one edge, one is run again (``Database``) and finds them taken. (Locking the
+        rows read with ``FOR UPDATE SKIP LOCKED`` instead would let the first claim lock every
+        due job it looked at, and starve the others.)"""
+        now = now_ms()
+        with self._db.atomic():
+            due = self._jobs(
+                f"j.{_STILL_RUNNING} AND j.next_attempt <= :now AND j.lease_expires <= :now AND NOT EXISTS"
+                " (SELECT 1 FROM distribution_jobs o WHERE o.edge = j.edge AND o.lease_expires > :now"
+                f" AND o.{_STILL_RUNNING})",
+                {"now": now},
+                "ORDER BY j.distribution_id, j.edge LIMIT 1000",
+            )
+            chosen: list[Job] = []
+            for job in due:
+                if job.edge in busy_edges or len(chosen) == limit:
+                    continue
+                taken = self._db.execute(
+                    "UPDATE distribution_jobs SET lease_holder = :holder, lease_expires = :until"
+                    " WHERE distribution_id = :id AND edge = :edge AND lease_expires <= :now",
+                    {"holder": self.holder, "until": now + lease_ms, "now": now} | _job_key(job.key),
+                )
+                if taken.rowcount:
+                    busy_edges = busy_edges | {job.edge}
+                    chosen.append(job)
         return chosen
+
+    async def renew(self, keys: list[tuple[int, str]], lease_ms: int) -> set[tuple[int, str]]:
+        """Extend the leases this holder still has among ``keys``; answers those it has."""
+        return await self._database.run(self._renew, keys, lease_ms)
+
+    def _renew(self, keys: list[tuple[int, str]], lease_ms: int) -> set[tuple[int, str]]:
+        held = set()
+        with self._db.atomic():
+            for key in keys:
+                cursor = self._db.execute(
+                    "UPDATE distribution_jobs SET lease_expires = :until"
+                    " WHERE distribution_id = :id AND edge = :edge AND lease_holder = :holder",
+                    {"until": now_ms() + lease_ms, "holder": self.holder} | _job_key(key),
+                )
+                if cursor.rowcount:
+                    held.add(key)
+        return held
+
+    async def release(self, key: tuple[int, str]) -> None:
+        """Give a job's lease back (its run ended here: finished, or waiting for its next attempt)."""
+        await self._database.run(
+            self._db.execute,
+            "UPDATE distribution_jobs SET lease_holder = NULL, lease_expires = 0"
+            " WHERE distribution_id = :id AND edge = :edge AND lease_holder = :holder",
+            {"holder": self.holder} | _job_key(key),
+        )
+
+    async def release_all(self) -> int:
+        """Give back every lease this holder has: at start, none of its jobs runs yet, so those a
+        previous run of this replica held need not wait out their expiry."""
+        cursor = await self._database.run(
+            self._db.execute,
+            "UPDATE distribution_jobs SET lease_holder = NULL, lease_expires = 0 WHERE lease_holder = :holder",
+            {"holder": self.holder},
+        )
+        return int(cursor.rowcount)
+
+    def _leased(self) -> tuple[str, dict[str, Any]]:
+        """The condition that this store's holder has the job's lease (none without a holder)."""
+        if self.holder is None:
+            return "", {}
+        return " AND lease_holder = :holder", {"holder": self.holder}
 
     async def count_by_state(self) -> dict[str, int]:
         """How many jobs are in each state, every job state named (for the metrics)."""
@@ -317,10 +383,12 @@ class JobStore:
     async def update(self, key: tuple[int, str], **fields: Any) -> bool:
         """Set fields of a job that is still running; False when it is not (aborted, finished, deleted)."""
         sets = ", ".join(f"{k} = :set_{k}" for k in fields)
+        leased, holder = self._leased()
         cursor = await self._database.run(
             self._db.execute,
-            f"UPDATE distribution_jobs SET {sets} WHERE distribution_id = :id AND edge = :edge AND {_STILL_RUNNING}",
-            {f"set_{k}": v for k, v in fields.items()} | _job_key(key),
+            f"UPDATE distribution_jobs SET {sets}"
+            f" WHERE distribution_id = :id AND edge = :edge AND {_STILL_RUNNING}{leased}",
+            {f"set_{k}": v for k, v in fields.items()} | _job_key(key) | holder,
         )
         return bool(cursor.rowcount)
 
@@ -330,11 +398,13 @@ class JobStore:
 
     def _finish(self, key: tuple[int, str], state: str, error: str) -> Distribution | None:
         at = now_ms()
+        leased, holder = self._leased()
         with self._db.atomic():
             cursor = self._db.execute(
-                "UPDATE distribution_jobs SET state = :state, general_error = :error, finished = :at"
-                f" WHERE distribution_id = :id AND edge = :edge AND {_STILL_RUNNING}",
-                {"state": state, "error": error, "at": at} | _job_key(key),
+                "UPDATE distribution_jobs SET state = :state, general_error = :error, finished = :at,"
+                " lease_holder = NULL, lease_expires = 0"
+                f" WHERE distribution_id = :id AND edge = :edge AND {_STILL_RUNNING}{leased}",
+                {"state": state, "error": error, "at": at} | _job_key(key) | holder,
             )
             if not cursor.rowcount:
                 return None

@@ -69,7 +69,17 @@ class JobRunner:
         return {key: p.in_flight() for key, p in self._progress.items()}
 
     async def run(self) -> None:
-        """The loop; cancelled on shutdown."""
+        """The loop; cancelled on shutdown. Leases this replica held in a previous run are given
+        back first (none of its jobs runs yet); those it takes are renewed while their jobs run."""
+        await self.jobs.release_all()
+        keeper = asyncio.create_task(self._keep_leases(), name="job leases")
+        try:
+            await self._loop()
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+
+    async def _loop(self) -> None:
         while True:
             try:
                 await self._schedule()
@@ -83,21 +93,48 @@ class JobRunner:
         free = self.settings.max_parallel_edges - len(self._tasks)
         if free <= 0:
             return
-        for job in await self.jobs.runnable({edge for _, edge in self._tasks}, free):
+        for job in await self.jobs.claim({edge for _, edge in self._tasks}, free, self._lease_ms):
             task = asyncio.create_task(self._run_job(job), name=f"job {job.distribution_id} {job.edge}")
             self._tasks[job.key] = task
             task.add_done_callback(functools.partial(self._job_done, job.key))
 
     def _job_done(self, key: tuple[int, str], _task: asyncio.Task[None]) -> None:
         self._tasks.pop(key, None)
+        self._side_task(self.jobs.release(key))  # waiting for its next attempt: any replica may take it
         self.wake()
 
+    @property
+    def _lease_ms(self) -> int:
+        return int(self.settings.job_lease_seconds * 1000)
+
+    async def _keep_leases(self) -> None:
+        """Renew the leases of the jobs running here, three times a lease; a job whose lease was
+        lost meanwhile (this replica stalled past it, another took the job over) stops here."""
+        while True:
+            await asyncio.sleep(self.settings.job_lease_seconds / 3)
+            running = list(self._tasks)
+            if not running:
+                continue
+            try:
+                held = await self.jobs.renew(running, self._lease_ms)
+            except Exception:
+                log.exception("job runner: cannot renew the leases of the jobs running here")
+                continue
+            for key in running:
+                task = self._tasks.get(key)
+                if key not in held and task is not None:
+                    log.warning("job %s to %s: its lease was lost; another replica goes on with it", *key)
+                    task.cancel()
+
     async def close(self) -> None:
-        """Stop every job where it is (they resume at the next start) and every side task."""
+        """Stop every job where it is and every side task, and give their leases back: another
+        replica goes on with them at once, or this one at its next start."""
         tasks = [*self._tasks.values(), *self._side_tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):  # the database may be what stopped: the leases expire then
+            await self.jobs.release_all()
 
     async def _run_job(self, job: Job) -> None:
         # One id per attempt, on this service's log lines and, as X-Request-ID, on the edge's.

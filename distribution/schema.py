@@ -229,5 +229,19 @@ def m007_manifest_chunks(db: Database) -> None:
     db.execute("DROP TABLE bundle_manifests_whole")
 
 
+@distribution_migrations()
+def m008_job_leases(db: Database) -> None:
+    """Service replicas on one database share the job queue: a job runs where its lease is held,
+    renewed while it runs; a lease its holder stopped renewing (a crash) expires and another
+    replica takes the job over. ``lease_expires`` 0: nobody holds it."""
+    db.executescript(
+        """
+        ALTER TABLE distribution_jobs ADD COLUMN lease_holder TEXT;
+        ALTER TABLE distribution_jobs ADD COLUMN lease_expires INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX jobs_by_edge ON distribution_jobs (edge, lease_expires);
+        """
+    )
+
+
 # On PostgreSQL the schema is the tables these migrations add up to (repository/pg_schema.py).
 tables_of(distribution_migrations, distribution_tables)

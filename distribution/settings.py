@@ -41,6 +41,10 @@ class DistributionSettings(ServiceSettings):
     max_server_errors: int = 10
     # seconds to wait for an edge's next bytes before the call counts as a network error
     edge_read_timeout: float = 60.0
+    # replicas sharing one database (database_url): a job runs where its lease is held, renewed
+    # every third of this; a replica that stops renewing (a crash) loses its jobs to the others
+    # after this many seconds
+    job_lease_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -62,10 +66,17 @@ class DistributionSettings(ServiceSettings):
             raise ValueError("setting 'retry_backoff_cap' must be 0.1 to 3600 seconds")
         if not 0.1 <= self.edge_read_timeout <= 3600:
             raise ValueError("setting 'edge_read_timeout' must be 0.1 to 3600 seconds")
+        if not 1 <= self.job_lease_seconds <= 3600:
+            raise ValueError("setting 'job_lease_seconds' must be 1 to 3600 seconds")
 
     @property
     def gnupg_dir(self) -> Path:
         return self.data_dir / "gnupg"
+
+    @property
+    def replica_id_path(self) -> Path:
+        """This replica's name in job leases, kept across restarts (``distribution.app``)."""
+        return self.data_dir / "replica-id"
 
 
 def load_distribution_settings(

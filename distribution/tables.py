@@ -132,5 +132,8 @@ distribution_jobs = Table(
     Column("next_attempt", BigInteger, nullable=False, server_default="0"),
     Column("started", BigInteger),
     Column("finished", BigInteger),
+    Column("lease_holder", Text),
+    Column("lease_expires", BigInteger, nullable=False, server_default="0"),
 )
 Index("jobs_by_state", distribution_jobs.c.state, distribution_jobs.c.next_attempt)
+Index("jobs_by_edge", distribution_jobs.c.edge, distribution_jobs.c.lease_expires)

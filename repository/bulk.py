@@ -27,12 +27,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
-
 from .db import Database
-from .entries import ARTIFACT_COLUMNS, IN_PAGE, Artifact, Repo, artifact_of, now_ms
+from .entries import ARTIFACT_COLUMNS, IN_PAGE, Artifact, Repo, artifact_of, insert_artifacts, now_ms
 from .errors import Conflict
 from .paths import ancestors, name_of, parent_of
+from .sql import Sql
+from .write_lock import one_writer
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -66,7 +66,7 @@ def pages(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
 
 
 def _by_repo(keys: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
-    """``(repo, paths)`` in pages of at most ``IN_PAGE`` paths, for ``path IN (...)`` queries."""
+    """``(repo, paths)`` in pages of at most ``IN_PAGE`` paths, for ``path IN :paths`` queries."""
     by_repo: dict[str, list[str]] = {}
     for repo, path in keys:
         by_repo.setdefault(repo, []).append(path)
@@ -79,7 +79,7 @@ class BulkIndex:
         self._database = database
 
     @property
-    def _db(self) -> sqlite_utils.Database:
+    def _db(self) -> Sql:
         return self._database.db
 
     async def changes(self) -> list[BulkChange]:
@@ -87,7 +87,7 @@ class BulkIndex:
         return await self._database.run(
             lambda: [
                 BulkChange(*r)
-                for r in self._db.execute("SELECT key, owner, action, started FROM bulk_changes ORDER BY started")
+                for r in self._db.execute("SELECT key, owner, action, started FROM bulk_changes ORDER BY started, key")
             ]
         )
 
@@ -123,8 +123,8 @@ class BulkIndex:
         found: dict[tuple[str, str], Artifact] = {}
         for repo, page in _by_repo(keys):
             rows = self._db.execute(
-                f"SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE repo = ? AND path IN ({', '.join('?' * len(page))})",
-                [repo, *page],
+                f"SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE repo = :repo AND path IN :paths",
+                {"repo": repo, "paths": page},
             )
             for row in rows.fetchall():
                 artifact = artifact_of(row)
@@ -136,7 +136,7 @@ class BulkIndex:
         found: set[tuple[str, str]] = set()
         for repo, page in _by_repo(keys):
             rows = self._db.execute(
-                f"SELECT path FROM folders WHERE repo = ? AND path IN ({', '.join('?' * len(page))})", [repo, *page]
+                "SELECT path FROM folders WHERE repo = :repo AND path IN :paths", {"repo": repo, "paths": page}
             )
             found.update((repo, path) for (path,) in rows.fetchall())
         return found
@@ -149,13 +149,15 @@ class BulkIndex:
         await self._database.run(self._begin_publish, key, owner, repos, extra)
 
     def _begin_publish(self, key: str, owner: str, repos: list[Repo], extra: Extra) -> None:
-        with self._db.atomic():
+        with one_writer(self._db):
             self._begin(key, owner, PUBLISH)
             now = now_ms()
-            self._db.conn.executemany(
+            self._db.executemany(
                 "INSERT INTO repos (key, type, package_type, description, anonymous_read, created, pending)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
-                [(r.key, r.type, r.package_type, r.description, int(r.anonymous_read), r.created or now, key)
+                " VALUES (:key, :type, :package_type, :description, :anonymous_read, :created, :pending)"
+                " ON CONFLICT (key) DO NOTHING",
+                [{"key": r.key, "type": r.type, "package_type": r.package_type, "description": r.description,
+                  "anonymous_read": int(r.anonymous_read), "created": r.created or now, "pending": key}
                  for r in repos],
             )  # fmt: skip
             if extra is not None:
@@ -163,7 +165,8 @@ class BulkIndex:
 
     def _begin(self, key: str, owner: str, action: str) -> None:
         self._db.execute(
-            "INSERT INTO bulk_changes (key, owner, action, started) VALUES (?, ?, ?, ?)", [key, owner, action, now_ms()]
+            "INSERT INTO bulk_changes (key, owner, action, started) VALUES (:key, :owner, :action, :started)",
+            {"key": key, "owner": owner, "action": action, "started": now_ms()},
         )
 
     async def publish_page(self, key: str, artifacts: Sequence[Artifact], *, extra: Extra = None) -> None:
@@ -177,9 +180,11 @@ class BulkIndex:
         await self._database.run_page(self._publish_page, key, artifacts, extra)
 
     def _publish_page(self, key: str, artifacts: Sequence[Artifact], extra: Extra) -> None:
-        with self._db.atomic():
+        with one_writer(self._db):
             if (
-                self._db.execute("SELECT 1 FROM bulk_changes WHERE key = ? AND action = ?", [key, PUBLISH]).fetchone()
+                self._db.execute(
+                    "SELECT 1 FROM bulk_changes WHERE key = :key AND action = :action", {"key": key, "action": PUBLISH}
+                ).fetchone()
                 is None
             ):
                 raise Conflict("The publish this page belongs to is no longer in progress")
@@ -203,16 +208,15 @@ class BulkIndex:
                     new_folders.setdefault((repo, folder), (artifact.modified, artifact.modified_by))
                 if previous is None:
                     rows.append(artifact.row() | {"pending": key})
-            self._db.conn.executemany(
-                "INSERT OR IGNORE INTO folders (repo, path, parent, name, created, created_by, pending)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(repo, f, parent_of(f), name_of(f), *first, key) for (repo, f), first in new_folders.items()],
-            )
-            if rows:
-                self._db.conn.executemany(
-                    f"INSERT INTO artifacts ({', '.join(rows[0])}) VALUES ({', '.join('?' * len(rows[0]))})",
-                    [list(row.values()) for row in rows],
-                )
+            self._db.executemany(
+                "INSERT INTO folders (repo, path, parent, name, created, created_by, pending)"
+                " VALUES (:repo, :path, :parent, :name, :created, :created_by, :pending)"
+                " ON CONFLICT (repo, path) DO NOTHING",
+                [{"repo": repo, "path": f, "parent": parent_of(f), "name": name_of(f), "created": created,
+                  "created_by": created_by, "pending": key}
+                 for (repo, f), (created, created_by) in new_folders.items()],
+            )  # fmt: skip
+            self._db.executemany(insert_artifacts("pending"), rows)
             if extra is not None:
                 extra()
 
@@ -223,8 +227,8 @@ class BulkIndex:
         self._catalog.forget_repos()
 
     def _finish(self, key: str, extra: Extra) -> None:
-        with self._db.atomic():
-            self._db.execute("DELETE FROM bulk_changes WHERE key = ?", [key])
+        with one_writer(self._db):
+            self._db.execute("DELETE FROM bulk_changes WHERE key = :key", {"key": key})
             if extra is not None:
                 extra()
 
@@ -251,17 +255,18 @@ class BulkIndex:
         return await self._database.run_page(self._drop_pending, key)
 
     def _drop_pending(self, key: str) -> int:
-        with self._db.atomic():
+        with one_writer(self._db):
             gone = self._db.execute(
-                "DELETE FROM folders WHERE (repo, path) IN (SELECT repo, path FROM folders WHERE pending = ? LIMIT ?)",
-                [key, PAGE],
+                "DELETE FROM folders WHERE (repo, path) IN"
+                " (SELECT repo, path FROM folders WHERE pending = :key LIMIT :limit)",
+                {"key": key, "limit": PAGE},
             ).rowcount
             if gone < PAGE:
                 self._db.execute(
-                    "DELETE FROM repos WHERE pending = ?"
+                    "DELETE FROM repos WHERE pending = :key"
                     " AND NOT EXISTS (SELECT 1 FROM artifacts a WHERE a.repo = repos.key)"
                     " AND NOT EXISTS (SELECT 1 FROM folders f WHERE f.repo = repos.key)",
-                    [key],
+                    {"key": key},
                 )
         return int(gone)
 
@@ -290,10 +295,10 @@ class BulkIndex:
         await self._catalog.write(self._reassign, owner, reassign, extra, changed=lambda _: reassign.keys())
 
     def _reassign(self, owner: str, reassign: Mapping[tuple[str, str], str], extra: Extra) -> None:
-        with self._db.atomic():
-            self._db.conn.executemany(
-                "UPDATE artifacts SET owner = ? WHERE repo = ? AND path = ? AND owner = ?",
-                [(new, repo, path, owner) for (repo, path), new in reassign.items()],
+        with one_writer(self._db):
+            self._db.executemany(
+                "UPDATE artifacts SET owner = :new WHERE repo = :repo AND path = :path AND owner = :owner",
+                [{"new": new, "repo": repo, "path": path, "owner": owner} for (repo, path), new in reassign.items()],
             )
             if extra is not None:
                 extra()
@@ -305,7 +310,7 @@ class BulkIndex:
         self._catalog.forget_owner(owner)
 
     def _begin_unpublish(self, key: str, owner: str, extra: Extra) -> None:
-        with self._db.atomic():
+        with one_writer(self._db):
             self._begin(key, owner, UNPUBLISH)
             if extra is not None:
                 extra()
@@ -318,16 +323,15 @@ class BulkIndex:
         return await self._database.run_page(self._remove_page, owner, paths, key, extra)
 
     def _remove_page(self, owner: str, paths: Sequence[tuple[str, str]], key: str | None, extra: Extra) -> list[str]:
-        removed = []
-        which = "owner = ?" if key is None else "owner = ? AND pending = ?"
-        with self._db.atomic():
-            for repo, path in paths:
-                row = self._db.execute(
-                    f"DELETE FROM artifacts WHERE repo = ? AND path = ? AND {which} RETURNING sha256",
-                    [repo, path, owner, *([] if key is None else [key])],
-                ).fetchone()
-                if row is not None:
-                    removed.append(row[0])
+        which = "owner = :owner" if key is None else "owner = :owner AND pending = :key"
+        gone: dict[tuple[str, str], str] = {}
+        with one_writer(self._db):
+            for repo, page in _by_repo(list(paths)):
+                rows = self._db.execute(
+                    f"DELETE FROM artifacts WHERE repo = :repo AND path IN :paths AND {which} RETURNING path, sha256",
+                    {"repo": repo, "paths": page, "owner": owner, "key": key},
+                )
+                gone.update(((repo, path), sha256) for path, sha256 in rows.fetchall())
             if extra is not None:
                 extra()
-        return removed
+        return [gone.pop((repo, path)) for repo, path in paths if (repo, path) in gone]

@@ -3,7 +3,8 @@
 Every query of repos, folders and artifacts lives here or, for changes of many entries
 at once (a bundle's), in ``repository.bulk``. Each public coroutine runs one synchronous
 function on a database thread: reads a client waits for on the reader thread, changes on
-the writer thread, multi-step ones inside ``db.atomic()`` so they are all-or-nothing.
+the writer thread, multi-step ones as one transaction so they are all-or-nothing, and one
+at a time across every process on the database (``write_lock.one_writer``).
 
 Readers never see what a bulk change is still publishing, nor the entries of an owner
 being removed (``VISIBLE_ARTIFACT`` and friends); writers see every row, so a path a
@@ -16,7 +17,6 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import asdict, replace
 from typing import Any, TypeVar
 
-import sqlite_utils
 from cachetools import LRUCache
 
 from .bulk import BulkIndex
@@ -24,15 +24,19 @@ from .db import Database
 from .entries import (  # re-exported: the catalog's callers know these types by it
     ARTIFACT_COLUMNS,
     IN_PAGE,
+    ROW_COLUMNS,
     Artifact,
     Folder,
     Listing,
     Repo,
     artifact_of,
+    insert_artifacts,
     now_ms,
 )
 from .errors import Conflict, NotFound, PathOwned
 from .paths import ancestors, name_of, parent_of
+from .sql import Sql
+from .write_lock import one_writer
 
 DEEP_LIST_PAGE = 1000
 ARTIFACT_CACHE_ENTRIES = 50_000
@@ -48,6 +52,13 @@ VISIBLE_ARTIFACT = (
 VISIBLE_FOLDER = "(folders.pending IS NULL OR NOT EXISTS (SELECT 1 FROM bulk_changes c WHERE c.key = folders.pending))"
 VISIBLE_REPO = "(repos.pending IS NULL OR NOT EXISTS (SELECT 1 FROM bulk_changes c WHERE c.key = repos.pending))"
 _REPO_COLUMNS = "key, type, package_type, description, anonymous_read, created"
+# A file's row written whole over the one at its path, if any (as visible as a new one).
+_PUT_ARTIFACT = (
+    insert_artifacts()
+    + " ON CONFLICT (repo, path) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in ROW_COLUMNS if c not in ("repo", "path"))
+    + ", pending = NULL"
+)
 
 
 def _repo(row: tuple[Any, ...]) -> Repo:
@@ -85,7 +96,7 @@ class Catalog:
         return self._database
 
     @property
-    def _db(self) -> sqlite_utils.Database:
+    def _db(self) -> Sql:
         return self._database.db
 
     # -- the cache of hot entries -------------------------------------------
@@ -171,7 +182,9 @@ class Catalog:
         return repos.get(key)
 
     def _get_repo(self, key: str) -> Repo | None:
-        row = self._db.execute(f"SELECT {_REPO_COLUMNS} FROM repos WHERE key = ? AND {VISIBLE_REPO}", [key]).fetchone()
+        row = self._db.execute(
+            f"SELECT {_REPO_COLUMNS} FROM repos WHERE key = :key AND {VISIBLE_REPO}", {"key": key}
+        ).fetchone()
         return _repo(row) if row else None
 
     async def list_repos(self) -> list[Repo]:
@@ -196,15 +209,16 @@ class Catalog:
     def _get_artifact(self, repo: str, path: str) -> Artifact | None:
         """The entry at a path as readers see it."""
         row = self._db.execute(
-            f"SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE repo = ? AND path = ? AND {VISIBLE_ARTIFACT}",
-            [repo, path],
+            f"SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE repo = :repo AND path = :path AND {VISIBLE_ARTIFACT}",
+            {"repo": repo, "path": path},
         ).fetchone()
         return artifact_of(row) if row else None
 
     def _stored_artifact(self, repo: str, path: str) -> Artifact | None:
         """The entry at a path, visible or not: what a write must respect."""
         row = self._db.execute(
-            f"SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE repo = ? AND path = ?", [repo, path]
+            f"SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE repo = :repo AND path = :path",
+            {"repo": repo, "path": path},
         ).fetchone()
         return artifact_of(row) if row else None
 
@@ -217,8 +231,9 @@ class Catalog:
             r = self._get_repo(repo)
             return Folder(repo, "", r.created, "system") if r else None
         row = self._db.execute(
-            f"SELECT repo, path, created, created_by FROM folders WHERE repo = ? AND path = ? AND {VISIBLE_FOLDER}",
-            [repo, path],
+            "SELECT repo, path, created, created_by FROM folders"
+            f" WHERE repo = :repo AND path = :path AND {VISIBLE_FOLDER}",
+            {"repo": repo, "path": path},
         ).fetchone()
         return Folder(*row) if row else None
 
@@ -238,9 +253,9 @@ class Catalog:
 
     def _holders(self, algorithm: str, value: str, after: tuple[str, str]) -> list[Artifact]:
         rows = self._db.execute(
-            f"SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE {algorithm} = ? AND (repo, path) > (?, ?)"
-            f" AND {VISIBLE_ARTIFACT} ORDER BY repo, path LIMIT ?",
-            [value, *after, DEEP_LIST_PAGE],
+            f"SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE {algorithm} = :value AND (repo, path) > (:repo, :path)"
+            f" AND {VISIBLE_ARTIFACT} ORDER BY repo, path LIMIT :limit",
+            {"value": value, "repo": after[0], "path": after[1], "limit": DEEP_LIST_PAGE},
         )
         return [artifact_of(r) for r in rows]
 
@@ -253,19 +268,14 @@ class Catalog:
         return await self.write(self._put_artifact, artifact, changed=lambda stored: [(stored.repo, stored.path)])
 
     def _put_artifact(self, artifact: Artifact) -> Artifact:
-        with self._db.atomic():
+        with one_writer(self._db):
             self._check_no_clash(artifact.repo, artifact.path)
             self._insert_folders(artifact.repo, ancestors(artifact.path), artifact.modified, artifact.modified_by)
             previous = self._stored_artifact(artifact.repo, artifact.path)
             if previous is not None:
                 check_owner(previous, artifact.owner)
                 artifact = replace(artifact, created=previous.created, created_by=previous.created_by)
-            row = artifact.row()
-            columns = ", ".join(row)
-            self._db.execute(
-                f"INSERT OR REPLACE INTO artifacts ({columns}) VALUES ({', '.join('?' * len(row))})",
-                list(row.values()),
-            )
+            self._db.execute(_PUT_ARTIFACT, artifact.row())
         return artifact
 
     async def make_folder(self, repo: str, path: str, user: str) -> Folder:
@@ -273,7 +283,7 @@ class Catalog:
         return await self._database.run(self._make_folder, repo, path, user)
 
     def _make_folder(self, repo: str, path: str, user: str) -> Folder:
-        with self._db.atomic():
+        with one_writer(self._db):
             if self._stored_artifact(repo, path) is not None:
                 raise Conflict(f"Cannot create folder '{path}': a file with that name exists")
             self._check_ancestors_are_folders(repo, path)
@@ -286,13 +296,17 @@ class Catalog:
         """Make folders, visible at once (one a bulk change made and still hides, too)."""
         for folder in paths:
             self._db.execute(
-                "INSERT INTO folders (repo, path, parent, name, created, created_by) VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (repo, path) DO UPDATE SET pending = NULL WHERE pending IS NOT NULL",
-                [repo, folder, parent_of(folder), name_of(folder), created, user],
-            )
+                "INSERT INTO folders (repo, path, parent, name, created, created_by)"
+                " VALUES (:repo, :path, :parent, :name, :created, :user)"
+                " ON CONFLICT (repo, path) DO UPDATE SET pending = NULL WHERE folders.pending IS NOT NULL",
+                {"repo": repo, "path": folder, "parent": parent_of(folder), "name": name_of(folder),
+                 "created": created, "user": user},
+            )  # fmt: skip
 
     def _check_no_clash(self, repo: str, path: str) -> None:
-        if self._db.execute("SELECT 1 FROM folders WHERE repo = ? AND path = ?", [repo, path]).fetchone():
+        if self._db.execute(
+            "SELECT 1 FROM folders WHERE repo = :repo AND path = :path", {"repo": repo, "path": path}
+        ).fetchone():
             raise Conflict(f"Cannot deploy file '{path}': a folder with that name exists")
         self._check_ancestors_are_folders(repo, path)
 
@@ -310,28 +324,32 @@ class Catalog:
         return await self.write(self._delete, repo, path, owner, changed=lambda gone: [(a.repo, a.path) for a in gone])
 
     def _delete(self, repo: str, path: str, owner: str) -> list[Artifact]:
-        with self._db.atomic():
+        with one_writer(self._db):
             single = self._stored_artifact(repo, path)
             if single is not None:
                 check_owner(single, owner)
-                self._db.execute("DELETE FROM artifacts WHERE repo = ? AND path = ?", [repo, path])
+                self._db.execute(
+                    "DELETE FROM artifacts WHERE repo = :repo AND path = :path", {"repo": repo, "path": path}
+                )
                 return [single]
             if self._get_folder(repo, path) is None:
                 raise NotFound()
             lo, hi = _subtree(path)
+            below = {"repo": repo, "lo": lo, "hi": hi}
             removed = [
                 artifact_of(r)
                 for r in self._db.execute(
-                    f"SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE repo = ? AND path >= ? AND path < ?",
-                    [repo, lo, hi],
+                    f"SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE repo = :repo AND path >= :lo AND path < :hi", below
                 )
             ]
             for artifact in removed:
                 check_owner(artifact, owner)
-            self._db.execute("DELETE FROM artifacts WHERE repo = ? AND path >= ? AND path < ?", [repo, lo, hi])
-            self._db.execute("DELETE FROM folders WHERE repo = ? AND path >= ? AND path < ?", [repo, lo, hi])
+            self._db.execute("DELETE FROM artifacts WHERE repo = :repo AND path >= :lo AND path < :hi", below)
+            self._db.execute("DELETE FROM folders WHERE repo = :repo AND path >= :lo AND path < :hi", below)
             if path:
-                self._db.execute("DELETE FROM folders WHERE repo = ? AND path = ?", [repo, path])
+                self._db.execute(
+                    "DELETE FROM folders WHERE repo = :repo AND path = :path", {"repo": repo, "path": path}
+                )
             return removed
 
     # -- listings -----------------------------------------------------------
@@ -343,17 +361,17 @@ class Catalog:
         folders = [
             Folder(*r)
             for r in self._db.execute(
-                "SELECT repo, path, created, created_by FROM folders WHERE repo = ? AND parent = ?"
+                "SELECT repo, path, created, created_by FROM folders WHERE repo = :repo AND parent = :path"
                 f" AND {VISIBLE_FOLDER} ORDER BY name",
-                [repo, path],
+                {"repo": repo, "path": path},
             )
         ]
         files = [
             artifact_of(r)
             for r in self._db.execute(
-                f"SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE repo = ? AND folder = ? AND {VISIBLE_ARTIFACT}"
+                f"SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE repo = :repo AND folder = :path AND {VISIBLE_ARTIFACT}"
                 " ORDER BY name",
-                [repo, path],
+                {"repo": repo, "path": path},
             )
         ]
         return Listing(folders, files)
@@ -381,9 +399,9 @@ class Catalog:
         return [
             artifact_of(r)
             for r in self._db.execute(
-                f"SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE repo = ? AND path {op} ? AND path < ?"
-                f" AND {VISIBLE_ARTIFACT} ORDER BY path LIMIT ?",
-                [repo, start, hi, DEEP_LIST_PAGE],
+                f"SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE repo = :repo AND path {op} :start AND path < :hi"
+                f" AND {VISIBLE_ARTIFACT} ORDER BY path LIMIT :limit",
+                {"repo": repo, "start": start, "hi": hi, "limit": DEEP_LIST_PAGE},
             )
         ]
 
@@ -403,9 +421,7 @@ class Catalog:
         return sizes
 
     def _blob_sizes(self, page: list[str]) -> dict[str, int]:
-        rows = self._db.execute(
-            f"SELECT DISTINCT sha256, size FROM artifacts WHERE sha256 IN ({', '.join('?' * len(page))})", page
-        )
+        rows = self._db.execute("SELECT DISTINCT sha256, size FROM artifacts WHERE sha256 IN :shas", {"shas": page})
         return dict(rows.fetchall())
 
     async def conflicts(self, targets: list[tuple[str, str, str]]) -> list[str]:

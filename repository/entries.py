@@ -82,6 +82,17 @@ class Listing:
 ARTIFACT_COLUMNS = (
     "repo, path, sha256, sha1, md5, size, mime_type, created, created_by, modified, modified_by, owner, properties"
 )
+# The columns of ``Artifact.row()``, in its order.
+ROW_COLUMNS = (
+    "repo", "path", "folder", "name", "sha256", "sha1", "md5", "size", "mime_type",
+    "created", "created_by", "modified", "modified_by", "owner", "properties",
+)  # fmt: skip
+
+
+def insert_artifacts(*extra: str) -> str:
+    """``INSERT INTO artifacts`` of an ``Artifact.row()`` (and the ``extra`` columns), named parameters."""
+    columns = (*ROW_COLUMNS, *extra)
+    return f"INSERT INTO artifacts ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
 
 
 def artifact_of(row: tuple[Any, ...]) -> Artifact:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import uuid
 
-import sqlite_utils
-
 from .catalog import now_ms
 from .db import Database
+from .sql import Sql
 
 
 class Leases:
@@ -21,7 +20,7 @@ class Leases:
         self.holder = holder or uuid.uuid4().hex
 
     @property
-    def _db(self) -> sqlite_utils.Database:
+    def _db(self) -> Sql:
         return self._database.db
 
     async def take(self, name: str, seconds: float) -> bool:
@@ -29,26 +28,29 @@ class Leases:
         return await self._database.run(self._take, name, int(seconds * 1000))
 
     def _take(self, name: str, ms: int) -> bool:
+        """One statement, which answers a row only when it took or renewed the lease: of processes
+        taking it at once (on PostgreSQL, replicas on other machines), exactly one gets it."""
         now = now_ms()
-        self._db.execute(
-            "INSERT INTO leases (name, holder, expires) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
-            " holder = excluded.holder, expires = excluded.expires"
-            " WHERE leases.holder = excluded.holder OR leases.expires <= ?",
-            [name, self.holder, now + ms, now],
-        )
-        row = self._db.execute("SELECT holder FROM leases WHERE name = ?", [name]).fetchone()
-        return row is not None and row[0] == self.holder
+        taken = self._db.execute(
+            "INSERT INTO leases (name, holder, expires) VALUES (:name, :holder, :expires) ON CONFLICT (name)"
+            " DO UPDATE SET holder = excluded.holder, expires = excluded.expires"
+            " WHERE leases.holder = excluded.holder OR leases.expires <= :now RETURNING holder",
+            {"name": name, "holder": self.holder, "expires": now + ms, "now": now},
+        ).fetchone()
+        return taken is not None
 
     async def give_back(self, name: str) -> None:
         await self._database.run(
-            self._db.execute, "DELETE FROM leases WHERE name = ? AND holder = ?", [name, self.holder]
+            self._db.execute,
+            "DELETE FROM leases WHERE name = :name AND holder = :holder",
+            {"name": name, "holder": self.holder},
         )
 
     async def holder_of(self, name: str) -> str | None:
         """The holder of an unexpired lease ``name``, or None."""
         row = await self._database.run(
             lambda: self._db.execute(
-                "SELECT holder FROM leases WHERE name = ? AND expires > ?", [name, now_ms()]
+                "SELECT holder FROM leases WHERE name = :name AND expires > :now", {"name": name, "now": now_ms()}
             ).fetchone()
         )
         return None if row is None else str(row[0])

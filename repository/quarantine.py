@@ -18,10 +18,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import sqlite_utils
-
 from .db import Database
 from .errors import Conflict
+from .sql import Sql
 
 REFRESH_SECONDS = 2.0
 
@@ -64,7 +63,7 @@ class Quarantine:
         database.copies.register(self._forget)  # another process quarantined or restored a blob
 
     @property
-    def _db(self) -> sqlite_utils.Database:
+    def _db(self) -> Sql:
         return self._database.db
 
     async def among(self, sha256s: Iterable[str]) -> set[str]:
@@ -90,7 +89,8 @@ class Quarantine:
     async def get(self, sha256: str) -> QuarantinedBlob | None:
         row = await self._database.run(
             lambda: self._db.execute(
-                "SELECT sha256, size, found, reason, location FROM quarantine WHERE sha256 = ?", [sha256]
+                "SELECT sha256, size, found, reason, location FROM quarantine WHERE sha256 = :sha256",
+                {"sha256": sha256},
             ).fetchone()
         )
         return QuarantinedBlob(*row) if row else None
@@ -110,8 +110,10 @@ class Quarantine:
     async def add(self, blob: QuarantinedBlob) -> None:
         await self._database.run(
             self._db.execute,
-            "INSERT OR REPLACE INTO quarantine (sha256, size, found, reason, location) VALUES (?, ?, ?, ?, ?)",
-            [blob.sha256, blob.size, blob.found, blob.reason, blob.location],
+            "INSERT INTO quarantine (sha256, size, found, reason, location)"
+            " VALUES (:sha256, :size, :found, :reason, :location) ON CONFLICT (sha256) DO UPDATE SET"
+            " size = excluded.size, found = excluded.found, reason = excluded.reason, location = excluded.location",
+            blob.as_json(),
         )
         self._database.changed()
         await self._reload()
@@ -121,8 +123,7 @@ class Quarantine:
         stored again); answers which. Costs a database write only when one of them was."""
         freed = sorted(await self.among(sha256s))
         if freed:
-            marks = ", ".join("?" * len(freed))
-            await self._database.run(self._db.execute, f"DELETE FROM quarantine WHERE sha256 IN ({marks})", freed)
+            await self._database.run(self._db.execute, "DELETE FROM quarantine WHERE sha256 IN :shas", {"shas": freed})
             self._database.changed()
             await self._reload()
         return freed
@@ -131,7 +132,7 @@ class Quarantine:
         """Every ``(repo, path)`` whose index entry names the blob."""
         rows = await self._database.run(
             lambda: self._db.execute(
-                "SELECT repo, path FROM artifacts WHERE sha256 = ? ORDER BY repo, path", [sha256]
+                "SELECT repo, path FROM artifacts WHERE sha256 = :sha256 ORDER BY repo, path", {"sha256": sha256}
             ).fetchall()
         )
         return [(r[0], r[1]) for r in rows]

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-import sqlite_utils
-
 from .db import Database
+from .sql import Sql
 
 
 class BlobSource(Protocol):
@@ -32,7 +31,7 @@ class CatalogBlobs:
         self._database = database
 
     @property
-    def _db(self) -> sqlite_utils.Database:
+    def _db(self) -> Sql:
         return self._database.db
 
     async def blobs_after(self, after: str, limit: int) -> list[tuple[str, int]]:
@@ -40,8 +39,8 @@ class CatalogBlobs:
             lambda: [
                 (r[0], r[1])
                 for r in self._db.execute(
-                    "SELECT DISTINCT sha256, size FROM artifacts WHERE sha256 > ? ORDER BY sha256 LIMIT ?",
-                    [after, limit],
+                    "SELECT DISTINCT sha256, size FROM artifacts WHERE sha256 > :after ORDER BY sha256 LIMIT :limit",
+                    {"after": after, "limit": limit},
                 )
             ]
         )
@@ -49,7 +48,10 @@ class CatalogBlobs:
     async def references(self, sha256: str) -> bool:
         return await self._database.run(
             lambda: (
-                self._db.execute("SELECT 1 FROM artifacts WHERE sha256 = ? LIMIT 1", [sha256]).fetchone() is not None
+                self._db.execute(
+                    "SELECT 1 FROM artifacts WHERE sha256 = :sha256 LIMIT 1", {"sha256": sha256}
+                ).fetchone()
+                is not None
             )
         )
 
@@ -78,7 +80,7 @@ class ScrubStore:
         self._database = database
 
     @property
-    def _db(self) -> sqlite_utils.Database:
+    def _db(self) -> Sql:
         return self._database.db
 
     async def progress(self) -> ScrubProgress:
@@ -94,9 +96,9 @@ class ScrubStore:
     def _begin(self, now: int) -> ScrubProgress:
         with self._db.atomic():
             self._db.execute(
-                "UPDATE scrub_state SET started = ?, cursor = '', blobs = 0, bytes = 0, quarantined = 0"
+                "UPDATE scrub_state SET started = :now, cursor = '', blobs = 0, bytes = 0, quarantined = 0"
                 " WHERE id = 1 AND started IS NULL",
-                [now],
+                {"now": now},
             )
             return self._progress()
 
@@ -104,9 +106,9 @@ class ScrubStore:
         """Record a page of the pass checked, up to ``cursor``."""
         await self._database.run(
             self._db.execute,
-            "UPDATE scrub_state SET cursor = ?, blobs = blobs + ?, bytes = bytes + ?, quarantined = quarantined + ?"
-            " WHERE id = 1",
-            [cursor, blobs, size, quarantined],
+            "UPDATE scrub_state SET cursor = :cursor, blobs = blobs + :blobs, bytes = bytes + :size,"
+            " quarantined = quarantined + :quarantined WHERE id = 1",
+            {"cursor": cursor, "blobs": blobs, "size": size, "quarantined": quarantined},
         )
 
     async def finish(self, now: int) -> ScrubProgress:
@@ -115,9 +117,9 @@ class ScrubStore:
     def _finish(self, now: int) -> ScrubProgress:
         with self._db.atomic():
             self._db.execute(
-                "UPDATE scrub_state SET last_started = started, last_finished = ?, last_blobs = blobs,"
+                "UPDATE scrub_state SET last_started = started, last_finished = :now, last_blobs = blobs,"
                 " last_bytes = bytes, last_quarantined = quarantined, started = NULL, cursor = '',"
                 " blobs = 0, bytes = 0, quarantined = 0 WHERE id = 1",
-                [now],
+                {"now": now},
             )
             return self._progress()

@@ -105,8 +105,16 @@ class TokenStore:
     def _insert(self, info: TokenInfo, token_hash: str) -> None:
         self._database.db.execute(
             "INSERT INTO tokens (id, token_hash, role, subject, description, created, expires)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [info.id, token_hash, info.role.value, info.subject, info.description, info.created, info.expires],
+            " VALUES (:id, :token_hash, :role, :subject, :description, :created, :expires)",
+            {
+                "id": info.id,
+                "token_hash": token_hash,
+                "role": info.role.value,
+                "subject": info.subject,
+                "description": info.description,
+                "created": info.created,
+                "expires": info.expires,
+            },
         )
 
     async def resolve(self, secret: str) -> Principal | None:
@@ -119,8 +127,8 @@ class TokenStore:
             changes = self._changes
             row = await self._database.run(
                 lambda: self._database.db.execute(
-                    "SELECT id, subject, role, expires FROM tokens WHERE token_hash = ? AND revoked IS NULL",
-                    [token_hash],
+                    "SELECT id, subject, role, expires FROM tokens WHERE token_hash = :hash AND revoked IS NULL",
+                    {"hash": token_hash},
                 ).fetchone()
             )
             if row is None:
@@ -137,8 +145,8 @@ class TokenStore:
         self._forget()
         cursor = await self._database.run(
             self._database.db.execute,
-            "UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL",
-            [now_ms(), token_id],
+            "UPDATE tokens SET revoked = :now WHERE id = :id AND revoked IS NULL",
+            {"now": now_ms(), "id": token_id},
         )
         self._database.changed()
         return cursor.rowcount > 0
@@ -148,8 +156,8 @@ class TokenStore:
         self._forget()
         cursor = await self._database.run(
             self._database.db.execute,
-            "UPDATE tokens SET revoked = ? WHERE subject = ? AND revoked IS NULL",
-            [now_ms(), subject],
+            "UPDATE tokens SET revoked = :now WHERE subject = :subject AND revoked IS NULL",
+            {"now": now_ms(), "subject": subject},
         )
         self._database.changed()
         return int(cursor.rowcount)
@@ -161,7 +169,7 @@ class TokenStore:
     async def list(self) -> list[TokenInfo]:
         rows = await self._database.run(
             lambda: self._database.db.execute(
-                "SELECT id, role, subject, description, created, expires, revoked FROM tokens ORDER BY created"
+                "SELECT id, role, subject, description, created, expires, revoked FROM tokens ORDER BY created, id"
             ).fetchall()
         )
         return [TokenInfo(r[0], Role(r[1]), *r[2:]) for r in rows]

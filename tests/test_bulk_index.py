@@ -1,8 +1,9 @@
-"""Changes of many index entries a page at a time (``repository.bulk``): readers see all of a
-bundle or none of it, at every page, and after a restart in the middle."""
+"""Changes of many index entries a page at a time (``repository.bulk``), on both engines:
+readers see all of a bundle or none of it, at every page, and after a restart in the middle."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -32,8 +33,8 @@ def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bulk, "PAGE", PAGE)
 
 
-async def open_catalog(path: Path) -> tuple[Database, Catalog]:
-    db = Database(path)
+async def open_catalog(target: str, local_dir: Path) -> tuple[Database, Catalog]:
+    db = Database(target, local_dir=local_dir)
     await db.open(catalog_migrations)
     catalog = Catalog(db)
     await catalog.ensure_repo(Repo("r"))
@@ -41,8 +42,16 @@ async def open_catalog(path: Path) -> tuple[Database, Catalog]:
 
 
 @pytest.fixture
-async def catalog(tmp_path: Path) -> AsyncIterator[Catalog]:
-    db, cat = await open_catalog(tmp_path / "catalog.db")
+async def catalog(db_target: str, tmp_path: Path) -> AsyncIterator[Catalog]:
+    db, cat = await open_catalog(db_target, tmp_path / "local")
+    yield cat
+    await db.close()
+
+
+@pytest.fixture
+async def replica(db_target: str, tmp_path: Path, catalog: Catalog) -> AsyncIterator[Catalog]:
+    """The same catalog as another process serves it (on PostgreSQL, a replica on another machine)."""
+    db, cat = await open_catalog(db_target, tmp_path / "replica")
     yield cat
     await db.close()
 
@@ -123,9 +132,9 @@ async def test_writers_respect_the_paths_a_publish_in_progress_holds(catalog: Ca
 
 @pytest.mark.parametrize("pages_done", [0, 1, 2])
 async def test_a_publish_cut_short_by_a_restart_shows_nothing_and_is_removed_whole(
-    tmp_path: Path, pages_done: int
+    db_target: str, tmp_path: Path, pages_done: int
 ) -> None:
-    db, catalog = await open_catalog(tmp_path / "c.db")
+    db, catalog = await open_catalog(db_target, tmp_path / "local")
     await catalog.put_artifact(artifact("app/d0/kept.bin", repo="r", owner="upload"))
     before = await index_rows(catalog)
     entries = files(3 * PAGE)
@@ -134,7 +143,7 @@ async def test_a_publish_cut_short_by_a_restart_shows_nothing_and_is_removed_who
         await catalog.bulk.publish_page("k1", page)
     await db.close()  # the process stops here
 
-    db, catalog = await open_catalog(tmp_path / "c.db")
+    db, catalog = await open_catalog(db_target, tmp_path / "local")
     assert await seen(catalog, entries) == none_seen()
     [change] = await catalog.bulk.changes()
     assert (change.key, change.owner, change.action) == ("k1", OWNER, "publish")
@@ -165,8 +174,10 @@ async def test_the_same_bytes_published_again_keep_their_entry_visible_throughou
     assert await seen(catalog, first) == all_seen(len(first)), "abandoning the second keeps the first's"
 
 
-async def test_an_unpublish_hides_every_entry_at_once_and_a_restart_keeps_them_hidden(tmp_path: Path) -> None:
-    db, catalog = await open_catalog(tmp_path / "c.db")
+async def test_an_unpublish_hides_every_entry_at_once_and_a_restart_keeps_them_hidden(
+    db_target: str, tmp_path: Path
+) -> None:
+    db, catalog = await open_catalog(db_target, tmp_path / "local")
     entries = files(3 * PAGE + 1)
     other = artifact("app/other.bin", repo="r", sha="e" * 64, owner="upload")
     await catalog.put_artifact(other)
@@ -184,7 +195,7 @@ async def test_an_unpublish_hides_every_entry_at_once_and_a_restart_keeps_them_h
     await catalog.bulk.remove_page(OWNER, [(a.repo, a.path) for a in rest[:PAGE]])
     await db.close()  # the process stops here
 
-    db, catalog = await open_catalog(tmp_path / "c.db")
+    db, catalog = await open_catalog(db_target, tmp_path / "local")
     assert sum([await catalog.get_artifact(a.repo, a.path) is not None for a in rest]) == 0
     for page in bulk.pages(rest[PAGE:]):
         removed = await catalog.bulk.remove_page(OWNER, [(a.repo, a.path) for a in page])
@@ -201,3 +212,61 @@ async def test_a_hidden_entry_is_not_served_from_the_cache(catalog: Catalog) -> 
     assert await catalog.get_artifact(entries[0].repo, entries[0].path) is not None
     await catalog.bulk.begin_unpublish("k4", OWNER)
     assert await catalog.get_artifact(entries[0].repo, entries[0].path) is None
+
+
+async def test_replicas_publishing_other_bytes_at_the_same_paths_at_once_let_exactly_one_win(
+    catalog: Catalog, replica: Catalog
+) -> None:
+    """Each checks the paths, then writes them: the one that loses the race is refused (409) and
+    removes what it indexed, whichever engine decides who lost."""
+    mine = files(3 * PAGE + 1)
+    theirs = [replace(a, sha256=f"f{i:063x}", owner="bundle:other/1.0") for i, a in enumerate(mine)]
+    results = await asyncio.gather(
+        catalog.publish(mine, [Repo("bundles")]), replica.publish(theirs, [Repo("bundles")]), return_exceptions=True
+    )
+    assert sorted(isinstance(r, Conflict) for r in results) == [False, True], results
+    winner = mine if results[0] is None else theirs
+    for reader in (catalog, replica):
+        assert await seen(reader, winner) == all_seen(len(winner))
+        assert [a async for a in reader.walk_files("bundles", "")] == sorted(winner, key=lambda a: a.path)
+    assert [row for row in await index_rows(catalog) if row[0] in ("file", "change")] == sorted(
+        ("file", f"bundles/{a.path}", winner[0].owner) for a in winner
+    )
+
+
+async def test_replicas_publishing_the_same_bundle_at_once_both_succeed_and_index_each_entry_once(
+    catalog: Catalog, replica: Catalog
+) -> None:
+    entries = files(3 * PAGE + 1)
+    await asyncio.gather(catalog.publish(entries, [Repo("bundles")]), replica.publish(entries, [Repo("bundles")]))
+    for reader in (catalog, replica):
+        assert await seen(reader, entries) == all_seen(len(entries))
+    stored = await index_rows(catalog)
+    assert [row for row in stored if row[0] in ("file", "change")] == sorted(
+        ("file", f"bundles/{a.path}", OWNER) for a in entries
+    )
+    assert [row[1] for row in stored if row[0] == "repo"] == ["bundles", "r"]
+
+
+async def test_replicas_publishing_different_bundles_while_files_are_uploaded_index_every_one(
+    catalog: Catalog, replica: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changes of unrelated paths, side by side in the tables, never refuse each other, however
+    many run at once (on PostgreSQL they would take each other for races, run again and again,
+    and give up)."""
+    monkeypatch.setattr(bulk, "PAGE", 1000)  # pages of the real size
+    bundles = [
+        [artifact(f"{name}/d{i // 1000}/f{i:04d}.bin", sha=f"{n}{i:063x}", owner=f"bundle:{name}") for i in range(5000)]
+        for n, name in enumerate(["app/1.0", "lib/2.0"])
+    ]
+    uploads = [artifact(f"up/{i:03d}.bin", sha="e" * 64, owner="upload") for i in range(200)]
+    await asyncio.gather(
+        catalog.publish(bundles[0], [Repo("bundles")]),
+        replica.publish(bundles[1], [Repo("bundles")]),
+        *(writer.put_artifact(a) for writer, a in zip([catalog, replica] * 100, uploads, strict=True)),
+    )
+    for reader in (catalog, replica):
+        assert [a.path async for a in reader.walk_files("bundles", "")] == sorted(
+            a.path for a in bundles[0] + bundles[1] + uploads
+        )
+        assert [a.path async for a in reader.walk_files("bundles", "up")] == [a.path for a in uploads]

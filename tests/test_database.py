@@ -35,6 +35,15 @@ async def database(tmp_path: Path) -> AsyncIterator[Database]:
     await db.close()
 
 
+@pytest.fixture
+async def catalog_database(db_target: str, tmp_path: Path) -> AsyncIterator[Database]:
+    """The catalog's database, on either engine."""
+    db = Database(db_target, local_dir=tmp_path / "local")
+    await db.open(catalog_migrations)
+    yield db
+    await db.close()
+
+
 @asynccontextmanager
 async def writer_held(db: Database) -> AsyncIterator[asyncio.Future[Any]]:
     """The writer thread busy (a page of a bundle, a bulk load) until the block ends."""
@@ -52,11 +61,11 @@ async def answered(read: Callable[[], Awaitable[Any]]) -> Any:
     return await asyncio.wait_for(read(), 10)
 
 
-async def test_catalog_reads_are_answered_while_the_writer_is_busy(database: Database) -> None:
-    catalog = Catalog(database)
+async def test_catalog_reads_are_answered_while_the_writer_is_busy(catalog_database: Database) -> None:
+    catalog = Catalog(catalog_database)
     await catalog.ensure_repo(Repo("r"))
     await catalog.put_artifact(artifact("a/b.bin"))
-    async with writer_held(database) as busy:
+    async with writer_held(catalog_database) as busy:
         assert await answered(lambda: catalog.get_artifact("r", "a/b.bin")) == artifact("a/b.bin")
         assert [f.path for f in (await answered(lambda: catalog.children("r", "a"))).files] == ["a/b.bin"]
         assert await answered(lambda: catalog.get_folder("r", "a")) is not None

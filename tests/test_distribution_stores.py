@@ -4,6 +4,7 @@ PostgreSQL (``db_target``)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 from distribution import bundle_store
 from distribution.bundle_store import Bundle, BundleArtifact, BundleBlob, BundleStore, ServiceBlobs, TargetTaken
 from distribution.edges import Edge, EdgeStore
-from distribution.jobs import ABORTED, COMPLETED, DELETE, DISTRIBUTE, FAILED, IN_PROGRESS, IN_QUEUE, JobStore
+from distribution.jobs import ABORTED, COMPLETED, DELETE, DISTRIBUTE, FAILED, IN_PROGRESS, IN_QUEUE, Job, JobStore
 from distribution.schema import distribution_migrations
 from repository.db import Database
 from repository.errors import Conflict, NotFound
@@ -195,27 +196,91 @@ async def test_a_distribution_is_made_once_with_a_job_per_edge_and_counted_per_b
     assert pending.keys() == {"a-edge", "b-edge"} and pending["b-edge"][0] == 2
 
 
+LEASE = 60_000
+
+
+def keys_of(jobs: list[Job]) -> list[tuple[int, str]]:
+    return [j.key for j in jobs]
+
+
 async def test_jobs_run_update_and_finish_and_an_abort_wins_over_them(database: Database) -> None:
-    jobs = JobStore(database)
+    jobs = JobStore(database, holder="replica-a")
     await BundleStore(database).commit_staged(bundle(), "t", replace=False)
     dist_id, _ = await jobs.create(DISTRIBUTE, "app", "1.0", (), [edge("e1"), edge("e2")], (1, 1))
-    runnable = await jobs.runnable(set(), 4)
-    assert [j.key for j in runnable] == [(dist_id, "e1"), (dist_id, "e2")]
-    assert [j.key for j in await jobs.runnable({"e1"}, 4)] == [(dist_id, "e2")]
-    assert await jobs.update((dist_id, "e1"), state=IN_PROGRESS, transaction_id="tx", distributed_files=1) is True
-    job = await jobs.job((dist_id, "e1"))
+    e1, e2 = (dist_id, "e1"), (dist_id, "e2")
+    assert keys_of(await jobs.claim({"e1"}, 4, LEASE)) == [e2]  # an edge busy here is skipped
+    assert keys_of(await jobs.claim(set(), 4, LEASE)) == [e1]
+    assert await jobs.claim(set(), 4, LEASE) == []  # leased: nobody takes them again
+    assert await jobs.update(e1, state=IN_PROGRESS, transaction_id="tx", distributed_files=1) is True
+    job = await jobs.job(e1)
     assert job is not None and (job.state, job.transaction_id, job.distributed_files) == (IN_PROGRESS, "tx", 1)
-    assert await jobs.update((dist_id, "e1"), next_attempt=2**62) is True
-    assert [j.edge for j in await jobs.runnable(set(), 4)] == ["e2"]
-    assert await jobs.finish((dist_id, "e1"), COMPLETED) is None  # e2 still runs
-    assert await jobs.update((dist_id, "e1"), state=IN_PROGRESS) is False  # finished: stays so
+    assert await jobs.finish(e1, COMPLETED) is None  # e2 still runs
+    assert await jobs.update(e1, state=IN_PROGRESS) is False  # finished: stays so
+    assert await jobs.update(e2, next_attempt=2**62) is True
+    await jobs.release(e2)
+    assert await jobs.claim(set(), 4, LEASE) == []  # e2 waits for its next attempt
     assert await jobs.holders("app", "1.0") == [("e1", "jfrt@e1")]
-    assert [j.key for j in await jobs.abort("app", "1.0")] == [(dist_id, "e2")]
+    assert [j.key for j in await jobs.abort("app", "1.0")] == [e2]
     found = await jobs.get("app", "1.0", dist_id)
     assert found is not None and found.finished is not None and found.status == FAILED
     assert [(j.state, j.general_error) for j in found.jobs] == [(COMPLETED, ""), (FAILED, ABORTED)]
-    assert await jobs.finish((dist_id, "e2"), COMPLETED) is None  # aborted first: the abort stands
+    assert await jobs.finish(e2, COMPLETED) is None  # aborted first: the abort stands
     assert await jobs.abort("app", "1.0") == []
+
+
+async def test_replicas_share_the_queue_one_job_per_edge_and_only_the_lease_holder_writes(
+    database: Database,
+) -> None:
+    a, b = JobStore(database, holder="replica-a"), JobStore(database, holder="replica-b")
+    await BundleStore(database).commit_staged(bundle(), "t", replace=False)
+    first, _ = await a.create(DISTRIBUTE, "app", "1.0", (), [edge("e1")], (1, 1))
+    second, _ = await a.create(DISTRIBUTE, "app", "1.0", (), [edge("e1"), edge("e2")], (1, 1))
+    assert keys_of(await a.claim(set(), 1, LEASE)) == [(first, "e1")]
+    assert keys_of(await b.claim(set(), 4, LEASE)) == [(second, "e2")]  # e1 runs on a: not a second job there
+    assert await b.update((first, "e1"), state=IN_PROGRESS) is False
+    assert await b.finish((first, "e1"), FAILED, "not mine") is None
+    assert await a.renew([(first, "e1"), (second, "e2")], LEASE) == {(first, "e1")}
+    assert await a.finish((first, "e1"), COMPLETED) is not None  # its distribution is done
+    assert keys_of(await b.claim(set(), 4, LEASE)) == [(second, "e1")]  # e1 is free again
+    assert await b.release_all() == 2
+    assert keys_of(await a.claim(set(), 4, LEASE)) == [(second, "e1"), (second, "e2")]
+
+
+async def test_a_lease_not_renewed_in_time_goes_to_another_replica_and_the_first_can_no_longer_write(
+    database: Database,
+) -> None:
+    a, b = JobStore(database, holder="replica-a"), JobStore(database, holder="replica-b")
+    await BundleStore(database).commit_staged(bundle(), "t", replace=False)
+    dist_id, _ = await a.create(DISTRIBUTE, "app", "1.0", (), [edge("e1")], (1, 1))
+    assert keys_of(await a.claim(set(), 4, lease_ms=1)) == [(dist_id, "e1")]
+    for _ in range(1000):  # a hang guard: the lease ends a millisecond later
+        if taken := await b.claim(set(), 4, LEASE):
+            break
+    assert keys_of(taken) == [(dist_id, "e1")]
+    assert await a.renew([(dist_id, "e1")], LEASE) == set()
+    assert await a.update((dist_id, "e1"), distributed_files=1) is False
+    assert await b.update((dist_id, "e1"), distributed_files=1) is True
+
+
+async def test_replicas_claiming_at_once_take_each_job_once_and_never_two_on_one_edge(
+    db_target: str, tmp_path: Path
+) -> None:
+    replicas = [Database(db_target, local_dir=tmp_path / f"r{n}") for n in range(3)]
+    for db in replicas:
+        await db.open(catalog_migrations, distribution_migrations)
+    try:
+        await BundleStore(replicas[0]).commit_staged(bundle(), "t", replace=False)
+        edges = [edge(f"e{n}") for n in range(6)]
+        for _ in range(3):
+            await JobStore(replicas[0]).create(DISTRIBUTE, "app", "1.0", (), edges, (1, 1))
+        stores = [JobStore(db, holder=f"replica-{n}") for n, db in enumerate(replicas)]
+        claimed = await asyncio.gather(*(store.claim(set(), 2, LEASE) for store in stores * 2))
+        taken = [job.key for batch in claimed for job in batch]
+        assert len(taken) == len(set(taken)) == 6  # every edge has one job running, taken once
+        assert sorted(edge for _, edge in taken) == [e.name for e in edges]
+    finally:
+        for db in replicas:
+            await db.close()
 
 
 async def test_the_last_finished_job_closes_its_distribution_and_a_removal_unholds(database: Database) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,20 @@ from distribution.settings import load_distribution_settings
 from edge.app import create_app
 from edge.settings import load_edge_settings
 from repository import scrub
+from repository.artifacts import ArtifactService
+from repository.catalog import Catalog, Repo
+from repository.db import Database
 from repository.http import keys
 from repository.http.scrub_api import scrubber_key
 from repository.http.setup import database
 from repository.leases import Leases
-from repository.quarantine import QuarantinedBlob
-from repository.scrub import LEASE, Pacer
+from repository.policy import ArtifactPolicy
+from repository.quarantine import Quarantine, QuarantinedBlob
+from repository.schema import catalog_migrations
+from repository.scrub import LEASE, Pacer, Scrubber
+from repository.scrub_store import CatalogBlobs, ScrubStore
 from repository.settings import DAY, MIN_SCRUB_RATE, ScrubSettings, SettingsError
+from storage_backends import create_backend
 from tests.conftest import UPLOADS, admin, error_of, make_settings, storage_settings, upload
 
 QUIET = ScrubSettings(enabled=False, rate=1024**3)  # passes only when asked, at full speed
@@ -180,3 +188,49 @@ async def test_a_blob_held_back_although_its_right_bytes_are_stored_is_served_ag
     assert await node.server.app[scrubber_key].run_pass()
     resp = await node.get(f"/artifactory/{UPLOADS}/back.txt")
     assert resp.status == 200 and await resp.read() == data
+
+
+async def _body(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def test_a_pass_on_either_engine_quarantines_rotten_bytes_and_runs_in_one_replica_at_a_time(
+    db_target: str, tmp_path: Path
+) -> None:
+    """The scrub's stores (its progress, the lease, the quarantine, the blobs to check) on sqlite
+    and on a PostgreSQL that two replicas share."""
+    storage = create_backend("local", {"root": str(tmp_path / "blobs")})
+    await storage.open()
+    nodes = [Database(db_target, local_dir=tmp_path / name) for name in ("one", "two")]
+    for db in nodes:
+        await db.open(catalog_migrations)
+    one, two = (
+        Scrubber(
+            ArtifactService(Catalog(db), storage, ArtifactPolicy("node", "1", 1 << 20), Quarantine(db)),
+            ScrubStore(db), Leases(db), CatalogBlobs(db), QUIET,
+        )
+        for db in nodes
+    )  # fmt: skip
+    try:
+        await one.artifacts.catalog.ensure_repo(Repo("r"))
+        files = {f"f{i}.bin": f"bytes of file {i}".encode() for i in range(4)}
+        for path, data in files.items():
+            await one.artifacts.deploy("r", path, _body(data), expected={}, declared_size=None, user="u")
+        rotten = hashlib.sha256(files["f2.bin"]).hexdigest()
+        blob = storage.blob_path(rotten)  # type: ignore[attr-defined]
+        os.chmod(blob, 0o600)
+        blob.write_bytes(b"X" * len(files["f2.bin"]))
+
+        assert await two.leases.take(LEASE, 60)
+        assert await one.run_pass() is False, "the other replica holds the pass"
+        await two.leases.give_back(LEASE)
+        assert await one.run_pass() is True
+        done = await two.progress()
+        assert (done.started, done.last_blobs, done.last_quarantined) == (None, 4, 1)
+        assert [b.sha256 for b in await two.artifacts.quarantined.blobs()] == [rotten]
+        assert await two.artifacts.quarantined.paths(rotten) == [("r", "f2.bin")]
+        assert await two.leases.take(LEASE, 60), "the pass gave the lease back"
+    finally:
+        for db in nodes:
+            await db.close()
+        await storage.close()
