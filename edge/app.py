@@ -28,6 +28,7 @@ from .raw_body import Receivers, close_after_raw_body
 from .routes import setup_routes
 from .schema import edge_migrations
 from .settings import EdgeSettings
+from .shared_staging import staging_for
 from .staging import Staging
 from .store import EdgeStore
 from .transactions import Transactions
@@ -93,7 +94,7 @@ async def transactions_ctx(app: web.Application) -> AsyncIterator[None]:
         store,
         app[trusted_keys_key],
         app[core.artifacts],
-        Staging(settings.staging_dir),
+        staging_for(Staging(settings.staging_dir), app[core.artifacts].storage, app[database]),
         settings.transaction_ttl,
         Receivers(),
         UploadPace(settings.upload_min_rate, settings.upload_rate_window, settings.upload_deadline),

@@ -24,7 +24,7 @@ from wire.protocol import RECEIVED_BYTES
 
 from .pace import PaceGuard, UploadTooSlow
 from .raw_body import RawBody, Receivers
-from .staging import IO_CHUNK, IO_PIECES, StagedFile
+from .staging import IO_CHUNK, IO_PIECES, StagedBytes
 
 # sha256s named in one error message, at most
 LISTED_IN_ERRORS = 10
@@ -165,7 +165,7 @@ def resume_offset(content_range: tuple[int, int, int] | None, size: int, declare
     return first
 
 
-async def append_all(staged: StagedFile, chunks: AsyncIterator[bytes], size: int, guard: PaceGuard) -> None:
+async def append_all(staged: StagedBytes, chunks: AsyncIterator[bytes], size: int, guard: PaceGuard) -> None:
     """Write the body into ``staged`` a megabyte at a time from a thread; more than ``size``
     bytes in all is refused, and so is a body slower than ``guard`` allows (only the reads
     are timed out, never a write in progress). What arrived before a dropped connection is
@@ -192,7 +192,7 @@ async def append_all(staged: StagedFile, chunks: AsyncIterator[bytes], size: int
 
 
 async def receive_raw(
-    staged: StagedFile, body: RawBody, guard: PaceGuard, receivers: Receivers, upload: Upload
+    staged: StagedBytes, body: RawBody, guard: PaceGuard, receivers: Receivers, upload: Upload
 ) -> None:
     """Stage a body taken from aiohttp (edge/raw_body.py): what aiohttp had read, then the rest
     straight from the socket in a worker thread. A cancelled or stopped upload stops the thread

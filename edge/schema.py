@@ -271,7 +271,45 @@ def m007_audit_packed_addresses(db: Database) -> None:
 
 
 @edge_migrations()
-def m008_manifest_chunks(db: Database) -> None:
+def m008_staged_chunks(db: Database) -> None:
+    db.executescript(
+        """
+        -- Where the bytes of a blob still arriving lie, when they are staged in a blob store every
+        -- replica shares (edge/shared_staging.py): one row per chunk stored, in the order of the
+        -- blob. Their sizes add up to the bytes received, which any replica answers and resumes
+        -- from. No reference to transactions: a chunk's row may outlive its transaction's row
+        -- for as long as freeing its objects takes.
+        CREATE TABLE staged_chunks (
+            transaction_id TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            first_byte INTEGER NOT NULL,      -- where the chunk starts in the blob
+            size INTEGER NOT NULL,
+            name TEXT NOT NULL,               -- the chunk's name in the store's staging area
+            etag TEXT NOT NULL,               -- the store's tag of the bytes it holds
+            PRIMARY KEY (transaction_id, sha256, first_byte)
+        ) WITHOUT ROWID;
+        """
+    )
+
+
+@edge_migrations()
+def m009_trusted_key_material(db: Database) -> None:
+    db.executescript(
+        """
+        -- The public key each trusted fingerprint stands for, as the edge holds it after its
+        -- last import (revocations and expiry merged): replicas of an edge each have a GnuPG
+        -- home of their own, and import from here the keys an alias names that theirs lacks.
+        CREATE TABLE trusted_key_material (
+            fingerprint TEXT PRIMARY KEY,
+            public_key TEXT NOT NULL,
+            updated INTEGER NOT NULL
+        );
+        """
+    )
+
+
+@edge_migrations()
+def m010_manifest_chunks(db: Database) -> None:
     db.executescript(
         """
         -- A manifest as rows of at most a MiB each, in order (seq 0, 1, ...): written and read a
@@ -293,22 +331,6 @@ def m008_manifest_chunks(db: Database) -> None:
         SELECT c.transaction_id, c.seq, substr(m.manifest, c.seq * 1048576 + 1, 1048576)
         FROM chunks c JOIN transaction_manifests m ON m.transaction_id = c.transaction_id;
         DROP TABLE transaction_manifests;
-        """
-    )
-
-
-@edge_migrations()
-def m009_trusted_key_material(db: Database) -> None:
-    db.executescript(
-        """
-        -- The public key each trusted fingerprint stands for, as the edge holds it after its
-        -- last import (revocations and expiry merged): replicas of an edge each have a GnuPG
-        -- home of their own, and import from here the keys an alias names that theirs lacks.
-        CREATE TABLE trusted_key_material (
-            fingerprint TEXT PRIMARY KEY,
-            public_key TEXT NOT NULL,
-            updated INTEGER NOT NULL
-        );
         """
     )
 

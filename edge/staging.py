@@ -11,6 +11,10 @@ before its commit anyway (it is fsynced); through the page cache that costs a co
 freshly allocated cache pages and a writeback of them, which on the edges measured was
 the largest single cost of receiving a blob, larger than hashing it (bench/distribute.py).
 Reading a blob back later goes through the page cache as usual.
+
+On a blob store that several machines share (S3), blobs are staged in the store itself
+instead, so that any replica can continue them (edge/shared_staging.py); the manifests of
+starts (``scratch``) stay here.
 """
 
 from __future__ import annotations
@@ -75,16 +79,95 @@ def set_direct(fd: int, on: bool) -> bool:
     return True
 
 
-class StagedFile:
-    """A ``.part`` file opened for appending, with the sha256 of everything in it so far.
+class StagedBytes:
+    """A blob's bytes on their way into staging, with the sha256 of everything added so far.
 
-    Bytes gather in one page-aligned buffer of ``DIRECT_BUFFER`` bytes, copied there from a
-    body's chunks (``append``) or received straight into it from a socket (``receive``); a
-    full buffer is hashed and written in one call, with direct I/O where the filesystem has
-    it. ``sha256()`` and the file hold every byte once ``close`` has written the rest.
+    Bytes gather in one buffer of ``capacity`` bytes, copied there from a body's chunks
+    (``append``) or received straight into it from a socket (``receive``); a full buffer is
+    hashed and kept (``_write_buffer``) in one call. Where they are kept is the subclass's:
+    a local file (``StagedFile``), or chunks in a shared blob store (edge/shared_staging.py).
+    ``sha256()`` and the store hold every byte once ``close`` has kept the rest.
 
     Not thread-safe: one upload owns it, and calls its blocking methods via ``asyncio.to_thread``.
     """
+
+    size: int
+    _buffer: mmap.mmap | bytearray | None
+    _filled: int
+    _capacity: int
+
+    def append(self, chunks: Sequence[bytes]) -> None:
+        """Add a body's chunks: copied into the buffer, which is kept whenever it fills."""
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                assert self._buffer is not None
+                take = min(len(view), self._capacity - self._filled)
+                self._buffer[self._filled : self._filled + take] = view[:take]
+                self._added(take)
+                view = view[take:]
+
+    def receive(self, sock: socket.socket, count: int, guard: PaceGuard, stop: threading.Event) -> None:
+        """Receive exactly ``count`` bytes from a non-blocking socket into the buffer, so they are
+        copied once, by the kernel. ``guard`` cuts off a slow sender; ``stop`` ends the upload from
+        outside (looked at before each receive, and at least every ``STOP_CHECK`` seconds while
+        waiting). A sender that closes early raises ConnectionResetError, keeping what arrived."""
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        while count:
+            if stop.is_set():
+                raise ConnectionAbortedError("the upload was stopped")
+            assert self._buffer is not None
+            end = self._filled + min(count, self._capacity - self._filled)
+            with memoryview(self._buffer) as whole, whole[self._filled : end] as view:
+                try:
+                    got = sock.recv_into(view)
+                except BlockingIOError:
+                    got = None
+            if got is None:
+                self._wait(poller, guard, stop)
+                continue
+            if got == 0:
+                raise ConnectionResetError(f"the sender closed the connection {count} bytes before the end")
+            guard.received += got
+            guard.check(time.monotonic())
+            count -= got
+            self._added(got)
+
+    @staticmethod
+    def _wait(poller: select.poll, guard: PaceGuard, stop: threading.Event) -> None:
+        """Wait until the socket has bytes, the sender breaks its pace (raises), or ``stop`` is set."""
+        alarm = guard.alarm()
+        timeout = STOP_CHECK if alarm is None else min(STOP_CHECK, max(0.0, alarm - time.monotonic()))
+        ready = poller.poll(timeout * 1000)
+        if stop.is_set():
+            raise ConnectionAbortedError("the upload was stopped")
+        if not ready:
+            guard.check(time.monotonic())
+
+    def _added(self, n: int) -> None:
+        self._filled += n
+        self.size += n
+        if self._filled == self._capacity:
+            self._write_buffer(self._capacity)
+
+    def _write_buffer(self, end: int) -> None:
+        """Hash and keep ``buffer[:end]``, and empty the buffer."""
+        raise NotImplementedError
+
+    def sha256(self) -> str:
+        raise NotImplementedError
+
+    def close(self, *, fsync: bool = True, keep: bool = True) -> None:
+        """Let go of the buffer, keeping what it holds (``keep``), or not (the caller drops the blob)."""
+        raise NotImplementedError
+
+
+class StagedFile(StagedBytes):
+    """A ``.part`` file opened for appending. Its buffer is page-aligned, of ``DIRECT_BUFFER``
+    bytes, and written in one call, with direct I/O where the filesystem has it."""
+
+    _buffer: mmap.mmap | None
 
     def __init__(self, path: Path, start: int, *, direct: bool = True) -> None:
         """Open at ``start`` bytes: 0 starts over; otherwise the file must hold exactly that many
@@ -109,63 +192,9 @@ class StagedFile:
         except BaseException:
             os.close(self._fd)
             raise
-        self._buffer: mmap.mmap | None = mmap.mmap(-1, DIRECT_BUFFER)  # page-aligned, as direct I/O needs
+        self._buffer = mmap.mmap(-1, DIRECT_BUFFER)  # page-aligned, as direct I/O needs
+        self._capacity = DIRECT_BUFFER
         self._filled = 0
-
-    def append(self, chunks: Sequence[bytes]) -> None:
-        """Add a body's chunks: copied into the buffer, which is written whenever it fills."""
-        assert self._buffer is not None
-        for chunk in chunks:
-            view = memoryview(chunk)
-            while view:
-                take = min(len(view), DIRECT_BUFFER - self._filled)
-                self._buffer[self._filled : self._filled + take] = view[:take]
-                self._added(take)
-                view = view[take:]
-
-    def receive(self, sock: socket.socket, count: int, guard: PaceGuard, stop: threading.Event) -> None:
-        """Receive exactly ``count`` bytes from a non-blocking socket into the buffer, so they are
-        copied once, by the kernel. ``guard`` cuts off a slow sender; ``stop`` ends the upload from
-        outside (looked at before each receive, and at least every ``STOP_CHECK`` seconds while
-        waiting). A sender that closes early raises ConnectionResetError, keeping what arrived."""
-        assert self._buffer is not None
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        with memoryview(self._buffer) as whole:
-            while count:
-                if stop.is_set():
-                    raise ConnectionAbortedError("the upload was stopped")
-                with whole[self._filled : self._filled + min(count, DIRECT_BUFFER - self._filled)] as view:
-                    try:
-                        got = sock.recv_into(view)
-                    except BlockingIOError:
-                        got = None
-                if got is None:
-                    self._wait(poller, guard, stop)
-                    continue
-                if got == 0:
-                    raise ConnectionResetError(f"the sender closed the connection {count} bytes before the end")
-                guard.received += got
-                guard.check(time.monotonic())
-                count -= got
-                self._added(got)
-
-    @staticmethod
-    def _wait(poller: select.poll, guard: PaceGuard, stop: threading.Event) -> None:
-        """Wait until the socket has bytes, the sender breaks its pace (raises), or ``stop`` is set."""
-        alarm = guard.alarm()
-        timeout = STOP_CHECK if alarm is None else min(STOP_CHECK, max(0.0, alarm - time.monotonic()))
-        ready = poller.poll(timeout * 1000)
-        if stop.is_set():
-            raise ConnectionAbortedError("the upload was stopped")
-        if not ready:
-            guard.check(time.monotonic())
-
-    def _added(self, n: int) -> None:
-        self._filled += n
-        self.size += n
-        if self._filled == DIRECT_BUFFER:
-            self._write_buffer(DIRECT_BUFFER)
 
     def _write_buffer(self, end: int) -> None:
         """Hash and write ``buffer[:end]`` and empty the buffer: its whole blocks with direct I/O,
@@ -237,7 +266,7 @@ class Staging:
         except FileNotFoundError:
             return 0
 
-    async def open(self, tx_id: str, sha256: str, start: int) -> StagedFile:
+    async def open(self, tx_id: str, sha256: str, start: int) -> StagedBytes:
         return await asyncio.to_thread(StagedFile, self.path(tx_id, sha256), start)
 
     async def drop(self, tx_id: str, sha256: str) -> None:

@@ -194,6 +194,16 @@ Table(
     Column("created", BigInteger, nullable=False),
 )
 Table(
+    "staged_chunks",
+    edge_tables,
+    Column("transaction_id", Text, primary_key=True),
+    Column("sha256", Text, primary_key=True),
+    Column("first_byte", BigInteger, primary_key=True, autoincrement=False),
+    Column("size", BigInteger, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("etag", Text, nullable=False),
+)
+Table(
     "trusted_key_material",
     edge_tables,
     Column("fingerprint", Text, primary_key=True),

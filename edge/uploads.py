@@ -114,10 +114,10 @@ class Uploads:
 
     async def _finish_staged(self, tx_id: str, sha256: str, size: int) -> bool:
         """Move a completely staged blob into storage if its bytes are right; else drop it."""
-        staged = await self.staging.open(tx_id, sha256, size)  # reads it back, hashing
-        await asyncio.to_thread(partial(staged.close, fsync=False))
-        if staged.sha256() == sha256:
-            with contextlib.suppress(DigestMismatch):
+        with contextlib.suppress(DigestMismatch):  # its bytes changed since they were staged
+            staged = await self.staging.open(tx_id, sha256, size)  # reads it back, hashing
+            await asyncio.to_thread(partial(staged.close, fsync=False))
+            if staged.sha256() == sha256:
                 await self.staging.move_into(self.artifacts.storage, tx_id, sha256, size)
                 await self.transactions.held.stored(tx_id, [sha256])
                 await self.artifacts.restored([sha256])

@@ -17,6 +17,7 @@ from .errors import (
     os_storage_error,
 )
 from .s3_common import MAX_WRITE_CONCURRENCY
+from .staging_area import StagedChunk, StagingArea
 from .threads import open_in_thread
 
 BACKEND_NAMES = ("local", "s3")
@@ -32,6 +33,8 @@ __all__ = [
     "InvalidDigest",
     "InvalidOffset",
     "MAX_WRITE_CONCURRENCY",
+    "StagedChunk",
+    "StagingArea",
     "StorageBackend",
     "StorageError",
     "StorageFull",

@@ -19,6 +19,7 @@ from types import TracebackType
 from urllib.parse import quote
 
 from .errors import BlobNotFound, BlobsNotDeleted, DigestMismatch, InvalidDigest, InvalidOffset, StorageError
+from .staging_area import StagingArea
 
 # A megabyte per read: fewer thread hand-offs per byte streamed, while memory per stream stays flat.
 READ_CHUNK = 1024 * 1024
@@ -304,6 +305,12 @@ class StorageBackend(ABC):
     async def sync(self) -> None:
         """Make the names of every blob stored so far durable (see ``write_many``); where every
         write is durable on its own, nothing is left to do."""
+        return None
+
+    def staging_area(self) -> StagingArea | None:
+        """Where blobs still arriving keep their bytes when every process sharing this store must
+        be able to continue them (storage_backends/staging_area.py); None where a process's own
+        disk serves better (a local store, which no other machine shares)."""
         return None
 
     async def local_path(self, sha256: str) -> Path | None:

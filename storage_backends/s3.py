@@ -47,6 +47,7 @@ from .s3_common import (
     guarded,
     s3_errors,
 )
+from .s3_staging import S3StagingArea
 from .s3_writer import S3Writer
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,10 @@ class S3Backend(StorageBackend):
     async def writer(self, *, all_digests: bool = True) -> BlobWriter:
         self.client  # noqa: B018 - fail now, not at the first full part
         return S3Writer(self, all_digests)
+
+    def staging_area(self) -> S3StagingArea:
+        """Chunks under ``{prefix}staging/``, which every edge sharing the bucket reads (s3_staging.py)."""
+        return S3StagingArea(self)
 
     async def write_many(self, blobs: Sequence[tuple[str, Sequence[bytes]]]) -> None:
         for sha256, _ in blobs:

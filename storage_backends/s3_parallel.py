@@ -117,25 +117,30 @@ async def put_file(backend: S3Backend, path: Path, sha256: str, size: int) -> No
     if count > MAX_PARTS:
         raise StorageError(f"blob of {size} bytes exceeds {MAX_PARTS} parts of {backend.part_size}; raise part_size")
     key = backend.blob_key(sha256)
-    created = await _one(backend, partial(_create_upload, backend, key))
+    created = await one(backend, partial(create_upload, backend, key))
     try:
         jobs = [partial(_send_part, backend, path, key, created, number, size) for number in range(1, count + 1)]
         parts = await run_all(backend, jobs)
-        await _one(backend, partial(_complete, backend, key, created, parts))
+        await one(backend, partial(complete, backend, key, created, parts))
     except BaseException:
-        try:
-            await _one(backend, partial(_abort, backend, key, created))
-        except StorageError as exc:  # open() of any process sharing the bucket removes it once stale
-            log.warning("could not abort the multipart upload of %s: %s", key, exc)
+        await abandon(backend, key, created)
         raise
 
 
-def _one(backend: S3Backend, job: Callable[[], T]) -> Awaitable[T]:
+async def abandon(backend: S3Backend, key: str, upload_id: str) -> None:
+    """Abort a multipart upload that failed; a failure to abort is only logged."""
+    try:
+        await one(backend, partial(_abort, backend, key, upload_id))
+    except StorageError as exc:  # open() of any process sharing the bucket removes it once stale
+        log.warning("could not abort the multipart upload of %s: %s", key, exc)
+
+
+def one(backend: S3Backend, job: Callable[[], T]) -> Awaitable[T]:
     """A single step of an upload (create, complete, abort): no write slot, it carries no bytes."""
     return settled(backend.submit(job))
 
 
-def _create_upload(backend: S3Backend, key: str) -> str:
+def create_upload(backend: S3Backend, key: str) -> str:
     with s3_errors("multipart upload"):
         created = backend.client.create_multipart_upload(Bucket=backend.bucket, Key=key, ContentType=OCTETS)
     return str(created["UploadId"])
@@ -156,7 +161,7 @@ def _send_part(backend: S3Backend, path: Path, key: str, upload_id: str, number:
     return {"PartNumber": number, "ETag": part["ETag"]}
 
 
-def _complete(backend: S3Backend, key: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
+def complete(backend: S3Backend, key: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
     with s3_errors("completing multipart upload"):
         backend.client.complete_multipart_upload(
             Bucket=backend.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}

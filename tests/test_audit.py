@@ -15,7 +15,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -547,8 +546,8 @@ async def test_every_filter_and_the_cursor_select_the_same_records_on_both_engin
     written = [
         record(now, "rel/a.bin"),
         record(now + 1, "rel/a/b.bin", subject="mona"),
-        replace(record(now + 2, "rel/\u00e9.bin"), status=403, action="deploy", denied_by="rule"),
-        replace(record(now + 3, "rel/\U0001f600.bin"), status=401, repo="other"),
+        record(now + 2, "rel/\u00e9.bin")._replace(status=403, action="deploy", denied_by="rule"),
+        record(now + 3, "rel/\U0001f600.bin")._replace(status=401, repo="other"),
         record(now + 4, "relx.bin"),
         record(now + 5, "Rel/a.bin"),
     ]
@@ -597,7 +596,7 @@ async def test_records_written_before_the_upgrade_are_found_by_network(tmp_path:
 async def test_text_from_outside_with_a_nul_is_recorded_and_holds_up_nothing(audit_db: Database) -> None:
     store = AuditStore(audit_db)
     now = int(time.time() * 1000)
-    odd = replace(record(now, subject="issuer\x00x"), denied_by="bad \x00 token")
+    odd = record(now, subject="issuer\x00x")._replace(denied_by="bad \x00 token")
     trail = AuditTrail(store, enabled=True, flush_interval=60, retention_days=0)
     trail.record(odd)
     trail.record(record(now + 1))
