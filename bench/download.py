@@ -85,6 +85,12 @@ class Result:
     errors: int
     cpu_seconds: float = 0.0  # what the server process used meanwhile, where it was measured
     latency: Latency | None = None  # where the load generator measured it (wrk)
+    failures: dict[str, int] = dataclasses.field(default_factory=dict)  # the errors by kind, where wrk told
+
+    def describe_failures(self) -> str:
+        """``3 (read 2, status 1)``: the errors and what they were, as far as the load generator knows."""
+        kinds = ", ".join(f"{kind} {count}" for kind, count in self.failures.items() if count)
+        return f"{self.errors} ({kinds})" if kinds else str(self.errors)
 
     @property
     def rps(self) -> float:
@@ -346,8 +352,13 @@ done = function(summary, latency, requests)
   io.write(string.format("BENCH %d %d %d %d\\n", summary.duration, summary.requests, summary.bytes,
                          e.connect + e.read + e.write + e.status + e.timeout))
   io.write(string.format("LATENCY %d %d %d\\n", latency:percentile(50), latency:percentile(99), latency.max))
+  io.write(string.format("ERRORS %d %d %d %d %d\\n", e.connect, e.read, e.write, e.status, e.timeout))
 end
 """
+
+
+WRK_LINES = ("BENCH ", "LATENCY ", "ERRORS ")
+WRK_ERRORS = ("connect", "read", "write", "status", "timeout")  # status: answers other than 2xx/3xx
 
 
 def wrk_command(url: str, connections: int, seconds: int, script: Path, pinned: bool = True) -> list[str]:
@@ -369,12 +380,13 @@ def wrk_command(url: str, connections: int, seconds: int, script: Path, pinned: 
 
 def parse_wrk(returncode: int, stdout: str, stderr: str) -> Result:
     """The ``Result`` in the lines ``WRK_REPORT`` printed; bytes count partial bodies too."""
-    lines = {ln.split()[0]: ln.split()[1:] for ln in stdout.splitlines() if ln.startswith(("BENCH ", "LATENCY "))}
+    lines = {ln.split()[0]: ln.split()[1:] for ln in stdout.splitlines() if ln.startswith(WRK_LINES)}
     if returncode != 0 or "BENCH" not in lines:
         raise BenchError(f"wrk failed ({returncode}): {stdout}{stderr}")
     micros, requests, nbytes, errors = (int(x) for x in lines["BENCH"])
     latency = Latency(*(int(x) / 1000 for x in lines["LATENCY"])) if "LATENCY" in lines else None
-    return Result(requests, nbytes, micros / 1e6, errors, latency=latency)
+    failures = dict(zip(WRK_ERRORS, map(int, lines.get("ERRORS", [])), strict=False))
+    return Result(requests, nbytes, micros / 1e6, errors, latency=latency, failures=failures)
 
 
 def run_wrk(url: str, connections: int, seconds: int, script: Path, pinned: bool = True) -> Result:

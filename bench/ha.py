@@ -216,15 +216,15 @@ def print_throughput(results: dict[str, dict[str, dict[str, Result]]]) -> None:
 
 
 def print_window(window: Window) -> None:
-    head = f"{'window':<32} {'seconds':>8} {'requests':>9} {'failed':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+    head = f"{'window':<32} {'seconds':>8} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  failed"
     print(f"\n4 KiB downloads through nginx to 3 replicas, wrk with {WINDOW_CONNECTIONS} connections")
     print(head + "\n" + "-" * len(head))
     for name, result in (("steady", window.steady), (f"replica {VICTIM + 1} killed -9, restarted", window.fault)):
         lat = result.latency
         assert lat is not None
         print(
-            f"{name:<32} {result.seconds:8.1f} {result.requests:9d} {result.errors:7d}"
-            f" {lat.p50:8.2f} {lat.p99:8.2f} {lat.max:8.1f}"
+            f"{name:<32} {result.seconds:8.1f} {result.requests:9d} {lat.p50:8.2f} {lat.p99:8.2f} {lat.max:8.1f}"
+            f"  {result.describe_failures()}"
         )
     if window.steady.latency and window.fault.latency:
         print(f"p99 killed/steady: {ratio(window.fault.latency.p99, window.steady.latency.p99)}")
