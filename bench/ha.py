@@ -82,9 +82,9 @@ class Window:
 
     steady: Result
     fault: Result
-    killed: float = 0.0
-    restarted: float = 0.0
-    answering: float = 0.0
+    killed: float
+    restarted: float
+    answering: float
 
 
 def parallel_downloads(url: str, seconds: int, connections: int) -> Result:
