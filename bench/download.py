@@ -67,6 +67,15 @@ ACCEL_PREFIX = "/_blobs/"  # the edge's accel_redirect, the internal location of
 
 
 @dataclass(frozen=True)
+class Latency:
+    """Per-request latency of a wrk run, in milliseconds (wrk measures completed requests only)."""
+
+    p50: float
+    p99: float
+    max: float
+
+
+@dataclass(frozen=True)
 class Result:
     """What one bounded load run achieved against one URL."""
 
@@ -75,6 +84,13 @@ class Result:
     seconds: float
     errors: int
     cpu_seconds: float = 0.0  # what the server process used meanwhile, where it was measured
+    latency: Latency | None = None  # where the load generator measured it (wrk)
+    failures: dict[str, int] = dataclasses.field(default_factory=dict)  # the errors by kind, where wrk told
+
+    def describe_failures(self) -> str:
+        """``3 (read 2, status 1)``: the errors and what they were, as far as the load generator knows."""
+        kinds = ", ".join(f"{kind} {count}" for kind, count in self.failures.items() if count)
+        return f"{self.errors} ({kinds})" if kinds else str(self.errors)
 
     @property
     def rps(self) -> float:
@@ -120,10 +136,10 @@ def write_random_file(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-def make_samples(www: Path, *, small_only: bool = False) -> list[Sample]:
+def make_samples(www: Path, *, small_only: bool = False, sizes: dict[str, int] = SIZES) -> list[Sample]:
     """The files nginx serves from ``www`` and the edge gets uploaded, the small one first."""
     samples = []
-    for label, size in SIZES.items():
+    for label, size in sizes.items():
         if small_only and size > MiB:
             continue
         path = www / f"sample-{size}.bin"
@@ -213,10 +229,10 @@ def start_edge(stack: contextlib.ExitStack, tmp: Path, event_loop: str) -> EdgeP
     return start_node(stack, PinnedEdge(tmp / "edge", admin_token=TOKEN, env=env))
 
 
-def upload(port: int, sample: Sample) -> None:
+def upload(port: int, sample: Sample, token: str = TOKEN) -> None:
     """PUT the file into the uploads repo, streamed from disk; the edge checks our sha256."""
     headers = {
-        "Authorization": f"Bearer {TOKEN}",
+        "Authorization": f"Bearer {token}",
         "Content-Length": str(sample.size),
         "X-Checksum-Sha256": sample.sha256,
     }
@@ -335,13 +351,20 @@ done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("BENCH %d %d %d %d\\n", summary.duration, summary.requests, summary.bytes,
                          e.connect + e.read + e.write + e.status + e.timeout))
+  io.write(string.format("LATENCY %d %d %d\\n", latency:percentile(50), latency:percentile(99), latency.max))
+  io.write(string.format("ERRORS %d %d %d %d %d\\n", e.connect, e.read, e.write, e.status, e.timeout))
 end
 """
 
 
-def run_wrk(url: str, connections: int, seconds: int, script: Path, pinned: bool = True) -> Result:
-    """wrk, one thread on the cores the servers don't use (unless not ``pinned``); bytes count partial bodies too."""
-    cmd = [
+WRK_LINES = ("BENCH ", "LATENCY ", "ERRORS ")
+WRK_ERRORS = ("connect", "read", "write", "status", "timeout")  # status: answers other than 2xx/3xx
+
+
+def wrk_command(url: str, connections: int, seconds: int, script: Path, pinned: bool = True) -> list[str]:
+    """wrk, one thread on the cores the servers don't use (unless not ``pinned``), reporting by ``script``
+    (which ends with ``WRK_REPORT``). wrk stops early on SIGINT and still reports."""
+    return [
         *(pin_prefix(client_cpus()) if pinned else []),
         "wrk",
         "-t1",
@@ -353,12 +376,24 @@ def run_wrk(url: str, connections: int, seconds: int, script: Path, pinned: bool
         str(script),
         url,
     ]
+
+
+def parse_wrk(returncode: int, stdout: str, stderr: str) -> Result:
+    """The ``Result`` in the lines ``WRK_REPORT`` printed; bytes count partial bodies too."""
+    lines = {ln.split()[0]: ln.split()[1:] for ln in stdout.splitlines() if ln.startswith(WRK_LINES)}
+    if returncode != 0 or "BENCH" not in lines:
+        raise BenchError(f"wrk failed ({returncode}): {stdout}{stderr}")
+    micros, requests, nbytes, errors = (int(x) for x in lines["BENCH"])
+    latency = Latency(*(int(x) / 1000 for x in lines["LATENCY"])) if "LATENCY" in lines else None
+    failures = dict(zip(WRK_ERRORS, map(int, lines.get("ERRORS", [])), strict=False))
+    return Result(requests, nbytes, micros / 1e6, errors, latency=latency, failures=failures)
+
+
+def run_wrk(url: str, connections: int, seconds: int, script: Path, pinned: bool = True) -> Result:
+    """wrk for ``seconds``, one thread on the cores the servers don't use (unless not ``pinned``)."""
+    cmd = wrk_command(url, connections, seconds, script, pinned)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 90)
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH ")), None)
-    if done.returncode != 0 or line is None:
-        raise BenchError(f"wrk failed ({done.returncode}): {done.stdout}{done.stderr}")
-    micros, requests, nbytes, errors = (int(x) for x in line.split()[1:])
-    return Result(requests, nbytes, micros / 1e6, errors)
+    return parse_wrk(done.returncode, done.stdout, done.stderr)
 
 
 async def python_load(url: str, connections: int, seconds: float) -> Result:
@@ -445,8 +480,13 @@ def cpu_seconds(pid: int) -> float:
 
 def peak_rss_mib(pid: int) -> float:
     """VmHWM: the most resident memory the process ever had, in MiB (Linux only)."""
+    return status_mib(pid, "VmHWM")
+
+
+def status_mib(pid: int, field: str) -> float:
+    """A memory field of ``/proc/<pid>/status`` (VmRSS: resident now, VmHWM: its peak), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 

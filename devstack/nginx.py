@@ -6,7 +6,8 @@ directory, so no root-owned path is needed) and rewrites only the three per-site
 file's header names: ``listen 80;`` becomes 127.0.0.1 and a port chosen at run time, the
 upstream's ``server edge-1:8082; server edge-2:8082;`` become the edges given, and the blob
 ``alias`` becomes the edge's blob directory. A line missing from the shipped file fails
-loudly rather than leaving a config that points elsewhere.
+loudly rather than leaving a config that points elsewhere. A benchmark may add one
+location of plain files (``static_dir``), so the same nginx measures the floor.
 
 Run as root, the workers run as root too (``user root;``): the default ``nobody`` could reach
 neither the blobs nor nginx's own temp paths under 0700 temp directories (pytest's, mkdtemp's).
@@ -30,6 +31,8 @@ SHIPPED_CONF = ROOT / "nginx" / "edge.conf"
 LISTEN_LINE = "    listen 80;\n"
 UPSTREAM_LINES = "    server edge-1:8082;\n    server edge-2:8082;\n"
 ALIAS_LINE = "        alias /var/lib/edge/blobs/blobs/;\n"
+BLOBS_LOCATION_LINE = "    location /_blobs/ {\n"
+STATIC_PREFIX = "/_static/"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
 BIND_ATTEMPTS = 3
@@ -52,11 +55,25 @@ def _replace_once(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-def site_config(port: int, edge_ports: Sequence[int], blob_dir: Path, shipped: str | None = None) -> str:
-    """The shipped server block with its per-site lines for this machine."""
+def static_location(static_dir: Path) -> str:
+    """Plain files from ``static_dir`` under ``STATIC_PREFIX``, by sendfile: what this very nginx
+    does without an edge behind it, the floor a benchmark holds the edges against."""
+    return (
+        f"    location {STATIC_PREFIX} {{\n        alias {static_dir.resolve()}/;\n"
+        "        sendfile on;\n        tcp_nopush on;\n    }\n\n"
+    )
+
+
+def site_config(
+    port: int, edge_ports: Sequence[int], blob_dir: Path, shipped: str | None = None, static_dir: Path | None = None
+) -> str:
+    """The shipped server block with its per-site lines for this machine (and ``static_location``
+    when ``static_dir`` is given)."""
     text = SHIPPED_CONF.read_text() if shipped is None else shipped
     text = _replace_once(text, LISTEN_LINE, f"    listen {HOST}:{port};\n")
     text = _replace_once(text, UPSTREAM_LINES, "".join(f"    server {HOST}:{p};\n" for p in edge_ports))
+    if static_dir is not None:
+        text = _replace_once(text, BLOBS_LOCATION_LINE, static_location(static_dir) + BLOBS_LOCATION_LINE)
     return _replace_once(text, ALIAS_LINE, f"        alias {blob_dir.resolve()}/;\n")
 
 
@@ -83,11 +100,19 @@ http {{
 class NginxProcess:
     """One nginx in front of ``edge_ports``; ``start()`` returns once a ping through it reaches an edge."""
 
-    def __init__(self, prefix: Path, edge_ports: Sequence[int], blob_dir: Path, cpus: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        prefix: Path,
+        edge_ports: Sequence[int],
+        blob_dir: Path,
+        cpus: Sequence[str] = (),
+        static_dir: Path | None = None,
+    ) -> None:
         self.prefix = Path(prefix)
         self.edge_ports = list(edge_ports)
         self.blob_dir = Path(blob_dir)
         self.cpus = list(cpus)  # e.g. ["taskset", "-c", "0"] in front of the command
+        self.static_dir = static_dir  # served under STATIC_PREFIX, beside the edges (benchmarks)
         self.port: int | None = None
         self._child: ServiceProcess | None = None
 
@@ -116,7 +141,7 @@ class NginxProcess:
     def write_config(self, port: int) -> Path:
         self.prefix.mkdir(parents=True, exist_ok=True)
         site = self.prefix / "edge.conf"
-        site.write_text(site_config(port, self.edge_ports, self.blob_dir))
+        site.write_text(site_config(port, self.edge_ports, self.blob_dir, static_dir=self.static_dir))
         conf = self.prefix / "nginx.conf"
         conf.write_text(main_config(self.prefix, site))
         return conf

@@ -45,8 +45,10 @@ class EdgeReplicas:
         prefix: str = "ha",
         count: int = 3,
         env: Mapping[str, str] | None = None,
+        static_dir: Path | None = None,
     ) -> None:
         self.base_dir = Path(base_dir)
+        self.static_dir = static_dir  # files nginx serves itself beside the replicas (nginx.STATIC_PREFIX)
         settings = {"EDGE_DATABASE_URL": database_url, **s3_environment(s3, prefix), **(env or {})}
         first = EdgeProcess(self.base_dir / "replica-1", env=settings)
         self.admin_token = first.admin_token
@@ -66,7 +68,10 @@ class EdgeReplicas:
         for replica in self.replicas:  # one by one: the first makes the schema, the others find it
             replica.start()
         self.nginx = NginxProcess(
-            self.base_dir / "nginx", [r.port or 0 for r in self.replicas], self.base_dir / "no-local-blobs"
+            self.base_dir / "nginx",
+            [r.port or 0 for r in self.replicas],
+            self.base_dir / "no-local-blobs",
+            static_dir=self.static_dir,
         ).start()
         return self
 

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import pytest
 
-from devstack.nginx import SHIPPED_CONF, NginxError, NginxProcess, find_nginx
+from devstack.nginx import SHIPPED_CONF, STATIC_PREFIX, NginxError, NginxProcess, find_nginx
 from devstack.services import EdgeProcess
 from edge.settings import load_edge_settings
 from repository.settings import SettingsError
@@ -163,6 +163,22 @@ def assert_same_headers(via: Answer, direct: Answer) -> None:
         k: v for k, v in ours.items() if k not in PER_CONNECTION
     }
     assert len(theirs["x-request-id"]) == 1
+
+
+def test_a_benchmark_s_static_dir_is_served_by_the_same_nginx_beside_the_edge(front: Front, tmp_path: Path) -> None:
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "floor.bin").write_bytes(BIG)
+    blob_dir = front.edge.data_dir / "blobs" / "blobs"
+    with NginxProcess(tmp_path / "nginx", [front.edge.port or 0], blob_dir, static_dir=www) as nginx:
+        static = call(nginx.url + STATIC_PREFIX + "floor.bin")
+        assert (static.status, static.body) == (200, BIG)
+        assert "X-Checksum-Sha256" not in static.headers  # nginx's own answer, no edge behind it
+        via = call(nginx.url + artifact("rel/notes.txt"))
+        assert (via.status, via.body) == (200, FILES["rel/notes.txt"])
+    # the shipped config alone has no such location: the edge answers it, with its own JSON 404
+    plain = front.via(STATIC_PREFIX + "floor.bin")
+    assert (plain.status, plain.error) == (404, "Not Found")
 
 
 @pytest.mark.parametrize("name", list(FILES))
