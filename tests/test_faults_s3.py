@@ -137,3 +137,32 @@ def test_an_edge_killed_with_its_multipart_upload_open_shows_nothing_of_it_and_k
     assert not any(key.endswith(sha) for key in left["objects"]), left
     assert put(edge, "big.bin", big) == 201
     assert download(edge.url, f"{UPLOADS}/big.bin") == (200, big)
+
+
+# ---------------------------------------------------------------- small files from S3
+
+
+def blob_key(prefix: str, data: bytes) -> str:
+    sha = hashlib.sha256(data).hexdigest()
+    return f"{prefix}blobs/{sha[:2]}/{sha[2:4]}/{sha}"
+
+
+def test_a_small_file_is_read_from_s3_once_checked_then_served_from_memory(
+    s3_edge: EdgeProcess, s3_server: dict[str, str], bucket: Any, prefix: str
+) -> None:
+    data = b"a small config file\n" * 10
+    assert put(s3_edge, "conf/app.cfg", data) == 201
+    assert download(s3_edge.url, f"{UPLOADS}/conf/app.cfg") == (200, data)
+    bucket.delete_object(Bucket=s3_server["bucket"], Key=blob_key(prefix, data))
+    # the bucket no longer has it: the second answer came from the edge's memory, not from S3
+    assert download(s3_edge.url, f"{UPLOADS}/conf/app.cfg") == (200, data)
+
+
+def test_a_small_file_whose_bytes_changed_in_the_bucket_is_never_served(
+    s3_edge: EdgeProcess, s3_server: dict[str, str], bucket: Any, prefix: str
+) -> None:
+    data = b"the right bytes\n"
+    assert put(s3_edge, "conf/app.cfg", data) == 201
+    bucket.put_object(Bucket=s3_server["bucket"], Key=blob_key(prefix, data), Body=b"THE WRONG BYTES\n")
+    status, body = download(s3_edge.url, f"{UPLOADS}/conf/app.cfg")
+    assert status == 409 and b"sha256 mismatch found when served" in body

@@ -28,7 +28,7 @@ from repository.errors import NotFound, RepositoryError
 from repository.paths import split_repo_path
 from repository.quarantine import BlobQuarantined
 from repository.sendfile import send_file
-from storage_backends import BlobNotFound, content_disposition, open_in_thread
+from storage_backends import BlobNotFound, StorageBackend, content_disposition, open_in_thread
 
 from . import keys
 from .auth import require_read
@@ -198,14 +198,19 @@ async def _body(
             raise web.HTTPFound(url, headers=redirect)
     by_nginx = delegable and _nginx_sends(request, policy.accel_redirect)
     small = request.app[keys.small_blobs]
-    body: bytes | None = None if by_nginx else small.get(artifact.sha256)  # held for local blobs only
+    body: bytes | None = None if by_nginx else small.get(artifact.sha256)
     if body is not None:
         return _from_memory(body, window, status, headers)
     path = await storage.local_path(artifact.sha256)
     if path is not None and by_nginx:
         return _accel_redirect(policy.accel_redirect, path, status, headers)
-    if path is not None and artifact.size <= SMALL_BODY:
-        body = await asyncio.to_thread(_read_checked, path, artifact.sha256)
+    if artifact.size <= SMALL_BODY:
+        # Small blobs are kept in memory once read whole and checked, from local disk or from S3
+        # (where each read is a round trip that costs the edge more than the download itself).
+        if path is not None:
+            body = await asyncio.to_thread(_read_checked, path, artifact.sha256)
+        else:
+            body = await _fetch_checked(storage, artifact.sha256)
         if body is None:  # the bytes at rest do not match: never served, taken out of service now
             reason = "sha256 mismatch found when served"
             await request.app[keys.artifacts].quarantine(artifact.sha256, artifact.size, reason)
@@ -273,6 +278,14 @@ def _open(path: Path, sha256: str) -> IO[bytes]:
     except FileNotFoundError:
         log.error("index points at blob %s, which is not in storage", sha256)
         raise BlobNotFound(sha256) from None
+
+
+async def _fetch_checked(storage: StorageBackend, sha256: str) -> bytes | None:
+    """A small blob's bytes from a store with no local path; None when they do not hash to ``sha256``."""
+    chunks = await storage.read(sha256)
+    async with aclosing(chunks):
+        body = b"".join([chunk async for chunk in chunks])
+    return body if hashlib.sha256(body).hexdigest() == sha256 else None
 
 
 def _read_checked(path: Path, sha256: str) -> bytes | None:
