@@ -1,7 +1,7 @@
 """The edge's own tables, beside the artifact catalog in the same database.
 
 They live in one database with the catalog on purpose: a bundle commit writes the
-index entries and the edge's record of the bundle in one sqlite transaction.
+index entries and the edge's record of the bundle in one database transaction.
 """
 
 from __future__ import annotations
@@ -304,6 +304,33 @@ def m009_trusted_key_material(db: Database) -> None:
             public_key TEXT NOT NULL,
             updated INTEGER NOT NULL
         );
+        """
+    )
+
+
+@edge_migrations()
+def m010_manifest_chunks(db: Database) -> None:
+    db.executescript(
+        """
+        -- A manifest as rows of at most a MiB each, in order (seq 0, 1, ...): written and read a
+        -- row at a time by plain statements on either engine, so a manifest of tens of MB is
+        -- never held whole (the one BLOB before needed sqlite's own incremental blob I/O).
+        -- A rowid table: rows this large belong out of the primary key's b-tree.
+        CREATE TABLE transaction_manifest_chunks (
+            transaction_id TEXT NOT NULL REFERENCES transactions(id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (transaction_id, seq)
+        );
+        WITH RECURSIVE chunks (transaction_id, seq, size) AS (
+            SELECT transaction_id, 0, length(manifest) FROM transaction_manifests WHERE length(manifest) > 0
+            UNION ALL
+            SELECT transaction_id, seq + 1, size FROM chunks WHERE (seq + 1) * 1048576 < size
+        )
+        INSERT INTO transaction_manifest_chunks (transaction_id, seq, data)
+        SELECT c.transaction_id, c.seq, substr(m.manifest, c.seq * 1048576 + 1, 1048576)
+        FROM chunks c JOIN transaction_manifests m ON m.transaction_id = c.transaction_id;
+        DROP TABLE transaction_manifests;
         """
     )
 

@@ -1,23 +1,32 @@
-"""Every query of the edge's transactions, bundles and trusted keys (see ``edge.schema``).
+"""Every query of the edge's transactions, bundles and trusted keys (see ``edge.schema``), in
+SQL that runs on sqlite and PostgreSQL alike (``repository.sql``).
 
 Functions named ``*_rows`` are not coroutines: they run *inside* a catalog write's
 ``db.atomic()`` block (``BulkIndex.finish(extra=...)``, say), so the edge's record of a
 bundle commits or rolls back together with the bundle's index entries.
+
+On PostgreSQL, replicas share these rows: a change that reads before it writes runs in one
+atomic block, so two replicas making it at once end with one result (the loser's block runs
+again and finds the winner's rows: ``repository.db``). A transaction's manifest is kept as
+rows of ``MANIFEST_CHUNK`` bytes, written and read one row at a time, so neither engine's
+driver ever holds a manifest of tens of MB whole.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from repository import bulk
 from repository.catalog import IN_PAGE
 from repository.db import Database
 from repository.errors import Conflict
+from repository.sql import Sql
+from storage_backends import open_in_thread
 from wire.protocol import TransactionState as State
 
 MANIFEST_CHUNK = 1024 * 1024
@@ -64,6 +73,13 @@ def bundle_owner(name: str, version: str) -> str:
     return f"bundle:{name}/{version}"
 
 
+def absent_key(*texts: str) -> bool:
+    """Whether a key made of ``texts`` (a bundle's name and version, from a URL) can be in no row:
+    PostgreSQL's text holds no NUL (nothing ever stores one in sqlite), so such a lookup answers
+    "not there" without asking, as sqlite does."""
+    return any("\x00" in text for text in texts)
+
+
 def _transaction(row: tuple[Any, ...]) -> Transaction:
     values = list(row)
     values[3] = State(values[3])
@@ -79,7 +95,7 @@ class EdgeStore:
         return self._database
 
     @property
-    def _db(self) -> sqlite_utils.Database:
+    def _db(self) -> Sql:
         return self._database.db
 
     # -- transactions ---------------------------------------------------------
@@ -89,29 +105,32 @@ class EdgeStore:
         return await self._database.read(self._get, tx_id)
 
     def _get(self, tx_id: str) -> Transaction | None:
-        row = self._db.execute(f"SELECT {_TX_COLUMNS} FROM transactions WHERE id = ?", [tx_id]).fetchone()
+        row = self._db.execute(f"SELECT {_TX_COLUMNS} FROM transactions WHERE id = :id", {"id": tx_id}).fetchone()
         return _transaction(row) if row else None
 
     async def signature(self, tx_id: str) -> str:
-        row = await self._database.read(
-            lambda: self._db.execute("SELECT signature FROM transactions WHERE id = ?", [tx_id]).fetchone()
+        return str(
+            await self._database.read(
+                lambda: self._db.scalar("SELECT signature FROM transactions WHERE id = :id", {"id": tx_id})
+            )
         )
-        return str(row[0])
 
     async def manifest_to(self, tx_id: str, path: Path) -> None:
-        """Copy the transaction's signed manifest bytes into the file ``path``, a chunk at a time."""
-        await self._database.run(self._manifest_to, tx_id, path)
+        """Copy the transaction's signed manifest bytes into the file ``path``, a chunk a query (a
+        driver reads a result whole) on the walker: neither writes nor short reads wait behind it.
+        The chunks need no common snapshot: a transaction's id is its manifest's sha256."""
+        with await open_in_thread(open, path, "wb") as out:
+            for seq in itertools.count():
+                chunk = await self._database.walk(self._manifest_chunk, tx_id, seq)
+                if chunk is None:
+                    return
+                await asyncio.to_thread(out.write, chunk)
 
-    def _manifest_to(self, tx_id: str, path: Path) -> None:
-        rowid = self._db.execute(
-            "SELECT rowid FROM transaction_manifests WHERE transaction_id = ?", [tx_id]
-        ).fetchone()[0]
-        with (
-            self._db.conn.blobopen("transaction_manifests", "manifest", rowid, readonly=True) as blob,
-            open(path, "wb") as out,
-        ):
-            while chunk := blob.read(MANIFEST_CHUNK):
-                out.write(chunk)
+    def _manifest_chunk(self, tx_id: str, seq: int) -> bytes | None:
+        return self._db.scalar(
+            "SELECT data FROM transaction_manifest_chunks WHERE transaction_id = :id AND seq = :seq",
+            {"id": tx_id, "seq": seq},
+        )
 
     async def open(self, tx: Transaction, manifest: Path, signature: str) -> tuple[Transaction, bool]:
         """Insert ``tx`` with its manifest (the bytes of the file ``manifest``) and the distinct blobs
@@ -126,31 +145,36 @@ class EdgeStore:
             if existing is not None and existing.state in (State.OPEN, State.COMMITTED):
                 return existing, False
             if existing is not None:  # aborted or expired: its blob list and manifest go with it
-                self._db.execute("DELETE FROM transactions WHERE id = ?", [tx.id])
+                self._db.execute("DELETE FROM transactions WHERE id = :id", {"id": tx.id})
             self._db.execute(
-                "INSERT INTO transactions (id, name, version, state, signature, signer, created,"
-                " expires, committed, files, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
-                [tx.id, tx.name, tx.version, State.OPEN.value, signature, tx.signer, tx.created,
-                 tx.expires, tx.files, tx.bytes],
+                "INSERT INTO transactions (id, name, version, state, signature, signer, created, expires,"
+                " committed, files, bytes) VALUES (:id, :name, :version, :state, :signature, :signer, :created,"
+                " :expires, NULL, :files, :bytes)",
+                {"id": tx.id, "name": tx.name, "version": tx.version, "state": State.OPEN.value,
+                 "signature": signature, "signer": tx.signer, "created": tx.created, "expires": tx.expires,
+                 "files": tx.files, "bytes": tx.bytes},
             )  # fmt: skip
             self._db.execute(  # in sha256 order: appended to the b-trees rather than scattered (3x faster)
                 "INSERT INTO transaction_blobs (transaction_id, sha256, size) SELECT DISTINCT transaction_id,"
-                " sha256, size FROM transaction_files WHERE transaction_id = ? ORDER BY sha256",
-                [tx.id],
+                " sha256, size FROM transaction_files WHERE transaction_id = :id ORDER BY sha256",
+                {"id": tx.id},
             )
-            rowid = self._db.execute(
-                "INSERT INTO transaction_manifests (transaction_id, manifest) VALUES (?, zeroblob(?))",
-                [tx.id, manifest.stat().st_size],
-            ).lastrowid
-            with (
-                self._db.conn.blobopen("transaction_manifests", "manifest", rowid) as blob,
-                open(manifest, "rb") as src,
-            ):
-                while chunk := src.read(MANIFEST_CHUNK):
-                    blob.write(chunk)
+            self._insert_manifest(tx.id, manifest)
             found = self._get(tx.id)
         assert found is not None
         return found, True
+
+    def _insert_manifest(self, tx_id: str, manifest: Path) -> None:
+        """The manifest's bytes as rows of ``MANIFEST_CHUNK`` bytes, read from the file one at a time."""
+        with open(manifest, "rb") as src:
+            for seq in itertools.count():
+                chunk = src.read(MANIFEST_CHUNK)
+                if not chunk:
+                    return
+                self._db.execute(
+                    "INSERT INTO transaction_manifest_chunks (transaction_id, seq, data) VALUES (:id, :seq, :data)",
+                    {"id": tx_id, "seq": seq, "data": chunk},
+                )
 
     async def blob_pages(self, tx_id: str) -> AsyncIterator[list[str]]:
         """The sha256 of every distinct blob of the transaction's manifest, a page at a time."""
@@ -161,8 +185,9 @@ class EdgeStore:
 
     def _blob_page(self, tx_id: str, after: str) -> list[str]:
         rows = self._db.execute(
-            "SELECT sha256 FROM transaction_blobs WHERE transaction_id = ? AND sha256 > ? ORDER BY sha256 LIMIT ?",
-            [tx_id, after, bulk.PAGE],
+            "SELECT sha256 FROM transaction_blobs WHERE transaction_id = :id AND sha256 > :after"
+            " ORDER BY sha256 LIMIT :limit",
+            {"id": tx_id, "after": after, "limit": bulk.PAGE},
         )
         return [r[0] for r in rows.fetchall()]
 
@@ -171,47 +196,54 @@ class EdgeStore:
         return await self._database.read(
             lambda: dict(
                 self._db.execute(
-                    "SELECT sha256, size FROM transaction_blobs WHERE transaction_id = ? AND sha256 > ?"
-                    " ORDER BY sha256 LIMIT ?",
-                    [tx_id, after, bulk.PAGE],
+                    "SELECT sha256, size FROM transaction_blobs WHERE transaction_id = :id AND sha256 > :after"
+                    " ORDER BY sha256 LIMIT :limit",
+                    {"id": tx_id, "after": after, "limit": bulk.PAGE},
                 ).fetchall()
             )
         )
 
     async def blob_sizes(self, tx_id: str, sha256s: list[str]) -> dict[str, int]:
         """sha256 -> size of those of ``sha256s`` that the transaction's manifest lists (a batch's)."""
-        marks = ",".join("?" * len(sha256s))
+        if not sha256s:  # an empty IN list is untyped, which PostgreSQL refuses to compare with text
+            return {}
         return await self._database.read(
             lambda: dict(
                 self._db.execute(
-                    f"SELECT sha256, size FROM transaction_blobs WHERE transaction_id = ? AND sha256 IN ({marks})",
-                    [tx_id, *sha256s],
+                    "SELECT sha256, size FROM transaction_blobs WHERE transaction_id = :id AND sha256 IN :shas",
+                    {"id": tx_id, "shas": sha256s},
                 ).fetchall()
             )
         )
 
     async def blob_size(self, tx_id: str, sha256: str) -> int | None:
-        row = await self._database.read(
-            lambda: self._db.execute(
-                "SELECT size FROM transaction_blobs WHERE transaction_id = ? AND sha256 = ?", [tx_id, sha256]
-            ).fetchone()
+        size = await self._database.read(
+            lambda: self._db.scalar(
+                "SELECT size FROM transaction_blobs WHERE transaction_id = :id AND sha256 = :sha256",
+                {"id": tx_id, "sha256": sha256},
+            )
         )
-        return None if row is None else int(row[0])
+        return None if size is None else int(size)
 
     async def end(self, tx_id: str, state: State) -> bool:
         """OPEN -> ``state`` (ABORTED or EXPIRED); False if the transaction was not OPEN."""
-        cursor = await self._database.run(
-            self._db.execute,
-            "UPDATE transactions SET state = ? WHERE id = ? AND state = ?",
-            [state.value, tx_id, "OPEN"],
+        return await self._database.run(
+            lambda: (
+                self._db.execute(
+                    "UPDATE transactions SET state = :state WHERE id = :id AND state = 'OPEN'",
+                    {"state": state.value, "id": tx_id},
+                ).rowcount
+                == 1
+            )
         )
-        return bool(cursor.rowcount)
 
     async def expired(self, now: int) -> list[str]:
         return await self._database.run(
             lambda: [
                 r[0]
-                for r in self._db.execute("SELECT id FROM transactions WHERE state = 'OPEN' AND expires <= ?", [now])
+                for r in self._db.execute(
+                    "SELECT id FROM transactions WHERE state = 'OPEN' AND expires <= :now", {"now": now}
+                )
             ]
         )
 
@@ -235,7 +267,7 @@ class EdgeStore:
         the reader thread a page at a time, as ``Catalog.blob_sizes`` is."""
         pinned: set[str] = set()
         for start in range(0, len(sha256s), IN_PAGE):
-            pinned |= set(await self._database.read(self._live_blobs, sha256s[start : start + IN_PAGE], ""))
+            pinned |= set(await self._database.read(self._live_blobs, sha256s[start : start + IN_PAGE], False))
         return pinned
 
     async def mark_stored(self, tx_id: str, sha256s: list[str]) -> None:
@@ -244,11 +276,9 @@ class EdgeStore:
 
     def _mark_stored(self, tx_id: str, sha256s: list[str]) -> None:
         for start in range(0, len(sha256s), IN_PAGE):
-            page = sha256s[start : start + IN_PAGE]
             self._db.execute(
-                "UPDATE transaction_blobs SET stored = 1 WHERE transaction_id = ?"
-                f" AND sha256 IN ({', '.join('?' * len(page))})",
-                [tx_id, *page],
+                "UPDATE transaction_blobs SET stored = 1 WHERE transaction_id = :id AND sha256 IN :shas",
+                {"id": tx_id, "shas": sha256s[start : start + IN_PAGE]},
             )
 
     async def stored(self, sha256s: list[str]) -> dict[str, int]:
@@ -256,18 +286,17 @@ class EdgeStore:
         stored: such a blob is pinned by that transaction, so it is still in the blob store."""
         found: dict[str, int] = {}
         for start in range(0, len(sha256s), IN_PAGE):
-            page = sha256s[start : start + IN_PAGE]
-            found.update(await self._database.read(self._live_blobs, page, " AND b.stored = 1"))
+            found.update(await self._database.read(self._live_blobs, sha256s[start : start + IN_PAGE], True))
         return found
 
-    def _live_blobs(self, page: list[str], condition: str) -> dict[str, int]:
-        """sha256 -> size of those of ``page`` an OPEN or COMMITTED transaction lists (and meets
-        ``condition``), but for a bundle being removed."""
+    def _live_blobs(self, page: list[str], stored_only: bool) -> dict[str, int]:
+        """sha256 -> size of those of ``page`` an OPEN or COMMITTED transaction lists (and, with
+        ``stored_only``, has recorded as stored), but for a bundle being removed."""
         rows = self._db.execute(
             "SELECT DISTINCT b.sha256, b.size FROM transaction_blobs b JOIN transactions t ON t.id = b.transaction_id"
-            f" WHERE t.state IN ('OPEN', 'COMMITTED') AND b.sha256 IN ({', '.join('?' * len(page))}){condition}"
+            " WHERE t.state IN ('OPEN', 'COMMITTED') AND b.sha256 IN :shas AND b.stored >= :stored"
             " AND t.id NOT IN (SELECT transaction_id FROM bundle_changes WHERE action = 'remove')",
-            page,
+            {"shas": page, "stored": int(stored_only)},
         )
         return dict(rows.fetchall())
 
@@ -283,23 +312,25 @@ class EdgeStore:
         """Mark ``tx`` committed and record its bundle; raises (so its entries stay hidden and are
         removed again) if it can no longer be committed (``check_committable_rows``)."""
         self.check_committable_rows(tx)
-        self._db.execute("UPDATE transactions SET state = 'COMMITTED', committed = ? WHERE id = ?", [now, tx.id])
+        self._db.execute(
+            "UPDATE transactions SET state = 'COMMITTED', committed = :now WHERE id = :id", {"now": now, "id": tx.id}
+        )
         self._db.execute(
             "INSERT INTO received_bundles (name, version, manifest_sha256, committed, files, bytes)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            [tx.name, tx.version, tx.id, now, tx.files, tx.bytes],
+            " VALUES (:name, :version, :id, :now, :files, :bytes)",
+            {"name": tx.name, "version": tx.version, "id": tx.id, "now": now, "files": tx.files, "bytes": tx.bytes},
         )
 
     # -- bundles ----------------------------------------------------------------
 
     async def bundle(self, name: str, version: str) -> ReceivedBundle | None:
-        return await self._database.read(self._bundle, name, version)
+        return None if absent_key(name, version) else await self._database.read(self._bundle, name, version)
 
     def _bundle(self, name: str, version: str) -> ReceivedBundle | None:
         row = self._db.execute(
             "SELECT name, version, manifest_sha256, committed, files, bytes FROM received_bundles"
-            " WHERE name = ? AND version = ?",
-            [name, version],
+            " WHERE name = :name AND version = :version",
+            {"name": name, "version": version},
         ).fetchone()
         return ReceivedBundle(*row) if row else None
 
@@ -321,7 +352,8 @@ class EdgeStore:
             lambda: [
                 r[0]
                 for r in self._db.execute(
-                    "SELECT DISTINCT repo FROM bundle_files WHERE name = ? AND version = ?", [name, version]
+                    "SELECT DISTINCT repo FROM bundle_files WHERE name = :name AND version = :version",
+                    {"name": name, "version": version},
                 )
             ]
         )
@@ -330,14 +362,15 @@ class EdgeStore:
     async def published_page(self, name: str, version: str, repo: str, after: str) -> list[tuple[str, str, int]]:
         """``(path, sha256, size)`` of a page of the paths after ``after`` the bundle claims in ``repo``
         that have an index entry, in path order."""
-        return await self._database.read(
+        rows = await self._database.read(
             lambda: self._db.execute(
-                "SELECT b.path, a.sha256, a.size FROM bundle_files b JOIN artifacts a"
-                " ON a.repo = b.repo AND a.path = b.path WHERE b.name = ? AND b.version = ? AND b.repo = ?"
-                " AND b.path > ? ORDER BY b.path LIMIT ?",
-                [name, version, repo, after, bulk.PAGE],
+                "SELECT b.path, a.sha256, a.size FROM bundle_files b JOIN artifacts a ON a.repo = b.repo"
+                " AND a.path = b.path WHERE b.name = :name AND b.version = :version AND b.repo = :repo"
+                " AND b.path > :after ORDER BY b.path LIMIT :limit",
+                {"name": name, "version": version, "repo": repo, "after": after, "limit": bulk.PAGE},
             ).fetchall()
         )
+        return [(path, sha256, size) for path, sha256, size in rows]
 
     # -- trusted key aliases ------------------------------------------------------
 
@@ -349,12 +382,26 @@ class EdgeStore:
             ]
         )
 
-    async def add_key_alias(self, key: KeyAlias) -> None:
-        await self._database.run(
-            self._db.execute,
-            "INSERT INTO trusted_keys (alias, fingerprint, created) VALUES (?, ?, ?)",
-            [key.alias, key.fingerprint, key.created],
-        )
+    async def add_key_alias(self, key: KeyAlias) -> tuple[KeyAlias, bool]:
+        """Record ``key`` unless its alias names a key already; answers what the alias names now,
+        and whether this call recorded it. Replicas sharing the database may add the same alias
+        at once: one row wins, and both answer it."""
+        return await self._database.run(self._add_key_alias, key)
+
+    def _add_key_alias(self, key: KeyAlias) -> tuple[KeyAlias, bool]:
+        with self._db.atomic():
+            added = self._db.execute(
+                "INSERT INTO trusted_keys (alias, fingerprint, created) VALUES (:alias, :fingerprint, :created)"
+                " ON CONFLICT (alias) DO NOTHING",
+                {"alias": key.alias, "fingerprint": key.fingerprint, "created": key.created},
+            ).rowcount
+            row = self._db.execute(
+                "SELECT alias, fingerprint, created FROM trusted_keys WHERE alias = :alias", {"alias": key.alias}
+            ).fetchone()
+        assert row is not None  # inserted, or there already
+        return KeyAlias(*row), added == 1
 
     async def remove_key_alias(self, alias: str) -> None:
-        await self._database.run(self._db.execute, "DELETE FROM trusted_keys WHERE alias = ?", [alias])
+        await self._database.run(
+            lambda: self._db.execute("DELETE FROM trusted_keys WHERE alias = :alias", {"alias": alias})
+        )

@@ -46,10 +46,11 @@ transaction_blobs = Table(
 )
 Index("transaction_blobs_by_sha256", transaction_blobs.c.sha256)
 Table(
-    "transaction_manifests",
+    "transaction_manifest_chunks",
     edge_tables,
     Column("transaction_id", Text, ForeignKey("transactions.id", ondelete="CASCADE"), primary_key=True),
-    Column("manifest", LargeBinary, nullable=False),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("data", LargeBinary, nullable=False),
 )
 Table(
     "transaction_files",

@@ -13,10 +13,9 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from typing import NamedTuple
 
-import sqlite_utils
-
 from repository import bulk
 from repository.db import Database
+from repository.sql import Sql
 from wire.manifest import ManifestArtifact, ManifestError
 
 
@@ -41,40 +40,41 @@ class TransactionFiles:
         self._database = database
 
     @property
-    def _db(self) -> sqlite_utils.Database:
+    def _db(self) -> Sql:
         return self._database.db
 
     async def add(self, tx_id: str, files: Sequence[TransactionFile]) -> None:
         """Record a page of a manifest's files (a start's, before its transaction is open)."""
-        rows = [(tx_id, *f[:6], json.dumps(f.properties, sort_keys=True)) for f in files]
+        rows = [{"id": tx_id, **f._asdict(), "properties": json.dumps(f.properties, sort_keys=True)} for f in files]
         await self._database.run_page(self._add, rows)
 
-    def _add(self, rows: list[tuple[object, ...]]) -> None:
+    def _add(self, rows: list[dict[str, object]]) -> None:
         with self._db.atomic():  # one transaction for the page, not one per row
-            self._db.conn.executemany(
+            self._db.executemany(
                 "INSERT INTO transaction_files (transaction_id, repo, path, sha256, size, sha1, md5, properties)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (:id, :repo, :path, :sha256, :size, :sha1, :md5, :properties)",
                 rows,
             )
 
     async def check_sizes(self, tx_id: str) -> None:
         """400 if one sha256 is listed with two sizes (pages are checked one at a time as they come)."""
-        row = await self._database.run(
-            lambda: self._db.execute(
-                "SELECT sha256 FROM transaction_files WHERE transaction_id = ? GROUP BY sha256"
+        sha256 = await self._database.run(
+            lambda: self._db.scalar(
+                "SELECT sha256 FROM transaction_files WHERE transaction_id = :id GROUP BY sha256"
                 " HAVING min(size) != max(size) LIMIT 1",
-                [tx_id],
-            ).fetchone()
+                {"id": tx_id},
+            )
         )
-        if row is not None:
-            raise ManifestError(f"Invalid manifest: sha256 {row[0]} is listed with two sizes")
+        if sha256 is not None:
+            raise ManifestError(f"Invalid manifest: sha256 {sha256} is listed with two sizes")
 
     async def repos(self, tx_id: str) -> list[str]:
         return await self._database.run(
             lambda: [
                 r[0]
                 for r in self._db.execute(
-                    "SELECT DISTINCT repo FROM transaction_files WHERE transaction_id = ? ORDER BY repo", [tx_id]
+                    "SELECT DISTINCT repo FROM transaction_files WHERE transaction_id = :id ORDER BY repo",
+                    {"id": tx_id},
                 )
             ]
         )
@@ -89,10 +89,13 @@ class TransactionFiles:
     def _page(self, tx_id: str, after: tuple[str, str]) -> list[TransactionFile]:
         rows = self._db.execute(
             "SELECT repo, path, sha256, size, sha1, md5, properties FROM transaction_files"
-            " WHERE transaction_id = ? AND (repo, path) > (?, ?) ORDER BY repo, path LIMIT ?",
-            [tx_id, *after, bulk.PAGE],
+            " WHERE transaction_id = :id AND (repo, path) > (:repo, :path) ORDER BY repo, path LIMIT :limit",
+            {"id": tx_id, "repo": after[0], "path": after[1], "limit": bulk.PAGE},
         )
-        return [TransactionFile(*r[:6], json.loads(r[6])) for r in rows]
+        return [
+            TransactionFile(repo, path, sha256, size, sha1, md5, json.loads(properties))
+            for repo, path, sha256, size, sha1, md5, properties in rows
+        ]
 
     async def drop(self, tx_id: str) -> None:
         """Forget a transaction's files, a page at a time."""
@@ -103,15 +106,16 @@ class TransactionFiles:
         return int(
             self._db.execute(
                 "DELETE FROM transaction_files WHERE (transaction_id, repo, path) IN"
-                " (SELECT transaction_id, repo, path FROM transaction_files WHERE transaction_id = ? LIMIT ?)",
-                [tx_id, bulk.PAGE],
+                " (SELECT transaction_id, repo, path FROM transaction_files WHERE transaction_id = :id LIMIT :limit)",
+                {"id": tx_id, "limit": bulk.PAGE},
             ).rowcount
         )
 
     async def sweep(self) -> None:
         """At start-up: forget the files of every transaction that is not OPEN."""
         await self._database.run(
-            self._db.execute,
-            "DELETE FROM transaction_files"
-            " WHERE transaction_id NOT IN (SELECT id FROM transactions WHERE state = 'OPEN')",
+            lambda: self._db.execute(
+                "DELETE FROM transaction_files"
+                " WHERE transaction_id NOT IN (SELECT id FROM transactions WHERE state = 'OPEN')"
+            )
         )

@@ -1,7 +1,7 @@
 """The edge side of two-phase distribution (docs/transactions.md): start, upload, commit, abort.
 
 Nothing of a bundle is visible before its commit, which indexes its entries a page at a
-time, hidden, then shows them and the edge's record of the bundle in one short sqlite
+time, hidden, then shows them and the edge's record of the bundle in one short database
 transaction (``edge.bundle_index``); blobs reach the blob store earlier, but
 content-addressed blobs are invisible until an entry names them.
 So a crash at any moment leaves either no trace of the bundle or all of it, and every

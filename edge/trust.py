@@ -88,17 +88,17 @@ class TrustedKeys:
             except TrustedKeyError:
                 await self._check_room()  # gpg cannot import anything on a full disk
                 raise
-            existing = {k.alias: k for k in await self._edge_store.key_aliases()}.get(alias)
-            if existing is not None:
-                if existing.fingerprint != fingerprint:
-                    raise Conflict(f"Alias '{alias}' already names key {existing.fingerprint}; remove it first")
-                await self._share(fingerprint)  # a repeat may carry a revocation or a new expiry
-                return Trusted(existing, created=False)
-            key = KeyAlias(alias, fingerprint, now_ms())
-            await self._share(fingerprint)  # before the alias: a key is never trusted without its material
-            await self._edge_store.add_key_alias(key)
-        log.info("trusting key %s as %s", fingerprint, alias)
-        return Trusted(key, created=True)
+            key, added = {k.alias: k for k in await self._edge_store.key_aliases()}.get(alias), False
+            if key is None or key.fingerprint == fingerprint:
+                # the material before the alias: a key is never trusted without it (and a repeat
+                # may carry a revocation or a new expiry)
+                await self._share(fingerprint)
+                key, added = await self._edge_store.add_key_alias(KeyAlias(alias, fingerprint, now_ms()))
+        if key.fingerprint != fingerprint:
+            raise Conflict(f"Alias '{alias}' already names key {key.fingerprint}; remove it first")
+        if added:
+            log.info("trusting key %s as %s", fingerprint, alias)
+        return Trusted(key, created=added)
 
     async def remove(self, alias: str) -> None:
         """Stop trusting the key ``alias`` names; it leaves the GnuPG home once no alias names it."""

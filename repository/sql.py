@@ -94,7 +94,9 @@ class Sql:
         """The driver's own connection (sqlite3's ``blobopen``, ``create_function``)."""
         return self.connection.connection.dbapi_connection
 
-    def execute(self, sql: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> CursorResult[Any]:
+    def execute(
+        self, sql: str, params: Mapping[str, Any] | Sequence[Any] | None = None
+    ) -> CursorResult[*tuple[Any, ...]]:
         """Run one statement. A mapping binds ``:name`` parameters (on both engines); a sequence
         binds sqlite's ``?`` parameters, which only sqlite understands."""
         if params is None or isinstance(params, Mapping):

@@ -85,8 +85,9 @@ def edge_settings(tmp_path: Path) -> EdgeSettings:
 
 
 @pytest.fixture
-async def edge(aiohttp_client: Any, edge_settings: EdgeSettings) -> Any:
-    """A test client on the real edge app, local storage."""
+async def edge(edge_settings: EdgeSettings, aiohttp_client: Any) -> Any:
+    """A test client on the real edge app, local storage. (Its settings come first: a database
+    they name is dropped only after the app is closed.)"""
     return await aiohttp_client(create_app(edge_settings))
 
 

@@ -27,6 +27,7 @@ from tests.test_edge_transactions import (
     start,
 )
 from tests.test_edge_transactions import dist as dist  # noqa: F401  (the fixture)
+from tests.test_edge_transactions import edge_settings as edge_settings  # noqa: F401  (on both engines)
 
 SHARED = FILES["README.md"]
 

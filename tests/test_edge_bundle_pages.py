@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import sqlite_utils
 
 from edge.app import create_app
@@ -42,6 +43,7 @@ from tests.test_edge_transactions import (
     tx_id,
 )
 from tests.test_edge_transactions import dist as dist  # noqa: F401  (the fixture)
+from tests.test_edge_transactions import edge_settings as edge_settings  # noqa: F401  (on both engines)
 from wire.manifest import Manifest
 
 PAGE = 3
@@ -155,6 +157,7 @@ async def test_nothing_of_a_bundle_shows_before_its_commit_ends_and_other_work_g
     assert (await edge.get(f"/artifactory/api/storage/{REPO}/app")).status == 200
 
 
+@pytest.mark.parametrize("edge_settings", ["sqlite"], indirect=True)  # a copy of the data dir is a crash
 async def test_a_commit_cut_short_by_a_crash_leaves_nothing_and_the_retry_commits(
     aiohttp_client: Any, tmp_path: Path, edge: Any, dist: dict[str, str], keys: KeySet, key_factory: KeyFactory
 ) -> None:
@@ -185,6 +188,7 @@ def sharing(files: dict[str, bytes], shared_path: str, own: dict[str, bytes]) ->
     return Manifest.create("other", "1.0", [shared, *theirs.artifacts], created_by="release-manager")
 
 
+@pytest.mark.parametrize("edge_settings", ["sqlite"], indirect=True)  # a copy of the data dir is a crash
 async def test_a_removal_hides_the_whole_bundle_at_once_and_a_restart_finishes_it(
     aiohttp_client: Any, tmp_path: Path, edge: Any, dist: dict[str, str], keys: KeySet, key_factory: KeyFactory
 ) -> None:
@@ -235,6 +239,7 @@ async def test_a_removal_asked_again_while_it_runs_finishes_it_once(
     assert await served(edge, files) == [404] * len(files)
 
 
+@pytest.mark.parametrize("edge_settings", ["sqlite"], indirect=True)  # a file's pages
 async def test_the_space_a_removal_frees_goes_back_to_the_file_system(
     edge: Any, dist: dict[str, str], keys: KeySet, key_factory: KeyFactory
 ) -> None:
@@ -314,14 +319,14 @@ async def test_garbage_collection_lets_an_upload_in_between_its_pages(edge: Any)
     assert [await stored(edge, b) for b in blobs] == [False] * len(blobs)
 
 
-async def test_reading_a_transaction_does_not_read_its_manifest(tmp_path: Path) -> None:
+async def test_reading_a_transaction_does_not_read_its_manifest(db_target: str, tmp_path: Path) -> None:
     """The manifest lives apart from the transaction's row, so a read of the row (each upload
     makes some) costs the same for a manifest of any size."""
-    db = Database(tmp_path / "edge.db")
+    db = Database(db_target, local_dir=tmp_path / "local")
     await db.open(catalog_migrations, edge_migrations)
-    columns = await db.run(lambda: [r[1] for r in db.db.execute("PRAGMA table_info(transactions)")])
+    columns = [c["name"] for c in sa.inspect(db.engine).get_columns("transactions")]
     await db.close()
-    assert "manifest" not in columns
+    assert "manifest" not in columns and "signature" in columns
 
 
 async def test_an_edge_database_from_before_keeps_its_transactions_and_bundles(tmp_path: Path) -> None:

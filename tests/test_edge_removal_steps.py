@@ -14,15 +14,15 @@ from edge.settings import MAX_REMOVAL_FILES_PER_REQUEST, EdgeSettings
 from tests.conftest import error_of, make_settings
 from tests.gpg_keys import KeyFactory, KeySet
 from tests.test_edge_bundle_pages import listed, rows, served, stored, targets
-from tests.test_edge_transactions import BUNDLES, TX, download, manifest_of, push, signed
+from tests.test_edge_transactions import BUNDLES, ENGINES, TX, database_url, download, manifest_of, push, signed
 from tests.test_edge_transactions import dist as dist  # noqa: F401  (the fixture)
 
 STEP = 3
 
 
-@pytest.fixture
-def edge_settings(tmp_path: Any) -> EdgeSettings:
-    return make_settings(tmp_path, removal_files_per_request=STEP)
+@pytest.fixture(params=ENGINES)
+def edge_settings(request: pytest.FixtureRequest, tmp_path: Any) -> EdgeSettings:
+    return make_settings(tmp_path, removal_files_per_request=STEP, database_url=database_url(request))
 
 
 def files_of(count: int) -> dict[str, bytes]:

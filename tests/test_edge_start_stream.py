@@ -20,6 +20,7 @@ from repository.schema import catalog_migrations
 from tests.conftest import error_of, make_settings
 from tests.gpg_keys import KeyFactory, KeySet
 from tests.test_edge_transactions import FILES, TX, commit, manifest_of, put_blob, sha256, status_of, token, trust
+from tests.test_edge_transactions import edge_settings as edge_settings  # noqa: F401  (on both engines)
 from tests.test_manifest import canonical
 from wire import protocol
 from wire.manifest import encode

@@ -19,6 +19,7 @@ import requests
 from devstack.services import EdgeProcess
 from edge.app import create_app
 from edge.keys import transactions_key
+from edge.settings import EdgeSettings
 from repository.catalog import now_ms
 from tests.conftest import UPLOADS, admin, error_of, make_settings, upload
 from tests.gpg_keys import KeyFactory, KeySet, TestKey
@@ -69,6 +70,20 @@ async def token(client: Any, role: str) -> dict[str, str]:
 async def trust(client: Any, key: TestKey, alias: str = "dist-main") -> None:
     resp = await client.post(KEYS, json={"alias": alias, "public_key": key.public}, headers=admin())
     assert resp.status in (200, 201), await resp.text()
+
+
+ENGINES = ["sqlite", "postgresql"]
+
+
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """By the fixture's param: None (sqlite, the default) or a fresh PostgreSQL database's URL."""
+    return request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+
+
+@pytest.fixture(params=ENGINES)
+def edge_settings(request: pytest.FixtureRequest, tmp_path: Path) -> EdgeSettings:
+    """The edge under test keeps its state in sqlite, then in PostgreSQL."""
+    return make_settings(tmp_path, database_url=database_url(request))
 
 
 @pytest.fixture

@@ -5,15 +5,18 @@ either engine."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from edge.key_material import KeyMaterial
 from edge.schema import edge_migrations
 from edge.store import EdgeStore
 from edge.trust import TrustedKeys
 from repository.db import Database
+from repository.errors import Conflict
 from repository.schema import catalog_migrations
 from tests.gpg_keys import KeyFactory, KeySet
 from wire.signatures import SignatureRefused
@@ -67,5 +70,27 @@ async def test_a_key_trusted_before_replicas_existed_is_shared_when_its_edge_sta
     two = await _replica(database, tmp_path / "two")
     data, signature = _signed(tmp_path, key_factory, keys)
     assert await two.verify(data, signature) == keys.alice.fingerprint
+    await one.close()
+    await two.close()
+
+
+async def test_replicas_trusting_one_alias_at_once_record_it_once_and_refuse_another_key_under_it(
+    database: Database, tmp_path: Path, keys: KeySet
+) -> None:
+    one, two = await _replica(database, tmp_path / "one"), await _replica(database, tmp_path / "two")
+    same = await asyncio.gather(one.trust("dist-main", keys.alice.public), two.trust("dist-main", keys.alice.public))
+    assert sorted(t.created for t in same) == [False, True] and same[0].key == same[1].key
+    other = await asyncio.gather(
+        one.trust("dist-next", keys.alice.public), two.trust("dist-next", keys.bob.public), return_exceptions=True
+    )
+    refused = [answer for answer in other if isinstance(answer, Conflict)]
+    assert len(refused) == 1 and refused[0].status == 409
+    winner = next(answer for answer in other if not isinstance(answer, BaseException))
+    assert [(k.alias, k.fingerprint) for k in await one.list()] == [
+        ("dist-main", keys.alice.fingerprint),
+        ("dist-next", winner.key.fingerprint),
+    ]
+    held = await KeyMaterial(database).get([keys.alice.fingerprint, keys.bob.fingerprint])
+    assert sorted(held) == sorted({keys.alice.fingerprint, winner.key.fingerprint})  # none for the refused key
     await one.close()
     await two.close()
