@@ -24,6 +24,7 @@ import psycopg
 import pytest
 
 from devstack.postgres import PostgresServer
+from devstack.replicas import EdgeReplicas
 from devstack.services import DistributionProcess, EdgeProcess
 from edge.schema import edge_migrations
 from edge.store import EdgeStore
@@ -110,26 +111,37 @@ def never_part(samples: list[tuple[list[list[int]], int]], sent_in_all: int) -> 
                 assert 200 not in files, ("served before the commit", seen, sent)
 
 
+def distributing_slowly(service: Service, edge: EdgeReplicas, proxies: Any) -> int:
+    """Distribute 1.0.0 to ``edge`` through the slowing proxy; answers once its big blob is on its way."""
+    faults = proxies[0]
+    connect(service, edge, proxied(proxies, edge.url))
+    service.signed_bundle("1.0.0", FILES)
+    dist_id = service.distribute("1.0.0")
+    wait_for("the upload to be under way", lambda: faults.upload_bytes >= 4 * MiB)
+    return dist_id
+
+
+def completes_whole(service: Service, dist_id: int, edges: Callable[[], list[EdgeProcess]], faults: Faults) -> None:
+    """The distribution completes; meanwhile no replica served part of it, nor any of it before
+    the commit; then every replica ``edges()`` names serves all of it."""
+    done, samples = watch(service, "1.0.0", dist_id, edges, faults)
+    assert done["status"] == "Completed", done
+    never_part(samples, faults.upload_bytes)
+    for replica in edges():
+        assert serves_all(replica, "1.0.0", FILES), replica.url
+
+
 def test_a_distribution_completes_while_the_replica_receiving_the_upload_is_killed(
     service: Service, slow_proxy: Any, postgres_url: str, s3_server: dict[str, str], tmp_path: Path
 ) -> None:
     faults = slow_proxy[0]
     with edge_replicas(tmp_path / "edge", postgres_url, s3_server) as edge:
-        connect(service, edge, proxied(slow_proxy, edge.url))
-        service.signed_bundle("1.0.0", FILES)
-        dist_id = service.distribute("1.0.0")
-        wait_for("the upload to be under way", lambda: faults.upload_bytes >= 4 * MiB)
+        dist_id = distributing_slowly(service, edge, slow_proxy)
         before = [statuses(e, "1.0.0", FILES) for e in edge.replicas]
-        victim = busiest(edge)
-        edge.kill(victim)
-        cut_at = faults.upload_bytes
-        done, samples = watch(service, "1.0.0", dist_id, lambda: alive(edge), faults)
-        assert done["status"] == "Completed", done
-        assert cut_at < len(BIG), "the kill landed after the upload"
+        edge.kill(busiest(edge))
+        assert faults.upload_bytes < len(BIG), "the kill landed after the upload"
+        completes_whole(service, dist_id, lambda: alive(edge), faults)
         assert before == [[404] * len(FILES)] * 3, before
-        never_part(samples, faults.upload_bytes)
-        for replica in alive(edge):
-            assert serves_all(replica, "1.0.0", FILES), replica.url
 
 
 def test_downloads_through_nginx_go_on_while_a_replica_is_killed(
@@ -214,17 +226,10 @@ def test_postgres_restarted_during_a_distribution_the_job_completes_and_no_repli
 ) -> None:
     faults = slow_proxy[0]
     with edge_replicas(tmp_path / "edge", postgres_url, s3_server) as edge:
-        connect(service, edge, proxied(slow_proxy, edge.url))
-        service.signed_bundle("1.0.0", FILES)
-        dist_id = service.distribute("1.0.0")
-        wait_for("the upload to be under way", lambda: faults.upload_bytes >= 4 * MiB)
+        dist_id = distributing_slowly(service, edge, slow_proxy)
         postgres_server.restart()
         assert faults.upload_bytes < len(BIG), "the restart came after the upload"
-        done, samples = watch(service, "1.0.0", dist_id, lambda: edge.replicas, faults)
-        assert done["status"] == "Completed", done
-        never_part(samples, faults.upload_bytes)
-        for replica in edge.replicas:
-            assert serves_all(replica, "1.0.0", FILES), replica.url
+        completes_whole(service, dist_id, lambda: edge.replicas, faults)
 
 
 def lease_holder(dsn: str) -> str | None:
