@@ -51,7 +51,7 @@ from tests.ha_setup import (
     statuses,
     wait_for,
 )
-from tests.test_distribute_e2e import FAST_RETRIES, V1, Service, public_key, running_service
+from tests.test_distribute_e2e import EVERYWHERE, FAST_RETRIES, V1, Service, public_key, running_service
 from wire.protocol import BUNDLES
 
 SIGNED_URLS = "/artifactory/api/signed/url"
@@ -60,7 +60,6 @@ BIG = os.urandom(24 * MiB)
 FILES = {"big.bin": BIG, "notes.md": b"# app 1.0.0\n", "run.sh": b"#!/bin/sh\nexec app\n"}
 SLOW = 6 * MiB  # bytes per second of blob uploads through the fault proxy: an upload lasts seconds
 FINAL = ("Completed", "Failed")
-EVERYWHERE = [{"site_name": "*", "city_name": "*", "country_codes": ["*"]}]
 
 
 @pytest.fixture
