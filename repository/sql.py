@@ -56,10 +56,20 @@ def retryable(exc: BaseException) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _statement(sql: str, expanding: frozenset[str]) -> sa.TextClause:
+def _statement(sql: str, expanding: frozenset[tuple[str, bool]]) -> sa.TextClause:
+    """``sql`` as a ``text()``; ``expanding`` names its list parameters, each with whether it
+    holds integers. The type matters for an empty list, which SQLAlchemy renders as an empty
+    subquery of that type: untyped, it is an integer one, which PostgreSQL refuses to compare
+    with a text column. An empty list is taken for text (every list the stores pass is of keys
+    or digests); a query of an integer column by a list that may be empty must skip the query."""
     clause = sa.text(sql)
     if expanding:
-        clause = clause.bindparams(*(sa.bindparam(name, expanding=True) for name in sorted(expanding)))
+        clause = clause.bindparams(
+            *(
+                sa.bindparam(name, expanding=True, type_=sa.BigInteger() if integers else sa.Text())
+                for name, integers in sorted(expanding)
+            )
+        )
     return clause
 
 
@@ -77,8 +87,12 @@ def _for_driver(sql: str, dialect: sa.Dialect) -> tuple[str, Callable[[Mapping[s
     return compiled.string, operator.itemgetter(*names)
 
 
-def _expanding(params: Mapping[str, Any]) -> frozenset[str]:
-    return frozenset(name for name, value in params.items() if isinstance(value, list | tuple))
+def _expanding(params: Mapping[str, Any]) -> frozenset[tuple[str, bool]]:
+    return frozenset(
+        (name, bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+        for name, value in params.items()
+        if isinstance(value, list | tuple)
+    )
 
 
 class Sql:

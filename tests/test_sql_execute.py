@@ -52,7 +52,7 @@ async def test_a_statement_without_parameters_keeps_its_literal_percent_signs_an
     assert await on(database, query) == ["100% a:b", 5, "50% off"]
 
 
-@pytest.mark.parametrize("count", [1, 2, 3])
+@pytest.mark.parametrize("count", [0, 1, 2, 3])
 async def test_a_list_value_still_expands_into_as_many_parameters(database: Database, count: int) -> None:
     def query(db: Sql) -> list[str]:
         keys = [f"k{i}" for i in range(count)]
@@ -61,6 +61,16 @@ async def test_a_list_value_still_expands_into_as_many_parameters(database: Data
         ]
 
     assert await on(database, query) == [f"k{i}" for i in range(count)]
+
+
+@pytest.mark.parametrize("values", [[1], [1, 3]])
+async def test_a_list_of_integers_matches_an_integer_column(
+    database: Database, values: list[int]
+) -> None:
+    def query(db: Sql) -> list[int]:
+        return [n for (n,) in db.execute("SELECT n FROM t WHERE n IN :ns ORDER BY n", {"ns": values})]
+
+    assert await on(database, query) == values
 
 
 async def test_writes_answer_their_row_counts_and_returned_rows(database: Database) -> None:
