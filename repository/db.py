@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import sqlite_utils
@@ -60,9 +60,15 @@ RECLAIM_PAGES = 1024
 RACE_TRIES = 8
 
 
-def _on_connect(dbapi_connection: object, _record: object) -> None:
+def _on_connect(dbapi_connection: Any, _record: object) -> None:
     if isinstance(dbapi_connection, sqlite3.Connection):
         dbapi_connection.execute("PRAGMA busy_timeout=5000")
+    else:
+        # PostgreSQL: statements run in autocommit (``Sql.atomic`` opens transactions). The
+        # engine's option sets it on the first connection only: one made again after the server
+        # went away (``Sql.forget_lost_connection``) would keep every later write in a
+        # transaction never committed, seen by no other connection.
+        dbapi_connection.autocommit = True
 
 
 def local_files_path(target: str | Path, local_dir: Path | None) -> Path:
@@ -201,6 +207,8 @@ class Database:
             except (sqlite3.OperationalError, sa.exc.DBAPIError) as exc:
                 if _disk_full(exc):
                     raise StorageFull(f"database {self.label}: {exc}") from exc
+                if getattr(exc, "connection_invalidated", False):  # the next call connects again
+                    await loop.run_in_executor(executor, lambda: self.db.forget_lost_connection())
                 if not retryable(exc) or attempt == RACE_TRIES:
                     raise
                 log.info("a transaction lost a race with another replica's; running it again (%s)", exc.orig)

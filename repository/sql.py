@@ -174,13 +174,23 @@ class Sql:
             yield self
         except BaseException:
             self._depth = depth
-            with contextlib.suppress(sa.exc.DBAPIError):  # a lost connection has rolled back already
+            if self.connection.invalidated:  # the server went away: it rolled back already
+                raise
+            with contextlib.suppress(sa.exc.DBAPIError):  # a connection lost just now has too
                 self._raw("ROLLBACK" if depth == 0 else f"ROLLBACK TO SAVEPOINT sp{depth}")
                 if depth:
                     self._raw(f"RELEASE SAVEPOINT sp{depth}")
             raise
         self._depth = depth
         self._raw("COMMIT" if depth == 0 else f"RELEASE SAVEPOINT sp{depth}")
+
+    def forget_lost_connection(self) -> None:
+        """After the server went away (a restart, a fail-over): drop what SQLAlchemy keeps of the
+        dead connection's transaction, so that the next statement connects again. Without this,
+        every later statement on this thread fails with PendingRollbackError."""
+        if self.connection.invalidated:
+            self._depth = 0
+            self.connection.rollback()
 
     def _raw(self, statement: str) -> None:
         self.connection.exec_driver_sql(statement)

@@ -11,8 +11,10 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from repository.db import Database
 from tests.postgres import PostgresServer
@@ -128,3 +130,31 @@ async def test_after_the_database_restarts_every_replica_drops_its_copies(
     assert not two.copies.stale()
     await asyncio.to_thread(postgres_server.restart)
     await _eventually(two.copies.stale)
+
+
+async def _again(run: Any, fn: Any) -> Any:
+    """``run(fn)`` after the server restarted: its first statement may find its connection dead
+    (the caller sees that one error); the next one must connect again."""
+    try:
+        return await run(fn)
+    except sa.exc.DBAPIError as exc:
+        assert exc.connection_invalidated, exc
+    return await run(fn)
+
+
+async def test_after_the_database_restarts_a_replica_connects_again_on_every_thread_and_its_writes_commit(
+    replicas: tuple[Database, Database], postgres_server: PostgresServer
+) -> None:
+    one, two = replicas
+    await one.run(lambda: one.db.execute("CREATE TABLE notes (n INTEGER)"))
+
+    def count() -> int:
+        with one.db.atomic():
+            return int(one.db.scalar("SELECT count(*) FROM pg_stat_activity"))
+
+    await asyncio.to_thread(postgres_server.restart)
+    for run in (one.run, one.read, one.walk):
+        assert await _again(run, count) > 0
+    await one.run(lambda: one.db.execute("INSERT INTO notes (n) VALUES (1)"))
+    seen = await _again(two.read, lambda: two.db.scalar("SELECT count(*) FROM notes"))
+    assert seen == 1, "a write after the reconnection was not committed"

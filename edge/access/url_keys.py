@@ -2,7 +2,9 @@
 
 - **own**: Ed25519 keys this edge made. The private key is a PEM file (0600, in a
   0700 directory of the data dir); the first is made on first start, ``rotate`` makes
-  the next, and the newest signs. Older ones keep verifying until removed.
+  the next, and the newest signs. Older ones keep verifying until removed. Replicas of
+  an edge on other machines each make and sign with keys of their own; every replica
+  verifies every own key with its public key, stored in the shared database.
 - **trusted**: other issuers' Ed25519 public keys, added through the admin API, so
   one issuer's URLs work on every edge that trusts it.
 - **settings**: ``[[access.signed_urls.keys]]``: public keys, or HS256 secrets (the
@@ -58,10 +60,9 @@ class UrlKeyring:
         verify: dict[str, VerifyKey] = {}
         newest: str | None = None
         for kid, algorithm, pem, is_own, created in rows:
-            if is_own:
-                private = await asyncio.to_thread(self._read_private, kid)
-                if private is None:
-                    continue
+            # A replica on another machine made the keys whose private file is not here: this
+            # one verifies their URLs with the stored public key, and signs with its own keys.
+            if is_own and (private := await asyncio.to_thread(self._read_private, kid)) is not None:
                 own[kid], newest = private, kid
             verify[kid] = VerifyKey(kid, algorithm, load_public_key(pem), "own" if is_own else "trusted", created)
         for spec in self._configured:  # settings win over a stored key of the same kid
@@ -90,11 +91,13 @@ class UrlKeyring:
         path = self._key_dir / f"{kid}.pem"
         try:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except FileNotFoundError:
+            return None  # made by another replica, which keeps it
         except (OSError, ValueError) as exc:
-            log.error("url-signing key %s cannot be read from %s (%s): its URLs are refused", kid, path, exc)
+            log.error("url-signing key %s cannot be read from %s (%s): it does not sign here", kid, path, exc)
             return None
         if not isinstance(key, Ed25519PrivateKey):
-            log.error("url-signing key file %s is not an Ed25519 key: its URLs are refused", path)
+            log.error("url-signing key file %s is not an Ed25519 key: it does not sign here", path)
             return None
         return key
 
