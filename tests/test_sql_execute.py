@@ -64,9 +64,7 @@ async def test_a_list_value_still_expands_into_as_many_parameters(database: Data
 
 
 @pytest.mark.parametrize("values", [[1], [1, 3]])
-async def test_a_list_of_integers_matches_an_integer_column(
-    database: Database, values: list[int]
-) -> None:
+async def test_a_list_of_integers_matches_an_integer_column(database: Database, values: list[int]) -> None:
     def query(db: Sql) -> list[int]:
         return [n for (n,) in db.execute("SELECT n FROM t WHERE n IN :ns ORDER BY n", {"ns": values})]
 
