@@ -24,8 +24,9 @@ from common import BenchError, run_bench
 from download import write_random_file
 from edge_store import Signer
 from releases import Content, vm_kib
-from s3_edges import PUT_CONCURRENCY, boto3_floor, s3_env
+from s3_edges import PUT_CONCURRENCY, boto3_floor
 
+from devstack.replicas import s3_environment
 from devstack.seaweed import SeaweedProcess
 from devstack.services import EdgeProcess
 from wire.manifest import Manifest, ManifestArtifact, encode
@@ -67,7 +68,7 @@ def run(stack: contextlib.ExitStack, rounds: int) -> list[str]:
     server = stack.enter_context(SeaweedProcess())
     signer = Signer()
     stack.callback(signer.close)
-    edge = stack.enter_context(EdgeProcess(tmp / "edge", env=s3_env(server.info, "bench-blob/")))
+    edge = stack.enter_context(EdgeProcess(tmp / "edge", env=s3_environment(server.info, "bench-blob/", redirect=True)))
     session = requests.Session()
     session.trust_env = False
     trusted = session.post(

@@ -27,6 +27,7 @@ from typing import Any
 from download import start_node, write_random_file
 from releases import Content, Release, check_served
 
+from devstack.replicas import s3_environment
 from devstack.seaweed import SeaweedProcess
 from devstack.services import SOURCE_REPO, DistributionProcess, EdgeProcess
 from repository.settings import StorageSettings
@@ -46,18 +47,6 @@ def bundle_files(tmp: Path, rng: random.Random) -> list[Content]:
     large = tmp / "large.bin"
     files.append(Content("large.bin", LARGE_SIZE, write_random_file(large, LARGE_SIZE), path=large))
     return files
-
-
-def s3_env(info: dict[str, str], prefix: str) -> dict[str, str]:
-    return {
-        "EDGE_STORAGE_BACKEND": "s3",
-        "EDGE_STORAGE_ENDPOINT_URL": info["endpoint_url"],
-        "EDGE_STORAGE_BUCKET": info["bucket"],
-        "EDGE_STORAGE_PREFIX": prefix,
-        "EDGE_STORAGE_REGION": info["region"],
-        "EDGE_STORAGE_ACCESS_KEY_ID": info["access_key_id"],
-        "EDGE_STORAGE_SECRET_ACCESS_KEY": info["secret_access_key"],
-    }
 
 
 def boto3_floor(server: SeaweedProcess, prefix: str, files: list[Content], concurrency: int) -> float:
@@ -114,7 +103,10 @@ def run(stack: contextlib.ExitStack, tmp: Path, rounds: int) -> list[str]:
     for index in range(rounds):
         edges = {
             "local": start_node(stack, EdgeProcess(tmp / f"local-{index}")),
-            "s3": start_node(stack, EdgeProcess(tmp / f"s3-{index}", env=s3_env(server.info, f"round-{index}/"))),
+            "s3": start_node(
+                stack,
+                EdgeProcess(tmp / f"s3-{index}", env=s3_environment(server.info, f"round-{index}/", redirect=True)),
+            ),
         }
         names = {kind: f"{kind}-{index}" for kind in edges}
         release.register({names[kind]: edge for kind, edge in edges.items()})

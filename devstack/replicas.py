@@ -19,8 +19,9 @@ from .nginx import NginxProcess
 from .services import EdgeProcess
 
 
-def s3_environment(s3: Mapping[str, str], prefix: str) -> dict[str, str]:
-    """An edge's settings for blobs in ``s3``'s bucket under ``prefix`` (SeaweedFS's ``info``)."""
+def s3_environment(s3: Mapping[str, str], prefix: str, *, redirect: bool = False) -> dict[str, str]:
+    """An edge's settings for blobs in ``s3``'s bucket under ``prefix`` (SeaweedFS's ``info``);
+    ``redirect``: downloads answered with a presigned URL rather than the bytes."""
     return {
         "EDGE_STORAGE_BACKEND": "s3",
         "EDGE_STORAGE_ENDPOINT_URL": s3["endpoint_url"],
@@ -29,7 +30,7 @@ def s3_environment(s3: Mapping[str, str], prefix: str) -> dict[str, str]:
         "EDGE_STORAGE_REGION": s3["region"],
         "EDGE_STORAGE_ACCESS_KEY_ID": s3["access_key_id"],
         "EDGE_STORAGE_SECRET_ACCESS_KEY": s3["secret_access_key"],
-        "EDGE_STORAGE_REDIRECT_DOWNLOADS": "false",
+        "EDGE_STORAGE_REDIRECT_DOWNLOADS": str(redirect).lower(),
     }
 
 

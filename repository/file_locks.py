@@ -31,19 +31,12 @@ POLL_MAX = 0.05
 _KEY_BYTES = 7
 
 
-class FileLocks:
-    """One kind of lock (``index``, ``transaction``...), by key, in ``directory/<kind>.lock``."""
+class ProcessLocks:
+    """This process's side of a kind of lock: an asyncio lock per key, which its coroutines take
+    before the lock that holds across processes (a file here, the database in ``replicas.py``)."""
 
-    def __init__(self, directory: Path, kind: str) -> None:
-        self.path = directory / f"{kind}.lock"
-        self._fd: int | None = None
+    def __init__(self) -> None:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-
-    def _file(self) -> int:
-        if self._fd is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        return self._fd
 
     def local(self, key: str) -> asyncio.Lock:
         """This process's lock of ``key`` alone, kept while anyone holds or awaits it."""
@@ -56,6 +49,21 @@ class FileLocks:
         """Whether a coroutine of this process holds (or is taking) ``key``."""
         lock = self._locks.get(key)
         return lock is not None and lock.locked()
+
+
+class FileLocks(ProcessLocks):
+    """One kind of lock (``index``, ``transaction``...), by key, in ``directory/<kind>.lock``."""
+
+    def __init__(self, directory: Path, kind: str) -> None:
+        super().__init__()
+        self.path = directory / f"{kind}.lock"
+        self._fd: int | None = None
+
+    def _file(self) -> int:
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        return self._fd
 
     @contextlib.asynccontextmanager
     async def __call__(self, key: str = "") -> AsyncIterator[None]:

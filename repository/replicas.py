@@ -28,12 +28,13 @@ import hashlib
 import logging
 import threading
 import uuid
-import weakref
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import sqlalchemy as sa
+
+from .file_locks import ProcessLocks
 
 log = logging.getLogger(__name__)
 
@@ -103,23 +104,13 @@ def _log_failure(future: asyncio.Future[object]) -> None:
         log.warning("could not tell the other replicas of a change: %s", future.exception())
 
 
-class AdvisoryLocks:
+class AdvisoryLocks(ProcessLocks):
     """One kind of lock across every replica and process: the interface of ``FileLocks``."""
 
     def __init__(self, coordination: Coordination, kind: str) -> None:
+        super().__init__()
         self._coordination = coordination
         self.kind = kind
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-
-    def local(self, key: str) -> asyncio.Lock:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        return lock
-
-    def locked(self, key: str = "") -> bool:
-        lock = self._locks.get(key)
-        return lock is not None and lock.locked()
 
     @contextlib.asynccontextmanager
     async def __call__(self, key: str = "") -> AsyncIterator[None]:
