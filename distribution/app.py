@@ -27,6 +27,7 @@ from .edges import EdgeStore
 from .jobs import JobStore
 from .keys import bundles_key, http_key, runner_key, settings_key, signer_key
 from .metrics import edge_traffic_key, setup_distribution_metrics
+from .plugins import plugins
 from .routes import setup_routes
 from .runner import JobRunner
 from .schema import distribution_migrations
@@ -51,11 +52,13 @@ def create_app(settings: DistributionSettings) -> web.Application:
         policy_for(
             settings, writable_repos=None, builtin_repos=tuple(Repo(k, anonymous_read=False) for k in settings.repos)
         ),
-        extra_migrations=(distribution_migrations,),
+        extra_migrations=(distribution_migrations, *(m for p in plugins() for m in p.migrations)),
     )
     setup_scrub(app, settings, "distribution", ServiceBlobs)
     app.cleanup_ctx.extend([signer_ctx, bundles_ctx, edge_client_ctx, runner_ctx])
     setup_routes(app)
+    for plugin in plugins():
+        plugin.setup_app(app)
     return app
 
 

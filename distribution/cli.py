@@ -18,6 +18,7 @@ from . import cli_edges as edges_cli
 from .app import create_app
 from .bundle_store import PAGE_SIZE
 from .cli_args import bundle_name, bundle_version, optional_bundle_name, repo_key
+from .plugins import plugins
 from .settings import load_distribution_settings
 
 V1 = "/distribution/api/v1"
@@ -289,6 +290,8 @@ for command in (
     main.add_command(command)
 keys.add_command(edges_cli.keys_propagate)
 main.add_command(scrub_group(remote))
+for plugin in plugins():
+    main.add_command(plugin.cli)
 
 if __name__ == "__main__":
     sys.exit(main())

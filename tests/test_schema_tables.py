@@ -12,6 +12,9 @@ import sqlalchemy as sa
 from distribution.schema import distribution_migrations
 from distribution.tables import distribution_tables
 from edge.schema import edge_migrations
+from fleet.device_schema import device_migrations
+from fleet.device_tables import device_tables
+from fleet.rollout_schema import rollout_migrations, rollout_tables
 from edge.tables import edge_tables
 from repository.db import Database
 from repository.schema import catalog_migrations
@@ -21,6 +24,8 @@ SCHEMAS = {
     "catalog": (catalog_migrations, catalog_tables),
     "edge": (edge_migrations, edge_tables),
     "distribution": (distribution_migrations, distribution_tables),
+    "fleet-devices": (device_migrations, device_tables),
+    "fleet-rollouts": (rollout_migrations, rollout_tables),
 }
 BOOKKEEPING = {"_sqlite_migrations", "sqlite_sequence"}
 
