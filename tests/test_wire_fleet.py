@@ -161,3 +161,17 @@ def test_download_url_quotes_each_segment() -> None:
     url = fleet.download_url("http://e:1/", "repo/a b/ü#?.sh", "x.y.z")
     assert url == "http://e:1/artifactory/repo/a%20b/%C3%BC%23%3F.sh?sig=x.y.z"
     assert fleet.sources_path("d1:dev/1") == "/fleet/api/v1/device/actions/d1%3Adev%2F1/sources"
+
+
+def test_versions_in_the_order_people_number_them() -> None:
+    ordered = ["0.9", "1.0.0-rc1", "1.0.0-rc2", "1.0", "1.0.1", "1.2", "1.9.2", "1.10.0", "2.0.0-alpha", "2.0.0"]
+    assert sorted(reversed(ordered), key=fleet.version_key) == ordered
+    assert fleet.version_key("1.0") == fleet.version_key("1.0.0") == fleet.version_key("1.0.0+build7")
+    assert fleet.is_downgrade("2.3.0", "2.2.9") and not fleet.is_downgrade("2.3.0", "2.3.0")
+    assert not fleet.is_downgrade(None, "0.1") and not fleet.is_downgrade("1.9", "1.10")
+
+
+@given(st.lists(st.from_regex(r"[0-9a-z]{1,3}(\.[0-9a-z]{1,3}){0,3}(-[a-z0-9.]{1,5})?", fullmatch=True), max_size=6))
+def test_version_order_is_total(versions) -> None:
+    """Any two versions compare (no TypeError between numbers and words)."""
+    assert len(sorted(versions, key=fleet.version_key)) == len(versions)

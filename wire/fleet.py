@@ -650,3 +650,28 @@ def download_url(edge_url: str, path: str, token: str) -> str:
 
 def device_headers(credential: str) -> dict[str, str]:
     return {DEVICE_TOKEN_HEADER: credential}
+
+
+_VERSION_PART = re.compile(r"(\d+)|([^\d.+-]+)")
+VersionKey = tuple[tuple[tuple[int, int | str], ...], int, tuple[tuple[int, int | str], ...]]
+
+
+def _parts(text: str) -> list[tuple[int, int | str]]:
+    return [(1, int(n)) if n else (0, w) for n, w in _VERSION_PART.findall(text)]
+
+
+def version_key(version: str) -> VersionKey:
+    """Order of versions as people number them: ``1.10.0`` after ``1.9.2``, ``2.0.0-rc1``
+    before ``2.0.0``, ``1.0`` equal to ``1.0.0``; numbers compare as numbers (after words),
+    build metadata (after ``+``) ignored. The control plane and the agent refuse a
+    downgrade by this same rule."""
+    release, dash, pre = version.partition("+")[0].partition("-")
+    parts = _parts(release)
+    while parts and parts[-1] == (1, 0):
+        parts.pop()
+    return tuple(parts), 0 if dash else 1, tuple(_parts(pre))
+
+
+def is_downgrade(running: str | None, target: str) -> bool:
+    """Whether installing ``target`` over ``running`` goes back in versions."""
+    return running is not None and version_key(target) < version_key(running)
