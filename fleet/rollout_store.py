@@ -170,7 +170,7 @@ class DeploymentStore:
         db = self._db
         with db.atomic():
             if request.targets.devices:
-                found = {r[0] for r in db.execute("SELECT name FROM fleet_devices d WHERE d.name IN :names", params)}
+                found = {r[0] for r in db.execute("SELECT name FROM fleet_devices d WHERE d.name IN :names", {"names": params["names"]})}
                 missing = [n for n in request.targets.devices if n not in found]
                 if missing:
                     raise NotFound(f"No enrolled device is named '{missing[0]}'")
