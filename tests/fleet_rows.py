@@ -14,8 +14,13 @@ from typing import Any
 from aiohttp import web
 
 from repository.catalog import now_ms
+from repository.db import Database
 from repository.http.setup import database
 from wire.fleet import device_headers
+
+
+def _database(where: web.Application | Database) -> Database:
+    return where if isinstance(where, Database) else where[database]
 
 
 def credential_of(name: str) -> str:
@@ -28,7 +33,7 @@ def device_auth(name: str) -> dict[str, str]:
 
 
 async def add_device(
-    app: web.Application,
+    app: web.Application | Database,
     name: str,
     group: str = "pos",
     tags: dict[str, str] | None = None,
@@ -36,7 +41,7 @@ async def add_device(
     revoked: bool = False,
 ) -> str:
     """An enrolled device (id ``dev-<name>``) with its tags and the app versions it reports."""
-    db = app[database]
+    db = _database(app)
     device_id = f"dev-{name}"
     at = now_ms()
 
@@ -67,12 +72,12 @@ async def add_device(
     return device_id
 
 
-async def add_devices(app: web.Application, count: int, group: str = "pos", **fields: Any) -> list[str]:
+async def add_devices(app: web.Application | Database, count: int, group: str = "pos", **fields: Any) -> list[str]:
     return [await add_device(app, f"{group}-{n:05d}", group, **fields) for n in range(count)]
 
 
-async def add_app(app: web.Application, name: str = "till", bundle: str = "app") -> None:
-    db = app[database]
+async def add_app(app: web.Application | Database, name: str = "till", bundle: str = "app") -> None:
+    db = _database(app)
     at = now_ms()
     await db.run(
         db.db.execute,
@@ -83,9 +88,9 @@ async def add_app(app: web.Application, name: str = "till", bundle: str = "app")
     )
 
 
-async def completed_on(app: web.Application, edge: str, service_id: str, bundle: str, version: str) -> None:
+async def completed_on(app: web.Application | Database, edge: str, service_id: str, bundle: str, version: str) -> None:
     """A distribution record saying ``edge`` holds the bundle version (its job Completed)."""
-    db = app[database]
+    db = _database(app)
 
     def insert() -> None:
         with db.db.atomic():
