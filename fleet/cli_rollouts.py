@@ -123,7 +123,7 @@ def status(url: str, token: str | None, as_json: bool, deployment: int, watch: b
     """A deployment: its state, each phase's devices by state, and each device's state and step."""
     while True:
         answer, devices = _with_devices(url, token, deployment, limit)
-        emit(answer | {"devices": devices}, as_json, lambda d: _status_text(d, devices))
+        emit(answer | {"devices": devices}, as_json, lambda d: _status_text(d, d["devices"]))
         if not watch or answer["state"] in SETTLED:
             return
         time.sleep(interval)
@@ -164,7 +164,9 @@ def propagate(url: str, token: str | None, as_json: bool) -> None:
 
     def text(a: dict[str, Any]) -> str:
         lines = [f"{a['status']}: key {a['kid']}"]
-        lines += [f"  {d['name']}: {d['status']}" + (f" ({d['message']})" if "message" in d else "") for d in a["details"]]
+        lines += [
+            f"  {d['name']}: {d['status']}" + (f" ({d['message']})" if "message" in d else "") for d in a["details"]
+        ]
         return "\n".join(lines)
 
     emit(answer, as_json, text)

@@ -27,7 +27,7 @@ from .rollout_feedback import Deployments
 from .rollout_keys import deployments_key, rollout_actions_key, url_key_pusher_key
 from .rollout_plan import parse_deployment
 from .rollout_sources import sources
-from .rollout_store import MAX_PAGE, PAGE, OPERATIONS, Deployment
+from .rollout_store import MAX_PAGE, OPERATIONS, PAGE, Deployment
 
 DEPLOYMENTS = f"{FLEET_API}/deployments"
 READERS = (Role.reader, Role.deployer, Role.distributor, Role.admin)

@@ -64,9 +64,7 @@ def _offer(edge: Edge) -> dict[str, str]:
 
 def _files(page: list[BundleArtifact], key: FleetUrlKey, issued: int, expires: int) -> bytes:
     return ", ".join(
-        json.dumps(
-            {"path": a.target, "size": a.size, "sha256": a.sha256, "token": key.mint(a.target, issued, expires)}
-        )
+        json.dumps({"path": a.target, "size": a.size, "sha256": a.sha256, "token": key.mint(a.target, issued, expires)})
         for a in page
     ).encode()
 
@@ -77,13 +75,15 @@ async def sources(request: web.Request) -> web.StreamResponse:
     action = request.match_info["action_id"]
     ref = parse_action(action)
     row = await app[database].read(
-        lambda: app[database]
-        .db.execute(
-            "SELECT t.device_id, t.rb_state, t.previous, d.bundle, d.version FROM fleet_targets t"
-            " JOIN fleet_deployments d ON d.id = t.deployment_id WHERE t.deployment_id = :dep AND t.seq = :seq",
-            {"dep": ref.deployment, "seq": ref.seq},
+        lambda: (
+            app[database]
+            .db.execute(
+                "SELECT t.device_id, t.rb_state, t.previous, d.bundle, d.version FROM fleet_targets t"
+                " JOIN fleet_deployments d ON d.id = t.deployment_id WHERE t.deployment_id = :dep AND t.seq = :seq",
+                {"dep": ref.deployment, "seq": ref.seq},
+            )
+            .fetchone()
         )
-        .fetchone()
     )
     if row is None or row[0] != device.id or (ref.rollback and row[1] is None):
         raise NotFound(f"No action '{action}' for this device")

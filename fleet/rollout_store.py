@@ -134,9 +134,8 @@ def _selector(request: DeploymentRequest) -> tuple[str, dict[str, Any]]:
             parts.append("d.grp IN :groups")
             params["groups"] = list(targets.groups)
         for n, (key, value) in enumerate(sorted(targets.tags.items())):
-            parts.append(
-                f"EXISTS (SELECT 1 FROM fleet_device_tags t WHERE t.device_id = d.id AND t.key = :k{n} AND t.value = :v{n})"
-            )
+            tag = f"t.device_id = d.id AND t.key = :k{n} AND t.value = :v{n}"
+            parts.append(f"EXISTS (SELECT 1 FROM fleet_device_tags t WHERE {tag})")
             params |= {f"k{n}": key, f"v{n}": value}
         chosen = f"({' AND '.join(parts)}) OR {chosen}"
     return f"d.revoked IS NULL AND ({chosen})", params
@@ -170,7 +169,12 @@ class DeploymentStore:
         db = self._db
         with db.atomic():
             if request.targets.devices:
-                found = {r[0] for r in db.execute("SELECT name FROM fleet_devices d WHERE d.name IN :names", {"names": params["names"]})}
+                found = {
+                    r[0]
+                    for r in db.execute(
+                        "SELECT name FROM fleet_devices d WHERE d.name IN :names", {"names": params["names"]}
+                    )
+                }
                 missing = [n for n in request.targets.devices if n not in found]
                 if missing:
                     raise NotFound(f"No enrolled device is named '{missing[0]}'")
@@ -294,7 +298,8 @@ class DeploymentStore:
             if found.state == target:
                 return found, False  # asked again: the same answer
             if found.state not in allowed:
-                raise Conflict(f"Deployment {dep_id} is {found.state}: it cannot be {operation}d{_HINTS.get((operation, found.state), '')}")
+                hint = _HINTS.get((operation, found.state), "")
+                raise Conflict(f"Deployment {dep_id} is {found.state}: it cannot be {operation}d{hint}")
             at = now_ms()
             params = {"id": dep_id, "at": at, "pending": PENDING, "canceled": FeedbackState.CANCELED.value}
             if target in (CANCELED, ROLLED_BACK):  # devices that never started never will

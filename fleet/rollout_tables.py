@@ -38,7 +38,10 @@ phases = Table(
     Column("deployment_id", BigInteger, primary_key=True),
     Column("phase", BigInteger, primary_key=True),
     Column("size", BigInteger, nullable=False),
-    *(Column(name, BigInteger, nullable=False, server_default="0") for name in ("succeeded", "failed", "rejected", "canceled")),
+    *(
+        Column(name, BigInteger, nullable=False, server_default="0")
+        for name in ("succeeded", "failed", "rejected", "canceled")
+    ),
 )
 
 targets = Table(

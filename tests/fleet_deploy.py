@@ -1,5 +1,8 @@
-"""The Distribution service in-process with a signed release of app ``till``, and the calls the
-rollout side's tests make: deploy, check in as a device, report feedback."""
+"""The Distribution service in-process with app ``till``, and the calls the rollout side's tests
+make: sign a release, deploy, check in as a device, report feedback.
+
+    from tests.fleet_deploy import fleet_fixture  # noqa: F401
+"""
 
 from __future__ import annotations
 
@@ -23,8 +26,9 @@ REPO = "releases-local"
 FILES = {"till.bin": b"\x7fELF" + b"t" * 5000, "README.md": b"# till\n"}
 
 
-@pytest.fixture
-async def fleet(aiohttp_client: Any, tmp_path: Path) -> Any:
+@pytest.fixture(name="fleet")
+async def fleet_fixture(aiohttp_client: Any, tmp_path: Path) -> Any:
+    """The service in-process (a real port), with app ``till`` defined (bundle ``app``)."""
     settings = DistributionSettings(data_dir=tmp_path / "dist", port=0, admin_token=ADMIN_TOKEN, repos=(REPO,))
     client = await aiohttp_client(create_app(settings))
     await add_app(client.app)
@@ -68,13 +72,17 @@ def heartbeat(apps: dict[str, str | None] | None = None, action: Any = None) -> 
     )
 
 
-async def check_in(client: Any, name: str, apps: dict[str, str | None] | None = None, action: Any = None) -> list[Action]:
+async def check_in(
+    client: Any, name: str, apps: dict[str, str | None] | None = None, action: Any = None
+) -> list[Action]:
     """What device ``name`` is told at check-in (the device side calls the same source)."""
     device = Device(f"dev-{name}", name, "pos")
     return await client.app[action_source_key].actions_for(device, heartbeat(apps, action))
 
 
 async def report(client: Any, name: str, action_id: str, state: str, expect: int = 200, **fields: Any) -> Any:
-    resp = await client.post(FEEDBACK, json={"action_id": action_id, "state": state, **fields}, headers=device_auth(name))
+    resp = await client.post(
+        FEEDBACK, json={"action_id": action_id, "state": state, **fields}, headers=device_auth(name)
+    )
     assert resp.status == expect, await resp.text()
     return await resp.json()

@@ -11,17 +11,14 @@ from click.testing import CliRunner, Result
 
 from fleet.cli import fleet as fleet_cli
 from tests.conftest import ADMIN_TOKEN
-from tests.fleet_deploy import check_in, fleet, report, signed_release  # noqa: F401
+from tests.fleet_deploy import check_in, fleet_fixture, report, signed_release  # noqa: F401
 from tests.fleet_rows import add_devices
 
 
 async def run(client: Any, *args: str) -> Result:
     base = ["--url", str(client.make_url("")).rstrip("/"), "--token", ADMIN_TOKEN]
     command, rest = args[0], list(args[1:])
-    if command == "url-key":
-        command_args = [command, rest[0], *base, *rest[1:]]
-    else:
-        command_args = [command, *base, *rest]
+    command_args = [command, rest[0], *base, *rest[1:]] if command == "url-key" else [command, *base, *rest]
     return await asyncio.to_thread(CliRunner().invoke, fleet_cli, command_args)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import admin, error_of
-from tests.fleet_deploy import FLEET, check_in, deploy, fleet, report, signed_release, status  # noqa: F401
+from tests.fleet_deploy import FLEET, check_in, deploy, fleet_fixture, report, signed_release, status  # noqa: F401
 from tests.fleet_rows import add_device, add_devices
 from wire.fleet import ActionKind, ActionReport, FeedbackState
 
@@ -44,7 +44,12 @@ async def test_canary_advances_when_it_reaches_its_success_threshold(fleet: Any)
     first = await told(fleet, 20)
     assert sorted(first) == [name(0), name(1)]
     action = first[name(0)][0]
-    assert (action.kind, action.version, action.deployment, action.app.name) == (ActionKind.INSTALL, "2.3.0", str(dep["id"]), "till")
+    assert (action.kind, action.version, action.deployment, action.app.name) == (
+        ActionKind.INSTALL,
+        "2.3.0",
+        str(dep["id"]),
+        "till",
+    )
     assert action.app.restart == "systemctl restart till"
     await finish(fleet, name(0), action.action_id)
     assert (await status(fleet, dep["id"]))["current_phase"] == 1  # 1 of 2 is not 100%
@@ -87,7 +92,8 @@ async def test_a_deployment_halts_when_failures_pass_the_limit(fleet: Any) -> No
     now = await told(fleet, 10)
     assert sorted(now) == [name(3)] and now[name(3)][0].action_id == actions[name(3)][0].action_id
     resp = await fleet.post(f"{FLEET}/deployments/{dep['id']}/resume", headers=admin())
-    assert await error_of(resp) == (409, f"Deployment {dep['id']} is halted: it cannot be resumed (it halted on failures: roll it back or cancel it, and deploy a fixed version)")
+    code, message = await error_of(resp)
+    assert code == 409 and message.startswith(f"Deployment {dep['id']} is halted: it cannot be resumed")
 
 
 async def test_a_percentage_failure_limit_is_of_the_phase(fleet: Any) -> None:
@@ -119,7 +125,9 @@ async def test_explicit_phases_take_their_sizes_and_the_rest_goes_last(fleet: An
     assert await told(fleet, 10) == {}
 
 
-@pytest.mark.parametrize(("canary", "sizes"), [(1, [1, 4]), (4, [4, 1]), (5, [5]), (6, [5]), ("1%", [1, 4]), ("100%", [5])])
+@pytest.mark.parametrize(
+    ("canary", "sizes"), [(1, [1, 4]), (4, [4, 1]), (5, [5]), (6, [5]), ("1%", [1, 4]), ("100%", [5])]
+)
 async def test_canary_sizes_at_their_limits(fleet: Any, canary: Any, sizes: list[int]) -> None:
     await signed_release(fleet, "2.3.0")
     await add_devices(fleet.app, 5)
@@ -283,7 +291,13 @@ async def test_bad_deployments_are_refused_and_nothing_is_stored(fleet: Any) -> 
         ({"colour": "red"}, 400, "'colour'"),
     ]
     for fields, code, text in cases:
-        got = await error_of(await fleet.post(f"{FLEET}/deployments", json={"app": "till", "version": "2.3.0", "targets": {"groups": ["pos"]}} | fields, headers=admin()))
+        got = await error_of(
+            await fleet.post(
+                f"{FLEET}/deployments",
+                json={"app": "till", "version": "2.3.0", "targets": {"groups": ["pos"]}} | fields,
+                headers=admin(),
+            )
+        )
         assert got[0] == code and text in got[1], (fields, got)
     reader = await fleet.post(f"{FLEET}/deployments", json={}, headers={})
     assert reader.status == 401
@@ -305,9 +319,15 @@ async def test_feedback_refusals_leave_the_state_as_it_was(fleet: Any) -> None:
     await report(fleet, name(0), f"{mine}.rollback", "failed", expect=404)
     backwards = await report(fleet, name(0), mine, "downloading", expect=409)
     assert "already ended succeeded" in backwards["errors"][0]["message"]
-    bad = await fleet.post(f"{FLEET}/device/feedback", json={"action_id": mine, "state": "done"}, headers={"X-Device-Token": "credential-of-pos-00000"})
+    bad = await fleet.post(
+        f"{FLEET}/device/feedback",
+        json={"action_id": mine, "state": "done"},
+        headers={"X-Device-Token": "credential-of-pos-00000"},
+    )
     assert (await error_of(bad))[1].startswith("Invalid state: must be one of scheduled, downloading")
-    no_id = await fleet.post(f"{FLEET}/device/feedback", json={"state": "failed"}, headers={"X-Device-Token": "credential-of-pos-00000"})
+    no_id = await fleet.post(
+        f"{FLEET}/device/feedback", json={"state": "failed"}, headers={"X-Device-Token": "credential-of-pos-00000"}
+    )
     assert await error_of(no_id) == (400, "Invalid feedback: missing field(s) 'action_id'")
     anonymous = await fleet.post(f"{FLEET}/device/feedback", json={"action_id": mine, "state": "failed"})
     assert anonymous.status == 401

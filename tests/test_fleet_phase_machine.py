@@ -14,15 +14,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fleet.device_schema import device_migrations
 from fleet.rollout_feedback import COUNTED, HALTED, RUNNING, Deployments
 from fleet.rollout_plan import Amount, Counts, DeploymentRequest, Targets, halts, reached
 from fleet.rollout_schema import rollout_migrations
-from fleet.device_schema import device_migrations
 from fleet.rollout_store import DeploymentStore
 from repository.db import Database
 from repository.errors import Conflict
 from tests.fleet_rows import add_devices
-from tests.postgres import db_target, postgres_server, postgres_url  # noqa: F401
 from wire.fleet import AppSpec, Feedback, FeedbackState
 
 SPEC = AppSpec("till", "app", "/opt/till")
@@ -73,7 +72,9 @@ def _check(db: Database, dep_id: int, request: DeploymentRequest) -> None:
         assert current == len(phases) - 1 or not reached(phases[current], request.success_threshold)
 
 
-async def _scenario(path: Path, devices: int, request: DeploymentRequest, steps: list[tuple[int, FeedbackState]]) -> None:
+async def _scenario(
+    path: Path, devices: int, request: DeploymentRequest, steps: list[tuple[int, FeedbackState]]
+) -> None:
     db = Database(path / "node.db")
     await db.open(device_migrations, rollout_migrations)
     try:
@@ -127,7 +128,14 @@ async def test_a_rollout_advances_and_completes_on_both_engines(db_target: str, 
     try:
         await add_devices(db, 5)
         request = DeploymentRequest(
-            "till", "2.3.0", Targets(groups=("pos",)), (Amount(1, False),), Amount(10_000, True), Amount(0, False), None, False
+            "till",
+            "2.3.0",
+            Targets(groups=("pos",)),
+            (Amount(1, False),),
+            Amount(10_000, True),
+            Amount(0, False),
+            None,
+            False,
         )
         dep = await DeploymentStore(db).create(request, SPEC, "test")
         assert [p.size for p in await db.read(Deployments(db.db).phases, dep.id)] == [1, 4]

@@ -16,7 +16,7 @@ from distribution.settings import DistributionSettings
 from fleet.rollout_keys import url_key_key
 from fleet.rollout_url_key import FleetUrlKey
 from tests.conftest import ADMIN_TOKEN, admin, error_of
-from tests.fleet_deploy import FILES, V1, check_in, deploy, fleet, report, signed_release  # noqa: F401
+from tests.fleet_deploy import FILES, V1, check_in, deploy, fleet_fixture, report, signed_release  # noqa: F401
 from tests.fleet_rows import add_device, completed_on, device_auth
 from wire.fleet import Sources, sources_path
 
@@ -94,7 +94,7 @@ async def test_sources_refusals(fleet: Any) -> None:
     assert (await error_of(anonymous))[0] == 401
     # rolled back on a device that ran nothing before: nothing to download
     await report(fleet, "a", mine.action_id, "succeeded")
-    assert (await fleet.post(f"/fleet/api/v1/deployments/1/rollback", headers=admin())).status == 200
+    assert (await fleet.post("/fleet/api/v1/deployments/1/rollback", headers=admin())).status == 200
     (back,) = await check_in(fleet, "a")
     assert back.version is None
     assert (await error_of(await sources_of(fleet, "a", back.action_id)))[0] == 409

@@ -15,9 +15,8 @@ import pytest
 from devstack.services import EdgeProcess
 from fleet.rollout_keys import url_key_key
 from tests.conftest import admin
-from tests.edge_process import edge_server  # noqa: F401
 from tests.edge_setup import http, trust
-from tests.fleet_deploy import FILES, FLEET, V1, check_in, deploy, fleet, signed_release  # noqa: F401
+from tests.fleet_deploy import FILES, FLEET, V1, check_in, deploy, fleet_fixture, signed_release  # noqa: F401
 from tests.fleet_rows import add_device, device_auth
 from wire.fleet import Sources, download_url, sources_path
 
@@ -63,7 +62,11 @@ async def test_a_minted_token_opens_exactly_its_file_on_a_real_edge(fleet: Any, 
     assert key.kid not in str(await asyncio.to_thread(http, "GET", keys_url, edge_server.admin_token))
 
     pushed = await fleet.post(f"{FLEET}/url-key/propagate", headers=admin())
-    assert await pushed.json() == {"status": "SUCCESS", "kid": key.kid, "details": [{"name": "edge-1", "status": "SUCCESS"}]}
+    assert await pushed.json() == {
+        "status": "SUCCESS",
+        "kid": key.kid,
+        "details": [{"name": "edge-1", "status": "SUCCESS"}],
+    }
     again = await fleet.post(f"{FLEET}/url-key/propagate", headers=admin())
     assert (await again.json())["status"] == "SUCCESS"  # the same key again: nothing changes, no conflict
     status, listed = await asyncio.to_thread(http, "GET", keys_url, edge_server.admin_token)
@@ -72,7 +75,9 @@ async def test_a_minted_token_opens_exactly_its_file_on_a_real_edge(fleet: Any, 
     await add_device(fleet.app, "till-1", tags={"city": "Lisbon"})
     await deploy(fleet)
     (action,) = await check_in(fleet, "till-1")
-    answer = Sources.from_json(await (await fleet.get(sources_path(action.action_id), headers=device_auth("till-1"))).json())
+    answer = Sources.from_json(
+        await (await fleet.get(sources_path(action.action_id), headers=device_auth("till-1"))).json()
+    )
     assert [e.url for e in answer.edges] == [edge_server.url]
     by_path = {f.path: f for f in answer.files}
     for path, data in FILES.items():
