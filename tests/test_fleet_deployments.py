@@ -8,6 +8,10 @@ from typing import Any
 
 import pytest
 
+from distribution.app import create_app
+from distribution.keys import settings_key
+from fleet.rollout_feedback import HISTORY
+from repository.http.setup import database
 from tests.conftest import admin, error_of
 from tests.fleet_deploy import FLEET, check_in, deploy, fleet_fixture, report, signed_release, status  # noqa: F401
 from tests.fleet_rows import add_device, add_devices
@@ -346,3 +350,54 @@ async def test_roles_and_unknown_deployments(fleet: Any) -> None:
     assert (await fleet.get(f"{FLEET}/deployments/{dep['id']}")).status == 401
     bad_page = await fleet.get(f"{FLEET}/deployments", params={"limit": "-1"}, headers=admin())
     assert await error_of(bad_page) == (400, "'limit' must be an integer from 0 to 1000")
+
+
+# ---------------------------------------------------------------- bounds, pages, other processes
+
+
+async def test_an_actions_history_keeps_its_last_reports(fleet: Any) -> None:
+    await signed_release(fleet, "2.3.0")
+    sizes = (0, 1, HISTORY - 1, HISTORY, HISTORY + 1)
+    await add_devices(fleet.app, len(sizes))
+    await deploy(fleet)
+    db = fleet.app[database]
+    for n, reports in enumerate(sizes):
+        (action,) = await check_in(fleet, name(n))
+        for r in range(reports):  # each a change of state: downloading, installing, downloading...
+            await report(fleet, name(n), action.action_id, ("downloading", "installing")[r % 2])
+        if reports:  # the same report again adds nothing
+            await report(fleet, name(n), action.action_id, ("downloading", "installing")[(reports - 1) % 2])
+        kept = await db.read(
+            lambda seq=n + 1: db.db.execute(
+                "SELECT count(*), min(n), max(n) FROM fleet_feedback WHERE seq = :seq", {"seq": seq}
+            ).fetchone()
+        )
+        expected = (min(reports, HISTORY), max(1, reports - HISTORY + 1), reports) if reports else (0, None, None)
+        assert tuple(kept) == expected, reports
+
+
+async def test_devices_are_listed_a_page_at_a_time(fleet: Any) -> None:
+    await signed_release(fleet, "2.3.0")
+    await add_devices(fleet.app, 5)
+    dep = await deploy(fleet)
+    first = await status(fleet, dep["id"], limit=2)
+    assert [d["name"] for d in first["devices"]] == [name(0), name(1)] and first["next"] == 2
+    rest = await status(fleet, dep["id"], after=first["next"], limit=3)
+    assert [d["name"] for d in rest["devices"]] == [name(2), name(3), name(4)] and rest["next"] == 5
+    end = await status(fleet, dep["id"], after=5, limit=3)
+    assert end["devices"] == [] and end["next"] is None
+    listed = await fleet.get(f"{FLEET}/deployments", params={"limit": "1"}, headers=admin())
+    assert [d["id"] for d in (await listed.json())["deployments"]] == [dep["id"]]
+
+
+async def test_another_process_sees_a_deployment_and_its_cancel(fleet: Any, aiohttp_client: Any) -> None:
+    """A second service process on the same database: its check-in view follows the first's writes."""
+    await signed_release(fleet, "2.3.0")
+    await add_devices(fleet.app, 2)
+    other = await aiohttp_client(create_app(fleet.app[settings_key]))
+    assert await check_in(other, name(0)) == []  # loads its view: nothing yet
+    dep = await deploy(fleet)
+    (action,) = await check_in(other, name(0))
+    assert action.deployment == str(dep["id"])
+    assert (await fleet.post(f"{FLEET}/deployments/{dep['id']}/cancel", headers=admin())).status == 200
+    assert await check_in(other, name(1)) == []
