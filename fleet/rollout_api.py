@@ -50,14 +50,14 @@ def _query_int(request: web.Request, name: str, default: int, high: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or len(raw) > 18 or int(raw) > high:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or int(raw) > high:
         raise BadRequest(f"'{name}' must be an integer from 0 to {high}")
     return int(raw)
 
 
 def _deployment_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
         raise NotFound(f"Deployment {raw!r} not found")
     return int(raw)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from repository.catalog import now_ms
 from repository.errors import Conflict, NotFound
@@ -160,14 +159,14 @@ class Deployments:
         """Store a device's report of one of its actions; answers whether the deployment changed."""
         ref = parse_action(feedback.action_id)
         row = self.db.execute(
-            "SELECT t.device_id, t.phase, t.state, t.by_device, t.reports, t.rb_state, d.state, d.app, d.version"
+            "SELECT t.device_id, t.phase, t.state, t.by_device, t.rb_state, d.state, d.app, d.version"
             " FROM fleet_targets t JOIN fleet_deployments d ON d.id = t.deployment_id"
             " WHERE t.deployment_id = :dep AND t.seq = :seq",
             {"dep": ref.deployment, "seq": ref.seq},
         ).fetchone()
-        if row is None or row[0] != device_id or (ref.rollback and row[5] is None):
+        if row is None or row[0] != device_id or (ref.rollback and row[4] is None):
             raise NotFound(f"No action '{feedback.action_id}' for this device")
-        _, phase, state, by_device, reports, rb_state, dep_state, app, version = row
+        _, phase, state, by_device, rb_state, dep_state, app, version = row
         new = feedback.state.value
         old = rb_state if ref.rollback else state
         if old in TERMINAL and (by_device or ref.rollback):
@@ -214,10 +213,10 @@ class Deployments:
                     params | {"pending": PENDING},
                 )
         if new != old or not by_device:
-            self._history(ref, reports, feedback)
+            self._history(ref, feedback)
         return self.settle(ref.deployment, dep_state)
 
-    def _history(self, ref: ActionRef, reports: int, feedback: Feedback) -> None:
+    def _history(self, ref: ActionRef, feedback: Feedback) -> None:
         kind = "rollback" if ref.rollback else "install"
         n = self.db.scalar(
             "SELECT coalesce(max(n), 0) FROM fleet_feedback WHERE deployment_id = :dep AND seq = :seq AND kind = :kind",
@@ -253,13 +252,3 @@ class Deployments:
         )
         self.count(dep_id, phase, PENDING, rejected)
         return self.settle(dep_id, dep_state)
-
-
-def history(db: Sql, ref: ActionRef) -> list[dict[str, Any]]:
-    """An action's last reports, oldest first."""
-    rows = db.execute(
-        "SELECT received, body FROM fleet_feedback WHERE deployment_id = :dep AND seq = :seq AND kind = :kind"
-        " ORDER BY n",
-        {"dep": ref.deployment, "seq": ref.seq, "kind": "rollback" if ref.rollback else "install"},
-    )
-    return [{"received": r[0], **json.loads(r[1])} for r in rows]

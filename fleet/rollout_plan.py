@@ -3,15 +3,17 @@
 A deployment request (``POST /fleet/api/v1/deployments``)::
 
     {"app", "version", "targets": {"groups": [], "tags": {k: v}, "devices": []},
-     "canary": "5%" | N  or  "phases": ["1", "10%", 50, ...],
+     "canary": "5%" | N, "phases": [1, "10%", 50, ...],
      "halt_on_failures": "10%" | N, "success_threshold": "95%" | N,
      "window": {"start", "end", "timezone"} | null, "allow_downgrade": false}
 
 Targets: the devices in one of ``groups`` (any group when none is given) that carry every
 tag of ``tags``, plus the devices named in ``devices``. Phases split the targeted devices
-in device-id order: a canary (a percentage, rounded up, or a count; at least one device)
-and then the rest, or explicit phase sizes, each a percentage of all targeted devices or a
-count, the devices left over forming a last phase. Neither: one phase of every device.
+in device-id order: a canary (a percentage, rounded up, or a count; at least one device),
+then explicit phase sizes, each a percentage of all targeted devices or a count, and the
+devices left over form a last phase. Neither: one phase of every device. Percentages are
+strings (``"5%"``, ``"0.5%"``), counts integers. Names and tags in ``targets`` are only
+compared with the devices' own: one no device has matches none.
 
 A phase's participants are its devices that did not refuse (``rejected``: they run a newer
 version) and were not canceled. The next phase starts when the current one's succeeded
@@ -32,10 +34,12 @@ from typing import Any
 
 from repository.errors import BadRequest
 from wire.errors import InvalidInput
-from wire.fleet import Window, check_name, check_tags
+from wire.fleet import MAX_TAGS, Window, check_name
 
 PERCENT_RE = re.compile(r"(100|[0-9]{1,2})(?:\.([0-9]{1,2}))?%")
-COUNT_RE = re.compile(r"[0-9]{1,7}")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+MAX_NAME = 128
+MAX_TAG_TEXT = 128
 MAX_COUNT = 1_000_000
 MAX_PHASES = 16
 MAX_TARGET_NAMES = 1000
@@ -54,7 +58,7 @@ REQUEST_FIELDS = frozenset(
 )
 TARGET_FIELDS = frozenset({"groups", "tags", "devices"})
 DEFAULT_SUCCESS = "95%"
-DEFAULT_HALT = "0"
+DEFAULT_HALT = 0
 
 
 @dataclass(frozen=True)
@@ -66,20 +70,18 @@ class Amount:
 
     @classmethod
     def parse(cls, raw: object, where: str, *, low: int = 1) -> Amount:
-        """``"5%"``, ``"0.5%"``, ``"12"`` or ``12``; a 400 naming ``where`` otherwise."""
+        """A percentage as a string (``"5%"``, ``"0.5%"``) or a count as an integer (``12``);
+        a 400 naming ``where`` otherwise."""
         if type(raw) is int and low <= raw <= MAX_COUNT:
             return cls(raw, False)
-        if isinstance(raw, str):
-            if match := PERCENT_RE.fullmatch(raw):
-                hundredths = int(match[1]) * 100 + int((match[2] or "0").ljust(2, "0"))
-                if low <= hundredths <= 10_000:
-                    return cls(hundredths, True)
-            elif COUNT_RE.fullmatch(raw) and low <= int(raw) <= MAX_COUNT:
-                return cls(int(raw), False)
-        smallest = "0" if low == 0 else "a positive"
+        if isinstance(raw, str) and (match := PERCENT_RE.fullmatch(raw)):
+            hundredths = int(match[1]) * 100 + int((match[2] or "0").ljust(2, "0"))
+            if low <= hundredths <= 10_000:
+                return cls(hundredths, True)
+        share = "0% to 100%" if low == 0 else "more than 0% and at most 100%"
         raise BadRequest(
-            f"'{where}' must be a percentage such as \"5%\" ({smallest} share up to 100%)"
-            f" or a count of devices ({low} to {MAX_COUNT})"
+            f"'{where}' must be a percentage such as \"5%\" ({share}, at most two decimals)"
+            f" or an integer count of devices ({low} to {MAX_COUNT})"
         )
 
     @classmethod
@@ -180,10 +182,24 @@ class DeploymentRequest:
         return sizes
 
 
+def _text(value: object, where: str, limit: int) -> str:
+    """A string of 1 to ``limit`` characters without control characters. Target names and tags
+    are only compared with the devices' own, so a name no device can have simply matches none."""
+    if not isinstance(value, str) or not 1 <= len(value) <= limit or CONTROL_RE.search(value):
+        raise BadRequest(f"'{where}' must hold strings of 1 to {limit} characters without control characters")
+    return value
+
+
 def _names(raw: object, where: str) -> tuple[str, ...]:
     if not isinstance(raw, list) or len(raw) > MAX_TARGET_NAMES:
         raise BadRequest(f"'{where}' must be a list of at most {MAX_TARGET_NAMES} names")
-    return tuple(sorted({_wire(check_name, item, where) for item in raw}))
+    return tuple(sorted({_text(item, where, MAX_NAME) for item in raw}))
+
+
+def _tags(raw: object) -> dict[str, str]:
+    if not isinstance(raw, Mapping) or len(raw) > MAX_TAGS:
+        raise BadRequest(f"'targets.tags' must be an object of at most {MAX_TAGS} tags")
+    return {str(k): _text(v, f"targets.tags[{str(k)[:64]!r}]", MAX_TAG_TEXT) for k, v in raw.items()}
 
 
 def _wire(check: Any, value: object, where: str) -> Any:
@@ -202,7 +218,7 @@ def parse_targets(raw: object) -> Targets:
         raise BadRequest(f"Unknown field 'targets.{unknown[0]}'; expected groups, tags, devices")
     targets = Targets(
         _names(raw.get("groups", []), "targets.groups"),
-        _wire(check_tags, raw.get("tags", {}), "targets.tags"),
+        _tags(raw.get("tags", {})),
         _names(raw.get("devices", []), "targets.devices"),
     )
     if not (targets.groups or targets.tags or targets.devices):
@@ -211,16 +227,12 @@ def parse_targets(raw: object) -> Targets:
 
 
 def _phases(body: Mapping[str, Any]) -> tuple[Amount, ...]:
-    if "phases" in body and "canary" in body:
-        raise BadRequest("Give 'canary' or 'phases', not both")
-    if "canary" in body:
-        return (Amount.parse(body["canary"], "canary"),)
-    raw = body.get("phases")
-    if raw is None:
-        return ()
-    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_PHASES:
-        raise BadRequest(f"'phases' must be a list of 1 to {MAX_PHASES} phase sizes such as \"10%\" or 5")
-    return tuple(Amount.parse(item, f"phases[{n}]") for n, item in enumerate(raw))
+    """The canary, if any, then the explicit phases, if any."""
+    canary = (Amount.parse(body["canary"], "canary"),) if "canary" in body else ()
+    raw = body.get("phases", [])
+    if not isinstance(raw, list) or len(raw) > MAX_PHASES:
+        raise BadRequest(f"'phases' must be a list of at most {MAX_PHASES} phase sizes such as \"10%\" or 5")
+    return canary + tuple(Amount.parse(item, f"phases[{n}]") for n, item in enumerate(raw))
 
 
 def parse_deployment(body: Mapping[str, Any]) -> DeploymentRequest:
@@ -231,9 +243,7 @@ def parse_deployment(body: Mapping[str, Any]) -> DeploymentRequest:
     for required in ("app", "version", "targets"):
         if required not in body:
             raise BadRequest(f"'{required}' is required")
-    version = body["version"]
-    if not isinstance(version, str) or not 1 <= len(version) <= 128 or not version.isprintable():
-        raise BadRequest("'version' must be a bundle version: 1 to 128 printable characters")
+    version = _text(body["version"], "version", MAX_NAME)
     window = body.get("window")
     allow_downgrade = body.get("allow_downgrade", False)
     if not isinstance(allow_downgrade, bool):

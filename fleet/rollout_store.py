@@ -276,7 +276,7 @@ class DeploymentStore:
         rows = await self._database.read(
             lambda: self._db.execute(
                 "SELECT t.seq, t.device_id, d.name, t.phase, t.state, t.step, t.message, t.version, t.previous,"
-                " t.updated, t.rb_state, t.rb_step, t.rb_message, t.rb_updated FROM fleet_targets t"
+                " t.updated, t.reports, t.rb_state, t.rb_step, t.rb_message, t.rb_updated FROM fleet_targets t"
                 " LEFT JOIN fleet_devices d ON d.id = t.device_id"
                 " WHERE t.deployment_id = :id AND t.seq > :after ORDER BY t.seq LIMIT :limit",
                 {"id": dep_id, "after": after, "limit": limit},
@@ -343,7 +343,7 @@ def action_id(dep_id: int, seq: int, rollback: bool = False) -> str:
 
 
 def _device_json(dep_id: int, row: Any) -> dict[str, Any]:
-    seq, device_id, name, phase, state, step, message, version, previous, updated, *rb = row
+    seq, device_id, name, phase, state, step, message, version, previous, updated, reports, *rb = row
     rb_state, rb_step, rb_message, rb_updated = rb
     return {
         "row": seq,
@@ -357,6 +357,7 @@ def _device_json(dep_id: int, row: Any) -> dict[str, Any]:
         "version": version,
         "previous": previous,
         "updated": iso(updated),
+        "reports": reports,
         "rollback": None
         if rb_state is None
         else {

@@ -67,7 +67,7 @@ async def test_canary_advances_when_it_reaches_its_success_threshold(fleet: Any)
 async def test_the_default_threshold_lets_a_phase_advance_without_its_last_few_devices(fleet: Any) -> None:
     await signed_release(fleet, "2.3.0")
     await add_devices(fleet.app, 41)
-    dep = await deploy(fleet, phases=["20"], halt_on_failures="5")  # 95% of 20 is 19
+    dep = await deploy(fleet, phases=[20], halt_on_failures=5)  # 95% of 20 is 19
     actions = await told(fleet, 41)
     assert len(actions) == 20
     for device in sorted(actions)[:18]:
@@ -103,7 +103,7 @@ async def test_a_deployment_halts_when_failures_pass_the_limit(fleet: Any) -> No
 async def test_a_percentage_failure_limit_is_of_the_phase(fleet: Any) -> None:
     await signed_release(fleet, "2.3.0")
     await add_devices(fleet.app, 20)
-    dep = await deploy(fleet, phases=["10"], halt_on_failures="10%")  # 1 of 10 is the limit
+    dep = await deploy(fleet, phases=[10], halt_on_failures="10%")  # 1 of 10 is the limit
     actions = await told(fleet, 20)
     ordered = sorted(actions)
     await finish(fleet, ordered[0], actions[ordered[0]][0].action_id, "failed")
@@ -115,7 +115,7 @@ async def test_a_percentage_failure_limit_is_of_the_phase(fleet: Any) -> None:
 async def test_explicit_phases_take_their_sizes_and_the_rest_goes_last(fleet: Any) -> None:
     await signed_release(fleet, "2.3.0")
     await add_devices(fleet.app, 10)
-    dep = await deploy(fleet, phases=[1, "50%"], success_threshold="1")
+    dep = await deploy(fleet, phases=[1, "50%"], success_threshold=1)
     assert [p["size"] for p in dep["phases"]] == [1, 5, 4]
     for phase, expected in ((1, 1), (2, 5), (3, 4)):
         actions = await told(fleet, 10)
@@ -283,11 +283,14 @@ async def test_bad_deployments_are_refused_and_nothing_is_stored(fleet: Any) -> 
         ({"targets": {"devices": ["ghost"]}}, 404, "'ghost'"),
         ({"targets": {}}, 400, "at least one"),
         ({"targets": {"groups": "pos"}}, 400, "'targets.groups'"),
+        ({"targets": {"groups": ["pos\u0000"]}}, 400, "'targets.groups'"),
+        ({"targets": {"tags": {"site": 5}}}, 400, "'targets.tags['site']'"),
         ({"canary": 0}, 400, "'canary'"),
         ({"canary": "0%"}, 400, "'canary'"),
         ({"canary": "101%"}, 400, "'canary'"),
-        ({"canary": 1, "phases": [1]}, 400, "not both"),
-        ({"phases": []}, 400, "'phases'"),
+        ({"canary": "5"}, 400, "'canary'"),
+        ({"phases": [1] * 17}, 400, "'phases'"),
+        ({"phases": [1, "50.5.5%"]}, 400, "'phases[1]'"),
         ({"halt_on_failures": -1}, 400, "'halt_on_failures'"),
         ({"success_threshold": "0%"}, 400, "'success_threshold'"),
         ({"window": {"start": "25:00", "end": "04:00"}}, 400, "'window'"),
@@ -343,13 +346,16 @@ async def test_roles_and_unknown_deployments(fleet: Any) -> None:
     await signed_release(fleet, "2.3.0")
     await add_devices(fleet.app, 1)
     dep = await deploy(fleet)
-    for path in ("/12345", "/abc"):
+    for path in ("/12345", "/abc", "/%C2%B2"):
         assert (await error_of(await fleet.get(f"{FLEET}/deployments{path}", headers=admin())))[0] == 404
     missing = await fleet.post(f"{FLEET}/deployments/777/pause", headers=admin())
     assert (await error_of(missing))[0] == 404
     assert (await fleet.get(f"{FLEET}/deployments/{dep['id']}")).status == 401
-    bad_page = await fleet.get(f"{FLEET}/deployments", params={"limit": "-1"}, headers=admin())
-    assert await error_of(bad_page) == (400, "'limit' must be an integer from 0 to 1000")
+    for limit in ("-1", "1001", "\u00b2"):
+        bad_page = await fleet.get(f"{FLEET}/deployments", params={"limit": limit}, headers=admin())
+        assert await error_of(bad_page) == (400, "'limit' must be an integer from 0 to 1000")
+    for limit in ("0", "1", "999", "1000"):
+        assert (await fleet.get(f"{FLEET}/deployments", params={"limit": limit}, headers=admin())).status == 200
 
 
 # ---------------------------------------------------------------- bounds, pages, other processes
@@ -401,3 +407,10 @@ async def test_another_process_sees_a_deployment_and_its_cancel(fleet: Any, aioh
     assert action.deployment == str(dep["id"])
     assert (await fleet.post(f"{FLEET}/deployments/{dep['id']}/cancel", headers=admin())).status == 200
     assert await check_in(other, name(1)) == []
+
+
+async def test_a_canary_and_explicit_phases_go_in_that_order(fleet: Any) -> None:
+    await signed_release(fleet, "2.3.0")
+    await add_devices(fleet.app, 10)
+    dep = await deploy(fleet, canary=1, phases=["30%", 2])
+    assert [p["size"] for p in dep["phases"]] == [1, 3, 2, 4]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from distribution.app import create_app
@@ -17,7 +18,7 @@ from fleet.rollout_keys import url_key_key
 from fleet.rollout_url_key import FleetUrlKey
 from tests.conftest import ADMIN_TOKEN, admin, error_of
 from tests.fleet_deploy import FILES, V1, check_in, deploy, fleet_fixture, report, signed_release  # noqa: F401
-from tests.fleet_rows import add_device, completed_on, device_auth
+from tests.fleet_rows import add_app, add_device, completed_on, device_auth
 from wire.fleet import Sources, sources_path
 
 PLACES = {  # edge -> (site, city, country)
@@ -110,3 +111,28 @@ async def test_the_url_key_is_made_once_private_and_kept(aiohttp_client: Any, tm
     again = FleetUrlKey.load_or_create(settings.fleet_url_key_path, "fleet@distribution")
     assert again.kid == kid
     assert os.listdir(settings.data_dir).count("fleet-url-key.pem") == 1
+
+
+@pytest.mark.parametrize(("lifetime", "valid"), [(9, False), (10, True), (86400, True), (86401, False)])
+def test_the_url_lifetime_setting_is_bounded(tmp_path: Path, lifetime: int, valid: bool) -> None:
+    if valid:
+        assert DistributionSettings(data_dir=tmp_path, fleet_url_lifetime=lifetime).fleet_url_lifetime == lifetime
+    else:
+        with pytest.raises(ValueError, match="fleet_url_lifetime"):
+            DistributionSettings(data_dir=tmp_path, fleet_url_lifetime=lifetime)
+
+
+async def test_tokens_live_as_long_as_the_setting_says(aiohttp_client: Any, tmp_path: Path) -> None:
+    settings = DistributionSettings(
+        data_dir=tmp_path / "dist", port=0, admin_token=ADMIN_TOKEN, repos=("releases-local",), fleet_url_lifetime=60
+    )
+    client = await aiohttp_client(create_app(settings))
+    await add_app(client.app)
+    await signed_release(client, "2.3.0")
+    await completed_on(client.app, "w-elsewhere", await register(client, "w-elsewhere"), "app", "2.3.0")
+    await add_device(client.app, "a")
+    await deploy(client)
+    (action,) = await check_in(client, "a")
+    answer = Sources.from_json(await (await sources_of(client, "a", action.action_id)).json())
+    claims = jwt.decode(answer.files[0].token, options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 60 and answer.expires == claims["exp"] * 1000
