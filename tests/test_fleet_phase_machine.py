@@ -15,16 +15,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fleet.device_schema import device_migrations
-from fleet.rollout_feedback import COUNTED, HALTED, RUNNING, Deployments
+from fleet.devices import Device
+from fleet.rollout_actions import RolloutActions
+from fleet.rollout_feedback import CANCELED, COUNTED, HALTED, ROLLED_BACK, RUNNING, Deployments
 from fleet.rollout_plan import Amount, Counts, DeploymentRequest, Targets, halts, reached
 from fleet.rollout_schema import rollout_migrations
 from fleet.rollout_store import DeploymentStore
 from repository.db import Database
 from repository.errors import Conflict
-from tests.fleet_rows import add_devices
-from wire.fleet import AppSpec, Feedback, FeedbackState
+from tests.fleet_deploy import heartbeat
+from tests.fleet_rows import add_device, add_devices
+from wire.fleet import ActionKind, AppSpec, Feedback, FeedbackState
 
 SPEC = AppSpec("till", "app", "/opt/till")
+HEARTBEAT = heartbeat()
 amounts = st.one_of(
     st.integers(1, 12).map(lambda n: Amount(n, False)), st.integers(1, 10_000).map(lambda h: Amount(h, True))
 )
@@ -151,5 +155,74 @@ async def test_a_rollout_advances_and_completes_on_both_engines(db_target: str, 
             await db.run(record, seq, device_id, FeedbackState.SUCCEEDED)
         assert await db.read(_where, db, dep.id) == ("completed", 1)
         assert await DeploymentStore(db).active() == []
+    finally:
+        await db.close()
+
+
+def _request(*phases: Amount) -> DeploymentRequest:
+    everyone = Amount(10_000, True)
+    return DeploymentRequest("till", "2.3.0", Targets(groups=("pos",)), phases, everyone, Amount(0, False), None, False)
+
+
+async def test_two_replicas_reporting_at_once_advance_a_phase_once(db_target: str, tmp_path: Path) -> None:
+    one, two = Database(db_target, local_dir=tmp_path / "one"), Database(db_target, local_dir=tmp_path / "two")
+    await one.open(device_migrations, rollout_migrations)
+    await two.open(device_migrations, rollout_migrations)
+    try:
+        await add_devices(one, 6)
+        dep = await DeploymentStore(one).create(_request(Amount(2, False), Amount(2, False)), SPEC, "test")
+        rows = await one.read(_rows, one, dep.id)
+
+        def record(db: Database, seq: int, device_id: str) -> None:
+            with db.db.atomic():
+                Deployments(db.db).record(device_id, Feedback(f"d{dep.id}.s{seq}", FeedbackState.SUCCEEDED))
+
+        await asyncio.gather(one.run(record, one, rows[0][0], rows[0][1]), two.run(record, two, rows[1][0], rows[1][1]))
+        assert await one.read(_where, one, dep.id) == (RUNNING, 1)
+        await one.read(_check, one, dep.id, _request(Amount(2, False), Amount(2, False)))
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_cancel_rollback_and_the_actions_they_give_on_both_engines(db_target: str, tmp_path: Path) -> None:
+    db = Database(db_target, local_dir=tmp_path)
+    await db.open(device_migrations, rollout_migrations)
+    try:
+        await add_device(db, "a", apps={"till": "2.2.0"})
+        await add_device(db, "b")
+        await add_device(db, "c")
+        store = DeploymentStore(db)
+        actions = RolloutActions(db, store)
+        dep = await store.create(_request(), SPEC, "test")
+        await actions.load()
+        told = {n: await actions.actions_for(Device(f"dev-{n}", n, "pos"), HEARTBEAT) for n in "abc"}
+        assert all(len(t) == 1 for t in told.values())
+
+        def record(device: str, state: FeedbackState) -> None:
+            with db.db.atomic():
+                Deployments(db.db).record(f"dev-{device}", Feedback(told[device][0].action_id, state))
+
+        await db.run(record, "a", FeedbackState.SUCCEEDED)
+        await db.run(record, "b", FeedbackState.DOWNLOADING)
+        canceled, changed = await store.operate(dep.id, "cancel")
+        assert changed and canceled.state == CANCELED
+        await actions.load()
+        stop = await actions.actions_for(Device("dev-b", "b", "pos"), HEARTBEAT)
+        assert [a.kind for a in stop] == [ActionKind.CANCEL]
+        assert await actions.actions_for(Device("dev-c", "c", "pos"), HEARTBEAT) == []
+        back, _ = await store.operate(dep.id, "rollback")
+        assert back.state == ROLLED_BACK
+        await actions.load()
+        (rollback,) = await actions.actions_for(Device("dev-a", "a", "pos"), HEARTBEAT)
+        assert (rollback.kind, rollback.version) == (ActionKind.ROLLBACK, "2.2.0")
+        await db.run(record, "b", FeedbackState.CANCELED)
+
+        def finish_rollback() -> None:
+            with db.db.atomic():
+                Deployments(db.db).record("dev-a", Feedback(rollback.action_id, FeedbackState.SUCCEEDED))
+
+        await db.run(finish_rollback)
+        assert await store.active() == []  # nothing left to do: out of the check-in's view
     finally:
         await db.close()
