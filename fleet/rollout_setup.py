@@ -39,5 +39,6 @@ async def _rollouts_ctx(app: web.Application) -> AsyncIterator[None]:
     app[action_source_key] = actions
     pusher = UrlKeyPusher(app[http_key], app[url_key_key], app[runner_key].edges, settings.edge_read_timeout)
     app[url_key_pusher_key] = pusher
+    pusher.soon()  # a replica with a key of its own (its own data directory) makes the edges trust it
     yield
     await pusher.close()
