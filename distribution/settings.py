@@ -45,6 +45,9 @@ class DistributionSettings(ServiceSettings):
     # every third of this; a replica that stops renewing (a crash) loses its jobs to the others
     # after this many seconds
     job_lease_seconds: float = 30.0
+    # fleet: how long the signed URLs minted for a device's download are good (s); a device asks
+    # for fresh ones when they expire, so short is safe
+    fleet_url_lifetime: int = 900
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -68,10 +71,17 @@ class DistributionSettings(ServiceSettings):
             raise ValueError("setting 'edge_read_timeout' must be 0.1 to 3600 seconds")
         if not 1 <= self.job_lease_seconds <= 3600:
             raise ValueError("setting 'job_lease_seconds' must be 1 to 3600 seconds")
+        if not 10 <= self.fleet_url_lifetime <= 86400:
+            raise ValueError("setting 'fleet_url_lifetime' must be 10 to 86400 seconds")
 
     @property
     def gnupg_dir(self) -> Path:
         return self.data_dir / "gnupg"
+
+    @property
+    def fleet_url_key_path(self) -> Path:
+        """The fleet's URL-signing key (``fleet/rollout_url_key.py``), made on first start."""
+        return self.data_dir / "fleet-url-key.pem"
 
     @property
     def replica_id_path(self) -> Path:
