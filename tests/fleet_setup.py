@@ -47,8 +47,8 @@ def fleet_app(settings: DistributionSettings) -> Any:
     return app
 
 
-@pytest.fixture
-async def fleet(aiohttp_client: Any, tmp_path: Path) -> Any:
+@pytest.fixture(name="fleet")
+async def fleet_fixture(aiohttp_client: Any, tmp_path: Path) -> Any:
     return await aiohttp_client(fleet_app(fleet_settings(tmp_path)))
 
 

@@ -18,7 +18,7 @@ from tests.fleet_setup import (
     create_token,
     enroll,
     enrolled,
-    fleet,  # noqa: F401  (fixture)
+    fleet_fixture,  # noqa: F401  (fixture 'fleet')
     refusal,
     role_headers,
     stored,
@@ -75,8 +75,8 @@ async def test_enrollment_answers_a_credential_and_the_service_keys(fleet: Any) 
     answer = Enrollment.from_json(await resp.json())
     assert (answer.name, answer.group, answer.poll_interval) == ("till-0042", "pos-emea", 30)
     assert answer.credential.startswith("fdc_") and len(answer.credential) >= 4 + 43  # 256 bits
-    signer = fleet.app[signer_key]
-    assert [k.fingerprint for k in answer.signing_keys] == [k.fingerprint for k in signer.keys()]
+    infos = fleet.app[signer_key].keys()
+    assert [k.fingerprint for k in answer.signing_keys] == [k.fingerprint for k in infos]
     device = await (await fleet.get(f"{FLEET_API}/devices/till-0042", headers=admin())).json()
     assert device["tags"] == {"country": "PT", "lane": "3", "site": "lisbon-1"}  # the token's tags win
     assert answer.credential not in str(await stored(fleet))
@@ -204,9 +204,10 @@ async def test_the_signing_keys_document_is_signed_by_the_service_and_its_digest
     answer = SigningKeys.from_json(await (await fleet.get(KEYS, headers=device_headers(credential))).json())
     again = SigningKeys.from_json(await (await fleet.get(KEYS, headers=device_headers(credential))).json())
     assert again == answer  # made once per key set
-    created, keys = decode_keys_document(answer.document)
+    _, keys = decode_keys_document(answer.document)
     signer = fleet.app[signer_key]
-    assert [k.fingerprint for k in keys] == [k.fingerprint for k in signer.keys()]
+    infos = signer.keys()
+    assert [k.fingerprint for k in keys] == [k.fingerprint for k in infos]
     store = TrustStore(tmp_path / "device-gnupg")
     store.import_public_key(signer.export_public())
     assert store.verify(answer.document.encode(), answer.signature) == keys[0].fingerprint
