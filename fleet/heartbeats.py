@@ -96,19 +96,20 @@ class HeartbeatWriter:
 
     def _store(self, beats: list[Beat]) -> None:
         db = self._database.db
-        latest: dict[str, Beat] = {beat.device_id: beat for beat in beats}  # a device twice in a batch: its last
+        bodies = [heartbeat_json(beat.heartbeat) for beat in beats]  # encoded once: the costly part
+        latest = {beat.device_id: (beat, body) for beat, body in zip(beats, bodies, strict=True)}  # a device's last
         devices = [
-            {"id": b.device_id, "now": b.time, "agent": b.heartbeat.agent_version, "body": heartbeat_json(b.heartbeat)}
-            for b in latest.values()
+            {"id": b.device_id, "now": b.time, "agent": b.heartbeat.agent_version, "body": body}
+            for b, body in latest.values()
         ]
         apps = [
             {"id": b.device_id, "app": name, "version": app.version, "previous": app.previous}
-            for b in latest.values()
+            for b, _ in latest.values()
             for name, app in sorted(b.heartbeat.apps.items())
         ]
         history = [
-            {"id": b.device_id, "now": b.time, "body": heartbeat_json(b.heartbeat), "keep": self._history}
-            for b in beats
+            {"id": b.device_id, "now": b.time, "body": body, "keep": self._history}
+            for b, body in zip(beats, bodies, strict=True)
         ]
         with db.atomic(serializable=False):
             db.executemany(
