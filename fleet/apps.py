@@ -11,6 +11,7 @@ stop a deletion (a deployment that uses the app) is the rollout side's to say, t
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from typing import Any
 
 from repository.db import Database
@@ -22,7 +23,6 @@ from wire.fleet import AppSpec, HealthCheck
 APP_FIELDS = frozenset({"name", "bundle", "install_dir", "pre_install", "restart", "health", "keep"})
 HEALTH_FIELDS = frozenset({"command", "url", "timeout"})
 _COLUMNS = "name, bundle, install_dir, pre_install, restart, health_command, health_url, health_timeout, keep"
-DEFAULT_HEALTH_TIMEOUT = 60
 
 # Raises (a Conflict) when the app named may not be deleted now.
 DeleteCheck = Callable[[str], Awaitable[None]]
@@ -57,16 +57,7 @@ def parse_app(body: dict[str, Any], name: str | None = None) -> AppSpec:
 
 
 def app_json(spec: AppSpec) -> dict[str, Any]:
-    health = spec.health
-    return {
-        "name": spec.name,
-        "bundle": spec.bundle,
-        "install_dir": spec.install_dir,
-        "pre_install": spec.pre_install,
-        "restart": spec.restart,
-        "health": None if health is None else {"command": health.command, "url": health.url, "timeout": health.timeout},
-        "keep": spec.keep,
-    }
+    return asdict(spec)
 
 
 def _spec(row: Any) -> AppSpec:
@@ -76,17 +67,13 @@ def _spec(row: Any) -> AppSpec:
 
 
 def _row(spec: AppSpec, now: int) -> dict[str, Any]:
-    health = spec.health
+    health = spec.health or HealthCheck()  # none: NULL command and url (the timeout column is NOT NULL)
+    fields = {k: v for k, v in asdict(spec).items() if k != "health"}
     return {
-        "name": spec.name,
-        "bundle": spec.bundle,
-        "install_dir": spec.install_dir,
-        "pre_install": spec.pre_install,
-        "restart": spec.restart,
-        "health_command": None if health is None else health.command,
-        "health_url": None if health is None else health.url,
-        "health_timeout": DEFAULT_HEALTH_TIMEOUT if health is None else health.timeout,
-        "keep": spec.keep,
+        **fields,
+        "health_command": health.command,
+        "health_url": health.url,
+        "health_timeout": health.timeout,
         "now": now,
     }
 
