@@ -17,7 +17,6 @@ from typing import Any
 from repository.db import Database
 from repository.entries import now_ms
 from repository.errors import BadRequest, Conflict, NotFound
-from wire.errors import WireError
 from wire.fleet import AppSpec, HealthCheck
 
 APP_FIELDS = frozenset({"name", "bundle", "install_dir", "pre_install", "restart", "health", "keep"})
@@ -43,10 +42,7 @@ def parse_app(body: dict[str, Any], name: str | None = None) -> AppSpec:
             raise BadRequest(f"Unknown field 'health.{unknown[0]}'; a health check has command, url, timeout")
         if (health.get("command") is None) == (health.get("url") is None):
             raise BadRequest("Invalid health: give a command or a url, one of them")
-    try:
-        spec = AppSpec.from_json(body)
-    except WireError as exc:
-        raise BadRequest(exc.message) from None
+    spec = AppSpec.from_json(body)  # its InvalidInput is a 400 naming the field
     if (
         spec.health is not None
         and spec.health.url is not None

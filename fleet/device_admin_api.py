@@ -17,7 +17,6 @@ from repository.http.auth import require_role
 from repository.http.json_body import read_json_object
 from repository.http.responses import json_response
 from repository.tokens import Role
-from wire.errors import WireError
 from wire.fleet import MAX_POLL_SECONDS, MIN_POLL_SECONDS, check_name
 
 from .device_store import MAX_PAGE, FleetFilter
@@ -25,13 +24,6 @@ from .enrollment_tokens import parse_token_request
 from .keys import device_store_key, enrollment_tokens_key
 
 READERS = (Role.reader, Role.deployer, Role.distributor, Role.admin)
-
-
-def _name(value: str, where: str) -> str:
-    try:
-        return check_name(value, where)
-    except WireError as exc:
-        raise BadRequest(exc.message) from None
 
 
 async def create_token(request: web.Request) -> web.Response:
@@ -54,8 +46,9 @@ async def revoke_token(request: web.Request) -> web.Response:
 
 
 def fleet_filter(query: Any) -> FleetFilter:
-    """The fleet list's query: ``group``, ``tag=k=v`` (repeatable), ``online=true|false``,
-    ``app``, ``version``, ``limit`` (1 to ``MAX_PAGE``), ``after`` (a name: the page after it)."""
+    """The fleet list's query: ``group``, ``tag=k=v`` (repeatable), ``online=true|false``, ``app``,
+    ``version``, ``limit`` (1 to ``MAX_PAGE``), ``after`` (the name the page before ended with).
+    A name that breaks the naming rule is the wire contract's InvalidInput, a 400 too."""
     if unknown := sorted(set(query) - {"group", "tag", "online", "app", "version", "limit", "after"}):
         raise BadRequest(f"Unknown parameter {unknown[0]!r}")
     tags = {}
@@ -63,7 +56,7 @@ def fleet_filter(query: Any) -> FleetFilter:
         key, equals, value = tag.partition("=")
         if not equals:
             raise BadRequest(f"Invalid tag {tag!r}: write it key=value")
-        tags[_name(key, "tag key")] = value
+        tags[check_name(key, "tag key")] = value
     online = query.get("online")
     if online not in (None, "true", "false"):
         raise BadRequest("Invalid online: true or false")
@@ -72,12 +65,12 @@ def fleet_filter(query: Any) -> FleetFilter:
         raise BadRequest(f"Invalid limit: a number from 1 to {MAX_PAGE}")
     group, app, after = query.get("group"), query.get("app"), query.get("after")
     return FleetFilter(
-        group=None if group is None else _name(group, "group"),
+        group=None if group is None else check_name(group, "group"),
         tags=tags,
         online=None if online is None else online == "true",
-        app=None if app is None else _name(app, "app"),
+        app=None if app is None else check_name(app, "app"),
         version=query.get("version"),
-        after=None if after is None else _name(after, "after"),
+        after=None if after is None else check_name(after, "after"),
         limit=int(limit),
     )
 
