@@ -15,7 +15,6 @@ however long the fleet runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -36,6 +35,7 @@ _INSERT_HISTORY = (
     "INSERT INTO fleet_heartbeats (device_id, time, body)"
     " SELECT :id, CASE WHEN latest.time >= :now THEN latest.time + 1 ELSE :now END, :body"
     " FROM (SELECT COALESCE(MAX(time), 0) AS time FROM fleet_heartbeats WHERE device_id = :id) AS latest"
+    " WHERE TRUE ON CONFLICT (device_id, time) DO NOTHING"  # (sqlite parses ON CONFLICT after a WHERE only)
 )
 _TRIM_HISTORY = (
     "DELETE FROM fleet_heartbeats WHERE device_id = :id AND time <= ("
@@ -76,18 +76,20 @@ class HeartbeatWriter:
             self._wake.clear()
             while self._waiting:
                 batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
-                with contextlib.suppress(Exception):  # told to the check-ins that waited
-                    await self._commit(batch)
+                await self._commit(batch)
 
     async def _commit(self, batch: list[tuple[Beat, asyncio.Future[None]]]) -> None:
+        """One transaction for ``batch``; a failure fails its check-ins, and the next batch tries again."""
         try:
             await self._database.run(self._store, [beat for beat, _ in batch])
-        except BaseException as exc:  # the batch's check-ins fail with it; the next batch tries again
-            if not isinstance(exc, asyncio.CancelledError):
-                log.error("storing %d heartbeats failed: %s", len(batch), exc)
+        except asyncio.CancelledError as exc:  # shutting down
             _settle(batch, exc)
             raise
-        _settle(batch, None)
+        except Exception as exc:
+            log.error("storing %d heartbeats failed: %s", len(batch), exc)
+            _settle(batch, exc)
+        else:
+            _settle(batch, None)
 
     def fail_waiting(self) -> None:
         """On shutdown: check-ins still waiting are told their heartbeat was not stored."""
@@ -119,7 +121,9 @@ class HeartbeatWriter:
             db.executemany("DELETE FROM fleet_device_apps WHERE device_id = :id", [{"id": i} for i in latest])
             db.executemany(
                 "INSERT INTO fleet_device_apps (device_id, app, version, previous)"
-                " VALUES (:id, :app, :version, :previous)",
+                " VALUES (:id, :app, :version, :previous)"
+                # another replica storing the same device's heartbeat at once (a retry) inserted first
+                " ON CONFLICT (device_id, app) DO UPDATE SET version = excluded.version, previous = excluded.previous",
                 apps,
             )
             if self._history:
