@@ -108,3 +108,28 @@ async def test_apps_are_stored_the_same_on_both_engines(database: Database) -> N
     assert await apps.get_app("till") == spec
     await apps.delete("till")
     assert await apps.list() == []
+
+
+async def test_a_device_revoked_on_one_replica_is_refused_by_another(postgres_url: str, tmp_path: Path) -> None:
+    """Replicas on one PostgreSQL: the other keeps the device in memory until the change notice
+    arrives, which drops it; its next lookup reads the revocation."""
+    one, two = (Database(postgres_url, local_dir=tmp_path / name) for name in ("one", "two"))
+    for db in (one, two):
+        await db.open(device_migrations)
+    try:
+        tokens = EnrollmentTokenStore(one)
+        _, secret = await tokens.create("pos", {}, 3600, "admin")
+        lookup_one, lookup_two = DeviceLookup(one), DeviceLookup(two)
+        device, credential = await Enroller(one, tokens, lookup_one).enroll(EnrollRequest(secret, "till-1"), 30)
+        assert await lookup_two.by_credential(credential) == device  # kept in the other replica's memory
+        await DeviceStore(one, lookup_one, 3).revoke("till-1")
+        for _ in range(400):  # the notice travels through PostgreSQL: wait for it, up to 20 s
+            found = await lookup_two.by_credential(credential)
+            assert found is not None
+            if found.revoked is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert found.revoked is not None
+    finally:
+        for db in (one, two):
+            await db.close()
