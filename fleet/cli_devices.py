@@ -182,6 +182,39 @@ def device_set(url: str, token: str | None, as_json: bool, poll_interval: int, n
 
 
 @click.group()
+def group() -> None:
+    """Groups: their devices and poll intervals."""
+
+
+@group.command("list")
+@remote
+@as_json
+def group_list(url: str, token: str | None, as_json: bool) -> None:
+    """Every group with its devices and its own poll interval (or the default)."""
+    emit(
+        call(url, token, "GET", f"{FLEET_API}/groups"),
+        as_json,
+        lambda gs: "\n".join(map(_group_line, gs)) or "no groups",
+    )
+
+
+def _group_line(g: dict[str, Any]) -> str:
+    polls = "the default interval" if g["poll_interval"] is None else f"every {g['poll_interval']} s"
+    return f"{g['group']}  {g['devices']} devices  polling {polls}"
+
+
+@group.command("set")
+@remote
+@as_json
+@click.option("--poll-interval", type=int, required=True, help="Seconds between check-ins of its devices.")
+@name_argument
+def group_set(url: str, token: str | None, as_json: bool, poll_interval: int, name: str) -> None:
+    """Tune group NAME: its devices now and those enrolled into it later."""
+    answer = call(url, token, "PUT", f"{FLEET_API}/groups/{name}", {"poll_interval": poll_interval})
+    emit(answer, as_json, _group_line)
+
+
+@click.group()
 def app() -> None:
     """Apps: how each installs on devices."""
 
@@ -231,4 +264,4 @@ def app_delete(url: str, token: str | None, name: str) -> None:
     click.echo(f"deleted app {name}", err=True)
 
 
-COMMANDS: list[click.Command] = [token_group, devices, device, app]
+COMMANDS: list[click.Command] = [token_group, devices, device, group, app]

@@ -1,7 +1,7 @@
-"""Handlers of ``/fleet/api/v1/enrollment-tokens`` and ``/fleet/api/v1/devices``: what operators do.
+"""Handlers of ``/fleet/api/v1/enrollment-tokens``, ``devices`` and ``groups``: what operators do.
 
 Any valid token may read. Enrollment tokens and changes to devices (revoking, the poll
-interval) need the admin role: a token enrolls devices into the fleet, and revoking cuts
+interval of a device or a group) need the admin role: a token enrolls devices into the fleet, and revoking cuts
 one off, so neither is for a release manager's distributor token.
 """
 
@@ -86,19 +86,38 @@ async def get_device(request: web.Request) -> web.Response:
     return json_response(await request.app[device_store_key].get(request.match_info["name"]))
 
 
-async def update_device(request: web.Request) -> web.Response:
-    """``{"poll_interval": seconds}``: the device hears it at its next check-in."""
-    require_role(request, Role.admin)
+async def poll_interval(request: web.Request) -> int:
+    """The seconds of a ``{"poll_interval": seconds}`` body, the settings of a device or a group."""
     body = await read_json_object(request)
     if set(body) != {"poll_interval"}:
-        raise BadRequest('A device\'s settings are {"poll_interval": seconds}')
+        raise BadRequest('The settings are {"poll_interval": seconds}')
     seconds = body["poll_interval"]
     if type(seconds) is not int or not MIN_POLL_SECONDS <= seconds <= MAX_POLL_SECONDS:
         raise BadRequest(f"Invalid poll_interval: an integer from {MIN_POLL_SECONDS} to {MAX_POLL_SECONDS} seconds")
+    return seconds
+
+
+async def update_device(request: web.Request) -> web.Response:
+    """``{"poll_interval": seconds}``: the device hears it at its next check-in."""
+    require_role(request, Role.admin)
+    seconds = await poll_interval(request)
     store = request.app[device_store_key]
     name = request.match_info["name"]
     await store.set_poll_interval(name, seconds)
     return json_response(await store.get(name))
+
+
+async def update_group(request: web.Request) -> web.Response:
+    """``{"poll_interval": seconds}`` for every device of the group, and those enrolled into it later."""
+    require_role(request, Role.admin)
+    group = check_name(request.match_info["group"], "group")
+    seconds = await poll_interval(request)
+    return json_response(await request.app[device_store_key].set_group_poll_interval(group, seconds))
+
+
+async def list_groups(request: web.Request) -> web.Response:
+    require_role(request, *READERS)
+    return json_response(await request.app[device_store_key].groups())
 
 
 async def revoke_device(request: web.Request) -> web.Response:

@@ -31,6 +31,7 @@ from .signing_keys import KeysDocument
 TOKENS = FLEET_API + "/enrollment-tokens"
 DEVICES = FLEET_API + "/devices"
 APPS = FLEET_API + "/apps"
+GROUPS = FLEET_API + "/groups"
 
 
 def setup_devices(app: web.Application) -> None:
@@ -47,6 +48,8 @@ def setup_devices(app: web.Application) -> None:
             web.get(DEVICES + "/{name}", device_admin_api.get_device, name="fleet_device_get"),
             web.put(DEVICES + "/{name}", device_admin_api.update_device, name="fleet_device_update"),
             web.post(DEVICES + "/{name}/revoke", device_admin_api.revoke_device, name="fleet_device_revoke"),
+            web.get(GROUPS, device_admin_api.list_groups, name="fleet_group_list"),
+            web.put(GROUPS + "/{group}", device_admin_api.update_group, name="fleet_group_update"),
             web.post(APPS, app_api.create_app_spec, name="fleet_app_create"),
             web.get(APPS, app_api.list_app_specs, name="fleet_app_list"),
             web.get(APPS + "/{name}", app_api.get_app_spec, name="fleet_app_get"),

@@ -152,6 +152,37 @@ class DeviceStore:
             "UPDATE fleet_devices SET poll_interval = :seconds WHERE name = :name", name, seconds=seconds
         )
 
+    async def set_group_poll_interval(self, group: str, seconds: int) -> dict[str, Any]:
+        """The interval of every device of ``group`` now, and of those enrolled into it later (a
+        device's own setting after this wins until the group's is set again)."""
+        answer = await self._database.run(self._set_group, group, seconds)
+        self._lookup.changed()
+        return answer
+
+    def _set_group(self, group: str, seconds: int) -> dict[str, Any]:
+        db = self._database.db
+        params = {"grp": group, "seconds": seconds}
+        with db.atomic():
+            db.execute(
+                "INSERT INTO fleet_groups (grp, poll_interval) VALUES (:grp, :seconds)"
+                " ON CONFLICT (grp) DO UPDATE SET poll_interval = excluded.poll_interval",
+                params,
+            )
+            devices = db.execute("UPDATE fleet_devices SET poll_interval = :seconds WHERE grp = :grp", params).rowcount
+        return {"group": group, "poll_interval": seconds, "devices": devices}
+
+    async def groups(self) -> list[dict[str, Any]]:
+        """Every group with devices or a poll interval of its own (null: the default), by name."""
+        rows = await self._database.read(
+            lambda: self._database.db.execute(
+                "SELECT g.grp, MAX(s.poll_interval), COUNT(d.id) FROM"
+                " (SELECT grp FROM fleet_devices UNION SELECT grp FROM fleet_groups) AS g"
+                " LEFT JOIN fleet_groups s ON s.grp = g.grp LEFT JOIN fleet_devices d ON d.grp = g.grp"
+                " GROUP BY g.grp ORDER BY g.grp"
+            ).fetchall()
+        )
+        return [{"group": grp, "poll_interval": poll, "devices": count} for grp, poll, count in rows]
+
     async def _change(self, sql: str, name: str, **values: Any) -> None:
         await self._database.run(self._change_one, sql, name, values)
         self._lookup.changed()

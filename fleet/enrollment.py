@@ -33,8 +33,9 @@ class Enroller:
         self._lookup = lookup
 
     async def enroll(self, request: EnrollRequest, poll_interval: int) -> tuple[Device, str]:
-        """The new device and its credential (256 random bits, only its sha256 kept). A token
-        unknown, expired or revoked is a 401 and nothing is stored."""
+        """The new device and its credential (256 random bits, only its sha256 kept), polling at
+        its group's interval, else at ``poll_interval``. A token unknown, expired or revoked is a
+        401 and nothing is stored."""
         credential = CREDENTIAL_PREFIX + secrets.token_urlsafe(32)
         device, replaced = await self._database.run(self._enroll, request, credential, poll_interval, now_ms())
         if replaced:
@@ -63,6 +64,8 @@ class Enroller:
                 for table in DEVICE_ROWS:
                     db.execute(f"DELETE FROM {table} WHERE device_id = :id", {"id": old[0]})
                 db.execute("DELETE FROM fleet_devices WHERE id = :id", {"id": old[0]})
+            group_interval = db.scalar("SELECT poll_interval FROM fleet_groups WHERE grp = :grp", {"grp": token.group})
+            poll_interval = poll_interval if group_interval is None else group_interval
             device = Device(uuid.uuid4().hex, request.name, token.group, tags, poll_interval, now)
             db.execute(
                 "INSERT INTO fleet_devices (id, name, grp, credential_sha256, token_id, enrolled, poll_interval,"

@@ -23,6 +23,7 @@ TABLES = (
     "fleet_device_apps",
     "fleet_heartbeats",
     "fleet_apps",
+    "fleet_groups",
 )
 
 

@@ -183,3 +183,40 @@ async def test_a_device_revoked_through_one_process_is_refused_by_another(aiohtt
     assert (await one.post(f"{FLEET_API}/devices/till-1/revoke", headers=admin())).status == 200
     status, message = await refusal(await check_in(two, credential))
     assert status == 401 and "revoked" in message
+
+
+async def test_a_group_poll_interval_reaches_its_devices_now_and_later(fleet: Any) -> None:
+    first = await enrolled(fleet, "till-1", group="pos-emea")
+    other = await enrolled(fleet, "kiosk-1", group="kiosks")
+    resp = await fleet.put(f"{FLEET_API}/groups/pos-emea", json={"poll_interval": 120}, headers=admin())
+    assert await resp.json() == {"group": "pos-emea", "poll_interval": 120, "devices": 1}
+    later = await enrolled(fleet, "till-2", group="pos-emea")
+    intervals = [
+        CheckIn.from_json(await (await check_in(fleet, c)).json()).poll_interval for c in (first, later, other)
+    ]
+    assert intervals == [120, 120, 30]
+    await fleet.put(f"{FLEET_API}/devices/till-2", json={"poll_interval": 60}, headers=admin())  # the device's own
+    assert CheckIn.from_json(await (await check_in(fleet, later)).json()).poll_interval == 60
+    groups = await (await fleet.get(f"{FLEET_API}/groups", headers=admin())).json()
+    assert groups == [
+        {"group": "kiosks", "poll_interval": None, "devices": 1},
+        {"group": "pos-emea", "poll_interval": 120, "devices": 2},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "group"),
+    [
+        ({"poll_interval": 0}, "pos"),
+        ({"poll_interval": MAX_POLL_SECONDS + 1}, "pos"),
+        ({"poll_interval": "60"}, "pos"),
+        ({"interval": 60}, "pos"),
+        ({"poll_interval": 60}, "a b"),
+    ],
+)
+async def test_a_bad_group_setting_is_a_400_and_changes_nothing(fleet: Any, body: dict[str, Any], group: str) -> None:
+    await enrolled(fleet, "till-1", group="pos")
+    before = await stored(fleet)
+    assert (await refusal(await fleet.put(f"{FLEET_API}/groups/{group}", json=body, headers=admin())))[0] == 400
+    assert await stored(fleet) == before
+    assert (await refusal(await fleet.put(f"{FLEET_API}/groups/pos", json=body)))[0] == 401

@@ -53,6 +53,12 @@ def test_an_operator_enrolls_a_device_and_sees_it_in_the_fleet(distribution_serv
     assert cli.json("fleet", "devices", "--group", "kiosks") == []
     assert "1 devices" in cli.ok("fleet", "token", "list")
     assert "cpu 12%" in cli.ok("fleet", "device", "show", "till-0042")
+    assert (
+        cli.ok("fleet", "group", "set", "pos-emea", "--poll-interval", "120")
+        == "pos-emea  1 devices  polling every 120 s\n"
+    )
+    status, body = post(base + CHECK_IN, heartbeat().to_json(), device_headers(enrollment.credential))
+    assert (status, body["poll_interval"]) == (200, 120)
 
     cli.ok("fleet", "app", "create", "till", "--bundle", "till-app", "--install-dir", "/opt/till",
            "--restart", "systemctl restart till", "--health", "http://127.0.0.1:9000/health")  # fmt: skip
