@@ -35,7 +35,6 @@ _INSERT_HISTORY = (
     "INSERT INTO fleet_heartbeats (device_id, time, body)"
     " SELECT :id, CASE WHEN latest.time >= :now THEN latest.time + 1 ELSE :now END, :body"
     " FROM (SELECT COALESCE(MAX(time), 0) AS time FROM fleet_heartbeats WHERE device_id = :id) AS latest"
-    " WHERE TRUE ON CONFLICT (device_id, time) DO NOTHING"  # (sqlite parses ON CONFLICT after a WHERE only)
 )
 _TRIM_HISTORY = (
     "DELETE FROM fleet_heartbeats WHERE device_id = :id AND time <= ("
@@ -114,6 +113,8 @@ class HeartbeatWriter:
             for b, body in zip(beats, bodies, strict=True)
         ]
         with db.atomic(serializable=False):
+            # the device's row first: two replicas storing one device's heartbeats at once (a retry)
+            # wait for each other on it, so its apps and history are never written by both at once
             db.executemany(
                 "UPDATE fleet_devices SET last_seen = :now, agent_version = :agent, heartbeat = :body WHERE id = :id",
                 devices,
@@ -121,9 +122,7 @@ class HeartbeatWriter:
             db.executemany("DELETE FROM fleet_device_apps WHERE device_id = :id", [{"id": i} for i in latest])
             db.executemany(
                 "INSERT INTO fleet_device_apps (device_id, app, version, previous)"
-                " VALUES (:id, :app, :version, :previous)"
-                # another replica storing the same device's heartbeat at once (a retry) inserted first
-                " ON CONFLICT (device_id, app) DO UPDATE SET version = excluded.version, previous = excluded.previous",
+                " VALUES (:id, :app, :version, :previous)",
                 apps,
             )
             if self._history:
