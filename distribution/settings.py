@@ -14,8 +14,12 @@ from typing import Any
 
 from repository.settings import ServiceSettings, load_settings
 from wire.errors import InvalidPath
+from wire.fleet import MAX_POLL_SECONDS, MIN_POLL_SECONDS
 from wire.manifest import MAX_ARTIFACTS
 from wire.paths import check_repo_key
+
+# heartbeats kept per device at most: the history of 50,000 devices stays a bounded table
+MAX_HEARTBEAT_HISTORY = 10_000
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,11 @@ class DistributionSettings(ServiceSettings):
     # fleet: how long the signed URLs minted for a device's download are good (s); a device asks
     # for fresh ones when they expire, so short is safe
     fleet_url_lifetime: int = 900
+    # the fleet: seconds between a device's check-ins unless set for the device; a device is
+    # offline after this many intervals without one; heartbeats kept per device (0: none)
+    fleet_poll_interval: int = 30
+    fleet_offline_after_polls: int = 3
+    fleet_heartbeat_history: int = 100
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -73,6 +82,12 @@ class DistributionSettings(ServiceSettings):
             raise ValueError("setting 'job_lease_seconds' must be 1 to 3600 seconds")
         if not 10 <= self.fleet_url_lifetime <= 86400:
             raise ValueError("setting 'fleet_url_lifetime' must be 10 to 86400 seconds")
+        if not MIN_POLL_SECONDS <= self.fleet_poll_interval <= MAX_POLL_SECONDS:
+            raise ValueError(f"setting 'fleet_poll_interval' must be {MIN_POLL_SECONDS} to {MAX_POLL_SECONDS} seconds")
+        if not 1 <= self.fleet_offline_after_polls <= 100:
+            raise ValueError("setting 'fleet_offline_after_polls' must be 1 to 100")
+        if not 0 <= self.fleet_heartbeat_history <= MAX_HEARTBEAT_HISTORY:
+            raise ValueError(f"setting 'fleet_heartbeat_history' must be 0 to {MAX_HEARTBEAT_HISTORY}")
 
     @property
     def gnupg_dir(self) -> Path:

@@ -11,6 +11,8 @@ heartbeat history, and the apps the fleet installs.
   The tags ``site``, ``city`` and ``country`` place a device for the nearest edge.
 - ``fleet_heartbeats``: the last heartbeats of each device, bounded per device.
 - ``fleet_apps``: how an app installs (``wire.fleet.AppSpec``).
+- ``fleet_groups``: a group's poll interval, set by an operator: its devices' now, and what a
+  device enrolled into the group later starts with (groups without a row use the default).
 """
 
 from __future__ import annotations
@@ -90,6 +92,11 @@ def m001_devices(db: Database) -> None:
         );
         """
     )
+
+
+@device_migrations()
+def m002_group_poll_intervals(db: Database) -> None:
+    db.execute("CREATE TABLE fleet_groups (grp TEXT PRIMARY KEY, poll_interval INTEGER NOT NULL)")
 
 
 tables_of(device_migrations, device_tables)

@@ -81,3 +81,10 @@ apps = Table(
     Column("created", BigInteger, nullable=False),
     Column("modified", BigInteger, nullable=False),
 )
+
+groups = Table(
+    "fleet_groups",
+    device_tables,
+    Column("grp", Text, primary_key=True),
+    Column("poll_interval", BigInteger, nullable=False),
+)

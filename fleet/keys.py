@@ -8,7 +8,13 @@ from aiohttp import web
 
 from wire.fleet import Action, Heartbeat
 
+from .apps import AppStore
+from .device_store import DeviceStore
 from .devices import Device, DeviceLookup
+from .enrollment import Enroller
+from .enrollment_tokens import EnrollmentTokenStore
+from .heartbeats import HeartbeatWriter
+from .signing_keys import KeysDocument
 
 
 class ActionSource(Protocol):
@@ -20,3 +26,10 @@ class ActionSource(Protocol):
 
 device_lookup_key = web.AppKey("fleet_device_lookup", DeviceLookup)
 action_source_key = web.AppKey("fleet_action_source", ActionSource)
+# how apps install: ``await app[app_store_key].get_app(name)`` for the rollout side
+app_store_key = web.AppKey("fleet_app_store", AppStore)
+enrollment_tokens_key = web.AppKey("fleet_enrollment_tokens", EnrollmentTokenStore)
+enroller_key = web.AppKey("fleet_enroller", Enroller)
+device_store_key = web.AppKey("fleet_device_store", DeviceStore)
+heartbeat_writer_key = web.AppKey("fleet_heartbeat_writer", HeartbeatWriter)
+keys_document_key = web.AppKey("fleet_keys_document", KeysDocument)

@@ -41,6 +41,7 @@ SAMPLES = {
     "alias": "alias1",
     "edge": "us-east-1",
     "action_id": "d7.s1",
+    "group": "pos-emea",
 }
 # Fallbacks, not operations: any method on an unknown /artifactory/api/ call is a 404, and a
 # method an item does not support (POST, MOVE, PATCH...) is a 403 on read-only repos, else 405.

@@ -217,6 +217,8 @@ def _complete(case: schemathesis.Case, bench: dict[str, Any]) -> None:
         body["signature"] = bench["sign"](body["manifest"].encode()).decode()  # by the key the edge trusts
     if path == USERS and case.method == "PUT":
         body.setdefault("password", "a password for a new user")
+    if isinstance(body.get("tags"), dict):  # tag keys are names (no OpenAPI 3.0 keyword constrains a key)
+        body["tags"] = {f"tag-{i}": value for i, value in enumerate(body["tags"].values())}
     repo = body.get("repo")
     actions = repo.get("actions") if isinstance(repo, dict) else None
     for grants in actions.values() if isinstance(actions, dict) else ():
