@@ -42,9 +42,7 @@ async def check_in(request: web.Request) -> web.Response:
     device = await require_device(request, request.app[device_lookup_key])
     heartbeat = Heartbeat.from_json(await read_json(request, limit=MAX_DEVICE_BODY))
     await request.app[heartbeat_writer_key].write(Beat(device.id, heartbeat, now_ms()))
-    # without the rollout side there is nothing for a device to do
-    source = request.app.get(action_source_key)
-    actions = [] if source is None else await source.actions_for(device, heartbeat)
+    actions = await request.app[action_source_key].actions_for(device, heartbeat)
     published = await request.app[keys_document_key].current()
     return json_response(CheckIn(device.poll_interval, tuple(actions), published.digest).to_json())
 

@@ -10,11 +10,9 @@ import pytest
 
 from distribution.app import create_app
 from distribution.settings import DistributionSettings
-from fleet.devices import Device
-from fleet.keys import action_source_key
 from repository.http.setup import database
 from tests.conftest import ADMIN_TOKEN, admin
-from wire.fleet import CHECK_IN, ENROLL, FLEET_API, Action, Heartbeat, InstalledApp, device_headers
+from wire.fleet import CHECK_IN, ENROLL, FLEET_API, Heartbeat, InstalledApp, device_headers
 
 TABLES = (
     "fleet_enrollment_tokens",
@@ -27,25 +25,12 @@ TABLES = (
 )
 
 
-class NoActions:
-    """The rollout side's place: asked at every check-in, it has nothing for any device."""
-
-    def __init__(self) -> None:
-        self.asked: list[tuple[str, Heartbeat]] = []
-
-    async def actions_for(self, device: Device, heartbeat: Heartbeat) -> list[Action]:
-        self.asked.append((device.name, heartbeat))
-        return []
-
-
 def fleet_settings(tmp_path: Path, **overrides: Any) -> DistributionSettings:
     return DistributionSettings(**{"data_dir": tmp_path / "dist", "port": 0, "admin_token": ADMIN_TOKEN, **overrides})
 
 
 def fleet_app(settings: DistributionSettings) -> Any:
-    app = create_app(settings)
-    app[action_source_key] = NoActions()
-    return app
+    return create_app(settings)
 
 
 @pytest.fixture(name="fleet")

@@ -49,13 +49,14 @@ async def test_the_rollout_side_is_asked_after_the_heartbeat_is_stored(fleet: An
     asked = source.actions_for
 
     async def actions_for(device: Any, beat: Any) -> Any:
-        seen.append((await stored(fleet))["fleet_device_apps"])
+        seen.append((device.name, (await stored(fleet))["fleet_device_apps"]))
         return await asked(device, beat)
 
     source.actions_for = actions_for
     await check_in(fleet, credential, heartbeat(apps={"till": "2.3.0"}))
-    assert [name for name, _ in source.asked] == ["till-1"]
-    assert [[(app, version) for _, app, version, _ in rows] for rows in seen] == [[("till", "2.3.0")]]
+    assert [(name, [(app, version) for _, app, version, _ in rows]) for name, rows in seen] == [
+        ("till-1", [("till", "2.3.0")])
+    ]
 
 
 async def test_apps_a_device_no_longer_reports_leave_its_record(fleet: Any) -> None:

@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from distribution.schema import distribution_migrations
 from distribution.tables import distribution_tables
 from edge.schema import edge_migrations
+from edge.tables import edge_tables
 from fleet.device_schema import device_migrations
 from fleet.device_tables import device_tables
 from fleet.rollout_schema import rollout_migrations, rollout_tables
-from edge.tables import edge_tables
 from repository.db import Database
 from repository.schema import catalog_migrations
 from repository.tables import catalog_tables
