@@ -14,7 +14,7 @@ from aiohttp import web
 from distribution.keys import http_key, runner_key, settings_key
 from repository.http.setup import database
 
-from .keys import action_source_key
+from .keys import action_source_key, app_store_key
 from .rollout_actions import RolloutActions
 from .rollout_api import rollout_routes
 from .rollout_keys import deployments_key, rollout_actions_key, url_key_key, url_key_pusher_key
@@ -35,6 +35,7 @@ async def _rollouts_ctx(app: web.Application) -> AsyncIterator[None]:
     actions = RolloutActions(app[database], store)
     await actions.load()
     app[deployments_key] = store
+    app[app_store_key].add_delete_check(store.refuse_if_used)
     app[rollout_actions_key] = actions
     app[action_source_key] = actions
     pusher = UrlKeyPusher(app[http_key], app[url_key_key], app[runner_key].edges, settings.edge_read_timeout)

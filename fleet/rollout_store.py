@@ -242,6 +242,12 @@ class DeploymentStore:
         )
         return [deployment_from_row(r) for r in rows]
 
+    async def refuse_if_used(self, app: str) -> None:
+        """An app's deletion check: refused while a deployment of it has work left."""
+        used = [d.id for d in await self.active() if d.app == app]
+        if used:
+            raise Conflict(f"App {app!r} is used by deployment {used[0]}, which is not done: cancel it first")
+
     async def page(self, before: int | None, limit: int) -> list[Deployment]:
         """Deployments newest first, ``limit`` of them made before ``before`` (an id)."""
         rows = await self._database.read(

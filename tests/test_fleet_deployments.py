@@ -414,3 +414,15 @@ async def test_a_canary_and_explicit_phases_go_in_that_order(fleet: Any) -> None
     await add_devices(fleet.app, 10)
     dep = await deploy(fleet, canary=1, phases=["30%", 2])
     assert [p["size"] for p in dep["phases"]] == [1, 3, 2, 4]
+
+
+async def test_an_app_a_deployment_still_uses_cannot_be_deleted(fleet: Any) -> None:
+    await signed_release(fleet, "2.3.0")
+    await add_devices(fleet.app, 1)
+    dep = await deploy(fleet)
+    resp = await fleet.delete(f"{FLEET}/apps/till", headers=admin())
+    status, message = await error_of(resp)
+    assert status == 409 and "cancel it first" in message
+    assert (await fleet.get(f"{FLEET}/apps/till", headers=admin())).status == 200
+    await fleet.post(f"{FLEET}/deployments/{dep['id']}/cancel", headers=admin())
+    assert (await fleet.delete(f"{FLEET}/apps/till", headers=admin())).status == 204
