@@ -147,10 +147,13 @@ def _report_sent(writer: AbstractStreamWriter, sent: int) -> None:
 async def download(request: web.Request) -> web.StreamResponse:
     repo, path = artifact_location(request)
     await require_read(request, repo, path)
-    policy = request.app[keys.policy]
-    artifacts = request.app[keys.artifacts]
-    artifact = await artifacts.file(repo, path)
-    await artifacts.servable(artifact)
+    app = request.app
+    policy = app[keys.policy]
+    artifacts = app[keys.artifacts]
+    artifact = artifacts.servable_from_memory(repo, path)
+    if artifact is None:
+        artifact = await artifacts.file(repo, path)
+        await artifacts.servable(artifact)
     headers, modified = served_headers(artifact, policy.node_id)
 
     status, window, delegable = 200, ByteRange(0, artifact.size), True
@@ -170,6 +173,10 @@ async def download(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = window.length
         return response
+    if not (delegable and (policy.redirect_downloads or _nginx_sends(request, policy.accel_redirect))):
+        body = app[keys.small_blobs].get(artifact.sha256)
+        if body is not None:  # the usual small download: answered without another coroutine
+            return _from_memory(body, window, status, headers)
     return await _body(request, artifact, window, status, headers, delegable=delegable)
 
 
