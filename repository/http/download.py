@@ -173,7 +173,8 @@ async def download(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = window.length
         return response
-    if not (delegable and (policy.redirect_downloads or _nginx_sends(request, policy.accel_redirect))):
+    redirects = policy.redirect_downloads and app[keys.storage].presigns
+    if not (delegable and (redirects or _nginx_sends(request, policy.accel_redirect))):
         body = app[keys.small_blobs].get(artifact.sha256)
         if body is not None:  # the usual small download: answered without another coroutine
             return _from_memory(body, window, status, headers)
