@@ -4,27 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from repository.catalog import Repo
 from repository.http import keys as core
 from repository.http.metrics_shared import setup_shared_metrics
-from repository.http.request_ids import name_answer
 from repository.http.scrub_api import setup_scrub
 from repository.http.setup import database, setup_artifact_core
 from repository.policy import EDGE_UPLOADS_REPO, policy_for
 from repository.scrub_store import CatalogBlobs
 
-from .access.audit_step import remember_status
 from .access.middleware import access_ctx
 from .access.setup import setup_security
 from .keys import settings_key, starts_node_key, transactions_key, trusted_keys_key, worker_key
 from .metrics import setup_edge_metrics
 from .pace import UploadPace
 from .pipeline import setup_pipeline
-from .raw_body import Receivers, close_after_raw_body
+from .raw_body import Receivers
+from .requests import setup_requests
 from .routes import setup_routes
 from .schema import edge_migrations
 from .settings import EdgeSettings
@@ -41,9 +40,6 @@ MAX_JSON_BODY = 1024 * 1024
 EXPIRY_INTERVAL = 60.0
 
 
-WORKER_HEADER = "X-Edge-Worker"
-
-
 def create_app(settings: EdgeSettings, *, worker: int = 0, starts_node: bool = True) -> web.Application:
     """The edge's app; ``worker`` (from 1) when it is one of several processes serving the port
     (edge/workers.py), of which only the first to start ``starts_node``."""
@@ -52,7 +48,7 @@ def create_app(settings: EdgeSettings, *, worker: int = 0, starts_node: bool = T
     app[settings_key] = settings
     app[worker_key] = worker
     app[starts_node_key] = starts_node
-    app.on_response_prepare.append(answer_hook(worker))
+    setup_requests(app, worker)
     setup_edge_metrics(app, settings)
     if worker:  # a scrape reaching any worker answers for the node
         setup_shared_metrics(app, settings.data_dir / "metrics", worker, starts_node=starts_node)
@@ -109,22 +105,3 @@ async def transactions_ctx(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await asyncio.to_thread(transactions.receivers.close)  # every upload has ended by now
-
-
-def answer_hook(worker: int) -> Callable[[web.BaseRequest, web.StreamResponse], Awaitable[None]]:
-    """The edge's one ``on_response_prepare`` hook, run for every answer (errors and redirects
-    raised past the middlewares too): one call where four would each cost a coroutine.
-
-    It names the request (``X-Request-ID``) and, in a worker, which worker answered
-    (``X-Edge-Worker``, for operators reading a trace); closes the connection after a request
-    whose body was taken raw; and remembers the status for the audit step."""
-    worker_id = str(worker) if worker else None
-
-    async def answer(request: web.BaseRequest, response: web.StreamResponse) -> None:
-        if worker_id is not None:
-            response.headers[WORKER_HEADER] = worker_id
-        name_answer(request, response)
-        close_after_raw_body(request, response)
-        remember_status(request, response)
-
-    return answer

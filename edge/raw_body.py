@@ -125,8 +125,9 @@ RECEIVER = web.RequestKey("receiver", Receivers)
 
 
 def close_after_raw_body(request: web.BaseRequest, response: web.StreamResponse) -> None:
-    """From ``on_response_prepare``: an answer to a request whose body was taken says the connection
-    closes, so the client does not send another request on it."""
+    """From the edge's answer hook (edge/requests.py), as a response is prepared: an answer to a
+    request whose body was taken says the connection closes, so the client does not send another
+    request on it."""
     if request.get(RAW_BODY) is not None:
         response.force_close()
         response.headers["Connection"] = "close"  # the hook runs after aiohttp wrote its own headers

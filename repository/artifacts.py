@@ -218,6 +218,15 @@ class ArtifactService:
         await self.collect({a.sha256 for a in removed})
         return removed
 
+    def servable_from_memory(self, repo: str, path: str) -> Artifact | None:
+        """The file when memory alone shows it is there and servable (its entry held, its blob
+        surely not quarantined): a download's usual case, answered without a coroutine. None
+        means ``file`` and ``servable`` must decide."""
+        artifact = self.catalog.cached_artifact(repo, path) if path else None
+        if artifact is None or not self.quarantined.surely_clear(artifact.sha256):
+            return None
+        return artifact
+
     async def servable(self, artifact: Artifact) -> None:
         """BlobQuarantined (409) for a file whose blob is out of service: never its damaged bytes."""
         if self.quarantined.surely_clear(artifact.sha256):

@@ -196,6 +196,11 @@ class Catalog:
 
     # -- artifacts ----------------------------------------------------------
 
+    def cached_artifact(self, repo: str, path: str) -> Artifact | None:
+        """The entry at a path when this process holds it, without a coroutine (the download's
+        usual case); None when it does not, and ``get_artifact`` must look."""
+        return self._artifacts.get((repo, path))
+
     async def get_artifact(self, repo: str, path: str) -> Artifact | None:
         cached = self._artifacts.get((repo, path))
         if cached is not None:

@@ -39,6 +39,12 @@ class Authenticator:
     admin_token: str | None = None
     users: UserDirectory | None = None
 
+    @staticmethod
+    def presents_nothing(headers: Mapping[str, str]) -> bool:
+        """Whether no credential is presented (``identify`` would answer anonymous): told without a
+        coroutine, for the anonymous downloads most requests are."""
+        return not headers.get("X-JFrog-Art-Api") and not headers.get("Authorization")
+
     async def identify(self, headers: Mapping[str, str]) -> Principal:
         presented = _presented(headers)
         if presented is None:

@@ -7,6 +7,7 @@ finish before connections are closed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -74,6 +75,7 @@ async def _serve(
         read_bufsize=READ_BUFSIZE,
     )
     await runner.setup()
+    settle_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop_name = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
@@ -114,6 +116,15 @@ async def _serve(
         await runner.cleanup()
         flush_access_lines()
     log.info("%s stopped", name)
+
+
+def settle_heap() -> None:
+    """Once the app has started: what start-up made (modules, the app, caches, connections) is
+    collected once and then left out of every later garbage collection (``gc.freeze``). A full
+    collection otherwise walks all of it; under load one ran every few seconds and held the loop
+    for some 75 ms each time, a few microseconds of every request on average."""
+    gc.collect()
+    gc.freeze()
 
 
 def serve(

@@ -33,6 +33,9 @@ POSTGRESQL = "postgresql"
 
 # SQLSTATEs of a transaction that lost a race with another one and may simply run again.
 _RETRYABLE = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+# Rows to one multi-row INSERT (``Sql.insert_rows``): past a hundred, longer statements gain
+# nothing, and 100 rows of a wide table stay far below both engines' limits on parameters.
+ROWS_PER_INSERT = 100
 
 
 def engine_for(url: str) -> sa.Engine:
@@ -85,6 +88,14 @@ def _for_driver(sql: str, dialect: sa.Dialect) -> tuple[str, Callable[[Mapping[s
         (name,) = names
         return compiled.string, lambda row: (row[name],)
     return compiled.string, operator.itemgetter(*names)
+
+
+@functools.lru_cache(maxsize=64)
+def _multi_row_insert(table: str, columns: tuple[str, ...], count: int, placeholder: str) -> str:
+    """``INSERT INTO table (columns) VALUES (...), (...)`` for ``count`` rows, with the driver's
+    positional placeholder."""
+    row = "(" + ", ".join([placeholder] * len(columns)) + ")"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([row] * count)
 
 
 def _expanding(params: Mapping[str, Any]) -> frozenset[tuple[str, bool]]:
@@ -140,6 +151,19 @@ class Sql:
         if self.dialect != SQLITE:
             raise TypeError(f"positional parameters are sqlite's only; name them: {sql[:80]}")
         self.connection.exec_driver_sql(sql, [tuple(r) for r in rows])
+
+    def insert_rows(self, table: str, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> None:
+        """Append ``rows`` (values in the order of ``columns``) to ``table``, up to ``ROWS_PER_INSERT``
+        to a statement, in order: where a table numbers its rows, they are numbered in this order.
+
+        A multi-row INSERT costs a third less per row than one statement per row run by
+        ``executemany`` on sqlite (which also pays AUTOINCREMENT's bookkeeping once per statement),
+        and fewer round trips on PostgreSQL: for the audit trail, which writes a row per request."""
+        placeholder = "?" if self.dialect == SQLITE else "%s"
+        for start in range(0, len(rows), ROWS_PER_INSERT):
+            chunk = rows[start : start + ROWS_PER_INSERT]
+            statement = _multi_row_insert(table, columns, len(chunk), placeholder)
+            self.connection.exec_driver_sql(statement, tuple([value for row in chunk for value in row]))
 
     def scalar(self, sql: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> Any:
         row = self.execute(sql, params).fetchone()

@@ -158,6 +158,9 @@ class StorageBackend(ABC):
     # record the blob as held right away and trust that record later instead of asking the store
     # again (an edge asks an S3 bucket nothing before committing blobs it stored itself).
     durable_on_write: bool = False
+    # True where ``presigned_url`` can answer a URL; where False it always answers None, which a
+    # download of a small file learns without awaiting it.
+    presigns: bool = False
 
     @abstractmethod
     async def open(self) -> None:

@@ -67,6 +67,7 @@ class S3Backend(StorageBackend):
     """Content-addressed blobs in one bucket, shareable by any number of edge processes."""
 
     durable_on_write = True
+    presigns = True
 
     def __init__(
         self,

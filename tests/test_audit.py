@@ -34,6 +34,7 @@ from edge.schema import edge_migrations
 from edge.settings import AccessSettings, AuditSettings
 from repository.db import Database
 from repository.schema import catalog_migrations
+from repository.sql import ROWS_PER_INSERT
 from tests.conftest import UPLOADS, admin, error_of, make_settings, upload
 from tests.edge_setup import cut_off_download, http
 
@@ -478,6 +479,25 @@ async def test_the_writer_flushes_on_its_own_and_on_close(audit_db: Database) ->
     await trail.close()
     assert len(await store.query(_all())) == 6
     assert (await store.download_stats(UPLOADS, "f.bin")).count == 6
+
+
+@pytest.mark.parametrize("count", [0, 1, ROWS_PER_INSERT - 1, ROWS_PER_INSERT, ROWS_PER_INSERT + 1])
+async def test_a_batch_of_any_size_is_written_whole_and_in_order(audit_db: Database, count: int) -> None:
+    """Batches go to the database a hundred records to a statement: every record of a batch just
+    under, at and over that size is kept, numbered in the order it was recorded, and counted."""
+    store = AuditStore(audit_db)
+    now = int(time.time() * 1000)
+    written = [record(now + i, f"f{i}.bin", client_ip=f"192.0.2.{i % 256}", subject=f"u{i}") for i in range(count)]
+    await store.write(written)
+    kept = await store.query(_all())
+    assert [(r.time, r.path, r.client_ip, r.subject) for r in reversed(kept)] == [
+        (r.time, r.path, r.client_ip, r.subject) for r in written
+    ]
+    assert [r.id for r in reversed(kept)] == sorted(r.id for r in kept)
+    if count:
+        assert (await store.download_stats(UPLOADS, f"f{count - 1}.bin")).count == 1
+        ip = ipaddress.ip_network(f"192.0.2.{(count - 1) % 256}/32")
+        assert any(r.path == f"f{count - 1}.bin" for r in await store.query(AuditQuery(ip=ip, limit=1000)))
 
 
 async def test_retention_removes_only_old_records_and_nothing_rewrites_them(audit_db: Database) -> None:

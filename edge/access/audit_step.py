@@ -44,8 +44,9 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 def remember_status(request: web.BaseRequest, response: web.StreamResponse) -> None:
-    """From ``on_response_prepare``: the status of a response a handler streams itself, for when it
-    is cut off and the handler raises instead of returning the response."""
+    """From the edge's answer hook (edge/requests.py), as a response is prepared: the status of a
+    response a handler streams itself, for when it is cut off and the handler raises instead of
+    returning the response."""
     ctx = request.get(access_context)
     if ctx is not None:
         ctx.status = response.status

@@ -27,12 +27,11 @@ COLUMNS = (
     "id, time, subject, token_id, signed_kid, signed_iat, client_ip, country, method, action, repo, path,"
     " status, bytes, denied_by, aborted, duration_ms"
 )
-_INSERT = (
-    "INSERT INTO audit (time, subject, token_id, signed_kid, signed_iat, client_ip, client_ip_packed, country,"
-    " method, action, repo, path, status, bytes, denied_by, aborted, duration_ms)"
-    " VALUES (:time, :subject, :token_id, :signed_kid, :signed_iat, :client_ip, :client_ip_packed, :country,"
-    " :method, :action, :repo, :path, :status, :bytes, :denied_by, :aborted, :duration_ms)"
-)
+_INSERTED = (
+    "time", "subject", "token_id", "signed_kid", "signed_iat", "client_ip", "client_ip_packed", "country",
+    "method", "action", "repo", "path", "status", "bytes", "denied_by", "aborted", "duration_ms",
+)  # fmt: skip
+_SUBJECT = _INSERTED.index("subject")
 # Both assignments read the row as it was (SQL's rule on both engines): the later download wins.
 _LATER = "excluded.last_downloaded >= download_stats.last_downloaded"
 _COUNT_DOWNLOAD = (
@@ -111,41 +110,28 @@ class AuditStore:
 
     def _write(self, batch: Sequence[AuditRecord]) -> None:
         db = self._database.db
+        # positional, in the order of _INSERTED: a tuple per record, no dict to build and take apart
         rows = [
-            {
-                "time": r.time,
-                "subject": _storable(r.subject),
-                "token_id": r.token_id,
-                "signed_kid": r.signed_kid,
-                "signed_iat": r.signed_iat,
-                "client_ip": r.client_ip,
-                "client_ip_packed": packed_address(r.client_ip),
-                "country": r.country,
-                "method": r.method,
-                "action": r.action,
-                "repo": r.repo,
-                "path": r.path,
-                "status": r.status,
-                "bytes": r.bytes,
-                "denied_by": _storable(r.denied_by),
-                "aborted": int(r.aborted),
-                "duration_ms": r.duration_ms,
-            }
+            (
+                r.time, _storable(r.subject), r.token_id, r.signed_kid, r.signed_iat, r.client_ip,
+                packed_address(r.client_ip), r.country, r.method, r.action, r.repo, r.path, r.status, r.bytes,
+                _storable(r.denied_by), int(r.aborted), r.duration_ms,
+            )
             for r in batch
-        ]
+        ]  # fmt: skip
         with db.atomic(serializable=False):  # records appended, counts added to: replicas never conflict
-            db.executemany(_INSERT, rows)
+            db.insert_rows("audit", _INSERTED, rows)
             # one upsert per file and batch; in order, so a delete between downloads resets the count
             counts: dict[tuple[str, str], list[Any]] = {}
             for r, row in zip(batch, rows, strict=True):
                 if r.counts_as_download and r.repo and r.path:
                     found = counts.get((r.repo, r.path))
                     if found is None:
-                        counts[(r.repo, r.path)] = [1, r.time, row["subject"]]
+                        counts[(r.repo, r.path)] = [1, r.time, row[_SUBJECT]]
                     else:
                         found[0] += 1
                         if r.time >= found[1]:
-                            found[1:] = [r.time, row["subject"]]
+                            found[1:] = [r.time, row[_SUBJECT]]
                 elif r.action == "delete" and r.status == 204 and r.repo:
                     self._add_counts(counts)
                     counts = {}

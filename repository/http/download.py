@@ -74,18 +74,18 @@ def modified_at(artifact: Artifact) -> datetime:
     return datetime.fromtimestamp(artifact.modified / 1000, tz=UTC)
 
 
-def served_headers(artifact: Artifact, node_id: str) -> tuple[Headers, datetime]:
-    """The headers every answer with this artifact's bytes carries, Last-Modified included, and
-    its modification time: worked out once per entry the catalog keeps cached, not per request.
-    Never changed by a caller (a range copies them first)."""
+def served_headers(artifact: Artifact, node_id: str) -> tuple[Headers, datetime, ByteRange]:
+    """The headers every answer with this artifact's bytes carries, Last-Modified included, its
+    modification time and its whole extent: worked out once per entry the catalog keeps cached,
+    not per request. Never changed by a caller (a range copies the headers first)."""
     key = ("download", node_id)
-    found: tuple[Headers, datetime] | None = artifact.derived.get(key)
+    found: tuple[Headers, datetime, ByteRange] | None = artifact.derived.get(key)
     if found is None:
         modified = modified_at(artifact)
         headers = artifact_headers(artifact, node_id)
         headers["Last-Modified"] = _http_date(modified)
         # a response copies a CIMultiDict faster than it builds one from a dict
-        found = artifact.derived[key] = (CIMultiDict(headers), modified)
+        found = artifact.derived[key] = (CIMultiDict(headers), modified, ByteRange(0, artifact.size))
     return found
 
 
@@ -147,13 +147,16 @@ def _report_sent(writer: AbstractStreamWriter, sent: int) -> None:
 async def download(request: web.Request) -> web.StreamResponse:
     repo, path = artifact_location(request)
     await require_read(request, repo, path)
-    policy = request.app[keys.policy]
-    artifacts = request.app[keys.artifacts]
-    artifact = await artifacts.file(repo, path)
-    await artifacts.servable(artifact)
-    headers, modified = served_headers(artifact, policy.node_id)
+    app = request.app
+    policy = app[keys.policy]
+    artifacts = app[keys.artifacts]
+    artifact = artifacts.servable_from_memory(repo, path)
+    if artifact is None:
+        artifact = await artifacts.file(repo, path)
+        await artifacts.servable(artifact)
+    headers, modified, window = served_headers(artifact, policy.node_id)
 
-    status, window, delegable = 200, ByteRange(0, artifact.size), True
+    status, delegable = 200, True
     if _conditional(request.headers):  # most downloads carry neither a condition nor a range
         if precondition_failed(request, artifact.sha256, modified):
             raise PreconditionFailed()
@@ -170,6 +173,11 @@ async def download(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = window.length
         return response
+    redirects = policy.redirect_downloads and app[keys.storage].presigns
+    if not (delegable and (redirects or _nginx_sends(request, policy.accel_redirect))):
+        body = app[keys.small_blobs].get(artifact.sha256)
+        if body is not None:  # the usual small download: answered without another coroutine
+            return _from_memory(body, window, status, headers)
     return await _body(request, artifact, window, status, headers, delegable=delegable)
 
 

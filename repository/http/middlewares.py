@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from repository.tokens import ANONYMOUS
 from storage_backends import InvalidDigest, StorageError, StorageFull
 from wire.errors import WireError
 
@@ -84,6 +85,7 @@ async def identify(request: web.Request) -> None:
     middleware layer fewer). A credential presented is checked even beside a valid signed URL (a
     step before may have made the request the URL's reader): a bad one is a 401 either way,
     and a good one is the caller, whom the URL still lets read its file."""
-    identified = await request.app[keys.authenticator].identify(request.headers)
+    authenticator, headers = request.app[keys.authenticator], request.headers
+    identified = ANONYMOUS if authenticator.presents_nothing(headers) else await authenticator.identify(headers)
     if identified.authenticated or keys.principal not in request:
         request[keys.principal] = identified

@@ -10,9 +10,10 @@ rather than from the kernel.
 
 The id is given first of all (``begin_request``, called by the Distribution service's
 ``metrics_middleware`` and by the edge's one middleware layer, edge/pipeline.py), so the
-refusals and errors of every later step carry the id too. The header is added when a response is prepared
-(``on_response_prepare``), which is also when aiohttp sends redirects and errors raised past
-the middlewares.
+refusals and errors of every later step carry the id too. The header is added when a response
+is prepared (``on_response_prepare``; on an edge, its request class's answer hook,
+edge/requests.py), which is also when aiohttp sends redirects and errors raised past the
+middlewares.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def begin_request(request: web.Request) -> Token[str | None]:
 
 
 def name_answer(request: web.BaseRequest, response: web.StreamResponse) -> None:
-    """Every response names its request, errors and redirects included (from ``on_response_prepare``)."""
+    """Every response names its request, errors and redirects included (as it is prepared)."""
     request_id = request.get(keys.request_id)
     if request_id is not None:
         response.headers[HEADER] = request_id
