@@ -129,11 +129,10 @@ class Flow:
         installer = Installer(action.app)
         running = installer.current_version()
         entry = Entry(action, Step.ACCEPTED, previous=running)
-        target = action.version
-        if action.kind == ActionKind.INSTALL and target is not None and is_downgrade(running, target):
-            if not action.allow_downgrade:
-                message = f"{target} is older than the running {running}; the deployment does not allow a downgrade"
-                return self._finish(entry, FeedbackState.REJECTED, message=message, version=running)
+        downgrade = action.version is not None and is_downgrade(running, action.version)
+        if action.kind == ActionKind.INSTALL and downgrade and not action.allow_downgrade:
+            message = f"{action.version} is older than the running {running}; the deployment does not allow a downgrade"
+            return self._finish(entry, FeedbackState.REJECTED, message=message, version=running)
         self.ctx.journal.save(entry, Step.ACCEPTED)
         self.advance(entry)
 
