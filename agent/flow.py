@@ -344,15 +344,12 @@ class Flow:
         self.ctx.journal.save(entry, Step.ROLLING_BACK)
         installer.switch(entry.previous)
         message = failure.message
-        if entry.previous is not None and action.app.restart is not None:
-            outcome = run_command(
-                action.app.restart,
-                installer.current,
-                self.ctx.settings.hook_timeout,
-                _hook_env(installer.current, entry.previous),
-            )
-            if not outcome.ok:
-                message = f"{message}\nrestart of {entry.previous} after the rollback failed too:\n{outcome.output}"
+        if entry.previous is not None:
+            try:
+                self._run_hook(action.app.restart, installer.current, FlowStep.RESTART, entry.previous)
+                self._check_health(action, installer, entry.previous)
+            except Failure as again:
+                message = f"{message}\nafter the rollback, {entry.previous} failed its {again.step.value} too:\n{again.message}"
         if action.version not in (None, entry.previous):
             installer.discard(str(action.version))
         self.ctx.apps.record(action.app.name, action.app.install_dir, None)

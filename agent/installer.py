@@ -52,7 +52,7 @@ class Installer:
         return self._marker(version).is_file() and self.version_dir(version).is_dir()
 
     def whole_versions(self) -> list[str]:
-        """Versions on disk that are whole, oldest install first."""
+        """Versions on disk that are whole, the one made current longest ago first."""
         if not self.versions.is_dir():
             return []
         found = [(m.stat().st_mtime_ns, m.name[1 : -len(".whole")]) for m in self.versions.glob(".*.whole")]
@@ -93,6 +93,8 @@ class Installer:
             tmp.unlink(missing_ok=True)
             tmp.symlink_to(Path(VERSIONS) / version, target_is_directory=True)
             os.replace(tmp, self.current)
+            if self._marker(version).exists():
+                os.utime(self._marker(version))  # the newest in use: what pruning keeps longest
         fsync_dir(self.base)
         log.info("%s: current is now %s", self.app.name, version or "nothing")
 
