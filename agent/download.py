@@ -207,7 +207,8 @@ class Downloader:
             out.write(chunk)
             remaining -= len(chunk)
             out.flush()
-            self.checkpoint("mid_download")
+            if remaining:
+                self.checkpoint("mid_download")
         os.fsync(out.fileno())
 
 

@@ -349,7 +349,10 @@ class Flow:
                 self._run_hook(action.app.restart, installer.current, FlowStep.RESTART, entry.previous)
                 self._check_health(action, installer, entry.previous)
             except Failure as again:
-                message = f"{message}\nafter the rollback, {entry.previous} failed its {again.step.value} too:\n{again.message}"
+                again_step = again.step.value
+                message = (
+                    f"{message}\nafter the rollback, {entry.previous} failed its {again_step} too:\n{again.message}"
+                )
         if action.version not in (None, entry.previous):
             installer.discard(str(action.version))
         self.ctx.apps.record(action.app.name, action.app.install_dir, None)

@@ -18,6 +18,7 @@ import hashlib
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -35,7 +36,7 @@ from agent.http import Http
 from agent.identity import Identity, load_identity, save_identity
 from agent.journal import Journal
 from agent.outbox import Outbox
-from agent.settings import load_settings
+from agent.settings import STOP_AT_ENV, load_settings
 from agent.trust import DeviceTrust
 from tests.fault_servers import ThreadedServer
 from tests.gpg_keys import KeyFactory, TestKey
@@ -295,3 +296,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+NODE_AGENT = str(Path(sys.executable).parent / "node-agent")
+
+
+def start_agent(*args: str, stop_at: str | None = None) -> subprocess.Popen[bytes]:
+    """A real ``node-agent`` process (output in a file-like pipe read at the end)."""
+    env = {k: v for k, v in os.environ.items() if k != STOP_AT_ENV}
+    if stop_at:
+        env[STOP_AT_ENV] = stop_at
+    return subprocess.Popen([NODE_AGENT, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def stop_agent(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
+    """SIGTERM, then the exit status and everything it logged."""
+    if proc.poll() is None:
+        proc.terminate()
+    out, _ = proc.communicate(timeout=60)
+    return int(proc.returncode), out.decode("utf-8", "replace")
