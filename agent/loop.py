@@ -114,6 +114,7 @@ class Agent:
         self.poll_interval = answer.poll_interval
         self._rotate_keys(answer.keys_digest)
         self._act(answer.actions)
+        self.outbox.flush(self.http, self.identity)  # what the answer decided at once (CANCELED) goes now
 
     def _rotate_keys(self, digest: str) -> None:
         if not digest or digest in (self.trust.digest, self.refused_digest):
