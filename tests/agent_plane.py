@@ -52,7 +52,7 @@ class ControlPlane:
     files_dir: Path
     poll_interval: int = 1
     actions: list[fleet.Action] = field(default_factory=list)
-    sources: dict[str, fleet.Sources] = field(default_factory=dict)
+    sources: dict[str, fleet.Sources | list[fleet.Sources]] = field(default_factory=dict)
     feedback: list[fleet.Feedback] = field(default_factory=list)
     heartbeats: list[fleet.Heartbeat] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)  # "METHOD path" of every call
@@ -130,6 +130,8 @@ class ControlPlane:
         @device_call
         async def sources(request: web.Request) -> web.Response:
             found = self.sources.get(request.match_info["action_id"])
+            if isinstance(found, list):  # answers in turn, the last one from then on
+                found = found.pop(0) if len(found) > 1 else found[0]
             return web.json_response(found.to_json()) if found else error(404, "no such action")
 
         @routes.get(fleet.KEYS)
@@ -173,7 +175,9 @@ class Bundle:
     signature: str
     files: dict[str, bytes]  # target -> bytes
 
-    def sources(self, edges: list[fleet.EdgeOffer], token: str = "t", expires: int | None = None) -> fleet.Sources:
+    def sources(
+        self, edges: list[fleet.EdgeOffer], token: str | Callable[[str], str] = "t", expires: int | None = None
+    ) -> fleet.Sources:
         return fleet.Sources(
             bundle=self.name,
             version=self.version,
