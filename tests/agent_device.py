@@ -32,9 +32,11 @@ SUCCESS = ["downloading", "downloaded", "installing", "restarting", "checking", 
 class Device:
     """An enrolled device, the app it installs, and the bundles the test publishes."""
 
-    def __init__(self, tmp_path: Path, plane: ControlPlane, key_factory: KeyFactory, keys: KeySet) -> None:
+    def __init__(
+        self, tmp_path: Path, plane: ControlPlane, key_factory: KeyFactory, keys: KeySet, data_dir: Path | None = None
+    ) -> None:
         self.plane, self.key_factory, self.keys = plane, key_factory, keys
-        self.data_dir = tmp_path / "agent"
+        self.data_dir = data_dir or tmp_path / "agent"
         self.run_dir = tmp_path / "run"
         self.run_dir.mkdir()
         self.install_dir = tmp_path / "opt" / "till"
