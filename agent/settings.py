@@ -78,7 +78,7 @@ def _checked(values: Mapping[str, Any], source: str) -> dict[str, Any]:
             raise SettingError(key, f"unknown key in {source} (known: {', '.join(sorted(_TYPES))})")
         if isinstance(value, bool) or not isinstance(value, _TYPES[key]):
             raise SettingError(key, f"wrong type in {source}: {type(value).__name__}")
-        out[key] = Path(value) if key == "ca_file" else value
+        out[key] = Path(str(value)) if key == "ca_file" else value
     return out
 
 
