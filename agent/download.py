@@ -137,42 +137,53 @@ class Downloader:
         answers: dict[str, str] = {}
         refused_token = 0
         tampered: set[str] = set()
+        # who wrote the bytes in ``part``: a wrong file is blamed on an edge only when it alone sent it
+        senders: set[str] = {"an earlier run"} if part.exists() else set()
         for attempt in range(2 * len(edges) + 1):
             edge = edges[attempt % len(edges)]
             if edge.name in tampered:
                 continue
             if self.canceled():
                 raise Canceled()
+            had = part.stat().st_size if part.exists() else 0
             try:
                 self._transfer(edge, artifact, token, part)
             except Refused as exc:
                 answers[edge.name] = f"{exc.status} {exc.message}"
-                if exc.status in (401, 403):
-                    refused_token += 1
-                    if refused_token >= len(edges):
-                        raise TokensExpired() from None
+                refused_token += exc.status in (401, 403)
+                if refused_token >= len(edges):
+                    raise TokensExpired() from None
                 continue
             except ServerUnavailable as exc:
                 answers[edge.name] = str(exc)
-                log.warning(
-                    "download of %s from %s interrupted (%s); resuming elsewhere", artifact.target, edge.name, exc
-                )
+                log.warning("download of %s from %s interrupted (%s); resuming", artifact.target, edge.name, exc)
                 continue
-            got = _sha256_of(part)
-            if got == artifact.sha256 and part.stat().st_size == artifact.size:
+            finally:
+                if part.exists() and part.stat().st_size != had:
+                    senders.add(edge.name)
+            if _sha256_of(part) == artifact.sha256 and part.stat().st_size == artifact.size:
                 os.replace(part, final)
                 return final
             part.unlink()
-            tampered.add(edge.name)
-            message = (
-                f"refused {artifact.target} from edge {edge.name}: its sha256 {got} is not the signed "
-                f"manifest's {artifact.sha256}; taking it from another edge"
-            )
             answers[edge.name] = "bytes do not match the signed manifest"
-            log.error(message)
-            self.on_refused(message)
+            self._refuse(artifact, senders, tampered)
+            senders = set()
         said = "; ".join(f"{name}: {why}" for name, why in answers.items())
         raise DownloadFailed(f"{artifact.target} could not be downloaded from any edge ({said})")
+
+    def _refuse(self, artifact: ManifestArtifact, senders: set[str], tampered: set[str]) -> None:
+        """Report a file whose bytes are not the signed ones; an edge that alone sent it is not asked again."""
+        if len(senders) == 1 and "an earlier run" not in senders:
+            tampered |= senders
+            source = f"edge {next(iter(senders))}"
+        else:
+            source = "edges " + ", ".join(sorted(senders))
+        message = (
+            f"refused {artifact.target} from {source}: its bytes do not match the signed manifest's sha256 "
+            f"{artifact.sha256}; taking it again from another edge"
+        )
+        log.error(message)
+        self.on_refused(message)
 
     def _transfer(self, edge: EdgeOffer, artifact: ManifestArtifact, token: str, part: Path) -> None:
         have = part.stat().st_size if part.exists() else 0

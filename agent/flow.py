@@ -63,6 +63,10 @@ STEP_OF = {
 }
 
 
+class Later(Exception):
+    """The control plane cannot be reached now: the action stays journaled and resumes at a later check-in."""
+
+
 class Failure(Exception):
     """A step failed; the flow reports it (and rolls back when the new version was switched in)."""
 
@@ -109,7 +113,7 @@ class Flow:
         self.report_state = None
 
     def staging(self, action: Action) -> Path:
-        return self.ctx.settings.data_dir / "staging" / action.action_id
+        return staging_dir(self.ctx.settings.data_dir, action.action_id)
 
     # -- entry points ---------------------------------------------------------------------
     def cancel(self, action_id: str) -> bool:
@@ -162,6 +166,8 @@ class Flow:
             self._advance(entry)
         except Canceled:
             self._finish(entry, FeedbackState.CANCELED, message="canceled before the install began")
+        except Later as exc:
+            log.warning("action %s waits: %s", entry.action.action_id, exc)
         except Failure as failure:
             self._fail(entry, failure)
         except Exception as exc:  # a bug or the device itself (I/O, gpg): still a clear report
@@ -241,7 +247,9 @@ class Flow:
             return Sources.from_json(
                 self.ctx.http.call("GET", identity.url(sources_path(action.action_id)), None, identity.headers)
             )
-        except Exception as exc:  # noqa: BLE001 - every way of not getting sources fails the download
+        except ServerUnavailable as exc:
+            raise Later(f"no sources for now: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - every other way of not getting sources fails the download
             raise Failure(FlowStep.DOWNLOAD, f"no sources for {action.app.bundle} {action.version}: {exc}") from None
 
     def _download(self, entry: Entry, installer: Installer) -> dict[str, Path]:
@@ -364,6 +372,11 @@ class Flow:
             rolled_back=True,
             version=entry.previous,
         )
+
+
+def staging_dir(data_dir: Path, action_id: str) -> Path:
+    """An action's download area; the prefix keeps an id such as ``..`` inside ``staging/``."""
+    return data_dir / "staging" / f"action-{action_id}"
 
 
 def _hook_env(directory: Path, version: str) -> dict[str, str]:

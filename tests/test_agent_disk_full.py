@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.flow import staging_dir
 from tests import test_disk_full
 from tests.agent_device import Device, assert_whole, plane_fixture  # noqa: F401
 from tests.agent_plane import ControlPlane, stop_app
@@ -38,7 +39,7 @@ def test_a_download_that_fills_the_disk_fails_cleanly_and_the_running_version_st
     final = device.plane.final(action.action_id)
     assert final is not None and final.state == fleet.FeedbackState.FAILED
     assert final.step == fleet.FlowStep.DOWNLOAD and "disk full" in final.message and not final.rolled_back
-    assert not (device.data_dir / "staging" / action.action_id).exists()
+    assert not staging_dir(device.data_dir, action.action_id).exists()
     assert_whole(device, good)
     assert device.answer() == "1.0.0"
     again = device.install(device.publish("2.0.1"))  # with room again, the next update works

@@ -23,6 +23,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.flow import staging_dir
 from devstack.services import EdgeProcess
 from tests.agent_device import Device, assert_whole, device_fixture, plane_fixture  # noqa: F401
 from tests.agent_plane import Bundle, wait_for
@@ -123,7 +124,7 @@ def test_an_edge_killed_mid_file_fails_over_to_the_other_edge_which_resumes_the_
     slow_b = EdgeRelay(edges[1].port, ping_delay=1.0)  # so edge-a measures fastest and goes first
     action = offer(device, bundle, [("edge-b", slow_b.url), ("edge-a", edges[0].url)])
     flow = device.flow(bandwidth_limit=4 * MiB)  # the cap keeps the transfer going long enough to cut
-    part = device.data_dir / "staging" / action.action_id / (hashlib.sha256(HUGE).hexdigest() + ".part")
+    part = staging_dir(device.data_dir, action.action_id) / (hashlib.sha256(HUGE).hexdigest() + ".part")
     worker = threading.Thread(target=flow.start, args=(action,))
     try:
         with caplog.at_level(logging.INFO):
@@ -162,6 +163,35 @@ def test_a_tampered_blob_on_one_edge_is_refused_by_name_and_taken_from_the_other
     refusals = [f.message for f in device.plane.feedback if f.message.startswith("refused")]
     target = next(t for t in bundle.files if t.endswith("data.bin"))
     assert len(refusals) == 1 and f"refused {target} from edge edge-a" in refusals[0]
+    assert_whole(device, bundle)
+
+
+def test_a_file_pieced_from_two_edges_that_does_not_match_names_both_then_the_tampered_one_alone(
+    device: Device, edges: list[EdgeProcess]
+) -> None:
+    bundle = publish_big(device, "1.0.0")
+    for edge in edges:
+        put_on(edge, bundle)
+    stored = blob_file(edges[0], BIG)
+    tampered = bytearray(stored.read_bytes())
+    tampered[len(tampered) // 2] ^= 1
+    stored.write_bytes(bytes(tampered))
+    cut_a = EdgeRelay(edges[0].port, cut_after=2 * MiB, cut_path="data.bin")  # after the damaged byte
+    slow_b = EdgeRelay(edges[1].port, ping_delay=1.0)
+    try:
+        action = offer(device, bundle, [("edge-b", slow_b.url), ("edge-a", cut_a.url)])
+        device.flow().start(action)
+    finally:
+        cut_a.close()
+        slow_b.close()
+    final = device.plane.final(action.action_id)
+    assert final is not None and final.state == fleet.FeedbackState.SUCCEEDED
+    target = next(t for t in bundle.files if t.endswith("data.bin"))
+    refusals = [f.message for f in device.plane.feedback if f.message.startswith("refused")]
+    assert [r.split(": ", 1)[0] for r in refusals] == [
+        f"refused {target} from edges edge-a, edge-b",
+        f"refused {target} from edge edge-a",
+    ]
     assert_whole(device, bundle)
 
 

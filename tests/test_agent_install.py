@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from agent.bundle import in_window
+from agent.flow import staging_dir
 from agent.journal import Journal, Step
 from tests.agent_device import Device, assert_whole, device_fixture, plane_fixture  # noqa: F401
 from tests.gpg_keys import key_factory_fixture, keys_fixture  # noqa: F401
@@ -31,7 +32,7 @@ def test_an_install_reports_every_step_switches_current_and_the_new_app_answers(
     assert device.answer() == "1.0.0"
     entry = Journal(device.data_dir).load()
     assert entry is not None and entry.step == Step.DONE and entry.outcome["state"] == "succeeded"
-    assert not (device.data_dir / "staging" / action.action_id).exists()
+    assert not staging_dir(device.data_dir, action.action_id).exists()
 
 
 def test_a_version_whose_health_url_fails_is_rolled_back_and_the_previous_one_runs_again(device: Device) -> None:
@@ -221,3 +222,28 @@ def test_a_maintenance_window_is_judged_in_its_own_time_zone(
     # New York is UTC-5 in December: local hour H is UTC H+5.
     now = datetime(2026, 12, 5, (hour + 5) % 24, minute, tzinfo=UTC)
     assert in_window(fleet.Window(start, end, "America/New_York"), now) is inside
+
+
+def test_an_action_named_dot_dot_downloads_inside_staging_and_leaves_the_data_dir_whole(device: Device) -> None:
+    bundle = device.publish("1.0.0")
+    action = fleet.Action("..", fleet.ActionKind.INSTALL, "d1", device.app(), "1.0.0")
+    device.plane.sources[".."] = bundle.sources([fleet.EdgeOffer("plane", device.plane.url)])
+    device.flow().start(action)
+    assert device.plane.final("..").state == fleet.FeedbackState.SUCCEEDED  # type: ignore[union-attr]
+    assert (device.data_dir / "identity.json").is_file() and (device.data_dir / "gnupg").is_dir()
+    assert_whole(device, bundle)
+
+
+def test_a_control_plane_down_when_sources_are_needed_leaves_the_action_waiting_not_failed(device: Device) -> None:
+    bundle = device.publish("1.0.0")
+    action = device.action(bundle)
+    device.plane.down = True
+    flow = device.flow()
+    flow.start(action)
+    entry = Journal(device.data_dir).load()
+    assert entry is not None and entry.step == Step.DOWNLOADING
+    assert device.installer.current_version() is None
+    device.plane.down = False
+    flow.resume(entry, after_crash=False)
+    assert device.plane.states(action.action_id) == SUCCESS  # never "failed" on the way
+    assert_whole(device, bundle)
