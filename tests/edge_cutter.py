@@ -1,4 +1,4 @@
-"""A TCP relay in front of a real edge that misbehaves as links do: it cuts the first download
+"""A TCP relay in front of a real edge that misbehaves as links do: it ends the first download
 after some bytes, or answers the speed probe late. Real sockets, not mocks."""
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ class EdgeRelay:
                 while data := upstream.recv(65536):
                     if cut is not None and sent + len(data) >= cut:
                         client.sendall(data[: cut - sent])
-                        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                        return  # a reset, mid-body
+                        # the link ends mid-body, after exactly ``cut`` bytes (a reset could drop
+                        # bytes still in flight and make the cut point a guess)
+                        client.shutdown(socket.SHUT_WR)
+                        return
                     client.sendall(data)
                     sent += len(data)
