@@ -141,20 +141,20 @@ class Flow:
         self.advance(entry)
 
     def resume(self, entry: Entry, *, after_crash: bool) -> None:
-        """Continue a journaled action (after a crash, or when its window may have opened)."""
+        """Continue a journaled action: after a crash, or when its window may have opened or
+        the control plane answers again. One cut short once the new version was switched in
+        (a crash, or an error that stopped the worker) is rolled back."""
         if after_crash:
             log.warning("action %s was interrupted at step %s", entry.action.action_id, entry.step.value)
-        if after_crash and entry.step in LIVE_STEPS:
-            step = STEP_OF[entry.step]
+        if entry.step in LIVE_STEPS:
+            step = FlowStep(entry.outcome.get("step", STEP_OF[entry.step]))
             reason = entry.outcome.get("message") or f"the agent was interrupted during {entry.step.value}"
-            return self._roll_back(entry, Failure(FlowStep(entry.outcome.get("step", step)), str(reason)))
+            return self._roll_back(entry, Failure(step, str(reason)))
         if after_crash:
-            state = (
-                FeedbackState.DOWNLOADING
-                if ORDER.index(entry.step) <= ORDER.index(Step.DOWNLOADING)
-                else FeedbackState.INSTALLING
-            )
-            if entry.step in (Step.VERIFIED, Step.SCHEDULED):
+            state = FeedbackState.INSTALLING
+            if ORDER.index(entry.step) <= ORDER.index(Step.DOWNLOADING):
+                state = FeedbackState.DOWNLOADING
+            elif entry.step in (Step.VERIFIED, Step.SCHEDULED):
                 state = FeedbackState.DOWNLOADED
             message = f"resumed after the agent was interrupted at step {entry.step.value}"
             self.report(entry, state, message=message, version=entry.previous)

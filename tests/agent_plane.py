@@ -30,12 +30,9 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.apps import AppRegistry
-from agent.flow import Context, Flow
-from agent.http import Http
-from agent.identity import Identity, load_identity, save_identity
-from agent.journal import Journal
-from agent.outbox import Outbox
+from agent.flow import Flow
+from agent.identity import Identity, save_identity
+from agent.loop import Agent
 from agent.settings import STOP_AT_ENV, load_settings
 from agent.trust import DeviceTrust
 from tests.fault_servers import ThreadedServer
@@ -280,20 +277,9 @@ def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "the con
 
 
 def make_flow(data_dir: Path, clock: Callable[[], datetime] | None = None, **settings: Any) -> Flow:
-    """The agent's update flow for an enrolled data dir, in this process (the run loop's worker)."""
-    config = load_settings(data_dir, settings)
-    identity = load_identity(config.identity_path)
-    ctx = Context(
-        config,
-        identity,
-        Http(config.http_timeout),
-        DeviceTrust(data_dir),
-        Outbox(data_dir),
-        Journal(data_dir),
-        AppRegistry(data_dir),
-        **({"clock": clock} if clock else {}),
-    )
-    return Flow(ctx)
+    """The update flow of an agent on an enrolled data dir, in this process (the run loop's worker)."""
+    flow = Agent(load_settings(data_dir, settings)).flow
+    return flow if clock is None else Flow(replace(flow.ctx, clock=clock))
 
 
 def free_port() -> int:
