@@ -19,7 +19,7 @@ from .apps import AppRegistry
 from .enroll import AlreadyEnrolled, enroll
 from .http import Http, Refused, ServerUnavailable
 from .identity import NotEnrolled, load_identity
-from .loop import Agent
+from .loop import Agent, last_check_in
 from .settings import AgentSettings, SettingError, load_settings
 
 log = logging.getLogger("agent")
@@ -95,7 +95,7 @@ def _run(args: argparse.Namespace, settings: AgentSettings) -> int:
 def _status(args: argparse.Namespace, settings: AgentSettings) -> int:
     identity = load_identity(settings.identity_path)
     print(f"device: {identity.name} ({identity.device_id}), group {identity.group}")
-    print(f"server: {identity.server}, poll interval {identity.poll_interval} s")
+    print(f"server: {identity.server}, last check-in: {last_check_in(settings.data_dir)}")
     apps = AppRegistry(settings.data_dir).apps()
     if not apps:
         print("apps: none installed")

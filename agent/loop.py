@@ -13,6 +13,8 @@ import logging
 import random
 import threading
 from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
 
 from wire.errors import InvalidInput
 from wire.fleet import (
@@ -39,6 +41,7 @@ from .trust import DeviceTrust, KeysRefused
 
 log = logging.getLogger(__name__)
 EXIT_REVOKED = 3
+LAST_CHECK_IN = "last_check_in"
 
 
 class Backoff:
@@ -56,6 +59,19 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
+
+
+def record_check_in(data_dir: Path) -> None:
+    """When the control plane last answered (``node-agent status`` shows it): a device that hears
+    nothing keeps running what it has, and says since when. Not fsynced: losing it costs nothing."""
+    (data_dir / LAST_CHECK_IN).write_text(datetime.now(UTC).isoformat(timespec="seconds") + "\n")
+
+
+def last_check_in(data_dir: Path) -> str:
+    try:
+        return (data_dir / LAST_CHECK_IN).read_text().strip()
+    except FileNotFoundError:
+        return "never"
 
 
 def poll_delay(interval: float, jitter: float, rng: random.Random) -> float:
@@ -112,6 +128,7 @@ class Agent:
         except InvalidInput as exc:
             raise ServerUnavailable(f"the check-in answer does not follow the protocol: {exc}") from None
         self.poll_interval = answer.poll_interval
+        record_check_in(self.settings.data_dir)
         self._rotate_keys(answer.keys_digest)
         self._act(answer.actions)
         self.outbox.flush(self.http, self.identity)  # what the answer decided at once (CANCELED) goes now

@@ -305,3 +305,9 @@ def stop_agent(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
         proc.terminate()
     out, _ = proc.communicate(timeout=60)
     return int(proc.returncode), out.decode("utf-8", "replace")
+
+
+def exit_of(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
+    """The exit status and output of a ``node-agent`` that ends by itself."""
+    wait_for(lambda: proc.poll() is not None, what="node-agent to exit")
+    return stop_agent(proc)

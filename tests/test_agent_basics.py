@@ -14,7 +14,7 @@ import pytest
 from agent.bandwidth import TokenBucket
 from agent.loop import Backoff, poll_delay
 from agent.settings import SettingError, load_settings
-from tests.agent_plane import start_agent, stop_agent
+from tests.agent_plane import exit_of, start_agent
 
 ALLOWED = {"agent", "wire", "gnupg", "psutil"}
 
@@ -64,9 +64,7 @@ def test_the_jitter_limits_are_accepted(tmp_path: Path, jitter: float) -> None:
 
 def test_node_agent_run_with_a_bad_setting_exits_with_the_reason(tmp_path: Path) -> None:
     (tmp_path / "agent.toml").write_text("jitter = 2\n")
-    proc = start_agent("run", "--data-dir", str(tmp_path))
-    proc.wait(60)
-    code, out = stop_agent(proc)
+    code, out = exit_of(start_agent("run", "--data-dir", str(tmp_path)))
     assert code == 2 and "invalid setting 'jitter'" in out
 
 

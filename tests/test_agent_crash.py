@@ -17,7 +17,7 @@ import pytest
 
 from agent.journal import Journal, Step
 from tests.agent_device import Device, assert_whole, device_fixture, plane_fixture  # noqa: F401
-from tests.agent_plane import start_agent, stop_agent, wait_for
+from tests.agent_plane import exit_of, start_agent, stop_agent, wait_for
 from tests.gpg_keys import key_factory_fixture, keys_fixture  # noqa: F401
 from wire import fleet
 
@@ -30,7 +30,7 @@ ROLLED_BACK = ["switched", "restarting", "checking"]
 def run_to_the_end(device: Device, action: fleet.Action, stop_at: str) -> fleet.Feedback:
     device.plane.actions = [action]
     crashed = start_agent("run", "--data-dir", str(device.data_dir), stop_at=stop_at)
-    code, log = stop_agent_when_dead(crashed)
+    code, log = exit_of(crashed)
     assert code == -signal.SIGKILL, log
     assert f"stopping at {stop_at}" in log
     assert_current_whole(device)
@@ -41,11 +41,6 @@ def run_to_the_end(device: Device, action: fleet.Action, stop_at: str) -> fleet.
         code, log = stop_agent(agent)
     assert code == 0, log
     return final
-
-
-def stop_agent_when_dead(proc: object) -> tuple[int, str]:
-    wait_for(lambda: proc.poll() is not None, what="the agent to kill itself")  # type: ignore[attr-defined]
-    return stop_agent(proc)  # type: ignore[arg-type]
 
 
 def assert_current_whole(device: Device) -> None:

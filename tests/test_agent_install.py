@@ -15,6 +15,7 @@ from agent.bundle import in_window
 from agent.flow import staging_dir
 from agent.journal import Journal, Step
 from tests.agent_device import Device, assert_whole, device_fixture, plane_fixture  # noqa: F401
+from tests.agent_plane import exit_of, start_agent
 from tests.gpg_keys import key_factory_fixture, keys_fixture  # noqa: F401
 from wire import fleet
 
@@ -33,6 +34,8 @@ def test_an_install_reports_every_step_switches_current_and_the_new_app_answers(
     entry = Journal(device.data_dir).load()
     assert entry is not None and entry.step == Step.DONE and entry.outcome["state"] == "succeeded"
     assert not staging_dir(device.data_dir, action.action_id).exists()
+    code, out = exit_of(start_agent("status", "--data-dir", str(device.data_dir)))
+    assert code == 0 and f"app till: 1.0.0 (previous -) in {device.install_dir}" in out
 
 
 def test_a_version_whose_health_url_fails_is_rolled_back_and_the_previous_one_runs_again(device: Device) -> None:

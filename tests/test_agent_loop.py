@@ -21,7 +21,7 @@ from agent.loop import EXIT_REVOKED, Agent
 from agent.outbox import Outbox
 from agent.settings import load_settings
 from agent.trust import DeviceTrust
-from tests.agent_plane import ControlPlane, enrolled_device, start_agent, start_plane, stop_agent, wait_for
+from tests.agent_plane import ControlPlane, enrolled_device, exit_of, start_agent, start_plane, stop_agent, wait_for
 from tests.gpg_keys import KeyFactory, KeySet, TestKey, key_factory_fixture, keys_fixture  # noqa: F401
 from wire import fleet
 
@@ -47,7 +47,7 @@ def test_enroll_stores_the_identity_0600_and_trusts_the_signing_keys(
         "enroll", "--server", plane.url, "--token", "enr-1", "--name", "till-0042", "--tag", "site=lisbon",
         "--data-dir", str(data_dir),
     )  # fmt: skip
-    code, out = stop_agent_after_exit(enroll)
+    code, out = exit_of(enroll)
     assert code == 0, out
     assert "enrolled till-0042 as device dev-7 in group pos-emea" in out
     identity = data_dir / "identity.json"
@@ -57,12 +57,13 @@ def test_enroll_stores_the_identity_0600_and_trusts_the_signing_keys(
     assert stored["credential"] == "device-credential-0001" and stored["server"] == plane.url
     assert DeviceTrust(data_dir).fingerprints == [keys.alice.fingerprint]
     status = start_agent("status", "--data-dir", str(data_dir))
-    code, out = stop_agent_after_exit(status)
+    code, out = exit_of(status)
     assert code == 0 and "device: till-0042 (dev-7), group pos-emea" in out and "apps: none installed" in out
+    assert "last check-in: never" in out
     again = start_agent(
         "enroll", "--server", plane.url, "--token", "enr-1", "--name", "till-0042", "--data-dir", str(data_dir)
     )
-    code, out = stop_agent_after_exit(again)
+    code, out = exit_of(again)
     assert code != 0 and "already holds an identity" in out
 
 
@@ -75,15 +76,10 @@ def test_an_expired_enrollment_token_exits_with_the_servers_message_and_writes_n
     enroll = start_agent(
         "enroll", "--server", plane.url, "--token", "old", "--name", "till-0042", "--data-dir", str(data_dir)
     )
-    code, out = stop_agent_after_exit(enroll)
+    code, out = exit_of(enroll)
     assert code == 1
     assert f"enrollment refused ({status}): Enrollment token expired" in out
     assert not data_dir.exists()
-
-
-def stop_agent_after_exit(proc: object) -> tuple[int, str]:
-    wait_for(lambda: proc.poll() is not None, what="node-agent to exit")  # type: ignore[attr-defined]
-    return stop_agent(proc)  # type: ignore[arg-type]
 
 
 def test_the_agent_checks_in_with_its_heartbeat_and_listens_on_no_port(
@@ -105,6 +101,8 @@ def test_the_agent_checks_in_with_its_heartbeat_and_listens_on_no_port(
     assert beat.agent_version and beat.uptime > 0 and 0 <= beat.cpu_percent <= 100
     assert beat.memory_total > beat.memory_used > 0 and beat.disk_total > beat.disk_free > 0
     assert beat.apps == {} and beat.action is None
+    code, out = exit_of(start_agent("status", "--data-dir", str(data_dir)))
+    assert code == 0 and re.search(r"last check-in: 20\d\d-\d\d-\d\dT", out), out
 
 
 def test_a_revoked_credential_stops_the_agent_with_one_clear_line(
@@ -113,7 +111,7 @@ def test_a_revoked_credential_stops_the_agent_with_one_clear_line(
     data_dir = tmp_path / "agent"
     enrolled_device(data_dir, plane.url, [keys.alice])
     plane.revoked = True
-    code, log = stop_agent_after_exit(start_agent("run", "--data-dir", str(data_dir)))
+    code, log = exit_of(start_agent("run", "--data-dir", str(data_dir)))
     assert code == EXIT_REVOKED
     lines = [line for line in log.splitlines() if "credential revoked" in line]
     assert len(lines) == 1 and "answered 401 (device credential revoked)" in lines[0]
