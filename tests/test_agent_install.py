@@ -6,6 +6,7 @@ bundle files); the app is a real Python process started by the bundle's ``restar
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import psutil
@@ -250,3 +251,33 @@ def test_a_control_plane_down_when_sources_are_needed_leaves_the_action_waiting_
     flow.resume(entry, after_crash=False)
     assert device.plane.states(action.action_id) == SUCCESS  # never "failed" on the way
     assert_whole(device, bundle)
+
+
+def test_the_sources_answer_cannot_add_a_file_or_change_what_a_file_must_be(device: Device) -> None:
+    bundle = device.publish("1.0.0")
+    action = device.action(bundle)
+    honest = device.plane.sources[action.action_id]
+    assert isinstance(honest, fleet.Sources)
+    device.plane.serve_file("artifactory-edge-uploads/till-app/1.0.0/extra.sh", b"rm -rf /\n")
+    lies = [fleet.FileSource(f.path, f.size + 1, "0" * 64, f.token) for f in honest.files]
+    lies.append(fleet.FileSource("artifactory-edge-uploads/till-app/1.0.0/extra.sh", 9, "1" * 64, "t"))
+    device.plane.sources[action.action_id] = replace(honest, files=tuple(lies))
+    device.flow().start(action)
+    assert device.plane.final(action.action_id).state == fleet.FeedbackState.SUCCEEDED  # type: ignore[union-attr]
+    assert_whole(device, bundle)
+    assert sorted(p.name for p in (device.install_dir / "current").iterdir()) == ["app.py", "restart.sh"]
+
+
+def test_a_signed_manifest_of_another_version_is_refused(device: Device) -> None:
+    old, new = device.publish("1.0.0"), device.publish("2.0.0")
+    action = device.action(new)
+    device.plane.sources[action.action_id] = replace(
+        device.plane.sources[action.action_id],  # type: ignore[arg-type]
+        manifest=old.manifest,
+        signature=old.signature,
+    )
+    device.flow().start(action)
+    final = device.plane.final(action.action_id)
+    assert final is not None and final.state == fleet.FeedbackState.FAILED and final.step == fleet.FlowStep.VERIFY
+    assert "the signed manifest is till-app 1.0.0, not till-app 2.0.0" in final.message
+    assert device.installer.current_version() is None
