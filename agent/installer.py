@@ -45,7 +45,7 @@ class Installer:
         """The version ``current`` names, or None when there is none."""
         try:
             return Path(os.readlink(self.current)).name
-        except FileNotFoundError:
+        except OSError:  # none, or not a link this agent made (switching over it then fails, loudly)
             return None
 
     def is_whole(self, version: str) -> bool:
