@@ -3,6 +3,7 @@ after some bytes, or answers the speed probe late. Real sockets, not mocks."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -22,14 +23,20 @@ class EdgeRelay:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def close(self) -> None:
+        """Stop accepting, and wait for it: a thread still in accept() on a closed socket's file
+        descriptor would take connections meant for whatever socket reuses that number next."""
         self._closed = True
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() below
+        self._thread.join(10)
         self._listener.close()
 
     def _accept(self) -> None:
