@@ -45,7 +45,7 @@ class Device:
         self.count = 0
 
     def app(self, *, health: fleet.HealthCheck | None = None, keep: int = 3, **commands: str) -> fleet.AppSpec:
-        health = health or fleet.HealthCheck(url=f"http://127.0.0.1:{self.port}/health", timeout=5)
+        health = health or fleet.HealthCheck(url=f"http://127.0.0.1:{self.port}/health", timeout=30)
         restart = commands.pop("restart", "sh restart.sh")
         return fleet.AppSpec(
             "till", "till-app", str(self.install_dir), restart=restart, health=health, keep=keep, **commands

@@ -266,7 +266,7 @@ def enrolled_device(data_dir: Path, server: str, signing_keys: list[TestKey]) ->
     return identity
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "the condition") -> Any:
+def wait_for(check: Callable[[], Any], timeout: float = 120, what: str = "the condition") -> Any:
     """Poll ``check`` until it answers something truthy; fail after ``timeout`` (a bound, not a measure)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
