@@ -101,3 +101,8 @@ def test_each_poll_waits_the_servers_interval_within_the_jitter(jitter: float) -
     assert all(30 * (1 - jitter) <= d <= 30 * (1 + jitter) for d in delays)
     if jitter == 0:
         assert set(delays) == {30}
+
+
+def test_node_agent_run_before_enrollment_says_to_enroll_first(tmp_path: Path) -> None:
+    code, out = exit_of(start_agent("run", "--data-dir", str(tmp_path)))
+    assert code == 2 and "enroll this device first (node-agent enroll)" in out
