@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from wire.fleet import (
 
 from .apps import AppRegistry
 from .flow import Context, Flow
-from .http import CredentialRevoked, Http, ServerUnavailable
+from .http import CredentialRevoked, Http, Refused, ServerUnavailable
 from .identity import load_identity
 from .journal import Journal, Step
 from .outbox import Outbox
@@ -116,6 +116,9 @@ class Agent:
                 log.warning(
                     "control plane unavailable (%s): keeping the running versions, retrying in %.1f s", exc, delay
                 )
+            except Refused as exc:  # a newer or misconfigured server: keep going, as when it is down
+                delay = backoff.next()
+                log.error("control plane refused a call (%s): retrying in %.1f s", exc, delay)
             self.stop.wait(delay)
         return 0
 
@@ -141,6 +144,11 @@ class Agent:
             self.trust.rotate(keys)
         except (KeysRefused, InvalidInput) as exc:
             log.error("%s", exc)
+            self.refused_digest = digest
+        except CredentialRevoked:
+            raise
+        except Refused as exc:
+            log.error("the new signing keys cannot be fetched: %s", exc)
             self.refused_digest = digest
 
     def _act(self, actions: Iterable[Action]) -> None:
@@ -177,6 +185,6 @@ class Agent:
     def _busy(self) -> bool:
         return self._worker is not None and self._worker.is_alive()
 
-    def _start_worker(self, target: object, *args: object, **kwargs: object) -> None:
-        self._worker = threading.Thread(target=target, args=args, kwargs=kwargs, name="action", daemon=True)  # type: ignore[arg-type]
+    def _start_worker(self, target: Callable[..., None], *args: object, **kwargs: object) -> None:
+        self._worker = threading.Thread(target=target, args=args, kwargs=kwargs, name="action", daemon=True)
         self._worker.start()

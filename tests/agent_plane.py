@@ -57,6 +57,7 @@ class ControlPlane:
     keys_digest: str = ""
     revoked: bool = False
     down: bool = False  # answer 503 to every device call
+    refuse_check_ins: int = 0  # answer this many check-ins 400
     enrollment: fleet.Enrollment | None = None
     enroll_refusal: tuple[int, str] | None = None
     server: ThreadedServer | None = None
@@ -107,6 +108,9 @@ class ControlPlane:
         @routes.post(fleet.CHECK_IN)
         @device_call
         async def check_in(request: web.Request) -> web.Response:
+            if self.refuse_check_ins > 0:
+                self.refuse_check_ins -= 1
+                return error(400, "Invalid heartbeat: unknown field(s) 'sensor'")
             beat = fleet.Heartbeat.from_json(await request.json())
             with self.lock:
                 self.heartbeats.append(beat)

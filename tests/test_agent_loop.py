@@ -140,6 +140,21 @@ def test_a_control_plane_that_is_down_is_retried_with_capped_backoff_and_reports
     assert list((data_dir / "outbox").iterdir()) == []
 
 
+def test_a_check_in_the_control_plane_refuses_is_logged_and_retried(
+    plane: ControlPlane, keys: KeySet, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "agent"
+    enrolled_device(data_dir, plane.url, [keys.alice])
+    plane.refuse_check_ins = 2
+    agent = start_agent("run", "--data-dir", str(data_dir), "--max-backoff", "1")
+    try:
+        wait_for(lambda: plane.heartbeats, what="a check-in the control plane takes")
+    finally:
+        code, log = stop_agent(agent)
+    assert code == 0, log
+    assert log.count("control plane refused a call (400: Invalid heartbeat: unknown field(s) 'sensor')") == 2
+
+
 def keys_answer(factory: KeyFactory, signer: TestKey, listed: list[TestKey], created: int) -> fleet.SigningKeys:
     public = tuple(fleet.PublicKey(k.fingerprint, k.public) for k in listed)
     document = fleet.encode_keys_document(public, created)
