@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", type=Path, required=True, help="where the agent keeps its identity and state")
     common.add_argument("--ca-file", help="PEM file of CAs for TLS (default: the system store)")
-    common.add_argument("--log-level", default="INFO")
+    common.add_argument("--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     e = sub.add_parser("enroll", parents=[common], help="enroll this device with an enrollment token")
     e.add_argument("--server", required=True, help="the control plane's base URL")
     e.add_argument("--token", required=True, help="the enrollment token")
@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     flags = {"ca_file": args.ca_file}
     if args.command == "run":
         flags |= {"bandwidth_limit": args.bandwidth_limit, "jitter": args.jitter, "max_backoff": args.max_backoff}
