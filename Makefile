@@ -77,7 +77,7 @@ lint: $(TEST_STAMP)
 	$(BIN)/pip install -q -e '.[test,dev]'
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --ignore-missing-imports wire storage_backends repository edge distribution devstack
+	$(BIN)/mypy --ignore-missing-imports wire storage_backends repository edge distribution devstack agent
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR) .pytest_cache

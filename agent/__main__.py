@@ -1,0 +1,7 @@
+"""``python -m agent``: the same as ``node-agent``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
