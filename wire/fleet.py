@@ -274,10 +274,9 @@ def check_action_id(value: object) -> str:
 
 
 def _state(value: object) -> FeedbackState:
-    try:
-        return FeedbackState(value)
-    except ValueError:
+    if not isinstance(value, str) or value not in FeedbackState.__members__.values():
         _fail("state", f"must be one of {', '.join(s.value for s in FeedbackState)}")
+    return FeedbackState(value)
 
 
 @dataclass(frozen=True)
