@@ -106,11 +106,21 @@ class Flow:
             log.info("feedback stays queued: %s", exc)
 
     def _finish(self, entry: Entry, state: FeedbackState, **fields: object) -> None:
-        self.report(entry, state, **fields)
+        """The outcome is journaled before anyone hears of it: a crash in between must not
+        leave a device that told the control plane "succeeded" redo the step (and perhaps
+        report "failed" after it). A crash after the journal, before the report was queued,
+        is repaired at the next start (``report_outcome``)."""
         entry.outcome = {"state": state.value, **{k: getattr(v, "value", v) for k, v in fields.items()}}
         self.ctx.journal.save(entry, Step.DONE)
+        self.report(entry, state, **fields)
         shutil.rmtree(self.staging(entry.action), ignore_errors=True)
         self.report_state = None
+
+    def report_outcome(self, entry: Entry) -> None:
+        """Queue the journaled outcome of a finished action again, at start: the control
+        plane answers a repeat of a final report as a success, and hears it if it never did."""
+        if entry.outcome and not any(f.action_id == entry.action.action_id for f in self.ctx.outbox.pending()):
+            self.ctx.outbox.put(Feedback.from_json({"action_id": entry.action.action_id, **entry.outcome}))
 
     def staging(self, action: Action) -> Path:
         return staging_dir(self.ctx.settings.data_dir, action.action_id)

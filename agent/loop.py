@@ -100,6 +100,8 @@ class Agent:
         entry = self.journal.load()
         if entry is not None and entry.step != Step.DONE:
             self._start_worker(self.flow.resume, entry, after_crash=True)
+        elif entry is not None:
+            self.flow.report_outcome(entry)
         backoff = Backoff(self.settings.max_backoff, self.rng)
         while not self.stop.is_set():
             try:

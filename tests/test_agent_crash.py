@@ -100,3 +100,17 @@ def test_a_crash_during_a_rollback_finishes_the_rollback(crashing: Device) -> No
     assert final.step == fleet.FlowStep.HEALTH_CHECK and "status 500" in final.message
     assert crashing.answer() == "1.0.0"
     assert not Path(crashing.install_dir / "versions" / "2.0.0").exists()
+
+
+def test_a_crash_after_the_outcome_is_journaled_still_reports_it(crashing: Device) -> None:
+    """Killed once the outcome is decided and journaled, before the report is queued: the next
+    start reports it, and nothing is done again."""
+    v2 = crashing.publish("2.0.0")
+    crashing.published["2.0.0"] = v2  # type: ignore[attr-defined]
+    action = crashing.action(v2)
+    final = run_to_the_end(crashing, action, "done")
+    assert final.state == fleet.FeedbackState.SUCCEEDED and final.version == "2.0.0"
+    assert crashing.installer.current_version() == "2.0.0"
+    assert crashing.answer() == "2.0.0"
+    states = [f.state for f in crashing.plane.feedback if f.action_id == action.action_id]
+    assert states.count(fleet.FeedbackState.SUCCEEDED) == 1 and fleet.FeedbackState.FAILED not in states
