@@ -132,11 +132,20 @@ def heartbeat(device: SimDevice) -> dict[str, Any]:
 
 
 class Simulation:
-    """The simulated devices of one process, sharing one aiohttp session."""
+    """The simulated devices of one process. Their calls to the control plane go through a pool
+    of their own (a real device has its own connection), their downloads through ``downloads``,
+    the pool of the size the plain clients get too."""
 
-    def __init__(self, service: DistributionProcess, session: aiohttp.ClientSession, verifier: SharedVerifier) -> None:
+    def __init__(
+        self,
+        service: DistributionProcess,
+        session: aiohttp.ClientSession,
+        downloads: aiohttp.ClientSession,
+        verifier: SharedVerifier,
+    ) -> None:
         self.url = service.url
         self.session = session
+        self.downloads = downloads
         self.verifier = verifier
         self.devices: list[SimDevice] = []
         self.stop = asyncio.Event()
@@ -208,7 +217,7 @@ class Simulation:
             return f"the sources name no token for {artifact.target}"
         answers = []
         for edge in sources.edges:
-            got = await download(self.session, download_url(edge.url, artifact.target, token))
+            got = await download(self.downloads, download_url(edge.url, artifact.target, token))
             if got == (artifact.size, artifact.sha256):
                 return None
             answers.append(f"{edge.name}: {got}")
@@ -337,9 +346,14 @@ async def rollout(args: Any, release: Release, edges: dict[str, EdgeProcess], tm
     trust_dir.mkdir(mode=0o700)
     trust = DeviceTrust(trust_dir)
     verifier = SharedVerifier(trust)
-    connector = aiohttp.TCPConnector(limit=args.rollout_connections)
-    async with aiohttp.ClientSession(connector=connector, timeout=HTTP_TIMEOUT, trust_env=False) as session:
-        sim = Simulation(release.service, session, verifier)
+    pool = aiohttp.TCPConnector(limit=args.rollout_connections)
+    async with (
+        aiohttp.ClientSession(connector=pool, timeout=HTTP_TIMEOUT, trust_env=False) as downloads,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), timeout=HTTP_TIMEOUT, trust_env=False
+        ) as session,
+    ):
+        sim = Simulation(release.service, session, downloads, verifier)
         tokens = [stage.token(site) for site in EDGES]
         await enroll_all(sim, tokens, args.rollout_devices, trust)
         rng = random.Random(17)
@@ -371,7 +385,7 @@ async def rollout(args: Any, release: Release, edges: dict[str, EdgeProcess], tm
             for i in range(args.rollout_devices)
         ]
         cpu_plain = CpuSpent(release.pids(), "clients")
-        plain = await plain_downloads(session, urls, [(f.size, f.sha256) for f in sources.files])
+        plain = await plain_downloads(downloads, urls, [(f.size, f.sha256) for f in sources.files])
         plain_cpu = cpu_plain.line()
     total_mib = per_device * args.rollout_devices / (1 << 20)
     print(
