@@ -13,8 +13,14 @@ failures, and the service's RSS per 10,000 enrolled devices. The load generator 
 the machine with the service: its own CPU seconds are printed beside the service's so a
 reader can tell which side ran out.
 
-    .venv/bin/python bench/fleet.py                       # 10,000 and 50,000 devices, 30 s interval
-    .venv/bin/python bench/fleet.py --devices 2000 --seconds 20
+Then (``--part rollout``, ``bench/fleet_rollout.py``) a rollout of one release to 1,000
+simulated devices through two real edges, timed against plain concurrent downloads of the
+same bytes from the same edges; and (``--part agent``, ``bench/fleet_agent_cost.py``) the
+memory and CPU of a real, idle ``node-agent run`` process.
+
+    .venv/bin/python bench/fleet.py                       # all three parts, the issue's sizes
+    .venv/bin/python bench/fleet.py --part heartbeats --devices 2000 --seconds 20
+    .venv/bin/python bench/fleet.py --part rollout --rollout-devices 200
 """
 
 from __future__ import annotations
@@ -24,7 +30,6 @@ import asyncio
 import contextlib
 import json
 import random
-import resource
 import statistics
 import tempfile
 import time
@@ -32,6 +37,9 @@ from pathlib import Path
 
 import aiohttp
 from common import BenchError, run_bench
+from fleet_agent_cost import agent_cost
+from fleet_figures import cpu_seconds, own_cpu_seconds, vm_kib
+from fleet_rollout import run_rollout
 
 from devstack import rest
 from devstack.services import DistributionProcess
@@ -41,23 +49,6 @@ APP = "till"
 GROUP = "bench"
 ENROLL_CONCURRENCY = 32
 CHECK_IN_CONNECTIONS = 256
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise BenchError(f"no VmRSS for pid {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks of 1/100 s
-
-
-def own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def heartbeat(index: int) -> bytes:
@@ -117,6 +108,7 @@ class Fleet:
         bodies = [heartbeat(i) for i in range(devices)]
         phases = sorted((random.random() * interval, i) for i in range(devices))
         latencies: list[float] = []
+        lags: list[float] = []  # due time to the request's start: the load generator's own delay
         failures = 0
         url = self.service.url + fleet.CHECK_IN
         in_flight: set[asyncio.Task[None]] = set()
@@ -124,6 +116,7 @@ class Fleet:
         async def one(index: int, due: float) -> None:
             nonlocal failures
             headers = {**fleet.device_headers(self.credentials[index]), "Content-Type": "application/json"}
+            lags.append(time.perf_counter() - due)
             try:
                 async with session.post(url, data=bodies[index], headers=headers) as resp:
                     await resp.read()
@@ -158,21 +151,45 @@ class Fleet:
         elapsed = time.perf_counter() - start
         if not latencies:
             raise BenchError(f"no check-in of {sent} succeeded")
-        ordered = sorted(latencies)
+        ordered, lagged = sorted(latencies), sorted(lags)
         return {
             "asked": devices / interval,
             "answered": len(latencies) / elapsed,
             "p50": statistics.median(ordered) * 1000,
             "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+            "lag99": lagged[min(len(lagged) - 1, int(len(lagged) * 0.99))] * 1000,
             "failures": failures,
             "sent": sent,
         }
 
 
+def check_in_buckets(service: DistributionProcess) -> dict[float, float]:
+    """The service's own histogram of check-in durations (arrival to last byte), cumulative by bound (s)."""
+    status, text = rest.request("GET", service.url + "/metrics", service.admin_token)
+    if status != 200:
+        raise BenchError(f"GET /metrics answered {status}")
+    found: dict[float, float] = {}
+    for line in (text.decode() if isinstance(text, bytes) else str(text)).splitlines():
+        if line.startswith("http_request_duration_seconds_bucket{") and 'route="fleet_check_in"' in line:
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            found[float(bound)] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def service_p99(before: dict[float, float], after: dict[float, float]) -> str:
+    """The bucket the service's p99 falls in, from two scrapes of its histogram."""
+    counts = {bound: after[bound] - before.get(bound, 0.0) for bound in sorted(after)}
+    total = counts.get(float("inf"), 0.0)
+    for bound, count in counts.items():
+        if total and count >= 0.99 * total:
+            return f"<= {bound * 1000:.0f} ms" if bound != float("inf") else "beyond the last bucket"
+    return "no check-ins counted"
+
+
 async def measure(args: argparse.Namespace, service: DistributionProcess) -> None:
     simulated = Fleet(service)
     pid = service.pid
-    baseline = rss_kib(pid)
+    baseline = vm_kib(pid, "VmRSS")
     print(f"service RSS before enrollment: {baseline / 1024:.1f} MiB")
     connector = aiohttp.TCPConnector(limit=CHECK_IN_CONNECTIONS)
     timeout = aiohttp.ClientTimeout(total=60)
@@ -180,37 +197,72 @@ async def measure(args: argparse.Namespace, service: DistributionProcess) -> Non
         for count in args.devices:
             before = len(simulated.credentials)
             took = await simulated.enroll(session, count)
-            print(f"\n{count:,} devices enrolled ({count - before:,} in {took:.1f} s)")
+            print(f"\n{count:,} devices enrolled ({count - before:,} in {took:.1f} s)", flush=True)
+            if args.warmup > 0:  # every device once: the service's copies of who they are are warm
+                await simulated.check_ins(session, args.interval, args.warmup)
             cpu_service, cpu_self = cpu_seconds(pid), own_cpu_seconds()
+            buckets = check_in_buckets(service)
             figures = await simulated.check_ins(session, args.interval, args.seconds)
             cpu_service, cpu_self = cpu_seconds(pid) - cpu_service, own_cpu_seconds() - cpu_self
-            rss = rss_kib(pid)
+            inside = service_p99(buckets, check_in_buckets(service))
+            rss = vm_kib(pid, "VmRSS")
             print(
                 f"  check-ins/s asked {figures['asked']:,.0f}, answered {figures['answered']:,.0f}"
                 f" ({figures['sent']:,} sent, {figures['failures']:,} failed)\n"
                 f"  latency from due time: p50 {figures['p50']:.1f} ms, p99 {figures['p99']:.1f} ms"
-                f" (goal at 50,000 devices: p99 < 100 ms)\n"
+                f" (goal at 50,000 devices: p99 < 100 ms); of it the load generator's own delay"
+                f" before sending, p99 {figures['lag99']:.1f} ms; inside the service (its own histogram,"
+                f" arrival to last byte) p99 {inside}\n"
                 f"  CPU seconds over {args.seconds:.0f} s: service {cpu_service:.1f}, load generator {cpu_self:.1f}\n"
                 f"  service RSS {rss / 1024:.1f} MiB: {(rss - baseline) / 1024 / count * 10_000:.1f} MiB"
-                f" per 10,000 devices above the empty service"
+                f" per 10,000 devices above the empty service",
+                flush=True,
             )
+
+
+PARTS = ("heartbeats", "rollout", "agent")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", default=",".join(PARTS), help=f"what to run, comma-separated: {', '.join(PARTS)}")
     parser.add_argument("--devices", default="10000,50000", help="fleet sizes, ascending, comma-separated")
     parser.add_argument("--interval", type=float, default=30.0, help="seconds between a device's check-ins")
     parser.add_argument("--seconds", type=float, default=60.0, help="how long each size is measured")
+    parser.add_argument("--warmup", type=float, help="seconds of check-ins before measuring (default: one interval)")
+    parser.add_argument("--rollout-devices", type=int, default=1000, help="simulated devices the release goes to")
+    parser.add_argument("--rollout-files", type=int, default=8, help="files in the release")
+    parser.add_argument("--rollout-file-kib", type=int, default=128, help="size of each file, KiB")
+    parser.add_argument("--rollout-poll", type=int, default=5, help="the devices' poll interval during the rollout, s")
+    parser.add_argument("--rollout-connections", type=int, default=100, help="connections the devices share")
+    parser.add_argument("--rollout-timeout", type=float, default=900.0, help="give up on the rollout after, s")
+    parser.add_argument("--agent-poll", type=int, default=5, help="the idle agent's poll interval, s")
+    parser.add_argument("--agent-seconds", type=float, default=60.0, help="how long the idle agent is measured")
     args = parser.parse_args()
     args.devices = sorted(int(n) for n in args.devices.split(","))
+    args.warmup = args.interval if args.warmup is None else args.warmup
+    parts = args.part.split(",")
+    if unknown := set(parts) - set(PARTS):
+        parser.error(f"unknown part(s) {', '.join(sorted(unknown))}; known: {', '.join(PARTS)}")
     with contextlib.suppress(ImportError):
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    print(f"load generator event loop: {type(asyncio.new_event_loop()).__module__.split('.')[0]}")
+
+    def service(base: Path, poll_interval: int | None = None) -> DistributionProcess:
+        env = {} if poll_interval is None else {"DISTRIBUTION_FLEET_POLL_INTERVAL": str(poll_interval)}
+        return DistributionProcess(base, env=env)
 
     def run() -> None:
-        with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp, DistributionProcess(Path(tmp)) as service:
-            asyncio.run(measure(args, service))
+        if "heartbeats" in parts:
+            with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp, service(Path(tmp)) as started:
+                asyncio.run(measure(args, started))
+        if "rollout" in parts:
+            run_rollout(args, lambda base: service(base, args.rollout_poll))
+        if "agent" in parts:
+            agent_cost(args, service)
+        print(f"\nload average (1, 5, 15 min): {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
 
     run_bench(run, overall_timeout=3600)
 

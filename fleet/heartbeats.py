@@ -1,4 +1,4 @@
-"""Heartbeats, written in group commits.
+"""Heartbeats, written in group commits (``group_commit.py``).
 
 A fleet of 50,000 devices at a 30 s interval sends some 1,700 heartbeats a second. A
 transaction each would wait for the disk 1,700 times a second; instead every heartbeat
@@ -14,20 +14,14 @@ however long the fleet runs.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from repository.db import Database
 from wire.fleet import Heartbeat
 
-log = logging.getLogger(__name__)
-
-# Heartbeats stored in one transaction at most: a burst is cut in several commits so that
-# none holds the writer for long.
-MAX_BATCH = 2000
+from .group_commit import GroupCommit, group_commit_ctx
 
 # The next heartbeat's time: now, or just after the device's latest one when the clock has
 # not moved on since (two heartbeats in one millisecond are both kept).
@@ -53,47 +47,22 @@ def heartbeat_json(heartbeat: Heartbeat) -> str:
     return json.dumps(heartbeat.to_json(), sort_keys=True, separators=(",", ":"))
 
 
-class HeartbeatWriter:
+class HeartbeatWriter(GroupCommit[Beat, None]):
     """``write`` returns once the heartbeat is committed; ``run`` commits what waits, a batch
     per transaction, until cancelled (``writer_ctx``)."""
 
+    what = "heartbeats"
+
     def __init__(self, database: Database, history: int) -> None:
-        self._database = database
+        super().__init__(database)
         self._history = history
-        self._waiting: list[tuple[Beat, asyncio.Future[None]]] = []
-        self._wake = asyncio.Event()
 
     async def write(self, beat: Beat) -> None:
-        done = asyncio.get_running_loop().create_future()
-        self._waiting.append((beat, done))
-        self._wake.set()
-        await done
+        await self.submit(beat)
 
-    async def run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._waiting:
-                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
-                await self._commit(batch)
-
-    async def _commit(self, batch: list[tuple[Beat, asyncio.Future[None]]]) -> None:
-        """One transaction for ``batch``; a failure fails its check-ins, and the next batch tries again."""
-        try:
-            await self._database.run(self._store, [beat for beat, _ in batch])
-        except asyncio.CancelledError as exc:  # shutting down
-            _settle(batch, exc)
-            raise
-        except Exception as exc:
-            log.error("storing %d heartbeats failed: %s", len(batch), exc)
-            _settle(batch, exc)
-        else:
-            _settle(batch, None)
-
-    def fail_waiting(self) -> None:
-        """On shutdown: check-ins still waiting are told their heartbeat was not stored."""
-        _settle(self._waiting, ConnectionResetError("the service is stopping"))
-        self._waiting.clear()
+    def store(self, items: list[Beat]) -> list[None | Exception]:
+        self._store(items)
+        return [None] * len(items)
 
     def _store(self, beats: list[Beat]) -> None:
         db = self._database.db
@@ -132,20 +101,5 @@ class HeartbeatWriter:
 
 async def writer_ctx(writer: HeartbeatWriter) -> AsyncIterator[None]:
     """The writer's loop, from start-up to shutdown."""
-    task = asyncio.create_task(writer.run(), name="fleet heartbeat writer")
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    writer.fail_waiting()
-
-
-def _settle(waiting: list[tuple[Beat, asyncio.Future[None]]], exc: BaseException | None) -> None:
-    for _, done in waiting:
-        if done.done():  # the check-in went away meanwhile
-            continue
-        if exc is None:
-            done.set_result(None)
-        elif isinstance(exc, asyncio.CancelledError):
-            done.cancel()
-        else:
-            done.set_exception(exc)
+    async for _ in group_commit_ctx(writer):
+        yield

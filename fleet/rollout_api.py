@@ -17,14 +17,12 @@ from repository.errors import BadRequest, Conflict, NotFound
 from repository.http.auth import require_role
 from repository.http.json_body import read_json_object
 from repository.http.responses import json_response
-from repository.http.setup import database
 from repository.tokens import Role
 from wire.fleet import DEVICE_API, FEEDBACK, FLEET_API, Feedback
 
 from .devices import require_device
 from .keys import device_lookup_key
-from .rollout_feedback import Deployments
-from .rollout_keys import deployments_key, rollout_actions_key, url_key_pusher_key
+from .rollout_keys import deployments_key, feedback_writer_key, rollout_actions_key, url_key_pusher_key
 from .rollout_plan import parse_deployment
 from .rollout_sources import sources
 from .rollout_store import MAX_PAGE, OPERATIONS, PAGE, Deployment
@@ -124,12 +122,6 @@ async def feedback(request: web.Request) -> web.Response:
     """A device's report of one of its actions (module ``rollout_feedback``)."""
     device = await require_device(request, request.app[device_lookup_key])
     report = Feedback.from_json(await read_json_object(request))
-    db = request.app[database]
-
-    def record() -> bool:
-        with db.db.atomic():
-            return Deployments(db.db).record(device.id, report)
-
-    if await db.run(record):
+    if await request.app[feedback_writer_key].record(device.id, report):
         await request.app[rollout_actions_key].changed()
     return json_response({"action_id": report.action_id, "state": report.state.value})

@@ -14,10 +14,18 @@ from aiohttp import web
 from distribution.keys import http_key, runner_key, settings_key
 from repository.http.setup import database
 
+from .feedback_writer import FeedbackWriter
+from .group_commit import group_commit_ctx
 from .keys import action_source_key, app_store_key
 from .rollout_actions import RolloutActions
 from .rollout_api import rollout_routes
-from .rollout_keys import deployments_key, rollout_actions_key, url_key_key, url_key_pusher_key
+from .rollout_keys import (
+    deployments_key,
+    feedback_writer_key,
+    rollout_actions_key,
+    url_key_key,
+    url_key_pusher_key,
+)
 from .rollout_store import DeploymentStore
 from .rollout_url_key import FleetUrlKey, UrlKeyPusher
 
@@ -41,5 +49,7 @@ async def _rollouts_ctx(app: web.Application) -> AsyncIterator[None]:
     pusher = UrlKeyPusher(app[http_key], app[url_key_key], app[runner_key].edges, settings.edge_read_timeout)
     app[url_key_pusher_key] = pusher
     pusher.soon()  # a replica with a key of its own (its own data directory) makes the edges trust it
-    yield
+    writer = app[feedback_writer_key] = FeedbackWriter(app[database])
+    async for _ in group_commit_ctx(writer):
+        yield
     await pusher.close()
