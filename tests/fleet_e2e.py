@@ -90,13 +90,14 @@ class Devices:
     def deploy(self, version: str, *options: str) -> int:
         return self.plane.cli.deploy(version, "--group", self.group, *options)
 
-    def running(self, version: str) -> None:
-        """Bring every device to ``version`` with a plain deployment that must complete."""
+    def running(self, version: str) -> int:
+        """Bring every device to ``version`` with a plain deployment that must complete; its id."""
         dep = self.deploy(version)
         done = self.plane.cli.wait_deployment(dep, WAIT)
         assert done["state"] == "completed", done
         for agent in self.agents.values():
             assert agent.current == version and agent.answer() == (200, version), agent.log_tail()
+        return dep
 
     def targets(self, dep_id: int) -> dict[str, dict[str, Any]]:
         return {d["name"]: d for d in self.plane.cli.deployment(dep_id)["devices"]}
