@@ -140,6 +140,8 @@ class AgentProcess:
         """``node-agent run``; with ``wait``, returns once the device checked in (online, seen anew)."""
         before = self.cli.device(self.name)["last_seen"] if wait else None
         argv = [self.program, "run", "--data-dir", str(self.data_dir)]
+        if self._child is not None:
+            self._child.wait_stopped(time.monotonic())  # the last run's: reaped, its log closed
         self._child = ServiceProcess(f"agent {self.name}", argv, self._env(stop_at), self.log_path, self.base_dir)
         self._child.start()
         if wait:
@@ -167,8 +169,10 @@ class AgentProcess:
         return None if self._child is None else self._child.poll()
 
     def wait_exit(self, timeout: float) -> int:
+        """The exit status of an agent that stops by itself (revoked, killed at a step)."""
         assert self._child is not None
-        return self._child.wait(timeout)
+        self._child.wait(timeout)
+        return int(self._child.wait_stopped(time.monotonic()))
 
     def kill(self) -> int | None:
         """kill -9, as a power cut would; answers the exit status."""
