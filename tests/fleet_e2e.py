@@ -104,15 +104,17 @@ class Devices:
 
     def wait(self, dep_id: int, check: Callable[[dict[str, dict[str, Any]]], bool], what: str) -> Any:
         """The deployment's devices once ``check`` holds for them (a hang guard after WAIT)."""
-        deadline = time.monotonic() + WAIT
-        while True:
-            devices = self.targets(dep_id)
-            if check(devices):
-                return devices
-            if time.monotonic() > deadline:
-                logs = "\n".join(f"--- {n}\n{a.log_tail()}" for n, a in self.agents.items())
-                raise AssertionError(f"timed out waiting for {what}: {devices}\n{logs}")
-            time.sleep(0.2)
+        seen: dict[str, dict[str, Any]] = {}
+
+        def holds() -> bool:
+            seen.update(self.targets(dep_id))
+            return check(seen)
+
+        wait_until(holds, what, lambda: f"{seen}\n{self.logs()}")
+        return seen
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {name}\n{agent.log_tail()}" for name, agent in self.agents.items())
 
     def stop(self) -> None:
         for agent in self.agents.values():
@@ -126,6 +128,15 @@ def devices_fixture(plane: Plane, tmp_path: Path) -> Iterator[Devices]:
         yield found
     finally:
         found.stop()
+
+
+def wait_until(check: Callable[[], Any], what: str, details: Callable[[], str] = str) -> None:
+    """Poll ``check`` until it holds; fail after WAIT (a hang guard, not a measure)."""
+    deadline = time.monotonic() + WAIT
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {details()}")
+        time.sleep(0.2)
 
 
 def assert_whole(agent: AgentProcess, version: str, files: dict[str, bytes]) -> None:
