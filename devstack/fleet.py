@@ -15,6 +15,7 @@ polls every second, an enrollment token is made. Tests, ``make run`` and benches
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from urllib.parse import quote
 
 from . import fleet_app, rest
 from .processes import ServiceProcess, StartFailed, find_program, service_environment
+from .services import free_port
 
 FLEET = "/fleet/api/v1"
 CLI_TIMEOUT = 180.0
@@ -132,6 +134,14 @@ class AgentProcess:
         (self.data_dir / "agent.toml").write_text(lines + f"install_root = {json.dumps(str(self.install_root))}\n")
         return done.stdout
 
+    @property
+    def enrolled_with(self) -> str | None:
+        """The control plane's URL this device enrolled with (None: not enrolled)."""
+        try:
+            return str(json.loads((self.data_dir / "identity.json").read_text())["server"])
+        except FileNotFoundError:
+            return None
+
     def _env(self, stop_at: str | None) -> dict[str, str]:
         env = {k: v for k, v in service_environment({}).items() if k != STOP_AT_ENV}
         return env | ({STOP_AT_ENV: stop_at} if stop_at else {})
@@ -212,3 +222,40 @@ class AgentProcess:
 
     def answer(self) -> tuple[int, str] | None:
         return fleet_app.answer(self.install_root)
+
+
+DEMO_GROUP = "demo"
+DEMO_VERSIONS = ("1.0.0", "1.1.0")
+DEMO_POLL_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class DemoFleet:
+    """What ``make run`` started for the fleet: its agents, their group, the app versions on the edges."""
+
+    agents: list[AgentProcess]
+    group: str
+    versions: tuple[str, ...]
+
+
+def start_demo_fleet(run_dir: Path, cli: FleetCli, count: int, say: Any, agents: list[AgentProcess]) -> DemoFleet:
+    """The demo app's versions signed and on every edge, and ``count`` agents enrolled (once: a
+    second run finds them enrolled) and running, under ``run_dir/agents/``; each agent is added
+    to ``agents`` as it starts, so a caller stops those even when a later step fails."""
+    for version in DEMO_VERSIONS:
+        fleet_app.publish_version(cli.url, cli.token, version)
+        cli.distribute(fleet_app.BUNDLE, version)
+    say(f"app {fleet_app.APP} {' and '.join(DEMO_VERSIONS)} signed and Completed on every edge")
+    enrollment = prepare_fleet(cli, DEMO_GROUP, DEMO_POLL_SECONDS)
+    for index in range(1, count + 1):
+        name = f"device-{index}"
+        agent = AgentProcess(name, run_dir / "agents" / name, cli, app_port=free_port())
+        if agent.enrolled_with not in (None, cli.url):  # the service moved (port 0): a replaced box
+            cli.run("fleet", "device", "revoke", name, check=False)
+            shutil.rmtree(agent.data_dir)
+        if agent.enrolled_with is None:
+            agent.enroll(enrollment, {"site": "local"})
+        agents.append(agent)
+        agent.start()
+        say(f"node-agent {name} checked in (data and install root in {agent.base_dir})")
+    return DemoFleet(agents, DEMO_GROUP, DEMO_VERSIONS)
