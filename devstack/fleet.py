@@ -181,8 +181,9 @@ class AgentProcess:
     def wait_exit(self, timeout: float) -> int:
         """The exit status of an agent that stops by itself (revoked, killed at a step)."""
         assert self._child is not None
-        self._child.wait(timeout)
-        return int(self._child.wait_stopped(time.monotonic()))
+        code = self._child.wait(timeout)
+        self._child.wait_stopped(time.monotonic())  # its log closed
+        return code
 
     def kill(self) -> int | None:
         """kill -9, as a power cut would; answers the exit status."""
@@ -225,7 +226,7 @@ class AgentProcess:
 
 
 DEMO_GROUP = "demo"
-DEMO_VERSIONS = ("1.0.0", "1.1.0")
+DEMO_RELEASES = {"1.0.0": False, "1.1.0": False, "2.0.0": True}  # version -> broken (its health check fails)
 DEMO_POLL_SECONDS = 5
 
 
@@ -235,17 +236,17 @@ class DemoFleet:
 
     agents: list[AgentProcess]
     group: str
-    versions: tuple[str, ...]
+    releases: dict[str, bool]  # version -> broken
 
 
 def start_demo_fleet(run_dir: Path, cli: FleetCli, count: int, say: Any, agents: list[AgentProcess]) -> DemoFleet:
     """The demo app's versions signed and on every edge, and ``count`` agents enrolled (once: a
     second run finds them enrolled) and running, under ``run_dir/agents/``; each agent is added
     to ``agents`` as it starts, so a caller stops those even when a later step fails."""
-    for version in DEMO_VERSIONS:
-        fleet_app.publish_version(cli.url, cli.token, version)
+    for version, broken in DEMO_RELEASES.items():
+        fleet_app.publish_version(cli.url, cli.token, version, broken=broken)
         cli.distribute(fleet_app.BUNDLE, version)
-    say(f"app {fleet_app.APP} {' and '.join(DEMO_VERSIONS)} signed and Completed on every edge")
+    say(f"app {fleet_app.APP} {', '.join(DEMO_RELEASES)} signed and Completed on every edge")
     enrollment = prepare_fleet(cli, DEMO_GROUP, DEMO_POLL_SECONDS)
     for index in range(1, count + 1):
         name = f"device-{index}"
@@ -258,4 +259,4 @@ def start_demo_fleet(run_dir: Path, cli: FleetCli, count: int, say: Any, agents:
         agents.append(agent)
         agent.start()
         say(f"node-agent {name} checked in (data and install root in {agent.base_dir})")
-    return DemoFleet(agents, DEMO_GROUP, DEMO_VERSIONS)
+    return DemoFleet(agents, DEMO_GROUP, DEMO_RELEASES)

@@ -79,15 +79,17 @@ def fleet_lines(ready: Ready, dist: str) -> list[str]:
     """The devices, and the fleet commands to try with them."""
     fleet = ready.fleet
     names = ", ".join(a.name for a in fleet.agents)
-    first, *_, last = fleet.versions
+    good = [v for v, broken in fleet.releases.items() if not broken]
+    broken = [v for v, broken in fleet.releases.items() if broken]
     return [
         f"  Devices {names} (node-agent, group {fleet.group}) run from "
-        f"{shown_path(str(ready.run_dir / 'agents'))}/; app {APP} {' and '.join(fleet.versions)} are on every edge.",
+        f"{shown_path(str(ready.run_dir / 'agents'))}/; app {APP} {', '.join(good)} and {', '.join(broken)} "
+        "(broken: its health check fails) are on every edge.",
         "  Then try the fleet:",
         f"    {dist} fleet devices",
-        f"    {dist} fleet deploy {APP} {first} --group {fleet.group} --canary 1",
+        f"    {dist} fleet deploy {APP} {good[0]} --group {fleet.group} --canary 1",
         f"    {dist} fleet status <id> --watch          # the id deploy printed; `fleet deployments` lists them",
-        f"    {dist} fleet deploy {APP} {last} --group {fleet.group} --canary 1",
+        f"    {dist} fleet deploy {APP} {broken[0]} --group {fleet.group} --canary 1   # halts, the canary rolls back",
         f"    {dist} fleet rollback <id>",
     ]
 

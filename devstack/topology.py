@@ -103,7 +103,7 @@ class LocalTopology:
         connect(dist_url, dist_token, targets, self.state, say, admin_registration=True)
         bundle = deploy_demo(dist_url, dist_token)
         say(f"bundle {bundle.name} {bundle.version} {bundle.state}: {len(bundle.files)} files in {bundle.repo}")
-        self.fleet = DemoFleet([], "", ())  # agents started so far are stopped even if the start fails
+        self.fleet = DemoFleet([], "", {})  # agents started so far are stopped even if the start fails
         self.fleet = start_demo_fleet(self.run_dir, FleetCli(dist_url, dist_token), AGENTS, say, self.fleet.agents)
         return Ready(dist_url, dist_token, targets, bundle, self.run_dir, self.fleet)
 

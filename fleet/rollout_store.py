@@ -282,7 +282,8 @@ class DeploymentStore:
         rows = await self._database.read(
             lambda: self._db.execute(
                 "SELECT t.seq, t.device_id, d.name, t.phase, t.state, t.step, t.message, t.version, t.previous,"
-                " t.updated, t.reports, t.rolled_back, t.rb_state, t.rb_step, t.rb_message, t.rb_updated FROM fleet_targets t"
+                " t.updated, t.reports, t.rolled_back, t.rb_state, t.rb_step, t.rb_message, t.rb_updated"
+                " FROM fleet_targets t"
                 " LEFT JOIN fleet_devices d ON d.id = t.device_id"
                 " WHERE t.deployment_id = :id AND t.seq > :after ORDER BY t.seq LIMIT :limit",
                 {"id": dep_id, "after": after, "limit": limit},

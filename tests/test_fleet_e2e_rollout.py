@@ -9,9 +9,7 @@ import psutil
 from tests.fleet_e2e import BASE, WAIT, Devices, Plane, assert_whole, devices_fixture, plane_fixture  # noqa: F401
 
 
-def test_a_rollout_reaches_every_device_which_then_runs_and_reports_the_version(
-    plane: Plane, devices: Devices
-) -> None:
+def test_a_rollout_reaches_every_device_which_then_runs_and_reports_the_version(plane: Plane, devices: Devices) -> None:
     files = plane.release("1.1.0")
     agents = devices.add(3)
     dep = devices.deploy("1.1.0", "--canary", "1")
