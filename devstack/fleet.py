@@ -8,8 +8,9 @@ again on the same data dir, as a power cut and a reboot would do.
 
 ``FleetCli`` runs ``distribution fleet ...`` (and ``distribution distribute``) as a user
 does, with the service's URL and token in the environment. ``prepare_fleet`` does what an
-operator does once: edges trust the fleet's URL key, the demo app is defined, the group
-polls every second, an enrollment token is made. Tests, ``make run`` and benches share it.
+operator does once: edges trust the fleet's URL key, the demo app is defined, the group's
+poll interval is set (1 s for tests), an enrollment token is made. Tests, ``make run`` and
+benches share it.
 """
 
 from __future__ import annotations
@@ -69,12 +70,12 @@ class FleetCli:
     def deployment(self, dep_id: int) -> dict[str, Any]:
         return dict(self.get(f"/deployments/{dep_id}"))
 
-    def wait_deployment(self, dep_id: int, timeout: float, until: Any = None) -> dict[str, Any]:
-        """The deployment once it settled (or ``until(deployment)`` is true); a hang guard after ``timeout``."""
+    def wait_deployment(self, dep_id: int, timeout: float) -> dict[str, Any]:
+        """The deployment once it settled (completed, halted, canceled, rolled back); a hang guard after ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:
             dep = self.deployment(dep_id)
-            if until(dep) if until is not None else dep["state"] in SETTLED:
+            if dep["state"] in SETTLED:
                 return dep
             if time.monotonic() > deadline:
                 raise TimeoutError(f"deployment {dep_id} did not get there within {timeout:.0f} s: {dep}")
