@@ -51,7 +51,8 @@ $(TEST_STAMP): setup.cfg pyproject.toml | $(BIN)/pip
 install: $(RUN_STAMP)
 
 # The Distribution service and two edges on 127.0.0.1, trusted and wired, with a signed demo
-# bundle (devstack/run.py); state in $(RUN_DIR)/ is kept between runs. Ctrl-C stops everything.
+# bundle, and two enrolled node-agent devices with the fleet's demo app (devstack/run.py);
+# state in $(RUN_DIR)/ is kept between runs. Ctrl-C stops everything.
 run: install system-deps
 	@$(BIN)/python -m devstack.run --run-dir $(RUN_DIR) --distribution-port $(DISTRIBUTION_PORT) \
 	  --edge-port $(EDGE_PORT) --edge-port $(EDGE2_PORT)

@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--bandwidth-limit", type=int, help="download cap in bytes per second (0: none)")
     r.add_argument("--jitter", type=float, help="fraction of the poll interval to vary each wait by")
     r.add_argument("--max-backoff", type=int, help="longest wait in seconds between retries")
+    r.add_argument("--install-root", help="install every app under this directory (several agents on one host)")
     sub.add_parser("status", parents=[common], help="print this device's identity and installed apps")
     return parser
 
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     flags = {"ca_file": args.ca_file}
     if args.command == "run":
         flags |= {"bandwidth_limit": args.bandwidth_limit, "jitter": args.jitter, "max_backoff": args.max_backoff}
+        flags |= {"install_root": args.install_root}
     try:
         settings = load_settings(args.data_dir, flags)
         return COMMANDS[args.command](args, settings)

@@ -15,9 +15,10 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
-from wire.fleet import AppSpec
+from wire.fleet import Action, AppSpec
 
 from .durable import fsync_dir, write_atomic
 
@@ -108,6 +109,15 @@ class Installer:
         for leftover in self.versions.glob(".tmp-*") if self.versions.is_dir() else ():
             shutil.rmtree(leftover, ignore_errors=True)
         return removed
+
+
+def placed(action: Action, root: Path | None) -> Action:
+    """``action`` with its app's install_dir under ``root`` (the ``install_root`` setting), so
+    several agents on one host never share a ``current`` link; unchanged without a root."""
+    if root is None:
+        return action
+    install_dir = str(root / action.app.install_dir.lstrip("/"))
+    return replace(action, app=replace(action.app, install_dir=install_dir))
 
 
 def _copy_durably(source: Path, target: Path) -> None:

@@ -33,6 +33,7 @@ from .apps import AppRegistry
 from .flow import Context, Flow
 from .http import CredentialRevoked, Http, Refused, ServerUnavailable
 from .identity import load_identity
+from .installer import placed
 from .journal import Journal, Step
 from .outbox import Outbox
 from .sensors import heartbeat
@@ -135,7 +136,7 @@ class Agent:
         self.poll_interval = answer.poll_interval
         record_check_in(self.settings.data_dir)
         self._rotate_keys(answer.keys_digest)
-        self._act(answer.actions)
+        self._act([placed(action, self.settings.install_root) for action in answer.actions])
         self.outbox.flush(self.http, self.identity)  # what the answer decided at once (CANCELED) goes now
 
     def _rotate_keys(self, digest: str) -> None:

@@ -36,6 +36,9 @@ class AgentSettings:
     probe_timeout: float = 5.0  # seconds an edge may take to answer the speed probe
     probe_workers: int = 4  # edges measured in parallel
     hook_timeout: int = 600  # seconds pre_install and restart may run before they are killed
+    # every app's install_dir is placed under this directory: several agents on one host (a
+    # test bench, a staging box) each install into their own tree; unset: install_dir as given
+    install_root: Path | None = None
     stop_at: str | None = None  # test hook: kill -9 the agent itself at this step
 
     def __post_init__(self) -> None:
@@ -68,7 +71,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "probe_timeout": (int, float),
     "probe_workers": (int,),
     "hook_timeout": (int,),
+    "install_root": (str,),
 }
+
+
+PATHS = frozenset({"ca_file", "install_root"})
 
 
 def _checked(values: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -78,7 +85,7 @@ def _checked(values: Mapping[str, Any], source: str) -> dict[str, Any]:
             raise SettingError(key, f"unknown key in {source} (known: {', '.join(sorted(_TYPES))})")
         if isinstance(value, bool) or not isinstance(value, _TYPES[key]):
             raise SettingError(key, f"wrong type in {source}: {type(value).__name__}")
-        out[key] = Path(str(value)) if key == "ca_file" else value
+        out[key] = Path(str(value)) if key in PATHS else value
     return out
 
 
@@ -92,8 +99,10 @@ def load_settings(data_dir: Path, flags: Mapping[str, Any] | None = None) -> Age
         except tomllib.TOMLDecodeError as exc:
             raise SettingError(CONFIG_NAME, str(exc)) from None
     given = {k: v for k, v in (flags or {}).items() if v is not None}
-    values.update(_checked({k: str(v) if k == "ca_file" else v for k, v in given.items()}, "the flags"))
+    values.update(_checked({k: str(v) if k in PATHS else v for k, v in given.items()}, "the flags"))
     known = {f.name for f in fields(AgentSettings)}
     assert set(values) <= known
+    if "install_root" in values:
+        values["install_root"] = values["install_root"].absolute()
     settings = AgentSettings(data_dir=data_dir.absolute(), **values)
     return replace(settings, stop_at=os.environ.get(STOP_AT_ENV) or None)

@@ -65,25 +65,34 @@ def demo_files() -> dict[str, bytes]:
     return files
 
 
-def deploy_demo(distribution_url: str, admin_token: str) -> DemoBundle:
-    """Create the source repo, deploy the files, create and sign the bundle (all idempotent)."""
+def publish_bundle(
+    distribution_url: str, admin_token: str, name: str, version: str, files: dict[str, bytes], description: str
+) -> str:
+    """Create the source repo, deploy ``files`` (path in the repo -> content) under ``name/version/``,
+    create and sign the bundle of that folder (all idempotent); answers the bundle's state."""
     repos = f"{distribution_url}/artifactory/api/repositories/{REPO}"
     expect((200, 201, 409), "PUT", repos, admin_token, {"rclass": "local", "packageType": "generic"})
-    files = demo_files()
     for path, data in files.items():
         headers = {"X-Checksum-Sha256": hashlib.sha256(data).hexdigest()}
         url = f"{distribution_url}/artifactory/{REPO}/{quote(path)}"
         expect((200, 201), "PUT", url, admin_token, data=data, headers=headers)
     body = {
-        "name": NAME,
-        "version": VERSION,
-        "description": "The demo release of make run",
-        "spec": {"queries": [{"pattern": f"{REPO}/{FOLDER}/*"}]},
+        "name": name,
+        "version": version,
+        "description": description,
+        "spec": {"queries": [{"pattern": f"{REPO}/{name}/{version}/*"}]},
         "sign_immediately": True,
     }
     expect((200, 201, 409), "POST", f"{distribution_url}{V1}/release_bundle", admin_token, body)
-    bundle_url = f"{distribution_url}{V1}/release_bundle/{NAME}/{VERSION}"
+    bundle_url = f"{distribution_url}{V1}/release_bundle/{name}/{version}"
     state = str(expect((200,), "GET", bundle_url, admin_token)["state"])
     if state == "OPEN":  # made unsigned by hand since: sign it now
         state = str(expect((200,), "POST", bundle_url + "/sign", admin_token, {})["state"])
+    return state
+
+
+def deploy_demo(distribution_url: str, admin_token: str) -> DemoBundle:
+    """Create the source repo, deploy the files, create and sign the bundle (all idempotent)."""
+    files = demo_files()
+    state = publish_bundle(distribution_url, admin_token, NAME, VERSION, files, "The demo release of make run")
     return DemoBundle(NAME, VERSION, REPO, files, state)

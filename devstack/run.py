@@ -1,9 +1,10 @@
-"""``make run``: the Distribution service and two edges, trusted and wired, with a signed demo bundle.
+"""``make run``: the Distribution service and two edges, trusted and wired, with a signed demo bundle,
+and two enrolled devices (``node-agent`` processes) with the fleet's demo app ready to deploy.
 
     python -m devstack.run [--run-dir .run] [--distribution-port 8080] [--edge-port 8082 --edge-port 8083]
 
-Prints the URLs, the tokens and three commands to try, then runs until Ctrl-C or
-SIGTERM, which stop every service gracefully (exit 0). A service that dies meanwhile is
+Prints the URLs, the tokens and commands to try, then runs until Ctrl-C or SIGTERM, which
+stop the agents, the demo apps they started and every service gracefully (exit 0). A service that dies meanwhile is
 started again, on its port and data dir, and the console says so. Port 0 picks free ports.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from .fleet_app import APP
 from .processes import Interrupted, StartFailed, find_program
 from .rest import CallFailed
 from .topology import DISTRIBUTION_PORT, EDGE_PORTS, TOKENS_FILE, LocalTopology, Ready
@@ -65,10 +67,31 @@ def banner(ready: Ready) -> str:
         f"    {shlex.quote(dist)} status {bundle.name} {bundle.version}",
         f"    curl -O {edge.url}/artifactory/{bundle.repo}/{some_file}",
         "",
+        *fleet_lines(ready, shlex.quote(dist)),
+        "",
         "  Ctrl-C stops everything.",
         "",
     ]
     return "\n".join(lines)
+
+
+def fleet_lines(ready: Ready, dist: str) -> list[str]:
+    """The devices, and the fleet commands to try with them."""
+    fleet = ready.fleet
+    names = ", ".join(a.name for a in fleet.agents)
+    good = [v for v, broken in fleet.releases.items() if not broken]
+    broken = [v for v, broken in fleet.releases.items() if broken]
+    return [
+        f"  Devices {names} (node-agent, group {fleet.group}) run from "
+        f"{shown_path(str(ready.run_dir / 'agents'))}/; app {APP} {', '.join(good)} and {', '.join(broken)} "
+        "(broken: its health check fails) are on every edge.",
+        "  Then try the fleet:",
+        f"    {dist} fleet devices",
+        f"    {dist} fleet deploy {APP} {good[0]} --group {fleet.group} --canary 1",
+        f"    {dist} fleet status <id> --watch          # the id deploy printed; `fleet deployments` lists them",
+        f"    {dist} fleet deploy {APP} {broken[0]} --group {fleet.group} --canary 1   # halts, the canary rolls back",
+        f"    {dist} fleet rollback <id>",
+    ]
 
 
 @click.command()
@@ -79,7 +102,7 @@ def banner(ready: Ready) -> str:
 @click.option("--edge-port", "edge_ports", type=PORT, multiple=True, default=EDGE_PORTS, show_default=True,
               help="One per edge (repeat); 0: any free port.")  # fmt: skip
 def main(run_dir: Path, host: str, distribution_port: int, edge_ports: tuple[int, ...]) -> None:
-    """Start the Distribution service and edges, trusted and wired, with a signed demo bundle."""
+    """Start the Distribution service and edges, trusted and wired, with a signed demo bundle, and two devices."""
     topology = LocalTopology(run_dir, host=host, distribution_port=distribution_port, edge_ports=edge_ports)
     code = 0
     with topology.supervisor.signals():

@@ -4,6 +4,8 @@ Layout of the run dir (``.run/`` for ``make run``)::
 
     distribution/   the service's data (catalog, blobs, bundles, GnuPG home and signing key)
     edge-1/ ...     each edge's data
+    agents/         one directory per device: ``data/`` (node-agent's data dir), ``root/`` (where it
+                    installs the demo app), ``agent.log``
     logs/           one log per service (JSON lines)
     tokens.json     admin tokens of every service and the distributor token of each edge (mode 0600)
 
@@ -17,11 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .content import DemoBundle, deploy_demo
+from .fleet import DemoFleet, FleetCli, start_demo_fleet
 from .processes import ServiceProcess, Supervisor, serve_command, service_environment
 from .wiring import EdgeTarget, Say, State, connect, edge_target
 
 DISTRIBUTION_PORT = 8080
 EDGE_PORTS = (8082, 8083)
+AGENTS = 2
 TOKENS_FILE = "tokens.json"
 
 
@@ -34,6 +38,7 @@ class Ready:
     edges: list[EdgeTarget]
     bundle: DemoBundle
     run_dir: Path
+    fleet: DemoFleet
 
 
 class LocalTopology:
@@ -51,6 +56,7 @@ class LocalTopology:
         self.edge_ports = edge_ports
         self.supervisor = Supervisor()
         self.state = State(self.run_dir / TOKENS_FILE)
+        self.fleet: DemoFleet | None = None
 
     def _admin_token(self, section: str) -> str:
         token = self.state.get(section, "admin_token")
@@ -68,7 +74,8 @@ class LocalTopology:
         return self.supervisor.start(child)
 
     def start(self, say: Say) -> Ready:
-        """Start every service, wait until each answers, wire the circle of trust, deploy the demo bundle."""
+        """Start every service, wait until each answers, wire the circle of trust, deploy the demo
+        bundle, then the fleet: the demo app on the edges and enrolled agents running."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         dist_token = self._admin_token("distribution")
         distribution = self._serve(
@@ -92,10 +99,17 @@ class LocalTopology:
             url = child.wait_ready()
             say(f"{child.name} ready at {url}")
             targets.append(edge_target(index, url, token, name=child.name))
-        connect(dist_url, dist_token, targets, self.state, say)
+        # registered with their admin tokens: edges trust the fleet's URL key only from an admin
+        connect(dist_url, dist_token, targets, self.state, say, admin_registration=True)
         bundle = deploy_demo(dist_url, dist_token)
         say(f"bundle {bundle.name} {bundle.version} {bundle.state}: {len(bundle.files)} files in {bundle.repo}")
-        return Ready(dist_url, dist_token, targets, bundle, self.run_dir)
+        self.fleet = DemoFleet([], "", {})  # agents started so far are stopped even if the start fails
+        self.fleet = start_demo_fleet(self.run_dir, FleetCli(dist_url, dist_token), AGENTS, say, self.fleet.agents)
+        return Ready(dist_url, dist_token, targets, bundle, self.run_dir, self.fleet)
 
     def stop(self) -> dict[str, int | None]:
-        return self.supervisor.stop()
+        """The agents first (SIGTERM), then the demo apps they started, then every service."""
+        codes = {}
+        for agent in self.fleet.agents if self.fleet else []:
+            codes[agent.name] = agent.stop_all()
+        return codes | self.supervisor.stop()

@@ -124,11 +124,22 @@ def register_edge(distribution_url: str, admin_token: str, edge: EdgeTarget, tok
     return status == 201
 
 
-def connect(distribution_url: str, admin_token: str, edges: list[EdgeTarget], state: State, say: Say) -> None:
-    """Trust, tokens and registration for every edge; ``say`` gets one line per edge."""
+def connect(
+    distribution_url: str,
+    admin_token: str,
+    edges: list[EdgeTarget],
+    state: State,
+    say: Say,
+    *,
+    admin_registration: bool = False,
+) -> None:
+    """Trust, tokens and registration for every edge; ``say`` gets one line per edge.
+
+    With ``admin_registration`` each edge is registered with its admin token instead of a
+    distributor token: an edge trusts a signed-URL key (the fleet's) only from an admin."""
     armored = public_key(distribution_url)
     for edge in edges:
         fingerprint = trust_key(edge, armored)
-        token = distributor_token(edge, state)
+        token = edge.admin_token if admin_registration else distributor_token(edge, state)
         register_edge(distribution_url, admin_token, edge, token)
         say(f"{edge.name} trusts key {fingerprint[-16:]}, registered as {edge.site}/{edge.city}/{edge.country}")

@@ -93,7 +93,8 @@ def _status_text(d: dict[str, Any], devices: list[dict[str, Any]]) -> str:
         lines.append(f"  phase {p['phase']}: {p['size']} devices, {started}: {states}")
     for x in devices:
         step = f" at {x['step']}" if x.get("step") else ""
-        back = f"; rollback to {x['rollback']['version']}: {x['rollback']['state']}" if x.get("rollback") else ""
+        back = f"; rolled back to {x['previous'] or 'nothing'}" if x.get("rolled_back") else ""
+        back += f"; rollback to {x['rollback']['version']}: {x['rollback']['state']}" if x.get("rollback") else ""
         message = f" ({x['message'].splitlines()[-1][:80]})" if x.get("message") else ""
         lines.append(f"  {x['name']}  phase {x['phase']}  {x['state']}{step}{message}{back}")
     return "\n".join(lines)

@@ -282,7 +282,8 @@ class DeploymentStore:
         rows = await self._database.read(
             lambda: self._db.execute(
                 "SELECT t.seq, t.device_id, d.name, t.phase, t.state, t.step, t.message, t.version, t.previous,"
-                " t.updated, t.reports, t.rb_state, t.rb_step, t.rb_message, t.rb_updated FROM fleet_targets t"
+                " t.updated, t.reports, t.rolled_back, t.rb_state, t.rb_step, t.rb_message, t.rb_updated"
+                " FROM fleet_targets t"
                 " LEFT JOIN fleet_devices d ON d.id = t.device_id"
                 " WHERE t.deployment_id = :id AND t.seq > :after ORDER BY t.seq LIMIT :limit",
                 {"id": dep_id, "after": after, "limit": limit},
@@ -349,7 +350,7 @@ def action_id(dep_id: int, seq: int, rollback: bool = False) -> str:
 
 
 def _device_json(dep_id: int, row: Any) -> dict[str, Any]:
-    seq, device_id, name, phase, state, step, message, version, previous, updated, reports, *rb = row
+    seq, device_id, name, phase, state, step, message, version, previous, updated, reports, rolled_back, *rb = row
     rb_state, rb_step, rb_message, rb_updated = rb
     return {
         "row": seq,
@@ -362,6 +363,7 @@ def _device_json(dep_id: int, row: Any) -> dict[str, Any]:
         "message": message,
         "version": version,
         "previous": previous,
+        "rolled_back": bool(rolled_back),  # the device went back to ``previous`` by itself (a failed install)
         "updated": iso(updated),
         "reports": reports,
         "rollback": None

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from agent.bandwidth import TokenBucket
+from agent.installer import placed
 from agent.loop import Backoff, poll_delay
 from agent.settings import SettingError, load_settings
 from tests.agent_plane import exit_of, start_agent
+from wire.fleet import Action, ActionKind, AppSpec
 
 ALLOWED = {"agent", "wire", "gnupg", "psutil"}
 
@@ -38,6 +40,18 @@ def test_settings_come_from_agent_toml_then_flags(tmp_path: Path) -> None:
     assert load_settings(tmp_path / "none").bandwidth_limit == 0
 
 
+def test_install_root_places_every_apps_install_dir_under_it(tmp_path: Path) -> None:
+    (tmp_path / "agent.toml").write_text('install_root = "roots/a"\n')
+    settings = load_settings(tmp_path, {})
+    assert settings.install_root == Path("roots/a").absolute()
+    assert load_settings(tmp_path, {"install_root": str(tmp_path / "b")}).install_root == tmp_path / "b"
+    assert load_settings(tmp_path / "none").install_root is None
+    action = Action("a1", ActionKind.INSTALL, "7", AppSpec("till", "till-app", "/opt/till"), "2.3.0")
+    assert placed(action, tmp_path / "b").app.install_dir == str(tmp_path / "b" / "opt" / "till")
+    assert placed(action, tmp_path / "b").app.name == "till"
+    assert placed(action, None) == action
+
+
 @pytest.mark.parametrize(
     ("text", "key"),
     [
@@ -49,6 +63,7 @@ def test_settings_come_from_agent_toml_then_flags(tmp_path: Path) -> None:
         ("bandwidth_limit = -1\n", "bandwidth_limit"),
         ("hook_timeout = true\n", "hook_timeout"),
         ('ca_file = "/nonexistent/ca.pem"\n', "ca_file"),
+        ("install_root = 1\n", "install_root"),
     ],
 )
 def test_a_bad_setting_is_refused_naming_its_key(tmp_path: Path, text: str, key: str) -> None:

@@ -37,6 +37,8 @@ def run_to_the_end(device: Device, action: fleet.Action, stop_at: str) -> fleet.
     agent = start_agent("run", "--data-dir", str(device.data_dir))
     try:
         final = wait_for(lambda: device.plane.final(action.action_id), what="the action's final report")
+        # the report goes out just before the journal closes the action: stopping in between would redo it
+        wait_for(lambda: getattr(Journal(device.data_dir).load(), "step", None) == Step.DONE, what="the journal")
     finally:
         code, log = stop_agent(agent)
     assert code == 0, log

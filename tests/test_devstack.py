@@ -12,6 +12,7 @@ import json
 import os
 import queue
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from typing import IO, Any
 
 import pytest
 
+from devstack import fleet_app
 from tests.edge_setup import http
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,11 +58,12 @@ def children_of(pid: int) -> list[int]:
 
 
 def alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie, exited but not yet reaped by its parent, does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_make_demo_runs_the_whole_story_and_exits_0(tmp_path: Path) -> None:
@@ -193,20 +196,44 @@ def check_trusted_and_registered(banner: dict[str, Any]) -> None:
     assert status == 200 and bundle["state"] == "SIGNED", bundle
 
 
-def test_make_run_starts_a_trusted_topology_and_ctrl_c_stops_every_process_with_exit_0(
+def deploy_as_printed(stack: RunningStack, banner: dict[str, Any], run_dir: Path) -> list[int | None]:
+    """Run the printed ``fleet deploy`` command; once both devices run the demo app, its pids."""
+    line = re.search(r"^\s+(\S+ fleet deploy fleet-demo 1\.0\.0 --group demo --canary 1)$", stack.text, re.MULTILINE)
+    assert line, stack.text
+    env = environment() | {"DISTRIBUTION_URL": banner["url"], "DISTRIBUTION_TOKEN": banner["token"]}
+    done = subprocess.run(shlex.split(line[1]) + ["--json"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["app"] == "fleet-demo"
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:  # the devices' own heartbeats say what they run
+        status, devices = http("GET", f"{banner['url']}/fleet/api/v1/devices?group=demo", banner["token"])
+        assert status == 200, devices
+        if [d["apps"].get("fleet-demo", {}).get("version") for d in devices["devices"]] == ["1.0.0"] * 2:
+            break
+        assert time.monotonic() < deadline, devices
+        time.sleep(0.5)
+    return [fleet_app.app_pid(root) for root in sorted(run_dir.glob("agents/*/root"))]
+
+
+def test_make_run_starts_a_trusted_topology_with_two_devices_and_ctrl_c_stops_every_process_with_exit_0(
     tmp_path: Path, start_stack: Any
 ) -> None:
-    stack = start_stack(tmp_path / "run")
+    run_dir = tmp_path / "run"
+    stack = start_stack(run_dir)
     banner = stack.banner()
     assert re.search(r"distribute demo 1\.0\.0 --wait$", stack.text, re.MULTILINE), stack.text
     assert re.search(r"status demo 1\.0\.0$", stack.text, re.MULTILINE), stack.text
     assert re.search(r"curl -O http://127\.0\.0\.1:\d+/artifactory/releases-local/demo/1\.0\.0/", stack.text)
+    assert re.search(r"fleet devices$", stack.text, re.MULTILINE), stack.text
     check_trusted_and_registered(banner)
     children = children_of(stack.proc.pid)
-    assert len(children) == 3, children
+    assert len(children) == 3 + 2, children  # the service, two edges, two agents
+    apps = [pid for pid in deploy_as_printed(stack, banner, run_dir) if pid is not None]
+    assert len(apps) == 2 and all(alive(pid) for pid in apps), apps
     assert stack.stop(signal.SIGINT) == 0, stack.text
     assert "Every service stopped." in stack.text
-    assert [pid for pid in children if alive(pid)] == []
+    assert [pid for pid in children + apps if alive(pid)] == []
 
 
 def test_running_again_on_the_same_directory_keeps_the_tokens_and_rewires_moved_edges(
@@ -268,7 +295,7 @@ def test_make_run_restarts_a_service_that_dies_on_its_port_and_ctrl_c_still_stop
     assert status == 200
 
     children = children_of(stack.proc.pid)
-    assert len(children) == 3, children
+    assert len(children) == 3 + 2, children
     assert stack.stop(signal.SIGINT) == 0, stack.text
     assert "Every service stopped." in stack.text
     assert [pid for pid in children if alive(pid)] == []

@@ -100,6 +100,18 @@ async def test_a_deployment_halts_when_failures_pass_the_limit(fleet: Any) -> No
     assert code == 409 and message.startswith(f"Deployment {dep['id']} is halted: it cannot be resumed")
 
 
+async def test_a_device_that_rolled_itself_back_shows_rolled_back_in_the_deployment(fleet: Any) -> None:
+    await signed_release(fleet, "2.3.0")
+    await add_devices(fleet.app, 2)
+    dep = await deploy(fleet)
+    actions = await told(fleet, 2)
+    await report(fleet, name(0), actions[name(0)][0].action_id, "failed", step="health_check", rolled_back=True)
+    await finish(fleet, name(1), actions[name(1)][0].action_id, "failed")
+    devices = {d["name"]: d for d in (await status(fleet, dep["id"]))["devices"]}
+    assert (devices[name(0)]["step"], devices[name(0)]["rolled_back"]) == ("health_check", True)
+    assert devices[name(1)]["rolled_back"] is False
+
+
 async def test_a_percentage_failure_limit_is_of_the_phase(fleet: Any) -> None:
     await signed_release(fleet, "2.3.0")
     await add_devices(fleet.app, 20)
