@@ -1,0 +1,108 @@
+"""Handlers of the runtime inventory: the device's report (``wire.runtime.RUNTIME``) and the
+queries under ``/fleet/api/v1/runtime/`` (any valid token reads; group settings need admin)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from repository.entries import now_ms
+from repository.errors import BadRequest, Forbidden
+from repository.http.auth import require_role
+from repository.http.json_body import read_json, read_json_object
+from repository.http.responses import json_response
+from repository.tokens import Role
+from wire.fleet import check_name
+from wire.runtime import MAX_REPORT_BYTES, RuntimeReport, RuntimeSettings
+
+from .device_admin_api import READERS
+from .devices import require_device
+from .keys import device_lookup_key
+from .runtime_ingest import EVENT_KINDS
+from .runtime_keys import runtime_ingest_key, runtime_policy_key, runtime_queries_key
+from .runtime_queries import MAX_EVENTS
+
+
+async def report(request: web.Request) -> web.Response:
+    """Store a device's report about itself; a report naming another device is refused, nothing stored."""
+    device = await require_device(request, request.app[device_lookup_key])
+    body = RuntimeReport.from_json(await read_json(request, limit=MAX_REPORT_BYTES))
+    if body.device != device.name:
+        raise Forbidden(f"This credential is device {device.name!r}: it cannot report as {body.device!r}")
+    answer = await request.app[runtime_ingest_key].ingest(device.id, body, now_ms())
+    return json_response(answer.to_json())
+
+
+def _group(request: web.Request) -> str | None:
+    if unknown := sorted(set(request.query) - {"group"}):
+        raise BadRequest(f"Unknown parameter {unknown[0]!r}")
+    group = request.query.get("group")
+    return None if group is None else check_name(group, "group")
+
+
+async def where(request: web.Request) -> web.Response:
+    require_role(request, *READERS)
+    info = request.match_info
+    return json_response(await request.app[runtime_queries_key].where(info["bundle"], info["version"]))
+
+
+async def device(request: web.Request) -> web.Response:
+    require_role(request, *READERS)
+    return json_response(await request.app[runtime_queries_key].device(request.match_info["name"]))
+
+
+async def changes(request: web.Request) -> web.Response:
+    require_role(request, *READERS)
+    return json_response(await request.app[runtime_queries_key].changes(request.match_info["name"]))
+
+
+async def unknown(request: web.Request) -> web.Response:
+    require_role(request, *READERS)
+    return json_response(await request.app[runtime_queries_key].unknown(_group(request)))
+
+
+async def drift(request: web.Request) -> web.Response:
+    require_role(request, *READERS)
+    return json_response(await request.app[runtime_queries_key].drift(_group(request)))
+
+
+def _number(query: Any, key: str, default: int, high: int) -> int:
+    text = query.get(key, str(default))
+    if not text.isdigit() or not 0 <= int(text) <= high:
+        raise BadRequest(f"Invalid {key}: a number from 0 to {high}")
+    return int(text)
+
+
+async def events(request: web.Request) -> web.Response:
+    """``kind`` (unknown_executable, drift), ``device``, ``after`` (the last id seen), ``limit``."""
+    require_role(request, *READERS)
+    query = request.query
+    if unknown_keys := sorted(set(query) - {"kind", "device", "after", "limit"}):
+        raise BadRequest(f"Unknown parameter {unknown_keys[0]!r}")
+    kind = query.get("kind")
+    if kind is not None and kind not in EVENT_KINDS:
+        raise BadRequest(f"Invalid kind: one of {', '.join(EVENT_KINDS)}")
+    name = query.get("device")
+    found = await request.app[runtime_queries_key].events(
+        kind=kind,
+        device=None if name is None else check_name(name, "device"),
+        after=_number(query, "after", 0, 2**62),
+        limit=max(1, _number(query, "limit", 100, MAX_EVENTS)),
+    )
+    return json_response(found)
+
+
+async def get_group(request: web.Request) -> web.Response:
+    require_role(request, *READERS)
+    group = check_name(request.match_info["group"], "group")
+    return json_response({"group": group, **(await request.app[runtime_policy_key].get(group)).to_json()})
+
+
+async def put_group(request: web.Request) -> web.Response:
+    """Replace a group's sensor settings; fields left out take the defaults."""
+    require_role(request, Role.admin)
+    group = check_name(request.match_info["group"], "group")
+    settings = RuntimeSettings.from_json(await read_json_object(request), strict=True)
+    await request.app[runtime_policy_key].set(group, settings)
+    return json_response({"group": group, **settings.to_json()})
