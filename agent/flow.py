@@ -41,6 +41,7 @@ from .bandwidth import TokenBucket
 from .bundle import BundleRefused, in_window, install_paths, verified_manifest
 from .commands import Outcome, health_check, run_command
 from .download import Canceled, DiskFull, Downloader, DownloadFailed
+from .drift import keep_manifest
 from .http import Http, Refused, ServerUnavailable
 from .identity import Identity
 from .installer import Installer
@@ -319,6 +320,9 @@ class Flow:
         except OSError as exc:
             installer.discard(version)
             raise Failure(FlowStep.INSTALL, f"could not build {installer.version_dir(version)}: {exc}") from None
+        kept = self.staging(entry.action) / "manifest.json"
+        if kept.is_file():  # verified before it was staged; drift checks compare against it
+            keep_manifest(self.ctx.settings.data_dir, entry.action.app.name, version, kept.read_text("utf-8"))
         self.ctx.journal.checkpoint("built")
         try:
             self._run_hook(entry.action.app.pre_install, directory, FlowStep.PRE_INSTALL, version)

@@ -9,6 +9,7 @@ import click
 
 from repository.cli_support import emit
 from repository.client import call
+from wire.runtime import MAX_INTERVAL, MIN_INTERVAL
 
 from .cli_devices import _checked_name, as_json, remote
 from .runtime_ingest import EVENT_KINDS
@@ -125,7 +126,11 @@ def events(
 @click.argument("group", callback=_checked_name)
 @click.option("--enabled/--disabled", default=True, show_default=True, help="Whether the group's devices report.")
 @click.option(
-    "--interval", type=click.IntRange(10, 86400), default=60, show_default=True, help="Seconds between scans."
+    "--interval",
+    type=click.IntRange(MIN_INTERVAL, MAX_INTERVAL),
+    default=60,
+    show_default=True,
+    help="Seconds between scans.",
 )
 @click.option("--exclude", multiple=True, help="A glob over executable paths not to report (repeatable).")
 @click.option("--drop-cmdline", is_flag=True, help="Report no command lines.")

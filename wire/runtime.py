@@ -37,7 +37,7 @@ MAX_REPORT_BYTES = 4 << 20  # the encoded report
 MAX_DRIFT_APPS = 256
 MAX_DRIFT_FILES = 1000  # names per list (modified, missing, extra) of one app
 MAX_EXCLUDE = 64  # exclude patterns of a group
-MIN_INTERVAL = 10
+MIN_INTERVAL = 1
 MAX_INTERVAL = 24 * 3600
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
