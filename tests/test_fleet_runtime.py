@@ -5,77 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import io
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from distribution.app import create_app
-from distribution.settings import DistributionSettings
-from repository.http.setup import database
-from tests.conftest import ADMIN_TOKEN, admin
-from tests.fleet_deploy import FILES, REPO, signed_release
+from tests.conftest import admin
+from tests.fleet_deploy import REPO
 from tests.fleet_rows import add_device, device_auth
 from tests.fleet_setup import check_in, enrolled, refusal, role_headers
+from tests.runtime_plane import BASE, README, ROGUE, get, plane_fixture, rogue, rows, send, till  # noqa: F401
 from wire.runtime import MAX_REPORT_BYTES, RUNTIME, AppDrift, Process, RuntimeReport
-
-BASE = "/fleet/api/v1/runtime"
-TILL = hashlib.sha256(FILES["till.bin"]).hexdigest()
-README = hashlib.sha256(FILES["README.md"]).hexdigest()
-ROGUE = hashlib.sha256(b"not from any bundle").hexdigest()
-TABLES = (
-    "fleet_runtime_state",
-    "fleet_runtime_processes",
-    "fleet_runtime_changes",
-    "fleet_runtime_drift",
-    "fleet_runtime_events",
-)
-
-
-def till(pid: int = 10, started: int = 1000) -> Process:
-    return Process(pid, started, "/opt/till/current/till.bin", TILL, "till", cmdline="till.bin --serve")
-
-
-def rogue(pid: int = 20, started: int = 2000) -> Process:
-    return Process(pid, started, "/tmp/sleep", ROGUE, "root")
-
-
-@pytest.fixture(name="plane")
-async def plane_fixture(aiohttp_client: Any, tmp_path: Path) -> Any:
-    settings = DistributionSettings(
-        data_dir=tmp_path / "dist",
-        port=0,
-        admin_token=ADMIN_TOKEN,
-        repos=(REPO,),
-        fleet_runtime_history=2,
-        fleet_runtime_events=3,
-    )
-    client = await aiohttp_client(create_app(settings))
-    await signed_release(client, "2.3.0")
-    await add_device(client.app, "till-1", group="pos")
-    await add_device(client.app, "till-2", group="lab")
-    return client
-
-
-async def send(client: Any, name: str, report: RuntimeReport) -> Any:
-    resp = await client.post(RUNTIME, json=report.to_json(), headers=device_auth(name))
-    assert resp.status == 200, await resp.text()
-    return await resp.json()
-
-
-async def get(client: Any, path: str, **query: str) -> Any:
-    resp = await client.get(BASE + path, params=query, headers=admin())
-    assert resp.status == 200, await resp.text()
-    return await resp.json()
-
-
-async def rows(client: Any) -> dict[str, list[tuple[Any, ...]]]:
-    db = client.app[database]
-
-    def read() -> dict[str, list[tuple[Any, ...]]]:
-        return {t: sorted(tuple(r) for r in db.db.execute(f"SELECT * FROM {t}").fetchall()) for t in TABLES}
-
-    return await db.read(read)
 
 
 async def test_a_process_of_a_bundle_file_is_found_where_that_version_runs_and_others_are_unknown(plane: Any) -> None:
@@ -227,7 +166,7 @@ async def test_only_an_admin_sets_a_groups_runtime_settings_and_bad_ones_are_400
     reader = await role_headers(plane, "reader")
     resp = await plane.put(f"{BASE}/groups/pos", json={"enabled": False}, headers=reader)
     assert (await refusal(resp))[0] == 403
-    resp = await plane.put(f"{BASE}/groups/pos", json={"interval": 1}, headers=admin())
+    resp = await plane.put(f"{BASE}/groups/pos", json={"interval": 0}, headers=admin())
     status, message = await refusal(resp)
     assert status == 400 and "interval" in message
     assert (await get(plane, "/groups/pos"))["enabled"] is True
