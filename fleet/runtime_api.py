@@ -44,7 +44,7 @@ def _group(request: web.Request) -> str | None:
 async def where(request: web.Request) -> web.Response:
     require_role(request, *READERS)
     info = request.match_info
-    return json_response(await request.app[runtime_queries_key].where(info["bundle"], info["version"]))
+    return json_response(await request.app[runtime_queries_key].where(info["name"], info["version"]))
 
 
 async def device(request: web.Request) -> web.Response:

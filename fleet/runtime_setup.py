@@ -25,7 +25,7 @@ def setup_runtime(app: web.Application) -> None:
     app.router.add_routes(
         [
             web.post(RUNTIME, runtime_api.report, name="fleet_runtime_report"),
-            web.get(BASE + "/where/{bundle}/{version}", runtime_api.where, name="fleet_runtime_where"),
+            web.get(BASE + "/where/{name}/{version}", runtime_api.where, name="fleet_runtime_where"),
             web.get(BASE + "/devices/{name}", runtime_api.device, name="fleet_runtime_device"),
             web.get(BASE + "/devices/{name}/changes", runtime_api.changes, name="fleet_runtime_changes"),
             web.get(BASE + "/unknown", runtime_api.unknown, name="fleet_runtime_unknown"),
