@@ -40,6 +40,11 @@ def keep_manifest(data_dir: Path, app: str, version: str, manifest_text: str) ->
     write_json(_kept(data_dir, app, version), files)
 
 
+def forget_manifest(data_dir: Path, app: str, version: str) -> None:
+    """A version removed from the device needs its file list no more."""
+    _kept(data_dir, app, version).unlink(missing_ok=True)
+
+
 def kept_files(data_dir: Path, app: str, version: str) -> dict[str, str] | None:
     return read_json(_kept(data_dir, app, version))
 

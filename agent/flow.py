@@ -41,7 +41,7 @@ from .bandwidth import TokenBucket
 from .bundle import BundleRefused, in_window, install_paths, verified_manifest
 from .commands import Outcome, health_check, run_command
 from .download import Canceled, DiskFull, Downloader, DownloadFailed
-from .drift import keep_manifest
+from .drift import forget_manifest, keep_manifest
 from .http import Http, Refused, ServerUnavailable
 from .identity import Identity
 from .installer import Installer
@@ -218,6 +218,8 @@ class Flow:
         self._check_health(action, installer, version)
         self.ctx.apps.record(action.app.name, action.app.install_dir, entry.previous)
         removed = installer.prune(action.app.keep, entry.previous)
+        for gone in removed:
+            forget_manifest(self.ctx.settings.data_dir, action.app.name, gone)
         if removed:
             log.info("%s: removed old versions %s", action.app.name, ", ".join(removed))
         self._finish(entry, FeedbackState.SUCCEEDED, version=version)
@@ -367,6 +369,7 @@ class Flow:
                 )
         if action.version not in (None, entry.previous):
             installer.discard(str(action.version))
+            forget_manifest(self.ctx.settings.data_dir, action.app.name, str(action.version))
         self.ctx.apps.record(action.app.name, action.app.install_dir, None)
         self._finish(
             entry,

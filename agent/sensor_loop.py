@@ -53,18 +53,19 @@ class Sensor:
     def configure(self, runtime: RuntimeSettings | None) -> None:
         """The group's settings from a check-in; a change of what is reported makes the next report full."""
         old, self.config = self.config, runtime
-        if runtime != old:
-            if (
-                old is not None
-                and runtime is not None
-                and (old.exclude, old.drop_cmdline)
-                != (
-                    runtime.exclude,
-                    runtime.drop_cmdline,
-                )
-            ):
-                self.need_full = True
-            self._wake.set()
+        if runtime == old:
+            return
+        if (
+            old is not None
+            and runtime is not None
+            and (old.exclude, old.drop_cmdline)
+            != (
+                runtime.exclude,
+                runtime.drop_cmdline,
+            )
+        ):
+            self.need_full = True
+        self._wake.set()
 
     def run(self) -> None:
         while not self.stop.is_set():

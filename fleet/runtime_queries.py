@@ -73,8 +73,8 @@ class RuntimeQueries:
         processes = [
             dict(zip(names, r, strict=True))
             for r in db.execute(
-                f"SELECT {', '.join(names).replace('user', 'username')} FROM fleet_runtime_processes"
-                " WHERE device_id = :id ORDER BY pid",
+                "SELECT pid, started, exe, sha256, username, script, script_sha256, container, cmdline, ident"
+                " FROM fleet_runtime_processes WHERE device_id = :id ORDER BY pid",
                 {"id": device_id},
             )
         ]
