@@ -64,19 +64,21 @@ class RuntimeIngest:
             seq = row[0] if row else 0
             if not report.full and report.base != seq:
                 return RuntimeAnswer(seq, full=True)
-            before = {
-                r[0]
-                for r in db.execute(
-                    "SELECT DISTINCT ident FROM fleet_runtime_processes WHERE device_id = :id AND ident IS NOT NULL",
-                    key,
-                )
-            }
+            before = self._running(db, device_id) if report.started else set()
             self._replace_processes(db, device_id, report, now)
-            self._unknown_events(db, device_id, report.started, before, now)
+            events = self._unknown_events(db, device_id, report.started, before, now)
             if report.drift is not None:
-                self._replace_drift(db, device_id, report.drift, now)
-            self._remember(db, device_id, report, now)
+                events += self._replace_drift(db, device_id, report.drift, now)
+            self._remember(db, device_id, report, now, events)
         return RuntimeAnswer(report.seq)
+
+    @staticmethod
+    def _running(db: Sql, device_id: str) -> set[str]:
+        rows = db.execute(
+            "SELECT DISTINCT ident FROM fleet_runtime_processes WHERE device_id = :id AND ident IS NOT NULL",
+            {"id": device_id},
+        )
+        return {r[0] for r in rows}
 
     def _replace_processes(self, db: Sql, device_id: str, report: RuntimeReport, now: int) -> None:
         if report.full:
@@ -88,31 +90,30 @@ class RuntimeIngest:
         )
         db.executemany(_INSERT_PROCESS, [_process_row(device_id, p, now) for p in report.started])
 
-    def _unknown_events(
-        self, db: Sql, device_id: str, started: tuple[Process, ...], before: set[str], now: int
-    ) -> None:
+    def _unknown_events(self, db: Sql, device_id: str, started: tuple[Process, ...], before: set[str], now: int) -> int:
+        """An event per executable new on the device that no bundle ships; answers how many."""
         first: dict[str, Process] = {}
         for process in started:
             if process.ident is not None and process.ident not in before:
                 first.setdefault(process.ident, process)
-        known = bundled(db, first)
-        db.executemany(
-            _INSERT_EVENT,
-            [
-                {
-                    "now": now,
-                    "id": device_id,
-                    "kind": UNKNOWN_EXECUTABLE,
-                    "sha256": ident,
-                    "path": p.script or p.exe,
-                    "detail": json.dumps({"pid": p.pid, "exe": p.exe, "user": p.user}, sort_keys=True),
-                }
-                for ident, p in sorted(first.items())
-                if ident not in known
-            ],
-        )
+        known = bundled(db, first) if first else set()
+        events = [
+            {
+                "now": now,
+                "id": device_id,
+                "kind": UNKNOWN_EXECUTABLE,
+                "sha256": ident,
+                "path": p.script or p.exe,
+                "detail": json.dumps({"pid": p.pid, "exe": p.exe, "user": p.user}, sort_keys=True),
+            }
+            for ident, p in sorted(first.items())
+            if ident not in known
+        ]
+        db.executemany(_INSERT_EVENT, events)
+        return len(events)
 
-    def _replace_drift(self, db: Sql, device_id: str, drift: tuple[AppDrift, ...], now: int) -> None:
+    def _replace_drift(self, db: Sql, device_id: str, drift: tuple[AppDrift, ...], now: int) -> int:
+        """The device's drift as reported, an event per file newly found; answers how many events."""
         key = {"id": device_id}
         old = {
             (r[0], r[1], r[2], r[3])
@@ -129,26 +130,24 @@ class RuntimeIngest:
             " VALUES (:id, :app, :path, :version, :kind, :now)",
             rows,
         )
-        db.executemany(
-            _INSERT_EVENT,
-            [
-                {
-                    "now": now,
-                    "id": device_id,
-                    "kind": DRIFT,
-                    "sha256": None,
-                    "path": r["path"],
-                    "detail": json.dumps(
-                        {"app": r["app"], "version": r["version"], "change": r["kind"]}, sort_keys=True
-                    ),
-                }
-                for r in rows
-                if (r["app"], r["path"], r["version"], r["kind"]) not in old
-            ],
-        )
+        events = [
+            {
+                "now": now,
+                "id": device_id,
+                "kind": DRIFT,
+                "sha256": None,
+                "path": r["path"],
+                "detail": json.dumps({"app": r["app"], "version": r["version"], "change": r["kind"]}, sort_keys=True),
+            }
+            for r in rows
+            if (r["app"], r["path"], r["version"], r["kind"]) not in old
+        ]
+        db.executemany(_INSERT_EVENT, events)
+        return len(events)
 
-    def _remember(self, db: Sql, device_id: str, report: RuntimeReport, now: int) -> None:
-        """The device's acknowledged report, its change in the bounded history, the events cut back."""
+    def _remember(self, db: Sql, device_id: str, report: RuntimeReport, now: int, events: int) -> None:
+        """The device's acknowledged report, its change in the bounded history, the events cut back
+        (when some were added)."""
         key = {"id": device_id, "seq": report.seq, "now": now}
         db.execute("DELETE FROM fleet_runtime_state WHERE device_id = :id", key)
         db.execute("INSERT INTO fleet_runtime_state (device_id, seq, updated) VALUES (:id, :seq, :now)", key)
@@ -159,7 +158,8 @@ class RuntimeIngest:
                 "started": [[p.pid, p.started, p.exe, p.ident] for p in report.started],
                 "stopped": [list(k) for k in report.stopped],
             }
-            db.execute("DELETE FROM fleet_runtime_changes WHERE device_id = :id AND seq >= :seq", key)
+            if report.full:  # the device started counting again
+                db.execute("DELETE FROM fleet_runtime_changes WHERE device_id = :id AND seq >= :seq", key)
             db.execute(
                 "INSERT INTO fleet_runtime_changes (device_id, seq, time, body) VALUES (:id, :seq, :now, :body)",
                 {**key, "body": json.dumps(body, separators=(",", ":"))},
@@ -169,11 +169,12 @@ class RuntimeIngest:
             " WHERE device_id = :id ORDER BY seq DESC LIMIT 1 OFFSET :keep)",
             {"id": device_id, "keep": self._history},
         )
-        db.execute(
-            "DELETE FROM fleet_runtime_events WHERE id <= (SELECT id FROM fleet_runtime_events"
-            " ORDER BY id DESC LIMIT 1 OFFSET :keep)",
-            {"keep": self._events_kept},
-        )
+        if events:
+            db.execute(
+                "DELETE FROM fleet_runtime_events WHERE id <= (SELECT id FROM fleet_runtime_events"
+                " ORDER BY id DESC LIMIT 1 OFFSET :keep)",
+                {"keep": self._events_kept},
+            )
 
 
 def _process_row(device_id: str, p: Process, now: int) -> dict[str, object]:
