@@ -67,10 +67,10 @@ async def drift(request: web.Request) -> web.Response:
     return json_response(await request.app[runtime_queries_key].drift(_group(request)))
 
 
-def _number(query: Any, key: str, default: int, high: int) -> int:
+def _number(query: Any, key: str, default: int, low: int, high: int) -> int:
     text = query.get(key, str(default))
-    if not text.isdigit() or not 0 <= int(text) <= high:
-        raise BadRequest(f"Invalid {key}: a number from 0 to {high}")
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise BadRequest(f"Invalid {key}: a number from {low} to {high}")
     return int(text)
 
 
@@ -87,8 +87,8 @@ async def events(request: web.Request) -> web.Response:
     found = await request.app[runtime_queries_key].events(
         kind=kind,
         device=None if name is None else check_name(name, "device"),
-        after=_number(query, "after", 0, 2**62),
-        limit=max(1, _number(query, "limit", 100, MAX_EVENTS)),
+        after=_number(query, "after", 0, 0, 2**62),
+        limit=_number(query, "limit", 100, 1, MAX_EVENTS),
     )
     return json_response(found)
 

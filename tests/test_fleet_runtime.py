@@ -170,3 +170,9 @@ async def test_only_an_admin_sets_a_groups_runtime_settings_and_bad_ones_are_400
     status, message = await refusal(resp)
     assert status == 400 and "interval" in message
     assert (await get(plane, "/groups/pos"))["enabled"] is True
+
+
+@pytest.mark.parametrize(("limit", "status"), [("0", 400), ("1", 200), ("999", 200), ("1000", 200), ("1001", 400)])
+async def test_the_event_list_takes_a_limit_from_1_to_1000(plane: Any, limit: str, status: int) -> None:
+    resp = await plane.get(f"{BASE}/events", params={"limit": limit}, headers=admin())
+    assert resp.status == status, await resp.text()
