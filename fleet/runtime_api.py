@@ -14,14 +14,14 @@ from repository.http.json_body import read_json, read_json_object
 from repository.http.responses import json_response
 from repository.tokens import Role
 from wire.fleet import check_name
-from wire.runtime import MAX_REPORT_BYTES, RuntimeReport, RuntimeSettings
+from wire.runtime import MAX_REPORT_BYTES, SHA256_RE, RuntimeReport, RuntimeSettings
 
 from .device_admin_api import READERS
 from .devices import require_device
 from .keys import device_lookup_key
 from .runtime_ingest import EVENT_KINDS
 from .runtime_keys import runtime_ingest_key, runtime_policy_key, runtime_queries_key
-from .runtime_queries import MAX_EVENTS
+from .runtime_queries import MAX_EVENTS, MAX_UNKNOWN
 
 
 async def report(request: web.Request) -> web.Response:
@@ -34,8 +34,8 @@ async def report(request: web.Request) -> web.Response:
     return json_response(answer.to_json())
 
 
-def _group(request: web.Request) -> str | None:
-    if unknown := sorted(set(request.query) - {"group"}):
+def _group(request: web.Request, others: set[str] | None = None) -> str | None:
+    if unknown := sorted(set(request.query) - {"group", *(others or ())}):
         raise BadRequest(f"Unknown parameter {unknown[0]!r}")
     group = request.query.get("group")
     return None if group is None else check_name(group, "group")
@@ -58,8 +58,15 @@ async def changes(request: web.Request) -> web.Response:
 
 
 async def unknown(request: web.Request) -> web.Response:
+    """``group``; ``after`` (the last sha256 of the page before) and ``limit`` page through them."""
     require_role(request, *READERS)
-    return json_response(await request.app[runtime_queries_key].unknown(_group(request)))
+    query = request.query
+    group = _group(request, {"after", "limit"})
+    after = query.get("after", "")
+    if after and not SHA256_RE.fullmatch(after):
+        raise BadRequest("Invalid after: a sha256, 64 lower-case hex digits")
+    limit = _number(query, "limit", 100, 1, MAX_UNKNOWN)
+    return json_response(await request.app[runtime_queries_key].unknown(group, after, limit))
 
 
 async def drift(request: web.Request) -> web.Response:

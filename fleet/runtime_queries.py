@@ -14,6 +14,8 @@ from wire.timestamps import iso
 from .runtime_ingest import LOOKUP_CHUNK
 
 MAX_EVENTS = 1000  # events in one answer
+MAX_UNKNOWN = 1000  # unknown executables in one answer
+MAX_NAMED_DEVICES = 100  # devices named for one unknown executable (all are counted)
 
 
 def provenance(db: Sql, shas: set[str]) -> dict[str, list[dict[str, str]]]:
@@ -107,24 +109,38 @@ class RuntimeQueries:
         )
         return [{"seq": seq, "time": iso(time), **json.loads(body)} for seq, time, body in rows]
 
-    async def unknown(self, group: str | None) -> list[dict[str, Any]]:
-        return await self._database.read(self._unknown, group)
+    async def unknown(self, group: str | None, after: str, limit: int) -> list[dict[str, Any]]:
+        """A page of unknown executables in sha256 order (after ``after``), each with how many
+        processes and devices run it and the first ``MAX_NAMED_DEVICES`` of those devices by name."""
+        return await self._database.read(self._unknown, group, after, limit)
 
-    def _unknown(self, group: str | None) -> list[dict[str, Any]]:
-        rows = self._database.db.execute(
-            "SELECT p.ident, p.exe, p.script, d.name FROM fleet_runtime_processes p"
-            " JOIN fleet_devices d ON d.id = p.device_id WHERE p.ident IS NOT NULL"
-            f"{_group_clause(group)} AND NOT EXISTS (SELECT 1 FROM bundle_artifacts a WHERE a.sha256 = p.ident)"
-            " ORDER BY p.ident, d.name",
-            {"group": group},
-        )
-        out: dict[str, dict[str, Any]] = {}
-        for ident, exe, script, device in rows:
-            entry = out.setdefault(ident, {"sha256": ident, "path": script or exe, "devices": [], "processes": 0})
-            entry["processes"] += 1
-            if device not in entry["devices"]:
-                entry["devices"].append(device)
-        return list(out.values())
+    def _unknown(self, group: str | None, after: str, limit: int) -> list[dict[str, Any]]:
+        db, params = self._database.db, {"group": group, "after": after, "limit": limit}
+        found = db.execute(
+            "SELECT p.ident, MIN(COALESCE(p.script, p.exe)), COUNT(*), COUNT(DISTINCT p.device_id)"
+            " FROM fleet_runtime_processes p JOIN fleet_devices d ON d.id = p.device_id"
+            f" WHERE p.ident > :after{_group_clause(group)}"
+            " AND NOT EXISTS (SELECT 1 FROM bundle_artifacts a WHERE a.sha256 = p.ident)"
+            " GROUP BY p.ident ORDER BY p.ident LIMIT :limit",
+            params,
+        ).fetchall()
+        out = []
+        for ident, path, processes, devices in found:
+            names = db.execute(
+                "SELECT DISTINCT d.name FROM fleet_runtime_processes p JOIN fleet_devices d ON d.id = p.device_id"
+                f" WHERE p.ident = :ident{_group_clause(group)} ORDER BY d.name LIMIT :named",
+                {"ident": ident, "group": group, "named": MAX_NAMED_DEVICES},
+            )
+            out.append(
+                {
+                    "sha256": ident,
+                    "path": path,
+                    "processes": processes,
+                    "device_count": devices,
+                    "devices": [r[0] for r in names],
+                }
+            )
+        return out
 
     async def drift(self, group: str | None) -> list[dict[str, Any]]:
         return await self._database.read(lambda: self._drift(self._database.db, "1 = 1", {"group": group}, group))

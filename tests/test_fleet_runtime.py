@@ -26,7 +26,9 @@ async def test_a_process_of_a_bundle_file_is_found_where_that_version_runs_and_o
     assert by_pid[10]["provenance"] == [{"bundle": "app", "version": "2.3.0", "path": f"{REPO}/app/2.3.0/till.bin"}]
     assert by_pid[10]["unknown"] is False and by_pid[20]["unknown"] is True
     unknown = await get(plane, "/unknown")
-    assert unknown == [{"sha256": ROGUE, "path": "/tmp/sleep", "devices": ["till-1"], "processes": 1}]
+    assert unknown == [
+        {"sha256": ROGUE, "path": "/tmp/sleep", "devices": ["till-1"], "device_count": 1, "processes": 1}
+    ]
     assert await get(plane, "/unknown", group="lab") == []
 
 
@@ -176,3 +178,19 @@ async def test_only_an_admin_sets_a_groups_runtime_settings_and_bad_ones_are_400
 async def test_the_event_list_takes_a_limit_from_1_to_1000(plane: Any, limit: str, status: int) -> None:
     resp = await plane.get(f"{BASE}/events", params={"limit": limit}, headers=admin())
     assert resp.status == status, await resp.text()
+
+
+async def test_unknown_executables_come_in_pages_in_sha256_order_with_their_devices_counted(plane: Any) -> None:
+    shas = sorted(hashlib.sha256(str(n).encode()).hexdigest() for n in range(3))
+    processes = tuple(Process(n, 1, f"/bin/x{n}", sha) for n, sha in enumerate(shas))
+    await send(plane, "till-1", RuntimeReport("till-1", 1, 0, 5, processes))
+    await send(plane, "till-2", RuntimeReport("till-2", 1, 0, 5, processes[:1]))
+    first = await get(plane, "/unknown", limit="2")
+    assert [(u["sha256"], u["device_count"], u["devices"]) for u in first] == [
+        (shas[0], 2, ["till-1", "till-2"]),
+        (shas[1], 1, ["till-1"]),
+    ]
+    assert [u["sha256"] for u in await get(plane, "/unknown", limit="2", after=shas[1])] == [shas[2]]
+    assert [u["device_count"] for u in await get(plane, "/unknown", group="lab")] == [1]
+    resp = await plane.get(f"{BASE}/unknown", params={"after": "zz"}, headers=admin())
+    assert (await refusal(resp))[0] == 400

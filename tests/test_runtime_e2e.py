@@ -138,7 +138,9 @@ def test_what_runs_is_traced_to_its_bundle_version_and_what_no_bundle_shipped_is
             lambda: [u for u in site.cli("runtime", "unknown", "--group", "pos") if u["sha256"] == rogue_sha],
             what="the modified binary to be unknown",
         )
-        assert unknown == [{"sha256": rogue_sha, "path": str(rogue), "devices": ["till-1"], "processes": 1}]
+        assert unknown == [
+            {"sha256": rogue_sha, "path": str(rogue), "devices": ["till-1"], "device_count": 1, "processes": 1}
+        ]
         device = site.cli("runtime", "device", "till-1")
         by_path = {p["script"] or p["exe"]: p for p in device["processes"]}
         assert by_path["app.py"]["provenance"] == [
