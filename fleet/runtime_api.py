@@ -62,11 +62,11 @@ async def unknown(request: web.Request) -> web.Response:
     require_role(request, *READERS)
     query = request.query
     group = _group(request, {"after", "limit"})
-    after = query.get("after", "")
-    if after and not SHA256_RE.fullmatch(after):
+    after = query.get("after")
+    if after is not None and not SHA256_RE.fullmatch(after):
         raise BadRequest("Invalid after: a sha256, 64 lower-case hex digits")
     limit = _number(query, "limit", 100, 1, MAX_UNKNOWN)
-    return json_response(await request.app[runtime_queries_key].unknown(group, after, limit))
+    return json_response(await request.app[runtime_queries_key].unknown(group, after or "", limit))
 
 
 async def drift(request: web.Request) -> web.Response:
