@@ -45,6 +45,7 @@ class Sensor:
         self.config: RuntimeSettings | None = None
         self.acked: dict[tuple[int, int], Process] = {}
         self.acked_drift: tuple[AppDrift, ...] | None = None
+        self.drift_found: tuple[AppDrift, ...] | None = None  # the last check's, sent until acknowledged
         self.seq = 0
         self.need_full = True
         self.next_drift = 0.0
@@ -55,15 +56,7 @@ class Sensor:
         old, self.config = self.config, runtime
         if runtime == old:
             return
-        if (
-            old is not None
-            and runtime is not None
-            and (old.exclude, old.drop_cmdline)
-            != (
-                runtime.exclude,
-                runtime.drop_cmdline,
-            )
-        ):
+        if old is not None and runtime is not None and _reported(old) != _reported(runtime):
             self.need_full = True
         self._wake.set()
 
@@ -86,9 +79,8 @@ class Sensor:
     def report_once(self, config: RuntimeSettings) -> RuntimeReport | None:
         """Scan, send what changed; answers the report sent (None: nothing had changed)."""
         current, truncated = self.scanner.scan(self.table(), config)
-        drift = self._drift_due()
-        if drift is not None and drift == self.acked_drift and not self.need_full:
-            drift = None
+        if self._drift_due():
+            self.drift_found = self.drift.check()
         now = int(time.time() * 1000)
         if self.need_full:
             report = RuntimeReport(
@@ -98,9 +90,10 @@ class Sensor:
                 now,
                 tuple(current.values()),
                 truncated=truncated,
-                drift=drift if drift is not None else self.acked_drift,
+                drift=self.drift_found,
             )
         else:
+            drift = self.drift_found if self.drift_found != self.acked_drift else None  # not yet acknowledged
             started = tuple(p for k, p in current.items() if self.acked.get(k) != p)
             stopped = tuple(k for k in self.acked if k not in current)
             if not started and not stopped and drift is None:
@@ -110,11 +103,11 @@ class Sensor:
         self._send(report, data)
         return report
 
-    def _drift_due(self) -> tuple[AppDrift, ...] | None:
+    def _drift_due(self) -> bool:
         if time.monotonic() < self.next_drift:
-            return None
+            return False
         self.next_drift = time.monotonic() + self.drift_interval
-        return self.drift.check()
+        return True
 
     def _send(self, report: RuntimeReport, data: bytes) -> None:
         headers = {**self.identity.headers, "Content-Type": "application/json", "Accept": "application/json"}
@@ -133,3 +126,8 @@ class Sensor:
         if report.drift is not None:
             self.acked_drift = report.drift
         self.seq, self.need_full = answer.seq, False
+
+
+def _reported(settings: RuntimeSettings) -> tuple[tuple[str, ...], bool]:
+    """What of a process a report holds under these settings."""
+    return settings.exclude, settings.drop_cmdline

@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent.http import Http
+from agent.http import Http, ServerUnavailable
 from agent.identity import Identity
 from agent.runtime import ProcInfo
 from agent.sensor_loop import Sensor
 from agent.settings import AgentSettings
+from tests.agent_plane import free_port
 from tests.fleet_rows import add_device, credential_of
 from tests.runtime_plane import get, plane_fixture  # noqa: F401
-from wire.runtime import RuntimeSettings
+from wire.runtime import AppDrift, RuntimeSettings
 
 
 class Table:
@@ -97,3 +99,34 @@ async def test_a_change_of_what_is_reported_sends_everything_again(plane: Any, s
     full = await report(agent, dropped)
     assert full.full and [(p.pid, p.cmdline) for p in full.started] == [(2, None)]
     assert await pids(plane) == [2]
+
+
+class Findings:
+    """Stands in for the drift checker (``agent/drift.py`` is tested on real files on its own)."""
+
+    def __init__(self) -> None:
+        self.found: tuple[AppDrift, ...] = ()
+
+    def check(self) -> tuple[AppDrift, ...]:
+        return self.found
+
+
+async def test_drift_found_while_the_control_plane_is_down_is_sent_when_it_is_back(
+    plane: Any, sensor: tuple[Sensor, Table]
+) -> None:
+    agent, table = sensor
+    table.start(1, "a")
+    findings = Findings()
+    agent.drift = findings  # type: ignore[assignment]
+    agent.drift_interval = 0
+    await report(agent)
+    findings.found = (AppDrift("till", "1.0", modified=("app.py",)),)
+    server = agent.identity
+    agent.identity = replace(server, server=f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    with pytest.raises(ServerUnavailable):
+        await report(agent)
+    agent.identity, agent.next_drift = server, float("inf")  # back, and no new check due
+    sent = await report(agent)
+    assert sent.drift == findings.found
+    assert [(d["path"], d["kind"]) for d in (await get(plane, "/devices/till-3"))["drift"]] == [("app.py", "modified")]
+    assert await report(agent) is None  # acknowledged: not sent again
