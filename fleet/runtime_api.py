@@ -21,7 +21,7 @@ from .devices import require_device
 from .keys import device_lookup_key
 from .runtime_ingest import EVENT_KINDS
 from .runtime_keys import runtime_ingest_key, runtime_policy_key, runtime_queries_key
-from .runtime_queries import MAX_EVENTS, MAX_UNKNOWN
+from .runtime_queries import MAX_EVENTS, MAX_UNKNOWN, MAX_WHERE_DEVICES
 
 
 async def report(request: web.Request) -> web.Response:
@@ -42,9 +42,18 @@ def _group(request: web.Request, others: set[str] | None = None) -> str | None:
 
 
 async def where(request: web.Request) -> web.Response:
+    """``after`` (the last device of the page before) and ``limit`` (devices) page through them."""
     require_role(request, *READERS)
-    info = request.match_info
-    return json_response(await request.app[runtime_queries_key].where(info["name"], info["version"]))
+    info, query = request.match_info, request.query
+    if unknown_keys := sorted(set(query) - {"after", "limit"}):
+        raise BadRequest(f"Unknown parameter {unknown_keys[0]!r}")
+    after = query.get("after")
+    limit = _number(query, "limit", MAX_WHERE_DEVICES, 1, MAX_WHERE_DEVICES)
+    queries = request.app[runtime_queries_key]
+    found = await queries.where(
+        info["name"], info["version"], "" if after is None else check_name(after, "after"), limit
+    )
+    return json_response(found)
 
 
 async def device(request: web.Request) -> web.Response:

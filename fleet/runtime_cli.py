@@ -49,9 +49,12 @@ def runtime() -> None:
 @as_json
 @click.argument("bundle")
 @click.argument("version")
-def where(url: str, token: str | None, as_json: bool, bundle: str, version: str) -> None:
+@click.option("--after", callback=_checked_name, help="Only devices whose name sorts after this one (the next page).")
+@click.option("--limit", type=click.IntRange(1, 1000), default=1000, show_default=True, help="Devices in the page.")
+def where(url: str, token: str | None, as_json: bool, bundle: str, version: str, after: str | None, limit: int) -> None:
     """Devices where a process of BUNDLE VERSION runs now."""
-    found = call(url, token, "GET", f"{BASE}/where/{quote(bundle, safe='')}/{quote(version, safe='')}")
+    path = f"{BASE}/where/{quote(bundle, safe='')}/{quote(version, safe='')}"
+    found = call(url, token, "GET", path, **_params(after=after, limit=limit))
     emit(found, as_json, lambda rows: "\n".join(map(_where_line, rows)) or f"{bundle} {version} runs nowhere")
 
 

@@ -15,6 +15,7 @@ from .runtime_ingest import LOOKUP_CHUNK
 
 MAX_EVENTS = 1000  # events in one answer
 MAX_UNKNOWN = 1000  # unknown executables in one answer
+MAX_WHERE_DEVICES = 1000  # devices in one answer of where a bundle version runs
 MAX_NAMED_DEVICES = 100  # devices named for one unknown executable (all are counted)
 
 
@@ -41,18 +42,23 @@ class RuntimeQueries:
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    async def where(self, bundle: str, version: str) -> list[dict[str, Any]]:
-        return await self._database.read(self._where, bundle, version)
+    async def where(self, bundle: str, version: str, after: str, limit: int) -> list[dict[str, Any]]:
+        """The processes of a bundle version's files, for a page of ``limit`` devices by name
+        (after ``after``): a device's processes never straddle two pages."""
+        return await self._database.read(self._where, bundle, version, after, limit)
 
-    def _where(self, bundle: str, version: str) -> list[dict[str, Any]]:
-        db, key = self._database.db, {"name": bundle, "version": version}
+    def _where(self, bundle: str, version: str, after: str, limit: int) -> list[dict[str, Any]]:
+        db, key = self._database.db, {"name": bundle, "version": version, "after": after, "limit": limit}
         if db.execute("SELECT 1 FROM bundles WHERE name = :name AND version = :version", key).fetchone() is None:
             raise NotFound(f"No release bundle {bundle} {version}")
         rows = db.execute(
-            "SELECT d.name, d.grp, p.pid, p.started, p.exe, p.script, a.target, p.username, p.container"
-            " FROM bundle_artifacts a JOIN fleet_runtime_processes p ON p.ident = a.sha256"
-            " JOIN fleet_devices d ON d.id = p.device_id"
-            " WHERE a.name = :name AND a.version = :version ORDER BY d.name, p.pid",
+            "WITH page AS (SELECT DISTINCT d.id, d.name, d.grp FROM bundle_artifacts a"
+            " JOIN fleet_runtime_processes p ON p.ident = a.sha256 JOIN fleet_devices d ON d.id = p.device_id"
+            " WHERE a.name = :name AND a.version = :version AND d.name > :after ORDER BY d.name LIMIT :limit)"
+            " SELECT page.name, page.grp, p.pid, p.started, p.exe, p.script, a.target, p.username, p.container"
+            " FROM page JOIN fleet_runtime_processes p ON p.device_id = page.id"
+            " JOIN bundle_artifacts a ON a.sha256 = p.ident AND a.name = :name AND a.version = :version"
+            " ORDER BY page.name, p.pid, a.target",
             key,
         )
         names = ("device", "group", "pid", "started", "exe", "script", "path", "user", "container")

@@ -195,3 +195,16 @@ async def test_unknown_executables_come_in_pages_in_sha256_order_with_their_devi
     for after in ("zz", ""):
         resp = await plane.get(f"{BASE}/unknown", params={"after": after}, headers=admin())
         assert (await refusal(resp))[0] == 400
+
+
+async def test_where_a_version_runs_comes_a_page_of_devices_at_a_time_never_splitting_one(plane: Any) -> None:
+    await send(plane, "till-1", RuntimeReport("till-1", 1, 0, 5, (till(10), till(11))))
+    await send(plane, "till-2", RuntimeReport("till-2", 1, 0, 5, (till(12),)))
+    first = await get(plane, "/where/app/2.3.0", limit="1")
+    assert [(w["device"], w["pid"]) for w in first] == [("till-1", 10), ("till-1", 11)]
+    assert [(w["device"], w["pid"]) for w in await get(plane, "/where/app/2.3.0", limit="1", after="till-1")] == [
+        ("till-2", 12)
+    ]
+    for params in ({"limit": "0"}, {"after": "../x"}, {"surprise": "1"}):
+        resp = await plane.get(f"{BASE}/where/app/2.3.0", params=params, headers=admin())
+        assert (await refusal(resp))[0] == 400
