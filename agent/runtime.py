@@ -11,7 +11,6 @@ changed.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import re
 from collections import OrderedDict
@@ -24,11 +23,9 @@ import psutil
 
 from wire.runtime import MAX_PATH, MAX_PROCESSES, Process, RuntimeSettings, cut_cmdline
 
-log = logging.getLogger(__name__)
-
 HASH_CHUNK = 1 << 20
 CONTAINER_RE = re.compile(r"([0-9a-f]{64})")
-# interpreter name -> options that take a value (skipped with it before the script)
+# interpreters by name, with the options that take a value (skipped with it before the script)
 _PYTHON = re.compile(r"python[0-9.]*")
 _SHELLS = {"sh", "bash", "dash", "zsh", "ksh", "ash"}
 _OTHERS = {"node": {"-r", "--require"}, "nodejs": {"-r", "--require"}, "perl": {"-I", "-M"}, "ruby": {"-I", "-r"}}
@@ -37,15 +34,16 @@ _PYTHON_VALUE_OPTIONS = {"-W", "-X", "-Q"}
 
 @dataclass(frozen=True)
 class ProcInfo:
-    """What the process table says of one process, before hashing. ``root`` is where its
-    files are opened from (``/proc/PID/root`` for the live table; ``""`` in a synthetic one)."""
+    """What the process table says of one process, before hashing. ``exe_open`` is what is read
+    for the executable's bytes (``/proc/PID/exe`` in the live table: what runs, even deleted);
+    ``cwd`` is where a relative script is found (``/proc/PID/cwd``; ``""`` in a synthetic one)."""
 
     pid: int
     started: int  # ms
     exe: str
     cmdline: tuple[str, ...]
     user: str
-    exe_open: str  # what to stat and read for the executable's bytes
+    exe_open: str
     cwd: str = ""
 
 
@@ -84,7 +82,7 @@ def script_of(exe: str, cmdline: tuple[str, ...]) -> str | None:
     ``java -jar x.jar``; None for anything else (``python -m mod``, ``sh -c '...'``)."""
     name = os.path.basename(exe)
     args = list(cmdline[1:])
-    if name in ("java",):
+    if name == "java":
         return args[args.index("-jar") + 1] if "-jar" in args[:-1] else None
     if _PYTHON.fullmatch(name):
         value_options, stop = _PYTHON_VALUE_OPTIONS, {"-m", "-c", "-"}

@@ -71,9 +71,9 @@ def table(n: int, exes: list[str]) -> list[ProcInfo]:
     return rows
 
 
-def cpu(fn: object) -> float:
+def cpu(fn: Callable[[], object]) -> float:
     start = time.process_time()
-    fn()  # type: ignore[operator]
+    fn()
     return time.process_time() - start
 
 
