@@ -1,14 +1,18 @@
 """The runtime inventory end to end: a real ``node-agent run`` reporting to a real ``distribution
-serve``. The app is installed on the device by the agent's own installer (versions/, ``current``,
-the verified file list kept), its script runs, and the service traces it to the signed bundle
-version that shipped those bytes; what no bundle shipped is unknown, and edits show as drift."""
+serve``. Once the whole way (released, distributed to a real edge, deployed; the agent downloads,
+verifies, installs and restarts it); elsewhere the app is installed by the agent's own installer
+(versions/, ``current``, the verified file list kept) to keep each test short. Its script runs, and
+the service traces it to the signed bundle version that shipped those bytes; what no bundle
+shipped is unknown, and edits show as drift."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,10 +25,10 @@ from agent.apps import AppRegistry
 from agent.drift import keep_manifest
 from agent.installer import Installer
 from devstack import rest
-from devstack.services import SOURCE_REPO, DistributionProcess
+from devstack.services import SOURCE_REPO, DistributionProcess, EdgeProcess
 from tests.agent_plane import exit_of, make_bundle, start_agent, stop_agent, wait_for
 from tests.distribution_process import distribution_server_fixture  # noqa: F401
-from tests.edge_setup import http
+from tests.edge_setup import http, trust
 from tests.gpg_keys import KeyFactory, KeySet
 from wire.fleet import AppSpec
 
@@ -36,6 +40,13 @@ RUNTIME = "/fleet/api/v1/runtime"
 def app_files(version: str) -> dict[str, bytes]:
     script = f"# till {version}\nimport time\nwhile True:\n    time.sleep(1)\n"
     return {"app.py": script.encode(), "till.conf": f"version={version}\n".encode()}
+
+
+RESTART = """\
+if [ -f "$RUN/app.pid" ]; then kill "$(cat "$RUN/app.pid")" 2>/dev/null || true; fi
+nohup {python} app.py > /dev/null 2>&1 &
+echo $! > "$RUN/app.pid"
+"""
 
 
 class Site:
@@ -59,9 +70,9 @@ class Site:
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
-    def release(self, version: str) -> None:
+    def release(self, version: str, extra: dict[str, bytes] | None = None) -> None:
         """A signed bundle version ``till-app`` on the service, holding the app's files."""
-        for path, data in app_files(version).items():
+        for path, data in (app_files(version) | (extra or {})).items():
             url = f"{self.service.url}/artifactory/{SOURCE_REPO}/till-app/{version}/{path}"
             status, answer = rest.request("PUT", url, self.service.admin_token, data=data)
             assert status == 201, answer
@@ -160,6 +171,57 @@ def test_what_runs_is_traced_to_its_bundle_version_and_what_no_bundle_shipped_is
         assert [e["path"] for e in site.cli("runtime", "events", "--kind", "drift")] == ["till.conf"]
     finally:
         code, out = stop_agent(agent)
+    assert code == 0, out
+
+
+def test_a_version_deployed_through_an_edge_is_found_where_its_script_runs(
+    site: Site, edge_server: EdgeProcess
+) -> None:
+    """The whole way: released, distributed to an edge, deployed to the group; the agent downloads
+    it from the edge, verifies and installs it, its restart command starts the script."""
+    run = site.tmp / "run"
+    run.mkdir()
+    site.release("1.0.0", {"restart.sh": RESTART.format(python=sys.executable).replace("$RUN", str(run)).encode()})
+    status, public = http("GET", f"{site.service.url}/distribution/api/v1/keys/gpg/public")
+    assert status == 200
+    trust(edge_server, public)
+    edge = {"name": "edge-1", "url": edge_server.url, "site_name": "lisbon", "city_name": "Lisbon"}
+    site.call(
+        "POST", "/distribution/api/v1/edges", edge | {"country_code": "PT", "token": edge_server.admin_token}, 201
+    )
+    rules = [{"site_name": "*", "city_name": "*", "country_codes": ["*"]}]
+    job = site.call("POST", "/distribution/api/v1/distribution/till-app/1.0.0", {"distribution_rules": rules}, 202)
+    progress = f"/distribution/api/v1/release_bundle/till-app/1.0.0/distribution/{job['id']}"
+    done = wait_for(
+        lambda: site.call("GET", progress)["status"] in ("Completed", "Failed") and site.call("GET", progress)
+    )
+    assert done["status"] == "Completed", done
+    app = {"name": "till", "bundle": "till-app", "install_dir": str(site.install_dir), "restart": "sh restart.sh"}
+    site.call("POST", "/fleet/api/v1/apps", app, 201)
+    site.enroll()
+    agent = start_agent("run", "--data-dir", str(site.data_dir))
+    try:
+        site.call(
+            "POST",
+            "/fleet/api/v1/deployments",
+            {"app": "till", "version": "1.0.0", "targets": {"groups": ["pos"]}},
+            201,
+        )
+        found = wait_for(lambda: site.where("1.0.0"), what="the deployed version to run")
+        assert [(w["device"], w["script"], w["path"]) for w in found] == [
+            ("till-1", "app.py", f"{SOURCE_REPO}/till-app/1.0.0/app.py")
+        ]
+        (site.install_dir / "versions" / "1.0.0" / "till.conf").write_bytes(b"edited\n")
+        drift = wait_for(lambda: site.cli("runtime", "drift"), what="the edited file to show as drift")
+        assert [(d["app"], d["version"], d["kind"], d["path"]) for d in drift] == [
+            ("till", "1.0.0", "modified", "till.conf")
+        ]
+    finally:
+        code, out = stop_agent(agent)
+        pid_file = run / "app.pid"
+        if pid_file.is_file():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
     assert code == 0, out
 
 
