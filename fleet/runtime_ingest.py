@@ -34,7 +34,7 @@ _INSERT_EVENT = (
 
 def bundled(db: Sql, shas: Iterable[str]) -> set[str]:
     """Which of ``shas`` a stored bundle version lists (the sha256 index of ``bundle_artifacts``)."""
-    wanted, found = sorted(set(shas)), set()
+    wanted, found = sorted(set(shas)), set[str]()
     for i in range(0, len(wanted), LOOKUP_CHUNK):
         rows = db.execute(
             "SELECT DISTINCT sha256 FROM bundle_artifacts WHERE sha256 IN :shas",
