@@ -41,6 +41,7 @@ from .bandwidth import TokenBucket
 from .bundle import BundleRefused, in_window, install_paths, verified_manifest
 from .commands import Outcome, health_check, run_command
 from .download import Canceled, DiskFull, Downloader, DownloadFailed
+from .drift import forget_manifest, keep_manifest
 from .http import Http, Refused, ServerUnavailable
 from .identity import Identity
 from .installer import Installer
@@ -227,6 +228,8 @@ class Flow:
         self._check_health(action, installer, version)
         self.ctx.apps.record(action.app.name, action.app.install_dir, entry.previous)
         removed = installer.prune(action.app.keep, entry.previous)
+        for gone in removed:
+            forget_manifest(self.ctx.settings.data_dir, action.app.name, gone)
         if removed:
             log.info("%s: removed old versions %s", action.app.name, ", ".join(removed))
         self._finish(entry, FeedbackState.SUCCEEDED, version=version)
@@ -329,6 +332,9 @@ class Flow:
         except OSError as exc:
             installer.discard(version)
             raise Failure(FlowStep.INSTALL, f"could not build {installer.version_dir(version)}: {exc}") from None
+        kept = self.staging(entry.action) / "manifest.json"
+        if kept.is_file():  # verified before it was staged; drift checks compare against it
+            keep_manifest(self.ctx.settings.data_dir, entry.action.app.name, version, kept.read_text("utf-8"))
         self.ctx.journal.checkpoint("built")
         try:
             self._run_hook(entry.action.app.pre_install, directory, FlowStep.PRE_INSTALL, version)
@@ -373,6 +379,7 @@ class Flow:
                 )
         if action.version not in (None, entry.previous):
             installer.discard(str(action.version))
+            forget_manifest(self.ctx.settings.data_dir, action.app.name, str(action.version))
         self.ctx.apps.record(action.app.name, action.app.install_dir, None)
         self._finish(
             entry,

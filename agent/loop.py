@@ -36,6 +36,7 @@ from .identity import load_identity
 from .installer import placed
 from .journal import Journal, Step
 from .outbox import Outbox
+from .sensor_loop import Sensor
 from .sensors import heartbeat
 from .settings import AgentSettings
 from .trust import DeviceTrust, KeysRefused
@@ -92,6 +93,7 @@ class Agent:
         self.apps = AppRegistry(settings.data_dir)
         ctx = Context(settings, self.identity, self.http, self.trust, self.outbox, self.journal, self.apps)
         self.flow = Flow(ctx)
+        self.sensor = Sensor(settings, self.identity, self.http, self.stop)
         self.poll_interval = float(self.identity.poll_interval)
         self.refused_digest = ""
         self.rng = random.Random()
@@ -103,6 +105,7 @@ class Agent:
             self._start_worker(self.flow.resume, entry, after_crash=True)
         elif entry is not None:
             self.flow.report_outcome(entry)
+        threading.Thread(target=self.sensor.run, name="runtime", daemon=True).start()
         backoff = Backoff(self.settings.max_backoff, self.rng)
         while not self.stop.is_set():
             try:
@@ -135,6 +138,7 @@ class Agent:
             raise ServerUnavailable(f"the check-in answer does not follow the protocol: {exc}") from None
         self.poll_interval = answer.poll_interval
         record_check_in(self.settings.data_dir)
+        self.sensor.configure(answer.runtime)
         self._rotate_keys(answer.keys_digest)
         self._act([placed(action, self.settings.install_root) for action in answer.actions])
         self.outbox.flush(self.http, self.identity)  # what the answer decided at once (CANCELED) goes now

@@ -39,6 +39,9 @@ class AgentSettings:
     # every app's install_dir is placed under this directory: several agents on one host (a
     # test bench, a staging box) each install into their own tree; unset: install_dir as given
     install_root: Path | None = None
+    runtime_hash_cache: int = 4096  # executables whose sha256 the runtime sensor remembers
+    drift_rate: int = 4 << 20  # bytes per second read when installed files are checked; 0: no cap
+    drift_interval: int = 600  # seconds between checks of the installed files
     stop_at: str | None = None  # test hook: kill -9 the agent itself at this step
 
     def __post_init__(self) -> None:
@@ -49,6 +52,9 @@ class AgentSettings:
         _check_range("probe_timeout", self.probe_timeout, 0.1, 600)
         _check_range("probe_workers", self.probe_workers, 1, 64)
         _check_range("hook_timeout", self.hook_timeout, 1, 24 * 3600)
+        _check_range("runtime_hash_cache", self.runtime_hash_cache, 16, 1 << 20)
+        _check_range("drift_rate", self.drift_rate, 0, 1 << 40)
+        _check_range("drift_interval", self.drift_interval, 1, 7 * 24 * 3600)
         if self.ca_file is not None and not self.ca_file.is_file():
             raise SettingError("ca_file", f"{self.ca_file} is not a readable file")
 
@@ -72,6 +78,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "probe_workers": (int,),
     "hook_timeout": (int,),
     "install_root": (str,),
+    "runtime_hash_cache": (int,),
+    "drift_rate": (int,),
+    "drift_interval": (int,),
 }
 
 

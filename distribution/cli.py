@@ -291,7 +291,8 @@ for command in (
 keys.add_command(edges_cli.keys_propagate)
 main.add_command(scrub_group(remote))
 for plugin in plugins():
-    main.add_command(plugin.cli)
+    for _command in (plugin.cli, *getattr(plugin, "commands", ())):
+        main.add_command(_command)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,6 +17,7 @@ from wire.errors import InvalidPath
 from wire.fleet import MAX_POLL_SECONDS, MIN_POLL_SECONDS
 from wire.manifest import MAX_ARTIFACTS
 from wire.paths import check_repo_key
+from wire.runtime import MAX_INTERVAL, MIN_INTERVAL
 
 # heartbeats kept per device at most: the history of 50,000 devices stays a bounded table
 MAX_HEARTBEAT_HISTORY = 10_000
@@ -57,6 +58,12 @@ class DistributionSettings(ServiceSettings):
     fleet_poll_interval: int = 30
     fleet_offline_after_polls: int = 3
     fleet_heartbeat_history: int = 100
+    # runtime inventory: whether a group's devices report what they run unless set for the group,
+    # and every how many seconds; reports kept per device; events kept in all
+    fleet_runtime_enabled: bool = True
+    fleet_runtime_interval: int = 60
+    fleet_runtime_history: int = 100
+    fleet_runtime_events: int = 10_000
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -88,6 +95,12 @@ class DistributionSettings(ServiceSettings):
             raise ValueError("setting 'fleet_offline_after_polls' must be 1 to 100")
         if not 0 <= self.fleet_heartbeat_history <= MAX_HEARTBEAT_HISTORY:
             raise ValueError(f"setting 'fleet_heartbeat_history' must be 0 to {MAX_HEARTBEAT_HISTORY}")
+        if not MIN_INTERVAL <= self.fleet_runtime_interval <= MAX_INTERVAL:
+            raise ValueError(f"setting 'fleet_runtime_interval' must be {MIN_INTERVAL} to {MAX_INTERVAL} seconds")
+        if not 0 <= self.fleet_runtime_history <= MAX_HEARTBEAT_HISTORY:
+            raise ValueError(f"setting 'fleet_runtime_history' must be 0 to {MAX_HEARTBEAT_HISTORY}")
+        if not 1 <= self.fleet_runtime_events <= 1_000_000:
+            raise ValueError("setting 'fleet_runtime_events' must be 1 to 1000000")
 
     @property
     def gnupg_dir(self) -> Path:

@@ -23,6 +23,7 @@ from .keys import (
     heartbeat_writer_key,
     keys_document_key,
 )
+from .runtime_keys import runtime_policy_key
 
 # A heartbeat of 256 apps with long versions stays well under this.
 MAX_DEVICE_BODY = 256 * 1024
@@ -44,7 +45,8 @@ async def check_in(request: web.Request) -> web.Response:
     await request.app[heartbeat_writer_key].write(Beat(device.id, heartbeat, now_ms()))
     actions = await request.app[action_source_key].actions_for(device, heartbeat)
     published = await request.app[keys_document_key].current()
-    return json_response(CheckIn(device.poll_interval, tuple(actions), published.digest).to_json())
+    runtime = await request.app[runtime_policy_key].get(device.group)
+    return json_response(CheckIn(device.poll_interval, tuple(actions), published.digest, runtime).to_json())
 
 
 async def signing_keys(request: web.Request) -> web.Response:

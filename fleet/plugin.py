@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from .app import setup_app
 from .cli import fleet as cli
+from .runtime_cli import runtime
 from .schema import migrations
 
-__all__ = ["cli", "migrations", "setup_app"]
+commands = (runtime,)
+
+__all__ = ["cli", "commands", "migrations", "setup_app"]

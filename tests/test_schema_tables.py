@@ -16,6 +16,8 @@ from edge.tables import edge_tables
 from fleet.device_schema import device_migrations
 from fleet.device_tables import device_tables
 from fleet.rollout_schema import rollout_migrations, rollout_tables
+from fleet.runtime_schema import runtime_migrations
+from fleet.runtime_tables import runtime_tables
 from repository.db import Database
 from repository.schema import catalog_migrations
 from repository.tables import catalog_tables
@@ -26,6 +28,7 @@ SCHEMAS = {
     "distribution": (distribution_migrations, distribution_tables),
     "fleet-devices": (device_migrations, device_tables),
     "fleet-rollouts": (rollout_migrations, rollout_tables),
+    "fleet-runtime": (runtime_migrations, runtime_tables),
 }
 BOOKKEEPING = {"_sqlite_migrations", "sqlite_sequence"}
 

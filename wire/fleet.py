@@ -31,11 +31,14 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote, urlencode
 
 from .errors import InvalidInput
 from .jsonstrict import loads
+
+if TYPE_CHECKING:
+    from .runtime import RuntimeSettings
 
 FLEET_API = "/fleet/api/v1"
 DEVICE_API = f"{FLEET_API}/device"
@@ -436,33 +439,43 @@ class Action:
 
 @dataclass(frozen=True)
 class CheckIn:
-    """The answer to a heartbeat: call again in ``poll_interval`` seconds (plus jitter)."""
+    """The answer to a heartbeat: call again in ``poll_interval`` seconds (plus jitter).
+    ``runtime``: what the device's runtime sensor does (``wire.runtime``); None from a server
+    without one, and the sensor stays off."""
 
     poll_interval: int
     actions: tuple[Action, ...] = ()
     keys_digest: str = ""  # sha256 of the signing keys document; a change means: GET KEYS
+    runtime: RuntimeSettings | None = None
 
     @classmethod
     def from_json(cls, obj: object) -> CheckIn:
+        from .runtime import RuntimeSettings  # wire.runtime builds on this module
+
         o = _object(
             obj,
             "check-in answer",
-            frozenset({"poll_interval", "actions", "keys_digest"}),
+            frozenset({"poll_interval", "actions", "keys_digest", "runtime"}),
             frozenset({"poll_interval"}),
             False,
         )
+        runtime = o.get("runtime")
         return cls(
             poll_interval=_int(o["poll_interval"], "poll_interval", MIN_POLL_SECONDS, MAX_POLL_SECONDS),
             actions=tuple(Action.from_json(a) for a in _list(o.get("actions", []), "actions", 64)),
             keys_digest=_text(o.get("keys_digest", ""), "keys_digest", 64, allow_empty=True),
+            runtime=None if runtime is None else RuntimeSettings.from_json(runtime),
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "poll_interval": self.poll_interval,
             "actions": [a.to_json() for a in self.actions],
             "keys_digest": self.keys_digest,
         }
+        if self.runtime is not None:
+            body["runtime"] = self.runtime.to_json()
+        return body
 
 
 @dataclass(frozen=True)
