@@ -59,6 +59,14 @@ def bodies(token: str, action_id: str) -> dict[tuple[str, str], tuple[str, dict[
         ),
         ("PUT", "/fleet/api/v1/devices/{name}"): (f"/fleet/api/v1/devices/{DEVICE}", {"poll_interval": 5}),
         ("PUT", "/fleet/api/v1/groups/{group}"): ("/fleet/api/v1/groups/pos-emea", {"poll_interval": 5}),
+        ("POST", "/fleet/api/v1/device/runtime"): (
+            "/fleet/api/v1/device/runtime",
+            {"device": DEVICE, "seq": 1, "base": 0, "time": 1, "started": [], "truncated": False},
+        ),
+        ("PUT", "/fleet/api/v1/runtime/groups/{group}"): (
+            "/fleet/api/v1/runtime/groups/pos-emea",
+            {"enabled": True, "interval": 60},
+        ),
     }
 
 
