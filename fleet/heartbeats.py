@@ -7,9 +7,9 @@ once (one flush for the batch). A check-in is answered only after the transactio
 holds its heartbeat committed, so what the device was told rests on what is stored.
 
 Each heartbeat updates its device's row (``last_seen``, the latest heartbeat), replaces
-what the device runs (``fleet_device_apps``) when that changed, and adds to its history, which is cut back
-to the newest ``history`` heartbeats in the same transaction: the table stays bounded
-however long the fleet runs.
+what the device runs (``fleet_device_apps``) when that changed, and adds to its history,
+which is cut back to the newest ``history`` heartbeats in the same transaction: the table
+stays bounded however long the fleet runs.
 """
 
 from __future__ import annotations
