@@ -5,7 +5,9 @@ heartbeat history, and the apps the fleet installs.
   (JSON object) are what a device enrolled with it gets; ``revoked`` is a time or NULL.
 - ``fleet_devices``: ``credential_sha256`` identifies a device's calls; ``revoked`` NULL
   means active; ``last_seen`` is the time of its last check-in (ms; NULL: never);
-  ``heartbeat`` is the latest heartbeat's JSON (``wire.fleet.Heartbeat``).
+  ``heartbeat`` is the latest heartbeat's JSON (``wire.fleet.Heartbeat``); ``apps`` is its
+  ``apps`` alone, as ``fleet_device_apps`` holds them (NULL: not written yet), so that a
+  heartbeat rewrites those rows only when they change.
 - ``fleet_device_tags`` and ``fleet_device_apps``: a device's tags and what it runs (from
   its own heartbeats), apart so that the fleet list filters by them through an index.
   The tags ``site``, ``city`` and ``country`` place a device for the nearest edge.
@@ -97,6 +99,11 @@ def m001_devices(db: Database) -> None:
 @device_migrations()
 def m002_group_poll_intervals(db: Database) -> None:
     db.execute("CREATE TABLE fleet_groups (grp TEXT PRIMARY KEY, poll_interval INTEGER NOT NULL)")
+
+
+@device_migrations()
+def m003_device_apps_json(db: Database) -> None:
+    db.execute("ALTER TABLE fleet_devices ADD COLUMN apps TEXT")
 
 
 tables_of(device_migrations, device_tables)

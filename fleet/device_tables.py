@@ -35,6 +35,7 @@ devices = Table(
     Column("last_seen", BigInteger),
     Column("agent_version", Text, nullable=False, server_default=""),
     Column("heartbeat", Text),
+    Column("apps", Text),
 )
 Index("fleet_devices_by_group", devices.c.grp, devices.c.name)
 Index("fleet_devices_by_last_seen", devices.c.last_seen)

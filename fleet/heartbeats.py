@@ -7,9 +7,9 @@ once (one flush for the batch). A check-in is answered only after the transactio
 holds its heartbeat committed, so what the device was told rests on what is stored.
 
 Each heartbeat updates its device's row (``last_seen``, the latest heartbeat), replaces
-what the device runs (``fleet_device_apps``), and adds to its history, which is cut back
-to the newest ``history`` heartbeats in the same transaction: the table stays bounded
-however long the fleet runs.
+what the device runs (``fleet_device_apps``) when that changed, and adds to its history,
+which is cut back to the newest ``history`` heartbeats in the same transaction: the table
+stays bounded however long the fleet runs.
 """
 
 from __future__ import annotations
@@ -43,8 +43,14 @@ class Beat:
     time: int  # ms, the service's clock
 
 
-def heartbeat_json(heartbeat: Heartbeat) -> str:
-    return json.dumps(heartbeat.to_json(), sort_keys=True, separators=(",", ":"))
+def heartbeat_json(heartbeat: Heartbeat) -> tuple[str, str]:
+    """The heartbeat's JSON and its ``apps`` alone, both canonical so that equal apps compare equal."""
+    body = heartbeat.to_json()
+    return _canonical(body), _canonical(body["apps"])
+
+
+def _canonical(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 class HeartbeatWriter(GroupCommit[Beat, None]):
@@ -66,20 +72,15 @@ class HeartbeatWriter(GroupCommit[Beat, None]):
 
     def _store(self, beats: list[Beat]) -> None:
         db = self._database.db
-        bodies = [heartbeat_json(beat.heartbeat) for beat in beats]  # encoded once: the costly part
-        latest = {beat.device_id: (beat, body) for beat, body in zip(beats, bodies, strict=True)}  # a device's last
+        encoded = [heartbeat_json(beat.heartbeat) for beat in beats]  # encoded once: the costly part
+        latest = {beat.device_id: (beat, *e) for beat, e in zip(beats, encoded, strict=True)}  # a device's last
         devices = [
             {"id": b.device_id, "now": b.time, "agent": b.heartbeat.agent_version, "body": body}
-            for b, body in latest.values()
-        ]
-        apps = [
-            {"id": b.device_id, "app": name, "version": app.version, "previous": app.previous}
-            for b, _ in latest.values()
-            for name, app in sorted(b.heartbeat.apps.items())
+            for b, body, _ in latest.values()
         ]
         history = [
             {"id": b.device_id, "now": b.time, "body": body, "keep": self._history}
-            for b, body in zip(beats, bodies, strict=True)
+            for b, (body, _) in zip(beats, encoded, strict=True)
         ]
         with db.atomic(serializable=False):
             # the device's row first: two replicas storing one device's heartbeats at once (a retry)
@@ -88,15 +89,34 @@ class HeartbeatWriter(GroupCommit[Beat, None]):
                 "UPDATE fleet_devices SET last_seen = :now, agent_version = :agent, heartbeat = :body WHERE id = :id",
                 devices,
             )
-            db.executemany("DELETE FROM fleet_device_apps WHERE device_id = :id", [{"id": i} for i in latest])
-            db.executemany(
-                "INSERT INTO fleet_device_apps (device_id, app, version, previous)"
-                " VALUES (:id, :app, :version, :previous)",
-                apps,
-            )
+            self._store_apps(list(latest.values()))
             if self._history:
                 db.executemany(_INSERT_HISTORY, history)
             db.executemany(_TRIM_HISTORY, history)
+
+    def _store_apps(self, latest: list[tuple[Beat, str, str]]) -> None:
+        """Rewrite what the batch's devices run only when one of them reports other apps than
+        stored: most heartbeats report what the one before did, and then this is one statement.
+        The device rows are locked by the update before, so a replica storing the same device
+        waits, and then compares with what this one stored."""
+        db = self._database.db
+        changed = db.executemany(
+            "UPDATE fleet_devices SET apps = :apps WHERE id = :id AND (apps IS NULL OR apps <> :apps)",
+            [{"id": b.device_id, "apps": apps} for b, _, apps in latest],
+        )
+        if not changed:
+            return
+        db.executemany(
+            "DELETE FROM fleet_device_apps WHERE device_id = :id", [{"id": b.device_id} for b, _, _ in latest]
+        )
+        db.executemany(
+            "INSERT INTO fleet_device_apps (device_id, app, version, previous) VALUES (:id, :app, :version, :previous)",
+            [
+                {"id": b.device_id, "app": name, "version": app.version, "previous": app.previous}
+                for b, _, _ in latest
+                for name, app in sorted(b.heartbeat.apps.items())
+            ],
+        )
 
 
 async def writer_ctx(writer: HeartbeatWriter) -> AsyncIterator[None]:

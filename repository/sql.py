@@ -137,20 +137,21 @@ class Sql:
             raise TypeError(f"positional parameters are sqlite's only; name them: {sql[:80]}")
         return self.connection.exec_driver_sql(sql, tuple(params))
 
-    def executemany(self, sql: str, rows: Sequence[Mapping[str, Any]] | Sequence[Sequence[Any]]) -> None:
-        """Run one statement for each of ``rows`` (mappings for ``:name``; sequences for sqlite's ``?``)."""
+    def executemany(self, sql: str, rows: Sequence[Mapping[str, Any]] | Sequence[Sequence[Any]]) -> int:
+        """Run one statement for each of ``rows`` (mappings for ``:name``; sequences for sqlite's ``?``);
+        the rows they changed, all told."""
         if not rows:
-            return
+            return 0
         if isinstance(rows[0], Mapping):
             # Straight to the driver's executemany: SQLAlchemy's own costs more per row than the
             # insert itself on sqlite, and a bulk page or an audit batch is thousands of rows.
             statement, to_params = _for_driver(sql, self.connection.dialect)
             named = cast(Sequence[Mapping[str, Any]], rows)
-            self.connection.exec_driver_sql(statement, [to_params(r) for r in named] if to_params else list(named))
-            return
+            params = [to_params(r) for r in named] if to_params else list(named)
+            return self.connection.exec_driver_sql(statement, params).rowcount
         if self.dialect != SQLITE:
             raise TypeError(f"positional parameters are sqlite's only; name them: {sql[:80]}")
-        self.connection.exec_driver_sql(sql, [tuple(r) for r in rows])
+        return self.connection.exec_driver_sql(sql, [tuple(r) for r in rows]).rowcount
 
     def insert_rows(self, table: str, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> None:
         """Append ``rows`` (values in the order of ``columns``) to ``table``, up to ``ROWS_PER_INSERT``

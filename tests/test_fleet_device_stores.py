@@ -57,6 +57,49 @@ async def test_heartbeats_keep_a_bounded_history_on_both_engines(database: Datab
     assert device["apps"] == {"till": {"version": "2.0", "previous": None}} and device["online"] is True
 
 
+async def test_what_a_device_runs_follows_its_heartbeats_through_either_replica(
+    database: Database, db_target: str, tmp_path: Path
+) -> None:
+    """Apps rows are rewritten only when a heartbeat's apps differ from the stored ones; a
+    second process on the same database sees what the first stored, so nothing goes stale."""
+    (device_id,) = await enroll(database, "till-1")
+    other = Database(db_target, local_dir=tmp_path / "other")
+    await other.open(device_migrations)
+    store = DeviceStore(database, DeviceLookup(database), 3)
+    reports = [
+        (database, {"till": "1.0"}),
+        (other, {"till": "1.0"}),
+        (other, {"till": "2.0", "printer": "1.0"}),
+        (database, {"till": "2.0", "printer": "1.0"}),
+        (database, {"till": "1.0"}),
+        (other, {}),
+        (database, {"till": "3.0"}),
+    ]
+    try:
+        for db, apps in reports:
+            writer = HeartbeatWriter(db, HISTORY)
+            async for _ in writer_ctx(writer):
+                await writer.write(Beat(device_id, heartbeat(apps=apps), now_ms()))
+                break
+            device = await store.get("till-1")
+            assert {app: v["version"] for app, v in device["apps"].items()} == apps
+            for app, version in apps.items():
+                found, _ = await store.page(FleetFilter(app=app, version=version))
+                assert [d["name"] for d in found] == ["till-1"]
+    finally:
+        await other.close()
+
+
+async def test_only_the_last_of_a_devices_heartbeats_in_one_batch_says_what_it_runs(database: Database) -> None:
+    (device_id,) = await enroll(database, "till-1")
+    writer = HeartbeatWriter(database, HISTORY)
+    now = now_ms()
+    for versions in (("1.0", "2.0", "1.0"), ("1.0", "2.0")):  # one transaction each
+        await database.run(writer.store, [Beat(device_id, heartbeat(apps={"till": v}), now) for v in versions])
+    device = await DeviceStore(database, DeviceLookup(database), 3).get("till-1")
+    assert device["apps"] == {"till": {"version": "2.0", "previous": None}}
+
+
 async def test_the_fleet_filters_answer_the_same_on_both_engines(database: Database) -> None:
     ids = await enroll(database, "till-1", "till-2", "till-3", tags={"city": "lisbon"})
     writer = HeartbeatWriter(database, HISTORY)
