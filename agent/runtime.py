@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -56,10 +57,17 @@ class HashCache:
         self.hashed = 0  # files read, for the bench and the tests
 
     def sha256(self, path: str) -> str | None:
-        """The file's sha256, or None when it cannot be read."""
+        """The file's sha256, or None when it cannot be read or is no regular file.
+
+        Opened without blocking and checked before a byte is read: a "script" that is a FIFO,
+        a terminal or a device (``bash /dev/fd/63``, ``python /dev/stdin``) would block the
+        sensor forever, or steal the bytes the process itself waits for."""
         try:
-            with open(path, "rb") as f:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            with open(fd, "rb") as f:
                 st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    return None
                 key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
                 found = self._known.get(key)
                 if found is not None:

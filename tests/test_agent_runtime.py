@@ -69,6 +69,17 @@ def test_the_hash_cache_keeps_only_its_most_recently_used_entries(tmp_path: Path
     assert cache.hashed == 18
 
 
+def test_a_fifo_or_device_named_as_a_script_is_not_read(tmp_path: Path) -> None:
+    """``bash /dev/fd/63`` or a FIFO: opening one to read would block the sensor (nobody
+    writes) or take bytes from the process that waits for them."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    cache = HashCache(16)
+    assert cache.sha256(str(fifo)) is None
+    assert cache.sha256("/dev/zero") is None  # endless: never hashed
+    assert cache.hashed == 0
+
+
 def test_an_unreadable_file_has_no_hash(tmp_path: Path) -> None:
     assert HashCache(16).sha256(str(tmp_path / "missing")) is None
 
