@@ -6,7 +6,16 @@ from __future__ import annotations
 
 import psutil
 
-from tests.fleet_e2e import BASE, WAIT, Devices, Plane, assert_whole, devices_fixture, plane_fixture  # noqa: F401
+from tests.fleet_e2e import (  # noqa: F401
+    BASE,
+    WAIT,
+    Devices,
+    Plane,
+    assert_whole,
+    devices_fixture,
+    plane_fixture,
+    wait_until,
+)
 
 
 def test_a_rollout_reaches_every_device_which_then_runs_and_reports_the_version(plane: Plane, devices: Devices) -> None:
@@ -22,9 +31,17 @@ def test_a_rollout_reaches_every_device_which_then_runs_and_reports_the_version(
     for agent in agents:
         assert_whole(agent, "1.1.0", files)
         assert agent.answer() == (200, "1.1.0")
-    listed = plane.cli.run("fleet", "devices", "--group", devices.group).stdout
-    rows = [line for line in listed.splitlines() if line.startswith(devices.group)]
-    assert len(rows) == 3 and all(" online " in r and "fleet-demo=1.1.0" in r for r in rows), listed
+    # the list is what devices report: each one's next heartbeat (within a poll interval of
+    # its success) carries the new version
+    listed = ""
+
+    def every_device_reports_it() -> bool:
+        nonlocal listed
+        listed = plane.cli.run("fleet", "devices", "--group", devices.group).stdout
+        rows = [line for line in listed.splitlines() if line.startswith(devices.group)]
+        return len(rows) == 3 and all(" online " in r and "fleet-demo=1.1.0" in r for r in rows)
+
+    wait_until(every_device_reports_it, "every device to report 1.1.0 in the fleet list", lambda: listed)
     only = plane.cli.json("fleet", "devices", "--group", devices.group, "--app", "fleet-demo", "--version", "1.1.0")
     assert sorted(d["name"] for d in only) == sorted(a.name for a in agents)
     status = plane.cli.run("fleet", "status", str(dep)).stdout
