@@ -77,11 +77,13 @@ def deploy(url: str, token: str | None, as_json: bool, app: str, version: str, g
 
 
 def _summary(d: dict[str, Any]) -> str:
-    sizes = ", ".join(str(p["size"]) for p in d.get("phases", []))
+    """One line per deployment; a listing's entries carry no phases, and then say none."""
+    phases = d.get("phases") or []
+    sizes = ", ".join(str(p["size"]) for p in phases)
+    where = f" of {len(phases)} (sizes {sizes})" if phases else ""
     return (
         f"deployment {d['id']}: {d['app']} {d['version']} to {d['total']} devices, {d['state']},"
-        f" phase {d['current_phase']} of {len(d.get('phases', [])) or '?'} (sizes {sizes})"
-        + (f"; {d['message']}" if d.get("message") else "")
+        f" phase {d['current_phase']}{where}" + (f"; {d['message']}" if d.get("message") else "")
     )
 
 

@@ -44,7 +44,7 @@ async def test_deploy_watch_steer_and_list_from_the_cli(fleet: Any) -> None:
     paused = await run(fleet, "pause", str(body["id"]))
     assert "paused" in paused.output
     listed = await run(fleet, "deployments")
-    assert f"deployment {body['id']}: till 2.3.0 to 10 devices, paused" in listed.output
+    assert f"deployment {body['id']}: till 2.3.0 to 10 devices, paused, phase 1\n" in listed.output
     back = await run(fleet, "rollback", str(body["id"]))
     assert "rolled_back" in back.output
     watched = await run(fleet, "status", str(body["id"]), "--watch", "--devices", "0")
