@@ -164,7 +164,9 @@ def test_a_warm_scan_of_the_same_processes_hashes_nothing_again() -> None:
     hashed = cache.hashed
     warm, _ = Scanner(cache).scan(table, RuntimeSettings())
     assert hashed > 0 and cache.hashed == hashed
-    assert [p.sha256 for p in warm.values()] == [p.sha256 for p in cold.values()]
+    # a process of the machine that exited between the two scans cannot be read the second time
+    lived = [k for k, p in warm.items() if p.sha256 is not None]
+    assert len(lived) > 0 and [warm[k].sha256 for k in lived] == [cold[k].sha256 for k in lived]
 
 
 @pytest.mark.parametrize("count", [0, 1, MAX_PROCESSES - 1, MAX_PROCESSES, MAX_PROCESSES + 1])
