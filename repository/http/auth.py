@@ -7,6 +7,8 @@ request (``keys.denied_by``) for the audit trail.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
 from repository.catalog import Repo
@@ -29,12 +31,20 @@ def require_role(request: web.Request, *roles: Role) -> Principal:
     return principal
 
 
+async def find_repo(request: web.Request, key: str) -> Repo | None:
+    """The repo named ``key``: a virtual one (which the node keeps apart) or one of the catalog's."""
+    virtual = request.app.get(keys.virtual_repos)
+    if virtual is not None and (found := virtual.get(key)) is not None:
+        return found.as_repo()
+    return await request.app[keys.catalog].get_repo(key)
+
+
 async def require_read(request: web.Request, repo: str, path: str = "") -> Repo:
     """The repo, if the caller may read ``path`` in it (see ``repository.permissions``).
 
     An unknown repo is a 404 for everyone, with the message clients expect.
     """
-    found = await request.app[keys.catalog].get_repo(repo)
+    found = await find_repo(request, repo)
     if found is None:
         raise NotFound()
     _check(request, Action.read, found, path)
@@ -54,6 +64,16 @@ async def require_permission(request: web.Request, action: Action, repo: str, pa
 def may(request: web.Request, action: Action, repo: Repo, path: str) -> bool:
     """Whether the caller may, without refusing: for filtering listings."""
     return request.app[keys.permissions].decide(request[keys.principal], action, repo, path).allowed
+
+
+async def visibility(request: web.Request, repo_key: str) -> Callable[[str], bool]:
+    """Which paths of a listing of a (non-virtual) repo the caller may see: all of them unless
+    targets cover the repo."""
+    repo = await request.app[keys.catalog].get_repo(repo_key)
+    if repo is None or not request.app[keys.permissions].for_repo(repo_key):
+        return lambda _path: True
+    found: Repo = repo
+    return lambda path: may(request, Action.read, found, path)
 
 
 def reader(request: web.Request) -> Readable:
