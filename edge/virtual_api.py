@@ -38,7 +38,7 @@ async def put_repository(request: web.Request) -> web.Response:
         if store.get(key) is not None:
             raise Conflict(f"Repository '{key}' already exists as a virtual repository")
         return await create_repository(request)
-    if await request.app[core.catalog].get_repo(key) is not None:
+    if await _is_local(request, key):
         raise Conflict(f"Repository '{key}' already exists as a local repository")
     wanted = await _configured(request, key, body, None)
     existing = store.get(key)
@@ -56,6 +56,9 @@ async def post_repository(request: web.Request) -> web.Response:
     store = request.app[virtual_repos_key]
     existing = store.get(key)
     if existing is None:
+        body = await read_json_object(request)  # read once: the local handler reads the same cached body
+        if (body.get("rclass") == "virtual" or "repositories" in body) and await _is_local(request, key):
+            raise Conflict(f"'{key}' is a local repository: it has no members and cannot become virtual")
         return await update_repository(request)
     wanted = await _configured(request, key, await read_json_object(request), existing)
     return json_response((await store.put(wanted)).json())
@@ -63,13 +66,13 @@ async def post_repository(request: web.Request) -> web.Response:
 
 async def delete_repository(request: web.Request) -> web.Response:
     """Remove a virtual repo; one that another virtual repo lists is refused with 409 (remove it
-    from that list first). Local repos hold distributed bundles and are not removed here."""
+    from that list first). Local repos hold distributed bundles and are not removed here (409)."""
     require_role(request, Role.admin)
     key = request.match_info["key"]
     store = request.app[virtual_repos_key]
     if store.get(key) is None:
-        if await request.app[core.catalog].get_repo(key) is not None:
-            raise BadRequest(f"Only virtual repositories can be removed on an edge; '{key}' is a local repository")
+        if await _is_local(request, key):
+            raise Conflict(f"Only virtual repositories can be removed on an edge; '{key}' is a local repository")
         raise NotFound(f"Repository '{key}' does not exist")
     listing = store.listing(key)
     if listing:
@@ -77,7 +80,7 @@ async def delete_repository(request: web.Request) -> web.Response:
             f"Repository '{key}' is a member of {', '.join(repr(k) for k in listing)}; remove it there first"
         )
     await store.delete(key)
-    return web.Response(text=f"Repository '{key}' and all its content have been removed successfully.\n")
+    return web.Response(text=f"Virtual repository '{key}' has been removed; its members keep their content.\n")
 
 
 async def _configured(
@@ -104,6 +107,10 @@ async def _configured(
     except VirtualConfigError as exc:
         raise BadRequest(str(exc)) from None
     return VirtualRepo(key, members, description, anonymous)
+
+
+async def _is_local(request: web.Request, key: str) -> bool:
+    return await request.app[core.catalog].get_repo(key) is not None
 
 
 def _settings(repo: VirtualRepo) -> tuple[object, ...]:

@@ -1,4 +1,5 @@
-"""Wiring of virtual repos into the edge app: the store, and the access rules each member applies."""
+"""Wiring of virtual repos into the edge app: the store, the access rules each member applies,
+and the refusal of bundles whose files would land under a virtual repo's key."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from repository.http.setup import database
 
 from .access.context import access_context
 from .access.middleware import access_control
-from .keys import virtual_repos_key
+from .keys import transactions_key, virtual_repos_key
 from .virtual_repos import VirtualRepoStore
 
 
@@ -25,6 +26,7 @@ async def virtual_repos_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.load()
     app[virtual_repos_key] = store
     app[core.virtual_repos] = store
+    app[transactions_key].is_virtual = store.get
     yield
 
 

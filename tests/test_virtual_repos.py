@@ -16,8 +16,9 @@ import pytest
 from devstack.services import EdgeProcess
 from repository.errors import EDGE_READ_ONLY_MESSAGE
 from repository.virtual import MAX_MEMBERS
-from tests.access_http import Answer, call, push_bundle
+from tests.access_http import TX, Answer, call, push_bundle
 from tests.gpg_keys import KeyFactory, KeySet
+from wire.manifest import Manifest, ManifestArtifact, encode
 
 UPLOADS = "artifactory-edge-uploads"
 REPOS = "/artifactory/api/repositories"
@@ -177,6 +178,22 @@ def test_a_member_the_caller_may_not_read_is_skipped_and_the_audit_names_the_mem
         edge.call("DELETE", f"{TARGETS}/a-is-closed")
 
 
+def test_a_member_whose_ip_rules_refuse_the_client_is_skipped(edge: Edge) -> None:
+    rules = "/artifactory/api/access/rules"
+    refused = {"rules": [{"repos": ["team-a-local"], "deny_cidrs": ["127.0.0.2/32"]}]}
+    assert edge.call("PUT", rules, refused).status == 200
+    try:
+        direct = edge.call("GET", "/artifactory/team-a-local/common/readme.txt", source="127.0.0.2")
+        assert direct.status == 403
+        through = edge.call("GET", "/artifactory/all/common/readme.txt", source="127.0.0.2")
+        assert through.status == 200 and through.body == B_FILES["team-b-local/common/readme.txt"]
+        assert edge.call("GET", "/artifactory/all/a-only/big.bin", source="127.0.0.2").status == 404
+        admitted = edge.call("GET", "/artifactory/all/common/readme.txt", source="127.0.0.1")
+        assert admitted.body == A_FILES["team-a-local/common/readme.txt"]
+    finally:
+        assert edge.call("DELETE", rules).status in (200, 204)
+
+
 def _audited(edge: Edge, subject: str) -> list[dict[str, Any]]:
     """The downloads recorded for ``subject`` once the trail has written them (within a bound)."""
     for _ in range(200):
@@ -213,11 +230,13 @@ def test_configuration_errors_answer_400_and_change_nothing(edge: Edge) -> None:
     for method, key, body, message in bad:
         answer = edge.call(method, f"{REPOS}/{key}", body)
         assert answer.status == 400 and message in answer.error, (key, body, answer.body)
-    assert (edge.repos(), edge.config("all"), edge.config("inner")) == before
     taken = edge.call("PUT", f"{REPOS}/team-a-local", {"rclass": "virtual", "repositories": []})
     assert taken.status == 409 and "local repository" in taken.error
+    local = edge.call("POST", f"{REPOS}/team-a-local", {"repositories": [UPLOADS]})
+    assert local.status == 409 and "local repository" in local.error
     other = edge.call("PUT", f"{REPOS}/all", {"rclass": "virtual", "repositories": [UPLOADS]})
     assert other.status == 409 and edge.config("all")["repositories"] == MEMBERS
+    assert (edge.repos(), edge.config("all"), edge.config("inner")) == before
     assert edge.call("PUT", f"{REPOS}/all", {"rclass": "virtual", "repositories": MEMBERS}).status == 200
     listed = edge.call("DELETE", f"{REPOS}/all")
     assert listed.status == 409 and "'inner'" in listed.error
@@ -251,7 +270,9 @@ def test_removing_a_virtual_repo_keeps_its_members_content(edge: Edge) -> None:
     kept = edge.call("GET", "/artifactory/team-a-local/common/readme.txt")
     assert kept.body == A_FILES["team-a-local/common/readme.txt"]
     assert edge.call("DELETE", f"{REPOS}/short-lived").status == 404
-    assert edge.call("DELETE", f"{REPOS}/team-a-local").status == 400
+    local = edge.call("DELETE", f"{REPOS}/team-a-local")
+    assert local.status == 409 and "local repository" in local.error
+    assert edge.call("GET", "/artifactory/team-a-local/common/readme.txt").status == 200
 
 
 def test_members_change_with_post_and_resolution_follows(edge: Edge) -> None:
@@ -287,3 +308,19 @@ def _every_worker(edge: Edge, header: str) -> set[int]:
         if len(statuses) == edge.process.workers:
             return set(statuses.values())
     pytest.fail(f"only workers {sorted(statuses)} answered")
+
+
+def test_a_bundle_with_files_under_a_virtual_repos_key_is_refused_at_start(
+    edge: Edge, key_factory: KeyFactory, keys: KeySet
+) -> None:
+    data = b"would be hidden behind the virtual repo"
+    artifact = ManifestArtifact(
+        target="all/hidden.txt", source="src-local/hidden.txt", size=len(data), sha256=sha256(data),
+        sha1=hashlib.sha1(data).hexdigest(), md5=hashlib.md5(data).hexdigest(),
+    )  # fmt: skip
+    manifest = encode(Manifest.create("hidden", "1.0", [artifact], created_by="release-manager"))
+    signature = key_factory.sign(keys.alice, manifest).decode()
+    started = edge.call("POST", TX, {"manifest": manifest.decode(), "signature": signature})
+    assert started.status == 422 and "virtual repository" in started.error and "all/hidden.txt" in started.error
+    assert edge.call("GET", "/artifactory/all/hidden.txt").status == 404
+    assert edge.call("GET", "/artifactory/api/storage/all/hidden.txt").status == 404

@@ -4,16 +4,13 @@ in, the merged listings (first member wins, folders union), and the store on bot
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.schema import edge_migrations
 from edge.virtual_repos import VirtualRepoStore
 from repository.db import Database
-from repository.schema import catalog_migrations
 from repository.virtual import (
     MAX_MEMBERS,
     VirtualConfigError,
@@ -23,6 +20,7 @@ from repository.virtual import (
     first_wins,
     merge_sorted,
 )
+from tests.test_access_stores import replicas_fixture  # noqa: F401  (two processes' connections to one database)
 
 LOCAL = {f"local-{n}" for n in range(MAX_MEMBERS + 1)}
 
@@ -105,17 +103,6 @@ async def test_the_streamed_merge_answers_the_same_as_the_whole_one(held: list[s
     listings = [[(name, (index, name)) for name in sorted(names)] for index, names in enumerate(held)]
     streamed = [item async for item in merge_sorted([stream(i, names) for i, names in enumerate(held)])]
     assert streamed == first_wins(listings)
-
-
-@pytest.fixture
-async def replicas(db_target: str, tmp_path: Path) -> AsyncIterator[tuple[Database, Database]]:
-    """Two processes' connections to one database: what one stores, the other loads."""
-    pair = (Database(db_target, local_dir=tmp_path / "one"), Database(db_target, local_dir=tmp_path / "two"))
-    for db in pair:
-        await db.open(catalog_migrations, edge_migrations)
-    yield pair
-    for db in pair:
-        await db.close()
 
 
 async def test_virtual_repos_are_kept_changed_and_removed_for_every_process(

@@ -24,8 +24,9 @@ from repository.stats import DownloadStats
 from wire.timestamps import iso
 
 from . import keys, virtual_resolve
-from .auth import require_read, visibility
+from .auth import require_read
 from .download import artifact_location
+from .listings import visible_children, visible_files
 from .responses import json_response
 from .virtual_resolve import virtual_repo
 
@@ -65,22 +66,15 @@ async def _children(request: web.Request, folder: Folder) -> Listing:
     virtual = virtual_repo(request, folder.repo)
     if virtual is not None:
         return await virtual_resolve.children(request, virtual, folder.path)
-    listing = await request.app[keys.catalog].children(folder.repo, folder.path)
-    visible = await visibility(request, folder.repo)
-    return Listing([f for f in listing.folders if visible(f.path)], [a for a in listing.files if visible(a.path)])
+    return await visible_children(request, folder.repo, folder.path)
 
 
-async def _walk(request: web.Request, folder: Folder) -> AsyncIterator[Artifact]:
-    """Every file below the folder the caller may see, in path order."""
+def _walk(request: web.Request, folder: Folder) -> AsyncIterator[Artifact]:
+    """Every file below the folder the caller may see, in path order (over its members, in a virtual repo)."""
     virtual = virtual_repo(request, folder.repo)
     if virtual is not None:
-        async for artifact in virtual_resolve.walk_files(request, virtual, folder.path):
-            yield artifact
-        return
-    visible = await visibility(request, folder.repo)
-    async for artifact in request.app[keys.catalog].walk_files(folder.repo, folder.path):
-        if visible(artifact.path):
-            yield artifact
+        return virtual_resolve.walk_files(request, virtual, folder.path)
+    return visible_files(request, folder.repo, folder.path)
 
 
 async def folder_info(request: web.Request, f: Folder) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from repository.permissions import Action
 from repository.virtual import VirtualRepo, first_wins, merge_sorted
 
 from . import keys
-from .auth import may, visibility
+from .auth import may
+from .listings import visible_children, visible_files
 from .lookup import artifact_for
 
 
@@ -81,14 +82,11 @@ async def item(request: web.Request, virtual: VirtualRepo, path: str) -> Artifac
 async def children(request: web.Request, virtual: VirtualRepo, path: str) -> Listing:
     """The folder's children over every member the caller may read: a name in several members
     is the first one's (file or folder), folders only some members have are all there."""
-    catalog = request.app[keys.catalog]
     listings = []
     for repo in await members(request, virtual, path):
-        listing = await catalog.children(repo.key, path)
-        visible = await visibility(request, repo.key)
-        entries: list[tuple[str, Folder | Artifact]] = [(f.path, f) for f in listing.folders if visible(f.path)]
-        entries += [(a.path, a) for a in listing.files if visible(a.path)]
-        listings.append(entries)
+        listing = await visible_children(request, repo.key, path)
+        entries: list[tuple[str, Folder | Artifact]] = [(f.path, f) for f in listing.folders]
+        listings.append(entries + [(a.path, a) for a in listing.files])
     merged = [entry for _, entry in first_wins(listings)]
     return Listing([e for e in merged if isinstance(e, Folder)], [e for e in merged if isinstance(e, Artifact)])
 
@@ -96,13 +94,11 @@ async def children(request: web.Request, virtual: VirtualRepo, path: str) -> Lis
 async def walk_files(request: web.Request, virtual: VirtualRepo, path: str) -> AsyncIterator[Artifact]:
     """Every file below ``path`` over the members in path order, the first member's where
     several hold a path; streamed, as a local repo's deep listing is."""
-    streams = [_visible_files(request, repo.key, path) for repo in await members(request, virtual, path)]
+    streams = [_named(visible_files(request, repo.key, path)) for repo in await members(request, virtual, path)]
     async for _, artifact in merge_sorted(streams):
         yield artifact
 
 
-async def _visible_files(request: web.Request, repo: str, path: str) -> AsyncIterator[tuple[str, Artifact]]:
-    visible = await visibility(request, repo)
-    async for artifact in request.app[keys.catalog].walk_files(repo, path):
-        if visible(artifact.path):
-            yield artifact.path, artifact
+async def _named(files: AsyncIterator[Artifact]) -> AsyncIterator[tuple[str, Artifact]]:
+    async for artifact in files:
+        yield artifact.path, artifact
