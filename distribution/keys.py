@@ -9,6 +9,7 @@ from .bundles import BundleService
 from .runner import JobRunner
 from .settings import DistributionSettings
 from .signing import Signer
+from .webhook_events import Publisher
 from .webhook_sender import WebhookDeliverer
 
 settings_key = web.AppKey("settings", DistributionSettings)
@@ -20,4 +21,4 @@ runner_key = web.AppKey("runner", JobRunner)
 # webhooks: the deliverer (its store answers the REST calls), and the function the fleet publishes
 # its events through (``webhook_events.publish``: this package never imports the fleet)
 webhooks_key = web.AppKey("webhooks", WebhookDeliverer)
-publish_key = web.AppKey("publish", object)
+publish_key = web.AppKey("publish", Publisher)
