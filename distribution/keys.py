@@ -21,4 +21,4 @@ runner_key = web.AppKey("runner", JobRunner)
 # webhooks: the deliverer (its store answers the REST calls), and the function the fleet publishes
 # its events through (``webhook_events.publish``: this package never imports the fleet)
 webhooks_key = web.AppKey("webhooks", WebhookDeliverer)
-publish_key = web.AppKey("publish", Publisher)
+publish_key: web.AppKey[Publisher] = web.AppKey("publish")

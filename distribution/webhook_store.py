@@ -164,7 +164,7 @@ class WebhookStore:
     async def get(self, sub_id: int) -> Subscription:
         return await self._database.read(self._get, sub_id)
 
-    async def list(self) -> list[Subscription]:
+    async def subscriptions(self) -> list[Subscription]:
         rows = await self._database.read(
             lambda: self._db.execute(f"SELECT {_SUB_COLUMNS} FROM webhook_subscriptions ORDER BY id").fetchall()
         )
@@ -248,7 +248,7 @@ class WebhookStore:
                 " AND s.lease_expires <= :now ORDER BY d.subscription_id LIMIT :limit",
                 {"now": now, "limit": limit + len(busy)},
             ).fetchall()
-            taken = []
+            taken: list[int] = []
             for (sub_id,) in due:
                 if sub_id in busy or len(taken) == limit:
                     continue

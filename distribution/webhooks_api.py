@@ -45,7 +45,7 @@ async def add_webhook(request: web.Request) -> web.Response:
 
 async def list_webhooks(request: web.Request) -> web.Response:
     require_role(request, Role.admin)
-    return json_response([s.as_json() for s in await _store(request).list()])
+    return json_response([s.as_json() for s in await _store(request).subscriptions()])
 
 
 async def get_webhook(request: web.Request) -> web.Response:

@@ -201,7 +201,7 @@ async def test_removing_a_subscription_removes_its_log_and_events_no_one_else_ne
     await database.run(publish, database.db, "bundle.created", {})
     await database.run(publish, database.db, "bundle.signed", {})
     await store.remove(one)
-    assert [s.id for s in await store.list()] == [two]
+    assert [s.id for s in await store.subscriptions()] == [two]
     assert await log(store, two) == [("bundle.signed", PENDING, 0)]
     assert await database.run(lambda: database.db.scalar("SELECT count(*) FROM webhook_events")) == 1
     with pytest.raises(NotFound):
@@ -215,7 +215,7 @@ async def test_the_subscription_limit_holds_at_its_edge(database: Database, limi
         await store.add("http://hooks.example/a", ("*",), "secret-0123456789", "admin", limit)
     with pytest.raises(BadRequest, match=f"most allowed \\({limit}\\)"):
         await store.add("http://hooks.example/a", ("*",), "secret-0123456789", "admin", limit)
-    assert len(await store.list()) == limit
+    assert len(await store.subscriptions()) == limit
 
 
 def test_retries_back_off_doubling_to_the_cap_and_give_up_after_the_last_attempt() -> None:
