@@ -4,6 +4,10 @@ any change to the body, the timestamp or the secret is refused, as is a replay p
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Any
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -65,3 +69,21 @@ def test_any_one_of_several_signatures_is_enough() -> None:
     """While a secret is replaced, a sender may sign with both; a receiver knowing either accepts."""
     both = f"{signature('old-secret-0123456', NOW, b'{}')} {signature(SECRET, NOW, b'{}')}"
     assert verify(SECRET, str(NOW), both, b"{}", NOW)
+
+
+def test_the_readme_recipe_accepts_a_signed_delivery_and_refuses_a_changed_one() -> None:
+    """The README's "Webhooks" Python, run as a reader would paste it."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Webhooks") :]
+    code = section[section.index("```python\n") + len("```python\n") :]
+    namespace: dict[str, Any] = {}
+    exec(code[: code.index("```")], namespace)  # noqa: S102  (the project's own README)
+    genuine = namespace["genuine"]
+    now = int(time.time())
+    body = b'{"id":"x","type":"bundle.created"}'
+    headers = {"X-Webhook-Timestamp": str(now), "X-Webhook-Signature": signature(SECRET, now, body)}
+    assert genuine(SECRET, headers, body)
+    assert not genuine(SECRET, headers, body + b" ")
+    assert not genuine("another-secret-0123", headers, body)
+    old = {"X-Webhook-Timestamp": str(now - 3600), "X-Webhook-Signature": signature(SECRET, now - 3600, body)}
+    assert not genuine(SECRET, old, body)
