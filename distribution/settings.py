@@ -68,13 +68,15 @@ class DistributionSettings(ServiceSettings):
     # webhooks (README "Webhooks"): attempts per delivery before it is given up; the first retry's
     # wait and the cap it doubles up to (s); seconds a receiver has to answer one delivery;
     # deliveries in flight at once (a receiver that hangs holds one); subscriptions at most; and the
-    # URL clients reach this service by (behind a proxy), at which no webhook may point
+    # URL clients reach this service by (behind a proxy), at which no webhook may point; days a
+    # finished delivery stays in the log
     webhook_max_attempts: int = 10
     webhook_retry_base: float = 1.0
     webhook_retry_max: float = 600.0
     webhook_timeout: float = 10.0
     webhook_max_parallel: int = 8
     webhook_max_subscriptions: int = 100
+    webhook_log_days: int = 30
     public_url: str | None = None
 
     def __post_init__(self) -> None:
@@ -128,6 +130,8 @@ class DistributionSettings(ServiceSettings):
             raise ValueError("setting 'webhook_max_parallel' must be 1 to 256")
         if not 0 <= self.webhook_max_subscriptions <= 10_000:
             raise ValueError("setting 'webhook_max_subscriptions' must be 0 to 10000")
+        if not 1 <= self.webhook_log_days <= 3650:
+            raise ValueError("setting 'webhook_log_days' must be 1 to 3650")
         if self.public_url is not None:
             parts = urlsplit(self.public_url)
             if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -32,6 +32,9 @@ POLL_SECONDS = 0.5
 MAX_ANSWER = 1024
 # the lease outlives one attempt by this much (s): renewed before each attempt
 LEASE_MARGIN = 30.0
+# seconds between prunes of the delivery log (``webhook_log_days``)
+PRUNE_SECONDS = 600.0
+DAY_MS = 86_400_000
 
 
 def outcome_of(status: int | None, error: str, attempts: int, settings: DistributionSettings) -> Outcome:
@@ -68,11 +71,15 @@ class WebhookDeliverer:
         """The loop; cancelled on shutdown. Deliveries left by a stop or a crash are in the
         database and are sent from where they were."""
         await self.store.release_all()
+        pruned = 0.0
         while True:
             try:
                 await self._schedule()
+                if time.monotonic() - pruned >= PRUNE_SECONDS:
+                    pruned = time.monotonic()
+                    await self.store.prune(now_ms() - self.settings.webhook_log_days * DAY_MS)
             except Exception:
-                log.exception("webhooks: cannot look for due deliveries")
+                log.exception("webhooks: cannot look for due deliveries or prune the log")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
             self._wake.clear()

@@ -22,6 +22,8 @@ from .webhook_events import DELIVERED, FAILED, PENDING, enqueue
 
 # deliveries answered a page at a time (the log of a busy subscription is long)
 DELIVERY_PAGE = 100
+# finished deliveries forgotten per statement (``prune``): each step is one short write
+PRUNE_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,28 @@ class WebhookStore:
         with self._db.atomic():
             old = self._delivery(delivery_id)
             return self._delivery(enqueue(self._db, old.subscription_id, old.event_id, now_ms()))
+
+    async def prune(self, before: int) -> int:
+        """Forget deliveries finished before ``before`` (epoch ms), ``PRUNE_PAGE`` at a time, and the
+        events no delivery names any more; pending ones stay, however old. Answers how many went."""
+        removed = 0
+        while count := await self._database.run(self._prune_page, before):
+            removed += count
+        return removed
+
+    def _prune_page(self, before: int) -> int:
+        with self._db.atomic():
+            count = self._db.execute(
+                "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries"
+                " WHERE state != 'pending' AND finished < :before ORDER BY id LIMIT :limit)",
+                {"before": before, "limit": PRUNE_PAGE},
+            ).rowcount
+            self._db.execute(
+                "DELETE FROM webhook_events WHERE id IN (SELECT e.id FROM webhook_events e WHERE e.time < :before"
+                " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id) LIMIT :limit)",
+                {"before": before, "limit": PRUNE_PAGE},
+            )
+        return int(count)
 
     # ---------------------------------------------------------------- the deliverer's side
 

@@ -110,6 +110,7 @@ def test_unknown_fields_are_refused() -> None:
         ("webhook_timeout", 0),
         ("webhook_max_parallel", 0),
         ("webhook_max_subscriptions", -1),
+        ("webhook_log_days", 0),
         ("public_url", "ftp://dist.example.com"),
     ],
 )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from distribution import webhook_store
 from distribution.edges import EdgeStore
 from distribution.jobs import COMPLETED, FAILED, JobStore
 from distribution.schema import distribution_migrations
@@ -234,3 +235,23 @@ def test_retries_back_off_doubling_to_the_cap_and_give_up_after_the_last_attempt
     assert 4 <= (outcome_of(None, "down", 3, capped).next_attempt - before) / 1000 <= 5.01  # 16 s capped at 5
     last = outcome_of(500, "boom", 4, settings)
     assert last.state == "failed" and "gave up after 4 attempts" in last.error
+
+
+async def test_the_log_forgets_finished_deliveries_past_their_days_never_pending_ones(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhook_store, "PRUNE_PAGE", 2)
+    store = WebhookStore(database, "replica-1")
+    sub_id = await subscribed(store)
+    for n in range(5):
+        await database.run(publish, database.db, "bundle.created", {"n": n})
+    assert await store.claim(set(), 1, LEASE_MS) == [sub_id]
+    for _ in range(3):
+        due = await store.head(sub_id)
+        assert due is not None and await store.record(due, Outcome(DELIVERED, 200, ""))
+    assert await store.prune(now_ms() - 60_000) == 0  # finished just now: kept
+    assert await store.prune(now_ms() + 1) == 3
+    assert await log(store, sub_id) == [("bundle.created", PENDING, 0)] * 2
+    assert await database.run(lambda: database.db.scalar("SELECT count(*) FROM webhook_events")) == 2
+    due = await store.head(sub_id)
+    assert due is not None and json.loads(due.body)["data"] == {"n": 3}
