@@ -141,8 +141,8 @@ class BundleStore:
             )
             self._db.execute("DELETE FROM bundle_staging WHERE token = :token", keys)
             if not replace:
-                publish(self._db, BUNDLE_CREATED, {"name": bundle.name, "version": bundle.version,
-                                                  "created_by": bundle.created_by})  # fmt: skip
+                created = {"name": bundle.name, "version": bundle.version, "created_by": bundle.created_by}
+                publish(self._db, BUNDLE_CREATED, created)
 
     async def blobs(self, name: str, version: str) -> list[str]:
         """The distinct blobs a bundle lists (what to collect once it no longer does): strings
@@ -339,11 +339,7 @@ class BundleStore:
                     keys | {"seq": seq, "data": chunk},
                 )
                 left, seq = left - len(chunk), seq + 1
-            publish(
-                self._db,
-                BUNDLE_SIGNED,
-                keys | {"manifest_sha256": manifest_sha256, "signed_by": signed_by},
-            )
+            publish(self._db, BUNDLE_SIGNED, keys | {"manifest_sha256": manifest_sha256, "signed_by": signed_by})
         return True
 
     async def signed_manifest(self, name: str, version: str) -> SignedManifest | None:

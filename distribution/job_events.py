@@ -3,6 +3,7 @@ transactions (``webhook_events.publish``): what changed and the event commit tog
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from repository.sql import Sql
@@ -18,32 +19,35 @@ from .webhook_events import (
 )
 
 
-def _distribution(db: Sql, dist_id: int) -> dict[str, Any]:
-    kind, name, version = db.execute(
-        "SELECT type, name, version FROM distributions WHERE id = :id", {"id": dist_id}
-    ).one()
-    return {"distribution_id": dist_id, "type": kind, "name": name, "version": version}
+def _about(db: Sql, dist_id: int, *, sites: bool = False, **extra: Any) -> Callable[[], dict[str, Any]]:
+    """What reads an event's data: the distribution, ``extra``, and with ``sites`` each edge's
+    status (read only when someone subscribed to the event)."""
+
+    def read() -> dict[str, Any]:
+        kind, name, version = db.execute(
+            "SELECT type, name, version FROM distributions WHERE id = :id", {"id": dist_id}
+        ).one()
+        data = {"distribution_id": dist_id, "type": kind, "name": name, "version": version} | extra
+        if sites:
+            rows = db.execute(
+                "SELECT edge, state, general_error FROM distribution_jobs WHERE distribution_id = :id ORDER BY edge",
+                {"id": dist_id},
+            )
+            data["sites"] = [{"edge": edge, "status": state, "error": error} for edge, state, error in rows]
+        return data
+
+    return read
 
 
-def _sites(db: Sql, dist_id: int) -> list[dict[str, str]]:
-    rows = db.execute(
-        "SELECT edge, state, general_error FROM distribution_jobs WHERE distribution_id = :id ORDER BY edge",
-        {"id": dist_id},
-    )
-    return [{"edge": edge, "status": state, "error": error} for edge, state, error in rows]
-
-
-def distribution_started(db: Sql, dist_id: int) -> None:
-    publish(db, DISTRIBUTION_STARTED, _distribution(db, dist_id) | {"edges": [s["edge"] for s in _sites(db, dist_id)]})
+def distribution_started(db: Sql, dist_id: int, edges: list[str]) -> None:
+    publish(db, DISTRIBUTION_STARTED, _about(db, dist_id, edges=edges))
 
 
 def job_finished(db: Sql, dist_id: int, edge: str, completed: bool, error: str) -> None:
-    data = _distribution(db, dist_id) | {"edge": edge, "error": error}
-    publish(db, EDGE_COMPLETED if completed else EDGE_FAILED, data)
+    publish(db, EDGE_COMPLETED if completed else EDGE_FAILED, _about(db, dist_id, edge=edge, error=error))
 
 
 def distribution_finished(db: Sql, dist_id: int, status: str, *, aborted: bool = False) -> None:
     """``status``: the distribution's overall status (Completed or Failed)."""
     event = DISTRIBUTION_COMPLETED if status == "Completed" else DISTRIBUTION_FAILED
-    event = DISTRIBUTION_ABORTED if aborted else event
-    publish(db, event, _distribution(db, dist_id) | {"status": status, "sites": _sites(db, dist_id)})
+    publish(db, DISTRIBUTION_ABORTED if aborted else event, _about(db, dist_id, sites=True, status=status))

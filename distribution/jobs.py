@@ -221,7 +221,7 @@ class JobStore:
                     for e in edges
                 ],
             )
-            job_events.distribution_started(self._db, dist_id)
+            job_events.distribution_started(self._db, dist_id, names)
         return dist_id, True
 
     async def get(self, name: str, version: str, dist_id: int) -> Distribution | None:

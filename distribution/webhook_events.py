@@ -51,18 +51,21 @@ EVENTS = (
 EVERY_EVENT = "*"
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
+# an event's data, or what reads it (called only when someone subscribed to the event)
+Data = dict[str, Any] | Callable[[], dict[str, Any]]
 # what the fleet is handed: publish(connection, event type, data) inside the caller's transaction
-Publisher = Callable[[Sql, str, dict[str, Any]], str | None]
+Publisher = Callable[[Sql, str, Data], str | None]
 
 
 def wants(events: Iterable[str], event_type: str) -> bool:
     return any(e in (EVERY_EVENT, event_type) for e in events)
 
 
-def publish(db: Sql, event_type: str, data: dict[str, Any]) -> str | None:
+def publish(db: Sql, event_type: str, data: Data) -> str | None:
     """Queue ``event_type`` with ``data`` for every enabled subscription that wants it, on ``db``
     in its current transaction (one of its own when there is none); answers the event's id, or
-    None when nobody subscribed to it (then nothing is written)."""
+    None when nobody subscribed to it (then nothing is written, and a callable ``data`` is not
+    called: a change nobody listens to costs one short read)."""
     if event_type not in EVENTS:
         raise ValueError(f"unknown webhook event {event_type!r}")
     rows = db.execute("SELECT id, events FROM webhook_subscriptions WHERE enabled = 1 ORDER BY id").fetchall()
@@ -70,7 +73,8 @@ def publish(db: Sql, event_type: str, data: dict[str, Any]) -> str | None:
     if not wanted:
         return None
     event_id, at = str(uuid.uuid4()), now_ms()
-    body = json.dumps({"id": event_id, "type": event_type, "time": iso(at), "data": data}, separators=(",", ":"))
+    payload = {"id": event_id, "type": event_type, "time": iso(at), "data": data() if callable(data) else data}
+    body = json.dumps(payload, separators=(",", ":"))
     with db.atomic():
         db.execute(
             "INSERT INTO webhook_events (id, type, time, body) VALUES (:id, :type, :time, :body)",
