@@ -41,9 +41,9 @@ def parse_subscription(body: dict[str, Any], settings: DistributionSettings) -> 
         raise BadRequest("'enabled' of a new subscription may only be true (disable it after with PATCH)")
     url = check_webhook_url(body.get("url"), settings)
     events = parse_events(body.get("events"))
-    secret = body.get("secret")
-    if secret is None:
+    if "secret" not in body:
         return SubscriptionRequest(url, events, secrets.token_urlsafe(32), True)
+    secret = body["secret"]
     if (
         not isinstance(secret, str)
         or not MIN_SECRET <= len(secret) <= MAX_SECRET

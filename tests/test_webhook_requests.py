@@ -91,7 +91,7 @@ def test_a_secret_is_generated_unless_a_usable_one_is_given() -> None:
     for secret in ["x" * 16, "x" * 512]:
         given = parse_subscription({"url": BASE, "events": ["*"], "secret": secret}, SETTINGS)
         assert (given.secret, given.secret_generated) == (secret, False)
-    for secret in ["x" * 15, "x" * 513, " " + "x" * 20, "x" * 20 + "\n", "é" * 20, 12345678901234567]:
+    for secret in ["x" * 15, "x" * 513, " " + "x" * 20, "x" * 20 + "\n", "é" * 20, 12345678901234567, None]:
         assert "'secret' must be" in refused({"url": BASE, "events": ["*"], "secret": secret})
 
 
