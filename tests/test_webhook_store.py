@@ -255,3 +255,19 @@ async def test_the_log_forgets_finished_deliveries_past_their_days_never_pending
     assert await database.run(lambda: database.db.scalar("SELECT count(*) FROM webhook_events")) == 2
     due = await store.head(sub_id)
     assert due is not None and json.loads(due.body)["data"] == {"n": 3}
+
+
+async def test_the_delivery_log_is_read_a_page_at_a_time_newest_first(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhook_store, "DELIVERY_PAGE", 2)
+    store = WebhookStore(database)
+    sub_id = await subscribed(store)
+    assert await store.deliveries(sub_id, 0) == ([], 0)
+    for n in range(5):
+        await database.run(publish, database.db, "bundle.created", {"n": n})
+    pages = [await store.deliveries(sub_id, start) for start in (0, 2, 4, 5)]
+    assert [total for _, total in pages] == [5] * 4
+    assert [[d.seq for d in page] for page, _ in pages] == [[5, 4], [3, 2], [1], []]
+    with pytest.raises(NotFound):
+        await store.deliveries(sub_id + 1, 0)
