@@ -136,7 +136,7 @@ class WebhookDeliverer:
                 return resp.status, f"the receiver answered {resp.status}: {answer.strip()[:200]}"
         except TimeoutError:
             return None, f"no answer within {self.settings.webhook_timeout} s"
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a URL the client cannot use
             return None, f"cannot reach {due.url}: {exc or type(exc).__name__}"
 
     async def close(self) -> None:

@@ -18,7 +18,7 @@ from repository.errors import BadRequest, NotFound
 from repository.sql import Sql
 from wire.timestamps import iso
 
-from .webhook_events import DELIVERED, FAILED, PENDING, enqueue
+from .webhook_events import PENDING, enqueue
 
 # deliveries answered a page at a time (the log of a busy subscription is long)
 DELIVERY_PAGE = 100
@@ -350,6 +350,3 @@ class WebhookStore:
             if cursor.rowcount and outcome.disable:
                 self._set_enabled(due.subscription_id, False, outcome.error)
             return bool(cursor.rowcount)
-
-
-__all__ = ["DELIVERED", "FAILED", "PENDING", "Delivery", "Due", "Outcome", "Subscription", "WebhookStore"]
