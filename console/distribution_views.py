@@ -57,14 +57,14 @@ def site_rows(distribution: Distribution, rates: Rates | None = None) -> list[di
     """One row per edge as the page and its events show it."""
     rows = []
     for site in distribution.as_json()["sites"]:
-        rate = rates.rate(site) if rates else None
+        rate = rates.rate(site) if rates and site["status"] not in (COMPLETED, FAILED) else None
         rows.append(
             {
                 "edge": site["target_artifactory"]["name"],
                 "state": site["status"],
                 "files": f"{site['distributed_files']}/{site['total_files']}",
                 "bytes": f"{human_bytes(site['distributed_bytes'])}/{human_bytes(site['total_bytes'])}",
-                "rate": f"{human_bytes(rate)}/s" if rate is not None and site["status"] not in (COMPLETED, FAILED) else "",
+                "rate": f"{human_bytes(rate)}/s" if rate is not None else "",
                 "error": site["general_error"],
             }
         )
