@@ -7,6 +7,8 @@ request (``keys.denied_by``) for the audit trail.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
 from repository.catalog import Repo
@@ -54,6 +56,15 @@ async def require_permission(request: web.Request, action: Action, repo: str, pa
 def may(request: web.Request, action: Action, repo: Repo, path: str) -> bool:
     """Whether the caller may, without refusing: for filtering listings."""
     return request.app[keys.permissions].decide(request[keys.principal], action, repo, path).allowed
+
+
+async def visibility(request: web.Request, repo_key: str) -> Callable[[str], bool]:
+    """Which paths of a listing the caller may see: all of them unless targets cover the repo."""
+    repo = await request.app[keys.catalog].get_repo(repo_key)
+    if repo is None or not request.app[keys.permissions].for_repo(repo_key):
+        return lambda _path: True
+    found: Repo = repo
+    return lambda path: may(request, Action.read, found, path)
 
 
 def reader(request: web.Request) -> Readable:

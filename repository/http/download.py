@@ -32,6 +32,7 @@ from storage_backends import BlobNotFound, StorageBackend, content_disposition, 
 
 from . import keys
 from .auth import require_read
+from .folder_page import folder_page, wants_html
 from .ranges import ByteRange, not_modified, other_servers_agree, parse_range, precondition_failed, range_applies
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,12 @@ async def download(request: web.Request) -> web.StreamResponse:
     artifacts = app[keys.artifacts]
     artifact = artifacts.servable_from_memory(repo, path)
     if artifact is None:
-        artifact = await artifacts.file(repo, path)
+        try:
+            artifact = await artifacts.file(repo, path)
+        except NotFound:
+            if not wants_html(request):  # API clients keep the JSON 404 of a folder
+                raise
+            return await folder_page(request, repo, path)
         await artifacts.servable(artifact)
     headers, modified, window = served_headers(artifact, policy.node_id)
 

@@ -12,20 +12,18 @@ caller may not read.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from repository.catalog import Artifact, Folder, Repo
+from repository.catalog import Artifact, Folder
 from repository.errors import BadRequest, NotFound
 from repository.paths import url_quote
-from repository.permissions import Action
 from repository.stats import DownloadStats
 from wire.timestamps import iso
 
 from . import keys
-from .auth import may, require_read
+from .auth import require_read, visibility
 from .download import artifact_location
 from .responses import json_response
 
@@ -62,7 +60,7 @@ def file_info(request: web.Request, a: Artifact) -> dict[str, Any]:
 
 async def folder_info(request: web.Request, f: Folder) -> dict[str, Any]:
     listing = await request.app[keys.catalog].children(f.repo, f.path)
-    visible = await _visibility(request, f.repo)
+    visible = await visibility(request, f.repo)
     children = [{"uri": "/" + c.path.rpartition("/")[2], "folder": True} for c in listing.folders if visible(c.path)]
     children += [{"uri": "/" + a.name, "folder": False} for a in listing.files if visible(a.path)]
     uri_path = f"/{url_quote(f.path)}" if f.path else ""
@@ -77,15 +75,6 @@ async def folder_info(request: web.Request, f: Folder) -> dict[str, Any]:
         "children": children,
         "uri": f"{base_url(request)}/api/storage/{f.repo}{uri_path}",
     }
-
-
-async def _visibility(request: web.Request, repo_key: str) -> Callable[[str], bool]:
-    """Which paths of a listing the caller may see: all of them unless targets cover the repo."""
-    repo = await request.app[keys.catalog].get_repo(repo_key)
-    if repo is None or not request.app[keys.permissions].for_repo(repo_key):
-        return lambda _path: True
-    found: Repo = repo
-    return lambda path: may(request, Action.read, found, path)
 
 
 async def storage_info(request: web.Request) -> web.StreamResponse:
@@ -141,7 +130,7 @@ async def _file_list(request: web.Request, folder: Folder, *, deep: bool, with_f
     catalog = request.app[keys.catalog]
     uri_path = f"/{url_quote(folder.path)}" if folder.path else ""
     head = {"uri": f"{base_url(request)}/api/storage/{folder.repo}{uri_path}", "created": iso(folder.created)}
-    visible = await _visibility(request, folder.repo)
+    visible = await visibility(request, folder.repo)
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     await response.prepare(request)
     await response.write(json.dumps(head)[:-1].encode() + b', "files": [')
