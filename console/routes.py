@@ -17,6 +17,17 @@ async def home(request: web.Request) -> web.StreamResponse:
     return auth.see_other(UI + "/bundles")
 
 
+def static_file(name: str, content_type: str) -> web.RouteDef:
+    """One small file of the console (its CSS, its script), read once and answered from memory:
+    the service's writers send bytes themselves, not by the static handler's sendfile."""
+    body = (STATIC / name).read_bytes()
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type=content_type, headers={"Cache-Control": "max-age=300"})
+
+    return web.get(f"{UI}/static/{name}", handler, name=f"console_static_{name.replace('.', '_')}")
+
+
 def setup_console_routes(app: web.Application) -> None:
     app.router.add_routes(
         [
@@ -45,6 +56,7 @@ def setup_console_routes(app: web.Application) -> None:
             web.post(UI + "/edges/{edge}/remove", edge_views.remove_edge, name="console_edge_remove"),
             web.get(UI + "/keys", edge_views.key_list, name="console_keys"),
             web.post(UI + "/keys/propagate", edge_views.propagate_keys, name="console_keys_propagate"),
-            web.static(UI + "/static", STATIC, name="console_static"),
+            static_file("console.css", "text/css"),
+            static_file("live.js", "text/javascript"),
         ]
     )

@@ -22,6 +22,8 @@
     if (data.status === "Completed" || data.status === "Failed") {
       source.close();
       live.textContent = "";
+      var abort = document.getElementById("abort-form");
+      if (abort) { abort.hidden = true; }  // nothing left to abort
     }
   });
 })();
