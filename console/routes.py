@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import auth, bundle_views, distribution_views, edge_views
+from . import auth, bundle_views, distribution_views, edge_views, fleet_views
 
 UI = "/ui"
 BUNDLE = UI + "/bundles/{name}/{version}"
@@ -56,6 +56,9 @@ def setup_console_routes(app: web.Application) -> None:
             web.post(UI + "/edges/{edge}/remove", edge_views.remove_edge, name="console_edge_remove"),
             web.get(UI + "/keys", edge_views.key_list, name="console_keys"),
             web.post(UI + "/keys/propagate", edge_views.propagate_keys, name="console_keys_propagate"),
+            web.get(UI + "/fleet", fleet_views.fleet_page, name="console_fleet"),
+            web.get(UI + "/fleet/deployments/{id}", fleet_views.deployment_page, name="console_deployment"),
+            web.post(UI + "/fleet/deployments/{id}/operate", fleet_views.operate, name="console_deployment_operate"),
             static_file("console.css", "text/css"),
             static_file("live.js", "text/javascript"),
         ]

@@ -48,6 +48,7 @@ def banner(ready: Ready) -> str:
         "",
         f"  Distribution service  {ready.distribution_url}",
         f"    admin token         {ready.distribution_token}",
+        f"    web console         {ready.distribution_url}/ui/   (log in with the admin token)",
     ]
     for e in ready.edges:
         lines += [

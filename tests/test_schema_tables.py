@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from console.schema import console_migrations
+from console.tables import console_tables
 from distribution.schema import distribution_migrations
 from distribution.tables import distribution_tables
 from edge.schema import edge_migrations
@@ -29,6 +31,7 @@ SCHEMAS = {
     "fleet-devices": (device_migrations, device_tables),
     "fleet-rollouts": (rollout_migrations, rollout_tables),
     "fleet-runtime": (runtime_migrations, runtime_tables),
+    "console": (console_migrations, console_tables),
 }
 BOOKKEEPING = {"_sqlite_migrations", "sqlite_sequence"}
 
