@@ -16,13 +16,12 @@ from distribution.bundle_store import PAGE_SIZE, BundleArtifact
 from distribution.bundles import BundleService, check_name_version, parse_bundle_request
 from distribution.keys import bundles_key, runner_key, signer_key
 from distribution.progress import human_bytes
+from repository.console.auth import posted, see_other, signed_in
+from repository.console.pages import console_page, render
 from repository.errors import BadRequest
 from repository.http.auth import reader, require_role
 from repository.tokens import Role
 from wire.errors import WireError
-
-from .auth import posted, see_other, signed_in
-from .pages import console_page, render
 
 # a bundle's page lists this many files at most (the API and CLI give all of them)
 MAX_LISTED_FILES = 1000

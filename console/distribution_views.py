@@ -24,13 +24,13 @@ from distribution.keys import runner_key
 from distribution.progress import Rates, human_bytes
 from distribution.rules import Rule, parse_rules
 from distribution.runner import JobRunner
+from repository.console.auth import posted, see_other, signed_in
+from repository.console.pages import console_page, render
 from repository.errors import NotFound
 from repository.http.auth import require_role
 from repository.tokens import Role
 
-from .auth import posted, see_other, signed_in
 from .bundle_views import _name_version, bundle_url
-from .pages import console_page, render
 
 EVENT_INTERVAL = 0.5
 # a page's stream ends after this long (the browser reconnects by itself), so none lingers forever

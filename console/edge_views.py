@@ -11,14 +11,14 @@ from distribution import orders
 from distribution.api import READERS
 from distribution.edges import check_health, parse_edge
 from distribution.keys import http_key, runner_key, signer_key
+from repository.console.auth import posted, see_other, signed_in
+from repository.console.pages import console_page, render
 from repository.http.auth import require_role
 from repository.tokens import Role
 from wire.errors import WireError
 from wire.timestamps import iso
 
-from .auth import posted, see_other, signed_in
 from .bundle_views import bundle_url
-from .pages import console_page, render
 
 
 async def _edges_context(request: web.Request) -> dict[str, object]:

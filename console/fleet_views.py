@@ -12,11 +12,10 @@ from fleet.keys import device_store_key
 from fleet.rollout_api import STEERS, steer
 from fleet.rollout_keys import deployments_key
 from fleet.rollout_store import OPERATIONS, PAGE
+from repository.console.auth import posted, see_other, signed_in
+from repository.console.pages import console_page, render
 from repository.errors import NotFound
 from repository.http.auth import require_role
-
-from .auth import posted, see_other, signed_in
-from .pages import console_page, render
 
 
 def _deployment_id(request: web.Request) -> int:

@@ -6,36 +6,17 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import auth, bundle_views, distribution_views, edge_views, fleet_views
+from repository.console.setup import UI, static_file
 
-UI = "/ui"
+from . import bundle_views, distribution_views, edge_views, fleet_views
+
 BUNDLE = UI + "/bundles/{name}/{version}"
 STATIC = Path(__file__).parent / "static"
-
-
-async def home(request: web.Request) -> web.StreamResponse:
-    return auth.see_other(UI + "/bundles")
-
-
-def static_file(name: str, content_type: str) -> web.RouteDef:
-    """One small file of the console (its CSS, its script), read once and answered from memory:
-    the service's writers send bytes themselves, not by the static handler's sendfile."""
-    body = (STATIC / name).read_bytes()
-
-    async def handler(request: web.Request) -> web.Response:
-        return web.Response(body=body, content_type=content_type, headers={"Cache-Control": "max-age=300"})
-
-    return web.get(f"{UI}/static/{name}", handler, name=f"console_static_{name.replace('.', '_')}")
 
 
 def setup_console_routes(app: web.Application) -> None:
     app.router.add_routes(
         [
-            web.get(UI, home, name="console_root"),
-            web.get(UI + "/", home, name="console_home"),
-            web.get(UI + "/login", auth.login_page, name="console_login_page"),
-            web.post(UI + "/login", auth.login, name="console_login"),
-            web.post(UI + "/logout", auth.logout, name="console_logout"),
             web.get(UI + "/bundles", bundle_views.bundle_list, name="console_bundles"),
             web.post(UI + "/bundles", bundle_views.create_bundle, name="console_bundle_create"),
             web.get(UI + "/bundles/new", bundle_views.new_bundle, name="console_bundle_new"),
@@ -59,7 +40,6 @@ def setup_console_routes(app: web.Application) -> None:
             web.get(UI + "/fleet", fleet_views.fleet_page, name="console_fleet"),
             web.get(UI + "/fleet/deployments/{id}", fleet_views.deployment_page, name="console_deployment"),
             web.post(UI + "/fleet/deployments/{id}/operate", fleet_views.operate, name="console_deployment_operate"),
-            static_file("console.css", "text/css"),
-            static_file("live.js", "text/javascript"),
+            static_file(STATIC, "live.js", "text/javascript"),
         ]
     )

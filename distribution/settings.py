@@ -64,10 +64,6 @@ class DistributionSettings(ServiceSettings):
     fleet_runtime_interval: int = 60
     fleet_runtime_history: int = 100
     fleet_runtime_events: int = 10_000
-    # the web console (/ui/): how long a login lasts (hours); the URL users reach the service by,
-    # where https makes the session cookie Secure even behind a proxy that speaks plain http to it
-    console_session_hours: int = 12
-    console_public_url: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -105,10 +101,6 @@ class DistributionSettings(ServiceSettings):
             raise ValueError(f"setting 'fleet_runtime_history' must be 0 to {MAX_HEARTBEAT_HISTORY}")
         if not 1 <= self.fleet_runtime_events <= 1_000_000:
             raise ValueError("setting 'fleet_runtime_events' must be 1 to 1000000")
-        if not 1 <= self.console_session_hours <= 720:
-            raise ValueError("setting 'console_session_hours' must be 1 to 720")
-        if self.console_public_url is not None and not self.console_public_url.startswith(("http://", "https://")):
-            raise ValueError("setting 'console_public_url' must be an http:// or https:// URL")
 
     @property
     def gnupg_dir(self) -> Path:

@@ -9,8 +9,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from console.schema import console_migrations
-from console.tables import console_tables
 from distribution.schema import distribution_migrations
 from distribution.tables import distribution_tables
 from edge.schema import edge_migrations
@@ -20,6 +18,8 @@ from fleet.device_tables import device_tables
 from fleet.rollout_schema import rollout_migrations, rollout_tables
 from fleet.runtime_schema import runtime_migrations
 from fleet.runtime_tables import runtime_tables
+from repository.console.schema import console_migrations
+from repository.console.tables import console_tables
 from repository.db import Database
 from repository.schema import catalog_migrations
 from repository.tables import catalog_tables

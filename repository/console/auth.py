@@ -80,7 +80,7 @@ async def posted(request: web.Request) -> MultiDictProxy[str]:
 @console_page
 async def login_page(request: web.Request) -> web.StreamResponse:
     if await current_session(request) is not None:
-        raise web.HTTPSeeOther(HOME)
+        return see_other(HOME)
     return _login_form(request)
 
 

@@ -27,6 +27,8 @@ def render(request: web.Request, template: str, context: dict[str, Any], *, stat
         "user": session.principal if session else None,
         "may_change": bool(session and session.principal.role in WRITERS),
         "csrf": session.csrf if session else "",
+        "sections": request.app[keys.sections],
+        "service_name": request.app[keys.service_name],
     }
     return aiohttp_jinja2.render_template(template, request, base | context, status=status)
 
