@@ -12,12 +12,12 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from repository.catalog import Artifact
+from repository.catalog import Artifact, Folder
 from repository.errors import NotFound
 from wire.timestamps import iso
 
 from . import keys
-from .auth import visibility
+from .auth import require_read, visibility
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -52,27 +52,28 @@ def _row(href: str, name: str, modified: str = "", size: str = "", sha256: str =
     return f'<tr><td><a href="{escape(href)}">{escape(name)}</a></td>{cells}</tr>'
 
 
-def _file_row(a: Artifact) -> str:
-    return _row(quote(a.name), a.name, iso(a.modified), str(a.size), a.sha256)
-
-
-async def folder_page(request: web.Request, repo: str, path: str) -> web.Response:
-    """The listing of folder ``path`` in ``repo`` (the caller may read it); NotFound if it is no folder.
-    A folder URL without its trailing slash is redirected to it, so relative links resolve."""
+async def folder_listing(request: web.Request, repo: str, path: str) -> tuple[list[Folder], list[Artifact]]:
+    """The sub-folders and files of folder ``path`` in ``repo`` the caller may see (it must be
+    allowed to read the folder); NotFound if it is no folder."""
+    await require_read(request, repo, path)
     item = await request.app[keys.artifacts].item(repo, path)
     if isinstance(item, Artifact):
         raise NotFound()
+    listing = await request.app[keys.catalog].children(repo, path)
+    visible = await visibility(request, repo)
+    return [f for f in listing.folders if visible(f.path)], [a for a in listing.files if visible(a.path)]
+
+
+async def folder_page(request: web.Request, repo: str, path: str) -> web.Response:
+    """The listing of folder ``path`` in ``repo``. A folder URL without its trailing slash is
+    redirected to it, so that relative links resolve."""
+    folders, files = await folder_listing(request, repo, path)
     raw = request.raw_path.split("?", 1)[0]
     if not raw.endswith("/"):
         raise web.HTTPMovedPermanently(raw + "/")
-    listing = await request.app[keys.catalog].children(repo, path)
-    visible = await visibility(request, repo)
     rows = [_row("../", "../")] if path else []
-    rows += [
-        _row(quote(f.path.rpartition("/")[2]) + "/", f.path.rpartition("/")[2] + "/", iso(f.created))
-        for f in listing.folders
-        if visible(f.path)
-    ]
-    rows += [_file_row(a) for a in listing.files if visible(a.path)]
+    names = [f.path.rpartition("/")[2] for f in folders]
+    rows += [_row(quote(n) + "/", n + "/", iso(f.created)) for n, f in zip(names, folders, strict=True)]
+    rows += [_row(quote(a.name), a.name, iso(a.modified), str(a.size), a.sha256) for a in files]
     title = escape(f"{repo}/{path}/" if path else f"{repo}/")
     return web.Response(text=PAGE.format(title=title, rows="\n".join(rows)), content_type="text/html")
