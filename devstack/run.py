@@ -54,6 +54,7 @@ def banner(ready: Ready) -> str:
         lines += [
             f"  Edge {e.name:<16} {e.url}/artifactory/   ({e.site}, {e.city}, {e.country})",
             f"    admin token         {e.admin_token}",
+            f"    web console         {e.url}/ui/",
         ]
     lines += [
         f"  Tokens are kept in {shown_path(str(ready.run_dir / TOKENS_FILE))}; logs in "
