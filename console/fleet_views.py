@@ -12,10 +12,15 @@ from fleet.keys import device_store_key
 from fleet.rollout_api import STEERS, steer
 from fleet.rollout_keys import deployments_key
 from fleet.rollout_store import OPERATIONS, PAGE
+from fleet.runtime_keys import runtime_queries_key
+from fleet.runtime_queries import MAX_WHERE_DEVICES
 from repository.console.auth import posted, see_other, signed_in
 from repository.console.pages import console_page, render
 from repository.errors import NotFound
 from repository.http.auth import require_role
+
+# rows of each runtime list a page shows (the API pages through all of them)
+RUNTIME_ROWS = 100
 
 
 def _deployment_id(request: web.Request) -> int:
@@ -34,6 +39,26 @@ async def fleet_page(request: web.Request) -> web.StreamResponse:
     deployments = await request.app[deployments_key].page(None, PAGE)
     context = {"devices": devices, "more": more, "deployments": deployments, "group": request.query.get("group", "")}
     return render(request, "fleet.html", context)
+
+
+@console_page
+async def runtime_page(request: web.Request) -> web.StreamResponse:
+    """The runtime inventory: where a bundle version runs (``?bundle=&version=``), executables no
+    bundle ships, drift, and the newest events, each from the queries its REST call makes."""
+    await signed_in(request)
+    require_role(request, *READERS)
+    queries = request.app[runtime_queries_key]
+    bundle, version = request.query.get("bundle", "").strip(), request.query.get("version", "").strip()
+    where = await queries.where(bundle, version, "", MAX_WHERE_DEVICES) if bundle and version else None
+    context = {
+        "bundle": bundle,
+        "version": version,
+        "where": where,
+        "unknown": await queries.unknown(None, "", RUNTIME_ROWS),
+        "drift": await queries.drift(None),
+        "events": await queries.events(kind=None, device=None, after=0, limit=RUNTIME_ROWS),
+    }
+    return render(request, "runtime.html", context)
 
 
 @console_page

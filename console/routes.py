@@ -38,6 +38,7 @@ def setup_console_routes(app: web.Application) -> None:
             web.get(UI + "/keys", edge_views.key_list, name="console_keys"),
             web.post(UI + "/keys/propagate", edge_views.propagate_keys, name="console_keys_propagate"),
             web.get(UI + "/fleet", fleet_views.fleet_page, name="console_fleet"),
+            web.get(UI + "/fleet/runtime", fleet_views.runtime_page, name="console_runtime"),
             web.get(UI + "/fleet/deployments/{id}", fleet_views.deployment_page, name="console_deployment"),
             web.post(UI + "/fleet/deployments/{id}/operate", fleet_views.operate, name="console_deployment_operate"),
             static_file(STATIC, "live.js", "text/javascript"),

@@ -9,6 +9,8 @@ from tests.conftest import ADMIN_TOKEN
 from tests.console_client import form_post, log_in
 from tests.fleet_deploy import deploy, fleet_fixture, signed_release, status  # noqa: F401  (fixture)
 from tests.fleet_rows import add_devices
+from tests.runtime_plane import ROGUE, TILL, plane_fixture, rogue, send, till  # noqa: F401  (fixture)
+from wire.runtime import RuntimeReport
 
 
 async def test_the_fleet_page_lists_devices_and_deployments(fleet: Any) -> None:
@@ -54,3 +56,14 @@ async def test_a_reader_sees_no_steering_buttons_and_cannot_steer(fleet: Any) ->
     assert 'value="pause"' not in await (await fleet.get(url)).text()
     assert (await form_post(fleet, url, url + "/operate", operation="pause")).status == 403
     assert (await status(fleet, dep["id"]))["state"] == "running"
+
+
+async def test_the_runtime_page_shows_where_a_version_runs_and_what_no_bundle_ships(plane: Any) -> None:
+    await send(plane, "till-1", RuntimeReport("till-1", 1, 0, 5, (till(), rogue())))
+    await log_in(plane, token=ADMIN_TOKEN)
+    page = await (await plane.get("/ui/fleet/runtime", params={"bundle": "app", "version": "2.3.0"})).text()
+    where = page.split('id="where"')[1].split("</table>")[0]
+    assert "<td>till-1</td>" in where and "releases-local/app/2.3.0/till.bin" in where
+    unknown = page.split('id="unknown"')[1].split("</table>")[0]
+    assert ROGUE in unknown and "/tmp/sleep" in unknown and TILL not in unknown
+    assert 'id="events"' in page and 'id="drift"' in page
