@@ -85,13 +85,16 @@ def deploy(world: World, version: str) -> dict[str, bytes]:
     return files
 
 
-def logged_in(world: World, token: str, width: int = 1200) -> tuple[BrowserContext, Page]:
-    context = world.browser.new_context(base_url=world.dist.url, viewport={"width": width, "height": 900})
+def logged_in(
+    world: World, token: str, width: int = 1200, base_url: str | None = None, home: str = "Release bundles"
+) -> tuple[BrowserContext, Page]:
+    """A new browser context logged in to a console (the service's, or an edge's at ``base_url``)."""
+    context = world.browser.new_context(base_url=base_url or world.dist.url, viewport={"width": width, "height": 900})
     page = context.new_page()
     page.goto("/ui/login")
     page.get_by_label("API token").fill(token)
     page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name="Release bundles")).to_be_visible()
+    expect(page.get_by_role("heading", name=home)).to_be_visible()
     return context, page
 
 
@@ -230,4 +233,24 @@ def test_every_control_is_labelled_and_a_400_px_window_needs_no_sideways_scroll(
     page.keyboard.press("Tab")  # the first stop is the skip link, then the sections
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
     page.screenshot(path=SHOTS / "bundle-narrow.png", full_page=True)
+    context.close()
+
+
+def test_the_edge_console_browses_a_repo_and_makes_a_signed_url_in_a_narrow_window(world: World) -> None:
+    edge = world.edges[0]
+    url = f"{edge.url}/artifactory/artifactory-edge-uploads/tools/kit.bin"
+    sha256 = hashlib.sha256(b"kit").hexdigest()
+    call((201,), "PUT", url, edge.admin_token, data=b"kit", headers={"X-Checksum-Sha256": sha256})
+    context, page = logged_in(world, edge.admin_token, width=400, base_url=edge.url, home="Repositories")
+    page.get_by_role("link", name="artifactory-edge-uploads").click()
+    page.get_by_role("link", name="tools/").click()
+    expect(page.locator("#listing")).to_contain_text(sha256)
+    page.get_by_role("link", name="Signed URL for kit.bin").click()
+    page.get_by_role("button", name="Create").click()
+    expect(page.locator("#signed-url")).to_contain_text("sig=")
+    page.screenshot(path=SHOTS / "edge-signed-url.png", full_page=True)
+    for url in ("/ui/repos", "/ui/browse/artifactory-edge-uploads/tools/", "/ui/audit", "/ui/rules", "/ui/signed-url"):
+        page.goto(url)
+        assert page.evaluate(UNLABELLED) == [], url
+        assert page.evaluate(OVERFLOW) <= 0, (url, page.evaluate(WIDE))
     context.close()
