@@ -11,9 +11,9 @@ from urllib.parse import quote
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from distribution.api import READERS
+from distribution.api import READERS, _name_version
 from distribution.bundle_store import PAGE_SIZE, BundleArtifact
-from distribution.bundles import BundleService, check_name_version, parse_bundle_request
+from distribution.bundles import BundleService, parse_bundle_request
 from distribution.keys import bundles_key, runner_key, signer_key
 from distribution.progress import human_bytes
 from repository.console.auth import posted, see_other, signed_in
@@ -33,12 +33,6 @@ def bundle_url(name: str, version: str) -> str:
 
 def _service(request: web.Request) -> BundleService:
     return request.app[bundles_key]
-
-
-def _name_version(request: web.Request) -> tuple[str, str]:
-    name, version = request.match_info["name"], request.match_info["version"]
-    check_name_version(name, version)
-    return name, version
 
 
 async def _first(pages: AsyncIterator[list[BundleArtifact]], limit: int) -> list[BundleArtifact]:

@@ -18,7 +18,7 @@ from aiohttp_sse import sse_response
 from multidict import MultiDictProxy
 
 from distribution import orders
-from distribution.api import READERS
+from distribution.api import READERS, _name_version
 from distribution.jobs import COMPLETED, FAILED, Distribution
 from distribution.keys import runner_key
 from distribution.progress import Rates, human_bytes
@@ -30,7 +30,7 @@ from repository.errors import NotFound
 from repository.http.auth import require_role
 from repository.tokens import Role
 
-from .bundle_views import _name_version, bundle_url
+from .bundle_views import bundle_url
 
 EVENT_INTERVAL = 0.5
 # a page's stream ends after this long (the browser reconnects by itself), so none lingers forever

@@ -24,3 +24,11 @@ async def form_post(client: Any, page_url: str, action: str, **fields: str) -> A
     """POST ``fields`` to ``action`` with the CSRF token ``page_url``'s forms carry."""
     page = await client.get(page_url)
     return await client.post(action, data={"csrf": csrf_of(await page.text()), **fields}, allow_redirects=False)
+
+
+async def reader_token(client: Any, admin_token: str) -> str:
+    """A token with the reader role, issued by an admin through the API."""
+    body = {"username": "rita", "scope": "reader"}
+    resp = await client.post("/access/api/v1/tokens", json=body, headers={"Authorization": f"Bearer {admin_token}"})
+    assert resp.status in (200, 201), await resp.text()
+    return str((await resp.json())["access_token"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.conftest import ADMIN_TOKEN
-from tests.console_client import form_post, log_in
+from tests.console_client import form_post, log_in, reader_token
 from tests.fleet_deploy import deploy, fleet_fixture, signed_release, status  # noqa: F401  (fixture)
 from tests.fleet_rows import add_devices
 from tests.runtime_plane import ROGUE, TILL, plane_fixture, rogue, send, till  # noqa: F401  (fixture)
@@ -46,12 +46,7 @@ async def test_a_reader_sees_no_steering_buttons_and_cannot_steer(fleet: Any) ->
     await signed_release(fleet, "2.3.0")
     await add_devices(fleet.app, 2)
     dep = await deploy(fleet)
-    resp = await fleet.post(
-        "/access/api/v1/tokens",
-        json={"username": "rita", "scope": "reader"},
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-    )
-    await log_in(fleet, token=(await resp.json())["access_token"])
+    await log_in(fleet, token=await reader_token(fleet, ADMIN_TOKEN))
     url = f"/ui/fleet/deployments/{dep['id']}"
     assert 'value="pause"' not in await (await fleet.get(url)).text()
     assert (await form_post(fleet, url, url + "/operate", operation="pause")).status == 403

@@ -11,7 +11,7 @@ import pytest
 from distribution.app import create_app
 from distribution.settings import DistributionSettings
 from tests.conftest import ADMIN_TOKEN, admin
-from tests.console_client import csrf_of, form_post, log_in
+from tests.console_client import csrf_of, form_post, log_in, reader_token
 
 V1 = "/distribution/api/v1"
 REPO = "releases-local"
@@ -28,12 +28,6 @@ async def make_bundle(client: Any, name: str = "app", version: str = "1.0") -> N
     assert resp.status == 201
     body = {"name": name, "version": version, "spec": {"queries": [{"pattern": f"{REPO}/{name}/{version}/*"}]}}
     assert (await client.post(f"{V1}/release_bundle", json=body, headers=admin())).status == 201
-
-
-async def reader_token(client: Any) -> str:
-    resp = await client.post("/access/api/v1/tokens", json={"username": "rita", "scope": "reader"}, headers=admin())
-    assert resp.status in (200, 201), await resp.text()
-    return str((await resp.json())["access_token"])
 
 
 async def bundle_names(client: Any) -> list[str]:
@@ -96,7 +90,7 @@ async def test_a_post_without_or_with_a_wrong_csrf_token_is_refused_and_changes_
 
 async def test_a_reader_sees_no_change_buttons_and_a_forged_post_is_refused_403(dist: Any) -> None:
     await make_bundle(dist)
-    await log_in(dist, token=await reader_token(dist))
+    await log_in(dist, token=await reader_token(dist, ADMIN_TOKEN))
     page = await (await dist.get("/ui/bundles/app/1.0")).text()
     assert "Delete this version" not in page and ">Sign<" not in page and "Distribute" not in page
     resp = await dist.post("/ui/bundles/app/1.0/delete", data={"csrf": csrf_of(page)}, allow_redirects=False)

@@ -11,14 +11,7 @@ import aiohttp
 
 from edge.keys import audit_trail_key
 from tests.conftest import ADMIN_TOKEN, UPLOADS, upload
-from tests.console_client import csrf_of, form_post, log_in
-
-
-async def reader_token(edge: Any) -> str:
-    body = {"username": "rita", "scope": "reader"}
-    resp = await edge.post("/access/api/v1/tokens", json=body, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-    assert resp.status in (200, 201), await resp.text()
-    return str((await resp.json())["access_token"])
+from tests.console_client import csrf_of, form_post, log_in, reader_token
 
 
 async def test_the_edge_console_browses_repos_as_folders(edge: Any) -> None:
@@ -69,7 +62,7 @@ async def test_the_rules_page_shows_the_rules_and_a_reader_is_refused(edge: Any)
     rules = {"rules": [{"repos": ["releases-*"], "deny_cidrs": ["203.0.113.0/24"]}]}
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     assert (await edge.put("/artifactory/api/access/rules", json=rules, headers=admin)).status == 200
-    token = await reader_token(edge)
+    token = await reader_token(edge, ADMIN_TOKEN)
     await log_in(edge, token=ADMIN_TOKEN)
     page = await (await edge.get("/ui/rules")).text()
     assert "203.0.113.0/24" in page and "releases-*" in page
