@@ -10,6 +10,7 @@ import pytest
 
 from distribution.app import create_app
 from distribution.settings import DistributionSettings
+from repository.http.setup import database
 from tests.conftest import ADMIN_TOKEN, admin
 from tests.console_client import csrf_of, form_post, log_in, reader_token
 
@@ -129,3 +130,28 @@ async def test_the_bundle_list_searches_names_and_versions(dist: Any) -> None:
     assert ">tool<" in page and ">app<" not in page
     page = await (await dist.get("/ui/bundles", params={"q": "%"})).text()
     assert "No bundles match" in page
+
+
+@pytest.mark.parametrize(("hours", "valid"), [(0, False), (1, True), (719, True), (720, True), (721, False)])
+def test_the_session_lifetime_setting_is_1_to_720_hours(tmp_path: Path, hours: int, valid: bool) -> None:
+    if valid:
+        assert DistributionSettings(data_dir=tmp_path, console_session_hours=hours).console_session_hours == hours
+    else:
+        with pytest.raises(ValueError, match="console_session_hours"):
+            DistributionSettings(data_dir=tmp_path, console_session_hours=hours)
+
+
+@pytest.mark.parametrize("url", ["ftp://dist.example", "dist.example", ""])
+def test_the_public_url_setting_must_be_http_or_https(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ValueError, match="console_public_url"):
+        DistributionSettings(data_dir=tmp_path, console_public_url=url)
+
+
+async def test_a_session_ends_when_its_lifetime_is_over(aiohttp_client: Any, tmp_path: Path) -> None:
+    settings = DistributionSettings(data_dir=tmp_path / "d", port=0, admin_token=ADMIN_TOKEN, console_session_hours=1)
+    client = await aiohttp_client(create_app(settings))
+    await log_in(client, token=ADMIN_TOKEN)
+    assert (await client.get("/ui/bundles", allow_redirects=False)).status == 200
+    db = client.app[database]
+    await db.run(db.db.execute, "UPDATE console_sessions SET expires = expires - :hour", {"hour": 3600 * 1000})
+    assert (await client.get("/ui/bundles", allow_redirects=False)).status == 303
