@@ -24,7 +24,13 @@ from .bundle_views import bundle_url
 async def _edges_context(request: web.Request) -> dict[str, object]:
     runner = request.app[runner_key]
     edges = await check_health(request.app[http_key], runner.edges, await runner.edges.list())
-    return {"edges": edges, "held": await runner.jobs.held(), "iso": iso, "url_of": bundle_url}
+    return {
+        "edges": edges,
+        "held": await runner.jobs.held(),
+        "pending": await runner.jobs.pending_by_edge(),  # the lag: what is still to reach each edge
+        "iso": iso,
+        "url_of": bundle_url,
+    }
 
 
 @console_page

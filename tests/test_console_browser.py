@@ -20,6 +20,7 @@ from devstack import wiring
 from devstack.rest import expect as call
 from devstack.services import DistributionProcess, EdgeProcess, free_port
 from tests.distribution_process import run_for_test
+from tests.edge_setup import download
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "console"
@@ -154,6 +155,7 @@ def test_a_release_manager_creates_signs_distributes_and_watches_it_complete_liv
     page.goto("/ui/edges")
     expect(page.locator('tr[data-edge="edge-1"] .health')).to_have_text("healthy")
     expect(page.locator('tr[data-edge="edge-1"]')).to_contain_text("app 1.0")
+    expect(page.locator('tr[data-edge="edge-1"] .lag')).to_have_text("up to date")
     page.screenshot(path=SHOTS / "edges.png", full_page=True)
     context.close()
 
@@ -185,6 +187,26 @@ def test_a_distribution_that_cannot_finish_is_aborted_from_its_page(world: World
     page.get_by_role("button", name="Abort").click()
     expect(page.locator("#status")).to_have_text("Failed")
     expect(page.locator('tr[data-edge="edge-off"] .error')).to_contain_text("abort")
+    page.goto("/ui/edges")
+    expect(page.locator('tr[data-edge="edge-off"] .health')).to_contain_text("down")
+    context.close()
+
+
+def test_a_bundle_version_is_removed_from_the_edges_a_rule_picks(world: World) -> None:
+    files = deploy(world, "6.0")
+    context, page = logged_in(world, world.dist.admin_token)
+    create_bundle(page, "6.0", sign=True)
+    page.get_by_label("Country codes (comma-separated)").fill("US")
+    page.get_by_role("button", name="Distribute", exact=True).click()
+    expect(page.locator("#status")).to_have_text("Completed", timeout=60_000)
+    target = f"{REPO}/app/6.0/notes.txt"
+    assert download(world.edges[0].url, target) == (200, files["app/6.0/notes.txt"])
+    page.get_by_role("link", name="Back to the bundle").click()
+    page.get_by_label("Country codes (comma-separated)").fill("US")
+    page.get_by_role("button", name="Remove from these edges").click()
+    expect(page.get_by_text("delete_release_bundle_version")).to_be_visible()
+    expect(page.locator("#status")).to_have_text("Completed", timeout=60_000)
+    assert download(world.edges[0].url, target)[0] == 404
     context.close()
 
 
