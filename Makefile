@@ -78,7 +78,7 @@ lint: $(TEST_STAMP)
 	$(BIN)/pip install -q -e '.[test,dev]'
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --ignore-missing-imports wire storage_backends repository edge distribution devstack agent
+	$(BIN)/mypy --ignore-missing-imports wire storage_backends repository edge distribution devstack agent console
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR) .pytest_cache

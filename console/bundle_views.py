@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 from urllib.parse import quote
 
@@ -36,11 +37,13 @@ def _service(request: web.Request) -> BundleService:
 
 
 async def _first(pages: AsyncIterator[list[BundleArtifact]], limit: int) -> list[BundleArtifact]:
+    """The first ``limit`` artifacts; the pages' reader is closed at once, not left to the collector."""
     listed: list[BundleArtifact] = []
-    async for page in pages:
-        listed.extend(page[: limit - len(listed)])
-        if len(listed) >= limit:
-            break
+    async with aclosing(pages):  # type: ignore[type-var]
+        async for page in pages:
+            listed.extend(page[: limit - len(listed)])
+            if len(listed) >= limit:
+                break
     return listed
 
 
@@ -114,7 +117,7 @@ async def create_bundle(request: web.Request) -> web.StreamResponse:
         bundle_request = parse_bundle_request(_request_body(form, dry_run))
         answer = await service.create(bundle_request, user, reader(request))
     except WireError as exc:  # a bad spec or a conflict: the form again, with what is wrong
-        context = {"form": form, "preview": None, "error": exc.message}
+        context: dict[str, Any] = {"form": form, "preview": None, "error": exc.message}
         return render(request, "bundle_new.html", context, status=exc.status)
     try:
         if dry_run:
