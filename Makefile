@@ -15,7 +15,7 @@ EDGE2_PORT ?= 8083
 # and what the tests start for real besides. A package counts as present when its program is on
 # PATH, in /usr/sbin, or in a versioned PostgreSQL bindir (Debian keeps initdb out of PATH).
 SYSTEM_PACKAGES ?= gpg:gnupg curl:curl
-TEST_SYSTEM_PACKAGES ?= strace:strace ss:iproute2 nginx:nginx initdb:postgresql
+TEST_SYSTEM_PACKAGES ?= strace:strace ss:iproute2 nginx:nginx initdb:postgresql chromium:chromium
 define apt_install
 	@missing=""; \
 	for pair in $(1); do command -v $${pair%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${pair%%:*} ] \
@@ -78,7 +78,7 @@ lint: $(TEST_STAMP)
 	$(BIN)/pip install -q -e '.[test,dev]'
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --ignore-missing-imports wire storage_backends repository edge distribution devstack agent
+	$(BIN)/mypy --ignore-missing-imports wire storage_backends repository edge distribution devstack agent console
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR) .pytest_cache

@@ -48,11 +48,13 @@ def banner(ready: Ready) -> str:
         "",
         f"  Distribution service  {ready.distribution_url}",
         f"    admin token         {ready.distribution_token}",
+        f"    web console         {ready.distribution_url}/ui/   (log in with the admin token)",
     ]
     for e in ready.edges:
         lines += [
             f"  Edge {e.name:<16} {e.url}/artifactory/   ({e.site}, {e.city}, {e.country})",
             f"    admin token         {e.admin_token}",
+            f"    web console         {e.url}/ui/",
         ]
     lines += [
         f"  Tokens are kept in {shown_path(str(ready.run_dir / TOKENS_FILE))}; logs in "

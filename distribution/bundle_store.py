@@ -381,17 +381,23 @@ class BundleStore:
             publish(self._db, BUNDLE_DELETED, keys)
         return True
 
-    async def page(self, name: str | None, start: int) -> tuple[list[Bundle], int]:
-        """One page of bundles (all, or the versions of one name), newest first, and the total."""
-        return await self._database.run(self._page, name, start)
+    async def page(self, name: str | None, start: int, contains: str = "") -> tuple[list[Bundle], int]:
+        """One page of bundles (all, or the versions of one name, or those whose name or version
+        contains ``contains``), newest first, and the total."""
+        return await self._database.run(self._page, name, start, contains)
 
-    def _page(self, name: str | None, start: int) -> tuple[list[Bundle], int]:
-        where = "WHERE name = :name" if name is not None else ""
-        total = self._db.execute(f"SELECT count(*) FROM bundles {where}", {"name": name}).scalar_one()
+    def _page(self, name: str | None, start: int, contains: str) -> tuple[list[Bundle], int]:
+        conditions = ["name = :name"] if name is not None else []
+        if contains:
+            conditions.append("(name LIKE :like ESCAPE '!' OR version LIKE :like ESCAPE '!')")
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        like = "%" + contains.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+        params = {"name": name, "like": like}
+        total = self._db.execute(f"SELECT count(*) FROM bundles {where}", params).scalar_one()
         rows = self._db.execute(
             f"SELECT {_BUNDLE_COLUMNS} FROM bundles {where}"
             " ORDER BY created DESC, name, version LIMIT :limit OFFSET :offset",
-            {"name": name, "limit": PAGE_SIZE, "offset": start},
+            params | {"limit": PAGE_SIZE, "offset": start},
         )
         return [_bundle(r) for r in rows], total
 

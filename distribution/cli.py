@@ -293,7 +293,7 @@ keys.add_command(edges_cli.keys_propagate)
 main.add_command(scrub_group(remote))
 main.add_command(webhook)
 for plugin in plugins():
-    for _command in (plugin.cli, *getattr(plugin, "commands", ())):
+    for _command in (*([plugin.cli] if hasattr(plugin, "cli") else []), *getattr(plugin, "commands", ())):
         main.add_command(_command)
 
 if __name__ == "__main__":

@@ -371,6 +371,22 @@ class JobStore:
         last = {(edge, service_id): kind for edge, service_id, kind in rows}
         return sorted(key for key, kind in last.items() if kind == DISTRIBUTE)
 
+    async def held(self) -> dict[str, list[tuple[str, str]]]:
+        """What each edge holds: ``edge -> [(name, version)]`` whose last completed job there was a
+        distribution (as ``holders`` decides per bundle version)."""
+        rows = await self._database.read(
+            lambda: self._db.execute(
+                f"SELECT j.edge, d.name, d.version, d.type FROM {_JOINED} WHERE j.state = :state ORDER BY d.id",
+                {"state": COMPLETED},
+            ).fetchall()
+        )
+        last = {(edge, name, version): kind for edge, name, version, kind in rows}
+        held: dict[str, list[tuple[str, str]]] = {}
+        for (edge, name, version), kind in sorted(last.items()):
+            if kind == DISTRIBUTE:
+                held.setdefault(edge, []).append((name, version))
+        return held
+
     async def sharing_transaction(self, job: Job) -> bool:
         """Whether another running job pushes the same bundle version to the same edge."""
         row = await self._database.run(

@@ -8,7 +8,7 @@ plugin is an object (usually a module) with:
 - ``migrations``: a tuple of ``sqlite_utils.Migrations`` applied with the service's own;
 - ``setup_app(app)``: adds routes and cleanup contexts to the service's app, after the
   service's own (so the plugin may use the service's app keys);
-- ``cli``: a click command added to ``distribution``; and optionally ``commands``, a tuple
+- optionally ``cli``, a click command added to ``distribution``, and ``commands``, a tuple
   of more click commands added beside it.
 """
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from repository.catalog import Repo
+from repository.console.schema import console_migrations
 from repository.http import keys as core
 from repository.http.metrics_shared import setup_shared_metrics
 from repository.http.scrub_api import setup_scrub
@@ -18,6 +19,7 @@ from repository.scrub_store import CatalogBlobs
 
 from .access.middleware import access_ctx
 from .access.setup import setup_security
+from .console.routes import setup_edge_console
 from .keys import settings_key, starts_node_key, transactions_key, trusted_keys_key, worker_key
 from .metrics import setup_edge_metrics
 from .pace import UploadPace
@@ -63,7 +65,7 @@ def create_app(settings: EdgeSettings, *, worker: int = 0, starts_node: bool = T
             builtin_repos=(uploads,),
             accel_redirect=settings.accel_redirect,
         ),
-        extra_migrations=(edge_migrations,),
+        extra_migrations=(edge_migrations, console_migrations),
     )
     setup_scrub(app, settings, "edge", CatalogBlobs)
     app.cleanup_ctx.extend([trust_ctx, transactions_ctx])
@@ -71,6 +73,7 @@ def create_app(settings: EdgeSettings, *, worker: int = 0, starts_node: bool = T
     setup_security(app)
     setup_virtual_repos(app)
     setup_routes(app)
+    setup_edge_console(app, settings)
     return app
 
 

@@ -103,13 +103,20 @@ async def get_deployment(request: web.Request) -> web.Response:
     return await _described(request, await request.app[deployments_key].get(_deployment_id(request)))
 
 
+async def steer(app: web.Application, deployment_id: int, operation: str) -> Deployment:
+    """Pause, resume, cancel or roll back a deployment, and tell the devices' actions it changed:
+    what the REST call and the console's buttons both do."""
+    if operation not in OPERATIONS:
+        raise BadRequest(f"Unknown operation {operation!r}; one of {', '.join(sorted(OPERATIONS))}")
+    deployment, changed = await app[deployments_key].operate(deployment_id, operation)
+    if changed:
+        await app[rollout_actions_key].changed()
+    return deployment
+
+
 async def operate(request: web.Request) -> web.Response:
     require_role(request, *STEERS)
-    operation = request.match_info["operation"]
-    assert operation in OPERATIONS
-    deployment, changed = await request.app[deployments_key].operate(_deployment_id(request), operation)
-    if changed:
-        await request.app[rollout_actions_key].changed()
+    deployment = await steer(request.app, _deployment_id(request), request.match_info["operation"])
     return await _described(request, deployment)
 
 

@@ -260,6 +260,10 @@ class ServiceSettings:
     # where the node keeps its state: unset, a sqlite file in data_dir (catalog.db); or a
     # PostgreSQL URL shared by replicas of the node ("postgresql://user:password@host/db")
     database_url: str | None = None
+    # the web console (/ui/): how long a login lasts (hours); the URL users reach the node by,
+    # where https makes the session cookie Secure even behind a proxy that speaks plain http to it
+    console_session_hours: int = 12
+    console_public_url: str | None = None
     storage: StorageSettings = dataclasses.field(default_factory=StorageSettings)
     scrub: ScrubSettings = dataclasses.field(default_factory=ScrubSettings)
 
@@ -279,6 +283,10 @@ class ServiceSettings:
         for key in ("header_timeout", "body_timeout", "keepalive_timeout"):
             if not 0.1 <= getattr(self, key) <= 3600:
                 raise ValueError(f"setting '{key}' must be 0.1 to 3600 seconds")
+        if not 1 <= self.console_session_hours <= 720:
+            raise ValueError("setting 'console_session_hours' must be 1 to 720")
+        if self.console_public_url is not None and not self.console_public_url.startswith(("http://", "https://")):
+            raise ValueError("setting 'console_public_url' must be an http:// or https:// URL")
 
     @property
     def database_path(self) -> Path:

@@ -226,6 +226,11 @@ def test_make_run_starts_a_trusted_topology_with_two_devices_and_ctrl_c_stops_ev
     assert re.search(r"status demo 1\.0\.0$", stack.text, re.MULTILINE), stack.text
     assert re.search(r"curl -O http://127\.0\.0\.1:\d+/artifactory/releases-local/demo/1\.0\.0/", stack.text)
     assert re.search(r"fleet devices$", stack.text, re.MULTILINE), stack.text
+    consoles = re.findall(r"web console\s+(http://\S+/ui/)", stack.text)
+    assert consoles == [banner["url"] + "/ui/", *(f"{u}/ui/" for u, _ in banner["edges"].values())], stack.text
+    for console in consoles:  # each answers its login page
+        status, page = http("GET", console + "login")
+        assert status == 200 and "Log in" in page, page
     check_trusted_and_registered(banner)
     children = children_of(stack.proc.pid)
     assert len(children) == 3 + 2, children  # the service, two edges, two agents

@@ -25,6 +25,7 @@ PROJECT = {
     "edge",
     "fleet",
     "agent",
+    "console",
     "devstack",
     "tests",
     "bench",
@@ -37,6 +38,8 @@ MAY_IMPORT = {
     "repository": {"storage_backends", "wire"},
     "edge": {"repository", "storage_backends", "wire"},
     "distribution": {"repository", "storage_backends", "wire"},
+    # the service's web console, a plugin of the service like the fleet, whose pages it shows
+    "console": {"distribution", "fleet", "repository", "storage_backends", "wire"},
     "devstack": PROJECT - {"tests", "bench"},
     "bench": PROJECT - {"tests"},
 }

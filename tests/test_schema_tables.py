@@ -18,6 +18,8 @@ from fleet.device_tables import device_tables
 from fleet.rollout_schema import rollout_migrations, rollout_tables
 from fleet.runtime_schema import runtime_migrations
 from fleet.runtime_tables import runtime_tables
+from repository.console.schema import console_migrations
+from repository.console.tables import console_tables
 from repository.db import Database
 from repository.schema import catalog_migrations
 from repository.tables import catalog_tables
@@ -29,6 +31,7 @@ SCHEMAS = {
     "fleet-devices": (device_migrations, device_tables),
     "fleet-rollouts": (rollout_migrations, rollout_tables),
     "fleet-runtime": (runtime_migrations, runtime_tables),
+    "console": (console_migrations, console_tables),
 }
 BOOKKEEPING = {"_sqlite_migrations", "sqlite_sequence"}
 

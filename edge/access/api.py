@@ -102,8 +102,14 @@ def _repo_path(value: Any) -> tuple[str, str]:
 async def create_signed_url(request: web.Request) -> web.Response:
     """``POST /artifactory/api/signed/url``: the URL, as text, for a file this edge holds."""
     require_role(request, Role.admin)
-    control = request.app[access_control]
     body = await _json_body(request, frozenset({"repo_path", "valid_for_secs", "expiry", "client_cidr"}))
+    return web.Response(text=await signed_url(request, body), content_type="text/plain")
+
+
+async def signed_url(request: web.Request, body: dict[str, Any]) -> str:
+    """A signed URL for the file ``body`` names (``repo_path``, ``valid_for_secs`` or ``expiry``,
+    ``client_cidr``), validated as the API does: what the API and the console both issue."""
+    control = request.app[access_control]
     repo, path = _repo_path(body.get("repo_path"))
     valid_for = _lifetime(body, control.urls.max_lifetime)
     cidr = body.get("client_cidr")
@@ -121,8 +127,7 @@ async def create_signed_url(request: web.Request) -> web.Response:
         await request.app[core.artifacts].file(repo, path)
     token = control.urls.issue(f"{repo}/{path}", valid_for, cidr)
     base = control.base_url or f"{request.scheme}://{request.host}"
-    url = f"{base.rstrip('/')}/artifactory/{url_quote(f'{repo}/{path}')}?sig={token}"
-    return web.Response(text=url, content_type="text/plain")
+    return f"{base.rstrip('/')}/artifactory/{url_quote(f'{repo}/{path}')}?sig={token}"
 
 
 # -- URL-signing keys --------------------------------------------------------------
@@ -174,7 +179,7 @@ async def remove_url_key(request: web.Request) -> web.Response:
 # -- IP and geo rules --------------------------------------------------------------
 
 
-def _rules_json(request: web.Request) -> dict[str, Any]:
+def rules_json(request: web.Request) -> dict[str, Any]:
     control = request.app[access_control]
     book, geo = control.rules, control.geo
     stored = book.stored
@@ -190,7 +195,7 @@ def _rules_json(request: web.Request) -> dict[str, Any]:
 
 async def get_rules(request: web.Request) -> web.Response:
     require_role(request, Role.admin)
-    return json_response(_rules_json(request))
+    return json_response(rules_json(request))
 
 
 async def put_rules(request: web.Request) -> web.Response:
@@ -216,11 +221,11 @@ async def put_rules(request: web.Request) -> web.Response:
             " nothing was changed. Narrow them with 'repos', or send them from an address they allow."
         )
     await control.rules.replace(specs, principal.subject)
-    return json_response(_rules_json(request))
+    return json_response(rules_json(request))
 
 
 async def reset_rules(request: web.Request) -> web.Response:
     """Forget the rules stored through the API: the settings file's apply again."""
     require_role(request, Role.admin)
     await request.app[access_control].rules.reset()
-    return json_response(_rules_json(request))
+    return json_response(rules_json(request))

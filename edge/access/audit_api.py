@@ -145,7 +145,7 @@ def record_json(r: AuditRow) -> dict[str, Any]:
     }
 
 
-def _authorize(request: web.Request, query: AuditQuery) -> None:
+def authorize(request: web.Request, query: AuditQuery) -> None:
     principal = request[core.principal]
     if principal.role is Role.admin:
         return
@@ -159,7 +159,7 @@ def _authorize(request: web.Request, query: AuditQuery) -> None:
 
 async def audit_query(request: web.Request) -> web.StreamResponse:
     query, fmt, limited = parse_query(request.query)
-    _authorize(request, query)
+    authorize(request, query)
     store = request.app[audit_trail_key].store
     if fmt == "jsonl":
         return await _export(request, store, query, query.limit if limited else None)

@@ -32,6 +32,7 @@ from storage_backends import BlobNotFound, StorageBackend, content_disposition, 
 
 from . import keys
 from .auth import require_read
+from .folder_page import folder_page, wants_html
 from .lookup import artifact_for
 from .ranges import ByteRange, not_modified, other_servers_agree, parse_range, precondition_failed, range_applies
 from .virtual_resolve import resolve, virtual_repo
@@ -150,10 +151,15 @@ async def download(request: web.Request) -> web.StreamResponse:
     repo, path = artifact_location(request)
     await require_read(request, repo, path)
     virtual = virtual_repo(request, repo)
-    if virtual is None:
-        artifact = await artifact_for(request, repo, path)
-    else:
-        artifact = await resolve(request, virtual, path)
+    try:
+        if virtual is None:
+            artifact = await artifact_for(request, repo, path)
+        else:
+            artifact = await resolve(request, virtual, path)
+    except NotFound:
+        if not wants_html(request):  # API clients keep the JSON 404 of a folder
+            raise
+        return await folder_page(request, repo, path)
     app = request.app
     policy = app[keys.policy]
     headers, modified, window = served_headers(artifact, policy.node_id)

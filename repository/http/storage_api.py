@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from repository.catalog import Artifact, Folder, Listing
+from repository.catalog import Artifact, Folder
 from repository.errors import BadRequest, NotFound
 from repository.paths import url_quote
 from repository.stats import DownloadStats
@@ -26,7 +26,7 @@ from wire.timestamps import iso
 from . import keys, virtual_resolve
 from .auth import require_read
 from .download import artifact_location
-from .listings import visible_children, visible_files
+from .listings import visible_files
 from .responses import json_response
 from .virtual_resolve import virtual_repo
 
@@ -61,14 +61,6 @@ def file_info(request: web.Request, a: Artifact) -> dict[str, Any]:
     }
 
 
-async def _children(request: web.Request, folder: Folder) -> Listing:
-    """The folder's children the caller may see (over its members, in a virtual repo)."""
-    virtual = virtual_repo(request, folder.repo)
-    if virtual is not None:
-        return await virtual_resolve.children(request, virtual, folder.path)
-    return await visible_children(request, folder.repo, folder.path)
-
-
 def _walk(request: web.Request, folder: Folder) -> AsyncIterator[Artifact]:
     """Every file below the folder the caller may see, in path order (over its members, in a virtual repo)."""
     virtual = virtual_repo(request, folder.repo)
@@ -78,7 +70,7 @@ def _walk(request: web.Request, folder: Folder) -> AsyncIterator[Artifact]:
 
 
 async def folder_info(request: web.Request, f: Folder) -> dict[str, Any]:
-    listing = await _children(request, f)
+    listing = await virtual_resolve.listing(request, f.repo, f.path)
     children = [{"uri": "/" + c.path.rpartition("/")[2], "folder": True} for c in listing.folders]
     children += [{"uri": "/" + a.name, "folder": False} for a in listing.files]
     uri_path = f"/{url_quote(f.path)}" if f.path else ""
@@ -99,11 +91,7 @@ async def storage_info(request: web.Request) -> web.StreamResponse:
     repo, path = artifact_location(request, STORAGE_PREFIX)
     deep, with_folders = _flag(request, "deep"), _flag(request, "listFolders")
     await require_read(request, repo, path)
-    virtual = virtual_repo(request, repo)
-    if virtual is not None:
-        item = await virtual_resolve.item(request, virtual, path)
-    else:
-        item = await request.app[keys.artifacts].item(repo, path)
+    item = await virtual_resolve.item_at(request, repo, path)
     if "stats" in request.query:
         return await _stats(request, item)
     if "list" in request.query:
@@ -165,7 +153,7 @@ async def _file_list(request: web.Request, folder: Folder, *, deep: bool, with_f
         async for a in _walk(request, folder):
             await emit(_list_entry(a, prefix))
     else:
-        listing = await _children(request, folder)
+        listing = await virtual_resolve.listing(request, folder.repo, folder.path)
         if with_folders:
             for f in listing.folders:
                 await emit(

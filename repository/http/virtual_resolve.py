@@ -79,6 +79,22 @@ async def item(request: web.Request, virtual: VirtualRepo, path: str) -> Artifac
     raise NotFound()
 
 
+async def listing(request: web.Request, repo: str, path: str) -> Listing:
+    """The children of folder ``path`` in ``repo`` the caller may see (over its members, in a virtual repo)."""
+    virtual = virtual_repo(request, repo)
+    if virtual is not None:
+        return await children(request, virtual, path)
+    return await visible_children(request, repo, path)
+
+
+async def item_at(request: web.Request, repo: str, path: str) -> Artifact | Folder:
+    """File or folder info at ``path`` in ``repo``, a virtual repo's named for it."""
+    virtual = virtual_repo(request, repo)
+    if virtual is not None:
+        return await item(request, virtual, path)
+    return await request.app[keys.artifacts].item(repo, path)
+
+
 async def children(request: web.Request, virtual: VirtualRepo, path: str) -> Listing:
     """The folder's children over every member the caller may read: a name in several members
     is the first one's (file or folder), folders only some members have are all there."""
