@@ -64,7 +64,6 @@ def may(request: web.Request, action: Action, repo: Repo, path: str) -> bool:
     return request.app[keys.permissions].decide(request[keys.principal], action, repo, path).allowed
 
 
-
 def reader(request: web.Request) -> Readable:
     """What the caller may read, as a download would decide: for the calls that make existing
     bytes readable somewhere new (a checksum deploy, a bundle spec), which must not do so
