@@ -1,0 +1,136 @@
+"""Pull-mode edges with real processes: the service is never told the edge's address.
+
+The edge polls the service (or a proxy in front of it) every second, runs each distribution
+through its own transaction receiver, and reports; the service shows the job like any other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack.services import SOURCE_REPO, EdgeProcess
+from tests.edge_setup import download, http
+from tests.fault_servers import Faults, ThreadedServer, proxy_app
+from tests.pull_setup import pull_edge, register, started
+from tests.test_distribute_e2e import FAST_RETRIES, V1, Service, running_service, sites_of
+
+AUDIT = "/artifactory/api/audit"
+FILES = {
+    "app.tar.gz": os.urandom(3 * 1024 * 1024 + 17),
+    "README.txt": b"pulled, not pushed\n",
+    "core.so": os.urandom(70_000),
+}
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    yield from running_service(tmp_path / "distribution", FAST_RETRIES)
+
+
+@pytest.fixture
+def proxy(service: Service) -> Iterator[tuple[ThreadedServer, Faults]]:
+    """A proxy in front of the service, through which the edge polls."""
+    faults = Faults(only="/pull/")
+    server = ThreadedServer(proxy_app(service.process.url, faults)).start()
+    try:
+        yield server, faults
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def edge(tmp_path: Path, service: Service, proxy: tuple[ThreadedServer, Faults]) -> Iterator[EdgeProcess]:
+    process = pull_edge(tmp_path / "pull-edge", proxy[0].url, register(service))
+    try:
+        yield started(process, service)
+    finally:
+        process.stop()
+        print(f"edge log, last lines:\n{process.log_tail()}")
+
+
+def site(service: Service, version: str, dist_id: int) -> dict[str, object]:
+    return sites_of(service.status(version, dist_id))["pull-1"]
+
+
+def served_right(edge: EdgeProcess, version: str, files: dict[str, bytes]) -> None:
+    for path, data in files.items():
+        status, body = download(edge.url, f"{SOURCE_REPO}/app/{version}/{path}")
+        assert status == 200, (path, status)
+        assert hashlib.sha256(body).hexdigest() == hashlib.sha256(data).hexdigest(), path
+
+
+def none_served(edge: EdgeProcess, version: str, files: dict[str, bytes]) -> None:
+    assert [download(edge.url, f"{SOURCE_REPO}/app/{version}/{p}")[0] for p in files] == [404] * len(files)
+
+
+def test_a_pull_mode_edge_gets_a_distribution_completed_while_the_service_never_calls_it(
+    service: Service, edge: EdgeProcess
+) -> None:
+    status, edges = service.call("GET", f"{V1}/edges")
+    assert status == 200
+    assert [(e["name"], e["url"], e["mode"]) for e in edges] == [("pull-1", None, "pull")]
+    service.signed_bundle("1.0", FILES)
+    dist_id = service.distribute("1.0")
+    final = service.wait("1.0", dist_id)
+    assert final["status"] == "Completed", final
+    done = site(service, "1.0", dist_id)
+    assert (done["distributed_files"], done["distributed_bytes"]) == (3, sum(map(len, FILES.values())))
+    served_right(edge, "1.0", FILES)
+    # nothing ever called the edge's transaction API: the bundle came by the edge's own calls
+    status, body = http("GET", f"{edge.url}{AUDIT}?action=distribute", edge.admin_token)
+    assert status == 200 and body["records"] == [], body
+
+
+def test_an_edge_that_was_offline_catches_up_with_two_distributions_and_an_undistribute(
+    service: Service, edge: EdgeProcess
+) -> None:
+    edge.stop()
+    other = {"app.tar.gz": os.urandom(200_000), "README.txt": b"version two\n"}
+    service.signed_bundle("1.0", FILES)
+    service.signed_bundle("2.0", other)
+    first, second = service.distribute("1.0"), service.distribute("2.0")
+    status, body = service.call("POST", f"{V1}/distribution/app/1.0/delete", {"distribution_rules": [
+        {"site_name": "*", "city_name": "*", "country_codes": ["*"]}]})  # fmt: skip
+    assert status == 202, body
+    removal = int(body["id"])
+    # the service does not push to a pull-mode edge: its jobs wait for the edge's poll
+    assert site(service, "1.0", first)["status"] == "In queue"
+    edge.start()
+    for version, dist_id in (("1.0", first), ("2.0", second), ("1.0", removal)):
+        final = service.wait(version, dist_id)
+        assert final["status"] == "Completed", final
+    served_right(edge, "2.0", other)
+    none_served(edge, "1.0", FILES)
+
+
+def test_a_blob_download_cut_mid_way_resumes_from_the_bytes_already_staged(
+    service: Service, edge: EdgeProcess, proxy: tuple[ThreadedServer, Faults]
+) -> None:
+    faults = proxy[1]
+    faults.only, faults.cut_answers = "/blobs/", 1
+    service.signed_bundle("1.0", {"app.tar.gz": FILES["app.tar.gz"]})
+    final = service.wait("1.0", service.distribute("1.0"))
+    assert final["status"] == "Completed", final
+    served_right(edge, "1.0", {"app.tar.gz": FILES["app.tar.gz"]})
+    blob_calls = [status for method, path, status in faults.seen if "/blobs/" in path]
+    assert blob_calls == [200, 206], faults.seen  # the cut whole answer, then the rest as a range
+
+
+@pytest.mark.parametrize("target", ["/manifests/", "/blobs/"])
+def test_a_manifest_or_blob_damaged_on_the_way_is_refused_and_nothing_is_served(
+    service: Service, edge: EdgeProcess, proxy: tuple[ThreadedServer, Faults], target: str
+) -> None:
+    faults = proxy[1]
+    faults.only, faults.damage_answers = target, 100
+    service.signed_bundle("1.0", FILES)
+    final = service.wait("1.0", service.distribute("1.0"))
+    assert final["status"] == "Failed", final
+    error = str(final["sites"][0]["general_error"])
+    assert error.startswith("edge pull-1: "), error
+    assert ("signature" in error.lower()) if target == "/manifests/" else ("could not be fetched" in error), error
+    none_served(edge, "1.0", FILES)
