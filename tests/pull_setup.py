@@ -22,9 +22,9 @@ PULL_EDGE = {"name": "pull-1", "mode": "pull", "site_name": "inbound-only", "cit
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def register(service: Service, name: str = "pull-1") -> str:
+def register(service: Service, name: str = "pull-1", site: str = PULL_EDGE["site_name"]) -> str:
     """Register a pull-mode edge; answers the credential, which only this answer carries."""
-    status, body = service.call("POST", f"{V1}/edges", PULL_EDGE | {"name": name})
+    status, body = service.call("POST", f"{V1}/edges", PULL_EDGE | {"name": name, "site_name": site})
     assert status == 201, body
     assert body["url"] is None and body["mode"] == "pull"
     return str(body["credential"])

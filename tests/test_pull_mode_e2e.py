@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from devstack.services import SOURCE_REPO, EdgeProcess
-from tests.edge_setup import download, http
+from tests.edge_setup import distributor_token, download, http
 from tests.fault_servers import Faults, ThreadedServer, proxy_app
 from tests.pull_setup import pull_edge, register, started
 from tests.test_distribute_e2e import FAST_RETRIES, V1, Service, running_service, sites_of
+from wire import pull
+from wire.protocol import transaction_path
 
 AUDIT = "/artifactory/api/audit"
 FILES = {
@@ -134,3 +138,55 @@ def test_a_manifest_or_blob_damaged_on_the_way_is_refused_and_nothing_is_served(
     assert error.startswith("edge pull-1: "), error
     assert ("signature" in error.lower()) if target == "/manifests/" else ("could not be fetched" in error), error
     none_served(edge, "1.0", FILES)
+
+
+def held_blobs(faults: Faults) -> threading.Event:
+    """Hold every blob call at the proxy until the event returned is set."""
+    release = threading.Event()
+    faults.only, faults.lost, faults.release = "/blobs/", 1, release
+    return release
+
+
+def manifest_sha256(service: Service, version: str) -> str:
+    """The signed manifest's sha256: the id of its transaction on every edge."""
+    status, bundle = service.call("GET", f"{V1}/release_bundle/app/{version}")
+    assert status == 200, bundle
+    return str(bundle["manifest_sha256"])
+
+
+def test_an_abort_reaches_the_edge_at_its_next_report_and_its_transaction_is_aborted(
+    service: Service, edge: EdgeProcess, proxy: tuple[ThreadedServer, Faults]
+) -> None:
+    release = held_blobs(proxy[1])
+    service.signed_bundle("1.0", FILES)
+    dist_id = service.distribute("1.0")
+    service.wait("1.0", dist_id, until=lambda s: s["sites"][0]["status"] == "In progress")
+    status, body = service.call("PUT", f"{V1}/distribution/app/1.0/abort")
+    assert status == 202, body
+    release.set()
+    tx_url = f"{edge.url}{transaction_path(manifest_sha256(service, '1.0'))}"
+    token = distributor_token(edge)
+    deadline = time.monotonic() + 60
+    while (state := http("GET", tx_url, token)[1]["state"]) != "ABORTED":
+        assert time.monotonic() < deadline, f"the edge's transaction is still {state}"  # a hang guard
+        time.sleep(0.2)
+    final = service.status("1.0", dist_id)
+    assert (final["status"], final["sites"][0]["general_error"]) == ("Failed", "aborted")
+    none_served(edge, "1.0", FILES)
+
+
+def test_an_edge_restarted_mid_download_goes_on_with_the_transaction_it_had_open(
+    service: Service, edge: EdgeProcess, proxy: tuple[ThreadedServer, Faults]
+) -> None:
+    faults = proxy[1]
+    release = held_blobs(faults)
+    service.signed_bundle("1.0", FILES)
+    dist_id = service.distribute("1.0")
+    service.wait("1.0", dist_id, until=lambda s: s["sites"][0]["status"] == "In progress")
+    assert edge.stop() == 0
+    release.set()
+    edge.start()
+    final = service.wait("1.0", dist_id)
+    assert final["status"] == "Completed", final
+    served_right(edge, "1.0", FILES)
+    assert [path for _, path, _ in faults.seen if "/manifests/" in path] == [pull.manifest_path("pull-1", "app", "1.0")]
