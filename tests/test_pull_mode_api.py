@@ -139,3 +139,11 @@ def test_a_malformed_report_is_a_400_and_changes_nothing(two: Two, body: Any) ->
     assert answer["status_code"] == 400 and answer["message"]
     assert two.site("1.0", two.job_a, "pull-a") == before
     assert before["status"] == "In queue"
+
+
+def test_key_propagation_never_calls_a_pull_mode_edge_and_says_how_to_trust_the_key_there(two: Two) -> None:
+    status, body = two.service.call("POST", f"{V1}/keys/gpg/propagate")
+    assert status == 200, body
+    assert body["status"] == "FAILURE"
+    assert {d["name"] for d in body["details"]} == {"pull-a", "pull-b"}
+    assert all("edge keys trust" in d["message"] for d in body["details"])
