@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack.processes import find_program, service_environment
 from devstack.services import SOURCE_REPO, EdgeProcess
 from tests.edge_setup import distributor_token, download, http
 from tests.fault_servers import Faults, ThreadedServer, proxy_app
@@ -190,3 +192,39 @@ def test_an_edge_restarted_mid_download_goes_on_with_the_transaction_it_had_open
     assert final["status"] == "Completed", final
     served_right(edge, "1.0", FILES)
     assert [path for _, path, _ in faults.seen if "/manifests/" in path] == [pull.manifest_path("pull-1", "app", "1.0")]
+
+
+def test_the_cli_registers_a_pull_mode_edge_whose_credential_file_lets_it_poll(
+    service: Service, tmp_path: Path
+) -> None:
+    env = service_environment(
+        {"DISTRIBUTION_URL": service.process.url, "DISTRIBUTION_TOKEN": service.process.admin_token}
+    )
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [find_program("distribution"), *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+    refused = cli("edge", "add", "pull-1", "--mode", "pull", "--url", "http://edge:8082", "--site", "s",
+                  "--city", "c", "--country", "DE")  # fmt: skip
+    assert refused.returncode != 0 and "400" in refused.stderr
+    added = cli("edge", "add", "pull-1", "--mode", "pull", "--site", "s", "--city", "c", "--country", "DE")
+    assert added.returncode == 0, added.stderr
+    credential = added.stdout.strip().splitlines()[-1]
+    assert pull.credential_edge(credential) == "pull-1"
+    rotated = cli("edge", "credential", "pull-1")
+    assert rotated.returncode == 0, rotated.stderr
+    path = tmp_path / "credential"
+    path.write_text(rotated.stdout.strip() + "\n")
+    assert "pull-1  pull mode" in cli("edge", "list").stdout
+    edge = EdgeProcess(tmp_path / "pull-edge", env={"EDGE_PULL_SERVICE_URL": service.process.url,
+                       "EDGE_PULL_CREDENTIAL_FILE": str(path), "EDGE_PULL_INTERVAL": "1"})  # fmt: skip
+    try:
+        started(edge, service)
+        service.signed_bundle("1.0", FILES)
+        done = cli("distribute", "app", "1.0", "--wait")
+        assert done.returncode == 0, done.stderr
+        assert "Completed" in done.stderr and "3/3 files" in done.stderr
+        served_right(edge, "1.0", FILES)
+    finally:
+        edge.stop()
