@@ -228,3 +228,22 @@ def test_the_cli_registers_a_pull_mode_edge_whose_credential_file_lets_it_poll(
         served_right(edge, "1.0", FILES)
     finally:
         edge.stop()
+
+
+def test_an_edge_of_two_workers_polls_from_one_of_them_at_a_time(
+    service: Service, proxy: tuple[ThreadedServer, Faults], tmp_path: Path
+) -> None:
+    edge = pull_edge(tmp_path / "two-workers", proxy[0].url, register(service))
+    edge.workers = 2
+    try:
+        started(edge, service)
+        assert len(edge.worker_pids()) == 2
+        for version in ("1.0", "2.0"):
+            service.signed_bundle(version, FILES)
+            final = service.wait(version, service.distribute(version))
+            assert final["status"] == "Completed", final
+            served_right(edge, version, FILES)
+    finally:
+        edge.stop()
+    fetched = [path for _, path, _ in proxy[1].seen if "/manifests/" in path]
+    assert sorted(fetched) == [pull.manifest_path("pull-1", "app", v) for v in ("1.0", "2.0")]
