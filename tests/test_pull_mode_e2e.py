@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from devstack.processes import find_program, service_environment
 from devstack.services import SOURCE_REPO, EdgeProcess
 from tests.edge_setup import distributor_token, download, http
 from tests.fault_servers import Faults, ThreadedServer, proxy_app
@@ -197,14 +195,7 @@ def test_an_edge_restarted_mid_download_goes_on_with_the_transaction_it_had_open
 def test_the_cli_registers_a_pull_mode_edge_whose_credential_file_lets_it_poll(
     service: Service, tmp_path: Path
 ) -> None:
-    env = service_environment(
-        {"DISTRIBUTION_URL": service.process.url, "DISTRIBUTION_TOKEN": service.process.admin_token}
-    )
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [find_program("distribution"), *args]
-        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-
+    cli = service.cli
     refused = cli("edge", "add", "pull-1", "--mode", "pull", "--url", "http://edge:8082", "--site", "s",
                   "--city", "c", "--country", "DE")  # fmt: skip
     assert refused.returncode != 0 and "400" in refused.stderr
