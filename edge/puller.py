@@ -127,21 +127,18 @@ class Puller:
                 await self._remove(item)
         except JobEnded as exc:
             log.info("pull: %s; its transaction is aborted here", exc)
-            await self._abort((await self._local(item)).transaction_id)
+            await self._abort((await self.jobs.begin(item)).transaction_id)
         except ServiceUnavailable:
             raise  # the job stays as it is; the next poll goes on with it
         except WireError as exc:
             if exc.status >= 500:
                 raise
             log.warning("pull: distribution %s failed here: %s", item.distribution_id, exc.message)
-            await self._abort((await self._local(item)).transaction_id)
+            await self._abort((await self.jobs.begin(item)).transaction_id)
             report = pull.Report(pull.FAILED, 0, 0, error=exc.message[: pull.MAX_ERROR])
             with contextlib.suppress(JobEnded):
                 await self.report(item, report)
         await self.jobs.done(item.distribution_id)
-
-    async def _local(self, item: pull.WorkItem) -> LocalJob:
-        return await self.jobs.begin(item)
 
     async def _abort(self, tx_id: str | None) -> None:
         """Abort an open transaction; a committed one stays (the bundle is there)."""
