@@ -17,7 +17,7 @@ import secrets
 from repository.db import Database
 from repository.errors import Conflict, Forbidden, NotFound, Unauthorized
 from repository.sql import Sql
-from wire.pull import SECRET_HEX, credential_edge
+from wire.pull import CREDENTIAL_HEADER, SECRET_HEX, credential_edge
 
 from .edges import Edge, EdgeStore
 
@@ -65,7 +65,7 @@ class PullCredentials:
         """The edge whose pull calls ``edge_name``'s path names, if ``credential`` is its own: 401
         for none or a wrong one, 403 for another pull-mode edge's."""
         if not credential:
-            raise Unauthorized("A pull call needs the edge's credential in X-Edge-Credential")
+            raise Unauthorized(f"A pull call needs the edge's credential in {CREDENTIAL_HEADER}")
         owner = credential_edge(credential)
         row = await self._database.run(
             lambda: self._db.execute(
