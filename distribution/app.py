@@ -28,7 +28,8 @@ from .jobs import JobStore
 from .keys import bundles_key, http_key, runner_key, settings_key, signer_key
 from .metrics import edge_traffic_key, setup_distribution_metrics
 from .plugins import plugins
-from .routes import setup_routes
+from .pull_api import setup_pull
+from .routes import V1, setup_routes
 from .runner import JobRunner
 from .schema import distribution_migrations
 from .settings import DistributionSettings
@@ -58,6 +59,7 @@ def create_app(settings: DistributionSettings) -> web.Application:
     setup_scrub(app, settings, "distribution", ServiceBlobs)
     app.cleanup_ctx.extend([signer_ctx, bundles_ctx, edge_client_ctx, runner_ctx, webhooks_ctx])
     setup_routes(app)
+    setup_pull(app, V1)
     for plugin in plugins():
         plugin.setup_app(app)
     return app

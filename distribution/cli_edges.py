@@ -27,26 +27,42 @@ def edge() -> None:
               help="The Distribution service [$DISTRIBUTION_URL].")  # fmt: skip
 @click.option("--service-token", "token", envvar="DISTRIBUTION_TOKEN", help="Its admin token [$DISTRIBUTION_TOKEN].")
 @as_json
-@click.option("--url", "edge_url", required=True, help="The edge's base URL, e.g. http://edge:8082.")
+@click.option(
+    "--mode",
+    type=click.Choice(["push", "pull"]),
+    default="push",
+    show_default=True,
+    help="push: the service calls the edge at --url; pull: the edge polls the service (no --url).",
+)
+@click.option("--url", "edge_url", help="The edge's base URL, e.g. http://edge:8082 (push mode).")
 @click.option("--site", required=True, help="Site name (distribution rules match it).")
 @click.option("--city", required=True, help="City name.")
 @click.option("--country", required=True, help="Two-letter country code.")
-@click.option("--token", "edge_token", envvar="DISTRIBUTION_EDGE_TOKEN", required=True,
-              help="The edge's distributor token [$DISTRIBUTION_EDGE_TOKEN]; admin to propagate keys.")  # fmt: skip
+@click.option("--token", "edge_token", envvar="DISTRIBUTION_EDGE_TOKEN",
+              help="The edge's distributor token [$DISTRIBUTION_EDGE_TOKEN]; admin for keys (push mode).")  # fmt: skip
 @edge_name
-def edge_add(url: str, token: str | None, as_json: bool, edge_url: str, site: str, city: str, country: str,
-             edge_token: str, name: str) -> None:  # fmt: skip
-    """Register edge NAME (adding it again with the same settings is fine)."""
-    body = {"name": name, "url": edge_url, "site_name": site, "city_name": city, "country_code": country}
-    answer = call(url, token, "POST", f"{V1}/edges", body | {"token": edge_token})
+def edge_add(url: str, token: str | None, as_json: bool, mode: str, edge_url: str | None, site: str, city: str,
+             country: str, edge_token: str | None, name: str) -> None:  # fmt: skip
+    """Register edge NAME (adding it again with the same settings is fine).
+
+    A pull-mode edge gets a credential to poll the service with, printed this once: set it as
+    the edge's [pull] credential (or credential_file). `distribution edge credential` mints a new one."""
+    body: dict[str, Any] = {"name": name, "site_name": site, "city_name": city, "country_code": country}
+    if mode == "pull":
+        body["mode"] = "pull"
+    body |= {k: v for k, v in (("url", edge_url), ("token", edge_token)) if v is not None}
+    answer = call(url, token, "POST", f"{V1}/edges", body)
     emit(answer, as_json, _edge_line)
+    if answer.get("credential") and not as_json:
+        click.echo(answer["credential"])
 
 
 def _edge_line(e: dict[str, Any]) -> str:
     health = {True: "healthy", False: "unreachable", None: "unchecked"}[e.get("healthy")]
     seen = f", last seen {e['last_seen']}" if e.get("last_seen") else ""
     error = f" ({e['last_error']})" if e.get("last_error") and not e.get("healthy") else ""
-    return f"{e['name']}  {e['url']}  {e['site_name']}/{e['city_name']}/{e['country_code']}  {health}{seen}{error}"
+    where = e["url"] or "pull mode"
+    return f"{e['name']}  {where}  {e['site_name']}/{e['city_name']}/{e['country_code']}  {health}{seen}{error}"
 
 
 @edge.command("list")
@@ -55,6 +71,20 @@ def _edge_line(e: dict[str, Any]) -> str:
 def edge_list(url: str, token: str | None, as_json: bool) -> None:
     """List edges with their health (each is pinged now)."""
     emit(call(url, token, "GET", f"{V1}/edges"), as_json, lambda es: "\n".join(map(_edge_line, es)) or "no edges")
+
+
+@edge.command("credential")
+@remote
+@as_json
+@click.option("--revoke", is_flag=True, help="Only revoke the current one: the edge can no longer poll.")
+@edge_name
+def edge_credential(url: str, token: str | None, as_json: bool, revoke: bool, name: str) -> None:
+    """Mint a new credential for pull-mode edge NAME and print it (the old one stops working)."""
+    if revoke:
+        call(url, token, "DELETE", f"{V1}/edges/{name}/credential")
+        click.echo(f"revoked the credential of edge {name}", err=True)
+        return
+    emit(call(url, token, "POST", f"{V1}/edges/{name}/credential"), as_json, lambda a: a["credential"])
 
 
 @edge.command("remove")

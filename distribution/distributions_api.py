@@ -20,6 +20,7 @@ from . import orders
 from .api import READERS, _name_version
 from .edges import Edge, check_health, parse_edge
 from .keys import http_key, runner_key, signer_key
+from .pull_api import pull_credentials_key
 from .runner import JobRunner
 
 
@@ -34,7 +35,10 @@ def _sites(edges: list[Edge]) -> list[dict[str, str]]:
 async def add_edge(request: web.Request) -> web.Response:
     require_role(request, Role.admin)
     edge, new = await _runner(request).edges.add(parse_edge(await read_json_object(request)))
-    return json_response(edge.public_json(), status=201 if new else 200)
+    answer = edge.public_json()
+    if new and edge.pulls:  # answered this once; stored as its sha256 only
+        answer["credential"] = await request.app[pull_credentials_key].mint(edge.name)
+    return json_response(answer, status=201 if new else 200)
 
 
 async def list_edges(request: web.Request) -> web.Response:

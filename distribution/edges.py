@@ -28,7 +28,10 @@ from .webhook_events import EDGE_BACK, EDGE_OFFLINE, publish
 
 PING = "/artifactory/api/system/ping"
 PING_TIMEOUT = aiohttp.ClientTimeout(total=3, sock_connect=2)
-EDGE_FIELDS = ("name", "url", "site_name", "city_name", "country_code", "token")
+EDGE_FIELDS = ("name", "url", "site_name", "city_name", "country_code", "token", "mode")
+# push: the service calls the edge; pull: the edge polls the service (distribution/pull_work.py)
+PUSH, PULL = "push", "pull"
+MODES = (PUSH, PULL)
 COUNTRY_RE = re.compile(r"[A-Za-z]{2}")
 MAX_FIELD = 256
 
@@ -46,6 +49,12 @@ class Edge:
     last_seen: int | None = None
     healthy: bool | None = None
     last_error: str | None = None
+    mode: str = PUSH
+
+    @property
+    def pulls(self) -> bool:
+        """Never called by the service: it polls for its work (and has no URL here)."""
+        return self.mode == PULL
 
     def same_registration(self, other: Edge) -> bool:
         return all(getattr(self, f) == getattr(other, f) for f in EDGE_FIELDS)
@@ -58,7 +67,8 @@ class Edge:
         """Everything but the token."""
         return {
             "name": self.name,
-            "url": self.url,
+            "url": self.url or None,
+            "mode": self.mode,
             "site_name": self.site_name,
             "city_name": self.city_name,
             "country_code": self.country_code,
@@ -99,6 +109,28 @@ def parse_edge(body: dict[str, Any], *, created: int | None = None) -> Edge:
     unknown = sorted(set(body) - set(EDGE_FIELDS))
     if unknown:
         raise BadRequest(f"Unknown field '{unknown[0]}'; an edge has {', '.join(EDGE_FIELDS)}")
+    mode = body.get("mode", PUSH)
+    if mode not in MODES:
+        raise BadRequest(f"'mode' must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == PULL:
+        return _pull_edge(body, created)
+    name = _name(body)
+    token = body.get("token")
+    if not isinstance(token, str) or not token or len(token) > 4096 or any(ch <= " " for ch in token):
+        raise BadRequest("'token' is required: the edge's API token (distributor or admin role)")
+    return _located(body, name, created, url=check_edge_url(_text(body, "url")), token=token)
+
+
+def _pull_edge(body: dict[str, Any], created: int | None) -> Edge:
+    """A pull-mode edge: no URL (the service is never told how to reach it) and no token (it
+    calls the service with a credential the service mints for it: distribution/pull_edges.py)."""
+    given = sorted({"url", "token"} & set(body))
+    if given:
+        raise BadRequest(f"A pull-mode edge has no '{given[0]}': it is never called, it polls the service")
+    return _located(body, _name(body), created, url="", token="", mode=PULL)
+
+
+def _name(body: dict[str, Any]) -> str:
     name = _text(body, "name")
     try:
         check_repo_key(name)
@@ -106,25 +138,28 @@ def parse_edge(body: dict[str, Any], *, created: int | None = None) -> Edge:
         raise BadRequest(
             f"'name' must be letters, digits, '.', '_' or '-' (like a repository key), not {name!r}"
         ) from None
+    return name
+
+
+def _located(body: dict[str, Any], name: str, created: int | None, **fields: str) -> Edge:
+    """The edge with its site, city and country, checked."""
     country = _text(body, "country_code")
     if not COUNTRY_RE.fullmatch(country):
         raise BadRequest(f"'country_code' must be a two-letter country code like US or DE, not {country!r}")
-    token = body.get("token")
-    if not isinstance(token, str) or not token or len(token) > 4096 or any(ch <= " " for ch in token):
-        raise BadRequest("'token' is required: the edge's API token (distributor or admin role)")
     return Edge(
         name=name,
-        url=check_edge_url(_text(body, "url")),
         site_name=_text(body, "site_name"),
         city_name=_text(body, "city_name"),
         country_code=country.upper(),
-        token=token,
         service_id="jfrt@" + uuid.uuid4().hex,
         created=created if created is not None else now_ms(),
+        **fields,
     )
 
 
-_COLUMNS = "name, url, site_name, city_name, country_code, token, service_id, created, last_seen, healthy, last_error"
+_COLUMNS = (
+    "name, url, site_name, city_name, country_code, token, service_id, created, last_seen, healthy, last_error, mode"
+)
 
 
 def _edge(row: tuple[Any, ...]) -> Edge:
@@ -153,8 +188,8 @@ class EdgeStore:
                     raise Conflict(f"Edge '{edge.name}' is already registered with other settings; remove it first")
                 return existing, False
             self._db.execute(
-                "INSERT INTO edges (name, url, site_name, city_name, country_code, token, service_id, created)"
-                " VALUES (:name, :url, :site_name, :city_name, :country_code, :token, :service_id, :created)",
+                "INSERT INTO edges (name, url, site_name, city_name, country_code, token, service_id, created, mode)"
+                " VALUES (:name, :url, :site_name, :city_name, :country_code, :token, :service_id, :created, :mode)",
                 edge.__dict__,
             )
         return edge, True
@@ -213,7 +248,8 @@ async def ping(session: aiohttp.ClientSession, edge: Edge) -> str | None:
 
 async def check_health(session: aiohttp.ClientSession, store: EdgeStore, edges: list[Edge]) -> list[Edge]:
     """Ping every edge at once, record the answers, and answer the edges as they are now."""
-    errors = await asyncio.gather(*(ping(session, e) for e in edges))
-    for edge, error in zip(edges, errors, strict=True):
+    pushed = [e for e in edges if not e.pulls]  # a pull-mode edge is seen when it polls, never pinged
+    errors = await asyncio.gather(*(ping(session, e) for e in pushed))
+    for edge, error in zip(pushed, errors, strict=True):
         await store.record_health(edge.name, error is None, error)
     return [e for e in [await store.get(e.name) for e in edges] if e is not None]

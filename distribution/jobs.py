@@ -282,7 +282,9 @@ class JobStore:
             due = self._jobs(
                 f"j.{_STILL_RUNNING} AND j.next_attempt <= :now AND j.lease_expires <= :now AND NOT EXISTS"
                 " (SELECT 1 FROM distribution_jobs o WHERE o.edge = j.edge AND o.lease_expires > :now"
-                f" AND o.{_STILL_RUNNING})",
+                f" AND o.{_STILL_RUNNING})"
+                # a pull-mode edge runs its jobs itself, from its polls (distribution/pull_work.py)
+                " AND NOT EXISTS (SELECT 1 FROM edges e WHERE e.name = j.edge AND e.mode = 'pull')",
                 {"now": now},
                 "ORDER BY j.distribution_id, j.edge LIMIT 1000",
             )

@@ -116,6 +116,10 @@ def key_alias(fingerprint: str) -> str:
     return f"distribution-{fingerprint[:16].lower()}"
 
 
+# A pull-mode edge is never called, so no key is pushed to it.
+PULL_EDGE_TRUST = "a pull-mode edge is never called: trust the key there with `edge keys trust`"
+
+
 async def propagate_keys(runner: JobRunner, signer: Signer) -> dict[str, Any]:
     """Push every public signing key to every registered edge's trusted keys (the circle of trust)."""
     edges = await runner.edges.list()
@@ -148,6 +152,9 @@ async def _trust(client: EdgeClient, public: list[tuple[str, str]]) -> list[dict
     details: list[dict[str, Any]] = []
     for alias, armored in public:
         detail: dict[str, Any] = {"name": client.edge.name, "key_alias": alias, "status": "SUCCESS"}
+        if client.edge.pulls:
+            details.append(detail | {"status": "FAILURE", "message": PULL_EDGE_TRUST})
+            continue
         try:
             await client.trust_key(alias, armored)
         except EdgeCallError as exc:

@@ -248,7 +248,7 @@ class JobRunner:
             await self._abort_after_failure(job)
         done = await self.jobs.finish(job.key, state, error)
         if done is not None:
-            await self._distribution_done(done)
+            await self.distribution_done(done)
 
     async def _abort_after_failure(self, job: Job) -> None:
         """A push that failed for good leaves no transaction open on its edge, holding what it
@@ -269,7 +269,8 @@ class JobRunner:
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
 
-    async def _distribution_done(self, done: Distribution) -> None:
+    async def distribution_done(self, done: Distribution) -> None:
+        """A distribution just ended as a whole (its last job ended, here or by a pull-mode edge's report)."""
         log.info("distribution %s of %s/%s: %s", done.id, done.name, done.version, done.status)
         if done.type == DELETE and done.on_success == "delete" and done.status == COMPLETED:
             with contextlib.suppress(NotFound):
@@ -293,7 +294,7 @@ class JobRunner:
         """Best effort, tried ``EDGE_ABORT_TRIES`` times while a retry can help: an edge that
         cannot be reached frees the staging when the transaction expires there."""
         edge = await self.edges.get(name)
-        if edge is None:
+        if edge is None or edge.pulls:  # a pull-mode edge reads the abort at its next poll
             return
         client = EdgeClient(self.session, edge, read_timeout=self.settings.edge_read_timeout)
         for attempt in range(1, EDGE_ABORT_TRIES + 1):

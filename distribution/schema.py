@@ -244,6 +244,19 @@ def m008_job_leases(db: Database) -> None:
 
 
 @distribution_migrations()
+def m010_pull_mode_edges(db: Database) -> None:
+    """An edge in ``pull`` mode is never called: it polls for its work with a credential of its own,
+    kept here as its sha256 only (the credential itself is answered once, when it is minted). Its
+    ``url`` and ``token`` are empty: the service is never told how to reach it."""
+    db.executescript(
+        """
+        ALTER TABLE edges ADD COLUMN mode TEXT NOT NULL DEFAULT 'push';
+        ALTER TABLE edges ADD COLUMN credential_sha256 TEXT;
+        """
+    )
+
+
+@distribution_migrations()
 def m011_webhooks(db: Database) -> None:
     """Webhook subscriptions, the events the service published, and one delivery row per
     (subscription, event): the queue the deliverer works through in ``seq`` order per

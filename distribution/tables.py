@@ -96,6 +96,9 @@ Table(
     Column("last_seen", BigInteger),
     Column("healthy", BigInteger),
     Column("last_error", Text),
+    # m010_pull_mode_edges
+    Column("mode", Text, nullable=False, server_default="push"),
+    Column("credential_sha256", Text),
 )
 distributions = Table(
     "distributions",

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 
 from repository.catalog import Repo
@@ -24,6 +25,8 @@ from .keys import settings_key, starts_node_key, transactions_key, trusted_keys_
 from .metrics import setup_edge_metrics
 from .pace import UploadPace
 from .pipeline import setup_pipeline
+from .pull_client import ServiceClient
+from .puller import Puller
 from .raw_body import Receivers
 from .requests import setup_requests
 from .routes import setup_routes
@@ -70,6 +73,8 @@ def create_app(settings: EdgeSettings, *, worker: int = 0, starts_node: bool = T
     setup_scrub(app, settings, "edge", CatalogBlobs)
     app.cleanup_ctx.extend([trust_ctx, transactions_ctx])
     app.cleanup_ctx.append(access_ctx)
+    if settings.pull.enabled:
+        app.cleanup_ctx.append(pull_ctx)
     setup_security(app)
     setup_virtual_repos(app)
     setup_routes(app)
@@ -110,3 +115,18 @@ async def transactions_ctx(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await asyncio.to_thread(transactions.receivers.close)  # every upload has ended by now
+
+
+async def pull_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Pull mode (edge/puller.py): the poller runs in every worker, and polls in the one holding
+    its lease; cancelled and awaited on shutdown, its HTTP session closed."""
+    settings = app[settings_key].pull
+    credential = settings.read_credential()  # a bad file stops the start, naming the setting
+    session = aiohttp.ClientSession(trust_env=False)
+    client = ServiceClient(session, settings.service_url, credential)
+    puller = Puller(client, app[transactions_key], app[database], settings)
+    task = asyncio.create_task(puller.run_forever(), name="pull")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await session.close()

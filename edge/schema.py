@@ -355,5 +355,24 @@ def m012_virtual_repos(db: Database) -> None:
     )
 
 
+@edge_migrations()
+def m014_pull_state(db: Database) -> None:
+    """A pull-mode edge's jobs under way (edge/puller.py), kept across restarts: a job it was
+    running goes on where it was (its transaction and what it staged are here too), and one
+    that no longer comes in the service's work list (aborted, or ended) is looked up once and
+    its open transaction aborted."""
+    db.executescript(
+        """
+        CREATE TABLE pull_jobs (
+            distribution_id INTEGER PRIMARY KEY,
+            type TEXT NOT NULL,               -- distribute, delete_release_bundle_version
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            transaction_id TEXT               -- once the manifest is verified and its transaction open
+        );
+        """
+    )
+
+
 # On PostgreSQL the schema is the tables these migrations add up to (repository/pg_schema.py).
 tables_of(edge_migrations, edge_tables)

@@ -18,6 +18,7 @@ from repository.settings import InvalidSetting, ServiceSettings, load_settings
 from .access.address import FORWARDED_HEADERS, parse_network
 from .access.rules import GEO_NEEDS_DATABASE, GEO_UNKNOWN, RuleSpec
 from .access.signed_urls import ALGORITHMS, UrlKeySpec
+from .pull_settings import PullSettings
 
 MiB = 1024 * 1024
 MAX_REMOVAL_FILES_PER_REQUEST = 1_000_000
@@ -153,6 +154,8 @@ class EdgeSettings(ServiceSettings):
     removal_files_per_request: int = 5000
     access: AccessSettings = field(default_factory=AccessSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    # pull mode: the edge polls the Distribution service for its work (edge/pull_settings.py)
+    pull: PullSettings = field(default_factory=PullSettings)
 
     def __post_init__(self) -> None:
         super().__post_init__()

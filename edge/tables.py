@@ -221,3 +221,12 @@ Table(
     Column("created", BigInteger, nullable=False),
     Column("modified", BigInteger, nullable=False),
 )
+Table(
+    "pull_jobs",
+    edge_tables,
+    Column("distribution_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("type", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("version", Text, nullable=False),
+    Column("transaction_id", Text),
+)

@@ -2,7 +2,9 @@
 
 ``proxy_app`` stands in front of a real edge and forwards every call, unless told to
 misbehave: answer 5xx a number of times, hang, answer garbage, pass uploads slowly, lose
-the answer of a call the edge carried out, or damage a request body by one byte.
+the answer of a call the edge carried out, damage a request or an answer body by one byte,
+or break the connection half-way through an answer. It stands as well in front of the
+Distribution service, for a pull-mode edge's calls.
 ``garbage_app`` answers every request with 200 and a body that is not JSON.
 ``SilentServer`` accepts connections and never answers. ``s3_proxy_app`` stands in front
 of a real S3 server and answers chosen S3 calls with 500/503, stalls them, loses their
@@ -26,7 +28,14 @@ from aiohttp import web
 from yarl import URL
 
 HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
-FORWARDED_ANSWER_HEADERS = ("Content-Type", "X-Received-Bytes", "Content-Range", "WWW-Authenticate")
+FORWARDED_ANSWER_HEADERS = (
+    "Content-Type",
+    "X-Received-Bytes",
+    "Content-Range",
+    "WWW-Authenticate",
+    "X-Manifest-Signature",
+    "Accept-Ranges",
+)
 
 
 def flip_byte(data: bytes, at: int) -> bytes:
@@ -52,6 +61,8 @@ class Faults:
     release: threading.Event | None = None
     damage_bodies: int = 0  # forward this many request bodies damaged by ``damage``
     damage: Callable[[bytes], bytes] = field(default=lambda body: flip_byte(body, len(body) // 2))
+    damage_answers: int = 0  # pass on this many answer bodies damaged by ``damage``
+    cut_answers: int = 0  # pass on the first half of this many answer bodies, then close the connection
     # called with (method, path, status) once the edge has answered, before the answer is passed on
     on_answer: Callable[[str, str, int], None] | None = None
 
@@ -162,7 +173,24 @@ async def _forward(request: web.Request) -> web.StreamResponse:
             assert request.transport is not None
             request.transport.close()
         answer = {k: resp.headers[k] for k in FORWARDED_ANSWER_HEADERS if k in resp.headers}
+        if targeted and faults.damage_answers > 0 and data:
+            faults.damage_answers -= 1
+            data = faults.damage(data)
+        if targeted and faults.cut_answers > 0 and data:
+            faults.cut_answers -= 1
+            return await _cut(request, resp.status, answer, data)
         return web.Response(status=resp.status, body=data, headers=answer)
+
+
+async def _cut(request: web.Request, status: int, headers: dict[str, str], data: bytes) -> web.StreamResponse:
+    """Announce all of ``data``, send half of it, then drop the connection: a link that breaks mid-answer."""
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = len(data)
+    await response.prepare(request)
+    await response.write(data[: len(data) // 2])
+    assert request.transport is not None
+    request.transport.close()
+    return response
 
 
 def proxy_app(target: str, faults: Faults) -> Callable[[], web.Application]:

@@ -43,6 +43,16 @@ class Service:
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         return http(method, self.process.url + path, self.process.admin_token, body)
 
+    def cli_environment(self) -> dict[str, str]:
+        return service_environment(
+            {"DISTRIBUTION_URL": self.process.url, "DISTRIBUTION_TOKEN": self.process.admin_token}
+        )
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``distribution ARGS...`` run against this service, as a release manager runs it."""
+        command = [find_program("distribution"), *args]
+        return subprocess.run(command, env=self.cli_environment(), capture_output=True, text=True, timeout=120)
+
     def put_file(self, path: str, data: bytes) -> None:
         import urllib.request
 
@@ -238,14 +248,7 @@ def test_a_service_killed_mid_push_resumes_after_a_restart(service: Service, edg
 def test_the_cli_registers_edges_distributes_with_wait_and_exits_non_zero_on_failure(
     service: Service, edges: list[EdgeProcess]
 ) -> None:
-    env = service_environment(
-        {"DISTRIBUTION_URL": service.process.url, "DISTRIBUTION_TOKEN": service.process.admin_token}
-    )
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [find_program("distribution"), *args]
-        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-
+    env, cli = service.cli_environment(), service.cli
     key = public_key(service)
     edge = edges[0]
     trust(edge, key)
