@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from repository.errors import BadRequest, Conflict
+from transfer.client import EdgeCallError, EdgeClient
 
 from .edges import Edge
 from .jobs import DISTRIBUTE
 from .rules import Rule, parse_rules, select_edges
 from .runner import JobRunner
 from .signing import Signer
-from .transfer import EdgeCallError, EdgeClient
 
 DISTRIBUTE_FIELDS = {"dry_run", "distribution_rules", "auto_create_missing_repositories"}
 DELETE_FIELDS = {"dry_run", "distribution_rules", "on_success"}

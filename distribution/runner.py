@@ -23,14 +23,15 @@ from repository.catalog import now_ms
 from repository.errors import NotFound
 from repository.logs import current_request_id
 from storage_backends import StorageBackend
+from transfer.client import EdgeCallError, EdgeClient, EdgeRefused, EdgeServerError, EdgeUnreachable, ManifestSource
+from transfer.sending import SourceMissing
 from wire.protocol import Removal
 
 from .bundles import BundleService
 from .edges import EdgeStore
 from .jobs import COMPLETED, DELETE, DISTRIBUTE, FAILED, IN_PROGRESS, Distribution, Job, JobStore
-from .push import BundleView, Progress, Push, SourceMissing, delete_from_edge
+from .push import BundleView, Progress, Push, delete_from_edge
 from .settings import DistributionSettings
-from .transfer import EdgeCallError, EdgeClient, EdgeRefused, EdgeServerError, EdgeUnreachable, ManifestSource
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,9 @@ MAY_IMPORT = {
     "wire": set(),
     "storage_backends": set(),
     "repository": {"storage_backends", "wire"},
-    "edge": {"repository", "storage_backends", "wire"},
-    "distribution": {"repository", "storage_backends", "wire"},
+    "transfer": {"repository", "storage_backends", "wire"},
+    "edge": {"repository", "storage_backends", "wire", "transfer"},
+    "distribution": {"repository", "storage_backends", "wire", "transfer"},
     "devstack": PROJECT - {"tests", "bench"},
     "bench": PROJECT - {"tests"},
 }
