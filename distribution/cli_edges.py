@@ -33,11 +33,14 @@ def edge() -> None:
 @click.option("--country", required=True, help="Two-letter country code.")
 @click.option("--token", "edge_token", envvar="DISTRIBUTION_EDGE_TOKEN", required=True,
               help="The edge's distributor token [$DISTRIBUTION_EDGE_TOKEN]; admin to propagate keys.")  # fmt: skip
+@click.option("--via", "parent", metavar="PARENT",
+              help="A parent edge that relays bundles to this one; the service pushes to the parent.")  # fmt: skip
 @edge_name
 def edge_add(url: str, token: str | None, as_json: bool, edge_url: str, site: str, city: str, country: str,
-             edge_token: str, name: str) -> None:  # fmt: skip
+             edge_token: str, parent: str | None, name: str) -> None:  # fmt: skip
     """Register edge NAME (adding it again with the same settings is fine)."""
     body = {"name": name, "url": edge_url, "site_name": site, "city_name": city, "country_code": country}
+    body |= {"parent": parent} if parent else {}
     answer = call(url, token, "POST", f"{V1}/edges", body | {"token": edge_token})
     emit(answer, as_json, _edge_line)
 
@@ -46,7 +49,8 @@ def _edge_line(e: dict[str, Any]) -> str:
     health = {True: "healthy", False: "unreachable", None: "unchecked"}[e.get("healthy")]
     seen = f", last seen {e['last_seen']}" if e.get("last_seen") else ""
     error = f" ({e['last_error']})" if e.get("last_error") and not e.get("healthy") else ""
-    return f"{e['name']}  {e['url']}  {e['site_name']}/{e['city_name']}/{e['country_code']}  {health}{seen}{error}"
+    via = f"  via {e['parent']}" if e.get("parent") else ""
+    return f"{e['name']}  {e['url']}{via}  {e['site_name']}/{e['city_name']}/{e['country_code']}  {health}{seen}{error}"
 
 
 @edge.command("list")

@@ -243,5 +243,12 @@ def m008_job_leases(db: Database) -> None:
     )
 
 
+@distribution_migrations()
+def m009_edge_tiers(db: Database) -> None:
+    """An edge may be registered under a parent edge that relays bundles to it (docs/tiers.md):
+    ``parent`` names it, NULL for an edge the service pushes to directly."""
+    db.executescript("ALTER TABLE edges ADD COLUMN parent TEXT;")
+
+
 # On PostgreSQL the schema is the tables these migrations add up to (repository/pg_schema.py).
 tables_of(distribution_migrations, distribution_tables)

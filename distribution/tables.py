@@ -96,6 +96,7 @@ Table(
     Column("last_seen", BigInteger),
     Column("healthy", BigInteger),
     Column("last_error", Text),
+    Column("parent", Text),
 )
 distributions = Table(
     "distributions",
