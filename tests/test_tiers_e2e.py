@@ -10,7 +10,6 @@ import hashlib
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -148,16 +147,22 @@ def test_a_child_that_does_not_trust_the_key_fails_alone_with_its_own_words(tmp_
         assert download(tiers.children[1].url, f"{SOURCE_REPO}/app/2.0.0/tools.zip")[0] == 404
 
 
-def test_a_parent_killed_mid_relay_resumes_its_childrens_jobs_when_it_returns(tmp_path: Path, tiers: Tiers) -> None:
+def kill_the_parent_mid_relay(service: Service, tiers: Tiers) -> int:
+    """Distribute to the children, through proxies slowed so the relays take some ten seconds,
+    and kill the parent with SIGKILL once both relays are under way; answers the distribution."""
     for faults in tiers.child_faults:
-        faults.upload_rate = 512 * 1024  # a relay of about ten seconds
+        faults.upload_rate = 512 * 1024
+    tiers.register(service)
+    dist_id = distribute_to_leaves(service, "2.0.0")
+    service.wait("2.0.0", dist_id, relaying)
+    os.kill(tiers.parent.pid, signal.SIGKILL)
+    tiers.parent.wait(30)
+    return dist_id
+
+
+def test_a_parent_killed_mid_relay_resumes_its_childrens_jobs_when_it_returns(tmp_path: Path, tiers: Tiers) -> None:
     for service in running_service(tmp_path / "distribution", FAST_RETRIES):
-        tiers.register(service)
-        dist_id = distribute_to_leaves(service, "2.0.0")
-        service.wait("2.0.0", dist_id, relaying)
-        os.kill(tiers.parent.pid, signal.SIGKILL)
-        tiers.parent.wait(30)
-        time.sleep(1)  # the service finds the parent gone
+        dist_id = kill_the_parent_mid_relay(service, tiers)
         tiers.parent.start()
         final = service.wait("2.0.0", dist_id)
         assert final["status"] == "Completed", final
@@ -172,15 +177,8 @@ def test_a_parent_killed_mid_relay_resumes_its_childrens_jobs_when_it_returns(tm
 def test_a_parent_killed_and_kept_dead_leaves_its_children_to_the_service_after_relay_timeout(
     tmp_path: Path, tiers: Tiers
 ) -> None:
-    for faults in tiers.child_faults:
-        faults.upload_rate = 512 * 1024
-    env = FAST_RETRIES | {"DISTRIBUTION_RELAY_TIMEOUT": "3"}
-    for service in running_service(tmp_path / "distribution", env):
-        tiers.register(service)
-        dist_id = distribute_to_leaves(service, "2.0.0")
-        service.wait("2.0.0", dist_id, relaying)
-        os.kill(tiers.parent.pid, signal.SIGKILL)
-        tiers.parent.wait(30)
+    for service in running_service(tmp_path / "distribution", FAST_RETRIES | {"DISTRIBUTION_RELAY_TIMEOUT": "3"}):
+        dist_id = kill_the_parent_mid_relay(service, tiers)
         for faults in tiers.child_faults:
             faults.upload_rate = None
         final = service.wait("2.0.0", dist_id)
