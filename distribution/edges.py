@@ -126,7 +126,7 @@ def parse_edge(body: dict[str, Any], *, created: int | None = None) -> Edge:
     if parent is not None:
         parent = _key(body, "parent")
         if parent == name:
-            raise BadRequest(f"'parent' may not be the edge itself: edge {name!r} cannot relay to itself (a cycle)")
+            raise Conflict(f"'parent' may not be the edge itself: edge {name!r} cannot relay to itself (a cycle)")
     token = body.get("token")
     if not isinstance(token, str) or not token or len(token) > 4096 or any(ch <= " " for ch in token):
         raise BadRequest("'token' is required: the edge's API token (distributor or admin role)")
@@ -185,7 +185,7 @@ class EdgeStore:
     def _check_parent(self, edge: Edge) -> None:
         parent = self._get(str(edge.parent))
         if parent is None:
-            raise BadRequest(f"Parent edge '{edge.parent}' is not registered; add it first")
+            raise Conflict(f"Parent edge '{edge.parent}' is not registered; add it first")
         if parent.parent is not None:
             raise Conflict(
                 f"Edge '{parent.name}' relays from edge '{parent.parent}', so it cannot be a parent:"

@@ -50,8 +50,8 @@ async def test_bad_parents_are_refused_with_the_reason_and_nothing_is_stored(dis
     assert (await add(dist, "nyc-1", "us-east-1"))[0] == 201
     before = await registered(dist)
     refusals = [
-        ("bos-1", "nowhere", 400, "Parent edge 'nowhere' is not registered"),
-        ("loop-1", "loop-1", 400, "cannot relay to itself"),
+        ("bos-1", "nowhere", 409, "Parent edge 'nowhere' is not registered"),
+        ("loop-1", "loop-1", 409, "cannot relay to itself"),
         ("deep-1", "nyc-1", 409, "tiers are two deep"),
         ("bad-1", "has space", 400, "'parent' must be letters"),
         ("bad-2", "", 400, "'parent' is required: a non-empty string"),
