@@ -62,6 +62,8 @@ class Relays:
         self.session, self.edges, self.jobs, self.settings = session, edges, jobs, settings
         # when each child job's parent last answered (monotonic), or was first waited for
         self._heard: dict[tuple[int, str], float] = {}
+        # child jobs that asked their parent for the relay (an ended one found before is not theirs)
+        self._asked: set[tuple[int, str]] = set()
 
     def _client(self, edge: Edge) -> EdgeClient:
         return EdgeClient(self.session, edge, read_timeout=self.settings.edge_read_timeout)
@@ -82,7 +84,7 @@ class Relays:
                 return await self._direct(job, child, direct, f"parent edge {parent.name} has not answered")
             raise Waiting(f"waiting for parent edge {parent.name} to commit")
         try:
-            relay = await self._relay(parent, str(parent_job.transaction_id), child)
+            relay = await self._relay(job.key, parent, str(parent_job.transaction_id), child)
         except EdgeCallError as exc:
             if not exc.retryable:
                 return await self._direct(job, child, direct, f"parent edge {parent.name} refused: {exc.message}")
@@ -92,13 +94,17 @@ class Relays:
         self._heard[job.key] = time.monotonic()
         await self._record(job, relay)
         state = relay["state"]
+        if state != RelayState.RUNNING:
+            self._forget(job.key)
         if state == RelayState.COMMITTED:
-            self._heard.pop(job.key, None)
             return None
         if state in (RelayState.FAILED, RelayState.ABORTED):
-            self._heard.pop(job.key, None)
             raise EdgeRefused(f"relayed by {parent.name}: {relay.get('error') or state.lower()}")
         raise Waiting(relay.get("error") or "")
+
+    def _forget(self, key: tuple[int, str]) -> None:
+        self._heard.pop(key, None)
+        self._asked.discard(key)
 
     def _silent(self, key: tuple[int, str]) -> bool:
         """Whether the parent has not answered for ``relay_timeout`` (counted from the first look)."""
@@ -107,22 +113,27 @@ class Relays:
 
     async def _direct(self, job: Job, child: Edge, direct: Callable[[], Awaitable[None]], why: str) -> None:
         log.info("job %s to %s: pushing directly: %s", job.distribution_id, child.name, why)
-        self._heard.pop(job.key, None)
+        self._forget(job.key)
         await direct()
 
-    async def _relay(self, parent: Edge, tx: str, child: Edge) -> dict[str, Any]:
-        """The relay of ``tx`` to ``child`` on ``parent``, asked for when the parent has none."""
+    async def _relay(self, key: tuple[int, str], parent: Edge, tx: str, child: Edge) -> dict[str, Any]:
+        """The relay of ``tx`` to ``child`` on ``parent``. Asked for when the parent has none, or
+        has one that ended before this job asked (an earlier distribution's, failed or aborted)."""
         client = self._client(parent)
+        body: Any = None
         try:
             _, body, _ = await client.call("GET", protocol.relay_path(tx, child.name))
         except EdgeRefused as exc:
             if exc.status != 404:
                 raise
+        ended = isinstance(body, dict) and body.get("state") in (RelayState.FAILED, RelayState.ABORTED)
+        if body is None or (ended and key not in self._asked):
             asked = {"transaction_id": tx, "child": child.name, "url": child.url, "token": child.token}
             _, body, _ = await client.call("POST", protocol.RELAYS, json_body=asked)
+            self._asked.add(key)
         if not isinstance(body, dict) or body.get("state") not in set(RelayState):
             raise EdgeGarbage(f"edge {parent.name} answered a relay without a known 'state': {str(body)[:200]}")
-        return body
+        return body  # type: ignore[no-any-return]
 
     async def _record(self, job: Job, relay: dict[str, Any]) -> None:
         fields: dict[str, Any] = {"state": IN_PROGRESS, "transaction_id": relay.get("transaction_id")}

@@ -114,10 +114,11 @@ class Relayer:
         """Try until the child commits, refuses, or the relay is aborted; a retry can always
         start again, since every step of the transaction is idempotent."""
         server_errors = attempt = 0
+        counters = Counters()
         while True:
             attempt += 1
             try:
-                counters = await self._relay_once(relay)
+                await self._relay_once(relay, counters)
             except RelayEnded:
                 log.info("relay of %s to %s stopped: no longer running", *relay.key)
                 return
@@ -129,7 +130,7 @@ class Relayer:
                     return
                 log.info("relay of %s to %s: retry %s: %s", *relay.key, attempt, exc.message)
                 with contextlib.suppress(RelayEnded):
-                    await self._flush(relay, Counters(), error=f"retrying (attempt {attempt}): {exc.message}")
+                    await self._flush(relay, counters, error=f"retrying (attempt {attempt}): {exc.message}")
                 await asyncio.sleep(min(BACKOFF_CAP, 0.25 * 2**attempt))
                 continue
             except Exception as exc:
@@ -150,7 +151,7 @@ class Relayer:
         if not await self.relays.progress(relay.key, error, **counters.fields()):
             raise RelayEnded
 
-    async def _relay_once(self, relay: Relay) -> Counters:
+    async def _relay_once(self, relay: Relay, counters: Counters) -> None:
         tx_id = relay.transaction_id
         tx = await self.store.get(tx_id)
         if tx is None or tx.state != TransactionState.COMMITTED:
@@ -161,7 +162,6 @@ class Relayer:
         started = await client.start(manifest)
         if started["transaction_id"] != tx_id:
             raise EdgeGarbage(f"edge {relay.child} answered start with transaction {started['transaction_id']!r}")
-        counters = Counters()
         missing = functools.partial(client.missing, tx_id, started)
         lacking_files = lacking_bytes = 0
         async for page in missing():
@@ -182,14 +182,19 @@ class Relayer:
             )
             async for page in missing():
                 await _racing(flusher, sender.upload_all(tx_id, page, await self._sizes(relay, page)))
-            committed = await _racing(flusher, client.commit(tx_id))
+            try:
+                committed = await _racing(flusher, client.commit(tx_id))
+            except EdgeRefused as exc:
+                if exc.status != 409:
+                    raise
+                # blobs went missing on the child between upload and commit: start again
+                raise EdgeServerError(f"{exc.message}; starting the transaction again", 409) from None
         finally:
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
         if committed["state"] != TransactionState.COMMITTED:
             raise EdgeGarbage(f"edge {relay.child} answered commit with state {committed['state']!r}")
         await self._verify(client, relay)
-        return counters
 
     async def _sizes(self, relay: Relay, page: list[str]) -> dict[str, int]:
         if not all(isinstance(m, str) for m in page):

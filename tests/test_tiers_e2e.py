@@ -10,6 +10,7 @@ import hashlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,10 @@ import pytest
 
 from devstack.processes import find_program, service_environment
 from devstack.services import SOURCE_REPO, EdgeProcess
-from tests.edge_setup import distributor_token, download, trust
+from tests.edge_setup import distributor_token, download, http, trust
 from tests.fault_servers import Faults, ThreadedServer, proxy_app
 from tests.test_distribute_e2e import FAST_RETRIES, V1, Service, public_key, running_service, sites_of
+from wire import protocol
 
 LEAVES = [{"site_name": "leaf", "city_name": "*", "country_codes": ["*"]}]
 # Files over 1 MiB each go up by PUT alone, so a counting proxy sees every blob byte.
@@ -188,3 +190,50 @@ def test_a_parent_killed_and_kept_dead_leaves_its_children_to_the_service_after_
         for child in tiers.children:
             serves_everything(child, "2.0.0")
         assert "pushing directly: parent edge parent has not answered" in service.process.log_tail(400)
+
+
+def wait_until(check: Any, what: str, tries: int = 300) -> Any:
+    """``check()`` once it answers something true, looked at every 0.1 s a bounded number of times."""
+    for _ in range(tries):
+        if found := check():
+            return found
+        time.sleep(0.1)
+    pytest.fail(f"gave up waiting for {what}")
+
+
+def test_an_abort_mid_relay_stops_the_parents_relays_and_an_undistribute_reaches_the_children(
+    tmp_path: Path, tiers: Tiers
+) -> None:
+    for faults in tiers.child_faults:
+        faults.upload_rate = 256 * 1024
+    for service in running_service(tmp_path / "distribution", FAST_RETRIES):
+        tiers.register(service)
+        dist_id = distribute_to_leaves(service, "2.0.0")
+        service.wait("2.0.0", dist_id, relaying)
+        assert service.call("PUT", f"{V1}/distribution/app/2.0.0/abort")[0] == 202
+        sites = sites_of(service.wait("2.0.0", dist_id))
+        assert sites["parent"]["status"] == "Completed"
+        assert sites["leaf-1"]["status"] == sites["leaf-2"]["status"] == "Failed"
+        token = distributor_token(tiers.parent)
+        _, bundles = http("GET", tiers.parent.url + protocol.BUNDLES, token)
+        tx = bundles[0]["manifest_sha256"]
+        for name in ("leaf-1", "leaf-2"):
+            path = tiers.parent.url + protocol.relay_path(tx, name)
+            wait_until(lambda p=path, t=token: http("GET", p, t)[1]["state"] == "ABORTED", f"the relay to {name}")
+        for child in tiers.children:  # the child's own transaction was aborted: nothing of the bundle there
+            status, answer = http("GET", child.url + protocol.transaction_path(tx), distributor_token(child))
+            assert status == 404 or answer["state"] == "ABORTED", answer
+            assert download(child.url, f"{SOURCE_REPO}/app/2.0.0/tools.zip")[0] == 404
+
+        for faults in tiers.child_faults:
+            faults.upload_rate = None
+        again = service.distribute("2.0.0")
+        assert service.wait("2.0.0", again)["status"] == "Completed"
+        for child in tiers.children:
+            serves_everything(child, "2.0.0")
+        status, body = service.call("POST", f"{V1}/distribution/app/2.0.0/delete", {"distribution_rules": LEAVES})
+        assert status == 202 and sorted(s["name"] for s in body["sites"]) == ["leaf-1", "leaf-2"]
+        assert service.wait("2.0.0", int(body["id"]))["status"] == "Completed"
+        for child in tiers.children:
+            assert download(child.url, f"{SOURCE_REPO}/app/2.0.0/tools.zip")[0] == 404
+        serves_everything(tiers.parent, "2.0.0")  # the parent was not asked to remove it
