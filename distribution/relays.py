@@ -75,7 +75,7 @@ class Relays:
         parent_job = await self.jobs.job((job.distribution_id, parent.name)) if parent is not None else None
         if parent is None or parent_job is None:
             return await self._direct(job, child, direct, "its parent is not registered, or not a target")
-        if parent_job.state == FAILED or not parent_job.transaction_id and parent_job.state == COMPLETED:
+        if parent_job.state == FAILED:
             return await self._direct(job, child, direct, f"parent edge {parent.name} failed")
         if parent_job.state != COMPLETED:
             if parent.healthy is not False:
