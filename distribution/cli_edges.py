@@ -40,9 +40,11 @@ def edge() -> None:
 @click.option("--country", required=True, help="Two-letter country code.")
 @click.option("--token", "edge_token", envvar="DISTRIBUTION_EDGE_TOKEN",
               help="The edge's distributor token [$DISTRIBUTION_EDGE_TOKEN]; admin for keys (push mode).")  # fmt: skip
+@click.option("--via", "parent", metavar="PARENT",
+              help="A parent edge that relays bundles to this one; the service pushes to the parent.")  # fmt: skip
 @edge_name
 def edge_add(url: str, token: str | None, as_json: bool, mode: str, edge_url: str | None, site: str, city: str,
-             country: str, edge_token: str | None, name: str) -> None:  # fmt: skip
+             country: str, edge_token: str | None, parent: str | None, name: str) -> None:  # fmt: skip
     """Register edge NAME (adding it again with the same settings is fine).
 
     A pull-mode edge gets a credential to poll the service with, printed this once: set it as
@@ -50,7 +52,7 @@ def edge_add(url: str, token: str | None, as_json: bool, mode: str, edge_url: st
     body: dict[str, Any] = {"name": name, "site_name": site, "city_name": city, "country_code": country}
     if mode == "pull":
         body["mode"] = "pull"
-    body |= {k: v for k, v in (("url", edge_url), ("token", edge_token)) if v is not None}
+    body |= {k: v for k, v in (("url", edge_url), ("token", edge_token), ("parent", parent)) if v is not None}
     answer = call(url, token, "POST", f"{V1}/edges", body)
     emit(answer, as_json, _edge_line)
     if answer.get("credential") and not as_json:
@@ -62,7 +64,8 @@ def _edge_line(e: dict[str, Any]) -> str:
     seen = f", last seen {e['last_seen']}" if e.get("last_seen") else ""
     error = f" ({e['last_error']})" if e.get("last_error") and not e.get("healthy") else ""
     where = e["url"] or "pull mode"
-    return f"{e['name']}  {where}  {e['site_name']}/{e['city_name']}/{e['country_code']}  {health}{seen}{error}"
+    via = f"  via {e['parent']}" if e.get("parent") else ""
+    return f"{e['name']}  {where}{via}  {e['site_name']}/{e['city_name']}/{e['country_code']}  {health}{seen}{error}"
 
 
 @edge.command("list")

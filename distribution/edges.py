@@ -3,6 +3,11 @@
 An edge's token is kept to call the edge and is never answered by any API. Adding the
 same edge again with the same fields is a success (a retry after a time-out); the same
 name with other fields is a 409: remove it first.
+
+An edge may name a ``parent``: the service pushes to the parent, which relays to it
+(docs/tiers.md). Tiers are two deep: a parent is pushed to directly, so a child cannot be
+a parent, and an edge cannot be its own parent; no cycle can form. A parent with children
+cannot be removed (409 naming them): remove its children first.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from .webhook_events import EDGE_BACK, EDGE_OFFLINE, publish
 
 PING = "/artifactory/api/system/ping"
 PING_TIMEOUT = aiohttp.ClientTimeout(total=3, sock_connect=2)
-EDGE_FIELDS = ("name", "url", "site_name", "city_name", "country_code", "token", "mode")
+EDGE_FIELDS = ("name", "url", "site_name", "city_name", "country_code", "token", "mode", "parent")
 # push: the service calls the edge; pull: the edge polls the service (distribution/pull_work.py)
 PUSH, PULL = "push", "pull"
 MODES = (PUSH, PULL)
@@ -50,6 +55,7 @@ class Edge:
     healthy: bool | None = None
     last_error: str | None = None
     mode: str = PUSH
+    parent: str | None = None
 
     @property
     def pulls(self) -> bool:
@@ -78,6 +84,7 @@ class Edge:
             "last_seen": iso(self.last_seen) if self.last_seen else None,
             "healthy": self.healthy,
             "last_error": self.last_error,
+            "parent": self.parent,
         }
 
 
@@ -88,6 +95,18 @@ def _text(body: dict[str, Any], key: str) -> str:
     if CONTROL_RE.search(value):
         raise BadRequest(f"'{key}' may not hold control characters")
     return value.strip()
+
+
+def _key(body: dict[str, Any], key: str) -> str:
+    """An edge name: what ``name`` and ``parent`` hold."""
+    value = _text(body, key)
+    try:
+        check_repo_key(value)
+    except InvalidPath:
+        raise BadRequest(
+            f"'{key}' must be letters, digits, '.', '_' or '-' (like a repository key), not {value!r}"
+        ) from None
+    return value
 
 
 def check_edge_url(url: str) -> str:
@@ -105,43 +124,40 @@ def check_edge_url(url: str) -> str:
 
 
 def parse_edge(body: dict[str, Any], *, created: int | None = None) -> Edge:
-    """Validate a registration body; every field is required, nothing else is accepted."""
+    """Validate a registration body; every field but ``parent`` is required, nothing else is accepted."""
     unknown = sorted(set(body) - set(EDGE_FIELDS))
+    # parent is optional; null is the same as leaving it out
     if unknown:
         raise BadRequest(f"Unknown field '{unknown[0]}'; an edge has {', '.join(EDGE_FIELDS)}")
     mode = body.get("mode", PUSH)
     if mode not in MODES:
         raise BadRequest(f"'mode' must be one of {', '.join(MODES)}, not {mode!r}")
+    name = _key(body, "name")
+    parent = body.get("parent")
+    if parent is not None:
+        if mode == PULL:
+            raise BadRequest("A pull-mode edge cannot be reached through a parent: it polls the service itself")
+        parent = _key(body, "parent")
+        if parent == name:
+            raise Conflict(f"'parent' may not be the edge itself: edge {name!r} cannot relay to itself (a cycle)")
     if mode == PULL:
-        return _pull_edge(body, created)
-    name = _name(body)
+        return _pull_edge(body, name, created)
     token = body.get("token")
     if not isinstance(token, str) or not token or len(token) > 4096 or any(ch <= " " for ch in token):
         raise BadRequest("'token' is required: the edge's API token (distributor or admin role)")
-    return _located(body, name, created, url=check_edge_url(_text(body, "url")), token=token)
+    return _located(body, name, created, url=check_edge_url(_text(body, "url")), token=token, parent=parent)
 
 
-def _pull_edge(body: dict[str, Any], created: int | None) -> Edge:
+def _pull_edge(body: dict[str, Any], name: str, created: int | None) -> Edge:
     """A pull-mode edge: no URL (the service is never told how to reach it) and no token (it
     calls the service with a credential the service mints for it: distribution/pull_edges.py)."""
     given = sorted({"url", "token"} & set(body))
     if given:
         raise BadRequest(f"A pull-mode edge has no '{given[0]}': it is never called, it polls the service")
-    return _located(body, _name(body), created, url="", token="", mode=PULL)
+    return _located(body, name, created, url="", token="", mode=PULL)
 
 
-def _name(body: dict[str, Any]) -> str:
-    name = _text(body, "name")
-    try:
-        check_repo_key(name)
-    except InvalidPath:
-        raise BadRequest(
-            f"'name' must be letters, digits, '.', '_' or '-' (like a repository key), not {name!r}"
-        ) from None
-    return name
-
-
-def _located(body: dict[str, Any], name: str, created: int | None, **fields: str) -> Edge:
+def _located(body: dict[str, Any], name: str, created: int | None, **fields: Any) -> Edge:
     """The edge with its site, city and country, checked."""
     country = _text(body, "country_code")
     if not COUNTRY_RE.fullmatch(country):
@@ -158,7 +174,8 @@ def _located(body: dict[str, Any], name: str, created: int | None, **fields: str
 
 
 _COLUMNS = (
-    "name, url, site_name, city_name, country_code, token, service_id, created, last_seen, healthy, last_error, mode"
+    "name, url, site_name, city_name, country_code, token, service_id, created, last_seen, healthy, last_error, mode,"
+    " parent"
 )
 
 
@@ -187,12 +204,27 @@ class EdgeStore:
                 if not existing.same_registration(edge):
                     raise Conflict(f"Edge '{edge.name}' is already registered with other settings; remove it first")
                 return existing, False
+            if edge.parent is not None:
+                self._check_parent(edge)
             self._db.execute(
-                "INSERT INTO edges (name, url, site_name, city_name, country_code, token, service_id, created, mode)"
-                " VALUES (:name, :url, :site_name, :city_name, :country_code, :token, :service_id, :created, :mode)",
+                "INSERT INTO edges (name, url, site_name, city_name, country_code, token, service_id, created, mode,"
+                " parent) VALUES (:name, :url, :site_name, :city_name, :country_code, :token, :service_id, :created,"
+                " :mode, :parent)",
                 edge.__dict__,
             )
         return edge, True
+
+    def _check_parent(self, edge: Edge) -> None:
+        parent = self._get(str(edge.parent))
+        if parent is None:
+            raise Conflict(f"Parent edge '{edge.parent}' is not registered; add it first")
+        if parent.pulls:
+            raise Conflict(f"Edge '{parent.name}' is in pull mode, so it cannot be a parent: nobody can call it")
+        if parent.parent is not None:
+            raise Conflict(
+                f"Edge '{parent.name}' relays from edge '{parent.parent}', so it cannot be a parent:"
+                " tiers are two deep (the service pushes to each parent directly)"
+            )
 
     async def get(self, name: str) -> Edge | None:
         return await self._database.run(self._get, name)
@@ -208,9 +240,22 @@ class EdgeStore:
         return [_edge(r) for r in rows]
 
     async def remove(self, name: str) -> None:
-        cursor = await self._database.run(self._db.execute, "DELETE FROM edges WHERE name = :name", {"name": name})
-        if not cursor.rowcount:
-            raise NotFound(f"Edge '{name}' is not registered")
+        """Forget an edge; 409 naming its children while it has any."""
+        await self._database.run(self._remove, name)
+
+    def _remove(self, name: str) -> None:
+        with self._db.atomic():
+            children = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT name FROM edges WHERE parent = :name ORDER BY name", {"name": name}
+                ).fetchall()
+            ]
+            if children:
+                raise Conflict(f"Edge '{name}' relays to {', '.join(children)}; remove them first")
+            cursor = self._db.execute("DELETE FROM edges WHERE name = :name", {"name": name})
+            if not cursor.rowcount:
+                raise NotFound(f"Edge '{name}' is not registered")
 
     async def record_health(self, name: str, healthy: bool, error: str | None = None) -> None:
         """What the last call to the edge showed: reachable (``last_seen`` now) or not, and why."""

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from repository.errors import BadRequest, Conflict
+from transfer.client import EdgeCallError, EdgeClient
 
 from .edges import Edge
 from .jobs import DISTRIBUTE
+from .relays import with_parents
 from .rules import Rule, parse_rules, select_edges
 from .runner import JobRunner
 from .signing import Signer
-from .transfer import EdgeCallError, EdgeClient
 
 DISTRIBUTE_FIELDS = {"dry_run", "distribution_rules", "auto_create_missing_repositories"}
 DELETE_FIELDS = {"dry_run", "distribution_rules", "on_success"}
@@ -72,7 +73,9 @@ async def distribute(runner: JobRunner, name: str, version: str, order: Order) -
     bundle = await runner.bundles.get(name, version)
     if bundle.state != "SIGNED":
         raise Conflict(f"Release bundle {name}/{version} is not signed; sign it before distributing it")
-    edges = select_edges(order.rules, await runner.edges.list())
+    registered = await runner.edges.list()
+    # a child's parent relays to it, so it is a target too, and keeps the bundle (docs/tiers.md)
+    edges = with_parents(select_edges(order.rules, registered), registered)
     if order.dry_run:
         return None, edges
     totals = (bundle.artifacts_count, bundle.artifacts_size)

@@ -23,14 +23,16 @@ from repository.catalog import now_ms
 from repository.errors import NotFound
 from repository.logs import current_request_id
 from storage_backends import StorageBackend
+from transfer.client import EdgeCallError, EdgeClient, EdgeRefused, EdgeServerError, EdgeUnreachable, ManifestSource
+from transfer.sending import SourceMissing
 from wire.protocol import Removal
 
 from .bundles import BundleService
 from .edges import EdgeStore
 from .jobs import COMPLETED, DELETE, DISTRIBUTE, FAILED, IN_PROGRESS, Distribution, Job, JobStore
-from .push import BundleView, Progress, Push, SourceMissing, delete_from_edge
+from .push import BundleView, Progress, Push, delete_from_edge
+from .relays import Relays, Waiting
 from .settings import DistributionSettings
-from .transfer import EdgeCallError, EdgeClient, EdgeRefused, EdgeServerError, EdgeUnreachable, ManifestSource
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class JobRunner:
         self._server_errors: dict[tuple[int, str], int] = {}
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self.relays = Relays(session, edges, jobs, settings)
 
     def wake(self) -> None:
         """Look for due jobs now (a distribution was just made, a job ended)."""
@@ -155,6 +158,8 @@ class JobRunner:
         client = EdgeClient(self.session, edge, read_timeout=self.settings.edge_read_timeout)
         if job.type == DELETE:
             await self._remove(job, client)
+        elif edge.parent is not None:
+            await self.relays.attempt(job, edge, functools.partial(self._push, job, client))
         else:
             await self._push(job, client)
         self._server_errors.pop(job.key, None)
@@ -220,6 +225,9 @@ class JobRunner:
                 await self.jobs.update(key, **progress.fields())
 
     async def _after_error(self, job: Job, exc: EdgeCallError) -> None:
+        if isinstance(exc, Waiting):  # a child's job between looks at its parent (relays.py)
+            await self.jobs.update(job.key, next_attempt=now_ms() + int(exc.delay * 1000), general_error=exc.message)
+            return
         unreachable = isinstance(exc, EdgeUnreachable)
         await self.edges.record_health(job.edge, not unreachable, exc.message if unreachable else None)
         if isinstance(exc, EdgeServerError):
@@ -287,6 +295,7 @@ class JobRunner:
             if task is not None:
                 task.cancel()
             if job.type == DISTRIBUTE and tx:
+                self._side_task(self.relays.stop(job))
                 self._side_task(self._abort_on_edge(job.edge, tx))
         return jobs
 

@@ -244,6 +244,13 @@ def m008_job_leases(db: Database) -> None:
 
 
 @distribution_migrations()
+def m009_edge_tiers(db: Database) -> None:
+    """An edge may be registered under a parent edge that relays bundles to it (docs/tiers.md):
+    ``parent`` names it, NULL for an edge the service pushes to directly."""
+    db.executescript("ALTER TABLE edges ADD COLUMN parent TEXT;")
+
+
+@distribution_migrations()
 def m010_pull_mode_edges(db: Database) -> None:
     """An edge in ``pull`` mode is never called: it polls for its work with a credential of its own,
     kept here as its sha256 only (the credential itself is answered once, when it is minted). Its

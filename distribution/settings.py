@@ -51,6 +51,9 @@ class DistributionSettings(ServiceSettings):
     # every third of this; a replica that stops renewing (a crash) loses its jobs to the others
     # after this many seconds
     job_lease_seconds: float = 30.0
+    # tiers (docs/tiers.md): a child edge's job goes through its parent; when the parent has not
+    # answered for this many seconds (dead, unreachable), the service pushes to the child directly
+    relay_timeout: float = 300.0
     # fleet: how long the signed URLs minted for a device's download are good (s); a device asks
     # for fresh ones when they expire, so short is safe
     fleet_url_lifetime: int = 900
@@ -101,6 +104,8 @@ class DistributionSettings(ServiceSettings):
             raise ValueError("setting 'edge_read_timeout' must be 0.1 to 3600 seconds")
         if not 1 <= self.job_lease_seconds <= 3600:
             raise ValueError("setting 'job_lease_seconds' must be 1 to 3600 seconds")
+        if not 1 <= self.relay_timeout <= 86400:
+            raise ValueError("setting 'relay_timeout' must be 1 to 86400 seconds")
         if not 10 <= self.fleet_url_lifetime <= 86400:
             raise ValueError("setting 'fleet_url_lifetime' must be 10 to 86400 seconds")
         if not MIN_POLL_SECONDS <= self.fleet_poll_interval <= MAX_POLL_SECONDS:

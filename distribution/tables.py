@@ -96,6 +96,7 @@ Table(
     Column("last_seen", BigInteger),
     Column("healthy", BigInteger),
     Column("last_error", Text),
+    Column("parent", Text),
     # m010_pull_mode_edges
     Column("mode", Text, nullable=False, server_default="push"),
     Column("credential_sha256", Text),

@@ -21,13 +21,15 @@ from repository.scrub_store import CatalogBlobs
 from .access.middleware import access_ctx
 from .access.setup import setup_security
 from .console.routes import setup_edge_console
-from .keys import settings_key, starts_node_key, transactions_key, trusted_keys_key, worker_key
+from .keys import relayer_key, settings_key, starts_node_key, transactions_key, trusted_keys_key, worker_key
 from .metrics import setup_edge_metrics
 from .pace import UploadPace
 from .pipeline import setup_pipeline
 from .pull_client import ServiceClient
 from .puller import Puller
 from .raw_body import Receivers
+from .relay_store import RelayStore
+from .relaying import Relayer
 from .requests import setup_requests
 from .routes import setup_routes
 from .schema import edge_migrations
@@ -71,7 +73,7 @@ def create_app(settings: EdgeSettings, *, worker: int = 0, starts_node: bool = T
         extra_migrations=(edge_migrations, console_migrations),
     )
     setup_scrub(app, settings, "edge", CatalogBlobs)
-    app.cleanup_ctx.extend([trust_ctx, transactions_ctx])
+    app.cleanup_ctx.extend([trust_ctx, transactions_ctx, relays_ctx])
     app.cleanup_ctx.append(access_ctx)
     if settings.pull.enabled:
         app.cleanup_ctx.append(pull_ctx)
@@ -130,3 +132,24 @@ async def pull_ctx(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await session.close()
+
+
+async def relays_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Relays to child edges (edge/relaying.py): run by the process that started the node, which
+    takes up every relay still RUNNING; its tasks are cancelled and awaited on shutdown."""
+    transactions = app[transactions_key]
+
+    async def published(tx_id: str) -> str:
+        return (await transactions.published(await transactions.get(tx_id))).sha256
+
+    async with aiohttp.ClientSession() as session:
+        relayer = Relayer(
+            RelayStore(app[database]), transactions.store, app[core.artifacts].storage, published, session
+        )
+        app[relayer_key] = relayer
+        task = asyncio.create_task(relayer.run_forever(), name="relays") if app[starts_node_key] else None
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

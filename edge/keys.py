@@ -7,6 +7,7 @@ from aiohttp import web
 from .access.audit import AuditTrail
 from .access.targets import TargetStore
 from .access.users import UserStore
+from .relaying import Relayer
 from .settings import EdgeSettings
 from .transactions import Transactions
 from .trust import TrustedKeys
@@ -18,6 +19,7 @@ transactions_key = web.AppKey("transactions", Transactions)
 users_key = web.AppKey("users", UserStore)
 permission_targets_key = web.AppKey("permission_targets", TargetStore)
 audit_trail_key = web.AppKey("audit_trail", AuditTrail)
+relayer_key = web.AppKey("relayer", Relayer)
 # Whether this process starts the node (the only process, or the first worker at the node's
 # start): it alone clears what a stop of the whole node left behind (staging of transactions
 # no longer open, geo snapshots), which a restarted worker must leave to the others using it.

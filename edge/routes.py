@@ -12,6 +12,7 @@ from wire import protocol
 from . import api
 from .access.api import access_routes
 from .access.security_api import security_routes
+from .relay_api import relay_routes
 from .virtual_api import virtual_repo_routes
 
 # The protocol's paths (wire.protocol) with route patterns for the ids they take.
@@ -41,6 +42,7 @@ def edge_routes() -> list[web.AbstractRouteDef]:
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_routes(edge_routes())
+    app.router.add_routes(relay_routes())
     app.router.add_routes(access_routes())
     app.router.add_routes(security_routes())
     app.router.add_routes(virtual_repo_routes())

@@ -374,5 +374,33 @@ def m014_pull_state(db: Database) -> None:
     )
 
 
+@edge_migrations()
+def m015_relays(db: Database) -> None:
+    db.executescript(
+        """
+        -- A parent edge relaying a transaction it committed to a child edge (docs/tiers.md): what
+        -- the Distribution service asked, and how far it got. RUNNING rows are taken up again
+        -- when the edge starts, so a relay cut short by a crash goes on by itself.
+        CREATE TABLE relays (
+            transaction_id TEXT NOT NULL,
+            child TEXT NOT NULL,
+            url TEXT NOT NULL,
+            token TEXT NOT NULL,
+            state TEXT NOT NULL,              -- RUNNING, COMMITTED, FAILED, ABORTED
+            error TEXT NOT NULL DEFAULT '',
+            total_files INTEGER NOT NULL,
+            total_bytes INTEGER NOT NULL,
+            distributed_files INTEGER NOT NULL DEFAULT 0,
+            distributed_bytes INTEGER NOT NULL DEFAULT 0,
+            sent_bytes INTEGER NOT NULL DEFAULT 0,
+            created INTEGER NOT NULL,
+            updated INTEGER NOT NULL,
+            PRIMARY KEY (transaction_id, child)
+        );
+        CREATE INDEX relays_by_state ON relays (state);
+        """
+    )
+
+
 # On PostgreSQL the schema is the tables these migrations add up to (repository/pg_schema.py).
 tables_of(edge_migrations, edge_tables)

@@ -120,11 +120,16 @@ class EdgeStore:
         driver reads a result whole) on the walker: neither writes nor short reads wait behind it.
         The chunks need no common snapshot: a transaction's id is its manifest's sha256."""
         with await open_in_thread(open, path, "wb") as out:
-            for seq in itertools.count():
-                chunk = await self._database.walk(self._manifest_chunk, tx_id, seq)
-                if chunk is None:
-                    return
+            async for chunk in self.manifest_chunks(tx_id):
                 await asyncio.to_thread(out.write, chunk)
+
+    async def manifest_chunks(self, tx_id: str) -> AsyncIterator[bytes]:
+        """The transaction's signed manifest bytes, a stored chunk (at most a MiB) at a time."""
+        for seq in itertools.count():
+            chunk = await self._database.walk(self._manifest_chunk, tx_id, seq)
+            if chunk is None:
+                return
+            yield chunk
 
     def _manifest_chunk(self, tx_id: str, seq: int) -> bytes | None:
         return self._db.scalar(

@@ -230,3 +230,21 @@ Table(
     Column("version", Text, nullable=False),
     Column("transaction_id", Text),
 )
+relays = Table(
+    "relays",
+    edge_tables,
+    Column("transaction_id", Text, primary_key=True),
+    Column("child", Text, primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("token", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("error", Text, nullable=False, server_default=""),
+    Column("total_files", BigInteger, nullable=False),
+    Column("total_bytes", BigInteger, nullable=False),
+    Column("distributed_files", BigInteger, nullable=False, server_default="0"),
+    Column("distributed_bytes", BigInteger, nullable=False, server_default="0"),
+    Column("sent_bytes", BigInteger, nullable=False, server_default="0"),
+    Column("created", BigInteger, nullable=False),
+    Column("updated", BigInteger, nullable=False),
+)
+Index("relays_by_state", relays.c.state)

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt import api_jws
 
 from distribution.edges import Edge, EdgeStore
-from distribution.transfer import EdgeCallError, EdgeClient
+from transfer.client import EdgeCallError, EdgeClient
 
 URL_KEYS = "/artifactory/api/signed/keys"
 log = logging.getLogger(__name__)

@@ -21,13 +21,13 @@ from devstack.services import EdgeProcess
 from distribution.app import create_app
 from distribution.edges import Edge
 from distribution.jobs import COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, NOT_DISTRIBUTED, overall_status
-from distribution.push import Progress, Push
 from distribution.rules import parse_rules, select_edges
 from distribution.settings import DistributionSettings
 from repository.errors import BadRequest, Conflict
 from tests.conftest import ADMIN_TOKEN, admin
 from tests.edge_setup import distributor_token, download, http, trust
 from tests.fault_servers import Faults, ThreadedServer, garbage_app, proxy_app
+from transfer.sending import BlobSender
 
 V1 = "/distribution/api/v1"
 REPO = "releases-local"
@@ -174,7 +174,7 @@ async def test_large_blobs_never_take_every_upload_slot_while_small_ones_wait() 
     started_before_all_large: set[str] = set()
     sent: list[tuple[str, ...]] = []
 
-    class Recording(Push):
+    class Recording(BlobSender):
         async def send_blob(self, tx: str, sha: str, size: int) -> None:
             await self.send_batch(tx, (sha,), sizes)
 
@@ -186,11 +186,8 @@ async def test_large_blobs_never_take_every_upload_slot_while_small_ones_wait() 
             running.difference_update(shas)
             sent.append(shas)
 
-    async def started(tx: str) -> None:
-        return None
-
-    push = Recording(None, None, None, Progress(0, 0), 4, started, None)  # type: ignore[arg-type]
-    await push.upload_all("tx", sorted(sizes, key=lambda s: (-sizes[s], s)), sizes)  # largest first
+    sender = Recording(None, None, 4, lambda n: None)  # type: ignore[arg-type]
+    await sender.upload_all("tx", sorted(sizes, key=lambda s: (-sizes[s], s)), sizes)  # largest first
     assert sorted(s for unit in sent for s in unit) == sorted(sizes)
     assert [len(unit) for unit in sent].count(2) == 10, "small blobs go two to a batch, large ones alone"
     assert sizes[sent[0][0]] == small_size

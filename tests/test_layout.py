@@ -24,6 +24,7 @@ PROJECT = {
     "distribution",
     "edge",
     "fleet",
+    "transfer",
     "agent",
     "console",
     "devstack",
@@ -36,10 +37,11 @@ MAY_IMPORT = {
     "wire": set(),
     "storage_backends": set(),
     "repository": {"storage_backends", "wire"},
-    "edge": {"repository", "storage_backends", "wire"},
-    "distribution": {"repository", "storage_backends", "wire"},
+    "transfer": {"repository", "storage_backends", "wire"},
+    "edge": {"repository", "storage_backends", "wire", "transfer"},
+    "distribution": {"repository", "storage_backends", "wire", "transfer"},
     # the service's web console, a plugin of the service like the fleet, whose pages it shows
-    "console": {"distribution", "fleet", "repository", "storage_backends", "wire"},
+    "console": {"distribution", "fleet", "repository", "storage_backends", "wire", "transfer"},
     "devstack": PROJECT - {"tests", "bench"},
     "bench": PROJECT - {"tests"},
 }

@@ -33,6 +33,7 @@ SAMPLES = {
     "path": "app/1.4.0/app-1.4.0.tar.gz",
     "tx_id": "a" * 64,
     "sha256": "b" * 64,
+    "child": "leaf-1",
     "name": "app",
     "version": "1.4.0",
     "id": "7",

@@ -110,6 +110,30 @@ def bundle_path(name: str, version: str) -> str:
     return f"{BUNDLES}/{quote(name, safe='')}/{quote(version, safe='')}"
 
 
+# -- relays (docs/tiers.md): a parent edge runs the transaction above to a child edge --------
+
+RELAYS = f"{DISTRIBUTION_API}/relays"
+# The body of a relay request: the committed transaction to relay, and the child's name, base URL
+# and token (the one the Distribution service holds for that child).
+RELAY_FIELDS = frozenset({"transaction_id", "child", "url", "token"})
+
+
+class RelayState(StrEnum):
+    RUNNING = "RUNNING"
+    COMMITTED = "COMMITTED"  # the child committed and publishes exactly what the parent does
+    FAILED = "FAILED"
+    ABORTED = "ABORTED"
+
+
+def relay_path(tx_id: str, child: str) -> str:
+    """A relay's status (GET); the child's name is a repository-key-like edge name."""
+    return f"{RELAYS}/{tx_id}/{child}"
+
+
+def relay_abort_path(tx_id: str, child: str) -> str:
+    return f"{relay_path(tx_id, child)}/abort"
+
+
 def start_headers(length: int, signature: str) -> dict[str, str]:
     """The headers of a start request whose body is the manifest's ``length`` bytes."""
     encoded = base64.b64encode(signature.encode("ascii")).decode("ascii")

@@ -1,5 +1,8 @@
 """The client side of docs/transactions.md: one edge, one call at a time, every answer checked.
 
+Shared by the Distribution service (pushing to edges) and by a parent edge (relaying to its
+children, docs/tiers.md): both run the same transaction with the same code.
+
 Errors say whether a retry can help: the edge unreachable, timing out or answering 5xx,
 408 or 429 (``retryable``), or refusing with another 4xx or answering something that is
 not the protocol (permanent, quoting the edge). Every call has a time-out; nothing waits forever.
@@ -10,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import aiohttp
@@ -22,9 +25,20 @@ from wire.errors import InvalidInput
 from wire.jsonstrict import JsonRefused, loads
 from wire.protocol import RECEIVED_BYTES, Removal
 
-from .edges import Edge
-
 MAX_ERROR_TEXT = 300
+
+
+class Target(Protocol):
+    """Where a transaction goes: an edge's name (for messages), base URL and token."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def token(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -95,7 +109,7 @@ def edge_message(text: str) -> str:
 class EdgeClient:
     """Calls to one edge with its token, through a shared session."""
 
-    def __init__(self, session: aiohttp.ClientSession, edge: Edge, *, read_timeout: float) -> None:
+    def __init__(self, session: aiohttp.ClientSession, edge: Target, *, read_timeout: float) -> None:
         self.session = session
         self.edge = edge
         self.headers = {"Authorization": f"Bearer {edge.token}"}
