@@ -23,6 +23,7 @@ from .metrics import setup_edge_metrics
 from .pace import UploadPace
 from .pipeline import setup_pipeline
 from .raw_body import Receivers
+from .remote.setup import setup_remote_repos
 from .requests import setup_requests
 from .routes import setup_routes
 from .schema import edge_migrations
@@ -68,6 +69,7 @@ def create_app(settings: EdgeSettings, *, worker: int = 0, starts_node: bool = T
     app.cleanup_ctx.extend([trust_ctx, transactions_ctx])
     app.cleanup_ctx.append(access_ctx)
     setup_security(app)
+    setup_remote_repos(app)  # its repository routes go before the security API's
     setup_routes(app)
     return app
 

@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from repository.catalog import Artifact
+from repository.catalog import Artifact, Repo
 from repository.errors import NotFound, RepositoryError
 from repository.paths import split_repo_path
 from repository.quarantine import BlobQuarantined
@@ -37,6 +37,7 @@ from .ranges import ByteRange, not_modified, other_servers_agree, parse_range, p
 log = logging.getLogger(__name__)
 
 ARTIFACTORY_PREFIX = "/artifactory/"
+REMOTE = "REMOTE"  # the type of a repo that fetches what it lacks from an upstream
 SMALL_BODY = 64 * 1024  # up to this, blobs are served from memory rather than by sendfile
 # nginx says it can send files by X-Accel-Redirect with this request header (what nginx/edge.conf
 # sets), so an edge reached any other way still sends the bytes itself.
@@ -146,7 +147,21 @@ def _report_sent(writer: AbstractStreamWriter, sent: int) -> None:
 
 async def download(request: web.Request) -> web.StreamResponse:
     repo, path = artifact_location(request)
-    await require_read(request, repo, path)
+    found = await require_read(request, repo, path)
+    return await serve_download(request, found, path)
+
+
+async def serve_download(request: web.Request, repo: Repo, path: str) -> web.StreamResponse:
+    """GET/HEAD of ``path`` in ``repo``, whose read the caller has checked: what a request naming
+    the repo answers, for every kind of repo (a remote one fetches a file it lacks from its
+    upstream), and so what a repo over other repos answers for each of them."""
+    if repo.type == REMOTE and (remote := request.app.get(keys.remote_download)) is not None:
+        return await remote(request, repo, path)
+    return await serve_stored(request, repo.key, path)
+
+
+async def serve_stored(request: web.Request, repo: str, path: str) -> web.StreamResponse:
+    """The download of a file the node's catalog holds (404 when it holds none at ``path``)."""
     app = request.app
     policy = app[keys.policy]
     artifacts = app[keys.artifacts]

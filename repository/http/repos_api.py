@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from repository.catalog import Repo
@@ -21,7 +23,11 @@ _KEYS = {"key", "rclass", "packageType", "description", "anonymousRead"}
 async def create_repository(request: web.Request) -> web.Response:
     require_role(request, Role.admin)
     key = check_repo_key(request.match_info["key"])
-    body = await read_json_object(request)
+    return await create_local_repository(request, key, await read_json_object(request))
+
+
+async def create_local_repository(request: web.Request, key: str, body: dict[str, Any]) -> web.Response:
+    """The PUT of a local repo, its body read (a node with other kinds of repo reads it first)."""
     unknown = sorted(set(body) - _KEYS)
     if unknown:
         raise BadRequest(f"Unknown field '{unknown[0]}' in the repository configuration")
