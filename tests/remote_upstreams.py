@@ -80,6 +80,7 @@ class Lie:
     announced: bytes
     sent: bytes
     slow: bool = False  # send a byte every 0.2 s, forever
+    checksum: bool = True  # announce the sha256 of ``announced``
 
 
 liar_key = web.AppKey("lies", dict)
@@ -89,7 +90,7 @@ async def _lie(request: web.Request) -> web.StreamResponse:
     lie: Lie | None = request.app[liar_key].get(request.match_info["tail"])
     if lie is None:
         return web.json_response({"errors": [{"status": 404, "message": "Unable to find item"}]}, status=404)
-    headers = {"X-Checksum-Sha256": hashlib.sha256(lie.announced).hexdigest()}
+    headers = {"X-Checksum-Sha256": hashlib.sha256(lie.announced).hexdigest()} if lie.checksum else {}
     response = web.StreamResponse(headers=headers)
     response.content_length = len(lie.announced)
     await response.prepare(request)
