@@ -14,6 +14,7 @@ from aiohttp import web
 from repository.errors import BadRequest, Conflict
 from repository.http import keys as core
 from repository.http.auth import require_role
+from repository.http.download import REMOTE
 from repository.http.json_body import read_json_object
 from repository.http.responses import json_response
 from repository.paths import url_quote
@@ -99,7 +100,8 @@ def _repo_path(value: Any) -> tuple[str, str]:
 
 
 async def create_signed_url(request: web.Request) -> web.Response:
-    """``POST /artifactory/api/signed/url``: the URL, as text, for a file this edge holds."""
+    """``POST /artifactory/api/signed/url``: the URL, as text, for a file this edge holds (or, in a
+    remote repo, may fetch)."""
     require_role(request, Role.admin)
     control = request.app[access_control]
     body = await _json_body(request, frozenset({"repo_path", "valid_for_secs", "expiry", "client_cidr"}))
@@ -113,7 +115,9 @@ async def create_signed_url(request: web.Request) -> web.Response:
             cidr = str(parse_network(cidr))
         except ValueError as exc:
             raise BadRequest(f"'client_cidr' {exc}") from None
-    await request.app[core.artifacts].file(repo, path)  # 404 for a file that is not here
+    held = await request.app[core.catalog].get_repo(repo)
+    if held is None or held.type != REMOTE:  # a remote repo fetches the file when the URL is used
+        await request.app[core.artifacts].file(repo, path)  # 404 for a file that is not here
     token = control.urls.issue(f"{repo}/{path}", valid_for, cidr)
     base = control.base_url or f"{request.scheme}://{request.host}"
     url = f"{base.rstrip('/')}/artifactory/{url_quote(f'{repo}/{path}')}?sig={token}"
