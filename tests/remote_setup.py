@@ -55,7 +55,7 @@ def get(edge: EdgeProcess, target: str, headers: dict[str, str] | None = None) -
 
 
 def cached(edge: EdgeProcess, target: str) -> bool:
-    """Whether the edge's catalog holds the file (the storage API never fetches)."""
-    status, _ = http("GET", f"{edge.artifactory_url}/api/storage/{target}", edge.admin_token)
+    """Whether the edge's catalog holds the file (``?stats`` is the catalog's own, never the upstream's)."""
+    status, _ = http("GET", f"{edge.artifactory_url}/api/storage/{target}?stats", edge.admin_token)
     assert status in (200, 404), status
     return status == 200

@@ -170,3 +170,30 @@ def test_a_file_deleted_upstream_is_dropped_with_origin_absence_detection_only(e
     assert get(b, "detects/app/gone.bin")[0] == 404
     assert not cached(b, "detects/app/gone.bin")
     assert get(b, "keeps/app/gone.bin")[:2] == (200, b"soon gone")
+
+
+def _children(edge: EdgeProcess, target: str) -> set[str]:
+    status, answer = http("GET", f"{edge.artifactory_url}/api/storage/{target}", edge.admin_token)
+    assert status == 200, answer
+    return {c["uri"] for c in answer["children"]}
+
+
+def test_listings_come_from_the_upstream_and_are_asked_again_after_the_cache_period(edges) -> None:
+    a, b = edges
+    upload(a, "app/one.bin", b"one")
+    sync = {"enabled": True, "source": {"originAbsenceDetection": True}}
+    add_remote(b, "fresh", uploads_url(a), retrievalCachePeriodSecs=0, contentSynchronisation=sync)
+    add_remote(b, "kept", uploads_url(a), retrievalCachePeriodSecs=3600)
+    assert _children(b, "fresh/app") == _children(b, "kept/app") == {"/one.bin"}
+    assert get(b, "fresh/app/one.bin")[:2] == (200, b"one")
+
+    upload(a, "app/two.bin", b"two")
+    assert _children(b, "fresh/app") == {"/one.bin", "/two.bin"}
+    assert _children(b, "kept/app") == {"/one.bin"}
+    status, answer = http("GET", f"{b.artifactory_url}/api/storage/fresh/app?list&deep=1", b.admin_token)
+    assert {f["uri"] for f in answer["files"]} == {"/one.bin", "/two.bin"}
+    assert answer["uri"].startswith(f"{b.artifactory_url}/api/storage/fresh")
+
+    assert http("DELETE", f"{uploads_url(a)}/app/one.bin", a.admin_token)[0] == 204
+    assert _children(b, "fresh/app") == {"/two.bin"}
+    assert not cached(b, "fresh/app/one.bin")  # noticed in the listing, dropped from the cache

@@ -14,10 +14,10 @@ from aiohttp import web
 from repository.errors import BadRequest, Conflict
 from repository.http import keys as core
 from repository.http.auth import require_role
-from repository.http.download import REMOTE
 from repository.http.json_body import read_json_object
 from repository.http.responses import json_response
 from repository.paths import url_quote
+from repository.remote_source import REMOTE
 from repository.tokens import Role
 from wire.errors import InvalidPath
 from wire.paths import check_artifact_path, check_repo_key

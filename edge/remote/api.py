@@ -1,8 +1,9 @@
 """``/artifactory/api/repositories/{key}`` for every kind of repo an edge has, and the statistics
 endpoint upstreams of remote repos offer.
 
-PUT, POST, GET and DELETE of a repo read the body once and hand it to the local or the
-remote handler by ``rclass`` (PUT) or by what the repo is (the others). Everything is
+PUT, POST and DELETE of a repo read the body once and hand it to the local or the remote
+handler by ``rclass`` (PUT) or by what the repo is (the others); GET is the artifact
+API's, which asks ``keys.repo_configuration`` for a remote repo's configuration. Everything is
 checked before anything is stored: a bad configuration is a 400 and changes nothing.
 """
 
@@ -18,11 +19,10 @@ from repository.catalog import Repo
 from repository.errors import BadRequest, Conflict, NotFound, Unauthorized
 from repository.http import keys as core
 from repository.http.auth import require_read, require_role
-from repository.http.download import REMOTE
 from repository.http.json_body import read_json_object
 from repository.http.repos_api import create_local_repository
 from repository.http.responses import json_response
-from repository.http.system import repository as local_repository
+from repository.remote_source import REMOTE
 from repository.tokens import ANONYMOUS, Role
 from wire.paths import check_artifact_path, check_repo_key
 
@@ -66,13 +66,6 @@ async def update_repository(request: web.Request) -> web.Response:
     config = parse_remote_config(key, body, current)
     _refuse_self(request, config)
     return await _save(request, config)
-
-
-async def get_repository(request: web.Request) -> web.Response:
-    config = request.app[remote_repos_key].store.config(request.match_info["key"])
-    if config is None:
-        return await local_repository(request)
-    return json_response(config.answer())
 
 
 async def delete_repository(request: web.Request) -> web.Response:
@@ -162,11 +155,10 @@ def _stat_entry(entry: Any) -> tuple[str, str, int, int, str]:
 
 
 def remote_routes() -> list[web.AbstractRouteDef]:
-    """Before the security and artifact APIs, whose handlers for local repos these call."""
+    """Before the artifact API's ``api/`` catch-all."""
     return [
-        web.put(REPOSITORY, put_repository, name="repository_put"),
-        web.post(REPOSITORY, update_repository, name="repository_post"),
-        web.get(REPOSITORY, get_repository, name="repository_get"),
+        web.put(REPOSITORY, put_repository, name="repository_create"),
+        web.post(REPOSITORY, update_repository, name="repository_update"),
         web.delete(REPOSITORY, delete_repository, name="repository_delete"),
         web.post("/artifactory/" + STATS_API, receive_statistics, name="download_statistics"),
     ]

@@ -79,6 +79,7 @@ class RemoteConfig:
             "rclass": "remote",
             "packageType": "generic",
             "description": self.description,
+            "repoLayoutRef": "simple-default",
             "anonymousRead": self.anonymous_read,
             "url": self.url,
             "username": self.username,

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 from cachetools import LRUCache
@@ -30,6 +31,7 @@ from .config import RemoteConfig
 from .errors import UpstreamFailed, UpstreamMissing, UpstreamTimeout
 from .fetch import Announced, Tap, checksums_of, fetch_blob
 from .flights import SingleFlight
+from .listings import Listings
 from .lru import over_limit
 from .stats import HitCounter
 from .store import RemoteStore
@@ -62,6 +64,19 @@ class RemoteRepos:
         self._missed: LRUCache[tuple[str, str], float] = LRUCache(MISSED_ENTRIES)
         self._checked: LRUCache[tuple[str, str], int] = LRUCache(MISSED_ENTRIES)
         self._evicting = asyncio.Lock()
+        self.listings = Listings(store, upstream, self.drop)
+
+    def configuration(self, key: str) -> dict[str, Any] | None:
+        """A remote repo's configuration as GET answers it (credentials masked)."""
+        config = self.store.config(key)
+        return None if config is None else config.answer()
+
+    async def listing(self, request: web.Request, repo: Repo, path: str) -> web.StreamResponse | None:
+        """The storage API's answer from the upstream, for what the cache does not hold as a file."""
+        config = self.store.config(repo.key)
+        if config is None or (path and await self.artifacts.catalog.get_artifact(repo.key, path) is not None):
+            return None
+        return await self.listings.answer(request, config, path, check_no_loop(request.headers, self.upstream.node_id))
 
     async def serve(self, request: web.Request, repo: Repo, path: str) -> web.StreamResponse:
         """GET/HEAD of ``path`` in the remote repo ``repo`` (read permission already checked)."""
@@ -182,7 +197,7 @@ class RemoteRepos:
 
     async def remove_repo(self, key: str) -> None:
         """Forget a remote repo: its configuration and everything its cache holds."""
-        await self.drop([(f.repo, f.path) for f in await self.store.files() if f.repo == key])
+        await self.drop([(f.repo, f.path) for f in await self.store.files_under(key, "")])
         await self.store.remove(key)
 
     async def report_forever(self, interval: float) -> None:

@@ -39,7 +39,7 @@ async def remote_repos_ctx(app: web.Application) -> AsyncIterator[None]:
         fetch_deadline=settings.remote_fetch_deadline,
     )
     app[remote_repos_key] = remotes
-    app[core.remote_download] = remotes.serve
+    app[core.remote_repos] = remotes
     task = asyncio.create_task(remotes.report_forever(settings.remote_stats_interval), name="remote-repos-report")
     yield
     task.cancel()

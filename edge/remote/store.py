@@ -105,6 +105,18 @@ class RemoteStore:
         )
         return [CachedFile(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
 
+    async def files_under(self, repo: str, path: str) -> list[CachedFile]:
+        """The cached files of ``repo`` at or below ``path`` ("" for all of them)."""
+        lo, hi = (f"{path}/", f"{path}0") if path else ("", "\uffff")  # '0' sorts right after '/'
+        rows = await self._database.read(
+            lambda: self._database.db.execute(
+                "SELECT repo, path, size, last_used FROM remote_cache"
+                " WHERE repo = :repo AND (path = :path OR (path >= :lo AND path < :hi))",
+                {"repo": repo, "path": path, "lo": lo, "hi": hi},
+            ).fetchall()
+        )
+        return [CachedFile(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
     async def forget(self, entries: Iterable[tuple[str, str]]) -> None:
         rows = [{"repo": r, "path": p} for r, p in entries]
         if rows:

@@ -8,7 +8,7 @@ that comes back to itself ends at once instead of fetching forever.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -56,16 +56,27 @@ class Upstream:
         idle = config.socket_timeout_ms / 1000
         return aiohttp.ClientTimeout(total=None, sock_connect=min(self._connect_timeout, idle), sock_read=idle)
 
-    @asynccontextmanager
-    async def open(
+    def open(
         self, config: RemoteConfig, path: str, chain: list[str], method: str = "GET"
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
         """The upstream's 200 answer for ``path`` in its repo, its body still to read.
 
         404: UpstreamMissing; another status or no connection: UpstreamFailed; a deadline
         passed: UpstreamTimeout.
         """
-        url = f"{config.url}/{quote(path, safe='/')}"
+        return self.open_url(config, f"{config.url}/{quote(path, safe='/')}", chain, method)
+
+    def storage(
+        self, config: RemoteConfig, path: str, query: str, chain: list[str]
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """The upstream's storage API answer (file or folder info, ``?list``) for ``path`` in its repo."""
+        url = f"{config.base_url}/api/storage/{config.upstream_repo}/{quote(path, safe='/')}"
+        return self.open_url(config, f"{url}?{query}" if query else url, chain)
+
+    @asynccontextmanager
+    async def open_url(
+        self, config: RemoteConfig, url: str, chain: list[str], method: str = "GET"
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
         try:
             async with self._session.request(
                 method,

@@ -27,6 +27,7 @@ from repository.catalog import Artifact, Repo
 from repository.errors import NotFound, RepositoryError
 from repository.paths import split_repo_path
 from repository.quarantine import BlobQuarantined
+from repository.remote_source import REMOTE
 from repository.sendfile import send_file
 from storage_backends import BlobNotFound, StorageBackend, content_disposition, open_in_thread
 
@@ -37,7 +38,6 @@ from .ranges import ByteRange, not_modified, other_servers_agree, parse_range, p
 log = logging.getLogger(__name__)
 
 ARTIFACTORY_PREFIX = "/artifactory/"
-REMOTE = "REMOTE"  # the type of a repo that fetches what it lacks from an upstream
 SMALL_BODY = 64 * 1024  # up to this, blobs are served from memory rather than by sendfile
 # nginx says it can send files by X-Accel-Redirect with this request header (what nginx/edge.conf
 # sets), so an edge reached any other way still sends the bytes itself.
@@ -155,8 +155,8 @@ async def serve_download(request: web.Request, repo: Repo, path: str) -> web.Str
     """GET/HEAD of ``path`` in ``repo``, whose read the caller has checked: what a request naming
     the repo answers, for every kind of repo (a remote one fetches a file it lacks from its
     upstream), and so what a repo over other repos answers for each of them."""
-    if repo.type == REMOTE and (remote := request.app.get(keys.remote_download)) is not None:
-        return await remote(request, repo, path)
+    if repo.type == REMOTE and (remote := request.app.get(keys.remote_repos)) is not None:
+        return await remote.serve(request, repo, path)
     return await serve_stored(request, repo.key, path)
 
 

@@ -8,10 +8,11 @@ from aiohttp import web
 from cachetools import LRUCache
 
 from repository.artifacts import ArtifactService
-from repository.catalog import Catalog, Repo
+from repository.catalog import Catalog
 from repository.identity import Authenticator
 from repository.permissions import Permissions
 from repository.policy import ArtifactPolicy
+from repository.remote_source import RemoteRepoSource
 from repository.stats import StatsSource
 from repository.tokens import Principal, TokenStore
 from storage_backends import StorageBackend
@@ -31,11 +32,8 @@ signed_read: web.AppKey[Callable[[web.Request], bool]] = web.AppKey("signed_read
 # Readiness checks a node adds beside its database and blob store: by name, those that apply
 # now (an edge's ``geoip`` while countries are in use). Each raises when the node is not ready.
 readiness_checks: web.AppKey[Callable[[], dict[str, Callable[[], Awaitable[None]]]]] = web.AppKey("readiness_checks")
-# How a node with remote repos serves a download from one (``download.serve_download``): the
-# cached file, or one fetched from the repo's upstream.
-remote_download: web.AppKey[Callable[[web.Request, Repo, str], Awaitable[web.StreamResponse]]] = web.AppKey(
-    "remote_download"
-)
+# What a node with remote repos offers the artifact API for them (edge/remote/).
+remote_repos = web.AppKey("remote_repos", RemoteRepoSource)
 # Small blobs by sha256, bounded in bytes: immutable content needs no invalidation.
 small_blobs = web.AppKey("small_blobs", LRUCache)
 

@@ -21,6 +21,7 @@ from repository.catalog import Artifact, Folder, Repo
 from repository.errors import BadRequest, NotFound
 from repository.paths import url_quote
 from repository.permissions import Action
+from repository.remote_source import REMOTE
 from repository.stats import DownloadStats
 from wire.timestamps import iso
 
@@ -91,7 +92,12 @@ async def _visibility(request: web.Request, repo_key: str) -> Callable[[str], bo
 async def storage_info(request: web.Request) -> web.StreamResponse:
     repo, path = artifact_location(request, STORAGE_PREFIX)
     deep, with_folders = _flag(request, "deep"), _flag(request, "listFolders")
-    await require_read(request, repo, path)
+    found = await require_read(request, repo, path)
+    remote = request.app.get(keys.remote_repos)
+    if found.type == REMOTE and remote is not None and not {"stats", "properties"} & set(request.query):
+        answer = await remote.listing(request, found, path)
+        if answer is not None:
+            return answer
     service = request.app[keys.artifacts]
     item = await service.item(repo, path)
     if "stats" in request.query:
