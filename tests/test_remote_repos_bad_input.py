@@ -62,6 +62,7 @@ def _error(answer: Any, status: int) -> str:
         ({"url": "ftp://127.0.0.1:1/artifactory/x"}, "url"),
         ({"url": "file:///etc/passwd"}, "url"),
         ({"url": "http://127.0.0.1:1"}, "url"),
+        ({"url": "http://127.0.0.1:99999/artifactory/x"}, "url"),
         ({"url": "http://user:pw@127.0.0.1:1/artifactory/x"}, "url"),
         ({"retrievalCachePeriodSecs": -1}, "retrievalCachePeriodSecs"),
         ({"missedRetrievalCachePeriodSecs": -5}, "missedRetrievalCachePeriodSecs"),

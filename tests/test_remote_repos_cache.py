@@ -151,3 +151,27 @@ def test_with_two_workers_each_process_fetches_at_most_once_and_every_client_get
         assert 1 <= state.downloads_of("app/big.bin") <= 2
     finally:
         _stop(b)
+
+
+def test_deleting_a_remote_repo_removes_its_cache_and_a_local_repo_cannot_be_deleted(upstream, tmp_path) -> None:
+    upload(upstream, "app/x.bin", b"cached bytes")
+    b = _edge(tmp_path)
+    try:
+        upload(b, "mine/x.bin", b"cached bytes")
+        add_remote(b, "remote", uploads_url(upstream))
+        assert get(b, "remote/app/x.bin")[:2] == (200, b"cached bytes")
+        url = f"{b.artifactory_url}/api/repositories"
+
+        assert http("DELETE", f"{url}/artifactory-edge-uploads", b.admin_token)[0] == 409
+        assert http("DELETE", f"{url}/remote", None)[0] == 401
+        status, _ = http("DELETE", f"{url}/remote", b.admin_token)
+
+        assert status == 200
+        assert http("GET", f"{url}/remote", b.admin_token)[0] == 404
+        assert all(r["key"] != "remote" for r in http("GET", url, b.admin_token)[1])
+        assert get(b, "remote/app/x.bin")[0] == 404
+        assert get(b, "artifactory-edge-uploads/mine/x.bin")[:2] == (200, b"cached bytes")
+        add_remote(b, "remote", uploads_url(upstream))  # the key is free again, its cache empty
+        assert not cached(b, "remote/app/x.bin")
+    finally:
+        _stop(b)

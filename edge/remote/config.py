@@ -143,10 +143,14 @@ def _url(value: Any) -> str:
     parts = urlsplit(value.rstrip("/"))
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadRequest("'url' must be an http:// or https:// URL with a host")
+    try:
+        parts.port  # noqa: B018 (read for its check: a port beyond 65535 raises)
+    except ValueError:
+        raise BadRequest("'url' has a port that is not a number from 0 to 65535") from None
     if parts.query or parts.fragment or parts.username or parts.password:
         raise BadRequest("'url' must carry no query, fragment or credentials (use 'username' and 'password')")
     segments = parts.path.split("/")
-    if len(segments) < 3:
+    if len(segments) < 2:
         raise BadRequest("'url' must name the upstream repository, e.g. http://host:8082/artifactory/releases-local")
     try:
         check_repo_key(segments[-1])
