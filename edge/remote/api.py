@@ -28,7 +28,7 @@ from wire.paths import check_artifact_path, check_repo_key
 
 from ..access.security_api import update_local_repository
 from ..keys import audit_trail_key
-from .config import RemoteConfig, parse_remote_config
+from .config import REMOTE_FIELDS, RemoteConfig, parse_remote_config
 from .keys import remote_repos_key
 from .stats import MAX_BATCH, STATS_API
 
@@ -60,6 +60,10 @@ async def update_repository(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     current = request.app[remote_repos_key].store.config(key)
     if current is None:
+        remote_only = sorted(set(body) & REMOTE_FIELDS)
+        if body.get("rclass") == "remote" or remote_only:
+            field = remote_only[0] if remote_only else "rclass"
+            raise Conflict(f"Repository '{key}' is not a remote repository: '{field}' cannot be set on it")
         return await update_local_repository(request, key, body)
     if body.get("rclass", "remote") != "remote":
         raise BadRequest("'rclass' of a repository cannot be changed")

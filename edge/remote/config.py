@@ -28,6 +28,8 @@ _TOP = {
     "socketTimeoutMillis", "contentSynchronisation",
 }  # fmt: skip
 _SYNC = {"enabled", "statistics", "source"}
+# The fields only a remote repo has.
+REMOTE_FIELDS = frozenset(_TOP - {"key", "rclass", "packageType", "description", "anonymousRead"})
 
 
 @dataclass(frozen=True)
