@@ -61,9 +61,8 @@ async def update_repository(request: web.Request) -> web.Response:
     current = request.app[remote_repos_key].store.config(key)
     if current is None:
         remote_only = sorted(set(body) & REMOTE_FIELDS)
-        if body.get("rclass") == "remote" or remote_only:
-            field = remote_only[0] if remote_only else "rclass"
-            raise Conflict(f"Repository '{key}' is not a remote repository: '{field}' cannot be set on it")
+        if remote_only:
+            raise Conflict(f"Repository '{key}' is not a remote repository: '{remote_only[0]}' cannot be set on it")
         return await update_local_repository(request, key, body)
     if body.get("rclass", "remote") != "remote":
         raise BadRequest("'rclass' of a repository cannot be changed")
