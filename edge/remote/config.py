@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from repository.errors import BadRequest
+from repository.http.repos_api import check_repository_body
 from wire.paths import check_repo_key
 
 MASK = "************"
@@ -104,14 +105,7 @@ def parse_remote_config(key: str, body: dict[str, Any], previous: RemoteConfig |
 
     A masked password or token sent back unchanged (what GET answered) keeps the stored one.
     """
-    check_repo_key(key)
-    unknown = sorted(set(body) - _TOP)
-    if unknown:
-        raise BadRequest(f"Unknown field '{unknown[0]}' in the repository configuration")
-    if body.get("key", key) != key:
-        raise BadRequest("'key' in the body differs from the key in the URL")
-    if body.get("packageType", "generic") != "generic":
-        raise BadRequest("packageType must be one of generic")
+    check_repository_body(check_repo_key(key), body, _TOP)
     if previous is None and "url" not in body:
         raise BadRequest("'url' is required for a remote repository")
     base = previous or RemoteConfig(key=key, url=_url(body["url"]))

@@ -103,9 +103,9 @@ async def fetch_blob(
     tap: Tap,
     max_bytes: int,
     deadline: float,
-) -> tuple[Digests, Announced]:
-    """Fetch ``path`` whole into the store within ``deadline`` seconds; the store's digests and what
-    the upstream announced. UpstreamFailed/UpstreamTimeout (nothing kept) when that cannot be done."""
+) -> Digests:
+    """Fetch ``path`` whole into the store within ``deadline`` seconds; the stored blob's digests.
+    UpstreamFailed/UpstreamTimeout (nothing kept) when that cannot be done."""
     try:
         async with asyncio.timeout(deadline):
             return await _fetch(upstream, storage, config, path, chain, tap, max_bytes)
@@ -125,7 +125,7 @@ async def fetch_blob(
 
 async def _fetch(
     upstream: Upstream, storage: StorageBackend, config: RemoteConfig, path: str, chain: list[str], tap: Tap, limit: int
-) -> tuple[Digests, Announced]:
+) -> Digests:
     async with upstream.open(config, path, chain) as resp:
         info = announced(resp, config)
         if info.size is not None and info.size > limit:
@@ -144,4 +144,4 @@ async def _fetch(
                     f"The upstream sent '{path}' with {exc.field} {exc.actual}, not the {exc.expected} it announced:"
                     " nothing kept"
                 ) from None
-    return digests, info
+    return digests

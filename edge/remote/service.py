@@ -107,7 +107,7 @@ class RemoteRepos:
     async def _fetch(self, config: RemoteConfig, path: str, chain: list[str], tap: Tap) -> Artifact:
         key = (config.key, path)
         try:
-            digests, _ = await fetch_blob(
+            digests = await fetch_blob(
                 self.upstream,
                 self.artifacts.storage,
                 config,
@@ -119,6 +119,9 @@ class RemoteRepos:
             )
         except UpstreamMissing:
             self._missed[key] = time.monotonic() + config.missed_cache_secs
+            raise
+        except (UpstreamFailed, UpstreamTimeout) as exc:
+            log.warning("remote repo %s: %s not fetched, nothing kept: %s", config.key, path, exc)
             raise
         artifact = await self.artifacts.index_fetched(config.key, path, digests, FETCHED_BY, REMOTE_OWNER)
         await self.store.cached(config.key, path, digests.size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from aiohttp import web
@@ -26,18 +27,23 @@ async def create_repository(request: web.Request) -> web.Response:
     return await create_local_repository(request, key, await read_json_object(request))
 
 
-async def create_local_repository(request: web.Request, key: str, body: dict[str, Any]) -> web.Response:
-    """The PUT of a local repo, its body read (a node with other kinds of repo reads it first)."""
-    unknown = sorted(set(body) - _KEYS)
+def check_repository_body(key: str, body: dict[str, Any], fields: Collection[str]) -> None:
+    """What every kind of repo's configuration must be: only ``fields``, the URL's key, a known packageType."""
+    unknown = sorted(set(body) - set(fields))
     if unknown:
         raise BadRequest(f"Unknown field '{unknown[0]}' in the repository configuration")
     if body.get("key", key) != key:
         raise BadRequest("'key' in the body differs from the key in the URL")
+    if body.get("packageType", "generic") not in PACKAGE_TYPES:
+        raise BadRequest(f"packageType must be one of {', '.join(PACKAGE_TYPES)}")
+
+
+async def create_local_repository(request: web.Request, key: str, body: dict[str, Any]) -> web.Response:
+    """The PUT of a local repo, its body read (a node with other kinds of repo reads it first)."""
+    check_repository_body(key, body, _KEYS)
     if body.get("rclass", "local") != "local":
         raise BadRequest('Only local repositories ("rclass": "local") can be created here')
     package_type = body.get("packageType", "generic")
-    if package_type not in PACKAGE_TYPES:
-        raise BadRequest(f"packageType must be one of {', '.join(PACKAGE_TYPES)}")
     description = body.get("description", "")
     anonymous = body.get("anonymousRead", False)
     if not isinstance(description, str) or len(description) > 1024 or not isinstance(anonymous, bool):
