@@ -94,6 +94,7 @@ def test_a_bad_update_leaves_the_configuration_as_it_was_and_credentials_are_nev
     status, answer = http("POST", url, edge.admin_token, {"offline": True, "retrievalCachePeriodSecs": -1})
 
     assert status == 400
+    assert http("POST", url, edge.admin_token, {"rclass": "local"})[0] == 409
     assert http("GET", url, edge.admin_token)[1] == before
     assert [r["type"] for r in _repos(edge) if r["key"] == "remote"] == ["REMOTE"]
 

@@ -65,7 +65,7 @@ async def update_repository(request: web.Request) -> web.Response:
             raise Conflict(f"Repository '{key}' is not a remote repository: '{remote_only[0]}' cannot be set on it")
         return await update_local_repository(request, key, body)
     if body.get("rclass", "remote") != "remote":
-        raise BadRequest("'rclass' of a repository cannot be changed")
+        raise Conflict(f"Repository '{key}' is a remote repository: its 'rclass' cannot be changed")
     config = parse_remote_config(key, body, current)
     _refuse_self(request, config)
     return await _save(request, config)
