@@ -40,6 +40,8 @@ def check_repository_body(key: str, body: dict[str, Any], fields: Collection[str
 
 async def create_local_repository(request: web.Request, key: str, body: dict[str, Any]) -> web.Response:
     """The PUT of a local repo, its body read (a node with other kinds of repo reads it first)."""
+    if body.get("rclass") == "remote":  # a well-formed request this node cannot take, not a bad one
+        raise Conflict("This node holds local repositories only: remote repositories are configured on edges")
     check_repository_body(key, body, _KEYS)
     if body.get("rclass", "local") != "local":
         raise BadRequest('Only local repositories ("rclass": "local") can be created here')
