@@ -4,7 +4,7 @@ The upstream's download statistics (``?stats``) then count the downloads its rem
 caches served, as Artifactory's smart remote does. Counts are kept in memory per
 process and sent every ``remote_stats_interval`` seconds to the upstream's
 ``POST /artifactory/api/downloads/statistics``; a batch the upstream did not take is
-kept for the next round.
+kept for the next round, unless the upstream has no such endpoint (404/405: dropped).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from repository.catalog import now_ms
 
 from .config import RemoteConfig
-from .errors import UpstreamFailed
+from .errors import UpstreamFailed, UpstreamMissing
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,8 @@ class HitCounter:
                     await upstream.post_json(
                         config, STATS_API, {"downloads": [_entry(config, p, c, upstream.node_id) for p, c in batch]}
                     )
+                except UpstreamMissing as exc:  # not an edge (a Distribution service keeps no statistics)
+                    log.info("statistics of remote repo %s dropped: %s", config.key, exc)
                 except UpstreamFailed as exc:
                     log.info("statistics of remote repo %s not reported, kept for later: %s", config.key, exc)
                     for path, c in batch:

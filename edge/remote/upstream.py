@@ -100,7 +100,8 @@ class Upstream:
             ) from None
 
     async def post_json(self, config: RemoteConfig, api_path: str, body: Any) -> None:
-        """POST ``body`` to the upstream's ``{base}/api/...``; UpstreamFailed unless it answers 2xx."""
+        """POST ``body`` to the upstream's ``{base}/api/...``: UpstreamMissing when it has no such
+        endpoint, UpstreamFailed for any other answer but a 2xx."""
         try:
             async with self._session.post(
                 f"{config.base_url}/{api_path}",
@@ -108,6 +109,8 @@ class Upstream:
                 headers=self._headers(config, []),
                 timeout=self._timeout(config),
             ) as resp:
+                if resp.status in (404, 405):
+                    raise UpstreamMissing(f"The upstream has no {api_path} (it answered {resp.status})")
                 if not 200 <= resp.status < 300:
                     raise UpstreamFailed(f"The upstream answered {resp.status}")
         except (TimeoutError, aiohttp.ClientError) as exc:
