@@ -30,6 +30,7 @@ from .puller import Puller
 from .raw_body import Receivers
 from .relay_store import RelayStore
 from .relaying import Relayer
+from .remote.setup import setup_remote_repos
 from .requests import setup_requests
 from .routes import setup_routes
 from .schema import edge_migrations
@@ -79,6 +80,7 @@ def create_app(settings: EdgeSettings, *, worker: int = 0, starts_node: bool = T
         app.cleanup_ctx.append(pull_ctx)
     setup_security(app)
     setup_virtual_repos(app)
+    setup_remote_repos(app)  # its repository routes go before the security API's
     setup_routes(app)
     setup_edge_console(app, settings)
     return app

@@ -336,6 +336,32 @@ def m010_manifest_chunks(db: Database) -> None:
 
 
 @edge_migrations()
+def m011_remote_repos(db: Database) -> None:
+    db.executescript(
+        """
+        -- Smart remote repositories: the configuration (credentials included, never answered
+        -- back) of each, beside its row in repos (type REMOTE).
+        CREATE TABLE remote_repos (
+            key TEXT PRIMARY KEY,
+            config TEXT NOT NULL,
+            updated INTEGER NOT NULL
+        );
+        -- The files a remote repo holds in its cache: their size for the cache's bound, when
+        -- each was last served (least recently used go first) and last checked upstream.
+        CREATE TABLE remote_cache (
+            repo TEXT NOT NULL,
+            path TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            last_used INTEGER NOT NULL,
+            checked INTEGER NOT NULL,
+            PRIMARY KEY (repo, path)
+        );
+        CREATE INDEX remote_cache_by_use ON remote_cache (last_used);
+        """
+    )
+
+
+@edge_migrations()
 def m012_virtual_repos(db: Database) -> None:
     db.executescript(
         """

@@ -152,6 +152,14 @@ class EdgeSettings(ServiceSettings):
     # files of a bundle one DELETE of it removes at most (its blobs collected as it goes); the
     # Distribution service calls again until the removal is done, so each request stays short
     removal_files_per_request: int = 5000
+    # smart remote repos (edge/remote/): the bytes their caches hold together at most (least
+    # recently used files are dropped beyond it); seconds to connect to an upstream; seconds a
+    # whole fetch from an upstream may take; seconds between reports of cached-hit downloads to
+    # upstreams that asked for statistics
+    remote_cache_max_bytes: int = 10 * 1024 * MiB
+    remote_connect_timeout: float = 10.0
+    remote_fetch_deadline: float = 3600.0
+    remote_stats_interval: float = 30.0
     access: AccessSettings = field(default_factory=AccessSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     # pull mode: the edge polls the Distribution service for its work (edge/pull_settings.py)
@@ -171,6 +179,12 @@ class EdgeSettings(ServiceSettings):
             raise ValueError("setting 'upload_rate_window' must be more than 0 and at most 3600 seconds")
         if not 1 <= self.removal_files_per_request <= MAX_REMOVAL_FILES_PER_REQUEST:
             raise ValueError(f"setting 'removal_files_per_request' must be 1 to {MAX_REMOVAL_FILES_PER_REQUEST} files")
+        if self.remote_cache_max_bytes < 0:
+            raise InvalidSetting("remote_cache_max_bytes", "must be 0 or more bytes")
+        if not 0 < self.remote_connect_timeout <= 3600 or not 0 < self.remote_fetch_deadline <= 7 * DAY:
+            raise InvalidSetting("remote_connect_timeout", "and remote_fetch_deadline must be more than 0 seconds")
+        if not 0 < self.remote_stats_interval <= DAY:
+            raise InvalidSetting("remote_stats_interval", "must be more than 0 and at most a day")
         if self.accel_redirect and not ACCEL_PREFIX.fullmatch(self.accel_redirect):
             raise ValueError("setting 'accel_redirect' must be empty (off) or a path like '/_blobs/'")
 

@@ -248,3 +248,20 @@ relays = Table(
     Column("updated", BigInteger, nullable=False),
 )
 Index("relays_by_state", relays.c.state)
+Table(
+    "remote_repos",
+    edge_tables,
+    Column("key", Text, primary_key=True),
+    Column("config", Text, nullable=False),
+    Column("updated", BigInteger, nullable=False),
+)
+remote_cache = Table(
+    "remote_cache",
+    edge_tables,
+    Column("repo", Text, primary_key=True),
+    Column("path", Text, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("last_used", BigInteger, nullable=False),
+    Column("checked", BigInteger, nullable=False),
+)
+Index("remote_cache_by_use", remote_cache.c.last_used)

@@ -2,8 +2,9 @@
 
 ``PUT /artifactory/api/repositories/{key}`` with ``"rclass": "virtual"`` creates one (the same
 configuration again is the same success; another one is a 409), POST changes its members,
-description or anonymous read, DELETE removes it (never a member's content). Other repos'
-PUT and POST go on to the local repos' handlers. A refused change stores nothing.
+description or anonymous read, DELETE removes it (never a member's content). Every other
+repo's PUT, POST and DELETE go on to the handlers of local and remote repos
+(edge/remote/api.py). A refused change stores nothing.
 """
 
 from __future__ import annotations
@@ -12,18 +13,17 @@ from typing import Any
 
 from aiohttp import web
 
-from repository.errors import BadRequest, Conflict, NotFound
+from repository.errors import BadRequest, Conflict
 from repository.http import keys as core
 from repository.http.auth import require_role
 from repository.http.json_body import read_json_object
-from repository.http.repos_api import create_repository
 from repository.http.responses import json_response
 from repository.tokens import Role
 from repository.virtual import VirtualConfigError, VirtualRepo, check_members
 from wire.paths import check_repo_key
 
-from .access.security_api import update_repository
 from .keys import virtual_repos_key
+from .remote import api as by_kind
 
 _FIELDS = frozenset({"key", "rclass", "packageType", "description", "anonymousRead", "repositories"})
 
@@ -37,9 +37,9 @@ async def put_repository(request: web.Request) -> web.Response:
     if body.get("rclass") != "virtual":
         if store.get(key) is not None:
             raise Conflict(f"Repository '{key}' already exists as a virtual repository")
-        return await create_repository(request)
+        return await by_kind.put_repository(request)
     if await _is_local(request, key):
-        raise Conflict(f"Repository '{key}' already exists as a local repository")
+        raise Conflict(f"Repository '{key}' already exists as a local or remote repository")
     wanted = await _configured(request, key, body, None)
     existing = store.get(key)
     if existing is not None:
@@ -59,7 +59,7 @@ async def post_repository(request: web.Request) -> web.Response:
         body = await read_json_object(request)  # read once: the local handler reads the same cached body
         if (body.get("rclass") == "virtual" or "repositories" in body) and await _is_local(request, key):
             raise Conflict(f"'{key}' is a local repository: it has no members and cannot become virtual")
-        return await update_repository(request)
+        return await by_kind.update_repository(request)
     wanted = await _configured(request, key, await read_json_object(request), existing)
     return json_response((await store.put(wanted)).json())
 
@@ -71,9 +71,7 @@ async def delete_repository(request: web.Request) -> web.Response:
     key = request.match_info["key"]
     store = request.app[virtual_repos_key]
     if store.get(key) is None:
-        if await _is_local(request, key):
-            raise Conflict(f"Only virtual repositories can be removed on an edge; '{key}' is a local repository")
-        raise NotFound(f"Repository '{key}' does not exist")
+        return await by_kind.delete_repository(request)
     listing = store.listing(key)
     if listing:
         raise Conflict(

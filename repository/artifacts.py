@@ -177,7 +177,12 @@ class ArtifactService:
         digests = Digests(size=known.size, sha256=known.sha256, sha1=known.sha1, md5=known.md5)
         return await self._index(repo, path, digests, user)
 
-    async def _index(self, repo: str, path: str, digests: Digests, user: str) -> Artifact:
+    async def index_fetched(self, repo: str, path: str, digests: Digests, user: str, owner: str) -> Artifact:
+        """Index a blob fetched from elsewhere (a remote repo's cache, owned by ``owner``), already
+        verified and stored; the bytes it replaces at ``path`` are collected if nothing else holds them."""
+        return await self._index(repo, path, digests, user, owner)
+
+    async def _index(self, repo: str, path: str, digests: Digests, user: str, owner: str = UPLOAD_OWNER) -> Artifact:
         assert digests.sha1 is not None and digests.md5 is not None
         now = now_ms()
         artifact = Artifact(
@@ -192,7 +197,7 @@ class ArtifactService:
             created_by=user,
             modified=now,
             modified_by=user,
-            owner=UPLOAD_OWNER,
+            owner=owner,
         )
         async with self._index_lock():
             if not await self.storage.exists(digests.sha256):

@@ -167,6 +167,22 @@ class Catalog:
         assert found is not None
         return found
 
+    async def remove_repo(self, key: str) -> None:
+        """Remove a repo that holds no files, its folders with it; Conflict while it holds any."""
+        self._repos = None
+        try:
+            await self._database.run(self._remove_repo, key)
+        finally:
+            self._repos = None
+            self._database.changed()
+
+    def _remove_repo(self, key: str) -> None:
+        with one_writer(self._db):
+            if self._db.execute("SELECT 1 FROM artifacts WHERE repo = :key LIMIT 1", {"key": key}).fetchone():
+                raise Conflict(f"Repository '{key}' still holds files")
+            self._db.execute("DELETE FROM folders WHERE repo = :key", {"key": key})
+            self._db.execute("DELETE FROM repos WHERE key = :key", {"key": key})
+
     async def get_repo(self, key: str) -> Repo | None:
         """Repos are few and read on every request: answered from memory after the first call.
 

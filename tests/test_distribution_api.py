@@ -58,8 +58,10 @@ async def test_source_repos_take_uploads_that_an_edge_would_refuse(dist: Any) ->
     await deploy(dist, "x.bin", b"x", repo="libs-local")
     again = await dist.put("/artifactory/api/repositories/libs-local", json={"rclass": "local"}, headers=admin())
     assert again.status == 200
-    remote = await dist.put("/artifactory/api/repositories/r2", json={"rclass": "remote"}, headers=admin())
-    assert remote.status == 400
+    remote_body = {"rclass": "remote", "url": "http://edge-a:8082/artifactory/releases-local"}
+    remote = await dist.put("/artifactory/api/repositories/r2", json=remote_body, headers=admin())
+    assert remote.status == 409
+    assert "configured on edges" in (await remote.json())["errors"][0]["message"]
     keys = [r["key"] for r in await (await dist.get("/artifactory/api/repositories", headers=admin())).json()]
     assert keys == ["libs-local", REPO]
 

@@ -85,6 +85,9 @@ def edge_bodies(key_factory: KeyFactory, keys: KeySet) -> dict[tuple[str, str], 
         ("POST", "/artifactory/api/v2/security/permissions/{name}"): target,
         ("POST", "/artifactory/api/distribution/transactions"): _signed_manifest(key_factory, keys),
         ("POST", "/artifactory/api/security/keys/trusted"): {"alias": "other", "public_key": keys.bob.public},
+        ("POST", "/artifactory/api/downloads/statistics"): {
+            "downloads": [{"repo": UPLOADS, "path": "a.bin", "count": 1}]
+        },
     }
 
 

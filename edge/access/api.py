@@ -18,6 +18,7 @@ from repository.http.json_body import read_json_object
 from repository.http.responses import json_response
 from repository.http.virtual_resolve import resolve, virtual_repo
 from repository.paths import url_quote
+from repository.remote_source import REMOTE
 from repository.tokens import Role
 from wire.errors import InvalidPath
 from wire.paths import check_artifact_path, check_repo_key
@@ -100,7 +101,8 @@ def _repo_path(value: Any) -> tuple[str, str]:
 
 
 async def create_signed_url(request: web.Request) -> web.Response:
-    """``POST /artifactory/api/signed/url``: the URL, as text, for a file this edge holds."""
+    """``POST /artifactory/api/signed/url``: the URL, as text, for a file this edge holds (or, in a
+    remote repo, may fetch)."""
     require_role(request, Role.admin)
     body = await _json_body(request, frozenset({"repo_path", "valid_for_secs", "expiry", "client_cidr"}))
     return web.Response(text=await signed_url(request, body), content_type="text/plain")
@@ -121,10 +123,11 @@ async def signed_url(request: web.Request, body: dict[str, Any]) -> str:
         except ValueError as exc:
             raise BadRequest(f"'client_cidr' {exc}") from None
     virtual = virtual_repo(request, repo)
-    if virtual is not None:  # 404 for a file that is not here (through a virtual repo: in no member)
+    held = await request.app[core.catalog].get_repo(repo)
+    if virtual is not None:  # 404 for a file in no member (a remote member's: once cached)
         await resolve(request, virtual, path)
-    else:
-        await request.app[core.artifacts].file(repo, path)
+    elif held is None or held.type != REMOTE:  # a remote repo fetches the file when the URL is used
+        await request.app[core.artifacts].file(repo, path)  # 404 for a file that is not here
     token = control.urls.issue(f"{repo}/{path}", valid_for, cidr)
     base = control.base_url or f"{request.scheme}://{request.host}"
     return f"{base.rstrip('/')}/artifactory/{url_quote(f'{repo}/{path}')}?sig={token}"

@@ -139,6 +139,11 @@ class AuditStore:
                     self._forget_stats(r.repo, r.path or "")
             self._add_counts(counts)
 
+    async def add_downloads(self, counts: dict[tuple[str, str], list[Any]]) -> None:
+        """Add downloads made elsewhere (a remote repo's cached hits, reported by the node that served
+        them): ``(repo, path) -> [count, last downloaded (epoch ms), by whom]``."""
+        await self._database.run(self._add_counts, counts)
+
     def _add_counts(self, counts: dict[tuple[str, str], list[Any]]) -> None:
         if counts:
             self._database.db.executemany(

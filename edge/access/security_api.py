@@ -204,13 +204,11 @@ async def delete_target(request: web.Request) -> web.Response:
 # -- anonymous read per repo -----------------------------------------------------------
 
 
-async def update_repository(request: web.Request) -> web.Response:
-    """``POST /artifactory/api/repositories/{key}`` (Artifactory's update): ``anonymousRead`` and
-    ``description`` of a repo. A repo can also be made beforehand with PUT, so that the first
-    bundle to land in it is not public for a moment; bundles keep what they find."""
-    require_role(request, Role.admin)
-    key = request.match_info["key"]
-    body = await read_json_object(request)
+async def update_local_repository(request: web.Request, key: str, body: dict[str, Any]) -> web.Response:
+    """``POST /artifactory/api/repositories/{key}`` (Artifactory's update) of a local repo, its body
+    read (edge/remote/api.py reads it, then dispatches by the kind of repo): ``anonymousRead`` and
+    ``description``. A repo can also be made beforehand with PUT, so that the first bundle to land
+    in it is not public for a moment; bundles keep what they find."""
     unknown = sorted(set(body) - {"key", "rclass", "packageType", "description", "anonymousRead"})
     if unknown:
         raise BadRequest(f"Unknown field '{unknown[0]}' in the repository configuration")

@@ -23,11 +23,13 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from repository.catalog import Artifact
+from repository.catalog import Artifact, Repo
 from repository.errors import NotFound, RepositoryError
 from repository.paths import split_repo_path
 from repository.quarantine import BlobQuarantined
+from repository.remote_source import REMOTE
 from repository.sendfile import send_file
+from repository.virtual import VirtualRepo
 from storage_backends import BlobNotFound, StorageBackend, content_disposition, open_in_thread
 
 from . import keys
@@ -35,7 +37,7 @@ from .auth import require_read
 from .folder_page import folder_page, wants_html
 from .lookup import artifact_for
 from .ranges import ByteRange, not_modified, other_servers_agree, parse_range, precondition_failed, range_applies
-from .virtual_resolve import resolve, virtual_repo
+from .virtual_resolve import members, virtual_repo
 
 log = logging.getLogger(__name__)
 
@@ -149,17 +151,43 @@ def _report_sent(writer: AbstractStreamWriter, sent: int) -> None:
 
 async def download(request: web.Request) -> web.StreamResponse:
     repo, path = artifact_location(request)
-    await require_read(request, repo, path)
+    found = await require_read(request, repo, path)
     virtual = virtual_repo(request, repo)
     try:
         if virtual is None:
-            artifact = await artifact_for(request, repo, path)
-        else:
-            artifact = await resolve(request, virtual, path)
+            return await serve_download(request, found, path)
+        return await _serve_virtual(request, virtual, path)
     except NotFound:
         if not wants_html(request):  # API clients keep the JSON 404 of a folder
             raise
         return await folder_page(request, repo, path)
+
+
+async def _serve_virtual(request: web.Request, virtual: VirtualRepo, path: str) -> web.StreamResponse:
+    """The first member's answer for ``path``, each member asked as a request naming it would be
+    (so a remote member fetches on a miss); the member is left on the request for the audit."""
+    for member in await members(request, virtual, path):
+        request[keys.served_from] = member.key
+        try:
+            return await serve_download(request, member, path)
+        except NotFound:
+            continue
+    request.pop(keys.served_from, None)
+    raise NotFound()
+
+
+async def serve_download(request: web.Request, repo: Repo, path: str) -> web.StreamResponse:
+    """GET/HEAD of ``path`` in ``repo``, whose read the caller has checked: what a request naming
+    the repo answers, for every kind of repo (a remote one fetches a file it lacks from its
+    upstream), and so what a virtual repo answers for each of its members."""
+    if repo.type == REMOTE and (remote := request.app.get(keys.remote_repos)) is not None:
+        return await remote.serve(request, repo, path)
+    return await serve_stored(request, repo.key, path)
+
+
+async def serve_stored(request: web.Request, repo: str, path: str) -> web.StreamResponse:
+    """The download of a file the node's catalog holds (404 when it holds none at ``path``)."""
+    artifact = await artifact_for(request, repo, path)
     app = request.app
     policy = app[keys.policy]
     headers, modified, window = served_headers(artifact, policy.node_id)

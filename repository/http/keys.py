@@ -12,6 +12,7 @@ from repository.catalog import Catalog
 from repository.identity import Authenticator
 from repository.permissions import Permissions
 from repository.policy import ArtifactPolicy
+from repository.remote_source import RemoteRepoSource
 from repository.stats import StatsSource
 from repository.tokens import Principal, TokenStore
 from repository.virtual import VirtualRepos
@@ -37,6 +38,8 @@ readiness_checks: web.AppKey[Callable[[], dict[str, Callable[[], Awaitable[None]
 # is skipped when a virtual repo resolves, as one the caller may not read is.
 virtual_repos = web.AppKey("virtual_repos", VirtualRepos)
 member_admits: web.AppKey[Callable[[web.Request, str], bool]] = web.AppKey("member_admits")
+# What a node with remote repos offers the artifact API for them (edge/remote/).
+remote_repos = web.AppKey("remote_repos", RemoteRepoSource)
 # Small blobs by sha256, bounded in bytes: immutable content needs no invalidation.
 small_blobs = web.AppKey("small_blobs", LRUCache)
 

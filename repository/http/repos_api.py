@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import Any
+
 from aiohttp import web
 
 from repository.catalog import Repo
@@ -21,17 +24,28 @@ _KEYS = {"key", "rclass", "packageType", "description", "anonymousRead"}
 async def create_repository(request: web.Request) -> web.Response:
     require_role(request, Role.admin)
     key = check_repo_key(request.match_info["key"])
-    body = await read_json_object(request)
-    unknown = sorted(set(body) - _KEYS)
+    return await create_local_repository(request, key, await read_json_object(request))
+
+
+def check_repository_body(key: str, body: dict[str, Any], fields: Collection[str]) -> None:
+    """What every kind of repo's configuration must be: only ``fields``, the URL's key, a known packageType."""
+    unknown = sorted(set(body) - set(fields))
     if unknown:
         raise BadRequest(f"Unknown field '{unknown[0]}' in the repository configuration")
     if body.get("key", key) != key:
         raise BadRequest("'key' in the body differs from the key in the URL")
+    if body.get("packageType", "generic") not in PACKAGE_TYPES:
+        raise BadRequest(f"packageType must be one of {', '.join(PACKAGE_TYPES)}")
+
+
+async def create_local_repository(request: web.Request, key: str, body: dict[str, Any]) -> web.Response:
+    """The PUT of a local repo, its body read (a node with other kinds of repo reads it first)."""
+    if body.get("rclass") == "remote":  # a well-formed request this node cannot take, not a bad one
+        raise Conflict("This node holds local repositories only: remote repositories are configured on edges")
+    check_repository_body(key, body, _KEYS)
     if body.get("rclass", "local") != "local":
         raise BadRequest('Only local repositories ("rclass": "local") can be created here')
     package_type = body.get("packageType", "generic")
-    if package_type not in PACKAGE_TYPES:
-        raise BadRequest(f"packageType must be one of {', '.join(PACKAGE_TYPES)}")
     description = body.get("description", "")
     anonymous = body.get("anonymousRead", False)
     if not isinstance(description, str) or len(description) > 1024 or not isinstance(anonymous, bool):

@@ -20,6 +20,7 @@ from aiohttp import web
 from repository.catalog import Artifact, Folder
 from repository.errors import BadRequest, NotFound
 from repository.paths import url_quote
+from repository.remote_source import REMOTE
 from repository.stats import DownloadStats
 from wire.timestamps import iso
 
@@ -90,7 +91,12 @@ async def folder_info(request: web.Request, f: Folder) -> dict[str, Any]:
 async def storage_info(request: web.Request) -> web.StreamResponse:
     repo, path = artifact_location(request, STORAGE_PREFIX)
     deep, with_folders = _flag(request, "deep"), _flag(request, "listFolders")
-    await require_read(request, repo, path)
+    found = await require_read(request, repo, path)
+    remote = request.app.get(keys.remote_repos)
+    if found.type == REMOTE and remote is not None and not {"stats", "properties"} & set(request.query):
+        answer = await remote.listing(request, found, path)
+        if answer is not None:
+            return answer
     item = await virtual_resolve.item_at(request, repo, path)
     if "stats" in request.query:
         return await _stats(request, item)

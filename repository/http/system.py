@@ -10,6 +10,7 @@ from aiohttp import web
 
 from repository.catalog import Repo
 from repository.errors import NotFound
+from repository.remote_source import REMOTE
 
 from . import keys
 from .responses import json_response
@@ -86,6 +87,9 @@ async def repository(request: web.Request) -> web.Response:
     repo = await request.app[keys.catalog].get_repo(request.match_info["key"])
     if repo is None:
         raise NotFound(f"Repository '{request.match_info['key']}' not found")
+    remote = request.app.get(keys.remote_repos)
+    if repo.type == REMOTE and remote is not None and (configuration := remote.configuration(repo.key)) is not None:
+        return json_response(configuration)
     return json_response(
         {
             "key": repo.key,
