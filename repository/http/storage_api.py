@@ -21,6 +21,7 @@ from repository.catalog import Artifact, Folder, Repo
 from repository.errors import BadRequest, NotFound
 from repository.paths import url_quote
 from repository.permissions import Action
+from repository.property_syntax import decode_query, parse_keys
 from repository.stats import DownloadStats
 from wire.timestamps import iso
 
@@ -127,7 +128,7 @@ async def _stats(request: web.Request, item: Artifact | Folder) -> web.Response:
 
 def _properties(request: web.Request, item: Artifact | Folder) -> web.Response:
     props = item.properties if isinstance(item, Artifact) else {}
-    wanted = [p for p in request.query.get("properties", "").split(",") if p]
+    wanted = parse_keys(text) if (text := decode_query(request.rel_url.raw_query_string, "properties")) else []
     if wanted:
         props = {k: v for k, v in props.items() if k in wanted}
     if not props:
