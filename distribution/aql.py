@@ -30,9 +30,7 @@ Scopes = frozenset[Scope]
 FIELD_INDEX = {"repo": 0, "path": 1, "name": 2}
 
 
-def parse_aql(
-    text: str, where: str
-) -> tuple[Callable[[str, str, Mapping[str, list[str]]], bool], tuple[Scope, ...]]:
+def parse_aql(text: str, where: str) -> tuple[Callable[[str, str, Mapping[str, list[str]]], bool], tuple[Scope, ...]]:
     head = _AQL_HEAD.match(text)
     if head is None:
         raise SpecError(f"{where}: must be items.find({{...}})")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .catalog import ARTIFACT_COLUMNS, DEEP_LIST_PAGE, VISIBLE_ARTIFACT, Artifact, Catalog, artifact_of
-from .errors import NotFound
+from .errors import BadRequest, NotFound
 from .property_syntax import Properties, PropertySyntaxError, check_properties
 from .write_lock import one_writer
 
@@ -52,8 +52,10 @@ class PropertyStore:
         catalog = self._catalog
         if await catalog.get_artifact(repo, path) is not None:
             return len(await catalog.write(self._change_page, repo, [path], change, changed=_paths(repo)))
-        if not recursive or await catalog.get_folder(repo, path) is None:
+        if await catalog.get_folder(repo, path) is None:
             raise NotFound()
+        if not recursive:
+            raise BadRequest("Folders hold no properties of their own: use recursive=1 to change their files")
         async for page in catalog.walk_pages(repo, path):  # every file first: all or nothing
             for artifact in page:
                 _checked(change, artifact)
@@ -69,7 +71,8 @@ class PropertyStore:
         done = []
         with one_writer(self._db):
             rows = self._db.execute(
-                f"SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE repo = :repo AND path IN :paths AND {VISIBLE_ARTIFACT}",
+                f"SELECT {ARTIFACT_COLUMNS} FROM artifacts"
+                f" WHERE repo = :repo AND path IN :paths AND {VISIBLE_ARTIFACT}",
                 {"repo": repo, "paths": paths},
             ).fetchall()
             for artifact in map(artifact_of, rows):
@@ -107,7 +110,9 @@ class PropertyStore:
                 f"EXISTS (SELECT 1 FROM properties p WHERE p.repo = artifacts.repo AND p.path = artifacts.path"
                 f" AND p.key = :k{i} AND p.value IN :v{i})"
             )
-        first_key = "(artifacts.repo, artifacts.path) IN (SELECT repo, path FROM properties WHERE key = :k0 AND value IN :v0)"
+        first_key = (
+            "(artifacts.repo, artifacts.path) IN (SELECT repo, path FROM properties WHERE key = :k0 AND value IN :v0)"
+        )
         if repos is not None:
             params["repos"] = repos
             clauses.append("artifacts.repo IN :repos")

@@ -12,7 +12,6 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from artifactory import ArtifactoryPath
 
 from devstack.services import SOURCE_REPO, DistributionProcess, EdgeProcess
 from repository.property_syntax import MAX_PROPERTY_KEY_BYTES
@@ -28,7 +27,12 @@ def service(tmp_path: Path) -> Iterator[DistributionProcess]:
 
 
 def call(
-    node: EdgeProcess, method: str, path: str, token: str | None = "admin", headers: dict[str, str] | None = None, **kw: Any
+    node: EdgeProcess,
+    method: str,
+    path: str,
+    token: str | None = "admin",
+    headers: dict[str, str] | None = None,
+    **kw: Any,
 ) -> requests.Response:
     auth = {"Authorization": f"Bearer {node.admin_token if token == 'admin' else token}"} if token else {}
     return requests.request(method, f"{node.url}{path}", headers=auth | (headers or {}), timeout=TIMEOUT, **kw)

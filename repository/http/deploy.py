@@ -11,8 +11,8 @@ import re
 from aiohttp import web
 
 from repository.errors import BadRequest, ChecksumMismatch, Forbidden, NotFound
-from repository.permissions import Action
 from repository.paths import split_repo_path
+from repository.permissions import Action
 from repository.property_syntax import Properties, PropertySyntaxError, parse_matrix
 from wire.errors import InvalidPath
 

@@ -125,11 +125,7 @@ async def _apply(request: web.Request, repo: str, path: str, change: PropertyCha
     recursive = request.query.get("recursive", "1")
     if recursive not in ("0", "1"):
         raise BadRequest("'recursive' must be 0 or 1")
-    store = PropertyStore(request.app[keys.catalog])
-    if recursive == "0" and path and await request.app[keys.catalog].get_artifact(repo, path) is None:
-        if await request.app[keys.catalog].get_folder(repo, path) is not None:
-            raise BadRequest("Folders hold no properties of their own: use recursive=1 to change their files")
-    await store.change(repo, path, change, recursive=recursive == "1")
+    await PropertyStore(request.app[keys.catalog]).change(repo, path, change, recursive=recursive == "1")
 
 
 def _metadata_props(body: Mapping[str, Any]) -> dict[str, list[str] | None]:
