@@ -65,6 +65,7 @@ async def test_migrations_apply_once_and_reopen_cleanly(db_target: str, tmp_path
             "m002_tokens",
             "m003_quarantine_leases_scrub",
             "m004_bulk_changes",
+            "m005_properties",
         ]
         await db.close()
 
