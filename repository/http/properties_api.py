@@ -70,7 +70,8 @@ async def update_metadata(request: web.Request) -> web.Response:
 
 
 async def search_by_property(request: web.Request) -> web.StreamResponse:
-    """Artifactory's property search, streamed; files the caller may not read are left out."""
+    """Artifactory's property search, streamed; files the caller may not read are left out.
+    No property asked for selects no file (``PropertyStore.search``)."""
     criteria: dict[str, list[str]] = {}
     repos: list[str] | None = None
     for name, value in query_pairs(request.rel_url.raw_query_string):
@@ -78,8 +79,6 @@ async def search_by_property(request: web.Request) -> web.StreamResponse:
             repos = [r for r in value.split(",") if r]
         else:
             criteria.setdefault(name, []).extend(parse_values(value))
-    if not criteria:
-        raise BadRequest("Give at least one property to search by, e.g. ?RC1-Approved=true")
     check_properties(criteria)
     detail = "properties" in request.headers.get("X-Result-Detail", "")
     catalog = request.app[keys.catalog]
