@@ -117,11 +117,8 @@ def _property_criterion(key: str, value: object, loc: str, where: str) -> tuple[
         raise SpecError(f"{where}: {loc}: a property criterion needs a key after '@'")
     parts: list[tuple[Predicate, Scopes]] = []
     for op, operand in _operations(value, loc, where):
-        test = _value_test(op, operand)
-        if op in ("$eq", "$match"):
-            parts.append(((lambda item, t=test: any(map(t, item[3].get(key, ())))), frozenset({ANY_SCOPE})))
-        else:
-            parts.append(((lambda item, t=test: all(map(t, item[3].get(key, ())))), frozenset({ANY_SCOPE})))
+        test, held = _value_test(op, operand), any if op in ("$eq", "$match") else all
+        parts.append(((lambda item, t=test, h=held: h(map(t, item[3].get(key, ())))), frozenset({ANY_SCOPE})))
     return _all_of(parts)
 
 
