@@ -19,7 +19,12 @@ whole-value wildcard where ``*`` matches any run of characters *including* ``/``
 ``?`` exactly one character: JFrog CLI relies on that, sending ``{"path": {"$match":
 "app/1.4.0/*"}}`` for everything below ``app/1.4.0``. ``$ne``/``$nmatch`` are accepted
 because JFrog CLI sends ``"path": {"$ne": "."}`` for most patterns and ``$nmatch`` for
-exclusions. Matching is case-sensitive.
+exclusions. Matching is case-sensitive. Property criteria ``"@key"`` take the same
+operators over a file's values of that key (``distribution.aql``).
+
+``props`` (either kind, JFrog CLI's file spec field): ``"RC1-Approved=true;stage=qa,prod"``
+in Artifactory's property syntax; a file is selected only if, for every key listed, it
+holds one of the values.
 
 Wildcards are matched chunk by chunk, never through a backtracking regex, so no pattern
 (``*a*a*a*b``) can make matching slow. Mapping inputs are real regular expressions
