@@ -33,6 +33,7 @@ from .runner import JobRunner
 from .schema import distribution_migrations
 from .settings import DistributionSettings
 from .signing import Signer
+from .webhook_setup import webhooks_ctx
 
 # Bundle specs and release notes are JSON; artifact bodies stream and are not bound by this.
 MAX_JSON_BODY = 4 * 1024 * 1024
@@ -55,7 +56,7 @@ def create_app(settings: DistributionSettings) -> web.Application:
         extra_migrations=(distribution_migrations, *(m for p in plugins() for m in p.migrations)),
     )
     setup_scrub(app, settings, "distribution", ServiceBlobs)
-    app.cleanup_ctx.extend([signer_ctx, bundles_ctx, edge_client_ctx, runner_ctx])
+    app.cleanup_ctx.extend([signer_ctx, bundles_ctx, edge_client_ctx, runner_ctx, webhooks_ctx])
     setup_routes(app)
     for plugin in plugins():
         plugin.setup_app(app)

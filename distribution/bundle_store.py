@@ -20,6 +20,8 @@ from repository.errors import NotFound
 from repository.scrub_store import CatalogBlobs
 from repository.sql import Sql
 
+from .webhook_events import BUNDLE_CREATED, BUNDLE_DELETED, BUNDLE_SIGNED, publish
+
 PAGE_SIZE = 10
 # Artifacts read at once when a whole bundle is walked (signing, pushing, answering it).
 ARTIFACT_PAGE = 1000
@@ -138,6 +140,9 @@ class BundleStore:
                 keys,
             )
             self._db.execute("DELETE FROM bundle_staging WHERE token = :token", keys)
+            if not replace:
+                created = {"name": bundle.name, "version": bundle.version, "created_by": bundle.created_by}
+                publish(self._db, BUNDLE_CREATED, created)
 
     async def blobs(self, name: str, version: str) -> list[str]:
         """The distinct blobs a bundle lists (what to collect once it no longer does): strings
@@ -334,6 +339,7 @@ class BundleStore:
                     keys | {"seq": seq, "data": chunk},
                 )
                 left, seq = left - len(chunk), seq + 1
+            publish(self._db, BUNDLE_SIGNED, keys | {"manifest_sha256": manifest_sha256, "signed_by": signed_by})
         return True
 
     async def signed_manifest(self, name: str, version: str) -> SignedManifest | None:
@@ -365,12 +371,15 @@ class BundleStore:
         return bytes(row[0])
 
     async def delete(self, name: str, version: str) -> bool:
-        cursor = await self._database.run(
-            self._db.execute,
-            "DELETE FROM bundles WHERE name = :name AND version = :version",
-            {"name": name, "version": version},
-        )
-        return bool(cursor.rowcount)
+        return await self._database.run(self._delete, name, version)
+
+    def _delete(self, name: str, version: str) -> bool:
+        keys = {"name": name, "version": version}
+        with self._db.atomic():
+            if not self._db.execute("DELETE FROM bundles WHERE name = :name AND version = :version", keys).rowcount:
+                return False
+            publish(self._db, BUNDLE_DELETED, keys)
+        return True
 
     async def page(self, name: str | None, start: int) -> tuple[list[Bundle], int]:
         """One page of bundles (all, or the versions of one name), newest first, and the total."""

@@ -18,6 +18,7 @@ from . import cli_edges as edges_cli
 from .app import create_app
 from .bundle_store import PAGE_SIZE
 from .cli_args import bundle_name, bundle_version, optional_bundle_name, repo_key
+from .cli_webhooks import webhook
 from .plugins import plugins
 from .settings import load_distribution_settings
 
@@ -306,6 +307,7 @@ for command in (
     main.add_command(command)
 keys.add_command(edges_cli.keys_propagate)
 main.add_command(scrub_group(remote))
+main.add_command(webhook)
 for plugin in plugins():
     for _command in (plugin.cli, *getattr(plugin, "commands", ())):
         main.add_command(_command)

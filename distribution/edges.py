@@ -24,6 +24,8 @@ from wire.errors import InvalidPath
 from wire.paths import CONTROL_RE, check_repo_key
 from wire.timestamps import iso
 
+from .webhook_events import EDGE_BACK, EDGE_OFFLINE, publish
+
 PING = "/artifactory/api/system/ping"
 PING_TIMEOUT = aiohttp.ClientTimeout(total=3, sock_connect=2)
 EDGE_FIELDS = ("name", "url", "site_name", "city_name", "country_code", "token")
@@ -177,11 +179,24 @@ class EdgeStore:
 
     async def record_health(self, name: str, healthy: bool, error: str | None = None) -> None:
         """What the last call to the edge showed: reachable (``last_seen`` now) or not, and why."""
+        await self._database.run(self._record_health, name, healthy, error)
+
+    def _record_health(self, name: str, healthy: bool, error: str | None) -> None:
+        """A change of health is published (``edge.offline``, ``edge.back``) with it, in one transaction."""
         if healthy:
             sql = "UPDATE edges SET healthy = 1, last_seen = :at, last_error = NULL WHERE name = :name"
         else:
             sql = "UPDATE edges SET healthy = 0, last_error = :error WHERE name = :name"
-        await self._database.run(self._db.execute, sql, {"name": name, "at": now_ms(), "error": error})
+        with self._db.atomic():
+            row = self._db.execute("SELECT healthy, url FROM edges WHERE name = :name", {"name": name}).fetchone()
+            if row is None:
+                return
+            self._db.execute(sql, {"name": name, "at": now_ms(), "error": error})
+            was = row[0]
+            if not healthy and was != 0:
+                publish(self._db, EDGE_OFFLINE, {"edge": name, "url": row[1], "error": error or ""})
+            elif healthy and was == 0:
+                publish(self._db, EDGE_BACK, {"edge": name, "url": row[1]})
 
 
 async def ping(session: aiohttp.ClientSession, edge: Edge) -> str | None:

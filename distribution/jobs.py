@@ -17,6 +17,7 @@ from repository.db import Database
 from repository.sql import Sql
 from wire.timestamps import iso
 
+from . import job_events
 from .edges import Edge
 from .rules import Rule
 
@@ -220,6 +221,7 @@ class JobStore:
                     for e in edges
                 ],
             )
+            job_events.distribution_started(self._db, dist_id, names)
         return dist_id, True
 
     async def get(self, name: str, version: str, dist_id: int) -> Distribution | None:
@@ -408,18 +410,24 @@ class JobStore:
             )
             if not cursor.rowcount:
                 return None
+            job_events.job_finished(self._db, key[0], key[1], state == COMPLETED, error)
             return self._close_if_done(key[0], at)
 
-    def _close_if_done(self, dist_id: int, at: int) -> Distribution | None:
+    def _close_if_done(self, dist_id: int, at: int, *, aborted: bool = False) -> Distribution | None:
         keys = {"id": dist_id, "at": at}
         running = self._db.execute(
             f"SELECT count(*) FROM distribution_jobs WHERE distribution_id = :id AND {_STILL_RUNNING}", keys
         ).scalar_one()
         if running:
             return None
-        self._db.execute("UPDATE distributions SET finished = :at WHERE id = :id AND finished IS NULL", keys)
+        closed = self._db.execute(
+            "UPDATE distributions SET finished = :at WHERE id = :id AND finished IS NULL", keys
+        ).rowcount
         row = self._db.execute("SELECT name, version FROM distributions WHERE id = :id", keys).one()
-        return self._distributions(row[0], row[1], dist_id)[0]
+        done = self._distributions(row[0], row[1], dist_id)[0]
+        if closed:
+            job_events.distribution_finished(self._db, dist_id, done.status, aborted=aborted)
+        return done
 
     async def abort(self, name: str, version: str) -> list[Job]:
         """Mark every running job of a bundle version Failed ("aborted"); answers them as they were."""
@@ -437,5 +445,5 @@ class JobStore:
                 [{"state": FAILED, "error": ABORTED, "at": at} | _job_key(job.key) for job in jobs],
             )
             for dist_id in sorted({j.distribution_id for j in jobs}):
-                self._close_if_done(dist_id, at)
+                self._close_if_done(dist_id, at, aborted=True)
         return jobs

@@ -8,11 +8,12 @@ from repository.http.openapi import openapi_handler
 from repository.http.repos_api import create_repository
 from repository.http.routes import artifact_routes
 
-from . import api, distributions_api
+from . import api, distributions_api, webhooks_api
 
 V1 = "/distribution/api/v1"
 BUNDLE = V1 + "/release_bundle/{name}/{version}"
 DISTRIBUTION = V1 + "/distribution/{name}/{version}"
+WEBHOOK = V1 + "/webhooks/{id}"
 
 
 def setup_routes(app: web.Application) -> None:
@@ -41,6 +42,13 @@ def setup_routes(app: web.Application) -> None:
             web.put(DISTRIBUTION + "/abort", distributions_api.abort, name="distribution_abort"),
             web.get(BUNDLE + "/distribution", distributions_api.distribution_status, name="distribution_list"),
             web.get(BUNDLE + "/distribution/{id}", distributions_api.distribution_status, name="distribution_get"),
+            web.post(V1 + "/webhooks", webhooks_api.add_webhook, name="webhook_add"),
+            web.get(V1 + "/webhooks", webhooks_api.list_webhooks, name="webhook_list"),
+            web.get(WEBHOOK, webhooks_api.get_webhook, name="webhook_get"),
+            web.patch(WEBHOOK, webhooks_api.update_webhook, name="webhook_update"),
+            web.delete(WEBHOOK, webhooks_api.remove_webhook, name="webhook_remove"),
+            web.get(WEBHOOK + "/deliveries", webhooks_api.list_deliveries, name="webhook_deliveries"),
+            web.post(V1 + "/webhooks/deliveries/{id}/redeliver", webhooks_api.redeliver, name="redeliver"),
             web.get("/distribution/api/openapi.json", openapi_handler("distribution"), name="openapi"),
             web.put("/artifactory/api/repositories/{key}", create_repository, name="repository_create"),
             *artifact_routes(),

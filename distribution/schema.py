@@ -243,5 +243,53 @@ def m008_job_leases(db: Database) -> None:
     )
 
 
+@distribution_migrations()
+def m011_webhooks(db: Database) -> None:
+    """Webhook subscriptions, the events the service published, and one delivery row per
+    (subscription, event): the queue the deliverer works through in ``seq`` order per
+    subscription. Events are written in the transaction of the change they tell of
+    (``distribution/webhook_events.py``), so a crash never loses or invents one."""
+    db.executescript(
+        """
+        CREATE TABLE webhook_subscriptions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            url TEXT NOT NULL,
+            events TEXT NOT NULL,             -- JSON list of event names, or ["*"]
+            secret TEXT NOT NULL,             -- the HMAC key; answered once, at creation
+            enabled INTEGER NOT NULL,
+            created INTEGER NOT NULL,
+            created_by TEXT NOT NULL,
+            last_seq INTEGER NOT NULL DEFAULT 0,  -- the last delivery's place in this subscription's queue
+            disabled_reason TEXT NOT NULL DEFAULT '',
+            lease_holder TEXT,                -- the replica delivering to it now
+            lease_expires INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE webhook_events (
+            id TEXT PRIMARY KEY,              -- the event's uuid, sent as X-Webhook-Id
+            type TEXT NOT NULL,
+            time INTEGER NOT NULL,
+            body TEXT NOT NULL                -- the exact JSON sent, the same bytes at every attempt
+        ) WITHOUT ROWID;
+        CREATE TABLE webhook_deliveries (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            subscription_id INTEGER NOT NULL REFERENCES webhook_subscriptions (id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            event_id TEXT NOT NULL REFERENCES webhook_events (id),
+            state TEXT NOT NULL,              -- pending, delivered, failed
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt INTEGER NOT NULL DEFAULT 0,
+            last_status INTEGER,              -- the receiver's last HTTP status
+            last_error TEXT NOT NULL DEFAULT '',
+            created INTEGER NOT NULL,
+            updated INTEGER NOT NULL,
+            finished INTEGER
+        );
+        CREATE UNIQUE INDEX webhook_deliveries_in_order ON webhook_deliveries (subscription_id, seq);
+        CREATE INDEX webhook_deliveries_by_state ON webhook_deliveries (subscription_id, state, seq);
+        CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_id);
+        """
+    )
+
+
 # On PostgreSQL the schema is the tables these migrations add up to (repository/pg_schema.py).
 tables_of(distribution_migrations, distribution_tables)

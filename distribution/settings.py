@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from repository.settings import ServiceSettings, load_settings
 from wire.errors import InvalidPath
@@ -64,6 +65,19 @@ class DistributionSettings(ServiceSettings):
     fleet_runtime_interval: int = 60
     fleet_runtime_history: int = 100
     fleet_runtime_events: int = 10_000
+    # webhooks (README "Webhooks"): attempts per delivery before it is given up; the first retry's
+    # wait and the cap it doubles up to (s); seconds a receiver has to answer one delivery;
+    # deliveries in flight at once (a receiver that hangs holds one); subscriptions at most; and the
+    # URL clients reach this service by (behind a proxy), at which no webhook may point; days a
+    # finished delivery stays in the log
+    webhook_max_attempts: int = 10
+    webhook_retry_base: float = 1.0
+    webhook_retry_max: float = 600.0
+    webhook_timeout: float = 10.0
+    webhook_max_parallel: int = 8
+    webhook_max_subscriptions: int = 100
+    webhook_log_days: int = 30
+    public_url: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -101,6 +115,27 @@ class DistributionSettings(ServiceSettings):
             raise ValueError(f"setting 'fleet_runtime_history' must be 0 to {MAX_HEARTBEAT_HISTORY}")
         if not 1 <= self.fleet_runtime_events <= 1_000_000:
             raise ValueError("setting 'fleet_runtime_events' must be 1 to 1000000")
+        self._check_webhooks()
+
+    def _check_webhooks(self) -> None:
+        if not 1 <= self.webhook_max_attempts <= 1000:
+            raise ValueError("setting 'webhook_max_attempts' must be 1 to 1000")
+        if not 0.01 <= self.webhook_retry_base <= 3600:
+            raise ValueError("setting 'webhook_retry_base' must be 0.01 to 3600 seconds")
+        if not self.webhook_retry_base <= self.webhook_retry_max <= 86400:
+            raise ValueError("setting 'webhook_retry_max' must be webhook_retry_base to 86400 seconds")
+        if not 0.1 <= self.webhook_timeout <= 300:
+            raise ValueError("setting 'webhook_timeout' must be 0.1 to 300 seconds")
+        if not 1 <= self.webhook_max_parallel <= 256:
+            raise ValueError("setting 'webhook_max_parallel' must be 1 to 256")
+        if not 0 <= self.webhook_max_subscriptions <= 10_000:
+            raise ValueError("setting 'webhook_max_subscriptions' must be 0 to 10000")
+        if not 1 <= self.webhook_log_days <= 3650:
+            raise ValueError("setting 'webhook_log_days' must be 1 to 3650")
+        if self.public_url is not None:
+            parts = urlsplit(self.public_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("setting 'public_url' must be an http(s) URL with a host")
 
     @property
     def gnupg_dir(self) -> Path:

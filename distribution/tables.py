@@ -137,3 +137,53 @@ distribution_jobs = Table(
 )
 Index("jobs_by_state", distribution_jobs.c.state, distribution_jobs.c.next_attempt)
 Index("jobs_by_edge", distribution_jobs.c.edge, distribution_jobs.c.lease_expires)
+
+webhook_subscriptions = Table(
+    "webhook_subscriptions",
+    distribution_tables,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("url", Text, nullable=False),
+    Column("events", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("enabled", BigInteger, nullable=False),
+    Column("created", BigInteger, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("last_seq", BigInteger, nullable=False, server_default="0"),
+    Column("disabled_reason", Text, nullable=False, server_default=""),
+    Column("lease_holder", Text),
+    Column("lease_expires", BigInteger, nullable=False, server_default="0"),
+    sqlite_autoincrement=True,
+)
+Table(
+    "webhook_events",
+    distribution_tables,
+    Column("id", Text, primary_key=True),
+    Column("type", Text, nullable=False),
+    Column("time", BigInteger, nullable=False),
+    Column("body", Text, nullable=False),
+)
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    distribution_tables,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("subscription_id", BigInteger, ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("event_id", Text, ForeignKey("webhook_events.id"), nullable=False),
+    Column("state", Text, nullable=False),
+    Column("attempts", BigInteger, nullable=False, server_default="0"),
+    Column("next_attempt", BigInteger, nullable=False, server_default="0"),
+    Column("last_status", BigInteger),
+    Column("last_error", Text, nullable=False, server_default=""),
+    Column("created", BigInteger, nullable=False),
+    Column("updated", BigInteger, nullable=False),
+    Column("finished", BigInteger),
+    sqlite_autoincrement=True,
+)
+Index("webhook_deliveries_in_order", webhook_deliveries.c.subscription_id, webhook_deliveries.c.seq, unique=True)
+Index(
+    "webhook_deliveries_by_state",
+    webhook_deliveries.c.subscription_id,
+    webhook_deliveries.c.state,
+    webhook_deliveries.c.seq,
+)
+Index("webhook_deliveries_by_event", webhook_deliveries.c.event_id)

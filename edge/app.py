@@ -32,6 +32,7 @@ from .staging import Staging
 from .store import EdgeStore
 from .transactions import Transactions
 from .trust import TrustedKeys
+from .virtual_setup import setup_virtual_repos
 
 # JSON bodies on an edge are small (tokens, keys); artifact bodies and transaction
 # starts (manifests of many MiB) are read with their own bounds.
@@ -68,6 +69,7 @@ def create_app(settings: EdgeSettings, *, worker: int = 0, starts_node: bool = T
     app.cleanup_ctx.extend([trust_ctx, transactions_ctx])
     app.cleanup_ctx.append(access_ctx)
     setup_security(app)
+    setup_virtual_repos(app)
     setup_routes(app)
     return app
 

@@ -10,6 +10,7 @@ from .access.users import UserStore
 from .settings import EdgeSettings
 from .transactions import Transactions
 from .trust import TrustedKeys
+from .virtual_repos import VirtualRepoStore
 
 settings_key = web.AppKey("settings", EdgeSettings)
 trusted_keys_key = web.AppKey("trusted_keys", TrustedKeys)
@@ -23,3 +24,6 @@ audit_trail_key = web.AppKey("audit_trail", AuditTrail)
 starts_node_key = web.AppKey("starts_node", bool)
 # The worker number a process answers as X-Edge-Worker (edge/workers.py); 0: the only process.
 worker_key = web.AppKey("worker", int)
+# The virtual repos' store, for the API that changes them (the artifact API reads them through
+# repository.http.keys.virtual_repos, the same object).
+virtual_repos_key = web.AppKey("virtual_repos_store", VirtualRepoStore)

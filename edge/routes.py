@@ -12,6 +12,7 @@ from wire import protocol
 from . import api
 from .access.api import access_routes
 from .access.security_api import security_routes
+from .virtual_api import virtual_repo_routes
 
 # The protocol's paths (wire.protocol) with route patterns for the ids they take.
 TX_ID = "{tx_id:[0-9a-f]{64}}"
@@ -42,4 +43,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_routes(edge_routes())
     app.router.add_routes(access_routes())
     app.router.add_routes(security_routes())
+    app.router.add_routes(virtual_repo_routes())
     app.router.add_routes(artifact_routes())

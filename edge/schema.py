@@ -335,5 +335,25 @@ def m010_manifest_chunks(db: Database) -> None:
     )
 
 
+@edge_migrations()
+def m012_virtual_repos(db: Database) -> None:
+    db.executescript(
+        """
+        -- Virtual repositories (edge/virtual_repos.py): one key over an ordered list of member
+        -- repos, kept as a JSON array of keys; no member's content lives here.
+        CREATE TABLE virtual_repos (
+            key TEXT PRIMARY KEY,
+            members TEXT NOT NULL,
+            description TEXT NOT NULL,
+            anonymous_read INTEGER NOT NULL,
+            created INTEGER NOT NULL,
+            modified INTEGER NOT NULL
+        );
+        -- The member repo that served a download through a virtual repo (``repo`` names the virtual one).
+        ALTER TABLE audit ADD COLUMN served_from TEXT;
+        """
+    )
+
+
 # On PostgreSQL the schema is the tables these migrations add up to (repository/pg_schema.py).
 tables_of(edge_migrations, edge_tables)

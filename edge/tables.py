@@ -140,6 +140,7 @@ audit = Table(
     Column("aborted", BigInteger, nullable=False, server_default="0"),
     Column("duration_ms", BigInteger, nullable=False, server_default="0"),
     Column("client_ip_packed", LargeBinary),
+    Column("served_from", Text),
     sqlite_autoincrement=True,
 )
 Index("audit_by_time", audit.c.time)
@@ -209,4 +210,14 @@ Table(
     Column("fingerprint", Text, primary_key=True),
     Column("public_key", Text, nullable=False),
     Column("updated", BigInteger, nullable=False),
+)
+Table(
+    "virtual_repos",
+    edge_tables,
+    Column("key", Text, primary_key=True),
+    Column("members", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("anonymous_read", BigInteger, nullable=False),
+    Column("created", BigInteger, nullable=False),
+    Column("modified", BigInteger, nullable=False),
 )

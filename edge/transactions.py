@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,14 +74,25 @@ class Published:
     sha256: str  # the digest of the list of what is served (wire/published.py)
 
 
-def _check_page(page: Sequence[ManifestArtifact]) -> None:
-    """A page's own checks: no target in the uploads repo, no sha256 with two sizes within it
-    (across pages: ``TransactionFiles.check_sizes``)."""
+class VirtualTargeted(RepositoryError):
+    """A manifest with a target under a virtual repo's key: that key resolves through the virtual
+    repo's members, so the bundle's files there could never be read. Refused at start."""
+
+    status = 422
+    default_message = "Release bundle content cannot go to a virtual repository"
+
+
+def _check_page(page: Sequence[ManifestArtifact], is_virtual: Callable[[str], object]) -> None:
+    """A page's own checks: no target in the uploads repo or a virtual repo, no sha256 with two
+    sizes within it (across pages: ``TransactionFiles.check_sizes``)."""
     targets = [a.target for a in page if _split(a.target)[0] == EDGE_UPLOADS_REPO]
     if targets:
         raise UploadsTargeted(
             f"Release bundle content cannot go to the uploads repository {EDGE_UPLOADS_REPO}: {listed(targets)}"
         )
+    targets = [a.target for a in page if is_virtual(_split(a.target)[0])]
+    if targets:
+        raise VirtualTargeted(f"Release bundle content cannot go to a virtual repository: {listed(targets)}")
     sizes: dict[str, int] = {}
     for a in page:
         if sizes.setdefault(a.sha256, a.size) != a.size:
@@ -118,6 +129,8 @@ class Transactions:
         self.index = BundleIndex(store, BundleClaims(store.database), artifacts)
         self.files = TransactionFiles(store.database)
         self._lock = store.database.locks("transaction")  # one step of a transaction at a time, in every worker
+        # whether a repo key is a virtual repo's (edge/virtual_setup.py sets it): no bundle lands there
+        self.is_virtual: Callable[[str], object] = lambda _key: None
 
     # -- start ------------------------------------------------------------------
 
@@ -165,7 +178,7 @@ class Transactions:
             reader = ManifestReader(stream)
             pages = reader.pages()
             while (page := await asyncio.to_thread(next, pages, None)) is not None:
-                _check_page(page)
+                _check_page(page, self.is_virtual)
                 files = [file_of(a) for a in page]
                 if not clashes:
                     clashes = await self.artifacts.catalog.conflicts([(f.repo, f.path, f.sha256) for f in files])

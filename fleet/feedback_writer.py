@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from distribution.webhook_events import Publisher
 from wire.errors import WireError
 from wire.fleet import Feedback
 
@@ -29,6 +30,8 @@ class FeedbackWriter(GroupCommit[Report, bool]):
     """``record`` answers whether the report changed its deployment (a phase, its state)."""
 
     what = "feedback reports"
+    # the service's webhook events (``distribution.keys.publish_key``), set by the fleet's setup
+    publish: Publisher | None = None
 
     async def record(self, device_id: str, feedback: Feedback) -> bool:
         return await self.submit(Report(device_id, feedback))
@@ -37,7 +40,7 @@ class FeedbackWriter(GroupCommit[Report, bool]):
         db = self._database.db
         outcomes: list[bool | Exception] = []
         with db.atomic():
-            machine = Deployments(db)
+            machine = Deployments(db, self.publish)
             for report in items:
                 try:
                     with db.atomic():  # a savepoint: a refusal undoes this report only

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from distribution.webhook_events import Publisher
 from repository.db import Database
 from wire.fleet import Action, ActionKind, Heartbeat, is_downgrade
 
@@ -38,9 +39,10 @@ STOPPED = (CANCELED, ROLLED_BACK)
 
 
 class RolloutActions:
-    def __init__(self, database: Database, store: DeploymentStore) -> None:
+    def __init__(self, database: Database, store: DeploymentStore, publish: Publisher | None = None) -> None:
         self._database = database
         self._store = store
+        self._publish = publish
         self.active: dict[int, Deployment] = {}
         database.copies.register(self.load)  # another process changed a deployment
 
@@ -98,7 +100,7 @@ class RolloutActions:
     def _reject(self, rejected: list[tuple[int, int, str]]) -> bool:
         db = self._database.db
         with db.atomic():
-            machine = Deployments(db)
+            machine = Deployments(db, self._publish)
             return any([machine.reject(dep_id, seq, message) for dep_id, seq, message in rejected])
 
 

@@ -20,6 +20,7 @@ import json
 import re
 from dataclasses import dataclass
 
+from distribution.webhook_events import DEPLOYMENT_COMPLETED, DEPLOYMENT_HALTED, PHASE_ADVANCED, Publisher
 from repository.catalog import now_ms
 from repository.errors import Conflict, NotFound
 from repository.sql import Sql
@@ -88,8 +89,10 @@ def still_open(db: Sql, dep_id: int) -> bool:
 class Deployments:
     """The phase machine over one connection, inside the caller's transaction."""
 
-    def __init__(self, db: Sql) -> None:
+    def __init__(self, db: Sql, publish: Publisher | None = None) -> None:
         self.db = db
+        # the service's webhook events, published in this transaction (none where it has no webhooks)
+        self.publish = publish
 
     def phases(self, dep_id: int) -> list[Counts]:
         rows = self.db.execute(
@@ -102,10 +105,11 @@ class Deployments:
     def evaluate(self, dep_id: int) -> bool:
         """Advance, halt or complete a running deployment; answers whether it changed."""
         row = self.db.execute(
-            "SELECT state, phase, success_threshold, halt_on_failures FROM fleet_deployments WHERE id = :id",
+            "SELECT state, phase, success_threshold, halt_on_failures, app, version FROM fleet_deployments"
+            " WHERE id = :id",
             {"id": dep_id},
         ).fetchone()
-        state, current, success, halt = row
+        state, current, success, halt, app, version = row
         if state != RUNNING:
             return False
         phases = self.phases(dep_id)
@@ -133,6 +137,10 @@ class Deployments:
                 "running": RUNNING,
             },
         ).rowcount
+        if changed and self.publish is not None:
+            event = {HALTED: DEPLOYMENT_HALTED, COMPLETED: DEPLOYMENT_COMPLETED}.get(state, PHASE_ADVANCED)
+            data = {"deployment_id": dep_id, "app": app, "version": version, "phase": phase + 1, "state": state}
+            self.publish(self.db, event, data | {"from_phase": current + 1, "message": message})
         return bool(changed)
 
     def settle(self, dep_id: int, state: str) -> bool:

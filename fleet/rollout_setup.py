@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from distribution.keys import http_key, runner_key, settings_key
+from distribution.keys import http_key, publish_key, runner_key, settings_key
 from repository.http.setup import database
 
 from .feedback_writer import FeedbackWriter
@@ -37,10 +37,11 @@ def setup_rollouts(app: web.Application) -> None:
 
 async def _rollouts_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
-    store = DeploymentStore(app[database])
+    publish = app[publish_key]  # deployments' webhook events, through the service's one publish function
+    store = DeploymentStore(app[database], publish)
     issuer = f"fleet@{settings.node_id}"
     app[url_key_key] = await asyncio.to_thread(FleetUrlKey.load_or_create, settings.fleet_url_key_path, issuer)
-    actions = RolloutActions(app[database], store)
+    actions = RolloutActions(app[database], store, publish)
     await actions.load()
     app[deployments_key] = store
     app[app_store_key].add_delete_check(store.refuse_if_used)
@@ -50,6 +51,7 @@ async def _rollouts_ctx(app: web.Application) -> AsyncIterator[None]:
     app[url_key_pusher_key] = pusher
     pusher.soon()  # a replica with a key of its own (its own data directory) makes the edges trust it
     writer = app[feedback_writer_key] = FeedbackWriter(app[database])
+    writer.publish = publish
     async for _ in group_commit_ctx(writer):
         yield
     await pusher.close()

@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from distribution.webhook_events import Publisher
 from repository.catalog import now_ms
 from repository.db import Database
 from repository.errors import Conflict, NotFound
@@ -142,8 +143,9 @@ def _selector(request: DeploymentRequest) -> tuple[str, dict[str, Any]]:
 
 
 class DeploymentStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, publish: Publisher | None = None) -> None:
         self._database = database
+        self._publish = publish
 
     @property
     def _db(self) -> Sql:
@@ -327,7 +329,7 @@ class DeploymentStore:
             )
             recount(db, dep_id)
             if target == RUNNING:
-                Deployments(db).evaluate(dep_id)
+                Deployments(db, self._publish).evaluate(dep_id)
             elif target != PAUSED and not still_open(db, dep_id):
                 db.execute("UPDATE fleet_deployments SET done = 1 WHERE id = :id", params)
             return self._get(dep_id), True  # type: ignore[return-value]

@@ -23,8 +23,8 @@ from repository.schema import catalog_migrations
 from repository.tokens import Role
 
 
-@pytest.fixture
-async def replicas(db_target: str, tmp_path: Path) -> AsyncIterator[tuple[Database, Database]]:
+@pytest.fixture(name="replicas")
+async def replicas_fixture(db_target: str, tmp_path: Path) -> AsyncIterator[tuple[Database, Database]]:
     """Two processes' connections to one database: what one stores, the other loads."""
     pair = (Database(db_target, local_dir=tmp_path / "one"), Database(db_target, local_dir=tmp_path / "two"))
     for db in pair:

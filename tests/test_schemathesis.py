@@ -54,6 +54,7 @@ TX_START = "/artifactory/api/distribution/transactions"
 USERS = "/artifactory/api/security/users/{name}"
 TRUSTED_KEYS = "/artifactory/api/security/keys/trusted"
 SIGNER_ALIAS = "schemathesis-signer"
+REPOSITORY = "/artifactory/api/repositories/{key}"
 
 SETTINGS = hypothesis.settings(
     max_examples=15,
@@ -215,6 +216,14 @@ def _complete(case: schemathesis.Case, bench: dict[str, Any]) -> None:
         body["expiry"] = int((time.time() + 3600) * 1000)  # in the future
     if path == TX_START and isinstance(body.get("manifest"), str):
         body["signature"] = bench["sign"](body["manifest"].encode()).decode()  # by the key the edge trusts
+    if path == REPOSITORY:  # virtual repos are an edge's; their members must exist
+        if not bench.get("virtual_repos"):
+            body.pop("repositories", None)
+            body["rclass"] = "local" if body.get("rclass") == "virtual" else body.get("rclass", "local")
+        elif "repositories" in body:
+            body["repositories"] = [UPLOADS]
+            if case.method == "PUT":  # a PUT names the class of the repo it makes: only a virtual one has members
+                body["rclass"] = "virtual"
     if path == USERS and case.method == "PUT":
         body.setdefault("password", "a password for a new user")
     if isinstance(body.get("tags"), dict):  # tag keys are names (no OpenAPI 3.0 keyword constrains a key)
@@ -235,7 +244,7 @@ def _complete(case: schemathesis.Case, bench: dict[str, Any]) -> None:
 @edge_schema.parametrize()
 @SETTINGS
 def test_every_edge_operation_answers_as_documented(case: schemathesis.Case, seeded_edge: EdgeProcess) -> None:
-    _complete(case, {"sign": api_formats.KEYS.sign})
+    _complete(case, {"sign": api_formats.KEYS.sign, "virtual_repos": True})
     case.call_and_validate(base_url=seeded_edge.url, headers=_admin(seeded_edge), checks=ALL_CHECKS, timeout=30)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -295,3 +296,19 @@ def test_a_signer_deep_in_the_filesystem_signs_and_stops_its_agent_on_close(
 def _public_of(root: Path) -> str:
     with open_signer(root) as signer:
         return signer.export_public()
+
+
+@pytest.mark.parametrize("socket_path_bytes", [106, 107, 108])
+def test_a_gnupg_home_whose_agent_socket_path_is_at_the_limit_still_signs(
+    socket_path_bytes: int, tmp_path: Path
+) -> None:
+    """gpg-agent refuses a socket path of 107 bytes, though sun_path holds 108 with the NUL: a
+    home that deep must go through the short link too, or no key can be made in it."""
+    root = tmp_path / "r"
+    fill = socket_path_bytes - len(os.fsencode(root / "gnupg" / "S.gpg-agent.browser")) - 1
+    assert fill > 0
+    deep = root / ("d" * fill)
+    assert len(os.fsencode(deep / "gnupg" / "S.gpg-agent.browser")) == socket_path_bytes
+    with open_signer(deep) as signer:
+        signer.ensure_default_key(UID)
+        assert signer.sign(DATA)

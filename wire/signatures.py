@@ -38,8 +38,9 @@ from .errors import InvalidInput, WireError
 
 log = logging.getLogger(__name__)
 
-# sun_path holds 108 bytes including the NUL; gpg-agent's longest socket name is this one.
-SOCKET_PATH_MAX = 107
+# sun_path holds 108 bytes including the NUL, but gpg-agent refuses a path of 107 ("socket name
+# ... is too long"): 106 is the longest it binds. Its longest socket name is this one.
+SOCKET_PATH_MAX = 106
 LONGEST_SOCKET_NAME = "S.gpg-agent.browser"
 MAX_SIGNATURE_BYTES = 64 * 1024
 MAX_PUBLIC_KEY_BYTES = 1024 * 1024

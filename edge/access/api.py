@@ -16,6 +16,7 @@ from repository.http import keys as core
 from repository.http.auth import require_role
 from repository.http.json_body import read_json_object
 from repository.http.responses import json_response
+from repository.http.virtual_resolve import resolve, virtual_repo
 from repository.paths import url_quote
 from repository.tokens import Role
 from wire.errors import InvalidPath
@@ -113,7 +114,11 @@ async def create_signed_url(request: web.Request) -> web.Response:
             cidr = str(parse_network(cidr))
         except ValueError as exc:
             raise BadRequest(f"'client_cidr' {exc}") from None
-    await request.app[core.artifacts].file(repo, path)  # 404 for a file that is not here
+    virtual = virtual_repo(request, repo)
+    if virtual is not None:  # 404 for a file that is not here (through a virtual repo: in no member)
+        await resolve(request, virtual, path)
+    else:
+        await request.app[core.artifacts].file(repo, path)
     token = control.urls.issue(f"{repo}/{path}", valid_for, cidr)
     base = control.base_url or f"{request.scheme}://{request.host}"
     url = f"{base.rstrip('/')}/artifactory/{url_quote(f'{repo}/{path}')}?sig={token}"

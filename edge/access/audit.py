@@ -48,6 +48,8 @@ class AuditRecord(NamedTuple):
     duration_ms: int
     # a download in the statistics' sense: a GET that delivered (or redirected to) the file's last byte
     counts_as_download: bool = False
+    # the member repo that served a download of a virtual repo (``repo`` names the virtual one)
+    served_from: str | None = None
 
 
 def quarantine_records(blob: QuarantinedBlob, paths: list[tuple[str, str]]) -> list[AuditRecord]:

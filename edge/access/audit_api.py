@@ -141,6 +141,7 @@ def record_json(r: AuditRow) -> dict[str, Any]:
         "deniedBy": r.denied_by,
         "aborted": bool(r.aborted),
         "durationMillis": r.duration_ms,
+        "servedFrom": r.served_from,
     }
 
 

@@ -97,6 +97,7 @@ def record_request(
             aborted,
             round(seconds * 1000),
             action == "download" and not aborted and _delivers_file(request, response, status),
+            request.get(core.served_from),
         )
     )
 

@@ -25,11 +25,11 @@ PRUNE_CHUNK = 10_000
 DENIED_STATUSES = (401, 403)
 COLUMNS = (
     "id, time, subject, token_id, signed_kid, signed_iat, client_ip, country, method, action, repo, path,"
-    " status, bytes, denied_by, aborted, duration_ms"
+    " status, bytes, denied_by, aborted, duration_ms, served_from"
 )
 _INSERTED = (
     "time", "subject", "token_id", "signed_kid", "signed_iat", "client_ip", "client_ip_packed", "country",
-    "method", "action", "repo", "path", "status", "bytes", "denied_by", "aborted", "duration_ms",
+    "method", "action", "repo", "path", "status", "bytes", "denied_by", "aborted", "duration_ms", "served_from",
 )  # fmt: skip
 _SUBJECT = _INSERTED.index("subject")
 # Both assignments read the row as it was (SQL's rule on both engines): the later download wins.
@@ -76,6 +76,7 @@ class AuditRow:
     denied_by: str | None
     aborted: int  # 0 or 1
     duration_ms: int
+    served_from: str | None  # the member repo that served a virtual repo's download
 
 
 @functools.lru_cache(maxsize=4096)
@@ -115,7 +116,7 @@ class AuditStore:
             (
                 r.time, _storable(r.subject), r.token_id, r.signed_kid, r.signed_iat, r.client_ip,
                 packed_address(r.client_ip), r.country, r.method, r.action, r.repo, r.path, r.status, r.bytes,
-                _storable(r.denied_by), int(r.aborted), r.duration_ms,
+                _storable(r.denied_by), int(r.aborted), r.duration_ms, r.served_from,
             )
             for r in batch
         ]  # fmt: skip

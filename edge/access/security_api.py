@@ -5,7 +5,7 @@ the fields given, GET, DELETE (which also revokes the user's tokens).
 ``/artifactory/api/v2/security/permissions[/{name}]``: PUT creates or replaces,
 POST creates, GET, DELETE.
 ``/artifactory/api/repositories/{key}``: PUT creates a repo ahead of its first bundle, POST
-changes its anonymous read.
+changes its anonymous read (both routed by edge/virtual_api.py, which keeps virtual repos).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from repository.errors import BadRequest, Conflict, NotFound
 from repository.http import keys as core
 from repository.http.auth import require_role
 from repository.http.json_body import read_json_object
-from repository.http.repos_api import create_repository
 from repository.http.responses import json_response
 from repository.http.storage_api import base_url
 from repository.tokens import Role
@@ -258,6 +257,4 @@ def security_routes() -> list[web.AbstractRouteDef]:
         web.post(targets + "/{name}", create_target, name="permission_create"),
         web.delete(targets + "/{name}", delete_target, name="permission_delete"),
         web.get("/artifactory/api/audit", audit_query, name="audit_query", allow_head=False),
-        web.put("/artifactory/api/repositories/{key}", create_repository, name="repository_create"),
-        web.post("/artifactory/api/repositories/{key}", update_repository, name="repository_update"),
     ]

@@ -29,12 +29,20 @@ def require_role(request: web.Request, *roles: Role) -> Principal:
     return principal
 
 
+async def find_repo(request: web.Request, key: str) -> Repo | None:
+    """The repo named ``key``: a virtual one (which the node keeps apart) or one of the catalog's."""
+    virtual = request.app.get(keys.virtual_repos)
+    if virtual is not None and (found := virtual.get(key)) is not None:
+        return found.as_repo()
+    return await request.app[keys.catalog].get_repo(key)
+
+
 async def require_read(request: web.Request, repo: str, path: str = "") -> Repo:
     """The repo, if the caller may read ``path`` in it (see ``repository.permissions``).
 
     An unknown repo is a 404 for everyone, with the message clients expect.
     """
-    found = await request.app[keys.catalog].get_repo(repo)
+    found = await find_repo(request, repo)
     if found is None:
         raise NotFound()
     _check(request, Action.read, found, path)

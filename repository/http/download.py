@@ -32,7 +32,9 @@ from storage_backends import BlobNotFound, StorageBackend, content_disposition, 
 
 from . import keys
 from .auth import require_read
+from .lookup import artifact_for
 from .ranges import ByteRange, not_modified, other_servers_agree, parse_range, precondition_failed, range_applies
+from .virtual_resolve import resolve, virtual_repo
 
 log = logging.getLogger(__name__)
 
@@ -147,13 +149,13 @@ def _report_sent(writer: AbstractStreamWriter, sent: int) -> None:
 async def download(request: web.Request) -> web.StreamResponse:
     repo, path = artifact_location(request)
     await require_read(request, repo, path)
+    virtual = virtual_repo(request, repo)
+    if virtual is None:
+        artifact = await artifact_for(request, repo, path)
+    else:
+        artifact = await resolve(request, virtual, path)
     app = request.app
     policy = app[keys.policy]
-    artifacts = app[keys.artifacts]
-    artifact = artifacts.servable_from_memory(repo, path)
-    if artifact is None:
-        artifact = await artifacts.file(repo, path)
-        await artifacts.servable(artifact)
     headers, modified, window = served_headers(artifact, policy.node_id)
 
     status, delegable = 200, True

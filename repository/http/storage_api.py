@@ -12,23 +12,24 @@ caller may not read.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
-from repository.catalog import Artifact, Folder, Repo
+from repository.catalog import Artifact, Folder, Listing
 from repository.errors import BadRequest, NotFound
 from repository.paths import url_quote
-from repository.permissions import Action
 from repository.property_syntax import decode_query, parse_keys
 from repository.stats import DownloadStats
 from wire.timestamps import iso
 
-from . import keys
-from .auth import may, require_read
+from . import keys, virtual_resolve
+from .auth import require_read
 from .download import artifact_location
+from .listings import visible_children, visible_files
 from .responses import json_response
+from .virtual_resolve import virtual_repo
 
 STORAGE_PREFIX = "/artifactory/api/storage/"
 
@@ -61,11 +62,26 @@ def file_info(request: web.Request, a: Artifact) -> dict[str, Any]:
     }
 
 
+async def _children(request: web.Request, folder: Folder) -> Listing:
+    """The folder's children the caller may see (over its members, in a virtual repo)."""
+    virtual = virtual_repo(request, folder.repo)
+    if virtual is not None:
+        return await virtual_resolve.children(request, virtual, folder.path)
+    return await visible_children(request, folder.repo, folder.path)
+
+
+def _walk(request: web.Request, folder: Folder) -> AsyncIterator[Artifact]:
+    """Every file below the folder the caller may see, in path order (over its members, in a virtual repo)."""
+    virtual = virtual_repo(request, folder.repo)
+    if virtual is not None:
+        return virtual_resolve.walk_files(request, virtual, folder.path)
+    return visible_files(request, folder.repo, folder.path)
+
+
 async def folder_info(request: web.Request, f: Folder) -> dict[str, Any]:
-    listing = await request.app[keys.catalog].children(f.repo, f.path)
-    visible = await _visibility(request, f.repo)
-    children = [{"uri": "/" + c.path.rpartition("/")[2], "folder": True} for c in listing.folders if visible(c.path)]
-    children += [{"uri": "/" + a.name, "folder": False} for a in listing.files if visible(a.path)]
+    listing = await _children(request, f)
+    children = [{"uri": "/" + c.path.rpartition("/")[2], "folder": True} for c in listing.folders]
+    children += [{"uri": "/" + a.name, "folder": False} for a in listing.files]
     uri_path = f"/{url_quote(f.path)}" if f.path else ""
     return {
         "repo": f.repo,
@@ -80,21 +96,15 @@ async def folder_info(request: web.Request, f: Folder) -> dict[str, Any]:
     }
 
 
-async def _visibility(request: web.Request, repo_key: str) -> Callable[[str], bool]:
-    """Which paths of a listing the caller may see: all of them unless targets cover the repo."""
-    repo = await request.app[keys.catalog].get_repo(repo_key)
-    if repo is None or not request.app[keys.permissions].for_repo(repo_key):
-        return lambda _path: True
-    found: Repo = repo
-    return lambda path: may(request, Action.read, found, path)
-
-
 async def storage_info(request: web.Request) -> web.StreamResponse:
     repo, path = artifact_location(request, STORAGE_PREFIX)
     deep, with_folders = _flag(request, "deep"), _flag(request, "listFolders")
     await require_read(request, repo, path)
-    service = request.app[keys.artifacts]
-    item = await service.item(repo, path)
+    virtual = virtual_repo(request, repo)
+    if virtual is not None:
+        item = await virtual_resolve.item(request, virtual, path)
+    else:
+        item = await request.app[keys.artifacts].item(repo, path)
     if "stats" in request.query:
         return await _stats(request, item)
     if "list" in request.query:
@@ -139,10 +149,8 @@ def _properties(request: web.Request, item: Artifact | Folder) -> web.Response:
 
 async def _file_list(request: web.Request, folder: Folder, *, deep: bool, with_folders: bool) -> web.StreamResponse:
     """``?list[&deep=1][&listFolders=1]``, streamed so a huge tree never sits in memory."""
-    catalog = request.app[keys.catalog]
     uri_path = f"/{url_quote(folder.path)}" if folder.path else ""
     head = {"uri": f"{base_url(request)}/api/storage/{folder.repo}{uri_path}", "created": iso(folder.created)}
-    visible = await _visibility(request, folder.repo)
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     await response.prepare(request)
     await response.write(json.dumps(head)[:-1].encode() + b', "files": [')
@@ -155,15 +163,12 @@ async def _file_list(request: web.Request, folder: Folder, *, deep: bool, with_f
         first = False
 
     if deep:
-        async for a in catalog.walk_files(folder.repo, folder.path):
-            if visible(a.path):
-                await emit(_list_entry(a, prefix))
+        async for a in _walk(request, folder):
+            await emit(_list_entry(a, prefix))
     else:
-        listing = await catalog.children(folder.repo, folder.path)
+        listing = await _children(request, folder)
         if with_folders:
             for f in listing.folders:
-                if not visible(f.path):
-                    continue
                 await emit(
                     {
                         "uri": "/" + f.path[prefix:],
@@ -173,8 +178,7 @@ async def _file_list(request: web.Request, folder: Folder, *, deep: bool, with_f
                     }
                 )
         for a in listing.files:
-            if visible(a.path):
-                await emit(_list_entry(a, prefix))
+            await emit(_list_entry(a, prefix))
     await response.write(b"]}\n")
     await response.write_eof()
     return response

@@ -15,6 +15,7 @@ from . import keys
 from .responses import json_response
 from .setup import database
 from .storage_api import base_url
+from .virtual_resolve import virtual_repo
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +74,15 @@ def _summary(request: web.Request, repo: Repo) -> dict[str, str]:
 
 async def repositories(request: web.Request) -> web.Response:
     repos = await request.app[keys.catalog].list_repos()
+    if (virtual := request.app.get(keys.virtual_repos)) is not None:
+        repos += [v.as_repo() for v in virtual.all()]
     return json_response([_summary(request, r) for r in repos])
 
 
 async def repository(request: web.Request) -> web.Response:
+    virtual = virtual_repo(request, request.match_info["key"])
+    if virtual is not None:
+        return json_response(virtual.json())
     repo = await request.app[keys.catalog].get_repo(request.match_info["key"])
     if repo is None:
         raise NotFound(f"Repository '{request.match_info['key']}' not found")
