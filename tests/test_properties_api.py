@@ -185,7 +185,7 @@ def test_a_semicolon_in_a_deploy_path_starts_matrix_parameters_and_an_encoded_on
     assert props_of(service, f"{SOURCE_REPO}/m/plain.txt") == {"a": ["1"], "b": ["x;y"]}
     deploy(service, f"{SOURCE_REPO}/m/{quote('odd;name.txt', safe='')}")
     assert call(service, "GET", f"/artifactory/{SOURCE_REPO}/m/odd%3Bname.txt").content == b"data"
-    for bad in ("m/x.txt;a", "m/x.txt;=1", "m;a=1/x.txt", "m/%2e%2e/x.txt;a=1"):
+    for bad in ("m/x.txt;a", "m/x.txt;=1", "m;a=1/x.txt", "m/%2e%2e/x.txt;a=1", "m/x.txt/;a=1"):
         assert call(service, "PUT", f"/artifactory/{SOURCE_REPO}/{bad}", data=b"x").status_code == 400, bad
     assert call(service, "GET", f"/artifactory/api/storage/{SOURCE_REPO}/m/x.txt").status_code == 404
 

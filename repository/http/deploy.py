@@ -61,6 +61,8 @@ def deploy_location(request: web.Request) -> tuple[str, str, Properties | None]:
     raw, _, matrix = raw.partition(";")
     if "/" in matrix:
         raise PropertySyntaxError("Matrix parameters (;key=value) must follow the last name of the path")
+    if raw.endswith("/"):
+        raise PropertySyntaxError("A folder holds no properties of its own: set them on its files")
     return (*split_repo_path(raw), parse_matrix(matrix))
 
 
@@ -72,8 +74,6 @@ async def deploy(request: web.Request) -> web.Response:
         raise InvalidPath("Invalid path: a file path is required")
     service = request.app[keys.artifacts]
     if raw_tail(request, ARTIFACTORY_PREFIX).endswith("/"):
-        if properties:
-            raise BadRequest("A folder holds no properties of its own: set them on its files")
         folder = await service.make_folder(repo, path, principal.subject)
         return json_response(await folder_info(request, folder), status=201)
     expected = expected_checksums(request)
