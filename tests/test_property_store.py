@@ -3,33 +3,18 @@ say, whichever way a file was written, changed, published in bulk or removed."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from repository.catalog import DEEP_LIST_PAGE, Artifact, Catalog, Repo
-from repository.db import Database
 from repository.errors import BadRequest, NotFound
 from repository.property_store import PropertyChange, PropertyStore
 from repository.property_syntax import PropertySyntaxError
-from repository.schema import catalog_migrations
 
 
 def artifact(path: str, props: dict[str, list[str]] | None = None, owner: str = "upload") -> Artifact:
     return Artifact(
         "r", path, "a" * 64, "b" * 40, "c" * 32, 1, "application/octet-stream", 1, "u", 1, "u", owner, props or {}
     )
-
-
-@pytest.fixture
-async def catalog(db_target: str, tmp_path: Path) -> AsyncIterator[Catalog]:
-    db = Database(db_target, local_dir=tmp_path / "local")
-    await db.open(catalog_migrations)
-    cat = Catalog(db)
-    await cat.ensure_repo(Repo("r"))
-    yield cat
-    await db.close()
 
 
 async def found(catalog: Catalog, **criteria: list[str]) -> list[str]:
