@@ -6,7 +6,7 @@ See ``distribution.specs`` for the semantics; this module only parses and evalua
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from wire.errors import InvalidPath
 from wire.jsonstrict import JsonRefused, loads_prefix
@@ -23,13 +23,14 @@ _AQL_CLOSE = re.compile(r"\s*\)")
 _AQL_INCLUDE = re.compile(r'\s*\.\s*include\s*\(\s*(?:"[^"\\\x00-\x1f]*"(?:\s*,\s*"[^"\\\x00-\x1f]*")*)?\s*\)')
 _AQL_METHOD = re.compile(r"\s*\.\s*(\w+)\s*\(")
 
-Item = tuple[str, str, str]  # (repo, path as AQL says it: the folder or ".", name)
+# (repo, path as AQL says it: the folder or ".", name, the file's properties)
+Item = tuple[str, str, str, Mapping[str, list[str]]]
 Predicate = Callable[[Item], bool]
 Scopes = frozenset[Scope]
 FIELD_INDEX = {"repo": 0, "path": 1, "name": 2}
 
 
-def parse_aql(text: str, where: str) -> tuple[Callable[[str, str], bool], tuple[Scope, ...]]:
+def parse_aql(text: str, where: str) -> tuple[Callable[[str, str, Mapping[str, list[str]]], bool], tuple[Scope, ...]]:
     head = _AQL_HEAD.match(text)
     if head is None:
         raise SpecError(f"{where}: must be items.find({{...}})")
@@ -55,9 +56,9 @@ def parse_aql(text: str, where: str) -> tuple[Callable[[str, str], bool], tuple[
         raise SpecError(f"{where}: unexpected text after items.find(...): {text[pos : pos + 40].strip()!r}")
     predicate, scopes = _criteria(criteria, "", where, 0)
 
-    def matches(repo: str, path: str) -> bool:
+    def matches(repo: str, path: str, properties: Mapping[str, list[str]]) -> bool:
         folder, _, name = path.rpartition("/")
-        return predicate((repo, folder or ".", name))
+        return predicate((repo, folder or ".", name, properties))
 
     return matches, _sorted_scopes(scopes)
 
@@ -80,36 +81,61 @@ def _criterion(key: str, value: object, loc: str, where: str, depth: int) -> tup
     if key.startswith("$"):
         raise SpecError(f"{where}: {loc}: operator {key} is not supported here (supported: $and, $or)")
     if key.startswith("@"):
-        raise SpecError(f"{where}: {loc}: property criteria are not supported")
+        return _property_criterion(key[1:], value, loc, where)
     if key == "type":
         if value != "file" and value != {"$eq": "file"}:
             raise SpecError(f"{where}: {loc}: only type 'file' is supported")
         return (lambda item: True), frozenset({ANY_SCOPE})
     if key not in FIELD_INDEX:
         raise SpecError(f"{where}: {loc}: field {key!r} is not supported (supported: repo, path, name, type)")
+    return _all_of(
+        [
+            (_condition(FIELD_INDEX[key], op, operand), _condition_scopes(key, op, operand))
+            for op, operand in _operations(value, loc, where)
+        ]
+    )
+
+
+def _operations(value: object, loc: str, where: str) -> list[tuple[str, str]]:
+    """A criterion's ``(operator, operand)`` pairs: a bare string is ``$eq``."""
     if isinstance(value, str):
         value = {"$eq": value}
     if not isinstance(value, dict) or not value:
         raise SpecError(f'{where}: {loc}: value must be a string or an object like {{"$match": "*.tgz"}}')
-    parts = []
     for op, operand in value.items():
         if op not in FIELD_OPERATORS:
             raise SpecError(f"{where}: {loc}: operator {op} is not supported (supported: {', '.join(FIELD_OPERATORS)})")
         if not isinstance(operand, str):
             raise SpecError(f"{where}: {loc}.{op}: value must be a string, not {type(operand).__name__}")
-        parts.append((_condition(FIELD_INDEX[key], op, operand), _condition_scopes(key, op, operand)))
+    return list(value.items())
+
+
+def _property_criterion(key: str, value: object, loc: str, where: str) -> tuple[Predicate, Scopes]:
+    """``"@RC1-Approved": "true"``: ``$eq``/``$match`` hold when one of the file's values of the
+    key does, ``$ne``/``$nmatch`` when none does (a file without the key among them)."""
+    if not key:
+        raise SpecError(f"{where}: {loc}: a property criterion needs a key after '@'")
+    parts: list[tuple[Predicate, Scopes]] = []
+    for op, operand in _operations(value, loc, where):
+        test, held = _value_test(op, operand), any if op in ("$eq", "$match") else all
+        parts.append(((lambda item, t=test, h=held: h(map(t, item[3].get(key, ())))), frozenset({ANY_SCOPE})))
     return _all_of(parts)
 
 
-def _condition(index: int, op: str, operand: str) -> Predicate:
+def _value_test(op: str, operand: str) -> Callable[[str], bool]:
     if op == "$eq":
-        return lambda item: item[index] == operand
+        return lambda value: value == operand
     if op == "$ne":
-        return lambda item: item[index] != operand
+        return lambda value: value != operand
     wildcard = Wildcard(operand)
     if op == "$match":
-        return lambda item: wildcard.matches(item[index])
-    return lambda item: not wildcard.matches(item[index])
+        return wildcard.matches
+    return lambda value: not wildcard.matches(value)
+
+
+def _condition(index: int, op: str, operand: str) -> Predicate:
+    test = _value_test(op, operand)
+    return lambda item: test(item[index])  # type: ignore[arg-type]
 
 
 def _condition_scopes(field_name: str, op: str, operand: str) -> Scopes:

@@ -66,22 +66,34 @@ def bundle() -> None:
     """Create, sign, inspect and delete Release Bundles."""
 
 
-def _spec_body(patterns: tuple[str, ...], spec_file: Path | None, description: str) -> dict[str, Any]:
-    if bool(patterns) == bool(spec_file):
-        raise click.UsageError("give --pattern (one or more) or --spec FILE")
+def _spec_body(
+    patterns: tuple[str, ...], aqls: tuple[str, ...], props: str | None, spec_file: Path | None, description: str
+) -> dict[str, Any]:
+    if bool(patterns or aqls) == bool(spec_file):
+        raise click.UsageError("give --pattern or --aql (one or more of either) or --spec FILE")
+    if props is not None and not patterns:
+        raise click.UsageError("--props narrows --pattern queries: give --pattern too")
     if spec_file is not None:
         try:
             spec = loads(spec_file.read_bytes())  # as strictly as the service will read it
         except (OSError, JsonRefused) as exc:
             raise click.UsageError(f"cannot read spec {spec_file}: {exc}") from None
     else:
-        spec = {"queries": [{"pattern": p} for p in patterns]}
+        queries = [{"pattern": p} | ({"props": props} if props is not None else {}) for p in patterns]
+        spec = {"queries": [*queries, *({"aql": a} for a in aqls)]}
     return {"description": description, "spec": spec}
 
 
 def _bundle_options(fn: Any) -> Any:
     for option in (
         click.option("--pattern", "patterns", multiple=True, help="repo/glob of files to include (repeatable)."),
+        click.option(
+            "--aql",
+            "aqls",
+            multiple=True,
+            help='AQL items.find({...}) of files to include (repeatable), e.g. by "@key".',
+        ),
+        click.option("--props", help="Only --pattern files with all these properties: 'RC1-Approved=true;stage=qa'."),
         click.option(
             "--spec",
             "spec_file",
@@ -110,6 +122,8 @@ def bundle_create(
     name: str,
     version: str,
     patterns: tuple[str, ...],
+    aqls: tuple[str, ...],
+    props: str | None,
     spec_file: Path | None,
     description: str,
     sign: bool,
@@ -120,7 +134,7 @@ def bundle_create(
     body = {
         "name": name,
         "version": version,
-        **_spec_body(patterns, spec_file, description),
+        **_spec_body(patterns, aqls, props, spec_file, description),
         "sign_immediately": sign,
         "dry_run": dry_run,
     }
@@ -142,6 +156,8 @@ def bundle_update(
     name: str,
     version: str,
     patterns: tuple[str, ...],
+    aqls: tuple[str, ...],
+    props: str | None,
     spec_file: Path | None,
     description: str,
     sign: bool,
@@ -149,7 +165,7 @@ def bundle_update(
     dry_run: bool,
 ) -> None:
     """Replace the content of an unsigned bundle."""
-    body = {**_spec_body(patterns, spec_file, description), "sign_immediately": sign, "dry_run": dry_run}
+    body = {**_spec_body(patterns, aqls, props, spec_file, description), "sign_immediately": sign, "dry_run": dry_run}
     if alias:
         body["signing_key_alias"] = alias
     emit(call(url, token, "PUT", f"{V1}/release_bundle/{name}/{version}", body), as_json, _bundle_text)

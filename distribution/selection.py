@@ -93,7 +93,7 @@ def _pick(query: Query, repo: Repo, page: list[Artifact], readable: Readable) ->
     return [
         _bundle_artifact(query, repo.key, artifact)
         for artifact in page
-        if query.matches(repo.key, artifact.path) and readable(repo, artifact.path)
+        if query.matches(repo.key, artifact.path, artifact.properties) and readable(repo, artifact.path)
     ]
 
 

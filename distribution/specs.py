@@ -19,7 +19,12 @@ whole-value wildcard where ``*`` matches any run of characters *including* ``/``
 ``?`` exactly one character: JFrog CLI relies on that, sending ``{"path": {"$match":
 "app/1.4.0/*"}}`` for everything below ``app/1.4.0``. ``$ne``/``$nmatch`` are accepted
 because JFrog CLI sends ``"path": {"$ne": "."}`` for most patterns and ``$nmatch`` for
-exclusions. Matching is case-sensitive.
+exclusions. Matching is case-sensitive. Property criteria ``"@key"`` take the same
+operators over a file's values of that key (``distribution.aql``).
+
+``props`` (either kind, JFrog CLI's file spec field): ``"RC1-Approved=true;stage=qa,prod"``
+in Artifactory's property syntax; a file is selected only if, for every key listed, it
+holds one of the values.
 
 Wildcards are matched chunk by chunk, never through a backtracking regex, so no pattern
 (``*a*a*a*b``) can make matching slow. Mapping inputs are real regular expressions
@@ -30,11 +35,12 @@ event loop like any other per-artifact work.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from repository.policy import EDGE_UPLOADS_REPO
+from repository.property_syntax import PropertySyntaxError, parse_properties
 from wire.errors import InvalidPath
 from wire.paths import check_artifact_path, check_repo_key
 
@@ -51,7 +57,7 @@ MAX_PROP_KEY = 255
 MAX_PROP_VALUE = 1024
 MAX_PROP_VALUES = 100
 
-QUERY_KEYS = ("query_name", "pattern", "aql", "mappings", "added_props", "exclude_props_patterns")
+QUERY_KEYS = ("query_name", "pattern", "aql", "props", "mappings", "added_props", "exclude_props_patterns")
 
 
 @dataclass(frozen=True)
@@ -82,11 +88,17 @@ class Query:
     scopes: tuple[Scope, ...]
     mappings: tuple[PathMapping, ...]
     added_props: dict[str, tuple[str, ...]] = field(hash=False)
-    _predicate: Callable[[str, str], bool] = field(repr=False, compare=False, hash=False)
+    _predicate: Callable[[str, str, Mapping[str, list[str]]], bool] = field(repr=False, compare=False, hash=False)
+    # The file spec's ``props``: each key must have one of its values.
+    props: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
 
-    def matches(self, repo: str, path: str) -> bool:
-        """Whether the file at ``path`` inside ``repo`` (``"app/1.4.0/app.tgz"``) is selected."""
-        return self._predicate(repo, path)
+    def matches(self, repo: str, path: str, properties: Mapping[str, list[str]] | None = None) -> bool:
+        """Whether the file at ``path`` inside ``repo`` (``"app/1.4.0/app.tgz"``) with these
+        properties is selected."""
+        held = properties or {}
+        if any(not set(values).intersection(held.get(key, ())) for key, values in self.props.items()):
+            return False
+        return self._predicate(repo, path, held)
 
     def target(self, repo: str, path: str) -> str:
         """``repo/path`` after the first mapping whose input matches it (unchanged if none),
@@ -188,7 +200,21 @@ def _parse_query(raw: object, index: int) -> Query:
         mappings=_parse_mappings(raw.get("mappings"), f"{where}.mappings"),
         added_props=_parse_added_props(raw.get("added_props"), f"{where}.added_props"),
         _predicate=predicate,
+        props=_parse_props(raw.get("props"), f"{where}.props"),
     )
+
+
+def _parse_props(raw: object, where: str) -> dict[str, tuple[str, ...]]:
+    """JFrog CLI's file spec ``"props": "a=1;b=2,3"``: every key listed must hold one of its values."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, str) or not raw:
+        raise SpecError(f'{where}: must be a non-empty string like "RC1-Approved=true;stage=qa"')
+    try:
+        props = parse_properties(raw)
+    except PropertySyntaxError as exc:
+        raise SpecError(f"{where}: {exc.message}") from None
+    return {key: tuple(values) for key, values in props.items()}
 
 
 def _refuse_unknown_keys(obj: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
@@ -334,7 +360,9 @@ class _Glob:
         return all(item is None for item in items[p:])
 
 
-def _parse_pattern(text: str, where: str) -> tuple[Callable[[str, str], bool], tuple[Scope, ...]]:
+def _parse_pattern(
+    text: str, where: str
+) -> tuple[Callable[[str, str, Mapping[str, list[str]]], bool], tuple[Scope, ...]]:
     repo, slash, glob = text.partition("/")
     if not slash or not glob:
         raise SpecError(f"{where}: must look like 'repo/path', e.g. 'releases-local/app/1.4.0/**'")
@@ -353,4 +381,4 @@ def _parse_pattern(text: str, where: str) -> tuple[Callable[[str, str], bool], t
     literal = next((i for i, s in enumerate(segments) if has_wildcard(s)), len(segments) - 1)
     folder = "/".join(segments[: min(literal, len(segments) - 1)])
     matcher = _Glob(glob)
-    return (lambda r, path: r == repo and matcher.matches(path)), (Scope(repo, folder),)
+    return (lambda r, path, _props: r == repo and matcher.matches(path)), (Scope(repo, folder),)

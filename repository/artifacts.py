@@ -117,6 +117,7 @@ class ArtifactService:
         expected: Mapping[str, str],
         declared_size: int | None,
         user: str,
+        properties: Mapping[str, list[str]] | None = None,
     ) -> Artifact:
         """Stream a body into a blob, verify it against the client's checksums, index it."""
         await self._writable_repo(repo)
@@ -139,7 +140,7 @@ class ArtifactService:
                 raise ChecksumMismatch(
                     f"Checksum mismatch: client sent {exc.field} {exc.expected}, received content has {exc.actual}"
                 ) from None
-        return await self._index(repo, path, digests, user)
+        return await self._index(repo, path, digests, user, properties)
 
     async def make_folder(self, repo: str, path: str, user: str) -> Folder:
         await self._writable_repo(repo)
@@ -153,6 +154,7 @@ class ArtifactService:
         expected: Mapping[str, str],
         user: str,
         readable: Readable,
+        properties: Mapping[str, list[str]] | None = None,
     ) -> Artifact:
         """Index bytes the node already holds, found by sha256 (else sha1), without a body.
 
@@ -175,14 +177,24 @@ class ArtifactService:
         if known is None:
             raise NotFound(CHECKSUM_UNKNOWN)
         digests = Digests(size=known.size, sha256=known.sha256, sha1=known.sha1, md5=known.md5)
-        return await self._index(repo, path, digests, user)
+        return await self._index(repo, path, digests, user, properties)
 
     async def index_fetched(self, repo: str, path: str, digests: Digests, user: str, owner: str) -> Artifact:
         """Index a blob fetched from elsewhere (a remote repo's cache, owned by ``owner``), already
         verified and stored; the bytes it replaces at ``path`` are collected if nothing else holds them."""
-        return await self._index(repo, path, digests, user, owner)
+        return await self._index(repo, path, digests, user, None, owner)
 
-    async def _index(self, repo: str, path: str, digests: Digests, user: str, owner: str = UPLOAD_OWNER) -> Artifact:
+    async def _index(
+        self,
+        repo: str,
+        path: str,
+        digests: Digests,
+        user: str,
+        properties: Mapping[str, list[str]] | None,
+        owner: str = UPLOAD_OWNER,
+    ) -> Artifact:
+        """Index the bytes at ``path`` with ``properties`` (a deploy's matrix parameters): an
+        overwrite keeps none of the old file's properties, as a new deploy starts afresh."""
         assert digests.sha1 is not None and digests.md5 is not None
         now = now_ms()
         artifact = Artifact(
@@ -198,6 +210,7 @@ class ArtifactService:
             modified=now,
             modified_by=user,
             owner=owner,
+            properties=dict(properties or {}),
         )
         async with self._index_lock():
             if not await self.storage.exists(digests.sha256):

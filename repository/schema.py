@@ -141,5 +141,39 @@ def m004_bulk_changes(db: Database) -> None:
     )
 
 
+@catalog_migrations()
+def m005_properties(db: Database) -> None:
+    db.executescript(
+        """
+        -- Every (key, value) of every file, so a search by property is an index lookup. The
+        -- artifacts' ``properties`` JSON stays the one source of truth: these rows are derived
+        -- from it by triggers in the same transaction as every write, like an index, and are
+        -- never written by the service itself.
+        CREATE TABLE properties (
+            repo TEXT NOT NULL,
+            path TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (repo, path, key, value)
+        ) WITHOUT ROWID;
+        CREATE INDEX properties_by_key_value ON properties (key, value);
+        INSERT OR IGNORE INTO properties (repo, path, key, value)
+            SELECT a.repo, a.path, p.key, v.value FROM artifacts a, json_each(a.properties) p, json_each(p.value) v;
+        CREATE TRIGGER properties_of_new_artifact AFTER INSERT ON artifacts BEGIN
+            INSERT OR IGNORE INTO properties (repo, path, key, value)
+                SELECT new.repo, new.path, p.key, v.value FROM json_each(new.properties) p, json_each(p.value) v;
+        END;
+        CREATE TRIGGER properties_of_changed_artifact AFTER UPDATE OF properties ON artifacts BEGIN
+            DELETE FROM properties WHERE repo = old.repo AND path = old.path;
+            INSERT OR IGNORE INTO properties (repo, path, key, value)
+                SELECT new.repo, new.path, p.key, v.value FROM json_each(new.properties) p, json_each(p.value) v;
+        END;
+        CREATE TRIGGER properties_of_removed_artifact AFTER DELETE ON artifacts BEGIN
+            DELETE FROM properties WHERE repo = old.repo AND path = old.path;
+        END;
+        """
+    )
+
+
 # On PostgreSQL the schema is the tables these migrations add up to (repository/pg_schema.py).
 tables_of(catalog_migrations, catalog_tables)

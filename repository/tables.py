@@ -112,3 +112,38 @@ bulk_changes = Table(
     Column("started", BigInteger, nullable=False),
 )
 Index("bulk_changes_by_owner", bulk_changes.c.owner)
+properties = Table(
+    "properties",
+    catalog_tables,
+    Column("repo", Text, primary_key=True),
+    Column("path", Text, primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("value", Text, primary_key=True),
+)
+Index("properties_by_key_value", properties.c.key, properties.c.value)
+# Derived from ``artifacts.properties`` by the database in every write's transaction, as the
+# sqlite triggers of migration m005_properties do.
+sa.event.listen(
+    catalog_tables,  # after every table: the trigger is on artifacts
+    "after_create",
+    sa.DDL(
+        """
+        CREATE FUNCTION index_artifact_properties() RETURNS trigger LANGUAGE plpgsql AS $body$
+        BEGIN
+            IF TG_OP <> 'INSERT' THEN
+                DELETE FROM properties WHERE repo = OLD.repo AND path = OLD.path;
+            END IF;
+            IF TG_OP <> 'DELETE' THEN
+                INSERT INTO properties (repo, path, key, value)
+                    SELECT NEW.repo, NEW.path, p.key, v.value
+                    FROM jsonb_each(NEW.properties::jsonb) p, jsonb_array_elements_text(p.value) v
+                    ON CONFLICT DO NOTHING;
+            END IF;
+            RETURN NULL;
+        END
+        $body$;
+        CREATE TRIGGER artifacts_properties AFTER INSERT OR DELETE OR UPDATE OF properties ON artifacts
+            FOR EACH ROW EXECUTE FUNCTION index_artifact_properties();
+        """
+    ).execute_if(dialect="postgresql"),
+)

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import strategies as st
 
+from repository.property_syntax import format_keys, format_properties
 from tests.gpg_keys import KeyFactory, TestKey
 from wire.manifest import Manifest, ManifestArtifact, encode
 from wire.protocol import MANIFEST_MEDIA_TYPE
@@ -135,6 +136,13 @@ AQLS = st.sampled_from(
 MAPPING_INPUTS = st.sampled_from(["(.*)", f"{SPEC_SOURCE}/(.*)", r"([^/]+/tools/.+)", r"(?<all>[^/]+/.+)"])
 MAPPING_OUTPUTS = st.sampled_from(["$1", "mapped-local/$1", "${1}", "mapped-local/copy/$1"])
 PRINTABLE = st.text(min_size=1, max_size=40).filter(str.isprintable)
+# Property strings and key lists as clients write them (``repository.property_syntax``).
+_PROPERTY_TEXT = st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=20)
+_PROPERTY_KEYS = _PROPERTY_TEXT.filter(bool)
+PROPERTY_STRINGS = st.dictionaries(
+    _PROPERTY_KEYS, st.lists(_PROPERTY_TEXT, min_size=1, max_size=3), min_size=1, max_size=5
+).map(format_properties)
+PROPERTY_KEY_LISTS = st.lists(_PROPERTY_KEYS, min_size=1, max_size=5).map(format_keys)
 _OFFSETS = st.integers(min_value=0, max_value=10**19 - 1)
 CONTENT_RANGES = st.builds(lambda a, b, c: f"bytes {a}-{b}/{c}", _OFFSETS, _OFFSETS, _OFFSETS)
 
@@ -185,6 +193,8 @@ def register() -> None:
         "mapping-input": MAPPING_INPUTS,
         "mapping-output": MAPPING_OUTPUTS,
         "printable": PRINTABLE,
+        "property-string": PROPERTY_STRINGS,
+        "property-keys": PROPERTY_KEY_LISTS,
         "content-range": CONTENT_RANGES,
     }
     for name, strategy in formats.items():

@@ -7,13 +7,17 @@ worker starts its server once, and every test gets a database no other test has 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from devstack.postgres import PostgresServer
+from repository.catalog import Catalog, Repo
+from repository.db import Database
+from repository.schema import catalog_migrations
 
-__all__ = ["PostgresServer", "db_target", "postgres_server", "postgres_url"]
+__all__ = ["PostgresServer", "catalog", "db_target", "postgres_server", "postgres_url"]
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +43,14 @@ def db_target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     if request.param == "sqlite":
         return str(tmp_path_factory.mktemp("sqlite") / "node.db")
     return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+async def catalog(db_target: str, tmp_path: Path) -> AsyncIterator[Catalog]:
+    """A fresh catalog holding one repo, ``r``, on each engine (``db_target``)."""
+    db = Database(db_target, local_dir=tmp_path / "local")
+    await db.open(catalog_migrations)
+    cat = Catalog(db)
+    await cat.ensure_repo(Repo("r"))
+    yield cat
+    await db.close()

@@ -30,16 +30,6 @@ def artifact(path: str, repo: str = "r", sha: str = "a" * 64) -> Artifact:
 
 
 @pytest.fixture
-async def catalog(db_target: str, tmp_path: Path) -> AsyncIterator[Catalog]:
-    db = Database(db_target, local_dir=tmp_path / "local")
-    await db.open(catalog_migrations)
-    cat = Catalog(db)
-    await cat.ensure_repo(Repo("r"))
-    yield cat
-    await db.close()
-
-
-@pytest.fixture
 async def replica(db_target: str, tmp_path: Path, catalog: Catalog) -> AsyncIterator[Catalog]:
     """The same catalog as another process serves it (on PostgreSQL, a replica on another machine)."""
     db = Database(db_target, local_dir=tmp_path / "replica")
@@ -65,6 +55,7 @@ async def test_migrations_apply_once_and_reopen_cleanly(db_target: str, tmp_path
             "m002_tokens",
             "m003_quarantine_leases_scrub",
             "m004_bulk_changes",
+            "m005_properties",
         ]
         await db.close()
 

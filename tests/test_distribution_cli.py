@@ -530,7 +530,7 @@ def test_delete_deletes_only_the_bundle_it_names(released: tuple[DistributionPro
 def test_usage_errors_say_what_is_missing(released: tuple[DistributionProcess, Cli]) -> None:
     _, cli = released
     done = cli.run("bundle", "create", "app", "2.0")
-    assert done.returncode == 2 and "give --pattern (one or more) or --spec FILE" in done.stderr
+    assert done.returncode == 2 and "give --pattern or --aql (one or more of either) or --spec FILE" in done.stderr
     assert "Traceback" not in done.stderr
 
 

@@ -455,7 +455,12 @@ QUERY_REFUSALS: list[tuple[dict[str, Any], str]] = [
     ({"aql": 'items.find({"$or":[{"name":{"$lt":"a"}}]})'}, "queries[0].aql: $or[0].name: operator $lt is not"),
     ({"aql": 'items.find({"$not":[{"repo":"r"}]})'}, "queries[0].aql: $not: operator $not is not supported here"),
     ({"aql": 'items.find({"$msp":[{"repo":"r"}]})'}, "queries[0].aql: $msp: operator $msp is not supported here"),
-    ({"aql": 'items.find({"@build.name":"x"})'}, "queries[0].aql: @build.name: property criteria are not supported"),
+    ({"aql": 'items.find({"@build.name":{"$gt":"x"}})'}, "queries[0].aql: @build.name: operator $gt is not supported"),
+    ({"aql": 'items.find({"@build.name":{"$eq":1}})'}, "queries[0].aql: @build.name.$eq: value must be a string"),
+    ({"aql": 'items.find({"@":"x"})'}, "queries[0].aql: @: a property criterion needs a key after '@'"),
+    ({"props": "=x", "pattern": "r/a"}, "queries[0].props: Malformed properties: a property key is empty"),
+    ({"props": "a", "pattern": "r/a"}, "queries[0].props: Malformed property 'a': expected key=value"),
+    ({"props": "", "pattern": "r/a"}, "queries[0].props: must be a non-empty string"),
     ({"aql": 'items.find({"created":"2020"})'}, "queries[0].aql: created: field 'created' is not supported"),
     (
         {"aql": 'items.find({"$and":[{"repo":"r"},{"size":{"$gt":"1"}}]})'},

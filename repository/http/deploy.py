@@ -11,7 +11,9 @@ import re
 from aiohttp import web
 
 from repository.errors import BadRequest, ChecksumMismatch, Forbidden, NotFound
+from repository.paths import split_repo_path
 from repository.permissions import Action
+from repository.property_syntax import Properties, PropertySyntaxError, parse_matrix
 from wire.errors import InvalidPath
 
 from . import keys
@@ -47,8 +49,25 @@ def expected_checksums(request: web.Request) -> dict[str, str]:
     return expected
 
 
+def deploy_location(request: web.Request) -> tuple[str, str, Properties | None]:
+    """Repo, path and the properties of matrix parameters (``repo/file;a=1;b=2,3``), if any.
+
+    As in Artifactory, a raw ``;`` starts the matrix parameters and an encoded one (``%3B``)
+    is part of the name. They go after the last segment: ``a;x=1/b`` is refused.
+    """
+    raw = raw_tail(request, ARTIFACTORY_PREFIX)
+    if ";" not in raw:
+        return (*split_repo_path(raw), None)
+    raw, _, matrix = raw.partition(";")
+    if "/" in matrix:
+        raise PropertySyntaxError("Matrix parameters (;key=value) must follow the last name of the path")
+    if raw.endswith("/"):
+        raise PropertySyntaxError("A folder holds no properties of its own: set them on its files")
+    return (*split_repo_path(raw), parse_matrix(matrix))
+
+
 async def deploy(request: web.Request) -> web.Response:
-    repo, path = artifact_location(request)
+    repo, path, properties = deploy_location(request)
     request.app[keys.policy].check_writable(repo)
     principal = await require_permission(request, Action.write, repo, path)
     if not path:
@@ -65,7 +84,7 @@ async def deploy(request: web.Request) -> web.Response:
         if "sha256" not in expected and "sha1" not in expected:  # names no known content, as an unknown one
             raise NotFound("X-Checksum-Deploy needs the X-Checksum-Sha256 or -Sha1 of known content; send the content")
         artifact = await service.deploy_by_checksum(
-            repo, path, expected=expected, user=principal.subject, readable=reader(request)
+            repo, path, expected=expected, user=principal.subject, readable=reader(request), properties=properties
         )
     else:
         artifact = await service.deploy(
@@ -75,6 +94,7 @@ async def deploy(request: web.Request) -> web.Response:
             expected=expected,
             declared_size=request.content_length,
             user=principal.subject,
+            properties=properties,
         )
     return json_response(file_info(request, artifact), status=201)
 

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from repository.errors import MethodNotAllowed, NotFound
 
-from . import access_api, deploy, download, keys, metrics, scrub_api, storage_api, system
+from . import access_api, deploy, download, keys, metrics, properties_api, scrub_api, storage_api, system
 from .download import artifact_location
 
 
@@ -58,6 +58,12 @@ def artifact_routes() -> list[web.AbstractRouteDef]:
         web.get("/artifactory/api/repositories", system.repositories, name="repositories"),
         web.get("/artifactory/api/repositories/{key}", system.repository, name="repository"),
         web.get("/artifactory/api/storage/{tail:[\\s\\S]+}", storage_api.storage_info, name="storage_info"),
+        web.put("/artifactory/api/storage/{tail:[\\s\\S]+}", properties_api.set_properties, name="properties_set"),
+        web.delete(
+            "/artifactory/api/storage/{tail:[\\s\\S]+}", properties_api.delete_properties, name="properties_delete"
+        ),
+        web.patch("/artifactory/api/metadata/{tail:[\\s\\S]+}", properties_api.update_metadata, name="metadata_update"),
+        web.get("/artifactory/api/search/prop", properties_api.search_by_property, name="property_search"),
         web.get("/artifactory/api/scrub", scrub_api.scrub_status, name="scrub_status"),
         web.post("/artifactory/api/scrub", scrub_api.scrub_start, name="scrub_start"),
         web.route("*", "/artifactory/api/{tail:[\\s\\S]*}", api_not_found, name="api_not_found"),

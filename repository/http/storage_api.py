@@ -20,6 +20,7 @@ from aiohttp import web
 from repository.catalog import Artifact, Folder
 from repository.errors import BadRequest, NotFound
 from repository.paths import url_quote
+from repository.property_syntax import decode_query, parse_keys
 from repository.remote_source import REMOTE
 from repository.stats import DownloadStats
 from wire.timestamps import iso
@@ -131,7 +132,7 @@ async def _stats(request: web.Request, item: Artifact | Folder) -> web.Response:
 
 def _properties(request: web.Request, item: Artifact | Folder) -> web.Response:
     props = item.properties if isinstance(item, Artifact) else {}
-    wanted = [p for p in request.query.get("properties", "").split(",") if p]
+    wanted = parse_keys(text) if (text := decode_query(request.rel_url.raw_query_string, "properties")) else []
     if wanted:
         props = {k: v for k, v in props.items() if k in wanted}
     if not props:
