@@ -30,6 +30,7 @@ from .metrics import edge_traffic_key, setup_distribution_metrics
 from .plugins import plugins
 from .routes import setup_routes
 from .runner import JobRunner
+from .sboms import BundleSboms, SbomLimits
 from .schema import distribution_migrations
 from .settings import DistributionSettings
 from .signing import Signer
@@ -75,12 +76,15 @@ async def signer_ctx(app: web.Application) -> AsyncIterator[None]:
 async def bundles_ctx(app: web.Application) -> AsyncIterator[None]:
     store = BundleStore(app[database])
     app[core.artifacts].pin_with(store.pinned)
+    settings = app[settings_key]
+    limits = SbomLimits(settings.sbom_max_bytes, settings.sbom_embedded_max_bytes)
     app[bundles_key] = BundleService(
         store,
         app[core.artifacts],
         app[signer_key],
-        app[settings_key].max_bundle_artifacts,
-        spool_dir=app[settings_key].data_dir,
+        settings.max_bundle_artifacts,
+        spool_dir=settings.data_dir,
+        sboms=BundleSboms(store, app[core.artifacts].storage, limits),
     )
     yield
 

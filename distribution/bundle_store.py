@@ -19,6 +19,7 @@ from repository.db import Database
 from repository.errors import NotFound
 from repository.scrub_store import CatalogBlobs
 from repository.sql import Sql
+from wire.manifest import ManifestSbom
 
 PAGE_SIZE = 10
 # Artifacts read at once when a whole bundle is walked (signing, pushing, answering it).
@@ -116,12 +117,15 @@ class BundleStore:
         ).fetchone()
         return _bundle(row) if row else None
 
-    async def commit_staged(self, bundle: Bundle, token: str, *, replace: bool) -> None:
+    async def commit_staged(
+        self, bundle: Bundle, token: str, *, replace: bool, sbom: ManifestSbom | None = None
+    ) -> None:
         """Make what is staged under ``token`` the content of a new bundle, or (``replace``) of an
-        OPEN one, in one transaction: the rows move in one statement, never through Python."""
-        await self._database.run(self._commit_staged, bundle, token, replace)
+        OPEN one, in one transaction: the rows move in one statement, never through Python. The
+        bundle's SBOM (a blob stored already) is recorded, and so pinned, in the same transaction."""
+        await self._database.run(self._commit_staged, bundle, token, replace, sbom)
 
-    def _commit_staged(self, bundle: Bundle, token: str, replace: bool) -> None:
+    def _commit_staged(self, bundle: Bundle, token: str, replace: bool, sbom: ManifestSbom | None) -> None:
         row = bundle.__dict__ | {"release_notes": json.dumps(bundle.release_notes, sort_keys=True)}
         keys = {"name": bundle.name, "version": bundle.version, "token": token}
         with self._db.atomic():
@@ -138,15 +142,31 @@ class BundleStore:
                 keys,
             )
             self._db.execute("DELETE FROM bundle_staging WHERE token = :token", keys)
+            if sbom is not None:
+                self._db.execute(
+                    "INSERT INTO bundle_sboms (name, version, sha256, size) VALUES (:name, :version, :sha256, :size)",
+                    keys | {"sha256": sbom.sha256, "size": sbom.size},
+                )
+
+    async def sbom(self, name: str, version: str) -> ManifestSbom | None:
+        """The bundle's SBOM blob; None for a bundle made before SBOMs existed (or none at all)."""
+        row = await self._database.read(
+            lambda: self._db.execute(
+                "SELECT sha256, size FROM bundle_sboms WHERE name = :name AND version = :version",
+                {"name": name, "version": version},
+            ).fetchone()
+        )
+        return ManifestSbom(row[0], int(row[1])) if row else None
 
     async def blobs(self, name: str, version: str) -> list[str]:
-        """The distinct blobs a bundle lists (what to collect once it no longer does): strings
-        only, a few MiB for 100,000 files."""
+        """The distinct blobs a bundle lists, its SBOM's too (what to collect once it no longer
+        does): strings only, a few MiB for 100,000 files."""
         return await self._database.run(
             lambda: [
                 r[0]
                 for r in self._db.execute(
-                    "SELECT DISTINCT sha256 FROM bundle_artifacts WHERE name = :name AND version = :version"
+                    "SELECT sha256 FROM bundle_artifacts WHERE name = :name AND version = :version"
+                    " UNION SELECT sha256 FROM bundle_sboms WHERE name = :name AND version = :version"
                     " ORDER BY sha256",
                     {"name": name, "version": version},
                 )
@@ -185,8 +205,9 @@ class BundleStore:
         return [BundleArtifact(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
 
     async def bundle_blobs(self, name: str, version: str, sha256s: list[str]) -> dict[str, BundleBlob]:
-        """Those of ``sha256s`` that the bundle lists, each with what it lists of them; asked a
-        page of blobs at a time (a push's missing blobs), a short read each."""
+        """Those of ``sha256s`` that the bundle lists, each with what it lists of them, and its SBOM
+        (listed by no file: it counts for no file's progress); asked a page of blobs at a time (a
+        push's missing blobs, which include the SBOM when the edge lacks it), a short read each."""
         return await self._database.walk(self._bundle_blobs, name, version, sha256s)
 
     def _bundle_blobs(self, name: str, version: str, sha256s: list[str]) -> dict[str, BundleBlob]:
@@ -198,6 +219,12 @@ class BundleStore:
                 {"name": name, "version": version, "shas": sha256s[start : start + 500]},
             )
             found.update((r[0], BundleBlob(*r)) for r in rows)
+        sbom = self._db.execute(
+            "SELECT sha256, size FROM bundle_sboms WHERE name = :name AND version = :version",
+            {"name": name, "version": version},
+        ).fetchone()
+        if sbom is not None and sbom[0] in sha256s and sbom[0] not in found:
+            found[sbom[0]] = BundleBlob(sbom[0], int(sbom[1]), 0, 0, f"{name}/{version} SBOM")
         return found
 
     async def staged_blobs(self, token: str) -> AsyncIterator[list[str]]:
@@ -267,17 +294,18 @@ class BundleStore:
         )
 
     async def pinned(self, sha256s: list[str]) -> set[str]:
-        """Those of ``sha256s`` that a stored bundle version lists, in any state: a signed one
-        must still be distributable, and an OPEN one names the exact bytes it will be signed
-        with (its rows were resolved from the catalog), so either holds its blobs until it is
-        deleted, whatever happens to the source paths."""
+        """Those of ``sha256s`` that a stored bundle version lists (its SBOM too), in any state: a
+        signed one must still be distributable, and an OPEN one names the exact bytes it will be
+        signed with (its rows were resolved from the catalog), so either holds its blobs until it
+        is deleted, whatever happens to the source paths."""
         return await self._database.run(self._pinned, sha256s)
 
     def _pinned(self, sha256s: list[str]) -> set[str]:
         pinned: set[str] = set()
         for start in range(0, len(sha256s), 500):
             rows = self._db.execute(
-                "SELECT DISTINCT sha256 FROM bundle_artifacts WHERE sha256 IN :shas",
+                "SELECT sha256 FROM bundle_artifacts WHERE sha256 IN :shas"
+                " UNION SELECT sha256 FROM bundle_sboms WHERE sha256 IN :shas",
                 {"shas": sha256s[start : start + 500]},
             )
             pinned.update(r[0] for r in rows)
@@ -398,6 +426,7 @@ class ServiceBlobs(CatalogBlobs):
                 for r in self._db.execute(
                     "SELECT sha256, size FROM artifacts WHERE sha256 > :after"
                     " UNION SELECT sha256, size FROM bundle_artifacts WHERE sha256 > :after"
+                    " UNION SELECT sha256, size FROM bundle_sboms WHERE sha256 > :after"
                     " ORDER BY sha256 LIMIT :limit",
                     {"after": after, "limit": limit},
                 )
@@ -408,7 +437,9 @@ class ServiceBlobs(CatalogBlobs):
         return await super().references(sha256) or await self._database.run(
             lambda: (
                 self._db.execute(
-                    "SELECT 1 FROM bundle_artifacts WHERE sha256 = :sha256 LIMIT 1", {"sha256": sha256}
+                    "SELECT 1 FROM bundle_artifacts WHERE sha256 = :sha256"
+                    " UNION ALL SELECT 1 FROM bundle_sboms WHERE sha256 = :sha256 LIMIT 1",
+                    {"sha256": sha256},
                 ).fetchone()
                 is not None
             )

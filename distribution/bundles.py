@@ -24,8 +24,10 @@ from repository.catalog import now_ms
 from repository.errors import BadRequest, Conflict, NotFound
 from repository.permissions import Readable
 from wire.manifest import (
+    MAX_SIZE,
     Manifest,
     ManifestError,
+    ManifestSbom,
     check_bundle_name,
     check_bundle_version,
     check_limits,
@@ -34,6 +36,7 @@ from wire.timestamps import utc_timestamp
 
 from .bundle_store import Bundle, BundleStore, SignedManifest
 from .manifests import sign_bundle
+from .sboms import BundleSboms
 from .selection import Selection, select
 from .signing import KeyInfo, Signer
 from .specs import Query, SpecError, parse_spec
@@ -138,9 +141,16 @@ def parse_bundle_request(body: dict[str, Any], *, name: str | None = None, versi
 
 class BundleService:
     def __init__(
-        self, store: BundleStore, artifacts: ArtifactService, signer: Signer, max_artifacts: int, spool_dir: Path
+        self,
+        store: BundleStore,
+        artifacts: ArtifactService,
+        signer: Signer,
+        max_artifacts: int,
+        spool_dir: Path,
+        sboms: BundleSboms,
     ) -> None:
         self.store = store
+        self.sboms = sboms
         self.spool_dir = spool_dir  # where a manifest is written while it is signed
         self.artifacts = artifacts
         self.catalog = artifacts.catalog
@@ -164,6 +174,7 @@ class BundleService:
                 description=request.description,
                 release_notes=request.release_notes,
                 artifacts=(),
+                sbom=ManifestSbom("0" * 64, MAX_SIZE),  # the room the SBOM's field takes at most
             )
             check_limits(header, selection.count, selection.manifest_bytes)
         except ManifestError as exc:
@@ -183,10 +194,11 @@ class BundleService:
             try:
                 self._check_limits(request, user, selection)
                 bundle = self._new_bundle(request, selection, user, created=now_ms())
+                sbom = await self.sboms.build(bundle, selection.token)
                 if request.dry_run:
                     return Answer(bundle, new=True, staged=selection.token)
                 try:
-                    await self._save(bundle, selection.token, replace=False)
+                    await self._save(bundle, selection.token, sbom, replace=False)
                 except sa.exc.IntegrityError:
                     raise Conflict(f"Release bundle {request.name}/{request.version} already exists") from None
             except BaseException:
@@ -205,10 +217,11 @@ class BundleService:
             try:
                 self._check_limits(request, user, selection)
                 bundle = self._new_bundle(request, selection, user, created=existing.created)
+                sbom = await self.sboms.build(bundle, selection.token)
                 if request.dry_run:
                     return Answer(bundle, new=False, staged=selection.token)
                 replaced = await self.store.blobs(request.name, request.version)
-                await self._save(bundle, selection.token, replace=True)
+                await self._save(bundle, selection.token, sbom, replace=True)
             except BaseException:
                 await self.store.unstage(selection.token)
                 raise
@@ -220,11 +233,13 @@ class BundleService:
         if answer.staged is not None:
             await self.store.unstage(answer.staged)
 
-    async def _save(self, bundle: Bundle, token: str, *, replace: bool) -> None:
-        """Store the bundle, pinning its blobs, unless one was deleted since it was resolved (409)."""
-        await self.artifacts.keep_pages(
-            partial(self.store.staged_blobs, token), partial(self.store.commit_staged, bundle, token, replace=replace)
-        )
+    async def _save(self, bundle: Bundle, token: str, sbom: bytes, *, replace: bool) -> None:
+        """Store the bundle, pinning its blobs and its SBOM, unless one was deleted since it was
+        resolved (409). The SBOM's blob is written first: a blob no row names yet is left alone
+        by collects (they are asked for other blobs) and by the sweep (for its grace period)."""
+        stored = await self.sboms.save(sbom)
+        commit = partial(self.store.commit_staged, bundle, token, replace=replace, sbom=stored)
+        await self.artifacts.keep_pages(partial(self.store.staged_blobs, token), commit)
 
     @staticmethod
     def _new_bundle(request: BundleRequest, selection: Selection, user: str, *, created: int) -> Bundle:

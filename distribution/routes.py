@@ -8,7 +8,7 @@ from repository.http.openapi import openapi_handler
 from repository.http.repos_api import create_repository
 from repository.http.routes import artifact_routes
 
-from . import api, distributions_api
+from . import api, distributions_api, sbom_api
 
 V1 = "/distribution/api/v1"
 BUNDLE = V1 + "/release_bundle/{name}/{version}"
@@ -27,6 +27,7 @@ def setup_routes(app: web.Application) -> None:
             web.post(BUNDLE + "/sign", api.sign_bundle, name="bundle_sign"),
             web.get(BUNDLE + "/manifest", api.bundle_manifest, name="bundle_manifest"),
             web.get(BUNDLE + "/signature", api.bundle_signature, name="bundle_signature"),
+            web.get(BUNDLE + "/sbom", sbom_api.bundle_sbom, name="bundle_sbom"),
             web.get(V1 + "/keys/gpg", api.list_keys, name="keys_list"),
             web.post(V1 + "/keys/gpg", api.upload_key, name="keys_upload"),
             web.get(V1 + "/keys/gpg/public", api.export_public_key, name="keys_public"),

@@ -21,6 +21,8 @@ from wire.runtime import MAX_INTERVAL, MIN_INTERVAL
 
 # heartbeats kept per device at most: the history of 50,000 devices stays a bounded table
 MAX_HEARTBEAT_HISTORY = 10_000
+# an SBOM is built in memory (the library's objects, then its text): 1 GiB at most
+MAX_SBOM_BYTES = 1024**3
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,11 @@ class DistributionSettings(ServiceSettings):
     fleet_runtime_interval: int = 60
     fleet_runtime_history: int = 100
     fleet_runtime_events: int = 10_000
+    # SBOMs (README "SBOMs"): the most bytes a bundle's CycloneDX SBOM may take (a bundle whose SBOM
+    # would be larger is refused at creation), and the most bytes of a file of the bundle named like
+    # an SBOM (*.cdx.json, bom.json, sbom.json) that is read to merge it (a larger one is refused)
+    sbom_max_bytes: int = 64 * 1024 * 1024
+    sbom_embedded_max_bytes: int = 8 * 1024 * 1024
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -101,6 +108,10 @@ class DistributionSettings(ServiceSettings):
             raise ValueError(f"setting 'fleet_runtime_history' must be 0 to {MAX_HEARTBEAT_HISTORY}")
         if not 1 <= self.fleet_runtime_events <= 1_000_000:
             raise ValueError("setting 'fleet_runtime_events' must be 1 to 1000000")
+        if not 1 <= self.sbom_max_bytes <= MAX_SBOM_BYTES:
+            raise ValueError(f"setting 'sbom_max_bytes' must be 1 to {MAX_SBOM_BYTES}")
+        if not 0 <= self.sbom_embedded_max_bytes <= self.sbom_max_bytes:
+            raise ValueError("setting 'sbom_embedded_max_bytes' must be 0 to sbom_max_bytes")
 
     @property
     def gnupg_dir(self) -> Path:

@@ -1,12 +1,16 @@
-"""JSON answers end with a newline, so a shell prompt after ``curl`` starts on its own line."""
+"""JSON answers end with a newline, so a shell prompt after ``curl`` starts on its own line;
+a whole blob streamed from the store with its sha256."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from contextlib import aclosing
 from typing import Any
 
 from aiohttp import web
+
+from storage_backends.base import StorageBackend
 
 
 def _dumps(data: Any) -> str:
@@ -15,3 +19,18 @@ def _dumps(data: Any) -> str:
 
 def json_response(data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
     return web.json_response(data, status=status, headers=headers, dumps=_dumps)
+
+
+async def blob_response(
+    request: web.Request, storage: StorageBackend, sha256: str, size: int, content_type: str
+) -> web.StreamResponse:
+    """The whole blob, streamed (never held), with ``X-Checksum-Sha256`` to check it by; the store
+    raises (a 404 for a blob it lacks) before the first byte goes out."""
+    async with aclosing(await storage.read(sha256, 0, size)) as chunks:
+        response = web.StreamResponse(headers={"Content-Type": content_type, "X-Checksum-Sha256": sha256})
+        response.content_length = size
+        await response.prepare(request)
+        async for chunk in chunks:
+            await response.write(chunk)
+    await response.write_eof()
+    return response
