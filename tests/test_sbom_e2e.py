@@ -21,6 +21,7 @@ from tests.edge_setup import distributor_token, download, http, trust
 from tests.fault_servers import Faults, ThreadedServer, flip_byte, proxy_app
 from tests.sbom_verify import Endpoint, verify_sbom_with_plain_tools
 from tests.test_distribute_e2e import FAST_RETRIES, V1, Service, public_key, running_service
+from tests.test_distribution_cli import Cli
 from tests.test_sbom_build import embedded_sbom
 
 FILES = {
@@ -88,6 +89,11 @@ def test_the_sbom_reaches_the_edge_and_verifies_with_plain_tools_against_the_sig
     status, keys = service.call("GET", f"{V1}/keys/gpg")
     for path, data in FILES.items():
         assert served(edge, "1.4.0", path) == (200, data)
+    cli = Cli(service.process.url, service.process.admin_token)
+    cli.ok("bundle", "sbom", "app", "1.4.0", "-o", str(tmp_path / "from-cli.json"))
+    assert (tmp_path / "from-cli.json").read_bytes() == verified.data
+    assert cli.ok("bundle", "sbom", "app", "1.4.0") == verified.data.decode()
+    assert cli.fails("bundle", "sbom", "app", "9.9") == "Error: 404: Release bundle app/9.9 not found"
     assert status == 200 and verified.signer == next(k["fingerprint"] for k in keys["keys"] if k["default"])
     assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(verified.data.decode()) is None
     doc = json.loads(verified.data)

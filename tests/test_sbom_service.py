@@ -159,3 +159,31 @@ async def test_deleting_a_bundle_frees_its_sbom_and_an_update_replaces_it(dist: 
     assert second != first and first not in await blobs(dist) and second in await blobs(dist)
     assert (await dist.delete(f"{V1}/release_bundle/app/1.4.0", headers=admin())).status == 204
     assert second not in await blobs(dist)
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ({"sbom_max_bytes": 0}, "setting 'sbom_max_bytes' must be 1 to 1073741824"),
+        ({"sbom_max_bytes": 1024**3 + 1}, "setting 'sbom_max_bytes' must be 1 to 1073741824"),
+        (
+            {"sbom_max_bytes": 10, "sbom_embedded_max_bytes": 11},
+            "'sbom_embedded_max_bytes' must be 0 to sbom_max_bytes",
+        ),
+        ({"sbom_embedded_max_bytes": -1}, "'sbom_embedded_max_bytes' must be 0 to sbom_max_bytes"),
+    ],
+)
+def test_sbom_limits_out_of_range_refuse_to_start_naming_the_setting(
+    tmp_path: Path, settings: dict[str, int], problem: str
+) -> None:
+    with pytest.raises(ValueError, match=problem):
+        DistributionSettings(data_dir=tmp_path, **settings)
+
+
+def test_sbom_limits_at_their_bounds_are_accepted(tmp_path: Path) -> None:
+    DistributionSettings(data_dir=tmp_path, sbom_max_bytes=1, sbom_embedded_max_bytes=0)
+    DistributionSettings(data_dir=tmp_path, sbom_max_bytes=1024**3, sbom_embedded_max_bytes=1024**3)
+    assert (
+        DistributionSettings(data_dir=tmp_path, sbom_max_bytes=10, sbom_embedded_max_bytes=10).sbom_embedded_max_bytes
+        == 10
+    )
