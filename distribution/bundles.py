@@ -194,7 +194,7 @@ class BundleService:
             try:
                 self._check_limits(request, user, selection)
                 bundle = self._new_bundle(request, selection, user, created=now_ms())
-                sbom = await self.sboms.build(bundle, selection.token)
+                sbom = await self.sboms.make(bundle, selection.token, keep=not request.dry_run)
                 if request.dry_run:
                     return Answer(bundle, new=True, staged=selection.token)
                 try:
@@ -217,7 +217,7 @@ class BundleService:
             try:
                 self._check_limits(request, user, selection)
                 bundle = self._new_bundle(request, selection, user, created=existing.created)
-                sbom = await self.sboms.build(bundle, selection.token)
+                sbom = await self.sboms.make(bundle, selection.token, keep=not request.dry_run)
                 if request.dry_run:
                     return Answer(bundle, new=False, staged=selection.token)
                 replaced = await self.store.blobs(request.name, request.version)
@@ -233,12 +233,11 @@ class BundleService:
         if answer.staged is not None:
             await self.store.unstage(answer.staged)
 
-    async def _save(self, bundle: Bundle, token: str, sbom: bytes, *, replace: bool) -> None:
+    async def _save(self, bundle: Bundle, token: str, sbom: ManifestSbom | None, *, replace: bool) -> None:
         """Store the bundle, pinning its blobs and its SBOM, unless one was deleted since it was
-        resolved (409). The SBOM's blob is written first: a blob no row names yet is left alone
+        resolved (409). The SBOM's blob is stored already: a blob no row names yet is left alone
         by collects (they are asked for other blobs) and by the sweep (for its grace period)."""
-        stored = await self.sboms.save(sbom)
-        commit = partial(self.store.commit_staged, bundle, token, replace=replace, sbom=stored)
+        commit = partial(self.store.commit_staged, bundle, token, replace=replace, sbom=sbom)
         await self.artifacts.keep_pages(partial(self.store.staged_blobs, token), commit)
 
     @staticmethod

@@ -1,33 +1,33 @@
-"""Bundles' SBOMs in the service: built from what a create staged, stored as a blob, read back.
+"""Bundles' SBOMs in the service: built from what a create staged, in a process of their own,
+streamed into the blob store.
 
-The document itself is ``distribution.sbom``'s; this module feeds it the staged artifacts (a
-page at a time from the database, into the one list the library needs), reads each file
-named like an SBOM from the blob store (bounded by ``sbom_embedded_max_bytes``), and writes
-the result as a content-addressed blob, which ``BundleStore.commit_staged`` then records
+The document itself is ``distribution.sbom``'s, built by ``distribution.sbom_worker`` in a
+child process: the library's objects for a bundle of many files never live in the service,
+whose memory stays flat in the bundle's size, and its pure-Python work never holds the
+service's GIL. The service feeds the worker the staged artifacts a page at a time (and each
+file named like an SBOM, read from the blob store up to ``sbom_embedded_max_bytes``), and
+writes what comes back straight into a blob, which ``BundleStore.commit_staged`` then records
 with the bundle.
 """
 
 from __future__ import annotations
 
 import asyncio
-from contextlib import aclosing
+import contextlib
+import sys
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
-from cyclonedx.model.bom import Bom
-
-from repository.errors import NotFound
-from storage_backends.base import StorageBackend
+from repository.errors import BadRequest, NotFound
+from storage_backends.base import BlobWriter, StorageBackend
 from wire.manifest import ManifestSbom
 
 from .bundle_store import Bundle, BundleArtifact, BundleStore
-from .sbom import (
-    BundleIdentity,
-    EmbeddedSbomRefused,
-    build_sbom,
-    check_component_budget,
-    looks_embedded,
-    parse_embedded,
-)
+from .sbom import BundleIdentity, EmbeddedSbomRefused, SbomTooLarge, check_component_budget, looks_embedded
+from .sbom_worker import REFUSED, artifact_line, request_line
+
+READ_CHUNK = 256 * 1024
+MAX_ERROR_BYTES = 64 * 1024  # of what the worker says when it fails
 
 
 @dataclass(frozen=True)
@@ -42,39 +42,77 @@ class BundleSboms:
         self.storage = storage
         self.limits = limits
 
-    async def build(self, bundle: Bundle, token: str) -> bytes:
-        """The SBOM of the bundle whose artifacts are staged under ``token``; refused (400) over the
-        limits, before anything of the bundle is stored."""
+    async def make(self, bundle: Bundle, token: str, *, keep: bool) -> ManifestSbom | None:
+        """Build the SBOM of the bundle whose artifacts are staged under ``token`` and, with ``keep``,
+        store it as a blob (the caller records it with the bundle, which pins it); None without.
+        Refused (400) over the limits, and then nothing is stored."""
         check_component_budget(bundle.artifacts_count, self.limits.max_bytes)
-        artifacts: list[BundleArtifact] = []
-        embedded: dict[str, Bom] = {}
-        async for page in self.store.staged_pages(token):
-            for artifact in page:
-                if looks_embedded(artifact.target):
-                    found = await self._embedded(artifact)
-                    if found is not None:
-                        embedded[artifact.target] = found
-            artifacts.extend(page)
-        identity = BundleIdentity(bundle.name, bundle.version, bundle.created)
-        return await asyncio.to_thread(build_sbom, identity, artifacts, embedded, self.limits.max_bytes)
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "distribution.sbom_worker",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            async with contextlib.AsyncExitStack() as stack:  # a dry run opens no writer
+                writer = await stack.enter_async_context(await self.storage.writer(all_digests=False)) if keep else None
+                size, said = await _together(
+                    self._feed(worker, bundle, token), self._receive(worker, writer), _bounded(worker.stderr)
+                )
+                code = await worker.wait()
+                if code == REFUSED:
+                    raise BadRequest(said.decode("utf-8", "replace"))
+                if code != 0:
+                    raise RuntimeError(f"the SBOM worker exited with status {code}: {said.decode(errors='replace')}")
+                if writer is None:
+                    return None
+                digests = await writer.commit(expected_size=size)
+            return ManifestSbom(digests.sha256, digests.size)
+        finally:
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
 
-    async def _embedded(self, artifact: BundleArtifact) -> Bom | None:
+    async def _feed(self, worker: asyncio.subprocess.Process, bundle: Bundle, token: str) -> None:
+        """The bundle and its artifacts, a page at a time; a worker that ended early (it refused)
+        stops the feed, and its answer says why."""
+        stdin = worker.stdin
+        assert stdin is not None
+        try:
+            stdin.write(
+                request_line(BundleIdentity(bundle.name, bundle.version, bundle.created), self.limits.max_bytes)
+            )
+            async for page in self.store.staged_pages(token):
+                for artifact in page:
+                    embedded = await self._embedded(artifact) if looks_embedded(artifact.target) else None
+                    stdin.write(artifact_line(artifact, embedded))
+                await stdin.drain()
+            stdin.close()
+        except (BrokenPipeError, ConnectionResetError):
+            return
+
+    async def _receive(self, worker: asyncio.subprocess.Process, writer: BlobWriter | None) -> int:
+        """The SBOM's bytes into ``writer`` (or counted only), refused past ``max_bytes``."""
+        stdout = worker.stdout
+        assert stdout is not None
+        size = 0
+        while chunk := await stdout.read(READ_CHUNK):
+            size += len(chunk)
+            if size > self.limits.max_bytes:
+                raise SbomTooLarge(
+                    f"The bundle's SBOM is over the limit of {self.limits.max_bytes} bytes (setting sbom_max_bytes)"
+                )
+            if writer is not None:
+                await writer.write(chunk)
+        return size
+
+    async def _embedded(self, artifact: BundleArtifact) -> bytes:
         limit = self.limits.embedded_max_bytes
         if artifact.size > limit:
             raise EmbeddedSbomRefused(
                 f"Embedded SBOM {artifact.target} is {artifact.size} bytes, over the limit of {limit} bytes"
                 " (setting sbom_embedded_max_bytes); rename it or raise the limit"
             )
-        async with aclosing(await self.storage.read(artifact.sha256, 0, artifact.size)) as chunks:
-            data = b"".join([chunk async for chunk in chunks])
-        return await asyncio.to_thread(parse_embedded, artifact.target, data)
-
-    async def save(self, data: bytes) -> ManifestSbom:
-        """Store the SBOM as a blob; the caller records it with its bundle (which pins it)."""
-        async with await self.storage.writer(all_digests=False) as writer:
-            await writer.write(data)
-            digests = await writer.commit(expected_size=len(data))
-        return ManifestSbom(digests.sha256, digests.size)
+        async with contextlib.aclosing(await self.storage.read(artifact.sha256, 0, artifact.size)) as chunks:
+            return b"".join([chunk async for chunk in chunks])
 
     async def find(self, name: str, version: str) -> ManifestSbom:
         """The bundle's SBOM (the bundle exists); 404 for one made before SBOMs existed."""
@@ -82,3 +120,26 @@ class BundleSboms:
         if sbom is None:
             raise NotFound(f"Release bundle {name}/{version} has no SBOM (it was created before SBOMs were built)")
         return sbom
+
+
+async def _together(feed: Awaitable[None], receive: Awaitable[int], errors: Awaitable[bytes]) -> tuple[int, bytes]:
+    """The three conversations with the worker at once (a pipe left unread would stall it); when
+    one fails, the others are stopped before the error goes on."""
+    tasks = [asyncio.ensure_future(feed), asyncio.ensure_future(receive), asyncio.ensure_future(errors)]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return tasks[1].result(), tasks[2].result()
+
+
+async def _bounded(stream: asyncio.StreamReader | None) -> bytes:
+    """What the worker says on standard error, the first ``MAX_ERROR_BYTES`` of it (read to the end)."""
+    assert stream is not None
+    kept = b""
+    while chunk := await stream.read(READ_CHUNK):
+        kept = (kept + chunk)[:MAX_ERROR_BYTES]
+    return kept

@@ -14,11 +14,11 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
-from distribution.bundle_store import BundleArtifact
 from distribution.sbom import (
     MIN_COMPONENT_BYTES,
     BundleIdentity,
     EmbeddedSbomRefused,
+    SbomFile,
     SbomTooLarge,
     build_sbom,
     check_component_budget,
@@ -37,8 +37,8 @@ AWKWARD = (
 )
 
 
-def artifact(target: str, data: bytes = b"x", source: str | None = None) -> BundleArtifact:
-    return BundleArtifact(
+def artifact(target: str, data: bytes = b"x", source: str | None = None) -> SbomFile:
+    return SbomFile(
         target=target,
         source=source or target,
         sha256=hashlib.sha256(data).hexdigest(),
