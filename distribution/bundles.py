@@ -24,7 +24,6 @@ from repository.catalog import now_ms
 from repository.errors import BadRequest, Conflict, NotFound
 from repository.permissions import Readable
 from wire.manifest import (
-    MAX_SIZE,
     Manifest,
     ManifestError,
     ManifestSbom,
@@ -163,8 +162,11 @@ class BundleService:
         return await select(self.store, self.catalog, queries, readable, self.max_artifacts)
 
     @staticmethod
-    def _check_limits(request: BundleRequest, user: str, selection: Selection) -> None:
-        """Refuse what could be stored but never signed: a manifest over the contract's limits."""
+    def _check_limits(
+        request: BundleRequest, user: str, selection: Selection, sbom: ManifestSbom | None = None
+    ) -> None:
+        """Refuse what could be stored but never signed: a manifest over the contract's limits
+        (checked before the SBOM is built, and again with its field once it is)."""
         try:
             header = Manifest(
                 name=request.name,
@@ -174,7 +176,7 @@ class BundleService:
                 description=request.description,
                 release_notes=request.release_notes,
                 artifacts=(),
-                sbom=ManifestSbom("0" * 64, MAX_SIZE),  # the room the SBOM's field takes at most
+                sbom=sbom,
             )
             check_limits(header, selection.count, selection.manifest_bytes)
         except ManifestError as exc:
@@ -194,7 +196,7 @@ class BundleService:
             try:
                 self._check_limits(request, user, selection)
                 bundle = self._new_bundle(request, selection, user, created=now_ms())
-                sbom = await self.sboms.make(bundle, selection.token, keep=not request.dry_run)
+                sbom = await self._sbom(request, user, selection, bundle)
                 if request.dry_run:
                     return Answer(bundle, new=True, staged=selection.token)
                 try:
@@ -217,7 +219,7 @@ class BundleService:
             try:
                 self._check_limits(request, user, selection)
                 bundle = self._new_bundle(request, selection, user, created=existing.created)
-                sbom = await self.sboms.make(bundle, selection.token, keep=not request.dry_run)
+                sbom = await self._sbom(request, user, selection, bundle)
                 if request.dry_run:
                     return Answer(bundle, new=False, staged=selection.token)
                 replaced = await self.store.blobs(request.name, request.version)
@@ -228,12 +230,23 @@ class BundleService:
             await self.artifacts.collect(replaced)  # those no longer listed may go
             return Answer(bundle, new=False)
 
+    async def _sbom(self, request: BundleRequest, user: str, selection: Selection, bundle: Bundle) -> ManifestSbom:
+        """Build the bundle's SBOM (stored, unless a dry run), refused with its manifest field
+        over the manifest's limit (its blob then goes)."""
+        sbom = await self.sboms.make(bundle, selection.token, keep=not request.dry_run)
+        try:
+            self._check_limits(request, user, selection, sbom)
+        except BadRequest:
+            await self.artifacts.collect([sbom.sha256])
+            raise
+        return sbom
+
     async def discard(self, answer: Answer) -> None:
         """Drop what a dry run staged, once its answer was sent."""
         if answer.staged is not None:
             await self.store.unstage(answer.staged)
 
-    async def _save(self, bundle: Bundle, token: str, sbom: ManifestSbom | None, *, replace: bool) -> None:
+    async def _save(self, bundle: Bundle, token: str, sbom: ManifestSbom, *, replace: bool) -> None:
         """Store the bundle, pinning its blobs and its SBOM, unless one was deleted since it was
         resolved (409). The SBOM's blob is stored already: a blob no row names yet is left alone
         by collects (they are asked for other blobs) and by the sweep (for its grace period)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import sys
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -42,10 +43,10 @@ class BundleSboms:
         self.storage = storage
         self.limits = limits
 
-    async def make(self, bundle: Bundle, token: str, *, keep: bool) -> ManifestSbom | None:
+    async def make(self, bundle: Bundle, token: str, *, keep: bool) -> ManifestSbom:
         """Build the SBOM of the bundle whose artifacts are staged under ``token`` and, with ``keep``,
-        store it as a blob (the caller records it with the bundle, which pins it); None without.
-        Refused (400) over the limits, and then nothing is stored."""
+        store it as a blob (the caller records it with the bundle, which pins it); its sha256 and
+        size either way. Refused (400) over the limits, and then nothing is stored."""
         check_component_budget(bundle.artifacts_count, self.limits.max_bytes)
         worker = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "distribution.sbom_worker",
@@ -54,7 +55,7 @@ class BundleSboms:
         try:
             async with contextlib.AsyncExitStack() as stack:  # a dry run opens no writer
                 writer = await stack.enter_async_context(await self.storage.writer(all_digests=False)) if keep else None
-                size, said = await _together(
+                sha256, size, said = await _together(
                     self._feed(worker, bundle, token), self._receive(worker, writer), _bounded(worker.stderr)
                 )
                 code = await worker.wait()
@@ -62,10 +63,9 @@ class BundleSboms:
                     raise BadRequest(said.decode("utf-8", "replace"))
                 if code != 0:
                     raise RuntimeError(f"the SBOM worker exited with status {code}: {said.decode(errors='replace')}")
-                if writer is None:
-                    return None
-                digests = await writer.commit(expected_size=size)
-            return ManifestSbom(digests.sha256, digests.size)
+                if writer is not None:
+                    await writer.commit(expected={"sha256": sha256}, expected_size=size)
+            return ManifestSbom(sha256, size)
         finally:
             if worker.returncode is None:
                 worker.kill()
@@ -89,20 +89,22 @@ class BundleSboms:
         except (BrokenPipeError, ConnectionResetError):
             return
 
-    async def _receive(self, worker: asyncio.subprocess.Process, writer: BlobWriter | None) -> int:
-        """The SBOM's bytes into ``writer`` (or counted only), refused past ``max_bytes``."""
+    async def _receive(self, worker: asyncio.subprocess.Process, writer: BlobWriter | None) -> tuple[str, int]:
+        """The SBOM's bytes into ``writer`` (or only hashed), refused past ``max_bytes``: its sha256
+        and size."""
         stdout = worker.stdout
         assert stdout is not None
-        size = 0
+        size, digest = 0, hashlib.sha256()
         while chunk := await stdout.read(READ_CHUNK):
             size += len(chunk)
+            digest.update(chunk)
             if size > self.limits.max_bytes:
                 raise SbomTooLarge(
                     f"The bundle's SBOM is over the limit of {self.limits.max_bytes} bytes (setting sbom_max_bytes)"
                 )
             if writer is not None:
                 await writer.write(chunk)
-        return size
+        return digest.hexdigest(), size
 
     async def _embedded(self, artifact: BundleArtifact) -> bytes:
         limit = self.limits.embedded_max_bytes
@@ -122,7 +124,9 @@ class BundleSboms:
         return sbom
 
 
-async def _together(feed: Awaitable[None], receive: Awaitable[int], errors: Awaitable[bytes]) -> tuple[int, bytes]:
+async def _together(
+    feed: Awaitable[None], receive: Awaitable[tuple[str, int]], errors: Awaitable[bytes]
+) -> tuple[str, int, bytes]:
     """The three conversations with the worker at once (a pipe left unread would stall it); when
     one fails, the others are stopped before the error goes on."""
     tasks = [asyncio.ensure_future(feed), asyncio.ensure_future(receive), asyncio.ensure_future(errors)]
@@ -133,7 +137,8 @@ async def _together(feed: Awaitable[None], receive: Awaitable[int], errors: Awai
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-    return tasks[1].result(), tasks[2].result()
+    sha256, size = tasks[1].result()
+    return sha256, size, tasks[2].result()
 
 
 async def _bounded(stream: asyncio.StreamReader | None) -> bytes:
