@@ -22,7 +22,6 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 from cyclonedx.model import HashAlgorithm, HashType, Property
 from cyclonedx.model.bom import Bom
@@ -32,6 +31,7 @@ from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
 from repository.errors import BadRequest
+from wire.manifest import ArtifactFields
 
 SPEC_VERSION = "1.6"
 # Names under which a bundle's file is read as a CycloneDX SBOM of its own (if its JSON says so).
@@ -52,35 +52,6 @@ class SbomTooLarge(BadRequest):
 
 class EmbeddedSbomRefused(BadRequest):
     """A file of the bundle named like a CycloneDX SBOM that cannot be merged (too large, or not readable)."""
-
-
-class FileFields(Protocol):
-    """A file of the bundle as the SBOM describes it: a ``BundleArtifact``, or an ``SbomFile``."""
-
-    @property
-    def target(self) -> str: ...
-    @property
-    def source(self) -> str: ...
-    @property
-    def sha256(self) -> str: ...
-    @property
-    def sha1(self) -> str: ...
-    @property
-    def md5(self) -> str: ...
-    @property
-    def size(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class SbomFile:
-    """What the SBOM says of one file of the bundle (a ``BundleArtifact``'s fields but its properties)."""
-
-    target: str
-    source: str
-    sha256: str
-    sha1: str
-    md5: str
-    size: int
 
 
 @dataclass(frozen=True)
@@ -112,7 +83,7 @@ def file_purl(target: str, version: str, sha256: str) -> PackageURL:
     return PackageURL("generic", namespace=folders, name=name, version=version, qualifiers=checksum)
 
 
-def _file_component(artifact: FileFields, version: str) -> Component:
+def _file_component(artifact: ArtifactFields, version: str) -> Component:
     return Component(
         type=ComponentType.FILE,
         name=artifact.target,
@@ -178,7 +149,7 @@ def _depend(bom: Bom, root: Component, files: list[Component]) -> None:
 
 
 def build_sbom(
-    bundle: BundleIdentity, artifacts: Iterable[FileFields], embedded: Mapping[str, Bom], max_bytes: int
+    bundle: BundleIdentity, artifacts: Iterable[ArtifactFields], embedded: Mapping[str, Bom], max_bytes: int
 ) -> bytes:
     """The SBOM's bytes, at most ``max_bytes`` of them (else ``SbomTooLarge``). ``embedded`` maps
     a target to the SBOM that file holds. The document is made once as the library's objects,

@@ -5,7 +5,7 @@ milliseconds of pure Python per file holding the GIL; in the service that would 
 memory with every bundle's file count and stall its event loop. Here both end with the
 process. The service writes, on standard input, one JSON line with the bundle (``name``,
 ``version``, ``created``, ``max_bytes``) and then one line per artifact in target order
-(``BundleArtifact``'s fields, and ``embedded``: the text of the CycloneDX document the file
+(a manifest artifact's fields, and ``embedded``: the text of the CycloneDX document the file
 holds, when it is named like one). The SBOM's bytes come back on standard output; a refusal
 (over the cap, an embedded SBOM that cannot be read) exits with ``REFUSED`` and its message
 on standard error.
@@ -21,11 +21,12 @@ from typing import IO, Any
 from cyclonedx.model.bom import Bom
 
 from repository.errors import BadRequest
+from wire.manifest import ArtifactFields, ManifestArtifact
 
-from .sbom import BundleIdentity, FileFields, SbomFile, build_sbom, parse_embedded
+from .sbom import BundleIdentity, build_sbom, parse_embedded
 
 REFUSED = 3
-ARTIFACT_FIELDS = tuple(SbomFile.__dataclass_fields__)
+ARTIFACT_FIELDS = tuple(ManifestArtifact.__dataclass_fields__)
 
 
 def request_line(identity: BundleIdentity, max_bytes: int) -> bytes:
@@ -35,7 +36,7 @@ def request_line(identity: BundleIdentity, max_bytes: int) -> bytes:
     )
 
 
-def artifact_line(artifact: FileFields, embedded: bytes | None) -> bytes:
+def artifact_line(artifact: ArtifactFields, embedded: bytes | None) -> bytes:
     """One artifact's line; ``embedded``: the bytes of the SBOM file it is, if it is named like one."""
     fields: dict[str, Any] = {name: getattr(artifact, name) for name in ARTIFACT_FIELDS}
     if embedded is not None:
@@ -47,10 +48,10 @@ def _line(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
 
 
-def _artifacts(lines: Iterator[bytes], embedded: dict[str, Bom]) -> Iterator[SbomFile]:
+def _artifacts(lines: Iterator[bytes], embedded: dict[str, Bom]) -> Iterator[ManifestArtifact]:
     for line in lines:
         fields = json.loads(line)
-        artifact = SbomFile(**{name: fields[name] for name in ARTIFACT_FIELDS})
+        artifact = ManifestArtifact(**{name: fields[name] for name in ARTIFACT_FIELDS})
         if "embedded" in fields:
             found = parse_embedded(artifact.target, fields["embedded"].encode("utf-8"))
             if found is not None:

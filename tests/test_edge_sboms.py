@@ -43,6 +43,14 @@ async def upload_files(edge: Any, tid: str, headers: dict[str, str]) -> None:
         assert resp.status in (200, 201), await resp.text()
 
 
+async def started_with_files(edge: Any, headers: dict[str, str], keys: KeySet, key_factory: KeyFactory) -> str:
+    """A transaction of a manifest naming ``SBOM``, every file uploaded but not the SBOM: its id."""
+    started = await start(edge, signed(key_factory, keys.alice, with_sbom(manifest_of(FILES))), headers)
+    assert sorted(started["missing"]) == sorted({sha256(SBOM), *(sha256(d) for d in FILES.values())})
+    await upload_files(edge, started["transaction_id"], headers)
+    return str(started["transaction_id"])
+
+
 def storage(edge: Any) -> Any:
     return edge.server.app[core.artifacts].storage
 
@@ -50,10 +58,7 @@ def storage(edge: Any) -> Any:
 async def test_the_sbom_is_asked_for_received_and_served_with_its_checksum_once_committed(
     edge: Any, dist: dict[str, str], keys: KeySet, key_factory: KeyFactory
 ) -> None:
-    started = await start(edge, signed(key_factory, keys.alice, with_sbom(manifest_of(FILES))), dist)
-    tid = started["transaction_id"]
-    assert sorted(started["missing"]) == sorted({sha256(SBOM), *(sha256(d) for d in FILES.values())})
-    await upload_files(edge, tid, dist)
+    tid = await started_with_files(edge, dist, keys, key_factory)
     assert (await put_blob(edge, tid, SBOM, dist)).status == 201
     await commit(edge, tid, dist)
     reader = await token(edge, "reader")
@@ -68,9 +73,7 @@ async def test_the_sbom_is_asked_for_received_and_served_with_its_checksum_once_
 async def test_a_forged_sbom_upload_is_refused_and_the_commit_waits_for_the_signed_one(
     edge: Any, dist: dict[str, str], keys: KeySet, key_factory: KeyFactory
 ) -> None:
-    started = await start(edge, signed(key_factory, keys.alice, with_sbom(manifest_of(FILES))), dist)
-    tid = started["transaction_id"]
-    await upload_files(edge, tid, dist)
+    tid = await started_with_files(edge, dist, keys, key_factory)
     forged = SBOM.replace(b"1.6", b"1.5")
     resp = await edge.put(f"{TX}/{tid}/blobs/{sha256(SBOM)}", data=forged, headers=dist)
     assert (await error_of(resp))[0] == 422
@@ -112,9 +115,7 @@ async def test_a_manifest_without_an_sbom_still_commits_and_its_sbom_is_a_404(
 async def test_the_sbom_is_kept_while_the_bundle_is_there_and_collected_after_it_is_removed(
     edge: Any, dist: dict[str, str], keys: KeySet, key_factory: KeyFactory
 ) -> None:
-    started = await start(edge, signed(key_factory, keys.alice, with_sbom(manifest_of(FILES))), dist)
-    tid = started["transaction_id"]
-    await upload_files(edge, tid, dist)
+    tid = await started_with_files(edge, dist, keys, key_factory)
     assert (await put_blob(edge, tid, SBOM, dist)).status == 201
     await commit(edge, tid, dist)
     await edge.server.app[core.artifacts].sweep(timedelta(0))  # what nothing references or pins goes

@@ -18,13 +18,13 @@ from distribution.sbom import (
     MIN_COMPONENT_BYTES,
     BundleIdentity,
     EmbeddedSbomRefused,
-    SbomFile,
     SbomTooLarge,
     build_sbom,
     check_component_budget,
     looks_embedded,
     parse_embedded,
 )
+from wire.manifest import ManifestArtifact
 from wire.timestamps import iso
 
 BUNDLE = BundleIdentity("app", "1.4.0+build.7", 1_795_000_000_123)
@@ -37,8 +37,8 @@ AWKWARD = (
 )
 
 
-def artifact(target: str, data: bytes = b"x", source: str | None = None) -> SbomFile:
-    return SbomFile(
+def artifact(target: str, data: bytes = b"x", source: str | None = None) -> ManifestArtifact:
+    return ManifestArtifact(
         target=target,
         source=source or target,
         sha256=hashlib.sha256(data).hexdigest(),
