@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from repository.db import Database
 from repository.sql import Sql
-from wire.manifest import ManifestSbom
+from wire.manifest import ManifestError, ManifestSbom
 
 from .store import absent_key
 
@@ -25,14 +25,17 @@ class SbomStore:
 
     def record_rows(self, tx_id: str, sbom: ManifestSbom) -> None:
         """Inside the transaction's opening write: the SBOM, and its blob in the blob list (unless a
-        file of the bundle has the same bytes: then its row is there already)."""
+        file of the bundle has the same bytes: then its row is there already, and must have the
+        same size, else the manifest is refused and the write rolled back)."""
         keys = {"id": tx_id, "sha256": sbom.sha256, "size": sbom.size}
         self._db.execute(
             "INSERT INTO transaction_sboms (transaction_id, sha256, size) VALUES (:id, :sha256, :size)", keys
         )
         listed = self._db.scalar(
-            "SELECT 1 FROM transaction_blobs WHERE transaction_id = :id AND sha256 = :sha256", keys
+            "SELECT size FROM transaction_blobs WHERE transaction_id = :id AND sha256 = :sha256", keys
         )
+        if listed is not None and int(listed) != sbom.size:
+            raise ManifestError(f"Invalid manifest: sha256 {sbom.sha256} is listed with two sizes")
         if listed is None:
             self._db.execute(
                 "INSERT INTO transaction_blobs (transaction_id, sha256, size) VALUES (:id, :sha256, :size)", keys

@@ -124,3 +124,23 @@ async def test_the_sbom_is_kept_while_the_bundle_is_there_and_collected_after_it
     assert (await edge.delete(f"{BUNDLES}/app/1.0.0", headers=dist)).status == 204
     assert not await storage(edge).exists(sha256(SBOM))
     assert (await error_of(await edge.get(SBOM_URL, headers=dist)))[0] == 404
+
+
+async def test_a_manifest_whose_sbom_digest_is_a_files_with_another_size_is_refused_and_opens_nothing(
+    edge: Any, dist: dict[str, str], keys: KeySet, key_factory: KeyFactory
+) -> None:
+    readme = FILES["README.md"]
+    manifest = with_sbom(manifest_of(FILES), readme)
+    lying = Manifest.create(
+        manifest.name, manifest.version, manifest.artifacts, created=manifest.created,
+        sbom=ManifestSbom(sha256(readme), len(readme) + 1),
+    )  # fmt: skip
+    resp = await edge.post(TX, json=signed(key_factory, keys.alice, lying), headers=dist)
+    status, message = await error_of(resp)
+    assert status == 400 and "listed with two sizes" in message
+    body = signed(key_factory, keys.alice, manifest)  # the same bytes as a file, the same size: one blob
+    started = await start(edge, body, dist)
+    assert sorted(started["missing"]) == sorted({sha256(d) for d in FILES.values()})
+    await upload_files(edge, started["transaction_id"], dist)
+    await commit(edge, started["transaction_id"], dist)
+    assert await (await edge.get(SBOM_URL, headers=dist)).read() == readme
