@@ -33,7 +33,6 @@ from packageurl import PackageURL
 from repository.errors import BadRequest
 from wire.manifest import ArtifactFields
 
-SPEC_VERSION = "1.6"
 # Names under which a bundle's file is read as a CycloneDX SBOM of its own (if its JSON says so).
 EMBEDDED_SUFFIX = ".cdx.json"
 EMBEDDED_NAMES = frozenset({"bom.json", "sbom.json"})
