@@ -144,3 +144,16 @@ async def test_a_manifest_whose_sbom_digest_is_a_files_with_another_size_is_refu
     await upload_files(edge, started["transaction_id"], dist)
     await commit(edge, started["transaction_id"], dist)
     assert await (await edge.get(SBOM_URL, headers=dist)).read() == readme
+
+
+async def test_an_sbom_lost_from_the_store_is_a_404_and_the_edge_asks_for_it_again(
+    edge: Any, dist: dict[str, str], keys: KeySet, key_factory: KeyFactory
+) -> None:
+    tid = await started_with_files(edge, dist, keys, key_factory)
+    assert (await put_blob(edge, tid, SBOM, dist)).status == 201
+    await commit(edge, tid, dist)
+    await storage(edge).delete(sha256(SBOM))
+    assert (await error_of(await edge.get(SBOM_URL, headers=dist)))[0] == 404
+    assert (await (await edge.get(f"{TX}/{tid}", headers=dist)).json())["missing"] == [sha256(SBOM)]
+    assert (await put_blob(edge, tid, SBOM, dist)).status == 201  # a repair sends it again
+    assert await (await edge.get(SBOM_URL, headers=dist)).read() == SBOM

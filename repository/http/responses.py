@@ -10,6 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
+from repository.errors import NotFound
+from storage_backends import BlobNotFound
 from storage_backends.base import StorageBackend
 
 
@@ -24,9 +26,13 @@ def json_response(data: Any, *, status: int = 200, headers: Mapping[str, str] | 
 async def blob_response(
     request: web.Request, storage: StorageBackend, sha256: str, size: int, content_type: str
 ) -> web.StreamResponse:
-    """The whole blob, streamed (never held), with ``X-Checksum-Sha256`` to check it by; the store
-    raises (a 404 for a blob it lacks) before the first byte goes out."""
-    async with aclosing(await storage.read(sha256, 0, size)) as chunks:
+    """The whole blob, streamed (never held), with ``X-Checksum-Sha256`` to check it by; a blob
+    the store lacks (lost, or quarantined by the scrub) is a 404 before the first byte goes out."""
+    try:
+        chunks = await storage.read(sha256, 0, size)
+    except BlobNotFound:
+        raise NotFound(f"The blob {sha256} is not in this node's store") from None
+    async with aclosing(chunks):
         response = web.StreamResponse(headers={"Content-Type": content_type, "X-Checksum-Sha256": sha256})
         response.content_length = size
         await response.prepare(request)
