@@ -31,6 +31,7 @@ from .plugins import plugins
 from .pull_api import setup_pull
 from .routes import V1, setup_routes
 from .runner import JobRunner
+from .sboms import BundleSboms, SbomLimits
 from .schema import distribution_migrations
 from .settings import DistributionSettings
 from .signing import Signer
@@ -78,12 +79,15 @@ async def signer_ctx(app: web.Application) -> AsyncIterator[None]:
 async def bundles_ctx(app: web.Application) -> AsyncIterator[None]:
     store = BundleStore(app[database])
     app[core.artifacts].pin_with(store.pinned)
+    settings = app[settings_key]
+    limits = SbomLimits(settings.sbom_max_bytes, settings.sbom_embedded_max_bytes)
     app[bundles_key] = BundleService(
         store,
         app[core.artifacts],
         app[signer_key],
-        app[settings_key].max_bundle_artifacts,
-        spool_dir=app[settings_key].data_dir,
+        settings.max_bundle_artifacts,
+        spool_dir=settings.data_dir,
+        sboms=BundleSboms(store, app[core.artifacts].storage, limits),
     )
     yield
 

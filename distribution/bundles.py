@@ -26,6 +26,7 @@ from repository.permissions import Readable
 from wire.manifest import (
     Manifest,
     ManifestError,
+    ManifestSbom,
     check_bundle_name,
     check_bundle_version,
     check_limits,
@@ -34,6 +35,7 @@ from wire.timestamps import utc_timestamp
 
 from .bundle_store import Bundle, BundleStore, SignedManifest
 from .manifests import sign_bundle
+from .sboms import BundleSboms
 from .selection import Selection, select
 from .signing import KeyInfo, Signer
 from .specs import Query, SpecError, parse_spec
@@ -138,9 +140,16 @@ def parse_bundle_request(body: dict[str, Any], *, name: str | None = None, versi
 
 class BundleService:
     def __init__(
-        self, store: BundleStore, artifacts: ArtifactService, signer: Signer, max_artifacts: int, spool_dir: Path
+        self,
+        store: BundleStore,
+        artifacts: ArtifactService,
+        signer: Signer,
+        max_artifacts: int,
+        spool_dir: Path,
+        sboms: BundleSboms,
     ) -> None:
         self.store = store
+        self.sboms = sboms
         self.spool_dir = spool_dir  # where a manifest is written while it is signed
         self.artifacts = artifacts
         self.catalog = artifacts.catalog
@@ -153,8 +162,11 @@ class BundleService:
         return await select(self.store, self.catalog, queries, readable, self.max_artifacts)
 
     @staticmethod
-    def _check_limits(request: BundleRequest, user: str, selection: Selection) -> None:
-        """Refuse what could be stored but never signed: a manifest over the contract's limits."""
+    def _check_limits(
+        request: BundleRequest, user: str, selection: Selection, sbom: ManifestSbom | None = None
+    ) -> None:
+        """Refuse what could be stored but never signed: a manifest over the contract's limits
+        (checked before the SBOM is built, and again with its field once it is)."""
         try:
             header = Manifest(
                 name=request.name,
@@ -164,6 +176,7 @@ class BundleService:
                 description=request.description,
                 release_notes=request.release_notes,
                 artifacts=(),
+                sbom=sbom,
             )
             check_limits(header, selection.count, selection.manifest_bytes)
         except ManifestError as exc:
@@ -183,10 +196,11 @@ class BundleService:
             try:
                 self._check_limits(request, user, selection)
                 bundle = self._new_bundle(request, selection, user, created=now_ms())
+                sbom = await self._sbom(request, user, selection, bundle)
                 if request.dry_run:
                     return Answer(bundle, new=True, staged=selection.token)
                 try:
-                    await self._save(bundle, selection.token, replace=False)
+                    await self._save(bundle, selection.token, sbom, replace=False)
                 except sa.exc.IntegrityError:
                     raise Conflict(f"Release bundle {request.name}/{request.version} already exists") from None
             except BaseException:
@@ -205,26 +219,39 @@ class BundleService:
             try:
                 self._check_limits(request, user, selection)
                 bundle = self._new_bundle(request, selection, user, created=existing.created)
+                sbom = await self._sbom(request, user, selection, bundle)
                 if request.dry_run:
                     return Answer(bundle, new=False, staged=selection.token)
                 replaced = await self.store.blobs(request.name, request.version)
-                await self._save(bundle, selection.token, replace=True)
+                await self._save(bundle, selection.token, sbom, replace=True)
             except BaseException:
                 await self.store.unstage(selection.token)
                 raise
             await self.artifacts.collect(replaced)  # those no longer listed may go
             return Answer(bundle, new=False)
 
+    async def _sbom(self, request: BundleRequest, user: str, selection: Selection, bundle: Bundle) -> ManifestSbom:
+        """Build the bundle's SBOM (stored, unless a dry run), refused with its manifest field
+        over the manifest's limit (its blob then goes)."""
+        sbom = await self.sboms.make(bundle, selection.token, keep=not request.dry_run)
+        try:
+            self._check_limits(request, user, selection, sbom)
+        except BadRequest:
+            await self.artifacts.collect([sbom.sha256])
+            raise
+        return sbom
+
     async def discard(self, answer: Answer) -> None:
         """Drop what a dry run staged, once its answer was sent."""
         if answer.staged is not None:
             await self.store.unstage(answer.staged)
 
-    async def _save(self, bundle: Bundle, token: str, *, replace: bool) -> None:
-        """Store the bundle, pinning its blobs, unless one was deleted since it was resolved (409)."""
-        await self.artifacts.keep_pages(
-            partial(self.store.staged_blobs, token), partial(self.store.commit_staged, bundle, token, replace=replace)
-        )
+    async def _save(self, bundle: Bundle, token: str, sbom: ManifestSbom, *, replace: bool) -> None:
+        """Store the bundle, pinning its blobs and its SBOM, unless one was deleted since it was
+        resolved (409). The SBOM's blob is stored already: a blob no row names yet is left alone
+        by collects (they are asked for other blobs) and by the sweep (for its grace period)."""
+        commit = partial(self.store.commit_staged, bundle, token, replace=replace, sbom=sbom)
+        await self.artifacts.keep_pages(partial(self.store.staged_blobs, token), commit)
 
     @staticmethod
     def _new_bundle(request: BundleRequest, selection: Selection, user: str, *, created: int) -> Bundle:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import click
 
 from repository.cli_scrub import scrub_group
 from repository.cli_support import emit, remote_options, serve_command
-from repository.client import call
+from repository.client import call, download
 from wire.jsonstrict import JsonRefused, loads
 
 from . import __version__
@@ -219,6 +220,29 @@ def bundle_delete(url: str, token: str | None, name: str, version: str) -> None:
     """Delete a bundle version from the service."""
     call(url, token, "DELETE", f"{V1}/release_bundle/{name}/{version}")
     click.echo(f"deleted {name} {version}", err=True)
+
+
+@bundle.command("sbom")
+@remote
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write it to FILE, not standard output."
+)
+@bundle_name
+@bundle_version
+def bundle_sbom(url: str, token: str | None, output: Path | None, name: str, version: str) -> None:
+    """Fetch a bundle's CycloneDX SBOM, checked against the sha256 the service sends with it
+    (the one its signed manifest names)."""
+    data, headers = download(url, token, f"{V1}/release_bundle/{name}/{version}/sbom")
+    sha256 = hashlib.sha256(data).hexdigest()
+    if sha256 != headers.get("X-Checksum-Sha256"):
+        raise click.ClickException(
+            f"the SBOM received has sha256 {sha256}, not the {headers.get('X-Checksum-Sha256')} sent"
+        )
+    if output is None:
+        click.echo(data, nl=False)
+        return
+    output.write_bytes(data)
+    click.echo(f"wrote {output}: {len(data)} bytes, sha256 {sha256}", err=True)
 
 
 @main.group()

@@ -16,15 +16,16 @@ from typing import BinaryIO
 
 from storage_backends import StorageFull
 from storage_backends.errors import DISK_FULL_ERRNOS
-from wire.manifest import Manifest, ManifestEncoder
+from wire.manifest import Manifest, ManifestEncoder, ManifestSbom
 from wire.timestamps import iso
 
 from .bundle_store import Bundle, BundleArtifact, BundleStore
 from .signing import KeyInfo, Signer
 
 
-def manifest_header(bundle: Bundle) -> Manifest:
-    """The bundle's manifest without its artifacts: what the encoder adds them to."""
+def manifest_header(bundle: Bundle, sbom: ManifestSbom | None = None) -> Manifest:
+    """The bundle's manifest without its artifacts: what the encoder adds them to. ``sbom``: the
+    bundle's SBOM, named in the manifest (None for a bundle made before SBOMs existed)."""
     return Manifest(
         name=bundle.name,
         version=bundle.version,
@@ -33,6 +34,7 @@ def manifest_header(bundle: Bundle) -> Manifest:
         description=bundle.description,
         release_notes=bundle.release_notes,
         artifacts=(),
+        sbom=sbom,
     )
 
 
@@ -40,7 +42,7 @@ async def write_manifest(store: BundleStore, bundle: Bundle, out: BinaryIO) -> t
     """Write the bundle's canonical manifest to ``out``, a page of artifacts at a time; answers
     its size and sha256. The encoder checks the artifacts as ``Manifest`` does (a ``ManifestError``
     if not), off the event loop: it costs per artifact."""
-    encoder = ManifestEncoder(manifest_header(bundle))
+    encoder = ManifestEncoder(manifest_header(bundle, await store.sbom(bundle.name, bundle.version)))
     digest = hashlib.sha256()
 
     def write(data: bytes) -> None:

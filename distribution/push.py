@@ -61,9 +61,10 @@ class Progress:
         self.changes += 1
 
     def landed(self, blob: BundleBlob, *, sent: bool) -> None:
+        """A blob is on the edge; a blob no file lists (the bundle's SBOM) counts its bytes, no file."""
         self.distributed_files += blob.files
         self.distributed_bytes += blob.bytes
-        self.sent_files += sent
+        self.sent_files += sent and blob.files > 0
         self.changes += 1
 
     def on_bytes(self, n: int) -> None:

@@ -311,5 +311,25 @@ def m011_webhooks(db: Database) -> None:
     )
 
 
+@distribution_migrations()
+def m012_bundle_sboms(db: Database) -> None:
+    """Each bundle version's CycloneDX SBOM, a blob of the service's store named here by its
+    sha256: built when the bundle is created, pinned with it, and named in its signed
+    manifest. A bundle made before SBOMs existed has no row (and its manifest no ``sbom``)."""
+    db.executescript(
+        """
+        CREATE TABLE bundle_sboms (
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            PRIMARY KEY (name, version),
+            FOREIGN KEY (name, version) REFERENCES bundles (name, version) ON DELETE CASCADE
+        ) WITHOUT ROWID;
+        CREATE INDEX bundle_sboms_by_sha256 ON bundle_sboms (sha256);
+        """
+    )
+
+
 # On PostgreSQL the schema is the tables these migrations add up to (repository/pg_schema.py).
 tables_of(distribution_migrations, distribution_tables)

@@ -22,6 +22,8 @@ from wire.runtime import MAX_INTERVAL, MIN_INTERVAL
 
 # heartbeats kept per device at most: the history of 50,000 devices stays a bounded table
 MAX_HEARTBEAT_HISTORY = 10_000
+# an SBOM is built in memory (the library's objects, then its text): 1 GiB at most
+MAX_SBOM_BYTES = 1024**3
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,11 @@ class DistributionSettings(ServiceSettings):
     webhook_max_subscriptions: int = 100
     webhook_log_days: int = 30
     public_url: str | None = None
+    # SBOMs (README "SBOMs"): the most bytes a bundle's CycloneDX SBOM may take (a bundle whose SBOM
+    # would be larger is refused at creation), and the most bytes of a file of the bundle named like
+    # an SBOM (*.cdx.json, bom.json, sbom.json) that is read to merge it (a larger one is refused)
+    sbom_max_bytes: int = 64 * 1024 * 1024
+    sbom_embedded_max_bytes: int = 8 * 1024 * 1024
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -120,6 +127,10 @@ class DistributionSettings(ServiceSettings):
             raise ValueError(f"setting 'fleet_runtime_history' must be 0 to {MAX_HEARTBEAT_HISTORY}")
         if not 1 <= self.fleet_runtime_events <= 1_000_000:
             raise ValueError("setting 'fleet_runtime_events' must be 1 to 1000000")
+        if not 1 <= self.sbom_max_bytes <= MAX_SBOM_BYTES:
+            raise ValueError(f"setting 'sbom_max_bytes' must be 1 to {MAX_SBOM_BYTES}")
+        if not 0 <= self.sbom_embedded_max_bytes <= self.sbom_max_bytes:
+            raise ValueError("setting 'sbom_embedded_max_bytes' must be 0 to sbom_max_bytes")
         self._check_webhooks()
 
     def _check_webhooks(self) -> None:

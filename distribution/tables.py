@@ -48,6 +48,16 @@ bundle_artifacts = Table(
     _of_bundle(),
 )
 Index("bundle_artifacts_by_sha256", bundle_artifacts.c.sha256)
+bundle_sboms = Table(
+    "bundle_sboms",
+    distribution_tables,
+    Column("name", Text, primary_key=True),
+    Column("version", Text, primary_key=True),
+    Column("sha256", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    _of_bundle(),
+)
+Index("bundle_sboms_by_sha256", bundle_sboms.c.sha256)
 Table(
     "bundle_manifests",
     distribution_tables,

@@ -18,7 +18,7 @@ from repository.http import keys as core
 from repository.http.auth import require_role
 from repository.http.json_body import read_json_object
 from repository.http.middlewares import error_body
-from repository.http.responses import json_response
+from repository.http.responses import blob_response, json_response
 from repository.tokens import Role
 from wire import protocol
 from wire.protocol import RECEIVED_BYTES
@@ -244,3 +244,16 @@ async def remove_trusted_key(request: web.Request) -> web.Response:
     require_role(request, Role.admin)
     await request.app[trusted_keys_key].remove(request.match_info["alias"])
     return web.Response(status=204)
+
+
+# -- SBOMs --------------------------------------------------------------------------
+
+
+async def bundle_sbom(request: web.Request) -> web.StreamResponse:
+    """A bundle's CycloneDX SBOM, the bytes its signed manifest names; any signed-in role may read
+    it (as on the service), and check it by its ``X-Checksum-Sha256`` against that manifest."""
+    require_role(request, *Role)
+    transactions = request.app[transactions_key]
+    sbom = await transactions.sbom(request.match_info["name"], request.match_info["version"])
+    storage = transactions.artifacts.storage
+    return await blob_response(request, storage, sbom.sha256, sbom.size, protocol.SBOM_MEDIA_TYPE)

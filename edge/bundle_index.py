@@ -29,6 +29,7 @@ from repository.errors import NotFound
 from wire.protocol import Removal
 
 from .claims import COMMIT, REMOVE, BundleChange, BundleClaims
+from .sbom_store import SbomStore
 from .store import EdgeStore, Transaction
 from .transaction_files import TransactionFile
 
@@ -58,6 +59,7 @@ class BundleIndex:
         self.claims = claims
         self.artifacts = artifacts
         self.bulk = artifacts.catalog.bulk
+        self.sboms = SbomStore(store.database)
         self._lock = store.database.locks("bundle-change")  # one bundle change at a time, in every worker
 
     async def publish(
@@ -137,9 +139,12 @@ class BundleIndex:
         if left:
             total = max(total, left)  # a transaction row gone (it never is before the end) says nothing
             return Removal(total - left, total)
+        sbom = await self.sboms.of_transaction(change.transaction_id)
         while await self.claims.drop_transaction_blobs(change.transaction_id):
             pass
         await self.bulk.finish(change.bulk_key, extra=partial(self.claims.end_removal_rows, change))
+        if sbom is not None:  # named by no entry: collected once its transaction no longer lists it
+            await self.artifacts.collect([sbom.sha256])
         await self.bulk.reclaim()
         log.info("bundle %s/%s removed: %d files", change.name, change.version, total)
         return Removal(total, total)

@@ -33,6 +33,7 @@ def edge_routes() -> list[web.AbstractRouteDef]:
         web.post(protocol.batch_path(TX_ID), api.upload_blob_batch, name="tx_blob_batch"),
         web.get(protocol.BUNDLES, api.list_bundles, name="bundles_list", allow_head=False),
         web.delete(protocol.BUNDLES + "/{name}/{version}", api.delete_bundle, name="bundle_delete"),
+        web.get(protocol.RELEASE_BUNDLES + "/{name}/{version}/sbom", api.bundle_sbom, name="bundle_sbom"),
         web.post(protocol.TRUSTED_KEYS, api.trust_key, name="trusted_key_add"),
         web.get(protocol.TRUSTED_KEYS, api.list_trusted_keys, name="trusted_key_list", allow_head=False),
         web.delete(protocol.TRUSTED_KEYS + "/{alias}", api.remove_trusted_key, name="trusted_key_remove"),

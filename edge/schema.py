@@ -428,5 +428,21 @@ def m015_relays(db: Database) -> None:
     )
 
 
+@edge_migrations()
+def m013_edge_sboms(db: Database) -> None:
+    db.executescript(
+        """
+        -- The SBOM a transaction's signed manifest names (none for a manifest without one): its
+        -- blob is also in transaction_blobs, so it is asked for, received, checked at commit and
+        -- pinned as the files' blobs are; this row says which blob the bundle serves as its SBOM.
+        CREATE TABLE transaction_sboms (
+            transaction_id TEXT PRIMARY KEY REFERENCES transactions(id) ON DELETE CASCADE,
+            sha256 TEXT NOT NULL,
+            size INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        """
+    )
+
+
 # On PostgreSQL the schema is the tables these migrations add up to (repository/pg_schema.py).
 tables_of(edge_migrations, edge_tables)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,14 +137,19 @@ class EdgeStore:
             {"id": tx_id, "seq": seq},
         )
 
-    async def open(self, tx: Transaction, manifest: Path, signature: str) -> tuple[Transaction, bool]:
+    async def open(
+        self, tx: Transaction, manifest: Path, signature: str, extra: Callable[[], None] | None = None
+    ) -> tuple[Transaction, bool]:
         """Insert ``tx`` with its manifest (the bytes of the file ``manifest``) and the distinct blobs
         of the files its start recorded (``TransactionFiles``), replacing it if it was aborted or
         expired; an OPEN or COMMITTED one is answered as it is. The flag says whether it is
-        (re)opened by this call."""
-        return await self._database.run(self._open, tx, manifest, signature)
+        (re)opened by this call. ``extra`` runs in the same write, once the rows are in (it
+        records the manifest's SBOM: ``SbomStore.record_rows``)."""
+        return await self._database.run(self._open, tx, manifest, signature, extra)
 
-    def _open(self, tx: Transaction, manifest: Path, signature: str) -> tuple[Transaction, bool]:
+    def _open(
+        self, tx: Transaction, manifest: Path, signature: str, extra: Callable[[], None] | None
+    ) -> tuple[Transaction, bool]:
         with self._db.atomic():
             existing = self._get(tx.id)
             if existing is not None and existing.state in (State.OPEN, State.COMMITTED):
@@ -165,6 +170,8 @@ class EdgeStore:
                 {"id": tx.id},
             )
             self._insert_manifest(tx.id, manifest)
+            if extra is not None:
+                extra()
             found = self._get(tx.id)
         assert found is not None
         return found, True

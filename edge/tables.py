@@ -46,6 +46,13 @@ transaction_blobs = Table(
 )
 Index("transaction_blobs_by_sha256", transaction_blobs.c.sha256)
 Table(
+    "transaction_sboms",
+    edge_tables,
+    Column("transaction_id", Text, ForeignKey("transactions.id", ondelete="CASCADE"), primary_key=True),
+    Column("sha256", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+)
+Table(
     "transaction_manifest_chunks",
     edge_tables,
     Column("transaction_id", Text, ForeignKey("transactions.id", ondelete="CASCADE"), primary_key=True),

@@ -20,6 +20,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from repository.artifacts import ArtifactService
@@ -28,7 +29,7 @@ from repository.errors import Conflict, NotFound, RepositoryError
 from repository.policy import EDGE_UPLOADS_REPO
 from storage_backends import open_in_thread, os_storage_error
 from wire import protocol
-from wire.manifest import ManifestArtifact, ManifestError
+from wire.manifest import ManifestArtifact, ManifestError, ManifestSbom
 from wire.manifest_reader import ManifestReader, ManifestSummary
 from wire.protocol import Removal
 from wire.protocol import TransactionState as State
@@ -41,6 +42,7 @@ from .held import HeldBlobs
 from .pace import UploadPace
 from .raw_body import Receivers
 from .receiving import listed
+from .sbom_store import SbomStore
 from .staging import Staging
 from .store import EdgeStore, ReceivedBundle, Transaction
 from .transaction_files import TransactionFiles, file_of
@@ -128,6 +130,7 @@ class Transactions:
         self.uploads = Uploads(self, store, artifacts, staging, receivers, pace)
         self.index = BundleIndex(store, BundleClaims(store.database), artifacts)
         self.files = TransactionFiles(store.database)
+        self.sboms = SbomStore(store.database)
         self._lock = store.database.locks("transaction")  # one step of a transaction at a time, in every worker
         # whether a repo key is a virtual repo's (edge/virtual_setup.py sets it): no bundle lands there
         self.is_virtual: Callable[[str], object] = lambda _key: None
@@ -161,7 +164,8 @@ class Transactions:
                 now = now_ms()
                 tx = Transaction(sha256, header.name, header.version, State.OPEN, signer, now,
                                  now + self.ttl * 1000, None, summary.files, summary.bytes)  # fmt: skip
-                tx, created = await self.store.open(tx, manifest, signature)
+                sbom = partial(self.sboms.record_rows, sha256, header.sbom) if header.sbom else None
+                tx, created = await self.store.open(tx, manifest, signature, sbom)
             except BaseException:
                 await self.files.drop(sha256)
                 raise
@@ -325,6 +329,15 @@ class Transactions:
 
     async def bundles(self) -> list[ReceivedBundle]:
         return await self.store.bundles()
+
+    async def sbom(self, name: str, version: str) -> ManifestSbom:
+        """The SBOM of a bundle on this edge; 404 for an unknown bundle or one whose manifest names none."""
+        sbom = await self.sboms.of_bundle(name, version)
+        if sbom is None:
+            if await self.store.bundle(name, version) is None:
+                raise NotFound(f"No release bundle {name}/{version} on this edge")
+            raise NotFound(f"Release bundle {name}/{version} has no SBOM (its manifest names none)")
+        return sbom
 
     async def delete_bundle(self, name: str, version: str) -> Removal:
         """Remove a committed bundle, at most ``removal_files_per_request`` files per call

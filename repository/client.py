@@ -31,6 +31,27 @@ async def _call(base_url: str, token: str | None, method: str, path: str, body: 
         raise click.ClickException(f"cannot reach {base_url}: {exc}") from None
 
 
+def download(base_url: str, token: str | None, path: str) -> tuple[bytes, dict[str, str]]:
+    """GET the exact bytes at ``path`` (a document to keep as it was served) and the headers; a
+    4xx/5xx becomes a CLI error with the server's message, as ``call``'s do."""
+    return asyncio.run(_download(base_url.rstrip("/"), token, path))
+
+
+async def _download(base_url: str, token: str | None, path: str) -> tuple[bytes, dict[str, str]]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session,
+            session.get(base_url + path, headers=headers) as resp,
+        ):
+            data = await resp.read()
+            if resp.status >= 400:
+                raise click.ClickException(f"{resp.status}: {_message(data.decode('utf-8', 'replace'))}")
+            return data, dict(resp.headers)
+    except aiohttp.ClientError as exc:
+        raise click.ClickException(f"cannot reach {base_url}: {exc}") from None
+
+
 def _message(text: str) -> str:
     """The message of either error shape: Artifactory's ``errors`` list or Distribution's flat body."""
     try:

@@ -169,7 +169,8 @@ def test_a_bundle_reaches_three_edges_verified_and_the_next_version_sends_only_t
     done = service.wait("1.4.1", service.distribute("1.4.1"))
     assert done["status"] == "Completed", done
     for site in done["sites"]:
-        assert (site["sent_files"], site["sent_bytes"]) == (1, len(changed["RELEASE-NOTES.md"])), site
+        sbom = service.call("GET", f"{V1}/release_bundle/app/1.4.1/manifest")[1]["sbom"]  # sent with the file
+        assert (site["sent_files"], site["sent_bytes"]) == (1, len(changed["RELEASE-NOTES.md"]) + sbom["size"]), site
         assert site["distributed_bytes"] == site["total_bytes"] == sum(len(v) for v in changed.values())
 
 

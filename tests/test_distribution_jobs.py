@@ -243,6 +243,12 @@ async def test_an_attempt_has_one_request_id_on_every_call_the_edge_logs(dist: A
     assert {c["request_id"] for c in calls} == {f"dist-{dist_id}-us-east-1-0"}, "one attempt, one id, on every call"
 
 
+async def sbom_size(dist: Any, version: str) -> int:
+    """The size of the SBOM the bundle's signed manifest names: one more blob a distribution sends."""
+    manifest = await (await dist.get(f"{V1}/release_bundle/app/{version}/manifest", headers=admin())).read()
+    return int(json.loads(manifest)["sbom"]["size"])
+
+
 async def test_a_bundle_reaches_a_real_edge_verified_and_a_new_version_sends_only_what_changed(
     dist: Any, edge_server: EdgeProcess
 ) -> None:
@@ -254,7 +260,7 @@ async def test_a_bundle_reaches_a_real_edge_verified_and_a_new_version_sends_onl
     assert site["target_artifactory"]["name"] == "us-east-1" and site["general_error"] == ""
     total = sum(len(v) for v in FILES.values())
     assert (site["total_files"], site["distributed_files"], site["distributed_bytes"]) == (3, 3, total)
-    assert site["sent_bytes"] == total
+    assert site["sent_bytes"] == total + await sbom_size(dist, "1.0")  # the files, and the bundle's SBOM
     for path, data in FILES.items():
         assert download(edge_server.url, f"{REPO}/app/1.0/{path}") == (200, data)
     changed = {**FILES, "notes.txt": b"new notes for 1.1\n"}
@@ -262,7 +268,7 @@ async def test_a_bundle_reaches_a_real_edge_verified_and_a_new_version_sends_onl
     done = await wait_for(dist, "1.1", await distribute(dist, "1.1"), finished)
     (site,) = done["sites"]
     assert done["status"] == COMPLETED and site["distributed_bytes"] == sum(len(v) for v in changed.values())
-    assert (site["sent_files"], site["sent_bytes"]) == (1, len(changed["notes.txt"]))
+    assert (site["sent_files"], site["sent_bytes"]) == (1, len(changed["notes.txt"]) + await sbom_size(dist, "1.1"))
     history = await (await dist.get(f"{V1}/release_bundle/app/1.1/distribution", headers=admin())).json()
     assert [d["distribution_id"] for d in history] == [done["distribution_id"]]
     assert set(done) == {

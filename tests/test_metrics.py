@@ -315,7 +315,9 @@ async def test_jobs_by_state_bytes_and_lag_per_edge_follow_a_real_distribution(
         return {state: value(samples, "distribution_jobs", state=state) for state in (IN_QUEUE, COMPLETED, FAILED)}
 
     samples = await scrape_until(dist, lambda s: per_state(s) == {IN_QUEUE: 1, COMPLETED: 1, FAILED: 0})
-    assert value(samples, "distribution_sent_bytes_total", edge="us-east-1") == sum(map(len, files.values()))
+    sbom = json.loads(await (await dist.get(f"{V1}/release_bundle/app/1.0/manifest", headers=admin())).read())["sbom"]
+    sent = sum(map(len, files.values())) + sbom["size"]  # the files and the bundle's SBOM
+    assert value(samples, "distribution_sent_bytes_total", edge="us-east-1") == sent
     assert value(samples, "distribution_sent_bytes_total", edge="eu-west-1") is None
     assert value(samples, "distribution_edge_pending_jobs", edge="us-east-1") == 0
     assert value(samples, "distribution_edge_pending_jobs", edge="eu-west-1") == 1

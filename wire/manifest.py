@@ -8,7 +8,9 @@ duplicate keys that one parser takes first and another last, no floats that
 round differently, no NaN that some parsers refuse).
 
 A top-level ``"format"`` field versions the contract; a node refuses formats it
-does not know instead of guessing.
+does not know instead of guessing. The optional ``"sbom"`` field (the sha256 and size of
+the bundle's CycloneDX SBOM) was added without a new format: a manifest without it keeps
+its bytes, and its signature, exactly as before.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ HEX_RE = re.compile(r"[0-9a-f]+")
 MANIFEST_FIELDS = frozenset(
     {"format", "name", "version", "created", "created_by", "description", "release_notes", "artifacts"}
 )
+OPTIONAL_MANIFEST_FIELDS = frozenset({"sbom"})
+SBOM_FIELDS = frozenset({"sha256", "size"})
 ARTIFACT_FIELDS = frozenset({"target", "source", "size", "sha256", "sha1", "md5", "properties"})
 RELEASE_NOTES_FIELDS = frozenset({"syntax", "content"})
 
@@ -162,6 +166,22 @@ class ManifestArtifact:
         object.__setattr__(self, "properties", _check_properties(self.properties, f"{where}.properties"))
 
 
+@dataclass(frozen=True)
+class ManifestSbom:
+    """The bundle's SBOM by digest: signed with the manifest, so the document an edge serves is as
+    trusted as the files; it travels as one more blob of the bundle (docs/transactions.md)."""
+
+    sha256: str
+    size: int
+
+    def __post_init__(self) -> None:
+        digest = self.sha256
+        if type(digest) is not str or len(digest) != 64 or not HEX_RE.fullmatch(digest):
+            _fail("sbom.sha256", "must be 64 lowercase hex characters")
+        if type(self.size) is not int or not 1 <= self.size <= MAX_SIZE:
+            _fail("sbom.size", f"must be an integer from 1 to {MAX_SIZE}")
+
+
 DEFAULT_RELEASE_NOTES: Mapping[str, str] = {"syntax": "plain_text", "content": ""}
 
 
@@ -178,6 +198,7 @@ class Manifest:
     description: str
     release_notes: dict[str, str]
     artifacts: tuple[ManifestArtifact, ...]
+    sbom: ManifestSbom | None = None
 
     def __post_init__(self) -> None:
         check_bundle_name(self.name, "name")
@@ -194,6 +215,8 @@ class Manifest:
         artifacts = tuple(self.artifacts)
         object.__setattr__(self, "artifacts", artifacts)
         _check_artifact_list(artifacts)
+        if self.sbom is not None and not isinstance(self.sbom, ManifestSbom):
+            _fail("sbom", "must be a ManifestSbom")
 
     @classmethod
     def create(
@@ -206,6 +229,7 @@ class Manifest:
         created_by: str = "",
         description: str = "",
         release_notes: Mapping[str, str] | None = None,
+        sbom: ManifestSbom | None = None,
     ) -> Manifest:
         """Build a manifest from artifacts in any order; duplicate targets are still refused."""
         return cls(
@@ -216,6 +240,7 @@ class Manifest:
             description=description,
             release_notes=dict(release_notes or DEFAULT_RELEASE_NOTES),
             artifacts=tuple(sorted(artifacts, key=lambda a: a.target)),
+            sbom=sbom,
         )
 
     @property
@@ -285,7 +310,7 @@ def _artifact_json(a: ArtifactFields) -> dict[str, Any]:
 
 
 def _to_json(manifest: Manifest) -> dict[str, Any]:
-    return {
+    body = {
         "format": FORMAT_VERSION,
         "name": manifest.name,
         "version": manifest.version,
@@ -295,6 +320,9 @@ def _to_json(manifest: Manifest) -> dict[str, Any]:
         "release_notes": manifest.release_notes,
         "artifacts": [_artifact_json(a) for a in manifest.artifacts],
     }
+    if manifest.sbom is not None:  # absent, not null: a manifest without one keeps its old bytes
+        body["sbom"] = {"sha256": manifest.sbom.sha256, "size": manifest.sbom.size}
+    return body
 
 
 def _canonical(obj: Any) -> bytes:
@@ -414,11 +442,13 @@ def sha256_of(manifest: Manifest) -> str:
     return hashlib.sha256(encode(manifest)).hexdigest()
 
 
-def _fields(obj: object, allowed: frozenset[str], where: str) -> Mapping[str, Any]:
+def _fields(
+    obj: object, allowed: frozenset[str], where: str, optional: frozenset[str] = frozenset()
+) -> Mapping[str, Any]:
     if not isinstance(obj, dict):
         _fail(where, "must be a JSON object")
     missing = sorted(allowed - obj.keys())
-    unknown = sorted(obj.keys() - allowed)
+    unknown = sorted(obj.keys() - allowed - optional)
     if missing:
         _fail(where, f"missing field(s) {', '.join(missing)}")
     if unknown:
@@ -432,6 +462,11 @@ def _artifact_from_json(obj: object, where: str) -> ManifestArtifact:
         return ManifestArtifact(**fields)
     except ManifestError as exc:  # name the artifact by its index, as a reader of the JSON sees it
         raise ManifestError(exc.message.replace(": artifact.", f": {where}.", 1)) from None
+
+
+def _sbom_from_json(obj: object) -> ManifestSbom:
+    fields = _fields(obj, SBOM_FIELDS, "sbom")
+    return ManifestSbom(sha256=fields["sha256"], size=fields["size"])
 
 
 def _first_difference(a: bytes, b: bytes) -> int:
@@ -462,7 +497,7 @@ def decode(data: bytes) -> Manifest:
         obj = loads(data, floats=False)
     except JsonRefused as exc:
         _fail("JSON", exc.problem)
-    fields = _fields(obj, MANIFEST_FIELDS, "manifest")
+    fields = _fields(obj, MANIFEST_FIELDS, "manifest", OPTIONAL_MANIFEST_FIELDS)
     if type(fields["format"]) is not int or fields["format"] != FORMAT_VERSION:
         _fail("format", f"unsupported manifest format {fields['format']!r} (this node reads {FORMAT_VERSION})")
     raw_artifacts = fields["artifacts"]
@@ -478,6 +513,7 @@ def decode(data: bytes) -> Manifest:
         description=fields["description"],
         release_notes=fields["release_notes"],
         artifacts=tuple(_artifact_from_json(a, f"artifacts[{i}]") for i, a in enumerate(raw_artifacts)),
+        sbom=_sbom_from_json(fields["sbom"]) if "sbom" in fields else None,
     )
     canonical = encode(manifest)
     if canonical != data:

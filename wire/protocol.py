@@ -46,6 +46,12 @@ START_FIELDS = frozenset({"manifest", "signature"})
 MISSING_PAGE = 1000
 MAX_MISSING_PAGE = 10_000
 
+# A bundle's SBOM (the manifest's optional ``sbom`` field names its sha256 and size) travels as one
+# more blob of the transaction and is served, by the service and by every edge, at
+# ``<api>/release_bundle/{name}/{version}/sbom`` as this media type; the edge's API is here.
+SBOM_MEDIA_TYPE = "application/vnd.cyclonedx+json"
+RELEASE_BUNDLES = f"{DISTRIBUTION_API}/release_bundle"
+
 # Bytes of a blob the edge holds: the answer to HEAD on a blob, and to a resume at the wrong offset.
 RECEIVED_BYTES = "X-Received-Bytes"
 CONTENT_RANGE_RE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19})")
