@@ -18,6 +18,7 @@ from repository.http import keys as core
 from repository.http.auth import require_role
 from repository.http.json_body import read_json_object
 from repository.http.responses import json_response
+from repository.remote_source import REMOTE
 from repository.tokens import Role
 from repository.virtual import VirtualConfigError, VirtualRepo, check_members
 from wire.paths import check_repo_key
@@ -38,8 +39,10 @@ async def put_repository(request: web.Request) -> web.Response:
         if store.get(key) is not None:
             raise Conflict(f"Repository '{key}' already exists as a virtual repository")
         return await by_kind.put_repository(request)
-    if await _is_local(request, key):
-        raise Conflict(f"Repository '{key}' already exists as a local or remote repository")
+    held = await request.app[core.catalog].get_repo(key)
+    if held is not None:
+        kind = "remote" if held.type == REMOTE else "local"
+        raise Conflict(f"Repository '{key}' already exists as a {kind} repository")
     wanted = await _configured(request, key, body, None)
     existing = store.get(key)
     if existing is not None:

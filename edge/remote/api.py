@@ -79,7 +79,9 @@ async def delete_repository(request: web.Request) -> web.Response:
     if remotes.store.config(key) is None:
         if await request.app[core.catalog].get_repo(key) is None:
             raise NotFound(f"Repository '{key}' does not exist")
-        raise Conflict(f"Repository '{key}' is not a remote repository: only those can be deleted on an edge")
+        raise Conflict(
+            f"Repository '{key}' is a local repository: only virtual and remote repositories can be removed on an edge"
+        )
     await remotes.remove_repo(key)
     await request.app[core.catalog].remove_repo(key)
     return web.Response(text=f"Repository '{key}' and all its content have been removed successfully.\n")
