@@ -2,17 +2,19 @@
 
 CI deploys builds with their properties; one passes its stage and is labelled
 ``RC1-Approved=true`` through the property API; a Release Bundle is created from whatever
-carries the label (AQL, from the ``distribution`` CLI), signed and distributed; on the edge
-exactly the labelled build's files are served, and ``?properties`` answers the label.
+carries the label (AQL, from the ``distribution`` CLI), signed and distributed; a webhook
+receiver (a real process checking every signature) hears that the distribution completed;
+on the edge exactly the labelled build's files are served, ``?properties`` answers the
+label, and the bundle's SBOM, fetched from the edge, checks out against the signed manifest
+with plain curl, gpg, sha256sum and jq.
 
-Each step is one function, so later steps of the story (the SBOM fetched from the edge and
-checked against the signed manifest, the webhook for the completed distribution) slot in
-as functions of their own.
+Each step is one function, as README "From CI labels to edges" tells it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shlex
 import subprocess
 import time
@@ -24,8 +26,10 @@ import pytest
 
 from devstack.services import SOURCE_REPO, DistributionProcess, EdgeProcess
 from tests.edge_setup import distributor_token, download, http, trust
+from tests.sbom_verify import Endpoint, verify_sbom_with_plain_tools
 from tests.test_distribute_e2e import EVERYWHERE, V1
 from tests.test_distribution_cli import CLI_TIMEOUT, cli_for
+from tests.webhook_receiver import WebhookReceiver
 
 LABEL = "RC1-Approved"
 BUILDS = {
@@ -48,17 +52,38 @@ def curl(*args: str, data: bytes | None = None) -> bytes:
     return done.stdout
 
 
+SECRET = "whsec_" + "release-story-only"
+
+
 @dataclass
 class Story:
     service: DistributionProcess
     edge: EdgeProcess
+    receiver: WebhookReceiver
+    workdir: Path
     bundle: tuple[str, str] = ("app", "1.0.0")
 
 
 @pytest.fixture
 def story(tmp_path: Path) -> Iterator[Story]:
-    with DistributionProcess(tmp_path / "d") as service, EdgeProcess(tmp_path / "e") as edge:
-        yield Story(service, edge)
+    with (
+        DistributionProcess(tmp_path / "d") as service,
+        EdgeProcess(tmp_path / "e") as edge,
+        WebhookReceiver(tmp_path / "receiver", SECRET) as receiver,
+    ):
+        yield Story(service, edge, receiver, tmp_path)
+
+
+def subscribe_the_release_channel(story: Story) -> None:
+    """The team's chat bridge subscribes to completed (and failed) distributions, from the CLI."""
+    secret = story.workdir / "webhook-secret"
+    secret.write_text(SECRET)
+    cli = cli_for(story.service)
+    added = cli.json(
+        "webhook", "add", story.receiver.url, "--event", "distribution.completed", "--event",
+        "distribution.failed", "--secret-file", str(secret),
+    )  # fmt: skip
+    assert added["events"] == ["distribution.completed", "distribution.failed"], added
 
 
 def deploy_builds_with_properties(story: Story) -> None:
@@ -133,6 +158,37 @@ def distribute_to_the_edge(story: Story) -> None:
     assert progress["status"] == "Completed", progress
 
 
+def hear_that_the_distribution_completed(story: Story) -> None:
+    """The receiver got one genuine, fresh delivery: the distribution of the labelled bundle completed."""
+    got = story.receiver.wait_for(lambda got: len(got) >= 1)
+    assert [(r.problem, r.type) for r in got] == [("", "distribution.completed")]
+    name, version = story.bundle
+    assert (got[0].data["name"], got[0].data["version"]) == (name, version)
+    assert got[0].data["sites"] == [{"edge": "edge-1", "status": "Completed", "error": ""}]
+
+
+def verify_the_sbom_from_the_edge_against_the_signed_manifest(story: Story) -> None:
+    """The SBOM the edge serves is the one the signed manifest names, and lists the labelled build."""
+    service, edge = story.service, story.edge
+    name, version = story.bundle
+    checked = verify_sbom_with_plain_tools(
+        story.workdir / "plain-tools",
+        Endpoint(service.url, service.admin_token),
+        Endpoint(edge.url, edge.admin_token),
+        name,
+        version,
+    )
+    status, keys = http("GET", f"{service.url}{V1}/keys/gpg", service.admin_token)
+    assert status == 200
+    assert checked.signer in {k["fingerprint"] for k in keys["keys"]}
+    sbom = json.loads(checked.data)
+    assert sbom["metadata"]["component"]["name"] == name
+    hashes = {c["name"]: {h["alg"]: h["content"] for h in c.get("hashes", [])} for c in sbom["components"]}
+    for path, data in BUILDS[APPROVED].items():
+        component = hashes[f"{SOURCE_REPO}/{path}"]
+        assert component["SHA-256"] == hashlib.sha256(data).hexdigest(), path
+
+
 def check_the_edge_serves_exactly_the_labelled_build(story: Story) -> None:
     edge = story.edge
     for number, files in BUILDS.items():
@@ -162,5 +218,8 @@ def test_a_build_labelled_by_ci_reaches_the_edge_with_its_label_and_nothing_else
     deploy_builds_with_properties(story)
     label_the_approved_build(story)
     create_and_sign_the_bundle_by_label(story)
+    subscribe_the_release_channel(story)
     distribute_to_the_edge(story)
+    hear_that_the_distribution_completed(story)
     check_the_edge_serves_exactly_the_labelled_build(story)
+    verify_the_sbom_from_the_edge_against_the_signed_manifest(story)
