@@ -127,7 +127,7 @@ def test_a_blob_is_served_only_to_an_edge_it_was_distributed_to_and_resumes_by_r
         GOOD | {"state": "Failed", "error": ""},
         GOOD | {"transaction_id": "abc"},
         GOOD | {"transaction_id": None},
-        GOOD | {"published": None},
+        GOOD | {"transaction_id": "ab" * 32, "published": None},
         GOOD | {"published": {"files": 1, "bytes": 7, "sha256": "0" * 64}},
         GOOD | {"state": "Completed"},
         GOOD | {"extra": 1},
