@@ -35,7 +35,7 @@ from wire import pull
 from wire.errors import WireError
 from wire.protocol import TransactionState as State
 
-from .pull_client import CHUNK, ServiceClient, ServiceRefused, ServiceUnavailable
+from .pull_client import ServiceClient, ServiceRefused, ServiceUnavailable
 from .pull_jobs import LocalJob, PullJobs
 from .pull_settings import PullSettings
 from .receiving import BlobRefused
@@ -206,7 +206,10 @@ class Puller:
                 break
             try:
                 async with self.client.blob(sha256, offset, size) as resp:
-                    chunks = resp.content.iter_chunked(CHUNK)
+                    # What arrived, as it arrives: aiohttp drops the bytes it still buffers when the
+                    # link breaks, and reading in large chunks lets it buffer twice that much, so
+                    # a cut would leave nothing staged to resume from.
+                    chunks = resp.content.iter_any()
                     await uploads.upload(
                         tx_id,
                         sha256,

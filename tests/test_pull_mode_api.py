@@ -17,7 +17,7 @@ from wire import pull
 
 FILES = {"a.bin": b"first file of the bundle\n", "b.bin": b"second\n"}
 OTHER = {"c.bin": b"only in the bundle for the other edge\n"}
-GOOD = {"state": "In progress", "distributed_files": 1, "distributed_bytes": 7, "transaction_id": None, "error": ""}
+GOOD = {"state": "In progress", "distributed_files": 1, "distributed_bytes": 7, "error": ""}
 
 
 class Two:
@@ -126,6 +126,8 @@ def test_a_blob_is_served_only_to_an_edge_it_was_distributed_to_and_resumes_by_r
         GOOD | {"error": "not failed"},
         GOOD | {"state": "Failed", "error": ""},
         GOOD | {"transaction_id": "abc"},
+        GOOD | {"transaction_id": None},
+        GOOD | {"transaction_id": "ab" * 32, "published": None},
         GOOD | {"published": {"files": 1, "bytes": 7, "sha256": "0" * 64}},
         GOOD | {"state": "Completed"},
         GOOD | {"extra": 1},

@@ -10,6 +10,7 @@ process, with real gpg keys and a real signed manifest where an operation needs 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sqlite3
@@ -26,32 +27,52 @@ from repository.http.openapi import load_document
 from tests.api_formats import ed25519_pem, manifest_artifact
 from tests.conftest import ADMIN_TOKEN, UPLOADS, make_settings
 from tests.gpg_keys import KeyFactory, KeySet
+from wire import protocol, pull
 from wire.manifest import Manifest, encode
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 REPO = "releases-local"
 FILE = b"a file the bodies point at\n"
+RELAYED = "0.9"  # the version of the transaction the edge's state commits, for a relay to ask for
+CREATED = "2026-01-02T03:04:05.000Z"  # fixed, so the relayed transaction's id is known beforehand
+PULL_EDGE = "pull-1"
 
 
 async def _ok(resp: Any) -> None:
     assert resp.status < 300, f"{resp.method} {resp.url}: {resp.status} {await resp.text()}"
 
 
-def _signed_manifest(key_factory: KeyFactory, keys: KeySet) -> dict[str, str]:
-    artifact = manifest_artifact(f"{REPO}/app/1.0/app.bin", f"{REPO}/app/1.0/app.bin", FILE)
-    manifest = encode(Manifest.create("app", "1.0", [artifact], created_by="release-manager"))
+def _manifest(version: str) -> bytes:
+    target = f"{REPO}/app/{version}/app.bin"
+    artifact = manifest_artifact(target, target, FILE)
+    return encode(Manifest.create("app", version, [artifact], created=CREATED, created_by="release-manager"))
+
+
+def _relayed_id() -> str:
+    """The id of the transaction ``_edge_state`` commits: its manifest's sha256."""
+    return hashlib.sha256(_manifest(RELAYED)).hexdigest()
+
+
+def _signed_manifest(key_factory: KeyFactory, keys: KeySet, version: str = "1.0") -> dict[str, str]:
+    manifest = _manifest(version)
     return {"manifest": manifest.decode(), "signature": key_factory.sign(keys.alice, manifest).decode()}
 
 
-async def _edge_state(client: Any, keys: KeySet) -> None:
+async def _edge_state(client: Any, key_factory: KeyFactory, keys: KeySet) -> None:
     await _ok(await client.put(f"/artifactory/api/repositories/{REPO}", json={}, headers=ADMIN))
     await _ok(await client.put(f"/artifactory/{UPLOADS}/a.bin", data=FILE, headers=ADMIN))
     await _ok(await client.put("/artifactory/api/security/users/alice", json={"password": "pw-long-1"}, headers=ADMIN))
     trusted = {"alias": "dist", "public_key": keys.alice.public}
     await _ok(await client.post("/artifactory/api/security/keys/trusted", json=trusted, headers=ADMIN))
+    started = await client.post(protocol.TRANSACTIONS, json=_signed_manifest(key_factory, keys, RELAYED), headers=ADMIN)
+    await _ok(started)
+    for sha256 in (await started.json())["missing"]:
+        await _ok(await client.put(protocol.blob_path(_relayed_id(), sha256), data=FILE, headers=ADMIN))
+    await _ok(await client.post(protocol.commit_path(_relayed_id()), headers=ADMIN))
 
 
-async def _distribution_state(client: Any) -> None:
+async def _distribution_state(client: Any) -> dict[tuple[str, str], dict[str, str]]:
+    """The state the bodies need; answers the headers an operation takes instead of an admin's."""
     await _ok(await client.put(f"/artifactory/api/repositories/{REPO}", json={}, headers=ADMIN))
     await _ok(await client.put(f"/artifactory/{REPO}/app/1.0/app.bin", data=FILE, headers=ADMIN))
     spec = {"queries": [{"pattern": f"{REPO}/app/**"}]}
@@ -67,6 +88,21 @@ async def _distribution_state(client: Any) -> None:
         "token": "edge-token",
     }
     await _ok(await client.post("/distribution/api/v1/edges", json=edge, headers=ADMIN))
+    pull_edge = {
+        "name": PULL_EDGE,
+        "mode": "pull",
+        "site_name": "inbound-only",
+        "city_name": "ber",
+        "country_code": "DE",
+    }
+    registered = await client.post("/distribution/api/v1/edges", json=pull_edge, headers=ADMIN)
+    await _ok(registered)
+    rules = {"distribution_rules": [{"site_name": "inbound-only"}]}  # job 1, in queue for the pull-mode edge
+    await _ok(await client.post("/distribution/api/v1/distribution/app/1.5.0", json=rules, headers=ADMIN))
+    hook = {"url": "http://127.0.0.1:9/hooks", "events": ["bundle.created"]}  # subscription 1
+    await _ok(await client.post("/distribution/api/v1/webhooks", json=hook, headers=ADMIN))
+    credential = {pull.CREDENTIAL_HEADER: (await registered.json())["credential"]}
+    return {("POST", "/distribution/api/v1/pull/{edge}/jobs/{id}"): credential}
 
 
 def edge_bodies(key_factory: KeyFactory, keys: KeySet) -> dict[tuple[str, str], dict[str, Any]]:
@@ -87,6 +123,12 @@ def edge_bodies(key_factory: KeyFactory, keys: KeySet) -> dict[tuple[str, str], 
         ("POST", "/artifactory/api/security/keys/trusted"): {"alias": "other", "public_key": keys.bob.public},
         ("POST", "/artifactory/api/downloads/statistics"): {
             "downloads": [{"repo": UPLOADS, "path": "a.bin", "count": 1}]
+        },
+        ("POST", "/artifactory/api/distribution/relays"): {
+            "transaction_id": _relayed_id(),
+            "child": "child-1",
+            "url": "http://127.0.0.1:9",
+            "token": "child-token",
         },
     }
 
@@ -124,6 +166,20 @@ def distribution_bodies(keys: KeySet) -> dict[tuple[str, str], dict[str, Any]]:
         },
         ("POST", "/distribution/api/v1/keys/gpg"): {"alias": "next", "key": {"private_key": keys.bob.private}},
         ("POST", "/distribution/api/v1/distribution/{name}/{version}/repair"): {"dry_run": True},
+        ("POST", "/distribution/api/v1/webhooks"): {
+            "url": "http://127.0.0.1:9/other",
+            "events": ["bundle.signed"],
+            "secret": "a-secret-of-sixteen-or-more",
+            "enabled": True,
+        },
+        ("PATCH", "/distribution/api/v1/webhooks/{id}"): {"enabled": False},
+        ("POST", "/distribution/api/v1/pull/{edge}/jobs/{id}"): {
+            "state": "In progress",
+            "distributed_files": 0,
+            "distributed_bytes": 0,
+            "transaction_id": "ab" * 32,
+            "error": "",
+        },
     }
 
 
@@ -140,7 +196,7 @@ def concrete(path: str) -> str:
     elif "release_bundle" in path:
         samples = {"name": "app", "version": "1.4.0"}  # open
     else:
-        samples = {"key": REPO, "name": "team" if "permissions" in path else "alice"}
+        samples = {"key": REPO, "name": "team" if "permissions" in path else "alice", "edge": PULL_EDGE, "id": "1"}
     for name, value in samples.items():
         path = path.replace("{" + name + "}", value)
     return path
@@ -182,19 +238,21 @@ def mutations(body: dict[str, Any], integers: list[str]) -> dict[str, dict[str, 
     return found
 
 
-async def _check(client: Any, service: str, method: str, path: str, body: dict[str, Any], database: Path) -> None:
+async def _check(
+    client: Any, service: str, method: str, path: str, body: dict[str, Any], database: Path, headers: dict[str, str]
+) -> None:
     before = catalog_rows(database)
     for what, mutated in mutations(body, integer_fields(service, method, path)).items():
         data = json.dumps(mutated, allow_nan=True)
         resp = await client.request(
-            method, concrete(path), data=data, headers={**ADMIN, "Content-Type": "application/json"}
+            method, concrete(path), data=data, headers={**headers, "Content-Type": "application/json"}
         )
         answer = await resp.json()
         assert resp.status == 400, f"{method} {path} with {what}: {resp.status} {answer}"
         status = answer["status_code"] if path.startswith("/distribution/") else answer["errors"][0]["status"]
         assert status == 400, answer
         assert catalog_rows(database) == before, f"{method} {path} with {what} changed the catalog"
-    accepted = await client.request(method, concrete(path), json=body, headers=ADMIN)
+    accepted = await client.request(method, concrete(path), json=body, headers=headers)
     if (method, path) in REFUSED_BY_STATE:
         status, message = REFUSED_BY_STATE[method, path]
         assert (accepted.status, (await accepted.json())["message"].startswith(message)) == (status, True)
@@ -218,9 +276,10 @@ async def test_an_edge_write_api_refuses_unknown_keys_nan_and_null_integers(
 ) -> None:
     settings = make_settings(tmp_path)
     client = await aiohttp_client(create_edge_app(settings))
-    await _edge_state(client, keys)
+    await _edge_state(client, key_factory, keys)
     method, path = operation
-    await _check(client, "edge", method, path, edge_bodies(key_factory, keys)[operation], settings.database_path)
+    body = edge_bodies(key_factory, keys)[operation]
+    await _check(client, "edge", method, path, body, settings.database_path, ADMIN)
 
 
 @pytest.mark.parametrize("operation", sorted(service_operations()), ids=" ".join)
@@ -230,6 +289,7 @@ async def test_a_distribution_write_api_refuses_unknown_keys_nan_and_null_intege
     settings = DistributionSettings(data_dir=tmp_path / "distribution", port=0, admin_token=ADMIN_TOKEN)
     app: web.Application = create_distribution_app(settings)
     client = await aiohttp_client(app)
-    await _distribution_state(client)
+    headers = (await _distribution_state(client)).get(operation, ADMIN)
     method, path = operation
-    await _check(client, "distribution", method, path, distribution_bodies(keys)[operation], settings.database_path)
+    body = distribution_bodies(keys)[operation]
+    await _check(client, "distribution", method, path, body, settings.database_path, headers)

@@ -174,9 +174,10 @@ def report_body(report: Report) -> dict[str, Any]:
         "state": report.state,
         "distributed_files": report.distributed_files,
         "distributed_bytes": report.distributed_bytes,
-        "transaction_id": report.transaction_id,
         "error": report.error,
     }
+    if report.transaction_id is not None:  # absent until the edge opened it: no field is ever null
+        body["transaction_id"] = report.transaction_id
     if report.published is not None:
         p = report.published
         body["published"] = {"files": p.files, "bytes": p.bytes, "sha256": p.sha256}
@@ -189,9 +190,7 @@ def _count(value: Any, what: str) -> int:
     return value
 
 
-def _published(value: Any) -> Published | None:
-    if value is None:
-        return None
+def _published(value: Any) -> Published:
     value = _exact(value, {"files", "bytes", "sha256"}, "'published'")
     if not isinstance(value["sha256"], str) or not SHA256_RE.fullmatch(value["sha256"]):
         raise InvalidInput("'published.sha256' must be a sha256 (64 lowercase hex digits)")
@@ -202,19 +201,22 @@ def _published(value: Any) -> Published | None:
 
 def parse_report(body: Any) -> Report:
     """A status report; anything malformed is InvalidInput, so nothing is changed by it."""
-    fields = {"state", "distributed_files", "distributed_bytes", "transaction_id", "error"}
-    if not isinstance(body, dict) or not fields <= set(body) <= fields | {"published"}:
-        raise InvalidInput(f"A report has the fields {', '.join(sorted(fields))} and, once Completed, 'published'")
+    fields = {"state", "distributed_files", "distributed_bytes", "error"}
+    if not isinstance(body, dict) or not fields <= set(body) <= fields | {"transaction_id", "published"}:
+        raise InvalidInput(
+            f"A report has the fields {', '.join(sorted(fields))}, 'transaction_id' once the edge opened"
+            " its transaction and, once Completed, 'published'"
+        )
     if body["state"] not in REPORTED_STATES:
         raise InvalidInput(f"'state' must be one of {', '.join(REPORTED_STATES)}")
-    tx = body["transaction_id"]
-    if tx is not None and (not isinstance(tx, str) or not SHA256_RE.fullmatch(tx)):
-        raise InvalidInput("'transaction_id' must be null or a sha256 (64 lowercase hex digits)")
+    tx = body.get("transaction_id")
+    if "transaction_id" in body and (not isinstance(tx, str) or not SHA256_RE.fullmatch(tx)):
+        raise InvalidInput("'transaction_id' must be a sha256 (64 lowercase hex digits)")
     if not isinstance(body["error"], str) or len(body["error"]) > MAX_ERROR:
         raise InvalidInput(f"'error' must be a string of at most {MAX_ERROR} characters")
     if (body["state"] == FAILED) != bool(body["error"]):
         raise InvalidInput("'error' says why a job Failed, and is empty otherwise")
-    published = _published(body.get("published"))
+    published = _published(body["published"]) if "published" in body else None
     if published is not None and body["state"] != COMPLETED:
         raise InvalidInput("'published' comes with a Completed report only")
     return Report(
