@@ -1,9 +1,10 @@
 """Upstreams for remote repos on loopback: a relay in front of a real edge, and a liar.
 
 ``relay_app`` forwards every call to a real edge with all its headers (checksums
-included), counts the downloads it passed, and can flip one byte of the bodies it
-returns. ``liar_app`` serves files whose announced size or checksum is not what it
-sends, or sends them slowly forever. Both run in a ``ThreadedServer``.
+included), counts the downloads it passed, can flip one byte of the bodies it
+returns, and can send storage API answers in two pieces. ``liar_app`` serves files
+whose announced size or checksum is not what it sends, or sends them slowly forever.
+Both run in a ``ThreadedServer``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ session_key = web.AppKey("session", aiohttp.ClientSession)
 class Relay:
     target: str
     flip: bool = False  # damage one byte of every download body passed on
+    halves: bool = False  # send storage API answers in two pieces, a pause between them
     gets: list[str] = field(default_factory=list)  # paths of the GETs passed on
     authorizations: list[str] = field(default_factory=list)  # Authorization headers seen
 
@@ -53,7 +55,20 @@ async def _relay(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(status=resp.status, headers=answer)
         response.content_length = int(resp.headers.get("Content-Length", "0"))
         return response
+    if relay.halves and request.path.startswith("/artifactory/api/storage/"):
+        return await _in_halves(request, resp.status, answer, data)
     return web.Response(status=resp.status, body=data, headers=answer)
+
+
+async def _in_halves(request: web.Request, status: int, headers: dict[str, str], data: bytes) -> web.StreamResponse:
+    """The body as a streaming server sends a long answer: its first half, then the rest later."""
+    response = web.StreamResponse(status=status, headers=headers)
+    await response.prepare(request)
+    await response.write(data[: len(data) // 2])
+    await asyncio.sleep(0.5)
+    await response.write(data[len(data) // 2 :])
+    await response.write_eof()
+    return response
 
 
 def relay_app(relay: Relay) -> Callable[[], web.Application]:

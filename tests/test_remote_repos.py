@@ -172,6 +172,20 @@ def test_a_file_deleted_upstream_is_dropped_with_origin_absence_detection_only(e
     assert get(b, "keeps/app/gone.bin")[:2] == (200, b"soon gone")
 
 
+def test_a_listing_the_upstream_sends_in_pieces_is_answered_whole(edges, relay) -> None:
+    a, b = edges
+    state, server = relay
+    state.halves = True
+    upload(a, "app/one.bin", b"one")
+    upload(a, "app/deeper/two.bin", b"two")
+    add_remote(b, "pieces", f"{server.url}/artifactory/artifactory-edge-uploads", retrievalCachePeriodSecs=0)
+
+    assert _children(b, "pieces/app") == {"/one.bin", "/deeper"}
+    status, answer = http("GET", f"{b.artifactory_url}/api/storage/pieces/app?list&deep=1", b.admin_token)
+    assert status == 200, answer
+    assert {f["uri"] for f in answer["files"]} == {"/one.bin", "/deeper/two.bin"}
+
+
 def _children(edge: EdgeProcess, target: str) -> set[str]:
     status, answer = http("GET", f"{edge.artifactory_url}/api/storage/{target}", edge.admin_token)
     assert status == 200, answer

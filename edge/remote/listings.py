@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from cachetools import LRUCache
 
@@ -52,7 +53,7 @@ class Listings:
             return _json(kept[1])
         try:
             async with self._upstream.storage(config, path, query, chain) as resp:
-                raw = await resp.content.read(MAX_LISTING_BYTES + 1)
+                raw = await _whole_body(resp, MAX_LISTING_BYTES)
         except UpstreamMissing:
             if config.sync.origin_absence_detection:
                 await self._drop_absent(config, path, None, deep=True)
@@ -60,7 +61,7 @@ class Listings:
             raise NotFound() from None
         except (UpstreamFailed, UpstreamTimeout):
             return None  # the upstream is down: the cache's own view
-        if len(raw) > MAX_LISTING_BYTES:
+        if raw is None:
             return None
         try:
             listing = json.loads(raw)
@@ -93,6 +94,21 @@ class Listings:
                 gone.append((f.repo, f.path))
         if gone:
             await self._drop(gone)
+
+
+async def _whole_body(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The whole body, or None past ``limit`` bytes.
+
+    A listing arrives in as many pieces as the upstream wrote it (a deep listing is streamed
+    file by file), and one ``read(n)`` returns only what has arrived so far: the rest would
+    be lost and the listing taken for unreadable.
+    """
+    body = bytearray()
+    async for piece in resp.content.iter_any():
+        body += piece
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 def _as_ours(raw: bytes, config: RemoteConfig, ours: str) -> bytes:
