@@ -13,7 +13,9 @@ from .routes import setup_console_routes
 
 migrations = (console_migrations,)
 SECTIONS = (
-    ("Bundles", "/ui/bundles"), ("Edges", "/ui/edges"), ("Keys", "/ui/keys"),
+    ("Bundles", "/ui/bundles"),
+    ("Edges", "/ui/edges"),
+    ("Keys", "/ui/keys"),
     ("Webhooks", "/ui/webhooks"),
     ("Fleet", "/ui/fleet"),
 )

@@ -43,7 +43,9 @@ def setup_console_routes(app: web.Application) -> None:
             web.get(WEBHOOK, webhook_views.webhook_page, name="console_webhook"),
             web.post(WEBHOOK + "/enabled", webhook_views.set_enabled, name="console_webhook_enabled"),
             web.post(WEBHOOK + "/remove", webhook_views.remove_webhook, name="console_webhook_remove"),
-            web.post(UI + "/webhooks/deliveries/{delivery}/redeliver", webhook_views.redeliver, name="console_redeliver"),
+            web.post(
+                UI + "/webhooks/deliveries/{delivery}/redeliver", webhook_views.redeliver, name="console_redeliver"
+            ),
             web.get(UI + "/keys", edge_views.key_list, name="console_keys"),
             web.post(UI + "/keys/propagate", edge_views.propagate_keys, name="console_keys_propagate"),
             web.get(UI + "/fleet", fleet_views.fleet_page, name="console_fleet"),

@@ -73,8 +73,10 @@ async def sbom_page(request: web.Request) -> web.StreamResponse:
     service = _service(request)
     await service.get(name, version)
     sbom = await service.sboms.find(name, version)
-    components, total = components_of(await _document(request, sbom.sha256, sbom.size), MAX_LISTED_FILES)
+    document = await _document(request, sbom.sha256, sbom.size)
+    components, total = components_of(document, MAX_LISTED_FILES)
     context = {
+        "spec_version": document.get("specVersion", ""),
         "name": name,
         "version": version,
         "sbom": sbom,

@@ -39,7 +39,9 @@ async def subscribe(request: web.Request, body: dict[str, Any], user: str) -> tu
     holds the secret, which the caller shows this once."""
     settings = request.app[settings_key]
     asked = parse_subscription(body, settings)
-    sub = await webhook_store(request).add(asked.url, asked.events, asked.secret, user, settings.webhook_max_subscriptions)
+    sub = await webhook_store(request).add(
+        asked.url, asked.events, asked.secret, user, settings.webhook_max_subscriptions
+    )
     return sub, asked
 
 

@@ -25,7 +25,11 @@ PLACE = {"site_name": "s", "city_name": "c", "country_code": "DE"}
 @pytest.fixture
 async def dist(aiohttp_client: Any, tmp_path: Path) -> Any:
     settings = DistributionSettings(
-        data_dir=tmp_path / "dist", port=0, admin_token=ADMIN_TOKEN, repos=(REPO,), webhook_retry_base=3600,
+        data_dir=tmp_path / "dist",
+        port=0,
+        admin_token=ADMIN_TOKEN,
+        repos=(REPO,),
+        webhook_retry_base=3600,
         webhook_retry_max=3600,
     )
     return await aiohttp_client(create_app(settings))
@@ -47,13 +51,18 @@ async def test_a_pull_mode_edge_added_in_the_form_shows_its_credential_once(dist
     credential = re.search(r'<code id="credential">([^<]+)</code>', page)
     assert credential
     assert (await edges(dist))["shop"]["mode"] == "pull"
+    assert "not polled yet" in await edge_row(dist, "shop")
     # the credential works as the CLI's does: the edge polls with it
     poll = await dist.get(pull.work_path("shop"), headers={pull.CREDENTIAL_HEADER: credential.group(1)})
     assert poll.status == 200 and await poll.json() == {"work": []}
-    listed = await (await dist.get("/ui/edges")).text()
-    assert credential.group(1) not in listed
-    row = listed.split('data-edge="shop"')[1].split("</tr>")[0]
-    assert '<td class="mode">pull</td>' in row and "(polls the service)" in row
+    assert credential.group(1) not in await (await dist.get("/ui/edges")).text()
+    row = await edge_row(dist, "shop")
+    assert '<td class="mode">pull</td>' in row and "(polls the service)" in row and "not polled yet" not in row
+
+
+async def edge_row(client: Any, name: str) -> str:
+    listed = await (await client.get("/ui/edges")).text()
+    return listed.split(f'data-edge="{name}"')[1].split("</tr>")[0]
 
 
 async def test_an_edge_added_via_a_parent_shows_its_tier_on_both_rows(dist: Any) -> None:
@@ -213,5 +222,3 @@ async def test_a_webhook_form_without_the_sessions_csrf_token_is_403_and_changes
             resp = await dist.post(action, data=data | {"url": "http://x.example/", "events": "*"})
             assert resp.status == 403, action
     assert [(s["id"], s["enabled"]) for s in await subscriptions(dist)] == [(sub["id"], True)]
-
-
