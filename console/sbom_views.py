@@ -13,11 +13,11 @@ from typing import Any
 
 from aiohttp import web
 
-from distribution.api import READERS, _name_version, _service
+from distribution.api import _service
 from distribution.progress import human_bytes
+from distribution.sbom_api import requested_sbom
 from repository.console.auth import signed_in
 from repository.console.pages import console_page, render
-from repository.http.auth import require_role
 from repository.http.responses import blob_response
 from wire.protocol import SBOM_MEDIA_TYPE
 
@@ -68,11 +68,7 @@ async def _document(request: web.Request, sha256: str, size: int) -> dict[str, A
 @console_page
 async def sbom_page(request: web.Request) -> web.StreamResponse:
     await signed_in(request)
-    require_role(request, *READERS)
-    name, version = _name_version(request)
-    service = _service(request)
-    await service.get(name, version)
-    sbom = await service.sboms.find(name, version)
+    name, version, sbom = await requested_sbom(request)
     document = await _document(request, sbom.sha256, sbom.size)
     components, total = components_of(document, MAX_LISTED_FILES)
     context = {
@@ -92,11 +88,7 @@ async def sbom_page(request: web.Request) -> web.StreamResponse:
 async def sbom_download(request: web.Request) -> web.StreamResponse:
     """The SBOM as a file to save, named for its bundle, with the API's content type."""
     await signed_in(request)
-    require_role(request, *READERS)
-    name, version = _name_version(request)
-    service = _service(request)
-    await service.get(name, version)
-    sbom = await service.sboms.find(name, version)
+    name, version, sbom = await requested_sbom(request)
     filename = f"{name}-{version}.cdx.json"
-    storage = service.sboms.storage
+    storage = _service(request).sboms.storage
     return await blob_response(request, storage, sbom.sha256, sbom.size, SBOM_MEDIA_TYPE, attachment=filename)
