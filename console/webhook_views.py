@@ -13,6 +13,7 @@ from distribution.webhook_events import EVENTS, EVERY_EVENT
 from distribution.webhook_store import DELIVERY_PAGE
 from repository.console.auth import posted, see_other, signed_in
 from repository.console.pages import console_page, render
+from repository.errors import BadRequest
 from repository.http.auth import require_role
 from repository.tokens import Role
 from wire.errors import WireError
@@ -77,7 +78,10 @@ async def set_enabled(request: web.Request) -> web.StreamResponse:
     form = await posted(request)
     require_role(request, Role.admin)
     sub_id = _sub_id(request)
-    await webhooks_api.set_enabled(request, sub_id, form.get("enabled") == "true")
+    enabled = form.get("enabled")
+    if enabled not in ("true", "false"):
+        raise BadRequest("'enabled' is true or false")
+    await webhooks_api.set_enabled(request, sub_id, enabled == "true")
     return see_other(webhook_url(sub_id))
 
 

@@ -164,6 +164,9 @@ async def test_a_subscription_is_disabled_enabled_and_removed_from_its_page(dist
     await subscribe(dist, events="*")
     [sub] = await subscriptions(dist)
     url = f"/ui/webhooks/{sub['id']}"
+    for bad in ("", "no", "TRUE"):
+        assert (await form_post(dist, url, f"{url}/enabled", enabled=bad)).status == 400
+    assert (await subscriptions(dist))[0]["enabled"] is True
     assert (await form_post(dist, url, f"{url}/enabled", enabled="false")).status == 303
     [sub] = await subscriptions(dist)
     assert sub["enabled"] is False and "disabled by an administrator" in await (await dist.get(url)).text()
