@@ -76,6 +76,7 @@ async def bundle_page(request: web.Request) -> web.StreamResponse:
         "signed_alias": keys.get(bundle.signed_by or ""),
         "aliases": sorted(keys.values()),
         "history": history,
+        "sbom": await service.store.sbom(name, version),
         "url": bundle_url(name, version),
         "api_url": f"/distribution/api/v1/release_bundle/{quote(name, safe='')}/{quote(version, safe='')}",
         "human_bytes": human_bytes,
@@ -88,11 +89,14 @@ def _request_body(form: MultiDictProxy[str], dry_run: bool) -> dict[str, Any]:
     kind, text = form.get("kind", "pattern"), form.get("query", "").strip()
     if kind not in ("pattern", "aql"):
         raise BadRequest("The query is a 'pattern' or an 'aql' query")
+    query: dict[str, str] = {kind: text}
+    if props := form.get("props", "").strip():  # the file spec's "props", checked by the spec's parser
+        query["props"] = props
     body: dict[str, Any] = {
         "name": form.get("name", "").strip(),
         "version": form.get("version", "").strip(),
         "description": form.get("description", ""),
-        "spec": {"queries": [{kind: text}]},
+        "spec": {"queries": [query]},
         "dry_run": dry_run,
         "sign_immediately": not dry_run and form.get("sign") == "on",
     }

@@ -4,12 +4,15 @@ the signing keys with their propagation to edges, through the same stores and or
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from distribution import orders
 from distribution.api import READERS
-from distribution.edges import check_health, parse_edge
+from distribution.distributions_api import register_edge
+from distribution.edges import PULL, check_health
 from distribution.keys import http_key, runner_key, signer_key
 from repository.console.auth import posted, see_other, signed_in
 from repository.console.pages import console_page, render
@@ -24,8 +27,15 @@ from .bundle_views import bundle_url
 async def _edges_context(request: web.Request) -> dict[str, object]:
     runner = request.app[runner_key]
     edges = await check_health(request.app[http_key], runner.edges, await runner.edges.list())
+    parent_of: dict[str, list[str]] = {}
+    for e in edges:
+        if e.parent is not None:
+            parent_of.setdefault(e.parent, []).append(e.name)
     return {
         "edges": edges,
+        # who may be a parent: a push-mode edge pushed to directly (tiers are two deep)
+        "parents": [e.name for e in edges if not e.pulls and e.parent is None],
+        "parent_of": parent_of,
         "held": await runner.jobs.held(),
         "pending": await runner.jobs.pending_by_edge(),  # the lag: what is still to reach each edge
         "iso": iso,
@@ -41,18 +51,34 @@ async def edge_list(request: web.Request) -> web.StreamResponse:
     return render(request, "edges.html", await _edges_context(request) | {"form": {}})
 
 
+def _edge_body(form: MultiDictProxy[str]) -> dict[str, Any]:
+    """The form as the API's registration body, fields left empty left out: the API's parser says
+    what a mode lacks or may not have (a pull-mode edge has no URL, token or parent)."""
+    body: dict[str, Any] = {k: form.get(k, "") for k in ("name", "site_name", "city_name", "country_code")}
+    if form.get("mode") == PULL:
+        body["mode"] = PULL
+    else:  # push mode needs both, so an empty one is sent, and named as missing
+        body |= {"url": form.get("url", ""), "token": form.get("token", "")}
+    for optional in ("url", "token", "parent"):
+        if value := form.get(optional, "").strip():
+            body[optional] = value
+    return body
+
+
 @console_page
 async def add_edge(request: web.Request) -> web.StreamResponse:
+    """A pull-mode edge's credential is on the answer, this once, as the API and CLI give it."""
     form = await posted(request)
     require_role(request, Role.admin)
-    fields = ("name", "url", "site_name", "city_name", "country_code", "token")
     try:
-        edge = parse_edge({k: form.get(k, "") for k in fields})
-        await request.app[runner_key].edges.add(edge)
+        edge, _, credential = await register_edge(request, _edge_body(form))
     except WireError as exc:  # the form again, with what is wrong; nothing stored
         context = await _edges_context(request) | {"form": form, "error": exc.message}
         return render(request, "edges.html", context, status=exc.status)
-    return see_other("/ui/edges")
+    if credential is None:
+        return see_other("/ui/edges")
+    context = await _edges_context(request) | {"form": {}, "added": edge, "credential": credential}
+    return render(request, "edges.html", context, status=201)
 
 
 @console_page

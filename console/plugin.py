@@ -12,7 +12,13 @@ from repository.console.setup import setup_console
 from .routes import setup_console_routes
 
 migrations = (console_migrations,)
-SECTIONS = (("Bundles", "/ui/bundles"), ("Edges", "/ui/edges"), ("Keys", "/ui/keys"), ("Fleet", "/ui/fleet"))
+SECTIONS = (
+    ("Bundles", "/ui/bundles"),
+    ("Edges", "/ui/edges"),
+    ("Keys", "/ui/keys"),
+    ("Webhooks", "/ui/webhooks"),
+    ("Fleet", "/ui/fleet"),
+)
 
 
 def setup_app(app: web.Application) -> None:

@@ -32,12 +32,21 @@ def _sites(edges: list[Edge]) -> list[dict[str, str]]:
     return [e.site_json() for e in edges]
 
 
+async def register_edge(request: web.Request, body: dict[str, Any]) -> tuple[Edge, bool, str | None]:
+    """Register the edge ``body`` describes (the API's and the console's add): the edge, whether it
+    is new, and for a new pull-mode edge its credential, to be shown this once (only its sha256
+    is stored)."""
+    edge, new = await _runner(request).edges.add(parse_edge(body))
+    credential = await request.app[pull_credentials_key].mint(edge.name) if new and edge.pulls else None
+    return edge, new, credential
+
+
 async def add_edge(request: web.Request) -> web.Response:
     require_role(request, Role.admin)
-    edge, new = await _runner(request).edges.add(parse_edge(await read_json_object(request)))
+    edge, new, credential = await register_edge(request, await read_json_object(request))
     answer = edge.public_json()
-    if new and edge.pulls:  # answered this once; stored as its sha256 only
-        answer["credential"] = await request.app[pull_credentials_key].mint(edge.name)
+    if credential is not None:
+        answer["credential"] = credential
     return json_response(answer, status=201 if new else 200)
 
 

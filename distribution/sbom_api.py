@@ -7,17 +7,24 @@ from aiohttp import web
 
 from repository.http.auth import require_role
 from repository.http.responses import blob_response
+from wire.manifest import ManifestSbom
 from wire.protocol import SBOM_MEDIA_TYPE
 
 from .api import READERS, _name_version, _service
 
 
-async def bundle_sbom(request: web.Request) -> web.StreamResponse:
-    """Any valid token may read it, as the bundle; 404 for an unknown bundle or one made before
+async def requested_sbom(request: web.Request) -> tuple[str, str, ManifestSbom]:
+    """The name, version and SBOM of the bundle the path names (the API's and the console's):
+    any valid principal may read it, as the bundle; 404 for an unknown bundle or one made before
     SBOMs existed."""
     require_role(request, *READERS)
     service = _service(request)
     name, version = _name_version(request)
     await service.get(name, version)
-    sbom = await service.sboms.find(name, version)
-    return await blob_response(request, service.sboms.storage, sbom.sha256, sbom.size, SBOM_MEDIA_TYPE)
+    return name, version, await service.sboms.find(name, version)
+
+
+async def bundle_sbom(request: web.Request) -> web.StreamResponse:
+    _, _, sbom = await requested_sbom(request)
+    storage = _service(request).sboms.storage
+    return await blob_response(request, storage, sbom.sha256, sbom.size, SBOM_MEDIA_TYPE)

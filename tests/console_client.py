@@ -20,7 +20,7 @@ async def log_in(client: Any, **fields: str) -> Any:
     return await client.post("/ui/login", data={"csrf": csrf_of(await page.text()), **fields})
 
 
-async def form_post(client: Any, page_url: str, action: str, **fields: str) -> Any:
+async def form_post(client: Any, page_url: str, action: str, /, **fields: str) -> Any:
     """POST ``fields`` to ``action`` with the CSRF token ``page_url``'s forms carry."""
     page = await client.get(page_url)
     return await client.post(action, data={"csrf": csrf_of(await page.text()), **fields}, allow_redirects=False)

@@ -234,6 +234,103 @@ def test_a_reader_sees_no_change_buttons_and_a_forged_post_is_refused(world: Wor
     )
 
 
+def test_a_bundle_made_by_property_shows_its_sbom_and_the_download_is_what_the_manifest_names(world: World) -> None:
+    files = deploy(world, "7.0")
+    approved = f"{REPO}/app/7.0/app.tar.gz"
+    call(
+        (204,),
+        "PUT",
+        f"{world.dist.url}/artifactory/api/storage/{approved}?properties=RC1-Approved=true",
+        world.dist.admin_token,
+    )
+    context, page = logged_in(world, world.dist.admin_token)
+    page.goto("/ui/bundles/new")
+    page.get_by_label("Name", exact=True).fill("app")
+    page.get_by_label("Version", exact=True).fill("7.0")
+    page.get_by_label("Query", exact=True).fill(f"{REPO}/app/7.0/*")
+    page.get_by_label("Only files with these properties").fill("RC1-Approved=true")
+    page.get_by_role("button", name="Preview (dry run)").click()
+    expect(page.locator("#preview tbody tr")).to_have_count(1)
+    expect(page.locator("#preview")).to_contain_text(approved)
+    page.screenshot(path=SHOTS / "bundle-preview-props.png", full_page=True)
+    page.get_by_label("Sign it at once").check()
+    page.get_by_role("button", name="Create").click()
+    expect(page.locator("#state")).to_have_text("SIGNED")
+    manifest = f"{world.dist.url}{V1}/release_bundle/app/7.0/manifest"
+    named = call((200,), "GET", manifest, world.dist.admin_token)["sbom"]
+    expect(page.locator("#sbom")).to_contain_text(named["sha256"])
+    page.get_by_role("link", name="components").click()
+    expect(page.get_by_role("heading", name="SBOM of app 7.0")).to_be_visible()
+    expect(page.locator("#sbom-sha256")).to_have_text(named["sha256"])
+    expect(page.locator("#components tbody tr")).to_have_count(1)
+    expect(page.locator("#components")).to_contain_text(hashlib.sha256(files["app/7.0/app.tar.gz"]).hexdigest())
+    page.screenshot(path=SHOTS / "sbom.png", full_page=True)
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download the SBOM").click()
+    assert download.value.suggested_filename == "app-7.0.cdx.json"
+    data = Path(download.value.path()).read_bytes()
+    assert {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)} == named
+    context.close()
+
+
+def test_an_admin_registers_a_pull_edge_and_a_child_edge_and_manages_a_webhook(world: World) -> None:
+    context, page = logged_in(world, world.dist.admin_token)
+    page.goto("/ui/edges")
+    page.get_by_label("Name").fill("shop-7")
+    page.get_by_label("pull: the edge polls the service").check()
+    for label, value in (("Site", "shop"), ("City", "Lyon"), ("Country code", "FR")):
+        page.get_by_label(label, exact=True).fill(value)
+    page.get_by_role("button", name="Add edge").click()
+    credential = page.locator("#credential").inner_text()
+    assert credential.startswith("shop-7.")
+    expect(page.locator('tr[data-edge="shop-7"] .mode')).to_have_text("pull")
+    page.screenshot(path=SHOTS / "edges-pull-credential.png", full_page=True)
+    page.goto("/ui/edges")
+    expect(page.get_by_text(credential)).to_have_count(0)  # shown once
+    page.get_by_label("Name").fill("leaf-7")
+    page.get_by_label("URL (push mode)").fill(f"http://127.0.0.1:{free_port()}")
+    for label, value in (("Site", "leaf"), ("City", "Auckland"), ("Country code", "NZ")):
+        page.get_by_label(label, exact=True).fill(value)
+    page.get_by_label("The edge's token").fill("unused")
+    page.get_by_label("Reached via").select_option("edge-1")
+    page.get_by_role("button", name="Add edge").click()
+    expect(page.locator('tr[data-edge="leaf-7"] .tier')).to_have_text("via edge-1")
+    expect(page.locator('tr[data-edge="edge-1"] .tier')).to_have_text("parent of leaf-7")
+    page.screenshot(path=SHOTS / "edges-tiers.png", full_page=True)
+    for name in ("leaf-7", "shop-7"):  # the other tests' rules see only the module's own edges
+        page.get_by_role("button", name=f"Remove {name}").click()
+        expect(page.locator(f'tr[data-edge="{name}"]')).to_have_count(0)
+
+    page.get_by_role("link", name="Webhooks").click()
+    page.get_by_label("URL").fill(f"http://127.0.0.1:{free_port()}/hook")
+    page.get_by_label("bundle.created").check()
+    page.get_by_role("button", name="Add subscription").click()
+    expect(page.locator("#secret")).not_to_be_empty()
+    page.screenshot(path=SHOTS / "webhooks.png", full_page=True)
+    deploy(world, "8.0")
+    body = {"name": "app", "version": "8.0", "spec": {"queries": [{"pattern": f"{REPO}/app/8.0/*"}]}}
+    call((201,), "POST", f"{world.dist.url}{V1}/release_bundle", world.dist.admin_token, body)
+    page.locator("#webhooks tbody a").last.click()
+    expect(page.locator("#deliveries tbody tr[data-delivery]")).to_have_count(1)
+    page.get_by_role("button", name="Disable").click()
+    expect(page.locator("#enabled")).to_contain_text("disabled")
+    page.locator("#deliveries").get_by_role("button").first.click()
+    expect(page.locator("#deliveries tbody tr[data-delivery]")).to_have_count(2)
+    page.screenshot(path=SHOTS / "webhook.png", full_page=True)
+    webhook_page = page.url
+    page.get_by_role("button", name="Remove this subscription").click()
+    expect(page.get_by_role("heading", name="Webhooks")).to_be_visible()
+    assert page.goto(webhook_page).status == 404
+    context.close()
+
+    context, page = logged_in(world, reader_token(world))
+    page.goto("/ui/edges")
+    expect(page.get_by_role("button", name="Add edge")).to_have_count(0)
+    assert page.goto("/ui/webhooks").status == 403
+    expect(page.get_by_role("button", name="Add subscription")).to_have_count(0)
+    context.close()
+
+
 UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
     .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map(e => e.name || e.id)"""
 WIDE = """() => [...document.querySelectorAll('body *')]
@@ -246,7 +343,13 @@ def test_every_control_is_labelled_and_a_400_px_window_needs_no_sideways_scroll(
     deploy(world, "5.0")
     context, page = logged_in(world, world.dist.admin_token, width=400)
     create_bundle(page, "5.0", sign=True)
-    pages = ["/ui/login", "/ui/bundles", "/ui/bundles/new", "/ui/bundles/app/5.0", "/ui/edges", "/ui/keys"]
+    page.goto("/ui/webhooks")
+    page.get_by_label("URL").fill(f"http://127.0.0.1:{free_port()}/narrow")
+    page.get_by_label("every event").check()
+    page.get_by_role("button", name="Add subscription").click()
+    webhook = page.locator("#webhooks tbody a").last.get_attribute("href") or ""
+    pages = ["/ui/login", "/ui/bundles", "/ui/bundles/new", "/ui/bundles/app/5.0", "/ui/bundles/app/5.0/sbom"]
+    pages += ["/ui/edges", "/ui/keys", "/ui/webhooks", webhook]
     for url in pages:
         page.goto(url)
         assert page.evaluate(UNLABELLED) == [], url

@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from contextlib import aclosing
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -24,16 +25,26 @@ def json_response(data: Any, *, status: int = 200, headers: Mapping[str, str] | 
 
 
 async def blob_response(
-    request: web.Request, storage: StorageBackend, sha256: str, size: int, content_type: str
+    request: web.Request,
+    storage: StorageBackend,
+    sha256: str,
+    size: int,
+    content_type: str,
+    *,
+    attachment: str | None = None,
 ) -> web.StreamResponse:
     """The whole blob, streamed (never held), with ``X-Checksum-Sha256`` to check it by; a blob
-    the store lacks (lost, or quarantined by the scrub) is a 404 before the first byte goes out."""
+    the store lacks (lost, or quarantined by the scrub) is a 404 before the first byte goes out.
+    With ``attachment`` (a file name) a browser saves it under that name instead of showing it."""
     try:
         chunks = await storage.read(sha256, 0, size)
     except BlobNotFound:
         raise NotFound(f"The blob {sha256} is not in this node's store") from None
     async with aclosing(chunks):
-        response = web.StreamResponse(headers={"Content-Type": content_type, "X-Checksum-Sha256": sha256})
+        headers = {"Content-Type": content_type, "X-Checksum-Sha256": sha256}
+        if attachment is not None:
+            headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(attachment, safe='')}"
+        response = web.StreamResponse(headers=headers)
         response.content_length = size
         await response.prepare(request)
         async for chunk in chunks:
