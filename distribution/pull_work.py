@@ -142,17 +142,23 @@ class PullWork:
         return signed
 
     async def holds_blob(self, edge: Edge, sha256: str) -> bool:
-        """Whether ``sha256`` belongs to a bundle version distributed to the edge."""
-        row = await self._database.read(
-            lambda: self._db.execute(
-                "SELECT 1 FROM bundle_artifacts a JOIN distributions d ON d.name = a.name AND d.version = a.version"
-                " JOIN distribution_jobs j ON j.distribution_id = d.id"
-                " WHERE a.sha256 = :sha256 AND d.type = :type AND j.edge = :edge AND j.service_id = :service_id"
-                " LIMIT 1",
-                _edge(edge) | {"sha256": sha256, "type": DISTRIBUTE},
-            ).fetchone()
-        )
-        return row is not None
+        """Whether ``sha256`` belongs to a bundle version distributed to the edge: one of its files,
+        or its SBOM (a blob the signed manifest names, which the edge's transaction asks for too)."""
+        params = _edge(edge) | {"sha256": sha256, "type": DISTRIBUTE}
+
+        def held() -> bool:
+            return any(
+                self._db.execute(
+                    f"SELECT 1 FROM {table} a JOIN distributions d ON d.name = a.name AND d.version = a.version"
+                    " JOIN distribution_jobs j ON j.distribution_id = d.id"
+                    " WHERE a.sha256 = :sha256 AND d.type = :type AND j.edge = :edge AND j.service_id = :service_id"
+                    " LIMIT 1",
+                    params,
+                ).fetchone()
+                for table in ("bundle_artifacts", "bundle_sboms")
+            )
+
+        return await self._database.read(held)
 
 
 def _edge(edge: Edge) -> dict[str, str]:

@@ -124,6 +124,7 @@ def edge_bodies(key_factory: KeyFactory, keys: KeySet) -> dict[tuple[str, str], 
         ("POST", "/artifactory/api/downloads/statistics"): {
             "downloads": [{"repo": UPLOADS, "path": "a.bin", "count": 1}]
         },
+        ("PATCH", "/artifactory/api/metadata/{repo}/{path}"): {"props": {"stage": "approved"}},
         ("POST", "/artifactory/api/distribution/relays"): {
             "transaction_id": _relayed_id(),
             "child": "child-1",
@@ -166,6 +167,7 @@ def distribution_bodies(keys: KeySet) -> dict[tuple[str, str], dict[str, Any]]:
         },
         ("POST", "/distribution/api/v1/keys/gpg"): {"alias": "next", "key": {"private_key": keys.bob.private}},
         ("POST", "/distribution/api/v1/distribution/{name}/{version}/repair"): {"dry_run": True},
+        ("PATCH", "/artifactory/api/metadata/{repo}/{path}"): {"props": {"stage": "approved"}},
         ("POST", "/distribution/api/v1/webhooks"): {
             "url": "http://127.0.0.1:9/other",
             "events": ["bundle.signed"],
@@ -189,9 +191,11 @@ REFUSED_BY_STATE = {
 }
 
 
-def concrete(path: str) -> str:
+def concrete(path: str, service: str) -> str:
     """The path of the operation, naming what the state holds."""
-    if "/distribution/api/v1/distribution/" in path:
+    if "{repo}/{path}" in path:  # a file the state deployed: the edge's in its writable uploads repo
+        samples = {"repo": UPLOADS, "path": "a.bin"} if service == "edge" else {"repo": REPO, "path": "app/1.0/app.bin"}
+    elif "/distribution/api/v1/distribution/" in path:
         samples = {"name": "app", "version": "1.5.0"}  # signed
     elif "release_bundle" in path:
         samples = {"name": "app", "version": "1.4.0"}  # open
@@ -245,14 +249,14 @@ async def _check(
     for what, mutated in mutations(body, integer_fields(service, method, path)).items():
         data = json.dumps(mutated, allow_nan=True)
         resp = await client.request(
-            method, concrete(path), data=data, headers={**headers, "Content-Type": "application/json"}
+            method, concrete(path, service), data=data, headers={**headers, "Content-Type": "application/json"}
         )
         answer = await resp.json()
         assert resp.status == 400, f"{method} {path} with {what}: {resp.status} {answer}"
         status = answer["status_code"] if path.startswith("/distribution/") else answer["errors"][0]["status"]
         assert status == 400, answer
         assert catalog_rows(database) == before, f"{method} {path} with {what} changed the catalog"
-    accepted = await client.request(method, concrete(path), json=body, headers=headers)
+    accepted = await client.request(method, concrete(path, service), json=body, headers=headers)
     if (method, path) in REFUSED_BY_STATE:
         status, message = REFUSED_BY_STATE[method, path]
         assert (accepted.status, (await accepted.json())["message"].startswith(message)) == (status, True)

@@ -128,6 +128,9 @@ async def _apply(request: web.Request, repo: str, path: str, change: PropertyCha
 
 
 def _metadata_props(body: Mapping[str, Any]) -> dict[str, list[str] | None]:
+    unknown = sorted(set(body) - {"props"})
+    if unknown:
+        raise BadRequest(f"Unknown field '{unknown[0]}': the body is {{\"props\": {{...}}}}")
     props = body.get("props")
     if not isinstance(props, dict):
         raise BadRequest('Request body must look like {"props": {"key": "value" | ["values"] | null}}')
