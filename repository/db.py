@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -58,6 +59,7 @@ RECLAIM_PAGES = 1024
 
 # Times a transaction that lost a race with another replica's (PostgreSQL) is run again.
 RACE_TRIES = 8
+RACE_BACKOFF = 0.002  # seconds: the first retry's wait is at most twice this, doubling
 
 
 def _on_connect(dbapi_connection: Any, _record: object) -> None:
@@ -212,6 +214,8 @@ class Database:
                 if not retryable(exc) or attempt == RACE_TRIES:
                     raise
                 log.info("a transaction lost a race with another replica's; running it again (%s)", exc.orig)
+                # apart, at a random moment: two replicas that retry at once would collide again
+                await asyncio.sleep(random.uniform(0, RACE_BACKOFF * 2**attempt))
         raise AssertionError("unreachable")
 
     @property
