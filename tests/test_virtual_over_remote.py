@@ -5,29 +5,14 @@ as a request naming the remote repo would."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from devstack.services import EdgeProcess
 from tests.edge_setup import http
-from tests.remote_setup import add_remote, get, start_edge, upload, uploads_url
+from tests.remote_setup import add_remote, get, upload, uploads_url
 from tests.test_remote_repos import _wait_for
+from tests.test_remote_repos import edges as edges_a_and_b  # noqa: F401  (the fixture `edges`)
 
 UPLOADS = "artifactory-edge-uploads"
-
-
-@pytest.fixture
-def edges(tmp_path: Path) -> Iterator[tuple[EdgeProcess, EdgeProcess]]:
-    a = start_edge(tmp_path / "a", "edge-a")
-    b = start_edge(tmp_path / "b", "edge-b")
-    try:
-        yield a, b
-    finally:
-        for edge in (b, a):
-            if edge.returncode is None:
-                assert edge.stop() == 0, edge.log_tail()
 
 
 def _virtual(edge: EdgeProcess, key: str, members: list[str]) -> None:
