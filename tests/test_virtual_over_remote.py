@@ -7,12 +7,13 @@ from __future__ import annotations
 import hashlib
 
 from devstack.services import EdgeProcess
+from tests import test_remote_repos
 from tests.edge_setup import http
 from tests.remote_setup import add_remote, get, upload, uploads_url
-from tests.test_remote_repos import _wait_for
-from tests.test_remote_repos import edges as edges_a_and_b  # noqa: F401  (the fixture `edges`)
 
 UPLOADS = "artifactory-edge-uploads"
+edges = test_remote_repos.edges  # the fixture: edges A and B as real processes
+_wait_for = test_remote_repos._wait_for
 
 
 def _virtual(edge: EdgeProcess, key: str, members: list[str]) -> None:
