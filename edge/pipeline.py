@@ -61,7 +61,8 @@ def setup_pipeline(app: web.Application) -> None:
         status, aborted = CLIENT_CLOSED, True
         try:
             try:
-                await steps.control.admit(request, ctx)
+                if (admitting := steps.control.admit(request, ctx)) is not None:
+                    await admitting
                 response = await handler(request)
             except Exception as exc:
                 response = error_response(request, exc)

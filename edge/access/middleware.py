@@ -63,16 +63,28 @@ class AccessControl:
     copies: HotCopies
     geo_max_age_days: int = 0
 
-    async def admit(self, request: web.Request, ctx: AccessContext) -> None:
+    def admit(self, request: web.Request, ctx: AccessContext) -> Awaitable[None] | None:
         """The access steps for one request, up to the handler: fills ``ctx`` (client address,
         country, repo, path), refuses with 403 what the rules refuse, opens a signed URL, and
-        ends with identity. Before them, the copies this process keeps are brought up to date."""
+        ends with identity. Before them, the copies this process keeps are brought up to date.
+
+        None when the request is admitted without waiting (the usual case: copies current, an
+        anonymous caller or a signed URL), which spares every such request a coroutine; else
+        what to await before the handler."""
         address = self.address
         client = address.resolve(request.remote, request.headers.getall(address.header, ()))
         ctx.client_ip = client  # first: a request that fails any later step is still recorded with it
-        copies = self.copies
-        if copies.stale():  # another worker changed rules, keys, users, tokens or the catalog
-            await copies.wait()
+        if self.copies.stale():  # another worker changed rules, keys, users, tokens or the catalog
+            return self._admit_when_current(request, ctx, client)
+        return self._judge(request, ctx, client)
+
+    async def _admit_when_current(self, request: web.Request, ctx: AccessContext, client: IPAddress | None) -> None:
+        await self.copies.wait()
+        if (identifying := self._judge(request, ctx, client)) is not None:
+            await identifying
+
+    def _judge(self, request: web.Request, ctx: AccessContext, client: IPAddress | None) -> Awaitable[None] | None:
+        """The rules, a signed URL, then identity (whose check of a credential is answered to await)."""
         ctx.repo, ctx.path = request_target(request.raw_path)
         if self.geo is not None:
             ctx.country = self.geo.country(client)
@@ -83,7 +95,7 @@ class AccessControl:
                 raise _refuse(ctx, denial.rule, denial.message)
         if "sig" in request.query:
             _open_signed_url(request, self.urls, ctx, client)
-        await identify(request)
+        return identify(request)
 
     def readiness_checks(self) -> dict[str, Callable[[], Awaitable[None]]]:
         """``geoip`` while countries are in use: a database is configured, or country rules are

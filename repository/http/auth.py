@@ -29,12 +29,13 @@ def require_role(request: web.Request, *roles: Role) -> Principal:
     return principal
 
 
-async def find_repo(request: web.Request, key: str) -> Repo | None:
-    """The repo named ``key``: a virtual one (which the node keeps apart) or one of the catalog's."""
+def _virtual(request: web.Request, key: str) -> Repo | None:
+    """The virtual repo named ``key`` (which the node keeps apart from the catalog), as a repo;
+    found without a coroutine, since every download asks before it asks the catalog."""
     virtual = request.app.get(keys.virtual_repos)
     if virtual is not None and (found := virtual.get(key)) is not None:
         return found.as_repo()
-    return await request.app[keys.catalog].get_repo(key)
+    return None
 
 
 async def require_read(request: web.Request, repo: str, path: str = "") -> Repo:
@@ -42,7 +43,9 @@ async def require_read(request: web.Request, repo: str, path: str = "") -> Repo:
 
     An unknown repo is a 404 for everyone, with the message clients expect.
     """
-    found = await find_repo(request, repo)
+    found = _virtual(request, repo)
+    if found is None:
+        found = await request.app[keys.catalog].get_repo(repo)
     if found is None:
         raise NotFound()
     _check(request, Action.read, found, path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Awaitable
 from contextlib import aclosing
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -29,13 +30,13 @@ from repository.paths import split_repo_path
 from repository.quarantine import BlobQuarantined
 from repository.remote_source import REMOTE
 from repository.sendfile import send_file
-from repository.virtual import VirtualRepo
+from repository.virtual import VIRTUAL, VirtualRepo
 from storage_backends import BlobNotFound, StorageBackend, content_disposition, open_in_thread
 
 from . import keys
 from .auth import require_read
 from .folder_page import folder_page, wants_html
-from .lookup import artifact_for
+from .lookup import load_artifact
 from .ranges import ByteRange, not_modified, other_servers_agree, parse_range, precondition_failed, range_applies
 from .virtual_resolve import members, virtual_repo
 
@@ -152,7 +153,7 @@ def _report_sent(writer: AbstractStreamWriter, sent: int) -> None:
 async def download(request: web.Request) -> web.StreamResponse:
     repo, path = artifact_location(request)
     found = await require_read(request, repo, path)
-    virtual = virtual_repo(request, repo)
+    virtual = virtual_repo(request, repo) if found.type == VIRTUAL else None
     try:
         if virtual is None:
             return await serve_download(request, found, path)
@@ -176,19 +177,22 @@ async def _serve_virtual(request: web.Request, virtual: VirtualRepo, path: str) 
     raise NotFound()
 
 
-async def serve_download(request: web.Request, repo: Repo, path: str) -> web.StreamResponse:
+def serve_download(request: web.Request, repo: Repo, path: str) -> Awaitable[web.StreamResponse]:
     """GET/HEAD of ``path`` in ``repo``, whose read the caller has checked: what a request naming
     the repo answers, for every kind of repo (a remote one fetches a file it lacks from its
-    upstream), and so what a virtual repo answers for each of its members."""
+    upstream), and so what a virtual repo answers for each of its members. Not a coroutine of its
+    own: it picks the one to await, which saves every download a layer."""
     if repo.type == REMOTE and (remote := request.app.get(keys.remote_repos)) is not None:
-        return await remote.serve(request, repo, path)
-    return await serve_stored(request, repo.key, path)
+        return remote.serve(request, repo, path)
+    return serve_stored(request, repo.key, path)
 
 
 async def serve_stored(request: web.Request, repo: str, path: str) -> web.StreamResponse:
     """The download of a file the node's catalog holds (404 when it holds none at ``path``)."""
-    artifact = await artifact_for(request, repo, path)
     app = request.app
+    artifact = app[keys.artifacts].servable_from_memory(repo, path)  # the usual case: no coroutine
+    if artifact is None:
+        artifact = await load_artifact(request, repo, path)
     policy = app[keys.policy]
     headers, modified, window = served_headers(artifact, policy.node_id)
 

@@ -13,9 +13,14 @@ from . import keys
 async def artifact_for(request: web.Request, repo: str, path: str) -> Artifact:
     """The servable artifact at ``path`` in ``repo`` (the caller checked read permission):
     ``NotFound`` when there is none, ``BlobQuarantined`` when its bytes are out of service."""
+    artifact = request.app[keys.artifacts].servable_from_memory(repo, path)
+    return artifact if artifact is not None else await load_artifact(request, repo, path)
+
+
+async def load_artifact(request: web.Request, repo: str, path: str) -> Artifact:
+    """``artifact_for`` when the node's memory has no servable copy: read from the catalog and
+    checked servable (a download that found it in memory skips this coroutine)."""
     artifacts = request.app[keys.artifacts]
-    artifact = artifacts.servable_from_memory(repo, path)
-    if artifact is None:
-        artifact = await artifacts.file(repo, path)
-        await artifacts.servable(artifact)
+    artifact = await artifacts.file(repo, path)
+    await artifacts.servable(artifact)
     return artifact

@@ -7,11 +7,12 @@ the order DESIGN.md gives; its access step calls ``identify`` itself, one layer 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
-from repository.tokens import ANONYMOUS
+from repository.identity import Authenticator
+from repository.tokens import ANONYMOUS, Principal
 from storage_backends import InvalidDigest, StorageError, StorageFull
 from wire.errors import WireError
 
@@ -76,16 +77,30 @@ def error_response(request: web.Request, exc: Exception) -> web.Response | None:
 
 @web.middleware
 async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    await identify(request)
+    if (checking := identify(request)) is not None:
+        await checking
     return await handler(request)
 
 
-async def identify(request: web.Request) -> None:
+def identify(request: web.Request) -> Awaitable[None] | None:
     """Who is calling (the last step before the handler; the edge's access step ends with it, one
     middleware layer fewer). A credential presented is checked even beside a valid signed URL (a
     step before may have made the request the URL's reader): a bad one is a 401 either way,
-    and a good one is the caller, whom the URL still lets read its file."""
+    and a good one is the caller, whom the URL still lets read its file.
+
+    An anonymous caller (most downloads) is settled at once and the answer is None, with no
+    coroutine to pay for; a credential presented answers the check to await."""
     authenticator, headers = request.app[keys.authenticator], request.headers
-    identified = ANONYMOUS if authenticator.presents_nothing(headers) else await authenticator.identify(headers)
+    if authenticator.presents_nothing(headers):
+        _settle(request, ANONYMOUS)
+        return None
+    return _check_credential(request, authenticator, headers)
+
+
+async def _check_credential(request: web.Request, authenticator: Authenticator, headers: Mapping[str, str]) -> None:
+    _settle(request, await authenticator.identify(headers))
+
+
+def _settle(request: web.Request, identified: Principal) -> None:
     if identified.authenticated or keys.principal not in request:
         request[keys.principal] = identified
