@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from repository.errors import BadRequest, Conflict
+from repository.errors import BadRequest, Conflict, NotFound
 from repository.http import keys as core
 from repository.http.auth import require_role
 from repository.http.json_body import read_json_object
@@ -60,8 +60,12 @@ async def post_repository(request: web.Request) -> web.Response:
     existing = store.get(key)
     if existing is None:
         body = await read_json_object(request)  # read once: the local handler reads the same cached body
-        if (body.get("rclass") == "virtual" or "repositories" in body) and await _is_local(request, key):
-            raise Conflict(f"'{key}' is a local repository: it has no members and cannot become virtual")
+        if body.get("rclass") == "virtual" or "repositories" in body:
+            held = await request.app[core.catalog].get_repo(key)
+            if held is not None:
+                kind = "remote" if held.type == REMOTE else "local"
+                raise Conflict(f"'{key}' is a {kind} repository: it has no members and cannot become virtual")
+            raise NotFound(f"Repository '{key}' does not exist")
         return await by_kind.update_repository(request)
     wanted = await _configured(request, key, await read_json_object(request), existing)
     return json_response((await store.put(wanted)).json())
