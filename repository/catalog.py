@@ -197,6 +197,11 @@ class Catalog:
                 self._repos = repos
         return repos.get(key)
 
+    def cached_repos(self) -> dict[str, Repo] | None:
+        """Every repo by key when this process holds them, without a coroutine (a download's usual
+        case); None when it does not, and ``get_repo`` must read them."""
+        return self._repos
+
     def _get_repo(self, key: str) -> Repo | None:
         row = self._db.execute(
             f"SELECT {_REPO_COLUMNS} FROM repos WHERE key = :key AND {VISIBLE_REPO}", {"key": key}

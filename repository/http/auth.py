@@ -38,14 +38,30 @@ def _virtual(request: web.Request, key: str) -> Repo | None:
     return None
 
 
+def cached_read(request: web.Request, repo: str, path: str = "") -> Repo | None:
+    """What ``require_read`` answers, judged from the repos the node holds in memory (a download's
+    usual case) without a coroutine; None when it holds none and ``require_read`` must ask."""
+    found = _virtual(request, repo)
+    if found is None:
+        repos = request.app[keys.catalog].cached_repos()
+        if repos is None:
+            return None
+        found = repos.get(repo)
+    return _readable(request, found, path)
+
+
 async def require_read(request: web.Request, repo: str, path: str = "") -> Repo:
     """The repo, if the caller may read ``path`` in it (see ``repository.permissions``).
 
     An unknown repo is a 404 for everyone, with the message clients expect.
     """
-    found = _virtual(request, repo)
+    found = cached_read(request, repo, path)
     if found is None:
-        found = await request.app[keys.catalog].get_repo(repo)
+        found = _readable(request, await request.app[keys.catalog].get_repo(repo), path)
+    return found
+
+
+def _readable(request: web.Request, found: Repo | None, path: str) -> Repo:
     if found is None:
         raise NotFound()
     _check(request, Action.read, found, path)

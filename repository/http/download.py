@@ -34,9 +34,10 @@ from repository.virtual import VIRTUAL, VirtualRepo
 from storage_backends import BlobNotFound, StorageBackend, content_disposition, open_in_thread
 
 from . import keys
-from .auth import require_read
+from .auth import cached_read, require_read
 from .folder_page import folder_page, wants_html
 from .lookup import load_artifact
+from .one_write import OneWriteResponse, head_block, sendable_in_one_write
 from .ranges import ByteRange, not_modified, other_servers_agree, parse_range, precondition_failed, range_applies
 from .virtual_resolve import members, virtual_repo
 
@@ -93,6 +94,16 @@ def served_headers(artifact: Artifact, node_id: str) -> tuple[Headers, datetime,
         # a response copies a CIMultiDict faster than it builds one from a dict
         found = artifact.derived[key] = (CIMultiDict(headers), modified, ByteRange(0, artifact.size))
     return found
+
+
+def whole_file_head(artifact: Artifact, node_id: str, headers: Headers) -> bytes:
+    """``headers`` (the file's ``served_headers``) and its Content-Length as the header lines of a
+    ``OneWriteResponse``: serialized once per entry the catalog keeps cached."""
+    key = ("one write", node_id)
+    head: bytes | None = artifact.derived.get(key)
+    if head is None:
+        head = artifact.derived[key] = head_block(headers, artifact.size)
+    return head
 
 
 def artifact_headers(artifact: Artifact, node_id: str) -> dict[str, str]:
@@ -152,7 +163,7 @@ def _report_sent(writer: AbstractStreamWriter, sent: int) -> None:
 
 async def download(request: web.Request) -> web.StreamResponse:
     repo, path = artifact_location(request)
-    found = await require_read(request, repo, path)
+    found = cached_read(request, repo, path) or await require_read(request, repo, path)
     virtual = virtual_repo(request, repo) if found.type == VIRTUAL else None
     try:
         if virtual is None:
@@ -217,7 +228,7 @@ async def serve_stored(request: web.Request, repo: str, path: str) -> web.Stream
     if not (delegable and (redirects or _nginx_sends(request, policy.accel_redirect))):
         body = app[keys.small_blobs].get(artifact.sha256)
         if body is not None:  # the usual small download: answered without another coroutine
-            return _from_memory(body, window, status, headers)
+            return _from_memory(request, artifact, body, window, status, headers)
     return await _body(request, artifact, window, status, headers, delegable=delegable)
 
 
@@ -248,7 +259,7 @@ async def _body(
     small = request.app[keys.small_blobs]
     body: bytes | None = None if by_nginx else small.get(artifact.sha256)
     if body is not None:
-        return _from_memory(body, window, status, headers)
+        return _from_memory(request, artifact, body, window, status, headers)
     path = await storage.local_path(artifact.sha256)
     if path is not None and by_nginx:
         return _accel_redirect(policy.accel_redirect, path, status, headers)
@@ -264,7 +275,7 @@ async def _body(
             await request.app[keys.artifacts].quarantine(artifact.sha256, artifact.size, reason)
             raise BlobQuarantined(f"{artifact.repo}/{artifact.path}", reason)
         small[artifact.sha256] = body  # content-addressed, and checked: never stale
-        return _from_memory(body, window, status, headers)
+        return _from_memory(request, artifact, body, window, status, headers)
     if path is not None:
         fobj = await open_in_thread(_open, path, artifact.sha256)
         return SendfileResponse(fobj, window, status=status, headers=headers)
@@ -290,7 +301,11 @@ def _conditional(headers: CIMultiDictProxy[str]) -> bool:
     )
 
 
-def _from_memory(body: bytes, window: ByteRange, status: int, headers: Headers) -> web.Response:
+def _from_memory(
+    request: web.Request, artifact: Artifact, body: bytes, window: ByteRange, status: int, headers: Headers
+) -> web.StreamResponse:
+    if status == 200 and sendable_in_one_write(request):  # a 200 is the whole file
+        return OneWriteResponse(whole_file_head(artifact, request.app[keys.policy].node_id, headers), body)
     if window.length != len(body):
         body = body[window.start : window.start + window.length]
     return web.Response(body=body, status=status, headers=headers)
