@@ -108,9 +108,10 @@ async def test_prepare_hooks_add_their_headers_and_may_name_their_own_server(aio
         resp = await client.get(path)
         assert resp.status == 200 and await resp.read() == b"abc"
         h = resp.headers
-        assert (h["Content-Type"], h["X-Checksum-Sha1"], h["Content-Length"], h["X-Hook"]) == ("text/plain", "abc", "3", "yes")
-        assert "Date" in h
-        assert h.getall("Server") == [server] if server else h["Server"].startswith("Python/")
+        assert (h["Content-Type"], h["X-Checksum-Sha1"], h["Content-Length"]) == ("text/plain", "abc", "3")
+        assert h["X-Hook"] == "yes" and "Date" in h
+        servers = h.getall("Server")
+        assert len(servers) == 1 and (servers[0] == server if server else servers[0].startswith("Python/"))
 
 
 @pytest.mark.parametrize("value", ["a\r\nInjected: yes", "a\nb", "a\rb"])
