@@ -21,6 +21,7 @@ from repository.scrub_store import CatalogBlobs
 from .access.middleware import access_ctx
 from .access.setup import setup_security
 from .console.routes import setup_edge_console
+from .dispatch import setup_dispatch
 from .keys import relayer_key, settings_key, starts_node_key, transactions_key, trusted_keys_key, worker_key
 from .metrics import setup_edge_metrics
 from .pace import UploadPace
@@ -58,6 +59,7 @@ def create_app(settings: EdgeSettings, *, worker: int = 0, starts_node: bool = T
     app[worker_key] = worker
     app[starts_node_key] = starts_node
     setup_requests(app, worker)
+    setup_dispatch(app)
     setup_edge_metrics(app, settings)
     if worker:  # a scrape reaching any worker answers for the node
         setup_shared_metrics(app, settings.data_dir / "metrics", worker, starts_node=starts_node)
