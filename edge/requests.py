@@ -57,10 +57,13 @@ def request_class(answer: Answer) -> type[web.Request]:
             return key in self._state
 
         async def _prepare_hook(self, response: web.StreamResponse) -> None:
-            if self._match_info is None:  # as aiohttp: no hooks for what never reached the app
+            match_info = self._match_info
+            if match_info is None:  # as aiohttp: no hooks for what never reached the app
                 return
             answer(self, response)
-            await super()._prepare_hook(response)
+            for app in match_info.apps:  # aiohttp's own hook, without a coroutine of its own
+                if on_response_prepare := app.on_response_prepare:
+                    await on_response_prepare.send(self, response)
 
     return EdgeRequest
 

@@ -93,7 +93,7 @@ class AccessControl:
             denial = rules.check(ctx.repo, client, ctx.country)
             if denial is not None:
                 raise _refuse(ctx, denial.rule, denial.message)
-        if "sig" in request.query:
+        if request.query_string and "sig" in request.query:  # most requests have no query to parse
             _open_signed_url(request, self.urls, ctx, client)
         return identify(request)
 
