@@ -25,6 +25,7 @@ import sqlalchemy
 import sqlite_utils
 
 from devstack.services import EdgeProcess
+from edge.access import audit_step
 from edge.access.audit import AuditRecord, AuditTrail
 from edge.access.audit_store import AuditQuery, AuditStore
 from edge.access.rules import RuleSpec
@@ -248,6 +249,19 @@ async def test_stats_count_whole_downloads_once_and_name_the_last_downloader(edg
     assert (await error_of(folder))[0] == 400
 
 
+async def test_requests_that_match_no_route_are_recorded_as_other_and_kept_in_no_memo(edge: Any) -> None:
+    """Each request aiohttp finds no route for gets a route of its own: recording many of them
+    leaves nothing behind per request (the per-route memo of actions holds only the app's routes)."""
+    assert (await edge.get("/nowhere/0")).status == 404
+    remembered = len(audit_step._route_actions)
+    for i in range(1, 21):
+        assert (await edge.get(f"/nowhere/{i}")).status == 404
+    await settle(edge, 21)
+    assert len(audit_step._route_actions) == remembered
+    body = await query(edge, action="other")
+    assert [(r["method"], r["status"]) for r in body["records"]] == [("GET", 404)] * 21
+
+
 async def test_deleting_a_file_resets_its_statistics(edge: Any) -> None:
     await upload(edge, "d/x.bin", b"x")
     assert (await edge.get(f"/artifactory/{UPLOADS}/d/x.bin")).status == 200
@@ -403,6 +417,20 @@ async def test_a_refusal_by_an_ip_rule_is_recorded_with_the_rule(aiohttp_client:
     (denied,) = (await query(client, action="denied"))["records"]
     assert (denied["repo"], denied["path"], denied["status"]) == ("releases-local", "app.bin", 403)
     assert "127.0.0.0/8" in denied["deniedBy"] and denied["clientIp"] == "127.0.0.1"
+
+
+async def test_each_record_names_its_own_client_when_clients_take_turns(aiohttp_client: Any, tmp_path: Path) -> None:
+    """Behind a trusted proxy, requests of several clients in turn (and one of the proxy itself)
+    are each recorded with the address of the client that made it."""
+    settings = make_settings(tmp_path, access=AccessSettings(trusted_proxies=("127.0.0.1/32",)))
+    client = await aiohttp_client(create_app(settings))
+    clients = ["192.0.2.1", "192.0.2.2", "192.0.2.2", "2001:db8::7", "192.0.2.1", None, "192.0.2.1"]
+    for address in clients:
+        headers = {"X-Forwarded-For": address} if address else {}
+        assert (await client.get(f"/artifactory/{UPLOADS}/missing.bin", headers=headers)).status == 404
+    await settle(client, len(clients))
+    found = (await query(client))["records"]
+    assert [r["clientIp"] for r in reversed(found)] == [a or "127.0.0.1" for a in clients]
 
 
 async def test_records_name_the_user_and_the_token_that_was_presented(edge: Any) -> None:

@@ -137,7 +137,7 @@ class AuditStore:
             else:
                 self._add_counts(_download_counts(repos, paths, times, subjects, counted))
 
-    def _count_around_deletes(self, batch: Sequence[AuditRecord], subjects: Sequence[str]) -> None:
+    def _count_around_deletes(self, batch: Sequence[AuditRecord], subjects: Sequence[str | None]) -> None:
         """The downloads of a batch with deletes in it, in order: a delete between two downloads
         of a file resets its count, so the second counts from one."""
         counts: dict[tuple[str, str], list[Any]] = {}
@@ -259,7 +259,7 @@ def _download_counts(
     repos: Sequence[str | None],
     paths: Sequence[str | None],
     times: Sequence[int],
-    subjects: Sequence[str],
+    subjects: Sequence[str | None],
     counted: Sequence[bool],
 ) -> dict[tuple[str, str], list[Any]]:
     """``(repo, path) -> [downloads, the last one's time, by whom]`` of a batch without deletes:
@@ -275,7 +275,7 @@ def _download_counts(
         for key, at, by in zip(keys, when, who, strict=True):
             if key not in latest or at >= latest[key][0]:
                 latest[key] = (at, by)
-    return {key: [tally[key], *latest[key]] for key in latest if key[0] and key[1]}
+    return {(repo, path): [tally[repo, path], *latest[repo, path]] for repo, path in latest if repo and path}
 
 
 @functools.lru_cache(maxsize=4096)
