@@ -125,36 +125,24 @@ class AuditStore:
             "time": times, "subject": subjects, "token_id": token_ids, "signed_kid": signed_kids,
             "signed_iat": signed_iats, "client_ip": client_ips,
             "client_ip_packed": tuple(map(_packed_value, client_ips)), "country": countries, "method": methods,
-            "action": actions, "repo": repos, "path": paths,
-            "status": statuses, "bytes": sizes, "denied_by": _storable_column(denials),
-            "aborted": tuple(map(int, aborted)), "duration_ms": durations, "served_from": served_from,
+            "action": actions, "repo": repos, "path": paths, "status": statuses, "bytes": sizes,
+            "denied_by": _storable_column(denials), "aborted": tuple(map(int, aborted)), "duration_ms": durations,
+            "served_from": served_from,
         }  # fmt: skip
         db = self._database.db
         with db.atomic(serializable=False):  # records appended, counts added to: replicas never conflict
             db.insert_columns("audit", columns, optional=_OPTIONAL)
+            # one upsert per file and batch; around each delete in order, so that a delete between
+            # two downloads of a file resets its count
+            downloads = (repos, paths, times, subjects, counted)
+            start = 0
             if "delete" in actions:
-                self._count_around_deletes(batch, subjects)
-            else:
-                self._add_counts(_download_counts(repos, paths, times, subjects, counted))
-
-    def _count_around_deletes(self, batch: Sequence[AuditRecord], subjects: Sequence[str | None]) -> None:
-        """The downloads of a batch with deletes in it, in order: a delete between two downloads
-        of a file resets its count, so the second counts from one."""
-        counts: dict[tuple[str, str], list[Any]] = {}
-        for r, subject in zip(batch, subjects, strict=True):
-            if r.counts_as_download and r.repo and r.path:
-                found = counts.get((r.repo, r.path))
-                if found is None:
-                    counts[(r.repo, r.path)] = [1, r.time, subject]
-                else:
-                    found[0] += 1
-                    if r.time >= found[1]:
-                        found[1:] = [r.time, subject]
-            elif r.action == "delete" and r.status == 204 and r.repo:
-                self._add_counts(counts)
-                counts = {}
-                self._forget_stats(r.repo, r.path or "")
-        self._add_counts(counts)
+                for end, r in enumerate(batch):
+                    if r.action == "delete" and r.status == 204 and r.repo:
+                        self._add_counts(_download_counts([column[start:end] for column in downloads]))
+                        self._forget_stats(r.repo, r.path or "")
+                        start = end + 1
+            self._add_counts(_download_counts([column[start:] for column in downloads]))
 
     async def add_downloads(self, counts: dict[tuple[str, str], list[Any]]) -> None:
         """Add downloads made elsewhere (a remote repo's cached hits, reported by the node that served
@@ -255,15 +243,11 @@ def _conditions(q: AuditQuery) -> tuple[list[str], dict[str, Any]]:
     return where, params
 
 
-def _download_counts(
-    repos: Sequence[str | None],
-    paths: Sequence[str | None],
-    times: Sequence[int],
-    subjects: Sequence[str | None],
-    counted: Sequence[bool],
-) -> dict[tuple[str, str], list[Any]]:
-    """``(repo, path) -> [downloads, the last one's time, by whom]`` of a batch without deletes:
-    one upsert per file and batch. The later of two downloads at the same time is the last."""
+def _download_counts(columns: Sequence[Sequence[Any]]) -> dict[tuple[str, str], list[Any]]:
+    """``(repo, path) -> [downloads, the last one's time, by whom]`` of records with no delete among
+    them, given by column: repo, path, time, subject, and whether each counts as a download. The
+    later of two downloads at the same time is the last."""
+    repos, paths, times, subjects, counted = columns
     keys = list(compress(zip(repos, paths, strict=True), counted))
     when = list(compress(times, counted))
     who = list(compress(subjects, counted))
