@@ -25,6 +25,7 @@ import sqlalchemy
 import sqlite_utils
 
 from devstack.services import EdgeProcess
+from edge.access import audit_step
 from edge.access.audit import AuditRecord, AuditTrail
 from edge.access.audit_store import AuditQuery, AuditStore
 from edge.access.rules import RuleSpec
@@ -248,6 +249,19 @@ async def test_stats_count_whole_downloads_once_and_name_the_last_downloader(edg
     assert (await error_of(folder))[0] == 400
 
 
+async def test_requests_that_match_no_route_are_recorded_as_other_and_kept_in_no_memo(edge: Any) -> None:
+    """Each request aiohttp finds no route for gets a route of its own: recording many of them
+    leaves nothing behind per request (the per-route memo of actions holds only the app's routes)."""
+    assert (await edge.get("/nowhere/0")).status == 404
+    remembered = len(audit_step._route_actions)
+    for i in range(1, 21):
+        assert (await edge.get(f"/nowhere/{i}")).status == 404
+    await settle(edge, 21)
+    assert len(audit_step._route_actions) == remembered
+    body = await query(edge, action="other")
+    assert [(r["method"], r["status"]) for r in body["records"]] == [("GET", 404)] * 21
+
+
 async def test_deleting_a_file_resets_its_statistics(edge: Any) -> None:
     await upload(edge, "d/x.bin", b"x")
     assert (await edge.get(f"/artifactory/{UPLOADS}/d/x.bin")).status == 200
@@ -405,6 +419,20 @@ async def test_a_refusal_by_an_ip_rule_is_recorded_with_the_rule(aiohttp_client:
     assert "127.0.0.0/8" in denied["deniedBy"] and denied["clientIp"] == "127.0.0.1"
 
 
+async def test_each_record_names_its_own_client_when_clients_take_turns(aiohttp_client: Any, tmp_path: Path) -> None:
+    """Behind a trusted proxy, requests of several clients in turn (and one of the proxy itself)
+    are each recorded with the address of the client that made it."""
+    settings = make_settings(tmp_path, access=AccessSettings(trusted_proxies=("127.0.0.1/32",)))
+    client = await aiohttp_client(create_app(settings))
+    clients = ["192.0.2.1", "192.0.2.2", "192.0.2.2", "2001:db8::7", "192.0.2.1", None, "192.0.2.1"]
+    for address in clients:
+        headers = {"X-Forwarded-For": address} if address else {}
+        assert (await client.get(f"/artifactory/{UPLOADS}/missing.bin", headers=headers)).status == 404
+    await settle(client, len(clients))
+    found = (await query(client))["records"]
+    assert [r["clientIp"] for r in reversed(found)] == [a or "127.0.0.1" for a in clients]
+
+
 async def test_records_name_the_user_and_the_token_that_was_presented(edge: Any) -> None:
     await upload(edge, "t.bin", b"t")
     await edge.put("/artifactory/api/security/users/tom", json={"password": "tom-password"}, headers=admin())
@@ -498,6 +526,58 @@ async def test_a_batch_of_any_size_is_written_whole_and_in_order(audit_db: Datab
         assert (await store.download_stats(UPLOADS, f"f{count - 1}.bin")).count == 1
         ip = ipaddress.ip_network(f"192.0.2.{(count - 1) % 256}/32")
         assert any(r.path == f"f{count - 1}.bin" for r in await store.query(AuditQuery(ip=ip, limit=1000)))
+
+
+async def test_fields_set_in_only_some_records_of_a_batch_are_kept_exactly(audit_db: Database) -> None:
+    """A field empty in most records (a token, a signed URL's key, a country, a refusal's rule, a
+    virtual repo's member, even the address or the path) is kept exactly where a record has it,
+    whichever hundred of the batch that record falls in, and stays empty everywhere else."""
+    store = AuditStore(audit_db)
+    now = int(time.time() * 1000)
+    written = [record(now + i, f"f{i}.bin") for i in range(2 * ROWS_PER_INSERT + 1)]
+    full = dict(token_id="t1", signed_kid="k1", signed_iat=now - 5, country="NL", denied_by="ip-deny", served_from="m")
+    written[0] = written[0]._replace(**full)
+    written[ROWS_PER_INSERT + 1] = written[ROWS_PER_INSERT + 1]._replace(country="DE", aborted=True, status=206)
+    written[-1] = written[-1]._replace(client_ip=None, repo=None, path=None, action="other", counts_as_download=False)
+    await store.write(written)
+    kept = list(reversed(await store.query(AuditQuery(limit=1000))))
+    fields = ("time", "subject", "token_id", "signed_kid", "signed_iat", "client_ip", "country", "method", "action",
+              "repo", "path", "status", "bytes", "denied_by", "aborted", "duration_ms", "served_from")  # fmt: skip
+    assert [tuple(getattr(r, f) for f in fields) for r in kept] == [
+        tuple(int(getattr(r, f)) if f == "aborted" else getattr(r, f) for f in fields) for r in written
+    ]
+    from_there = await store.query(AuditQuery(ip=ipaddress.ip_network("192.0.2.1/32"), limit=1000))
+    assert len(from_there) == len(written) - 1  # the record without an address is in no network
+
+
+async def test_the_last_download_is_the_latest_even_when_the_clock_went_back(audit_db: Database) -> None:
+    """Within one batch the wall clock may step back: a file's last download is still the one with
+    the latest time (the later recorded of two at the same time), and every download counts."""
+    store = AuditStore(audit_db)
+    now = int(time.time() * 1000)
+    await store.write(
+        [record(now + 5, subject="a"), record(now + 2, subject="b"), record(now + 5, subject="c"), record(now + 1)]
+    )
+    stats = await store.download_stats(UPLOADS, "f.bin")
+    assert (stats.count, stats.last_downloaded, stats.last_downloaded_by) == (4, now + 5, "c")
+
+
+async def test_a_delete_in_a_batch_resets_the_count_of_the_downloads_before_it(audit_db: Database) -> None:
+    store = AuditStore(audit_db)
+    now = int(time.time() * 1000)
+    delete = record(now + 2, "d")._replace(method="DELETE", action="delete", status=204, counts_as_download=False)
+    await store.write(
+        [
+            record(now, "d/x.bin"),
+            record(now + 1, "d/x.bin"),
+            record(now + 1, "y.bin"),
+            delete,
+            record(now + 3, "d/x.bin"),
+        ]
+    )
+    stats = await store.download_stats(UPLOADS, "d/x.bin")
+    assert (stats.count, stats.last_downloaded) == (1, now + 3)
+    assert (await store.download_stats(UPLOADS, "y.bin")).count == 1
 
 
 async def test_retention_removes_only_old_records_and_nothing_rewrites_them(audit_db: Database) -> None:

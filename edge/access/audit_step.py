@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -57,6 +59,30 @@ def _text(address: IPAddress) -> str:
     return str(address)
 
 
+# The last client's address and its text. Addresses come from one cache (``parse_address``), so a
+# client's next request, the usual case (and every request behind a proxy that is not trusted),
+# brings the same object again: an identity test, where hashing an address runs Python code.
+_last_client: tuple[IPAddress | None, str | None] = (None, None)
+
+
+def _client_text(address: IPAddress | None) -> str | None:
+    global _last_client
+    last, text = _last_client
+    if address is not last:
+        text = None if address is None else _text(address)
+        _last_client = (address, text)
+    return text
+
+
+# What a route's requests are recorded as, where the route alone says; else (None) their path and
+# method say. Keyed by the route object: naming it costs more than the lookup. Only the app's
+# routes, which have names: aiohttp makes an unnamed one for each request it finds no route for.
+_route_actions: dict[web.AbstractRoute, str | None] = {}
+# tuple.__new__ makes a record from a tuple in C, where the NamedTuple's own __new__ is a Python
+# function of 18 arguments: half the cost of the record
+_make_record = cast(Callable[[type[AuditRecord], tuple[Any, ...]], AuditRecord], tuple.__new__)
+
+
 def record_request(
     trail: AuditTrail,
     request: web.Request,
@@ -69,9 +95,17 @@ def record_request(
 ) -> None:
     """The audit record of a finished request (``seconds``: from its arrival to its end)."""
     principal = request.get(core.principal)
-    subject = principal.subject if principal is not None else ctx.subject
-    token_id = principal.token_id if principal is not None and principal.token_id else ctx.token_id
-    action = _action(request)
+    if principal is not None:
+        subject, token_id = principal.subject, principal.token_id or ctx.token_id
+    else:
+        subject, token_id = ctx.subject, ctx.token_id
+    route = request.match_info.route
+    try:
+        action = _route_actions[route]
+    except KeyError:  # a route not seen yet, or aiohttp's own for a 404 or 405
+        action = _route_action(route)
+    if action is None:
+        action = _action_by_path(request)
     repo, path = ctx.repo, ctx.path
     if repo is None:
         repo, path = request_target(request.raw_path)
@@ -79,37 +113,33 @@ def record_request(
     if denied_by is None and status in (401, 403):
         denied_by = _error_message(response)
     trail.record(
-        AuditRecord(
-            now_ms(),
-            subject,
-            token_id,
-            ctx.signed_kid,
-            ctx.signed_iat,
-            _text(ctx.client_ip) if ctx.client_ip is not None else None,
-            ctx.country,
-            request.method,
-            action,
-            repo,
-            path,
-            status,
-            ctx.bytes_sent,
-            denied_by,
-            aborted,
-            round(seconds * 1000),
-            action == "download" and not aborted and _delivers_file(request, response, status),
-            request.get(core.served_from),
+        _make_record(
+            AuditRecord,
+            (
+                now_ms(), subject, token_id, ctx.signed_kid, ctx.signed_iat, _client_text(ctx.client_ip),
+                ctx.country, request.method, action, repo, path, status, ctx.bytes_sent, denied_by, aborted,
+                round(seconds * 1000),
+                action == "download" and not aborted and _delivers_file(request, response, status),
+                request.get(core.served_from),
+            ),
         )
-    )
+    )  # fmt: skip
 
 
-def _action(request: web.Request) -> str:
-    name = request.match_info.route.name
-    if name in ROUTE_ACTIONS:
-        return ROUTE_ACTIONS[name]
+def _route_action(route: web.AbstractRoute) -> str | None:
+    """The action of every request of ``route`` (remembered for a named route); None where it
+    depends on the request."""
+    name = route.name
     if name is None:
         return "other"
-    if name.startswith("tx_"):
-        return "distribute"
+    action = ROUTE_ACTIONS.get(name)
+    if action is None and name.startswith("tx_"):
+        action = "distribute"
+    _route_actions[route] = action
+    return action
+
+
+def _action_by_path(request: web.Request) -> str:
     if request.path.startswith(ADMIN_PREFIXES) or request.method not in ("GET", "HEAD"):
         return "admin"
     return "read"
