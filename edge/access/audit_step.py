@@ -78,6 +78,7 @@ def _client_text(address: IPAddress | None) -> str | None:
 # method say. Keyed by the route object: naming it costs more than the lookup. Only the app's
 # routes, which have names: aiohttp makes an unnamed one for each request it finds no route for.
 _route_actions: dict[web.AbstractRoute, str | None] = {}
+ROUTES_REMEMBERED = 1024
 # tuple.__new__ makes a record from a tuple in C, where the NamedTuple's own __new__ is a Python
 # function of 18 arguments: half the cost of the record
 _make_record = cast(Callable[[type[AuditRecord], tuple[Any, ...]], AuditRecord], tuple.__new__)
@@ -135,6 +136,8 @@ def _route_action(route: web.AbstractRoute) -> str | None:
     action = ROUTE_ACTIONS.get(name)
     if action is None and name.startswith("tx_"):
         action = "distribute"
+    if len(_route_actions) >= ROUTES_REMEMBERED:  # an app has a few hundred; a process that makes many apps
+        _route_actions.clear()  # (tests) would otherwise hold every one of them
     _route_actions[route] = action
     return action
 
