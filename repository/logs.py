@@ -183,16 +183,12 @@ def _access_line(
 ) -> str:
     """The line ``JsonFormatter`` would write for this access (``logger``: its name, encoded),
     without building a dict for ``json.dumps`` to walk: the keys are fixed, only the values are
-    encoded, each by its type, and the path once (the message repeats it)."""
-    quoted_method, quoted_path = _quote(method), _quote(path)
-    if len(quoted_method) == len(method) + 2:  # the method needs no escaping (any method aiohttp parses)
-        msg = f'"{method} {quoted_path[1:-1]} {status}"'
-    else:
-        msg = _quote(f"{method} {path} {status}")
+    encoded, each by its type."""
+    msg = _quote(f"{method} {path} {status}")
     rid = "" if request_id is None else f' "request_id": {_quote(request_id)},'
     return (
         f'{{"ts": "{timestamp(_now())}", "level": "info", "logger": {logger}, "msg": {msg},{rid}'
-        f' "method": {quoted_method}, "path": {quoted_path}, "status": {status}, "bytes": {sent},'
+        f' "method": {_quote(method)}, "path": {_quote(path)}, "status": {status}, "bytes": {sent},'
         f' "ms": {ms!r}, "remote": {"null" if remote is None else _quote(remote)},'
         f' "user": {"null" if user is None else _quote(user)}}}\n'
     )

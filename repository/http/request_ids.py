@@ -64,8 +64,7 @@ os.register_at_fork(after_in_child=_drawn.clear)
 
 def begin_request(request: web.Request) -> Token[str | None]:
     """Give the request its id, also for the log lines of its task; reset the token when it ends."""
-    header = request.headers.get(_HEADER)
-    request_id = request[keys.request_id] = header if header is not None and _SANE(header) else fresh_id()
+    request_id = request[keys.request_id] = request_id_of(request.headers.get(_HEADER))
     return current_request_id.set(request_id)
 
 
