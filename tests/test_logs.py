@@ -1,4 +1,4 @@
-"""The JSON log lines' own formatting: timestamps, and access lines written without ``logging``."""
+"""The JSON log lines' own formatting: timestamps, durations, and access lines written without ``logging``."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import time
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
+from hypothesis import given
+from hypothesis import strategies as st
 
 from repository.http import keys
-from repository.logs import JsonAccessLogger, JsonFormatter, JsonHandler, timestamp
+from repository.logs import JsonAccessLogger, JsonFormatter, JsonHandler, millis, timestamp
 
 
 def reference(created: float) -> str:
@@ -59,3 +61,16 @@ async def test_an_access_line_written_directly_equals_the_one_logging_writes_wha
     assert written == logged  # byte for byte, the time aside
     entry = json.loads(written)
     assert entry["msg"] == f'{method} /artifactory/r/a"b.bin 204' and entry["ms"] == 1.23
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [0.0, -0.0, 0.000004999, 0.000005, 0.000015, 0.000025, 0.001, 0.0105, 0.1, 1.0, 59.99999, 123456.789, 9.99e9],
+)
+def test_the_ms_of_an_access_line_is_written_as_logging_writes_it(seconds: float) -> None:
+    assert millis(seconds) == repr(round(seconds * 1000, 2))
+
+
+@given(st.floats(min_value=-1e10, max_value=1e10, allow_nan=False))
+def test_the_ms_of_any_duration_below_300_years_is_written_as_logging_writes_it(seconds: float) -> None:
+    assert millis(seconds) == repr(round(seconds * 1000, 2))
