@@ -6,9 +6,10 @@ Anything else is replaced by a fresh one, 128 random bits in 32 hex digits (the 
 a uuid4 in hex), so a log line never carries a client's control characters or megabytes of
 header. The id is only for correlating lines and nothing trusts it, so its bits come from
 ``random`` (no system call, which would also hand the GIL to another thread mid-request)
-rather than from the kernel, drawn for many ids at once: one draw, formatted and split at once,
-serves ``BATCH`` requests. ``random`` is reseeded in a forked child and the ids drawn before
-the fork are dropped there, so workers forked from one process never answer the same id.
+rather than from the kernel, and drawn ``BATCH`` ids at a time (one draw, formatted and split
+in C, costs a request less than formatting its own 128 bits would). ``random`` is reseeded in a
+forked child and the ids drawn before the fork are dropped there, so workers forked from one
+process never answer the same id.
 
 The id is given first of all (``begin_request``, called by the Distribution service's
 ``metrics_middleware`` and by the edge's one middleware layer, edge/pipeline.py), so the
