@@ -72,7 +72,7 @@ class GuardedRequestHandler(RequestHandler):
         self._body: StreamReader | None = None  # the body being waited for
         self._body_timer: asyncio.TimerHandle | None = None
         self._last_read = 0.0
-        self._head = bytearray()  # the first bytes of the latest request head
+        self._head = b""  # the first bytes of the latest request head (a copy of at most HEAD_SNIFF)
         self._head_ended = False  # whether the head has ended
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -86,22 +86,18 @@ class GuardedRequestHandler(RequestHandler):
     def data_received(self, data: bytes) -> None:
         self._last_read = self._loop.time()
         idle = self._request_count == 0 or self._idle()  # bytes of a request head, not of a body
-        if idle:
-            self._sniff(data)
+        if idle:  # keep the first bytes of the head being received, for ``handle_error``
+            head = self._head
+            if self._head_ended:  # the previous request's head: this is the next one's
+                self._head, self._head_ended = data[:HEAD_SNIFF], False
+            elif len(head) < HEAD_SNIFF:
+                self._head = head + data[: HEAD_SNIFF - len(head)]
         before = self._request_count
         super().data_received(data)
         if self._request_count != before:  # a whole head arrived (or one that cannot be parsed)
             self._head_done()
         elif idle and data and self._head_timer is None:
             self._arm_head_timer()
-
-    def _sniff(self, data: bytes) -> None:
-        """Keep the first bytes of the head being received, for ``handle_error``."""
-        if self._head_ended:  # the previous request's head: this is the next one's
-            self._head.clear()
-            self._head_ended = False
-        if len(self._head) < HEAD_SNIFF:
-            self._head += data[: HEAD_SNIFF - len(self._head)]
 
     def _idle(self) -> bool:
         """Waiting for the next request (not handling one, nor reading what is left of one).
@@ -191,7 +187,7 @@ class GuardedRequestHandler(RequestHandler):
 
     def _sniffed_target(self) -> bytes:
         """The start of the unparsable request's target, as far as it was kept."""
-        parts = bytes(self._head).split(b" ", 2)
+        parts = self._head.split(b" ", 2)
         return parts[1] if len(parts) > 1 else b""
 
     def _sniffed_path(self) -> str:

@@ -188,13 +188,23 @@ class HttpMetrics:
         self.own_counters: list[Counters] = []
         # where one of several worker processes answers for the node (repository/http/metrics_shared.py)
         self.shared: SharedCounts | None = None
+        # each route's label, found once: routes are fixed once the app runs
+        self._labels: dict[web.AbstractRoute, str] = {}
 
     def count(
         self, request: web.Request, response: web.StreamResponse | None, status: int, seconds: float, sent: int
     ) -> None:
         """One finished request: its route's counts, then the service's ``on_request`` hooks."""
-        method = request.method if request.method in METHODS else "other"
-        self.requests.observe(method, route_label(request), status, seconds, sent)
+        method = request.method
+        if method not in METHODS:
+            method = "other"
+        route = request.match_info.route
+        label = self._labels.get(route)
+        if label is None:
+            label = route_label(request)
+            if route.resource is not None:  # the router's own 404 and 405 routes are new for each request
+                self._labels[route] = label
+        self.requests.observe(method, label, status, seconds, sent)
         for hook in self.on_request:
             hook(request, response, status)
 

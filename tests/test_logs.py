@@ -1,0 +1,76 @@
+"""The JSON log lines' own formatting: timestamps, durations, and access lines written without ``logging``."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import time
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+from hypothesis import given
+from hypothesis import strategies as st
+
+from repository.http import keys
+from repository.logs import JsonAccessLogger, JsonFormatter, JsonHandler, millis, timestamp
+
+
+def reference(created: float) -> str:
+    """The timestamp, formatted from scratch."""
+    second = int(created)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + f".{int((created - second) * 1000):03d}Z"
+
+
+@pytest.mark.parametrize(
+    "moments",
+    [
+        [1796450000.1234, 1796450000.1239, 1796450000.1240],  # the same millisecond, then the next
+        [1796450000.5, 1796450001.5, 1796450000.5],  # the same millisecond of other seconds, and back
+        [1796450000.999, 1796450001.0, 1796450001.0005, 1796450001.001],  # across a second
+        [0.0, 0.0009, 1e-7, 59.9999],
+    ],
+    ids=["same-millisecond", "same-millisecond-other-second", "second-boundary", "epoch"],
+)
+def test_timestamps_formatted_once_per_millisecond_equal_those_formatted_afresh(moments: list[float]) -> None:
+    assert [timestamp(m) for m in moments] == [reference(m) for m in moments]
+
+
+@pytest.mark.parametrize("method", ["GET", 'M"X\\', "MÉTHODE"], ids=["plain", "quote-backslash", "non-ascii"])
+async def test_an_access_line_written_directly_equals_the_one_logging_writes_whatever_the_method(method: str) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    direct, plain = JsonHandler(), logging.StreamHandler(io.StringIO())
+    direct.setStream(io.StringIO())
+    plain.setFormatter(JsonFormatter())
+    request = make_mocked_request(method, "/artifactory/r/a%22b.bin")
+    request[keys.request_id] = "rid-1"
+    access = JsonAccessLogger(logging.getLogger("aiohttp.access"), "")
+    try:
+        root.setLevel(logging.INFO)
+        for handler in (direct, plain):
+            root.handlers[:] = [handler]
+            access.log(request, web.Response(status=204), 0.00123)
+        direct.flush_lines()
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    written, logged = (re.sub(r'"ts": "[^"]*"', '"ts": ""', h.stream.getvalue()) for h in (direct, plain))
+    assert written == logged  # byte for byte, the time aside
+    entry = json.loads(written)
+    assert entry["msg"] == f'{method} /artifactory/r/a"b.bin 204' and entry["ms"] == 1.23
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [0.0, -0.0, 0.000004999, 0.000005, 0.000015, 0.000025, 0.001, 0.0105, 0.1, 1.0, 59.99999, 123456.789, 9.99e9],
+)
+def test_the_ms_of_an_access_line_is_written_as_logging_writes_it(seconds: float) -> None:
+    assert millis(seconds) == repr(round(seconds * 1000, 2))
+
+
+@given(st.floats(min_value=-1e10, max_value=1e10, allow_nan=False))
+def test_the_ms_of_any_duration_below_300_years_is_written_as_logging_writes_it(seconds: float) -> None:
+    assert millis(seconds) == repr(round(seconds * 1000, 2))
