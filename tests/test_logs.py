@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -15,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from repository.http import keys
-from repository.logs import JsonAccessLogger, JsonFormatter, JsonHandler, millis, timestamp
+from repository.logs import LINES_MAX, JsonAccessLogger, JsonFormatter, JsonHandler, millis, timestamp
 
 
 def reference(created: float) -> str:
@@ -74,3 +75,57 @@ def test_the_ms_of_an_access_line_is_written_as_logging_writes_it(seconds: float
 @given(st.floats(min_value=-1e10, max_value=1e10, allow_nan=False))
 def test_the_ms_of_any_duration_below_300_years_is_written_as_logging_writes_it(seconds: float) -> None:
     assert millis(seconds) == repr(round(seconds * 1000, 2))
+
+
+class CountingStream(io.StringIO):
+    """A stream that counts the writes it gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def counting_handler() -> tuple[JsonHandler, CountingStream]:
+    handler, stream = JsonHandler(), CountingStream()
+    handler.setStream(stream)
+    return handler, stream
+
+
+@pytest.mark.parametrize("count", [0, 1, LINES_MAX - 1])
+async def test_access_lines_wait_for_the_delay_and_go_out_in_one_write(count: int) -> None:
+    handler, stream = counting_handler()
+    for i in range(count):
+        handler.write_line(f"line {i}\n")
+    assert stream.writes == 0  # queued, not written yet
+    for _ in range(500):  # bounded: the delay is far shorter than 500 turns of 10 ms
+        if stream.getvalue() or not count:
+            break
+        await asyncio.sleep(0.01)
+    assert stream.writes == (1 if count else 0)
+    assert stream.getvalue() == "".join(f"line {i}\n" for i in range(count))
+
+
+@pytest.mark.parametrize("count", [LINES_MAX, LINES_MAX + 1, 2 * LINES_MAX])
+async def test_a_full_batch_of_access_lines_is_written_at_once(count: int) -> None:
+    handler, stream = counting_handler()
+    for i in range(count):
+        handler.write_line(f"{i}\n")
+    assert stream.writes == count // LINES_MAX  # each full batch at once; the rest waits
+    handler.flush_lines()
+    assert stream.getvalue() == "".join(f"{i}\n" for i in range(count))
+    handler.flush_lines()  # nothing left: no empty write
+    assert stream.writes == count // LINES_MAX + (1 if count % LINES_MAX else 0)
+
+
+async def test_a_log_line_after_queued_access_lines_is_written_after_them() -> None:
+    handler, stream = counting_handler()
+    handler.write_line('{"msg": "GET /a 200"}\n')
+    handler.emit(logging.makeLogRecord({"msg": "later", "levelno": logging.INFO, "levelname": "INFO"}))
+    first, second = stream.getvalue().splitlines()
+    assert json.loads(first)["msg"] == "GET /a 200" and json.loads(second)["msg"] == "later"
+    handler.flush_lines()
+    assert stream.writes == 2  # the access line once, then the record
