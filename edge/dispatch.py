@@ -20,7 +20,7 @@ sub-app is matched by domain ahead of the index, and every middleware is a new-s
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import hdrs, web
@@ -39,7 +39,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @dataclass(frozen=True, slots=True)
 class _Downloads:
     resource: DynamicResource
-    routes: dict[str, AbstractRoute]  # its GET and HEAD routes
+    routes: Mapping[str, AbstractRoute]  # its GET and HEAD routes
     run: Handler  # the app's middlewares around the download handler
 
     def match(self, request: web.BaseRequest) -> UrlMappingMatchInfo | None:
