@@ -13,7 +13,7 @@ taught to schemathesis in ``tests/api_formats.py``.
 A valid case is completed where a JSON schema cannot say what valid is (``_complete``): a body
 field that must equal a path parameter, a time relative to now, a signature over another
 field, names unique across a list, a password a new user needs, object keys that must be user
-or group names (OpenAPI 3.0 has no keyword for keys). Download answers may be 412 and 416 to
+or group names, or property keys (OpenAPI 3.0 has no keyword for keys). Download answers may be 412 and 416 to
 valid requests: conditionals and ranges are judged on the file as it is. Two fields are pinned where a
 fuzzed value would change the test bench rather than test the API: edges the fuzzed
 registration adds all point at the edge process started here (loopback), so the Distribution
@@ -55,6 +55,7 @@ USERS = "/artifactory/api/security/users/{name}"
 TRUSTED_KEYS = "/artifactory/api/security/keys/trusted"
 SIGNER_ALIAS = "schemathesis-signer"
 REPOSITORY = "/artifactory/api/repositories/{key}"
+METADATA = "/artifactory/api/metadata/{repo}/{path}"
 
 SETTINGS = hypothesis.settings(
     max_examples=15,
@@ -226,6 +227,8 @@ def _complete(case: schemathesis.Case, bench: dict[str, Any]) -> None:
                 body["rclass"] = "virtual"
     if path == USERS and case.method == "PUT":
         body.setdefault("password", "a password for a new user")
+    if path == METADATA and isinstance(body.get("props"), dict):  # property keys (no OpenAPI 3.0 keyword for keys)
+        body["props"] = {f"prop-{i}": values for i, values in enumerate(body["props"].values())}
     if isinstance(body.get("tags"), dict):  # tag keys are names (no OpenAPI 3.0 keyword constrains a key)
         body["tags"] = {f"tag-{i}": value for i, value in enumerate(body["tags"].values())}
     repo = body.get("repo")
