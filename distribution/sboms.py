@@ -16,10 +16,10 @@ import asyncio
 import contextlib
 import hashlib
 import sys
-from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from repository.errors import BadRequest, NotFound
+from repository.together import together
 from storage_backends.base import BlobWriter, StorageBackend
 from wire.manifest import ManifestSbom
 
@@ -55,7 +55,8 @@ class BundleSboms:
         try:
             async with contextlib.AsyncExitStack() as stack:  # a dry run opens no writer
                 writer = await stack.enter_async_context(await self.storage.writer(all_digests=False)) if keep else None
-                sha256, size, said = await _together(
+                # the three conversations with the worker at once: a pipe left unread would stall it
+                _, (sha256, size), said = await together(
                     self._feed(worker, bundle, token), self._receive(worker, writer), _bounded(worker.stderr)
                 )
                 code = await worker.wait()
@@ -122,23 +123,6 @@ class BundleSboms:
         if sbom is None:
             raise NotFound(f"Release bundle {name}/{version} has no SBOM (it was created before SBOMs were built)")
         return sbom
-
-
-async def _together(
-    feed: Awaitable[None], receive: Awaitable[tuple[str, int]], errors: Awaitable[bytes]
-) -> tuple[str, int, bytes]:
-    """The three conversations with the worker at once (a pipe left unread would stall it); when
-    one fails, the others are stopped before the error goes on."""
-    tasks = [asyncio.ensure_future(feed), asyncio.ensure_future(receive), asyncio.ensure_future(errors)]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-    sha256, size = tasks[1].result()
-    return sha256, size, tasks[2].result()
 
 
 async def _bounded(stream: asyncio.StreamReader | None) -> bytes:

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine
 from typing import Any
 
 import aiohttp
@@ -31,6 +31,7 @@ import aiohttp
 from repository.db import Database
 from repository.errors import NotFound
 from repository.leases import Leases
+from repository.together import together
 from wire import pull
 from wire.errors import WireError
 from wire.protocol import TransactionState as State
@@ -184,7 +185,7 @@ class Puller:
         while blobs := await self.transactions.store.blob_page(tx.id, after):
             held = await self.transactions.held.held(blobs, stored=tx.state is State.COMMITTED)
             progress.held(sum(1 for s in blobs if s in held), sum(n for s, n in blobs.items() if s in held))
-            await _all(fetch(s, n) for s, n in blobs.items() if s not in held)
+            await together(*(fetch(s, n) for s, n in blobs.items() if s not in held))
             await progress.report()
             after = max(blobs)
         await progress.report(force=True)  # the last word before the commit: aborted meanwhile?
@@ -263,15 +264,3 @@ class Progress:
         self._last = time.monotonic()
         files, size = min(self.files, self.tx.files), min(self.bytes, self.tx.bytes)
         await self.puller.report(self.item, pull.Report(pull.IN_PROGRESS, files, size, self.tx.id))
-
-
-async def _all(work: Iterable[Coroutine[Any, Any, None]]) -> None:
-    """Run every coroutine of ``work`` at once; the first failure cancels the rest."""
-    tasks = [asyncio.ensure_future(w) for w in work]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
