@@ -10,6 +10,12 @@ match (the same match, with the same decoded values, the router would have made)
 request its match info as ``Application._handle`` does, and runs the app's middlewares around
 the download handler. Every other request goes through ``Application._handle`` unchanged.
 
+The match of a download depends on its method and raw target alone, and a frozen match info is
+only read from then on (``Application._handle`` sets its current app only where sub-apps are
+matched, which ``check_router`` rules out), so the match of each of the last ``MATCHES_REMEMBERED``
+targets is kept and shared by the requests that name it again: the same files are asked for
+over and over.
+
 Whether the answer really is known in advance is checked when the app starts (``check_router``),
 so a route added later under ``/artifactory/`` stops the edge from starting rather than being
 shadowed: nothing but the ``/artifactory/api/...`` resources and the catch-all resources of
@@ -21,7 +27,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import hdrs, web
 from aiohttp.web_urldispatcher import AbstractRoute, DynamicResource, MatchedSubAppResource, UrlMappingMatchInfo
@@ -32,25 +38,41 @@ PREFIX = "/artifactory/"
 API = "/artifactory/api"
 CATCH_ALL = "/artifactory/{tail}"
 METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD})
+MATCHES_REMEMBERED = 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True, slots=True)
 class _Downloads:
+    app: web.Application
     resource: DynamicResource
     routes: Mapping[str, AbstractRoute]  # its GET and HEAD routes
     run: Handler  # the app's middlewares around the download handler
+    # (method, raw target without a query) -> its frozen match
+    matches: dict[tuple[str, str], UrlMappingMatchInfo] = field(default_factory=dict)
 
     def match(self, request: web.BaseRequest) -> UrlMappingMatchInfo | None:
         """The router's match for a download (None for any other request): the same route and
-        values, found by the download resource's own pattern."""
-        if request.method not in METHODS or hdrs.EXPECT in request.headers:  # aiohttp answers an Expect first
+        values, found by the download resource's own pattern, and frozen with the app."""
+        method = request.method
+        if method not in METHODS or hdrs.EXPECT in request.headers:  # aiohttp answers an Expect first
             return None
+        key = (method, request.raw_path)
+        found = self.matches.get(key)
+        if found is not None:
+            return found
         path = request.rel_url.path_safe  # what the router matches
         if not path.startswith(PREFIX) or _api(path) or (matched := self.resource._match(path)) is None:
             return None
-        return UrlMappingMatchInfo(matched, self.routes[request.method])
+        found = UrlMappingMatchInfo(matched, self.routes[method])
+        found.add_app(self.app)
+        found.freeze()
+        if "?" not in key[1]:  # a query (a signed URL's) is seldom asked twice
+            if len(self.matches) >= MATCHES_REMEMBERED:
+                self.matches.clear()
+            self.matches[key] = found
+        return found
 
 
 class RouterChanged(RuntimeError):
@@ -68,8 +90,6 @@ def setup_dispatch(app: web.Application) -> None:
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         if found and (match_info := found[0].match(request)) is not None:
-            match_info.add_app(app)
-            match_info.freeze()
             request._match_info = match_info
             return await found[0].run(request)
         return await web.Application._handle(app, request)
@@ -105,4 +125,4 @@ def check_router(app: web.Application) -> _Downloads:
         if getattr(middleware, "__middleware_version__", None) != 1:
             raise RouterChanged(f"{middleware!r} is an old-style middleware")
         run = functools.partial(middleware, handler=run)
-    return _Downloads(catch_all[0], routes, run)
+    return _Downloads(app, catch_all[0], routes, run)

@@ -11,11 +11,12 @@ from urllib.parse import quote
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.app import create_app
-from edge.dispatch import RouterChanged, check_router
+from edge.dispatch import MATCHES_REMEMBERED, RouterChanged, check_router
 from tests.conftest import UPLOADS, make_settings, upload
 
 
@@ -95,7 +96,8 @@ OTHERS = [
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
 async def test_downloads_take_the_short_way_with_the_routers_match(witnessed: Any, method: str) -> None:
     client, witness = witnessed
-    statuses = {target: await raw_request(client, method, target) for target in DOWNLOADS + OTHERS}
+    for _ in range(2):  # the second time, downloads find the match they were given the first time
+        statuses = {target: await raw_request(client, method, target) for target in DOWNLOADS + OTHERS}
     assert statuses[f"/artifactory/{UPLOADS}/dir/file.bin"] == 200
     assert statuses[f"/artifactory/{UPLOADS}/dir/%66ile.bin"] == 200
     assert statuses["/artifactory/ap%69/system/ping"] == 200
@@ -132,6 +134,29 @@ async def test_any_path_gets_the_routers_match(witnessed: Any, segments: list[st
         return  # not a request target a client can send
     await raw_request(client, method, target, "Content-Length: 0")
     assert witness.mismatches == []
+
+
+@pytest.mark.parametrize("count", [0, 1, MATCHES_REMEMBERED - 1, MATCHES_REMEMBERED, MATCHES_REMEMBERED + 1])
+def test_the_matches_of_downloads_are_kept_up_to_a_bound_and_shared(tmp_path: Path, count: int) -> None:
+    app = create_app(make_settings(tmp_path))
+    downloads = check_router(app)
+    first = [downloads.match(make_mocked_request("GET", f"/artifactory/r/f{i}", app=app)) for i in range(count)]
+    assert all(m is not None and m["tail"] == f"r/f{i}" and m.apps == (app,) for i, m in enumerate(first))
+    # past the bound, the kept matches were let go and the last one kept afresh
+    assert len(downloads.matches) == (count if count <= MATCHES_REMEMBERED else 1)
+    if count:
+        again = downloads.match(make_mocked_request("GET", f"/artifactory/r/f{count - 1}", app=app))
+        assert again is first[-1]  # shared: the same frozen match
+        head = downloads.match(make_mocked_request("HEAD", f"/artifactory/r/f{count - 1}", app=app))
+        assert head is not None and head is not again and head.route.method == "HEAD"
+
+
+def test_the_match_of_a_download_with_a_query_is_not_kept(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path))
+    downloads = check_router(app)
+    matches = [downloads.match(make_mocked_request("GET", "/artifactory/r/f?sig=x", app=app)) for _ in range(2)]
+    assert matches[0] is not None and matches[1] is not None and matches[0] is not matches[1]
+    assert downloads.matches == {}
 
 
 async def handler(request: web.Request) -> web.Response:

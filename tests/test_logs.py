@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from repository.http import keys
-from repository.logs import LINES_MAX, JsonAccessLogger, JsonFormatter, JsonHandler, millis, timestamp
+from repository.logs import LINES_MAX, AccessEntry, JsonAccessLogger, JsonFormatter, JsonHandler, millis, timestamp
 
 
 def reference(created: float) -> str:
@@ -101,37 +101,54 @@ def counting_handler() -> tuple[JsonHandler, CountingStream]:
     return handler, stream
 
 
+def entry(i: int) -> AccessEntry:
+    """The fields of the ``i``-th access, whose path is ``/a/<i>``."""
+    return ('"aiohttp.access"', f"rid-{i}", "GET", f"/a/{i}", 200, 10, 0.001, "127.0.0.1", None, 1796450000.0 + i)
+
+
+def paths(stream: io.StringIO) -> list[str]:
+    """The path of each access line written, in order."""
+    return [json.loads(line)["path"] for line in stream.getvalue().splitlines()]
+
+
 @pytest.mark.parametrize("count", [0, 1, LINES_MAX - 1])
 async def test_access_lines_wait_for_the_delay_and_go_out_in_one_write(count: int) -> None:
     handler, stream = counting_handler()
     for i in range(count):
-        handler.write_line(f"line {i}\n")
+        handler.queue_access(entry(i))
     assert stream.writes == 0  # queued, not written yet
     for _ in range(500):  # bounded: the delay is far shorter than 500 turns of 10 ms
         if stream.getvalue() or not count:
             break
         await asyncio.sleep(0.01)
     assert stream.writes == (1 if count else 0)
-    assert stream.getvalue() == "".join(f"line {i}\n" for i in range(count))
+    assert paths(stream) == [f"/a/{i}" for i in range(count)]
 
 
 @pytest.mark.parametrize("count", [LINES_MAX, LINES_MAX + 1, 2 * LINES_MAX])
 async def test_a_full_batch_of_access_lines_is_written_at_once(count: int) -> None:
     handler, stream = counting_handler()
     for i in range(count):
-        handler.write_line(f"{i}\n")
+        handler.queue_access(entry(i))
     assert stream.writes == count // LINES_MAX  # each full batch at once; the rest waits
     handler.flush_lines()
-    assert stream.getvalue() == "".join(f"{i}\n" for i in range(count))
+    assert paths(stream) == [f"/a/{i}" for i in range(count)]
     handler.flush_lines()  # nothing left: no empty write
     assert stream.writes == count // LINES_MAX + (1 if count % LINES_MAX else 0)
 
 
 async def test_a_log_line_after_queued_access_lines_is_written_after_them() -> None:
     handler, stream = counting_handler()
-    handler.write_line('{"msg": "GET /a 200"}\n')
+    handler.queue_access(entry(0))
     handler.emit(logging.makeLogRecord({"msg": "later", "levelno": logging.INFO, "levelname": "INFO"}))
     first, second = stream.getvalue().splitlines()
-    assert json.loads(first)["msg"] == "GET /a 200" and json.loads(second)["msg"] == "later"
+    assert json.loads(first)["msg"] == "GET /a/0 200" and json.loads(second)["msg"] == "later"
     handler.flush_lines()
     assert stream.writes == 2  # the access line once, then the record
+
+
+async def test_an_access_line_carries_the_time_it_was_queued_not_the_time_of_its_write() -> None:
+    handler, stream = counting_handler()
+    handler.queue_access(entry(0))  # queued at 1796450000.0, written now
+    handler.flush_lines()
+    assert json.loads(stream.getvalue())["ts"] == reference(1796450000.0)
