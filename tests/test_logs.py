@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from hypothesis import given
 from hypothesis import strategies as st
+from yarl import URL
 
 from repository.http import keys
 from repository.logs import LINES_MAX, AccessEntry, JsonAccessLogger, JsonFormatter, JsonHandler, millis, timestamp
@@ -103,7 +104,7 @@ def counting_handler() -> tuple[JsonHandler, CountingStream]:
 
 def entry(i: int) -> AccessEntry:
     """The fields of the ``i``-th access, whose path is ``/a/<i>``."""
-    return ('"aiohttp.access"', f"rid-{i}", "GET", f"/a/{i}", 200, 10, 0.001, "127.0.0.1", None, 1796450000.0 + i)
+    return ('"aiohttp.access"', f"rid-{i}", "GET", URL(f"/a/{i}"), 200, 10, 0.001, "127.0.0.1", None, 1796450000.0 + i)
 
 
 def paths(stream: io.StringIO) -> list[str]:
