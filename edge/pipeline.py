@@ -10,7 +10,8 @@ audit step both sent the response, so one layer does it all, in the same order.
 The response is sent here (``prepare`` and ``write_eof``, which aiohttp would otherwise call
 after the middlewares return) so that the audit record and the metrics know how it ended:
 complete or cut off, and how many body bytes went out (counted by the response writer's
-``on_body_write`` hook, and by ``SendfileResponse`` for what the kernel sent).
+``on_body_write`` hook, and by ``SendfileResponse`` for what the kernel sent). Both are made
+from the finished request in batches (edge/finished.py).
 """
 
 from __future__ import annotations
@@ -20,15 +21,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from repository.http.metrics import CLIENT_CLOSED, HttpMetrics, metrics_key
+from repository.http.metrics import CLIENT_CLOSED, metrics_key
 from repository.http.middlewares import Handler, error_response
 from repository.http.request_ids import begin_request
 from repository.logs import current_request_id
 
-from .access.audit import AuditTrail
-from .access.audit_step import UNRECORDED_ROUTES, record_request
 from .access.context import AccessContext, access_context
 from .access.middleware import AccessControl, access_control
+from .finished import Finished, finished_key
 from .keys import audit_trail_key
 
 
@@ -36,9 +36,8 @@ from .keys import audit_trail_key
 class _Steps:
     """What every request needs from the app, looked up once at start rather than per request."""
 
-    metrics: HttpMetrics
-    trail: AuditTrail
     control: AccessControl
+    finished: Finished
 
 
 def setup_pipeline(app: web.Application) -> None:
@@ -46,7 +45,8 @@ def setup_pipeline(app: web.Application) -> None:
     found: list[_Steps] = []
 
     async def find_steps(app: web.Application) -> None:  # on_startup runs after the cleanup contexts
-        found.append(_Steps(app[metrics_key], app[audit_trail_key], app[access_control]))
+        finished = app[finished_key] = Finished(app[audit_trail_key], app[metrics_key])
+        found.append(_Steps(app[access_control], finished))
 
     @web.middleware
     async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -55,7 +55,6 @@ def setup_pipeline(app: web.Application) -> None:
         ctx = AccessContext()
         request[access_context] = ctx
         request.writer.on_body_write = ctx.count_sent
-        audited = steps.trail.enabled and request.match_info.route.name not in UNRECORDED_ROUTES
         started = time.monotonic()
         response: web.StreamResponse | None = None
         status, aborted = CLIENT_CLOSED, True
@@ -83,10 +82,7 @@ def setup_pipeline(app: web.Application) -> None:
             status = ctx.status or CLIENT_CLOSED
             raise
         finally:
-            seconds = time.monotonic() - started
-            if audited:
-                record_request(steps.trail, request, ctx, response, status, seconds, aborted=aborted)
-            steps.metrics.count(request, response, status, seconds, ctx.bytes_sent)
+            steps.finished.add(request, ctx, response, status, time.monotonic() - started, aborted)
             current_request_id.reset(token)
 
     app.on_startup.append(find_steps)

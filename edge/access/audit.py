@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import NamedTuple
 
 from repository.quarantine import QuarantinedBlob
@@ -73,6 +74,8 @@ class AuditTrail:
         self.flush_interval = flush_interval
         self.retention_days = retention_days
         self._pending: list[AuditRecord] = []
+        # what holds records not yet handed over (edge/finished.py's queue): settled before a write
+        self.sources: list[Callable[[], None]] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
@@ -115,6 +118,8 @@ class AuditTrail:
 
     async def flush(self) -> int:
         """Write what is queued now in one transaction; answers how many records were written."""
+        for settle in self.sources:
+            settle()
         batch, self._pending = self._pending, []
         if not batch:
             return 0

@@ -19,7 +19,6 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from repository.catalog import now_ms
 from repository.http import keys as core
 
 from .audit import AuditRecord, AuditTrail
@@ -93,8 +92,9 @@ def record_request(
     seconds: float,
     *,
     aborted: bool,
+    at: int,
 ) -> None:
-    """The audit record of a finished request (``seconds``: from its arrival to its end)."""
+    """The audit record of a request that finished ``at`` (epoch ms), ``seconds`` after it arrived."""
     principal = request.get(core.principal)
     if principal is not None:
         subject, token_id = principal.subject, principal.token_id or ctx.token_id
@@ -117,7 +117,7 @@ def record_request(
         _make_record(
             AuditRecord,
             (
-                now_ms(), subject, token_id, ctx.signed_kid, ctx.signed_iat, _client_text(ctx.client_ip),
+                at, subject, token_id, ctx.signed_kid, ctx.signed_iat, _client_text(ctx.client_ip),
                 ctx.country, request.method, action, repo, path, status, ctx.bytes_sent, denied_by, aborted,
                 round(seconds * 1000),
                 action == "download" and not aborted and _delivers_file(request, response, status),

@@ -186,6 +186,9 @@ class HttpMetrics:
         self.on_request: list[Callable[[web.Request, web.StreamResponse | None, int], None]] = []
         self.states: list[StateGauges] = []
         self.own_counters: list[Counters] = []
+        # what holds counts not yet added (the edge's finished requests, edge/finished.py): settled
+        # before the counts are read
+        self.sources: list[Callable[[], None]] = []
         # where one of several worker processes answers for the node (repository/http/metrics_shared.py)
         self.shared: SharedCounts | None = None
         # each route's label, found once: routes are fixed once the app runs
@@ -221,8 +224,14 @@ class HttpMetrics:
         self.registry.register(state)
         self.states.append(state)
 
+    def settle(self) -> None:
+        """Add the counts still held elsewhere (``sources``): before they are read."""
+        for settle in self.sources:
+            settle()
+
     async def exposition(self) -> bytes:
         """The text format, with every state gauge read afresh; the node's sums where it has workers."""
+        self.settle()
         await asyncio.gather(*(s.refresh() for s in self.states))
         registry = self.registry if self.shared is None else await self.shared.registry()
         return generate_latest(registry)

@@ -72,6 +72,7 @@ class SharedMetrics:
     async def write(self) -> None:
         """This worker's counts to its file: read on the event loop (which alone changes them), written
         from a thread."""
+        self.metrics.settle()
         await asyncio.to_thread(self._write, json.dumps(snapshot(self.metrics)))
 
     def _write(self, text: str) -> None:
