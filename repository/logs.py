@@ -87,9 +87,10 @@ class JsonFormatter(logging.Formatter):
 LINES_DELAY = 0.05
 LINES_MAX = 256
 
-# An access line's fields: the access logger's encoded name, the request id, the method, the URL
-# (whose path is decoded when the line is written), status, bytes sent, seconds taken, client, the
-# caller (a ``Principal``, named when the line is written; None for none) and when (epoch seconds).
+# An access line's fields (``_access_lines``): the access logger's encoded name, the request id, the
+# method, the URL (whose path is decoded when the line is written), status, bytes sent, seconds
+# taken, client, the caller (a ``Principal``, named when the line is written; None for none) and
+# when (epoch seconds).
 AccessEntry = tuple[str, str | None, str, URL, int, int, float, str | None, Any, float]
 
 
@@ -131,7 +132,7 @@ class JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
         with self.lock:  # type: ignore[union-attr]
             try:
                 stream = self.stream
-                stream.write("".join([_access_line(*entry) for entry in lines]))
+                stream.write(_access_lines(lines))
                 stream.flush()  # what ``self.flush()`` does, without taking the lock again
             except Exception:  # as logging does: a broken stderr never fails a request
                 self.handleError(logging.makeLogRecord({"msg": "access lines"}))
@@ -198,29 +199,35 @@ class JsonAccessLogger(AbstractAccessLogger):
         self.logger.info("%s %s %s", method, path, status, extra={"fields": fields, "request_id": request_id})
 
 
-def _access_line(
-    logger: str,
-    request_id: str | None,
-    method: str,
-    url: URL,
-    status: int,
-    sent: int,
-    seconds: float,
-    remote: str | None,
-    principal: Any,
-    created: float,
-) -> str:
-    """The line ``JsonFormatter`` would write for this access (``logger``: its name, encoded),
-    without building a dict for ``json.dumps`` to walk: the keys are fixed, only the values are
-    encoded, each by its type."""
-    path, user = url.path, getattr(principal, "subject", None)
+def _access_lines(entries: list[AccessEntry]) -> str:
+    """The lines ``JsonFormatter`` would write for these accesses, without building a dict for
+    ``json.dumps`` to walk: the keys are fixed, only the values are encoded, each by its type.
+    What the accesses of one file by one client share (all but the time, the request id and the
+    duration) is encoded once per batch: a burst asks for the same files over and over."""
+    shared: dict[tuple[Any, ...], tuple[str, str, str]] = {}
+    lines = []
+    for logger, request_id, method, url, status, sent, seconds, remote, principal, created in entries:
+        user = getattr(principal, "subject", None)
+        key = (logger, method, url, status, sent, remote, user)
+        parts = shared.get(key)
+        if parts is None:
+            parts = shared[key] = _shared_parts(logger, method, url.path, status, sent, remote, user)
+        head, middle, tail = parts
+        rid = "" if request_id is None else f' "request_id": {_quote(request_id)},'
+        lines.append(f'{{"ts": "{timestamp(created)}{head}{rid}{middle}{millis(seconds)}{tail}')
+    return "".join(lines)
+
+
+def _shared_parts(
+    logger: str, method: str, path: str, status: int, sent: int, remote: str | None, user: str | None
+) -> tuple[str, str, str]:
+    """An access line's text around its request id and its duration (``logger``: its name, encoded)."""
     msg = _quote(f"{method} {path} {status}")
-    rid = "" if request_id is None else f' "request_id": {_quote(request_id)},'
+    client, caller = ("null" if text is None else _quote(text) for text in (remote, user))
     return (
-        f'{{"ts": "{timestamp(created)}", "level": "info", "logger": {logger}, "msg": {msg},{rid}'
-        f' "method": {_quote(method)}, "path": {_quote(path)}, "status": {status}, "bytes": {sent},'
-        f' "ms": {millis(seconds)}, "remote": {"null" if remote is None else _quote(remote)},'
-        f' "user": {"null" if user is None else _quote(user)}}}\n'
+        f'", "level": "info", "logger": {logger}, "msg": {msg},',
+        f' "method": {_quote(method)}, "path": {_quote(path)}, "status": {status}, "bytes": {sent}, "ms": ',
+        f', "remote": {client}, "user": {caller}}}\n',
     )
 
 

@@ -18,6 +18,7 @@ from yarl import URL
 
 from repository.http import keys
 from repository.logs import LINES_MAX, AccessEntry, JsonAccessLogger, JsonFormatter, JsonHandler, millis, timestamp
+from repository.tokens import Principal, Role
 
 
 def reference(created: float) -> str:
@@ -153,3 +154,50 @@ async def test_an_access_line_carries_the_time_it_was_queued_not_the_time_of_its
     handler.queue_access(entry(0))  # queued at 1796450000.0, written now
     handler.flush_lines()
     assert json.loads(stream.getvalue())["ts"] == reference(1796450000.0)
+
+
+def logged(entry: AccessEntry) -> str:
+    """The line ``logging`` writes, through ``JsonFormatter``, for the access ``entry`` holds."""
+    logger, request_id, method, url, status, sent, seconds, remote, principal, created = entry
+    fields = {
+        "method": method,
+        "path": url.path,
+        "status": status,
+        "bytes": sent,
+        "ms": round(seconds * 1000, 2),
+        "remote": remote,
+        "user": getattr(principal, "subject", None),
+    }
+    record = logging.makeLogRecord(
+        {"name": json.loads(logger), "levelname": "INFO", "levelno": logging.INFO, "msg": "%s %s %s",
+         "args": (method, url.path, status), "created": created, "request_id": request_id, "fields": fields}
+    )  # fmt: skip
+    return JsonFormatter().format(record) + "\n"
+
+
+ACCESSES = st.tuples(
+    st.sampled_from(['"aiohttp.access"', '"edge.access"']),
+    st.sampled_from(["rid-1", "rid-2", None]),
+    st.sampled_from(["GET", "HEAD", 'M"X']),
+    st.sampled_from([URL("/a/f.bin"), URL("/a/f.bin?x=1"), URL("/a/%E2%82%AC%20b"), URL('/b/"q"')]),
+    st.sampled_from([200, 206, 404]),
+    st.sampled_from([0, 4739]),
+    st.floats(min_value=0, max_value=100, allow_nan=False),
+    st.sampled_from(["127.0.0.1", "::1", None]),
+    st.sampled_from([None, Principal("anonymous", None), Principal("alice", Role.reader), Principal('é"', None)]),
+    st.floats(min_value=1796450000, max_value=1796450002, allow_nan=False),
+)
+
+
+@given(st.lists(ACCESSES, max_size=12))
+def test_a_batch_of_access_lines_reads_as_logging_writes_each_whatever_its_entries_share(
+    entries: list[AccessEntry],
+) -> None:
+    async def written() -> str:
+        handler, stream = counting_handler()
+        for entry in entries:
+            handler.queue_access(entry)
+        handler.flush_lines()
+        return stream.getvalue()
+
+    assert asyncio.run(written()) == "".join(map(logged, entries))
