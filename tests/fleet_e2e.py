@@ -11,6 +11,8 @@ test enrolls its own devices into a group of its own, so deployments never cross
 from __future__ import annotations
 
 import itertools
+import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,11 +23,32 @@ import pytest
 
 from devstack import fleet_app, wiring
 from devstack.fleet import AgentProcess, Enrollment, FleetCli, prepare_fleet
-from devstack.services import DistributionProcess, EdgeProcess, free_port
+from devstack.services import DistributionProcess, EdgeProcess
 
 BASE = "1.0.0"
 WAIT = 120.0  # hang guard for a deployment on a few local devices, never a speed check
 _groups = itertools.count(1)
+# Ports for the devices' apps: a block for each test process, below the kernel's ephemeral range
+APP_PORTS_FROM, APP_PORTS_PER_PROCESS = 20_000, 400
+_app_ports = itertools.count()
+
+
+def app_port() -> int:
+    """A port for a device's app, which binds it only seconds later (after its enrolment, a
+    deployment and an install). A port the kernel calls free now could meanwhile go to another test
+    process's device, whose app then answers in this one's place; so each test process draws from
+    a block of its own, where the kernel hands out no port either, skipping any port in use."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    first = APP_PORTS_FROM + APP_PORTS_PER_PROCESS * (int(worker) if worker.isdigit() else 0)
+    for _ in range(APP_PORTS_PER_PROCESS):
+        port = first + next(_app_ports) % APP_PORTS_PER_PROCESS
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port for a device's app in {first}-{first + APP_PORTS_PER_PROCESS - 1}")
 
 
 @dataclass
@@ -81,7 +104,7 @@ class Devices:
         added = []
         for _ in range(count):
             name = f"{self.group}-dev{len(self.agents) + 1}"
-            agent = AgentProcess(name, self.base / name, self.plane.cli, app_port=free_port(), **settings)
+            agent = AgentProcess(name, self.base / name, self.plane.cli, app_port=app_port(), **settings)
             agent.enroll(self.enrollment)
             self.agents[name] = agent
             added.append(agent.start())
