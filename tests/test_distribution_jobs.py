@@ -234,11 +234,18 @@ async def test_an_attempt_has_one_request_id_on_every_call_the_edge_logs(dist: A
     await signed_bundle(dist, "1.0", FILES)
     dist_id = await distribute(dist, "1.0")
     assert (await wait_for(dist, "1.0", dist_id, finished))["status"] == COMPLETED
-    calls = [
-        json.loads(line)
-        for line in edge_server.log_tail(400).splitlines()
-        if line.startswith("{") and "/artifactory/api/distribution/transactions" in line and '"aiohttp.access"' in line
-    ]
+    calls: list[dict[str, Any]] = []
+    transactions = "/artifactory/api/distribution/transactions"
+    deadline = time.monotonic() + 10  # the edge writes access lines in batches, up to LINES_DELAY after the answer
+    while time.monotonic() < deadline:
+        calls = [
+            json.loads(line)
+            for line in edge_server.log_tail(400).splitlines()
+            if line.startswith("{") and transactions in line and '"aiohttp.access"' in line
+        ]
+        if any(c["path"].endswith("/commit") for c in calls):
+            break
+        await asyncio.sleep(0.05)
     assert {c["path"].rsplit("/", 1)[-1] for c in calls} >= {"transactions", "blobs", "commit"}
     assert {c["request_id"] for c in calls} == {f"dist-{dist_id}-us-east-1-0"}, "one attempt, one id, on every call"
 
