@@ -21,9 +21,9 @@ from repository.scrub_store import CatalogBlobs
 from repository.sql import Sql
 from wire.manifest import ManifestSbom
 
+from .pages import PAGE_SIZE
 from .webhook_events import BUNDLE_CREATED, BUNDLE_DELETED, BUNDLE_SIGNED, publish
 
-PAGE_SIZE = 10
 # Artifacts read at once when a whole bundle is walked (signing, pushing, answering it).
 ARTIFACT_PAGE = 1000
 # Bytes of a manifest in one of its rows (``bundle_manifest_chunks``): written and read at once.

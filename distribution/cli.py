@@ -10,18 +10,16 @@ from typing import Any
 import click
 
 from repository.cli_scrub import scrub_group
-from repository.cli_support import emit, remote_options, serve_command
+from repository.cli_support import emit, imported_when_called, remote_options, serve_command
 from repository.client import call, download
 from wire.jsonstrict import JsonRefused, loads
 
 from . import __version__
 from . import cli_edges as edges_cli
-from .app import create_app
-from .bundle_store import PAGE_SIZE
 from .cli_args import bundle_name, bundle_version, optional_bundle_name, repo_key
 from .cli_webhooks import webhook
+from .pages import PAGE_SIZE
 from .plugins import plugins
-from .settings import load_distribution_settings
 
 V1 = "/distribution/api/v1"
 remote = remote_options("DISTRIBUTION", "http://127.0.0.1:8080")
@@ -39,8 +37,8 @@ main.add_command(
         "distribution service",
         default_data_dir="dist-data",
         default_port=8080,
-        load=load_distribution_settings,
-        create_app=create_app,
+        load=imported_when_called("distribution.settings:load_distribution_settings"),
+        create_app=imported_when_called("distribution.app:create_app"),
     )
 )
 

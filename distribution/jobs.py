@@ -19,19 +19,18 @@ from wire.timestamps import iso
 
 from . import job_events
 from .edges import Edge
+from .job_states import (
+    ABORTED,
+    COMPLETED,
+    DELETE,
+    DISTRIBUTE,
+    FAILED,
+    IN_PROGRESS,
+    IN_QUEUE,
+    JOB_STATES,
+    NOT_DISTRIBUTED,
+)
 from .rules import Rule
-
-NOT_DISTRIBUTED = "Not distributed"
-IN_QUEUE = "In queue"
-IN_PROGRESS = "In progress"
-COMPLETED = "Completed"
-FAILED = "Failed"
-STATUSES = (NOT_DISTRIBUTED, IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED)
-RUNNING = (IN_QUEUE, IN_PROGRESS)
-JOB_STATES = (IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED)
-DISTRIBUTE = "distribute"
-DELETE = "delete_release_bundle_version"
-ABORTED = "aborted"
 
 
 @dataclass(frozen=True)

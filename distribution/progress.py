@@ -10,7 +10,7 @@ import click
 
 from repository.client import call
 
-from .jobs import DELETE
+from .job_states import DELETE
 
 V1 = "/distribution/api/v1"
 POLL_SECONDS = 1.0

@@ -23,7 +23,8 @@ from wire.published import PublishedDigest
 
 from .bundle_store import SignedManifest
 from .edges import Edge
-from .jobs import COMPLETED, DELETE, DISTRIBUTE, FAILED, IN_PROGRESS, RUNNING, Job, JobStore
+from .job_states import COMPLETED, DELETE, DISTRIBUTE, FAILED, IN_PROGRESS, RUNNING
+from .jobs import Job, JobStore
 from .runner import JobRunner
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,7 @@ from distribution.progress import human_bytes
 from repository.cli_support import emit, remote_options
 from repository.client import call
 from wire.errors import WireError
-from wire.fleet import FLEET_API, check_name
-
-from .device_store import MAX_PAGE
+from wire.fleet import FLEET_API, MAX_PAGE, check_name
 
 remote = remote_options("DISTRIBUTION", "http://127.0.0.1:8080")
 as_json = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")

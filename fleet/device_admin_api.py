@@ -17,9 +17,9 @@ from repository.http.auth import require_role
 from repository.http.json_body import read_json_object
 from repository.http.responses import json_response
 from repository.tokens import Role
-from wire.fleet import MAX_POLL_SECONDS, MIN_POLL_SECONDS, check_name
+from wire.fleet import MAX_PAGE, MAX_POLL_SECONDS, MIN_POLL_SECONDS, check_name
 
-from .device_store import MAX_PAGE, FleetFilter
+from .device_store import FleetFilter
 from .enrollment_tokens import parse_token_request
 from .keys import device_store_key, enrollment_tokens_key
 

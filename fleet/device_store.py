@@ -20,7 +20,6 @@ from wire.timestamps import iso
 
 from .devices import DeviceLookup
 
-MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 _ONLINE = "(d.revoked IS NULL AND d.last_seen IS NOT NULL AND d.last_seen >= :now - d.poll_interval * :factor)"
 _COLUMNS = (

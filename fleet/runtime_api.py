@@ -14,12 +14,11 @@ from repository.http.json_body import read_json, read_json_object
 from repository.http.responses import json_response
 from repository.tokens import Role
 from wire.fleet import check_name
-from wire.runtime import MAX_REPORT_BYTES, SHA256_RE, RuntimeReport, RuntimeSettings
+from wire.runtime import EVENT_KINDS, MAX_REPORT_BYTES, SHA256_RE, RuntimeReport, RuntimeSettings
 
 from .device_admin_api import READERS
 from .devices import require_device
 from .keys import device_lookup_key
-from .runtime_ingest import EVENT_KINDS
 from .runtime_keys import runtime_ingest_key, runtime_policy_key, runtime_queries_key
 from .runtime_queries import MAX_EVENTS, MAX_UNKNOWN, MAX_WHERE_DEVICES
 

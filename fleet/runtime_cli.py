@@ -9,11 +9,9 @@ import click
 
 from repository.cli_support import emit
 from repository.client import call
-from wire.runtime import MAX_INTERVAL, MIN_INTERVAL
+from wire.runtime import EVENT_KINDS, MAX_INTERVAL, MIN_INTERVAL, RUNTIME_API
 
 from .cli_devices import _checked_name, as_json, remote
-from .runtime_ingest import EVENT_KINDS
-from .runtime_setup import BASE
 
 group_option = click.option("--group", callback=_checked_name, help="Only devices of this group.")
 
@@ -53,7 +51,7 @@ def runtime() -> None:
 @click.option("--limit", type=click.IntRange(1, 1000), default=1000, show_default=True, help="Devices in the page.")
 def where(url: str, token: str | None, as_json: bool, bundle: str, version: str, after: str | None, limit: int) -> None:
     """Devices where a process of BUNDLE VERSION runs now."""
-    path = f"{BASE}/where/{quote(bundle, safe='')}/{quote(version, safe='')}"
+    path = f"{RUNTIME_API}/where/{quote(bundle, safe='')}/{quote(version, safe='')}"
     found = call(url, token, "GET", path, **_params(after=after, limit=limit))
     emit(found, as_json, lambda rows: "\n".join(map(_where_line, rows)) or f"{bundle} {version} runs nowhere")
 
@@ -64,7 +62,7 @@ def where(url: str, token: str | None, as_json: bool, bundle: str, version: str,
 @click.argument("name", callback=_checked_name)
 def device(url: str, token: str | None, as_json: bool, name: str) -> None:
     """The processes NAME runs, each with bundle, version and path, or unknown; and its drift."""
-    emit(call(url, token, "GET", f"{BASE}/devices/{name}"), as_json, _device_text)
+    emit(call(url, token, "GET", f"{RUNTIME_API}/devices/{name}"), as_json, _device_text)
 
 
 @runtime.command("unknown")
@@ -73,7 +71,7 @@ def device(url: str, token: str | None, as_json: bool, name: str) -> None:
 @group_option
 def unknown(url: str, token: str | None, as_json: bool, group: str | None) -> None:
     """Executables running that no stored bundle version ships, with the devices that run them."""
-    found = call(url, token, "GET", f"{BASE}/unknown", **_params(group=group))
+    found = call(url, token, "GET", f"{RUNTIME_API}/unknown", **_params(group=group))
     emit(
         found,
         as_json,
@@ -90,7 +88,7 @@ def unknown(url: str, token: str | None, as_json: bool, group: str | None) -> No
 @group_option
 def drift(url: str, token: str | None, as_json: bool, group: str | None) -> None:
     """Installed files whose bytes no longer match their signed manifest."""
-    found = call(url, token, "GET", f"{BASE}/drift", **_params(group=group))
+    found = call(url, token, "GET", f"{RUNTIME_API}/drift", **_params(group=group))
     emit(
         found,
         as_json,
@@ -112,7 +110,7 @@ def events(
 ) -> None:
     """Unknown executables that started and drift found, oldest first."""
     found = call(
-        url, token, "GET", f"{BASE}/events", **_params(kind=kind, device=device_name, after=after, limit=limit)
+        url, token, "GET", f"{RUNTIME_API}/events", **_params(kind=kind, device=device_name, after=after, limit=limit)
     )
     emit(
         found,
@@ -149,5 +147,5 @@ def configure(
 ) -> None:
     """Set GROUP's runtime sensor settings (each setting left out takes its default)."""
     body = {"enabled": enabled, "interval": interval, "exclude": list(exclude), "drop_cmdline": drop_cmdline}
-    answer = call(url, token, "PUT", f"{BASE}/groups/{group}", body)
+    answer = call(url, token, "PUT", f"{RUNTIME_API}/groups/{group}", body)
     emit(answer, as_json, lambda a: f"{group}: runtime {'on' if a['enabled'] else 'off'}, every {a['interval']} s")

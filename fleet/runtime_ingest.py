@@ -14,11 +14,8 @@ from collections.abc import Iterable
 
 from repository.db import Database
 from repository.sql import Sql
-from wire.runtime import AppDrift, Process, RuntimeAnswer, RuntimeReport
+from wire.runtime import DRIFT, UNKNOWN_EXECUTABLE, AppDrift, Process, RuntimeAnswer, RuntimeReport
 
-UNKNOWN_EXECUTABLE = "unknown_executable"
-DRIFT = "drift"
-EVENT_KINDS = (UNKNOWN_EXECUTABLE, DRIFT)
 LOOKUP_CHUNK = 500  # sha256s per IN (...) lookup
 
 _INSERT_PROCESS = (

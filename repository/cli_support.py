@@ -1,29 +1,48 @@
-"""What both CLIs share: the ``serve`` command and the options that find a running service."""
+"""What both CLIs share: the ``serve`` command and the options that find a running service.
+
+Only ``serve`` needs the service itself (its app, settings, server and logging), so only
+``serve`` imports it: every other command makes a REST call or two, and importing the whole
+service first made each of them take about a second of CPU more.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from aiohttp import web
 
-from .http.connections import ConnectionLimits
-from .logs import setup_logging
-from .serve import Listener, serve
-from .settings import ServiceSettings, SettingsError
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .http.connections import ConnectionLimits
+    from .settings import ServiceSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 # Runs a service as several processes when its settings ask for more than one (the edge's
 # ``workers``): the settings, the service's name and its connection limits.
-Supervise = Callable[[Any, str, ConnectionLimits], None]
+Supervise = Callable[[Any, str, "ConnectionLimits"], None]
+
+
+def imported_when_called(target: str) -> Callable[..., Any]:
+    """The function ``target`` names (``"package.module:function"``), imported at its first call:
+    what a CLI hands ``serve_command`` without importing the service."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        module, name = target.split(":")
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    return call
 
 
 def connection_limits(settings: ServiceSettings) -> ConnectionLimits:
+    from .http.connections import ConnectionLimits
+
     return ConnectionLimits(
         header_timeout=settings.header_timeout,
         body_timeout=settings.body_timeout,
@@ -44,6 +63,10 @@ def serve_command(
     With ``supervise``, a ``--workers`` flag too, and more than one worker runs under it."""
 
     def command(config: Path | None, data_dir: Path | None, host: str | None, port: int | None, **more: Any) -> None:
+        from .logs import setup_logging
+        from .serve import Listener, serve
+        from .settings import SettingsError
+
         try:
             settings = load(config, data_dir=data_dir, host=host, port=port, **more)
         except SettingsError as exc:

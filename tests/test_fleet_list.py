@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from fleet import device_store
-from fleet.device_store import MAX_PAGE
 from tests.conftest import admin
 from tests.fleet_setup import (
     check_in,
@@ -18,7 +17,7 @@ from tests.fleet_setup import (
     refusal,
     role_headers,
 )
-from wire.fleet import FLEET_API
+from wire.fleet import FLEET_API, MAX_PAGE
 
 DEVICES = f"{FLEET_API}/devices"
 

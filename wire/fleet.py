@@ -59,6 +59,7 @@ MAX_TAG_VALUE = 128
 MAX_TEXT = 256
 MAX_MESSAGE = 4096  # a failure's output: its last bytes are what a person needs
 MAX_APPS = 256
+MAX_PAGE = 1000  # devices in one page of the operators' device list
 MIN_POLL_SECONDS = 1
 MAX_POLL_SECONDS = 24 * 3600
 

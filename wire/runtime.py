@@ -25,10 +25,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import InvalidInput
-from .fleet import DEVICE_API, _bool, _fail, _int, _list, _object, _optional_text, _text, check_name
+from .fleet import DEVICE_API, FLEET_API, _bool, _fail, _int, _list, _object, _optional_text, _text, check_name
 from .jsonstrict import loads
 
 RUNTIME = f"{DEVICE_API}/runtime"
+RUNTIME_API = f"{FLEET_API}/runtime"  # the operators' queries of what runs
+# the kinds of runtime event: an executable no bundle shipped, an installed app's files changed
+UNKNOWN_EXECUTABLE = "unknown_executable"
+DRIFT = "drift"
+EVENT_KINDS = (UNKNOWN_EXECUTABLE, DRIFT)
 
 MAX_PROCESSES = 2000  # processes in one report (started or stopped, each)
 MAX_CMDLINE = 1024  # characters of a command line kept; the rest is cut
