@@ -120,7 +120,7 @@ class Relayer:
             try:
                 await self._relay_once(relay, counters)
             except RelayEnded:
-                log.info("relay of %s to %s stopped: no longer running", *relay.key)
+                await self._stopped(relay)
                 return
             except EdgeCallError as exc:
                 server_errors += isinstance(exc, EdgeServerError)
@@ -129,8 +129,11 @@ class Relayer:
                     await self.relays.end(relay.key, RelayState.FAILED, exc.message)
                     return
                 log.info("relay of %s to %s: retry %s: %s", *relay.key, attempt, exc.message)
-                with contextlib.suppress(RelayEnded):
+                try:  # an abort makes the child refuse uploads: it must not start the transaction again
                     await self._flush(relay, counters, error=f"retrying (attempt {attempt}): {exc.message}")
+                except RelayEnded:
+                    await self._stopped(relay)
+                    return
                 await asyncio.sleep(min(BACKOFF_CAP, 0.25 * 2**attempt))
                 continue
             except Exception as exc:
@@ -147,6 +150,16 @@ class Relayer:
             log.info("relay of %s to %s: committed and verified", *relay.key)
             return
 
+    async def _stopped(self, relay: Relay) -> None:
+        """The relay was aborted: abort the child's transaction too. The service aborts it as
+        well, but a start this relay sent in the meantime may have opened it again after that;
+        best effort, as the child frees an open transaction's staging when it expires."""
+        log.info("relay of %s to %s stopped: no longer running", *relay.key)
+        try:
+            await EdgeClient(self.session, relay, read_timeout=READ_TIMEOUT).abort(relay.transaction_id)
+        except EdgeCallError as exc:  # 404: never opened; 409: committed there (by a direct push)
+            log.info("relay of %s to %s: the child's transaction not aborted: %s", *relay.key, exc.message)
+
     async def _flush(self, relay: Relay, counters: Counters, error: str = "") -> None:
         if not await self.relays.progress(relay.key, error, **counters.fields()):
             raise RelayEnded
@@ -157,6 +170,7 @@ class Relayer:
         if tx is None or tx.state != TransactionState.COMMITTED:
             raise EdgeRefused(f"transaction {tx_id} is not committed on the parent edge any more")
         client = EdgeClient(self.session, relay, read_timeout=READ_TIMEOUT)
+        await self._flush(relay, counters)  # aborted while this attempt waited to begin?
         size = await self.relays.manifest_size(tx_id)
         manifest = ManifestSource(size, await self.store.signature(tx_id), lambda: self.store.manifest_chunks(tx_id))
         started = await client.start(manifest)
@@ -182,6 +196,7 @@ class Relayer:
             )
             async for page in missing():
                 await _racing(flusher, sender.upload_all(tx_id, page, await self._sizes(relay, page)))
+            await self._flush(relay, counters)  # the last word before the commit: aborted meanwhile?
             try:
                 committed = await _racing(flusher, client.commit(tx_id))
             except EdgeRefused as exc:

@@ -6,6 +6,7 @@ either resumes its children when it returns or leaves them to the service after
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import signal
@@ -19,6 +20,7 @@ import pytest
 
 from devstack.processes import find_program, service_environment
 from devstack.services import SOURCE_REPO, EdgeProcess
+from edge import relaying as relaying_module
 from tests.edge_setup import distributor_token, download, http, trust
 from tests.fault_servers import Faults, ThreadedServer, proxy_app
 from tests.test_distribute_e2e import FAST_RETRIES, V1, Service, public_key, running_service, sites_of
@@ -192,6 +194,12 @@ def test_a_parent_killed_and_kept_dead_leaves_its_children_to_the_service_after_
         assert "pushing directly: parent edge parent has not answered" in service.process.log_tail(400)
 
 
+def transaction_ended(edge: EdgeProcess, tx: str) -> bool:
+    """The edge holds nothing of transaction ``tx`` open: aborted, or never started."""
+    status, answer = http("GET", edge.url + protocol.transaction_path(tx), distributor_token(edge))
+    return status == 404 or answer["state"] == "ABORTED"
+
+
 def wait_until(check: Any, what: str, tries: int = 300) -> Any:
     """``check()`` once it answers something true, looked at every 0.1 s a bounded number of times."""
     for _ in range(tries):
@@ -199,6 +207,35 @@ def wait_until(check: Any, what: str, tries: int = 300) -> Any:
             return found
         time.sleep(0.1)
     pytest.fail(f"gave up waiting for {what}")
+
+
+def test_a_relay_aborted_on_the_parent_starts_nothing_again_and_aborts_the_childs_transaction(
+    tmp_path: Path, tiers: Tiers
+) -> None:
+    """With the service gone, only the parent can end the child's transaction: a relay that is
+    retrying uploads the child refuses stops at its next look at its row, and aborts it."""
+    faults = tiers.child_faults[0]
+    faults.only, faults.server_errors = "/blobs/", 10**6  # every upload to leaf-1 fails: its relay retries
+    tiers.child_faults[1].upload_rate = 256 * 1024
+    for service in running_service(tmp_path / "distribution", FAST_RETRIES):
+        tiers.register(service)
+        dist_id = distribute_to_leaves(service, "2.0.0")
+        service.wait("2.0.0", dist_id, relaying)
+        assert service.process.stop() == 0
+    token = distributor_token(tiers.parent)
+    tx = http("GET", tiers.parent.url + protocol.BUNDLES, token)[1][0]["manifest_sha256"]
+    path = tiers.parent.url + protocol.relay_path(tx, "leaf-1")
+    wait_until(lambda: "retrying" in http("GET", path, token)[1]["error"], "the relay to leaf-1 retrying")
+    status, relay = http("POST", tiers.parent.url + protocol.relay_abort_path(tx, "leaf-1"), token)
+    assert status == 200 and relay["state"] == "ABORTED", relay
+    child = tiers.children[0]
+    wait_until(lambda: transaction_ended(child, tx), "the transaction on leaf-1 aborted by the parent")
+    starts = [call for call in faults.seen if call[:2] == ("POST", protocol.TRANSACTIONS)]
+    time.sleep(2 * relaying_module.FLUSH_SECONDS + relaying_module.BACKOFF_CAP)  # a retry would have begun by now
+    assert [call for call in faults.seen if call[:2] == ("POST", protocol.TRANSACTIONS)] == starts
+    assert transaction_ended(child, tx) and download(child.url, f"{SOURCE_REPO}/app/2.0.0/tools.zip")[0] == 404
+    # the abort was the relay to leaf-1's alone
+    assert http("GET", tiers.parent.url + protocol.relay_path(tx, "leaf-2"), token)[1]["state"] != "ABORTED"
 
 
 def test_an_abort_mid_relay_stops_the_parents_relays_and_an_undistribute_reaches_the_children(
@@ -220,9 +257,11 @@ def test_an_abort_mid_relay_stops_the_parents_relays_and_an_undistribute_reaches
         for name in ("leaf-1", "leaf-2"):
             path = tiers.parent.url + protocol.relay_path(tx, name)
             wait_until(lambda p=path, t=token: http("GET", p, t)[1]["state"] == "ABORTED", f"the relay to {name}")
-        for child in tiers.children:  # the child's own transaction was aborted: nothing of the bundle there
-            status, answer = http("GET", child.url + protocol.transaction_path(tx), distributor_token(child))
-            assert status == 404 or answer["state"] == "ABORTED", answer
+        for name, child in zip(("leaf-1", "leaf-2"), tiers.children, strict=True):
+            # The child's own transaction ends aborted, with nothing of the bundle there. The service
+            # aborts it beside stopping the relay; the relay aborts it again once it stops (at its
+            # next flush), in case one of its calls had opened it again meanwhile.
+            wait_until(functools.partial(transaction_ended, child, tx), f"the transaction on {name} aborted")
             assert download(child.url, f"{SOURCE_REPO}/app/2.0.0/tools.zip")[0] == 404
 
         for faults in tiers.child_faults:
