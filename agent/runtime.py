@@ -31,13 +31,18 @@ _PYTHON = re.compile(r"python[0-9.]*")
 _SHELLS = {"sh", "bash", "dash", "zsh", "ksh", "ash"}
 _OTHERS = {"node": {"-r", "--require"}, "nodejs": {"-r", "--require"}, "perl": {"-I", "-M"}, "ruby": {"-I", "-r"}}
 _PYTHON_VALUE_OPTIONS = {"-W", "-X", "-Q"}
+# A process's own descriptors by the names it may run them as.
+_OWN_FD = re.compile(r"/dev/fd/([0-9]+)|/dev/(stdin|stdout|stderr)")
+_STDIO = {"stdin": "0", "stdout": "1", "stderr": "2"}
+_OWN_PROC = re.compile(r"/proc/(?:self|thread-self)/")
 
 
 @dataclass(frozen=True)
 class ProcInfo:
     """What the process table says of one process, before hashing. ``exe_open`` is what is read
     for the executable's bytes (``/proc/PID/exe`` in the live table: what runs, even deleted);
-    ``cwd`` is where a relative script is found (``/proc/PID/cwd``; ``""`` in a synthetic one)."""
+    ``proc`` is the directory through which the process's own paths are read (``/proc/PID``;
+    ``""`` in a synthetic table, whose paths are read as they are)."""
 
     pid: int
     started: int  # ms
@@ -45,7 +50,7 @@ class ProcInfo:
     cmdline: tuple[str, ...]
     user: str
     exe_open: str
-    cwd: str = ""
+    proc: str = ""
 
 
 class HashCache:
@@ -143,8 +148,23 @@ def live_processes() -> Iterator[ProcInfo]:
             cmdline=tuple(info.get("cmdline") or ()),
             user=info.get("username") or "",
             exe_open=f"/proc/{pid}/exe",
-            cwd=f"/proc/{pid}/cwd",
+            proc=f"/proc/{pid}",
         )
+
+
+def opened_as(info: ProcInfo, path: str) -> str:
+    """Where this agent reads what ``path`` names for the process ``info``: the same words mean
+    another file here. A relative path is read from the process's working directory, an
+    absolute one below its root (a container's files, not the host's), and its own descriptors
+    (``bash /dev/fd/3``, ``/proc/self/fd/3``, ``/dev/stdin``) through ``/proc/PID/fd``: read
+    as they are, they would name this agent's own open files."""
+    if not info.proc:
+        return path
+    if fd := _OWN_FD.fullmatch(path):
+        return f"{info.proc}/fd/{fd.group(1) or _STDIO[fd.group(2)]}"
+    if own := _OWN_PROC.match(path):
+        return f"{info.proc}/{path[own.end() :]}"
+    return f"{info.proc}/root{path}" if os.path.isabs(path) else f"{info.proc}/cwd/{path}"
 
 
 class Scanner:
@@ -167,8 +187,7 @@ class Scanner:
         script = script_of(info.exe, info.cmdline)
         script_sha = None
         if script is not None:
-            where = script if os.path.isabs(script) or not info.cwd else os.path.join(info.cwd, script)
-            script_sha = self.cache.sha256(where)
+            script_sha = self.cache.sha256(opened_as(info, script))
         return Process(
             pid=info.pid,
             started=info.started,

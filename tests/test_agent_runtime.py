@@ -10,13 +10,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.apps import AppRegistry
 from agent.drift import DriftChecker, keep_manifest
 from agent.installer import Installer
-from agent.runtime import HashCache, ProcInfo, Scanner, container_in, live_processes, script_of
+from agent.runtime import HashCache, ProcInfo, Scanner, container_in, live_processes, opened_as, script_of
 from tests.agent_plane import make_bundle
 from tests.gpg_keys import KeyFactory, KeySet
 from wire.fleet import AppSpec
@@ -41,6 +42,16 @@ def spawn_fixture() -> Iterator[list[subprocess.Popen[bytes]]]:
 def scan_pid(pid: int, settings: RuntimeSettings = RuntimeSettings(), cache: HashCache | None = None):  # noqa: B008
     found, _ = Scanner(cache or HashCache(64)).scan(live_processes(), settings)
     return next((p for p in found.values() if p.pid == pid), None)
+
+
+def scan_script(pid: int) -> Any:
+    """The process once its interpreter's command line is in place (it is exec'd after the fork)."""
+    found = None
+    for _ in range(50):
+        found = scan_pid(pid)
+        if found is not None and found.script:
+            break
+    return found
 
 
 def test_an_unchanged_file_is_hashed_once_and_one_replaced_in_place_again(tmp_path: Path) -> None:
@@ -141,12 +152,48 @@ def test_a_script_run_by_an_interpreter_is_reported_with_its_own_hash(tmp_path: 
     script = tmp_path / "app.py"
     script.write_text("import time\ntime.sleep(300)\n")
     spawn.append(subprocess.Popen([sys.executable, "app.py"], cwd=tmp_path))
-    found = None
-    for _ in range(50):  # until the interpreter's command line is in place
-        found = scan_pid(spawn[0].pid)
-        if found is not None and found.script:
-            break
+    found = scan_script(spawn[0].pid)
     assert found is not None and (found.script, found.script_sha256) == ("app.py", sha256_of(script))
+
+
+@pytest.mark.parametrize("named", ["/dev/fd/{fd}", "/proc/self/fd/{fd}"])
+def test_a_script_run_from_the_processs_own_descriptor_is_read_through_it(
+    tmp_path: Path, spawn: list, named: str
+) -> None:
+    """``bash /dev/fd/3 3<run.sh``: read here as it is named, it would be this sensor's own fd 3,
+    and the process would be reported running whatever file that is."""
+    script = tmp_path / "run.sh"
+    script.write_text("sleep 300\n")
+    decoy = tmp_path / "decoy.sh"
+    decoy.write_text("# not what runs\n")
+    fd = os.open(script, os.O_RDONLY)
+    try:
+        spawn.append(subprocess.Popen(["bash", named.format(fd=fd)], pass_fds=(fd,)))
+        held = os.open(decoy, os.O_RDONLY)
+        os.dup2(held, fd)  # the sensor's fd of that number is now another file
+        os.close(held)
+        found = scan_script(spawn[0].pid)
+    finally:
+        os.close(fd)
+    assert found is not None and found.script == named.format(fd=fd)
+    assert found.script_sha256 == sha256_of(script) != sha256_of(decoy)
+
+
+def test_a_processs_paths_are_read_as_that_process_sees_them() -> None:
+    """Relative paths from its working directory, absolute ones below its root (a container's
+    own files), its own descriptors through its fd table; a synthetic table's as they are."""
+    live = ProcInfo(42, 1, "/usr/bin/python3", ("python3",), "u", "/proc/42/exe", proc="/proc/42")
+    assert [opened_as(live, p) for p in ("app.py", "lib/run.sh", "/srv/app.py", "/dev/fd/3", "/dev/stdin")] == [
+        "/proc/42/cwd/app.py",
+        "/proc/42/cwd/lib/run.sh",
+        "/proc/42/root/srv/app.py",
+        "/proc/42/fd/3",
+        "/proc/42/fd/0",
+    ]
+    assert opened_as(live, "/proc/self/fd/7") == opened_as(live, "/proc/thread-self/fd/7") == "/proc/42/fd/7"
+    assert opened_as(live, "/dev/fd/") == "/proc/42/root/dev/fd/"  # no descriptor named
+    synthetic = ProcInfo(42, 1, "/usr/bin/python3", ("python3",), "u", "/usr/bin/python3")
+    assert opened_as(synthetic, "/srv/app.py") == "/srv/app.py"
 
 
 def test_excluded_executables_are_not_reported_and_command_lines_can_be_dropped(tmp_path: Path, spawn: list) -> None:

@@ -136,7 +136,7 @@ def test_what_runs_is_traced_to_its_bundle_version_and_what_no_bundle_shipped_is
     with open(rogue, "ab") as f:
         f.write(b"\0")  # a copy of a system binary, changed: no bundle ever shipped these bytes
     rogue_sha = hashlib.sha256(rogue.read_bytes()).hexdigest()
-    site.start([str(rogue), "600"])
+    app, rogue_run = site.processes[0], site.start([str(rogue), "600"])
     agent = start_agent("run", "--data-dir", str(site.data_dir))
     try:
         found = wait_for(lambda: site.where("1.0.0"), what="runtime where to find till-app 1.0.0")
@@ -153,11 +153,13 @@ def test_what_runs_is_traced_to_its_bundle_version_and_what_no_bundle_shipped_is
             {"sha256": rogue_sha, "path": str(rogue), "devices": ["till-1"], "device_count": 1, "processes": 1}
         ]
         device = site.cli("runtime", "device", "till-1")
-        by_path = {p["script"] or p["exe"]: p for p in device["processes"]}
-        assert by_path["app.py"]["provenance"] == [
+        # by pid: other tests' processes on this machine may run an app.py of their own
+        by_pid = {p["pid"]: p for p in device["processes"]}
+        assert by_pid[app.pid]["script"] == "app.py"
+        assert by_pid[app.pid]["provenance"] == [
             {"bundle": "till-app", "version": "1.0.0", "path": f"{SOURCE_REPO}/till-app/1.0.0/app.py"}
         ]
-        assert by_path[str(rogue)]["unknown"] is True
+        assert by_pid[rogue_run.pid]["exe"] == str(rogue) and by_pid[rogue_run.pid]["unknown"] is True
         events = site.cli("runtime", "events", "--kind", "unknown_executable", "--device", "till-1")
         assert [e["path"] for e in events if e["sha256"] == rogue_sha] == [str(rogue)]
         assert site.cli("runtime", "drift") == []
