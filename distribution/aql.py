@@ -6,7 +6,7 @@ See ``distribution.specs`` for the semantics; this module only parses and evalua
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from wire.errors import InvalidPath
 from wire.jsonstrict import JsonRefused, loads_prefix
@@ -117,9 +117,14 @@ def _property_criterion(key: str, value: object, loc: str, where: str) -> tuple[
         raise SpecError(f"{where}: {loc}: a property criterion needs a key after '@'")
     parts: list[tuple[Predicate, Scopes]] = []
     for op, operand in _operations(value, loc, where):
-        test, held = _value_test(op, operand), any if op in ("$eq", "$match") else all
-        parts.append(((lambda item, t=test, h=held: h(map(t, item[3].get(key, ())))), frozenset({ANY_SCOPE})))
+        held = any if op in ("$eq", "$match") else all
+        parts.append((_values_pass(key, _value_test(op, operand), held), frozenset({ANY_SCOPE})))
     return _all_of(parts)
+
+
+def _values_pass(key: str, test: Callable[[str], bool], held: Callable[[Iterable[bool]], bool]) -> Predicate:
+    """Whether ``held`` (``any`` or ``all``) of the file's values of ``key`` pass ``test``."""
+    return lambda item: held(map(test, item[3].get(key, ())))
 
 
 def _value_test(op: str, operand: str) -> Callable[[str], bool]:

@@ -69,7 +69,7 @@ async def sign_bundle(
     """Sign an OPEN bundle's manifest with ``key`` and store both; answers whether the bundle was
     still OPEN when stored (see ``BundleStore.mark_signed``)."""
     try:
-        spool = await asyncio.to_thread(tempfile.TemporaryFile, dir=spool_dir)
+        spool: BinaryIO = await asyncio.to_thread(tempfile.TemporaryFile, dir=spool_dir)
     except OSError as exc:
         raise _full(exc, spool_dir) from exc
     try:

@@ -143,7 +143,7 @@ async def push_keys(runner: JobRunner, signer: Signer, edges: list[Edge], alias:
     public = [(key_alias(k.fingerprint), await asyncio.to_thread(signer.export_public, k.alias)) for k in keys]
     timeout = runner.settings.edge_read_timeout
     results = await asyncio.gather(
-        *(_trust(EdgeClient(runner.session, edge, read_timeout=timeout), public) for edge in edges)
+        *(_trust(edge, EdgeClient(runner.session, edge, read_timeout=timeout), public) for edge in edges)
     )
     details = [d for per_edge in results for d in per_edge]
     ok = sum(d["status"] == "SUCCESS" for d in details)
@@ -151,11 +151,11 @@ async def push_keys(runner: JobRunner, signer: Signer, edges: list[Edge], alias:
     return {"status": status, "details": details}
 
 
-async def _trust(client: EdgeClient, public: list[tuple[str, str]]) -> list[dict[str, Any]]:
+async def _trust(edge: Edge, client: EdgeClient, public: list[tuple[str, str]]) -> list[dict[str, Any]]:
     details: list[dict[str, Any]] = []
     for alias, armored in public:
-        detail: dict[str, Any] = {"name": client.edge.name, "key_alias": alias, "status": "SUCCESS"}
-        if client.edge.pulls:
+        detail: dict[str, Any] = {"name": edge.name, "key_alias": alias, "status": "SUCCESS"}
+        if edge.pulls:
             details.append(detail | {"status": "FAILURE", "message": PULL_EDGE_TRUST})
             continue
         try:

@@ -68,8 +68,8 @@ async def _missing_json(
     transactions: Transactions, tx: Transaction, after: str = "", limit: int | None = None
 ) -> dict[str, Any]:
     """A page of missing blobs and where the next starts; the protocol's page size by default."""
-    missing, after = await transactions.missing_page(tx, after, limit or protocol.MISSING_PAGE)
-    return {"missing": missing, "missing_next": after}
+    missing, next_after = await transactions.missing_page(tx, after, limit or protocol.MISSING_PAGE)
+    return {"missing": missing, "missing_next": next_after}
 
 
 async def start_transaction(request: web.Request) -> web.Response:

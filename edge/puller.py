@@ -23,7 +23,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import aiohttp
@@ -211,10 +211,14 @@ class Puller:
                     # link breaks, and reading in large chunks lets it buffer twice that much, so
                     # a cut would leave nothing staged to resume from.
                     chunks = resp.content.iter_any()
+
+                    def body(chunks: AsyncIterator[bytes] = chunks) -> AsyncIterator[bytes]:
+                        return chunks
+
                     await uploads.upload(
                         tx_id,
                         sha256,
-                        lambda chunks=chunks: chunks,
+                        body,
                         content_range=(offset, size - 1, size) if offset else None,
                         declared=size - offset,
                         interrupt=resp.content.set_exception,

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from repository.artifacts import ArtifactService
 from repository.catalog import now_ms
@@ -179,7 +180,7 @@ class Transactions:
         the edge holds come back, for the caller to refuse once it knows the bundle's name."""
         clashes: list[str] = []
         with await open_in_thread(open, manifest, "rb") as stream:
-            reader = ManifestReader(stream)
+            reader = ManifestReader(cast(BinaryIO, stream))  # opened "rb"
             pages = reader.pages()
             while (page := await asyncio.to_thread(next, pages, None)) is not None:
                 _check_page(page, self.is_virtual)

@@ -10,6 +10,7 @@ filter and the answer agree and a page of the fleet costs one query, not one per
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,7 +106,7 @@ class DeviceStore:
         devices = self._with_details(rows)
         return devices, rows[-1][1] if more else None
 
-    def _with_details(self, rows: list[Any]) -> list[dict[str, Any]]:
+    def _with_details(self, rows: Sequence[Any]) -> list[dict[str, Any]]:
         if not rows:
             return []
         db, ids = self._database.db, [r[0] for r in rows]

@@ -24,6 +24,7 @@ A device that was offline gets the same when it checks in again: its row waited.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from distribution.webhook_events import Publisher
@@ -86,11 +87,13 @@ class RolloutActions:
             elif dep.state in STOPPED and not by_device and _still_busy(heartbeat, install):
                 # canceled before it reported, yet it says it is working on it: stop it
                 actions.append(_action(dep, install, ActionKind.CANCEL, dep.version))
-        if rejected and await self._database.run(self._reject, rejected):
-            await self.changed()
+        if rejected:
+            changed = await self._database.run(self._reject, rejected)
+            if changed:
+                await self.changed()
         return actions[:MAX_ACTIONS]
 
-    def _rows(self, device_id: str, ids: list[int]) -> list[Any]:
+    def _rows(self, device_id: str, ids: list[int]) -> Sequence[Any]:
         return self._database.db.execute(
             "SELECT deployment_id, seq, phase, state, by_device, previous, rb_state FROM fleet_targets"
             " WHERE device_id = :device AND deployment_id IN :ids ORDER BY deployment_id",

@@ -108,7 +108,7 @@ class Deployments:
             "SELECT state, phase, success_threshold, halt_on_failures, app, version FROM fleet_deployments"
             " WHERE id = :id",
             {"id": dep_id},
-        ).fetchone()
+        ).one()
         state, current, success, halt, app, version = row
         if state != RUNNING:
             return False

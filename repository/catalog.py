@@ -13,7 +13,7 @@ bundle is publishing is taken even before it shows.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import asdict, replace
 from typing import Any, TypeVar
 
@@ -263,7 +263,7 @@ class Catalog:
         ).fetchone()
         return Folder(*row) if row else None
 
-    async def holders(self, algorithm: str, value: str) -> AsyncIterator[Artifact]:
+    async def holders(self, algorithm: str, value: str) -> AsyncGenerator[Artifact, None]:
         """Every artifact with these bytes (by ``sha256`` or ``sha1``), in (repo, path) order, a page
         at a time: deploy-by-checksum looks for one its caller may read."""
         if algorithm not in ("sha256", "sha1"):

@@ -213,6 +213,7 @@ class Database:
                     await loop.run_in_executor(executor, lambda: self.db.forget_lost_connection())
                 if not retryable(exc) or attempt == RACE_TRIES:
                     raise
+                assert isinstance(exc, sa.exc.DBAPIError)  # only PostgreSQL's errors are retryable
                 log.info("a transaction lost a race with another replica's; running it again (%s)", exc.orig)
                 # apart, at a random moment: two replicas that retry at once would collide again
                 await asyncio.sleep(random.uniform(0, RACE_BACKOFF * 2**attempt))
@@ -257,7 +258,7 @@ class Database:
         return before - self._free_pages()
 
     def _free_pages(self) -> int:
-        return int(self.db.execute("PRAGMA freelist_count").fetchone()[0])
+        return int(self.db.execute("PRAGMA freelist_count").scalar_one())
 
     def _checkpoint(self) -> None:
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()

@@ -109,7 +109,7 @@ class Quarantine:
         return [QuarantinedBlob(*r) for r in rows]
 
     async def count(self) -> int:
-        (count,) = await self._database.run(lambda: self._db.execute("SELECT count(*) FROM quarantine").fetchone())
+        count = await self._database.run(lambda: self._db.execute("SELECT count(*) FROM quarantine").scalar_one())
         return int(count)
 
     async def add(self, blob: QuarantinedBlob) -> None:

@@ -28,7 +28,7 @@ import hashlib
 import logging
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
@@ -65,7 +65,7 @@ class Coordination:
             self._connection = self._engine.connect()
         return self._connection
 
-    def _call(self, sql: str, params: dict[str, object]) -> object:
+    def _call(self, sql: str, params: Mapping[str, object]) -> object:
         try:
             return self._session().execute(sa.text(sql), params).scalar()
         except sa.exc.DBAPIError:

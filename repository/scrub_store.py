@@ -87,7 +87,7 @@ class ScrubStore:
         return await self._database.run(self._progress)
 
     def _progress(self) -> ScrubProgress:
-        return ScrubProgress(*self._db.execute(f"SELECT {_COLUMNS} FROM scrub_state WHERE id = 1").fetchone())
+        return ScrubProgress(*self._db.execute(f"SELECT {_COLUMNS} FROM scrub_state WHERE id = 1").one())
 
     async def begin(self, now: int) -> ScrubProgress:
         """A new pass, or the one under way (left by a stop or a crash), to resume at its cursor."""

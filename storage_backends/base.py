@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -262,7 +262,7 @@ class StorageBackend(ABC):
             raise BlobsNotDeleted(failed, reason)
 
     @abstractmethod
-    def list(self) -> AsyncIterator[str]:
+    def list(self) -> AsyncGenerator[str, None]:
         """Every committed blob's sha256, in no particular order."""
 
     @abstractmethod

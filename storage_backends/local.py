@@ -21,7 +21,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from stat import S_ISDIR
@@ -269,7 +269,7 @@ class LocalBackend(StorageBackend):
             reason = os_storage_error(failed[-1][1], "deleting blobs failed")
             raise BlobsNotDeleted([paths[path] for path, _ in failed], str(reason))
 
-    async def list(self) -> AsyncIterator[str]:  # type: ignore[override]
+    async def list(self) -> AsyncGenerator[str, None]:  # type: ignore[override]
         for shard in await asyncio.to_thread(_sorted_dirs, self.blob_dir):
             for name in await asyncio.to_thread(os.listdir, shard):
                 yield name

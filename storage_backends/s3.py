@@ -21,7 +21,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -347,7 +347,7 @@ class S3Backend(StorageBackend):
             self.client.delete_object(**source)
         return f"s3://{self.bucket}/{target}"
 
-    async def list(self) -> AsyncIterator[str]:  # type: ignore[override]
+    async def list(self) -> AsyncGenerator[str, None]:  # type: ignore[override]
         paginator = await self._call(self.client.get_paginator, "list_objects_v2")
         pages = iter(paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}blobs/"))  # lazy: no I/O
         while (page := await self._call(guarded, "list", next, pages, None)) is not None:

@@ -13,6 +13,7 @@ import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import BinaryIO, cast
 
 from storage_backends import BlobNotFound, StorageBackend, StorageError, open_in_thread
 from wire.batch import BATCH_BLOB_MAX, BATCH_MAX_BLOBS, body_length, head_line
@@ -178,7 +179,7 @@ class BlobSender:
                 held = os.fstat(file.fileno()).st_size
                 if held != size:
                     raise SourceMissing(f"blob {sha} in {self.source} holds {held} bytes, not {size}: damaged")
-                window = FileWindow(file, offset, size - offset, self.on_bytes)
+                window = FileWindow(cast(BinaryIO, file), offset, size - offset, self.on_bytes)  # opened "rb"
                 await self.client.put_blob(tx, sha, size, offset, window)
             finally:
                 file.close()

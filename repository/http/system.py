@@ -34,7 +34,7 @@ async def readiness(request: web.Request) -> web.Response:
     the node adds pass), each within READINESS_TIMEOUT. 200 ``{"status":"READY"}`` or 503
     ``{"status":"NOT_READY"}``, with each check's result (``OK``, ``FAILED`` or ``TIMEOUT``);
     why a check failed goes to the log only."""
-    checks = {
+    checks: dict[str, Callable[[], Awaitable[None]]] = {
         "database": request.app[database].check,
         "storage": request.app[keys.storage].check,
     }
