@@ -63,12 +63,18 @@ demo: install system-deps
 
 # Three workers on two cores: most tests wait on processes they started, not on a core. A file's
 # tests stay together in one worker (--dist loadfile), sharing its fixtures. The schemathesis
-# tests run on their own, in one process: under pytest-xdist their cases are never run.
+# tests run in a process of their own (under pytest-xdist their cases are never run), beside the
+# others rather than after them: alone they would keep one core busy and leave the other idle.
+# Their output follows the others'; the run fails if either fails.
 PYTEST_WORKERS ?= 3
 SERIAL_TESTS := tests/test_schemathesis.py
+SERIAL_LOG := $(VENV)/serial-tests.log
 test: $(TEST_STAMP) test-system-deps
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(addprefix --ignore=,$(SERIAL_TESTS))
-	$(BIN)/python -m pytest -q $(SERIAL_TESTS)
+	@$(BIN)/python -m pytest -q $(SERIAL_TESTS) > $(SERIAL_LOG) 2>&1 & serial=$$!; \
+	echo "$(SERIAL_TESTS): running beside the others, its output follows theirs"; \
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(addprefix --ignore=,$(SERIAL_TESTS)); parallel=$$?; \
+	wait $$serial; alone=$$?; echo "--- $(SERIAL_TESTS)"; cat $(SERIAL_LOG); \
+	test $$parallel = 0 && test $$alone = 0
 
 bench: $(TEST_STAMP) test-system-deps
 	$(call apt_install,nginx:nginx wrk:wrk)
