@@ -160,6 +160,12 @@ class Relayer:
         except EdgeCallError as exc:  # 404: never opened; 409: committed there (by a direct push)
             log.info("relay of %s to %s: the child's transaction not aborted: %s", *relay.key, exc.message)
 
+    async def _still_running(self, relay: Relay) -> None:
+        """Raise ``RelayEnded`` unless the relay is still RUNNING; its counters stay as they are."""
+        current = await self.relays.get(*relay.key)
+        if current is None or current.state != RelayState.RUNNING:
+            raise RelayEnded
+
     async def _flush(self, relay: Relay, counters: Counters, error: str = "") -> None:
         if not await self.relays.progress(relay.key, error, **counters.fields()):
             raise RelayEnded
@@ -170,7 +176,7 @@ class Relayer:
         if tx is None or tx.state != TransactionState.COMMITTED:
             raise EdgeRefused(f"transaction {tx_id} is not committed on the parent edge any more")
         client = EdgeClient(self.session, relay, read_timeout=READ_TIMEOUT)
-        await self._flush(relay, counters)  # aborted while this attempt waited to begin?
+        await self._still_running(relay)  # aborted while this attempt waited to begin?
         size = await self.relays.manifest_size(tx_id)
         manifest = ManifestSource(size, await self.store.signature(tx_id), lambda: self.store.manifest_chunks(tx_id))
         started = await client.start(manifest)
@@ -196,7 +202,7 @@ class Relayer:
             )
             async for page in missing():
                 await _racing(flusher, sender.upload_all(tx_id, page, await self._sizes(relay, page)))
-            await self._flush(relay, counters)  # the last word before the commit: aborted meanwhile?
+            await self._still_running(relay)  # the last word before the commit: aborted meanwhile?
             try:
                 committed = await _racing(flusher, client.commit(tx_id))
             except EdgeRefused as exc:
