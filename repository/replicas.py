@@ -31,7 +31,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
-import psycopg
 import sqlalchemy as sa
 
 from .file_locks import ProcessLocks
@@ -149,6 +148,8 @@ class ChangeListener:
         self._connected.wait(timeout=10)
 
     def _listen(self) -> None:
+        import psycopg  # here: a node on sqlite, the embedded default, never loads the driver
+
         first = True
         while not self._stopping.is_set():
             try:

@@ -30,7 +30,8 @@ def document_path(service: str) -> Path:
 def load_document(service: str) -> dict[str, Any]:
     """The document as a JSON-ready dict (YAML anchors and merge keys resolved)."""
     with open(document_path(service), encoding="utf-8") as f:
-        document = yaml.safe_load(f)
+        # libyaml's parser when PyYAML has it: the same document, some ten times faster
+        document = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     if not isinstance(document, dict):
         raise ValueError(f"{document_path(service)} is not an OpenAPI document")
     return document
