@@ -62,7 +62,8 @@ demo: install system-deps
 	@$(BIN)/python -m devstack.demo
 
 # Three workers on two cores: most tests wait on processes they started, not on a core. A file's
-# tests stay together in one worker (--dist loadfile), sharing its fixtures. The schemathesis
+# tests stay together in one worker (--dist loadfile), sharing its fixtures; the files are handed
+# out longest first (tests/scheduling.py), so no long file is left to run alone at the end. The schemathesis
 # tests run in a process of their own (under pytest-xdist their cases are never run), beside the
 # others rather than after them: alone they would keep one core busy and leave the other idle.
 # Their output follows the others'; the run fails if either fails.
@@ -72,7 +73,7 @@ SERIAL_LOG := $(VENV)/serial-tests.log
 test: $(TEST_STAMP) test-system-deps
 	@$(BIN)/python -m pytest -q $(SERIAL_TESTS) > $(SERIAL_LOG) 2>&1 & serial=$$!; \
 	echo "$(SERIAL_TESTS): running beside the others, its output follows theirs"; \
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(addprefix --ignore=,$(SERIAL_TESTS)); parallel=$$?; \
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(addprefix --ignore=,$(SERIAL_TESTS)); parallel=$$?; \
 	wait $$serial; alone=$$?; echo "--- $(SERIAL_TESTS)"; cat $(SERIAL_LOG); \
 	test $$parallel = 0 && test $$alone = 0
 

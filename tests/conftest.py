@@ -17,6 +17,7 @@ from storage_backends import StorageBackend, create_backend
 from tests.edge_process import edge_server  # noqa: F401  (fixture: a real `edge serve` process)
 from tests.gpg_keys import key_factory_fixture, keys_fixture  # noqa: F401  (session fixtures: real GnuPG keys)
 from tests.postgres import catalog, db_target, postgres_server, postgres_url  # noqa: F401  (a real PostgreSQL; a database per test)
+from tests.scheduling import pytest_collection_modifyitems  # noqa: F401  (the longest files first)
 from tests.seaweed import s3_server  # noqa: F401  (session fixture: a real S3 server on loopback)
 
 BACKENDS = ["local", "s3"]
